@@ -1,0 +1,8 @@
+import type { Db } from '../src/db/pool';
+
+export interface ActivityDeps {
+  db: Db;
+  paymentProviderUrl: string;
+  carrierUrl: string;
+  providerTimeoutMs: number;
+}

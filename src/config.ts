@@ -1,0 +1,61 @@
+import { z } from 'zod';
+
+const optionalUrl = (protocols: string[]) =>
+  z
+    .string()
+    .trim()
+    .url()
+    .refine((v) => protocols.some((p) => v.startsWith(`${p}:`)), {
+      message: `must start with ${protocols.map((p) => `${p}://`).join(' or ')}`,
+    })
+    .optional();
+
+const hostPort = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:7233')
+  .optional();
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+export const configSchema = z.object({
+  DATABASE_URL: optionalUrl(['postgres', 'postgresql']),
+  TEMPORAL_ADDRESS: hostPort,
+  TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
+  TEMPORAL_TASK_QUEUE: z.string().trim().min(1).default('sagaflow'),
+  TEMPORAL_CLI_PATH: z.string().trim().min(1).optional(),
+  SAGAFLOW_STATE_DIR: z.string().trim().min(1).default('.sagaflow'),
+  SAGAFLOW_EMBEDDED_PG_PORT: positiveInt(54329),
+  PAYMENT_PROVIDER_URL: optionalUrl(['http', 'https']),
+  CARRIER_URL: optionalUrl(['http', 'https']),
+  PROVIDER_TIMEOUT_MS: positiveInt(5000),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly issues: { variable: string; message: string }[]) {
+    super(
+      `Invalid configuration:\n${issues.map((i) => `  ${i.variable}: ${i.message}`).join('\n')}`,
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment once; an invalid value stops start-up with the variable's name. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // An empty variable means "unset", as shells and compose files commonly leave them.
+  const cleaned = Object.fromEntries(
+    Object.keys(configSchema.shape)
+      .map((k) => [k, env[k]] as const)
+      .filter(([, v]) => v !== undefined && v !== ''),
+  );
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => ({ variable: String(i.path[0] ?? '?'), message: i.message })),
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,175 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { freePort, waitFor } from './ports';
+
+/** The newest Temporal CLI release that `go install` can build (later tags carry a replace directive). */
+export const TEMPORAL_CLI_VERSION = 'v1.5.1';
+const CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
+
+export type CliSource = 'TEMPORAL_CLI_PATH' | 'PATH' | 'cache' | 'go install' | 'SDK download';
+
+export function cacheDir(): string {
+  const base = process.env.SAGAFLOW_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'sagaflow');
+  return path.join(base, `temporal-cli-${TEMPORAL_CLI_VERSION}`);
+}
+
+function onPath(cmd: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, cmd);
+    if (dir && isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Finds a Temporal CLI: TEMPORAL_CLI_PATH, `temporal` on PATH, the cached build,
+ * then a fresh `go install` into the cache. Returns undefined if none can be had,
+ * leaving the SDK's own download as the caller's last resort.
+ */
+export function findTemporalCli(opts: { cliPath?: string; allowBuild?: boolean; log?: (m: string) => void } = {}):
+  | { path: string; source: CliSource }
+  | undefined {
+  const log = opts.log ?? (() => undefined);
+  if (opts.cliPath) {
+    if (!isExecutable(opts.cliPath)) throw new Error(`TEMPORAL_CLI_PATH=${opts.cliPath} is not an executable file`);
+    return { path: opts.cliPath, source: 'TEMPORAL_CLI_PATH' };
+  }
+  const fromPath = onPath('temporal');
+  if (fromPath) return { path: fromPath, source: 'PATH' };
+  const cached = path.join(cacheDir(), 'temporal');
+  if (isExecutable(cached)) return { path: cached, source: 'cache' };
+  if (opts.allowBuild === false || !onPath('go')) return undefined;
+  log(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} with go install into ${cacheDir()} (takes a few minutes, once)`);
+  fs.mkdirSync(cacheDir(), { recursive: true });
+  const res = spawnSync('go', ['install', `${CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
+    env: { ...process.env, GOBIN: cacheDir() },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (res.status === 0 && isExecutable(cached)) return { path: cached, source: 'go install' };
+  log(`go install failed (exit ${res.status}); check \`go env GOPROXY GOSUMDB GOFLAGS\``);
+  return undefined;
+}
+
+export interface TemporalServer {
+  address: string;
+  namespace: string;
+  uiUrl?: string;
+  source: CliSource | 'TEMPORAL_ADDRESS';
+  stop(): Promise<void>;
+}
+
+export interface StartTemporalOptions {
+  cliPath?: string;
+  namespace?: string;
+  /** SQLite file that keeps workflows across restarts; in memory when absent. */
+  dbFilename?: string;
+  ui?: boolean;
+  port?: number;
+  log?: (m: string) => void;
+}
+
+/** Starts the Temporal CLI dev server (a real Temporal server) and waits until it answers. */
+export async function startTemporalDevServer(opts: StartTemporalOptions = {}): Promise<TemporalServer> {
+  const log = opts.log ?? (() => undefined);
+  const namespace = opts.namespace ?? 'default';
+  const found = findTemporalCli({ cliPath: opts.cliPath, log });
+  const port = opts.port ?? (await freePort());
+  const uiPort = opts.ui ? await freePort() : undefined;
+  if (!found) return startWithSdkDownload({ ...opts, namespace, port, uiPort }, log);
+
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace,
+    '--log-level', 'error'];
+  if (uiPort) args.push('--ui-port', String(uiPort));
+  else args.push('--headless');
+  if (opts.dbFilename) {
+    fs.mkdirSync(path.dirname(opts.dbFilename), { recursive: true });
+    args.push('--db-filename', opts.dbFilename);
+  }
+  log(`starting Temporal dev server from ${found.path} (found via ${found.source})`);
+  const child: ChildProcess = spawn(found.path, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (b: Buffer) => {
+    stderr = (stderr + b.toString()).slice(-4000);
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const address = `127.0.0.1:${port}`;
+  try {
+    await waitFor('Temporal dev server', 60_000, async () => {
+      if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}: ${stderr}`);
+      const conn = await Connection.connect({ address, connectTimeout: 1000 });
+      try {
+        await conn.workflowService.describeNamespace({ namespace });
+      } finally {
+        await conn.close();
+      }
+    });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return {
+    address,
+    namespace,
+    uiUrl: uiPort ? `http://127.0.0.1:${uiPort}` : undefined,
+    source: found.source,
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Last resort, for machines on the open internet: the SDK downloads a CLI release. */
+async function startWithSdkDownload(
+  opts: StartTemporalOptions & { namespace: string; port: number; uiPort?: number },
+  log: (m: string) => void,
+): Promise<TemporalServer> {
+  log('no Temporal CLI found (TEMPORAL_CLI_PATH, PATH, cache, go); trying the SDK download');
+  // Loaded lazily: it pulls in the worker's native runtime, which nothing else here needs.
+  const { TestWorkflowEnvironment } = await import('@temporalio/testing');
+  try {
+    const env = await TestWorkflowEnvironment.createLocal({
+      server: {
+        executable: { type: 'cached-download', downloadDir: cacheDir() },
+        ip: '127.0.0.1',
+        port: opts.port,
+        namespace: opts.namespace,
+        dbFilename: opts.dbFilename,
+        ui: opts.uiPort !== undefined,
+        uiPort: opts.uiPort,
+      },
+    });
+    return {
+      address: env.address,
+      namespace: opts.namespace,
+      uiUrl: opts.uiPort ? `http://127.0.0.1:${opts.uiPort}` : undefined,
+      source: 'SDK download',
+      stop: () => env.teardown(),
+    };
+  } catch (err) {
+    throw new Error(
+      `No Temporal server could be started: ${(err as Error).message}\n` +
+        `Install one of: the Temporal CLI on PATH (or TEMPORAL_CLI_PATH=/path/to/temporal), ` +
+        `Go (then \`go install ${CLI_MODULE}@${TEMPORAL_CLI_VERSION}\` runs on first start), ` +
+        `or set TEMPORAL_ADDRESS to a running server.`,
+    );
+  }
+}

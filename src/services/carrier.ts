@@ -1,0 +1,177 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import { z } from 'zod';
+import { inTransaction, type Db, type Tx } from '../db/pool';
+import { fingerprint } from '../ledger/fingerprint';
+import {
+  FaultInjector,
+  HttpError,
+  errorReply,
+  fresh,
+  parseBody,
+  readJson,
+  replay,
+  requireIdempotencyKey,
+  startService,
+  type Reply,
+  type RequestContext,
+  type RunningService,
+  type ServiceOptions,
+  type StoredResponse,
+} from './http';
+
+export type { RunningService, ServiceOptions } from './http';
+
+const shipmentRequest = z.object({
+  order_id: z.string().min(1),
+  address: z.record(z.string(), z.unknown()),
+  items: z
+    .array(z.object({ sku: z.string().min(1), quantity: z.number().int().positive() }))
+    .min(1),
+});
+
+const voidRequest = z.object({ shipment_key: z.string().min(1).max(255) });
+
+type ShipmentStatus = 'created' | 'voided' | 'canceled';
+
+interface ShipmentRow {
+  idempotency_key: string;
+  id: string | null;
+  fingerprint: string | null;
+  tracking_number: string | null;
+  status: ShipmentStatus;
+  response: unknown;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export async function startCarrier(opts: ServiceOptions): Promise<RunningService> {
+  const { db } = opts;
+  return startService({
+    host: opts.host,
+    port: opts.port,
+    faults: new FaultInjector(['error', 'latency', 'drop']),
+    routes: [
+      { method: 'POST', path: '/shipments', handler: (ctx) => createShipment(db, ctx) },
+      { method: 'POST', path: '/shipments/void', handler: (ctx) => voidShipment(db, ctx) },
+      { method: 'GET', path: '/shipments/:key', handler: (ctx) => getShipment(db, ctx) },
+    ],
+  });
+}
+
+function trackingNumber(): string {
+  let digits = '';
+  for (let i = 0; i < 12; i++) digits += String(randomInt(10));
+  return `TRK${digits}`;
+}
+
+async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
+  const key = requireIdempotencyKey(ctx.req);
+  const input = parseBody(shipmentRequest, await readJson(ctx.req));
+  const fp = fingerprint({ order_id: input.order_id, address: input.address, items: input.items });
+  const shipment = { id: `shp_${randomBytes(12).toString('hex')}`, tracking_number: trackingNumber(), status: 'created' };
+  const stored: StoredResponse = { status_code: 201, body: shipment };
+
+  return inTransaction(db, async (tx) => {
+    // Same-key requests serialise on this insert; the losers replay the winner's row.
+    const inserted = await tx.query(
+      `INSERT INTO carrier_shipments (idempotency_key, id, fingerprint, tracking_number, status, response)
+       VALUES ($1, $2, $3, $4, 'created', $5)
+       ON CONFLICT (idempotency_key) DO NOTHING
+       RETURNING idempotency_key`,
+      [key, shipment.id, fp, shipment.tracking_number, JSON.stringify(stored)],
+    );
+    if (inserted.rowCount === 1) return fresh(stored);
+
+    const existing = await tx.query<Pick<ShipmentRow, 'status' | 'fingerprint' | 'response'>>(
+      'SELECT status, fingerprint, response FROM carrier_shipments WHERE idempotency_key = $1',
+      [key],
+    );
+    const row = existing.rows[0];
+    if (!row) throw new Error(`shipment ${key} conflicted but is not visible`);
+    if (row.status === 'canceled') {
+      return errorReply(409, 'shipment_canceled', { message: 'this idempotency key was voided before any shipment' });
+    }
+    if (row.fingerprint !== fp) {
+      return errorReply(422, 'idempotency_mismatch', {
+        message: 'Idempotency-Key was already used with different parameters',
+      });
+    }
+    return replay(row.response);
+  });
+}
+
+async function voidShipment(db: Db, ctx: RequestContext): Promise<Reply> {
+  const key = requireIdempotencyKey(ctx.req);
+  const { shipment_key: shipmentKey } = parseBody(voidRequest, await readJson(ctx.req));
+
+  return inTransaction(db, async (tx) => {
+    // Claiming the void key first serialises duplicate voids; see createRefund.
+    const claimed = await tx.query(
+      `INSERT INTO carrier_voids (idempotency_key, shipment_key, response)
+       VALUES ($1, $2, '{}') ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
+      [key, shipmentKey],
+    );
+    if (claimed.rowCount !== 1) {
+      const prior = await tx.query<{ shipment_key: string; response: unknown }>(
+        'SELECT shipment_key, response FROM carrier_voids WHERE idempotency_key = $1',
+        [key],
+      );
+      const row = prior.rows[0];
+      if (!row) throw new Error(`void ${key} conflicted but is not visible`);
+      if (row.shipment_key !== shipmentKey) {
+        return errorReply(422, 'idempotency_mismatch', {
+          message: 'Idempotency-Key was already used to void a different shipment',
+        });
+      }
+      return replay(row.response);
+    }
+
+    const stored: StoredResponse = { status_code: 200, body: await voidByKey(tx, shipmentKey) };
+    await tx.query('UPDATE carrier_voids SET response = $2 WHERE idempotency_key = $1', [key, JSON.stringify(stored)]);
+    return fresh(stored);
+  });
+}
+
+async function lockShipment(tx: Tx, shipmentKey: string): Promise<ShipmentRow | undefined> {
+  const result = await tx.query<ShipmentRow>(
+    'SELECT * FROM carrier_shipments WHERE idempotency_key = $1 FOR UPDATE',
+    [shipmentKey],
+  );
+  return result.rows[0];
+}
+
+async function voidByKey(tx: Tx, shipmentKey: string): Promise<Record<string, unknown>> {
+  let shipment = await lockShipment(tx, shipmentKey);
+  if (!shipment) {
+    // A void can outrun a create whose response was lost; the tombstone stops the late create.
+    const tomb = await tx.query(
+      `INSERT INTO carrier_shipments (idempotency_key, status) VALUES ($1, 'canceled')
+       ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
+      [shipmentKey],
+    );
+    if (tomb.rowCount === 1) return { status: 'canceled' };
+    shipment = await lockShipment(tx, shipmentKey); // a concurrent create committed first
+    if (!shipment) throw new Error(`shipment ${shipmentKey} conflicted but is not visible`);
+  }
+  switch (shipment.status) {
+    case 'created':
+      await tx.query(
+        `UPDATE carrier_shipments SET status = 'voided', updated_at = now() WHERE idempotency_key = $1`,
+        [shipmentKey],
+      );
+      return { status: 'voided', shipment_id: shipment.id };
+    case 'voided':
+      return { status: 'voided', shipment_id: shipment.id };
+    case 'canceled':
+      return { status: 'canceled' };
+  }
+}
+
+async function getShipment(db: Db, ctx: RequestContext): Promise<Reply> {
+  const key = ctx.params['key'];
+  if (key === undefined) throw new HttpError(400, 'invalid_request', 'missing shipment key');
+  const result = await db.query<ShipmentRow>('SELECT * FROM carrier_shipments WHERE idempotency_key = $1', [key]);
+  const row = result.rows[0];
+  if (!row) return errorReply(404, 'not_found', { message: `no shipment with key ${key}` });
+  return { status: 200, body: row };
+}

@@ -1,0 +1,65 @@
+import { ApplicationFailure } from '@temporalio/common';
+import { FailureType } from '../../workflows/failures';
+
+export interface HttpAnswer<T = unknown> {
+  status: number;
+  body: T;
+  replayed: boolean;
+}
+
+/**
+ * POSTs JSON with the step key as Idempotency-Key. Network errors, timeouts and
+ * 5xx are transient (retryable); every other answer is returned to the caller.
+ */
+export async function postIdempotent<T>(
+  url: string,
+  idempotencyKey: string,
+  body: unknown,
+  timeoutMs: number,
+): Promise<HttpAnswer<T>> {
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (err) {
+    throw ApplicationFailure.retryable(
+      `${url} unreachable: ${(err as Error).message}`,
+      FailureType.ProviderUnavailable,
+    );
+  }
+  const text = await res.text();
+  if (res.status >= 500) {
+    throw ApplicationFailure.retryable(`${url} answered ${res.status}`, FailureType.ProviderUnavailable);
+  }
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    throw ApplicationFailure.retryable(`${url} sent a body that is not JSON`, FailureType.ProviderUnavailable);
+  }
+  return { status: res.status, body: parsed as T, replayed: res.headers.get('idempotent-replayed') === 'true' };
+}
+
+/** Answers that mean the same thing from both services. */
+export function failOnIdempotencyAnswer(answer: HttpAnswer, key: string): void {
+  const type = (answer.body as { error?: { type?: string } } | null)?.error?.type;
+  if (answer.status === 409) {
+    throw ApplicationFailure.nonRetryable(
+      `key ${key} was cancelled at the service (${type ?? 'canceled'}); this late attempt applies nothing`,
+      FailureType.StepCancelled,
+    );
+  }
+  if (answer.status === 422) {
+    throw ApplicationFailure.nonRetryable(`key ${key} reused with another request`, FailureType.IdempotencyConflict);
+  }
+  if (answer.status >= 400 && answer.status !== 402) {
+    throw ApplicationFailure.nonRetryable(
+      `service rejected ${key} with ${answer.status}: ${JSON.stringify(answer.body)}`,
+      FailureType.InvalidInput,
+    );
+  }
+}

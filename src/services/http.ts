@@ -1,0 +1,319 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import type { Db } from '../db/pool';
+
+export interface RunningService {
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface ServiceOptions {
+  db: Db;
+  port?: number;
+  host?: string;
+}
+
+export const MAX_BODY_BYTES = 64 * 1024;
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+
+/** Thrown by handlers to answer with `{error:{type,message}}`; anything else becomes a 500. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    message?: string,
+  ) {
+    super(message ?? type);
+  }
+}
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface RequestContext {
+  req: IncomingMessage;
+  params: Record<string, string>;
+  /** The fault rule consumed by this request, so handlers can honour kinds like 'decline'. */
+  fault: FaultRule | undefined;
+}
+
+export type Handler = (ctx: RequestContext) => Promise<Reply>;
+
+export interface Route {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** Literal segments, or `:name` for one URL-decoded segment. */
+  path: string;
+  handler: Handler;
+}
+
+export function errorReply(status: number, type: string, extra: Record<string, unknown> = {}): Reply {
+  return { status, body: { error: { type, ...extra } } };
+}
+
+/**
+ * What an effect endpoint stores next to its row, so a retry with the same key
+ * gets byte-for-byte the first answer, including a 402 or 201.
+ */
+export interface StoredResponse {
+  status_code: number;
+  body: unknown;
+}
+
+export function replay(stored: unknown): Reply {
+  const parsed = z.object({ status_code: z.number().int(), body: z.unknown() }).safeParse(stored);
+  if (!parsed.success) throw new Error('stored response is malformed');
+  return { status: parsed.data.status_code, body: parsed.data.body, headers: { 'Idempotent-Replayed': 'true' } };
+}
+
+export function fresh(stored: StoredResponse): Reply {
+  return { status: stored.status_code, body: stored.body };
+}
+
+/** Drains the whole body even past the limit, so the client reads our 413 instead of a reset. */
+export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size <= limit) chunks.push(chunk);
+  }
+  if (size > limit) throw new HttpError(413, 'request_too_large', `body exceeds ${limit} bytes`);
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new HttpError(400, 'invalid_request', 'body must be valid JSON');
+  }
+}
+
+export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const message = result.error.issues
+    .map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`)
+    .join('; ');
+  throw new HttpError(400, 'invalid_request', message);
+}
+
+export function idempotencyKeyOf(req: IncomingMessage): string | undefined {
+  const value = req.headers['idempotency-key'];
+  return typeof value === 'string' ? value : undefined;
+}
+
+export function requireIdempotencyKey(req: IncomingMessage): string {
+  const key = idempotencyKeyOf(req);
+  if (!key) throw new HttpError(400, 'invalid_request', 'Idempotency-Key header is required');
+  if (key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+    throw new HttpError(400, 'invalid_request', `Idempotency-Key must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+  }
+  return key;
+}
+
+// ---------------------------------------------------------------------------
+// Fault injection: in-memory test/demo knobs, deliberately not business state.
+
+export type FaultKind = 'decline' | 'error' | 'latency' | 'drop';
+
+export interface FaultRule {
+  id: string;
+  kind: FaultKind;
+  keyPrefix?: string;
+  path?: string;
+  /** null means unlimited; JSON has no Infinity. */
+  remaining: number | null;
+  latency_ms: number;
+  status: number;
+}
+
+const faultSpec = z.object({
+  kind: z.enum(['decline', 'error', 'latency', 'drop']),
+  keyPrefix: z.string().optional(),
+  path: z.string().optional(),
+  times: z.number().int().positive().optional(),
+  latency_ms: z.number().int().min(0).max(600_000).optional(),
+  status: z.number().int().min(400).max(599).optional(),
+});
+
+export class FaultInjector {
+  private rules: FaultRule[] = [];
+  private nextId = 1;
+
+  /** `kinds` lets a service refuse rules it cannot honour (a carrier cannot decline a card). */
+  constructor(private readonly kinds: readonly FaultKind[]) {}
+
+  add(spec: unknown): FaultRule {
+    const input = parseBody(faultSpec, spec);
+    if (!this.kinds.includes(input.kind)) {
+      throw new HttpError(400, 'invalid_request', `fault kind '${input.kind}' is not supported by this service`);
+    }
+    const rule: FaultRule = {
+      id: `flt_${this.nextId++}`,
+      kind: input.kind,
+      remaining: input.times ?? null,
+      latency_ms: input.latency_ms ?? 0,
+      status: input.status ?? 503,
+    };
+    if (input.keyPrefix !== undefined) rule.keyPrefix = input.keyPrefix;
+    if (input.path !== undefined) rule.path = input.path;
+    this.rules.push(rule);
+    return rule;
+  }
+
+  clear(): void {
+    this.rules = [];
+  }
+
+  list(): FaultRule[] {
+    return this.rules.map((rule) => ({ ...rule }));
+  }
+
+  /** Consumes one use of the first rule matching this request, if any. */
+  take(path: string, key: string | undefined): FaultRule | undefined {
+    const rule = this.rules.find(
+      (r) =>
+        (r.remaining === null || r.remaining > 0) &&
+        (r.path === undefined || r.path === path) &&
+        (r.keyPrefix === undefined || (key !== undefined && key.startsWith(r.keyPrefix))),
+    );
+    if (!rule) return undefined;
+    if (rule.remaining !== null) rule.remaining -= 1;
+    return { ...rule };
+  }
+}
+
+const FAULTS_PATH = '/__faults';
+
+function faultRoutes(faults: FaultInjector): Route[] {
+  return [
+    { method: 'GET', path: FAULTS_PATH, handler: async () => ({ status: 200, body: { faults: faults.list() } }) },
+    {
+      method: 'POST',
+      path: FAULTS_PATH,
+      handler: async ({ req }) => ({ status: 201, body: { id: faults.add(await readJson(req)).id } }),
+    },
+    {
+      method: 'DELETE',
+      path: FAULTS_PATH,
+      handler: async () => {
+        faults.clear();
+        return { status: 200, body: { cleared: true } };
+      },
+    },
+  ];
+}
+
+// ---------------------------------------------------------------------------
+// Server plumbing.
+
+function matchPath(pattern: string, path: string): Record<string, string> | undefined {
+  const want = pattern.split('/');
+  const got = path.split('/');
+  if (want.length !== got.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i] ?? '';
+    const g = got[i] ?? '';
+    if (w.startsWith(':')) {
+      if (g === '') return undefined;
+      try {
+        params[w.slice(1)] = decodeURIComponent(g);
+      } catch {
+        throw new HttpError(400, 'invalid_request', 'malformed URL encoding');
+      }
+    } else if (w !== g) {
+      return undefined;
+    }
+  }
+  return params;
+}
+
+function send(res: ServerResponse, reply: Reply): void {
+  const payload = JSON.stringify(reply.body);
+  res.writeHead(reply.status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(payload),
+    ...reply.headers,
+  });
+  res.end(payload);
+}
+
+function toErrorReply(err: unknown): Reply {
+  if (err instanceof HttpError) return errorReply(err.status, err.type, { message: err.message });
+  console.error('[service] unhandled error', err);
+  return errorReply(500, 'api_error', { message: 'internal error' });
+}
+
+async function dispatch(routes: Route[], faults: FaultInjector, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+  let fault: FaultRule | undefined;
+  let reply: Reply;
+  try {
+    let found: { route: Route; params: Record<string, string> } | undefined;
+    for (const route of routes) {
+      if (route.method !== req.method) continue;
+      const params = matchPath(route.path, path);
+      if (params) {
+        found = { route, params };
+        break;
+      }
+    }
+    if (!found) {
+      send(res, errorReply(404, 'not_found', { message: `${req.method} ${path}` }));
+      return;
+    }
+    if (req.method === 'POST' && path !== FAULTS_PATH) fault = faults.take(path, idempotencyKeyOf(req));
+    if (fault?.kind === 'error') {
+      send(res, errorReply(fault.status, 'unavailable', { message: 'injected fault' }));
+      return;
+    }
+    if (fault?.kind === 'latency') await sleep(fault.latency_ms);
+    reply = await found.route.handler({ req, params: found.params, fault });
+  } catch (err) {
+    reply = toErrorReply(err);
+  }
+  // The handler has committed by now; dropping here is the "effect happened, answer lost" case.
+  if (fault?.kind === 'drop') {
+    req.socket.destroy();
+    return;
+  }
+  send(res, reply);
+}
+
+export async function startService(opts: {
+  routes: Route[];
+  faults: FaultInjector;
+  host?: string;
+  port?: number;
+}): Promise<RunningService> {
+  const host = opts.host ?? '127.0.0.1';
+  const routes = [...faultRoutes(opts.faults), ...opts.routes];
+  const server = http.createServer((req, res) => {
+    dispatch(routes, opts.faults, req, res).catch((err: unknown) => {
+      console.error('[service] dispatch failed', err);
+      if (!res.headersSent) send(res, errorReply(500, 'api_error'));
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  return {
+    url: `http://${urlHost}:${port}`,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        // Keep-alive sockets from fetch would otherwise hold close() open indefinitely.
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,124 @@
+import { randomBytes } from 'node:crypto';
+import { Client as PgClient } from 'pg';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, DefaultLogger, type Worker } from '@temporalio/worker';
+import { migrate } from '../../src/db/migrate';
+import { createPool, quoteIdent, type Db } from '../../src/db/pool';
+import { startCarrier } from '../../src/services/carrier';
+import { startPaymentProvider } from '../../src/services/payment-provider';
+import type { RunningService } from '../../src/services/http';
+import type { ActivityDeps } from '../../activities';
+
+export const databaseUrl = (): string => {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error('DATABASE_URL is not set: run the tests through jest (globalSetup sets it)');
+  return url;
+};
+
+export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(5).toString('hex')}`;
+
+/** A fresh schema with all migrations applied; dropped by the returned cleanup. */
+export async function createTestSchema(label: string): Promise<{ db: Db; schema: string; drop(): Promise<void> }> {
+  const schema = `t_${label}_${randomBytes(4).toString('hex')}`;
+  await migrate(databaseUrl(), schema);
+  const db = createPool({ connectionString: databaseUrl(), schema, max: 20 });
+  return {
+    db,
+    schema,
+    async drop() {
+      await db.end();
+      const admin = new PgClient({ connectionString: databaseUrl() });
+      await admin.connect();
+      try {
+        await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+      } finally {
+        await admin.end();
+      }
+    },
+  };
+}
+
+export interface TestContext {
+  db: Db;
+  payment: RunningService;
+  carrier: RunningService;
+  client: Client;
+  nativeConnection: NativeConnection;
+  namespace: string;
+  deps: ActivityDeps;
+  /** Runs the worker until the returned stop is called. */
+  startWorker(worker: Worker): () => Promise<void>;
+  close(): Promise<void>;
+}
+
+let runtimeInstalled = false;
+
+/** Real PostgreSQL schema, real provider and carrier services, a client and a connection to the real server. */
+export async function createTestContext(label: string): Promise<TestContext> {
+  if (!runtimeInstalled) {
+    runtimeInstalled = true;
+    try {
+      Runtime.install({ logger: new DefaultLogger('WARN') });
+    } catch {
+      // Already installed by an earlier test file in this process.
+    }
+  }
+  const address = process.env.TEMPORAL_ADDRESS;
+  if (!address) throw new Error('TEMPORAL_ADDRESS is not set: run the tests through jest (globalSetup sets it)');
+  const namespace = process.env.TEMPORAL_NAMESPACE ?? 'default';
+  const { db, drop } = await createTestSchema(label);
+  const payment = await startPaymentProvider({ db });
+  const carrier = await startCarrier({ db });
+  const connection = await Connection.connect({ address });
+  const client = new Client({ connection, namespace });
+  const nativeConnection = await NativeConnection.connect({ address });
+  const running: Promise<void>[] = [];
+  const stops: (() => void)[] = [];
+  return {
+    db,
+    payment,
+    carrier,
+    client,
+    nativeConnection,
+    namespace,
+    deps: { db, paymentProviderUrl: payment.url, carrierUrl: carrier.url, providerTimeoutMs: 3000 },
+    startWorker(worker) {
+      const run = worker.run();
+      running.push(run);
+      const stop = () => {
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+      };
+      stops.push(stop);
+      return async () => {
+        stop();
+        await run;
+      };
+    },
+    async close() {
+      stops.forEach((s) => s());
+      await Promise.allSettled(running);
+      await nativeConnection.close();
+      await connection.close();
+      await payment.close();
+      await carrier.close();
+      await drop();
+    },
+  };
+}
+
+export async function addFault(serviceUrl: string, rule: Record<string, unknown>): Promise<void> {
+  const res = await fetch(`${serviceUrl}/__faults`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(rule),
+  });
+  if (!res.ok) throw new Error(`fault rule refused: ${res.status} ${await res.text()}`);
+}
+
+export async function seedInventory(db: Db, stock: Record<string, number>): Promise<void> {
+  await db.query(
+    `INSERT INTO inventory (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])
+     ON CONFLICT (sku) DO UPDATE SET on_hand = EXCLUDED.on_hand, reserved = 0`,
+    [Object.keys(stock), Object.values(stock)],
+  );
+}

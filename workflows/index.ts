@@ -1,0 +1,1 @@
+export { orderSaga, statusQuery, cancelUpdate } from './order-saga';

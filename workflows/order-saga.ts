@@ -1,0 +1,122 @@
+import { defineQuery, defineUpdate, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { SagaActivities } from '../activities';
+import { Saga, type SagaStatus } from './saga';
+import { Step } from './steps';
+import type { OrderInput, OrderSagaResult } from './types';
+
+export const statusQuery = defineQuery<SagaStatus>('status');
+export const cancelUpdate = defineUpdate<{ accepted: true }, [{ reason?: string }]>('cancel');
+
+const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
+
+// Local steps are fast transactions; a few attempts absorb a database blip.
+const local = proxyActivities<SagaActivities>({
+  startToCloseTimeout: '10s',
+  retry: { ...retry, maximumAttempts: 5 },
+});
+
+// External steps: transient provider failures are retried with backoff up to a
+// bound, then the saga compensates.
+const external = proxyActivities<SagaActivities>({
+  startToCloseTimeout: '15s',
+  retry: { ...retry, maximumAttempts: 5 },
+});
+
+// One round of a compensation; the saga helper keeps starting new rounds until it succeeds.
+const compensation = proxyActivities<SagaActivities>({
+  startToCloseTimeout: '15s',
+  retry: { ...retry, maximumAttempts: 3 },
+});
+
+export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
+  const workflowId = workflowInfo().workflowId;
+  const key = (step: string) => `${workflowId}/${step}`;
+  const undoKeys = (step: string) => ({ key: `${key(step)}/undo`, forwardKey: key(step), orderId: order.orderId });
+  const { orderId } = order;
+
+  const saga = new Saga({ retryInitialIntervalMs: 1000, retryMaxIntervalMs: 30_000 });
+  setHandler(statusQuery, () => saga.status());
+  setHandler(
+    cancelUpdate,
+    (req) => {
+      saga.requestCancel(req.reason ?? 'cancelled by request');
+      return { accepted: true as const };
+    },
+    {
+      validator: (_req) => {
+        const check = saga.cancellable();
+        if (!check.ok) throw new Error(check.reason);
+      },
+    },
+  );
+
+  const outcome = await saga.execute(async () => {
+    await saga.step({
+      name: Step.recordOrder,
+      kind: 'compensatable',
+      run: () => local.recordOrder({ key: key(Step.recordOrder), order }),
+      undo: (ctx) =>
+        compensation.cancelOrder({
+          ...undoKeys(Step.recordOrder),
+          status: ctx.cancelled ? 'cancelled' : 'failed',
+          reason: `${ctx.failure.type}: ${ctx.failure.message}`,
+        }),
+    });
+    await saga.step({
+      name: Step.reserveInventory,
+      kind: 'compensatable',
+      run: () => local.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
+      undo: () => compensation.releaseInventory(undoKeys(Step.reserveInventory)),
+    });
+    const charge = await saga.step({
+      name: Step.chargePayment,
+      kind: 'compensatable',
+      run: () =>
+        external.chargePayment({
+          key: key(Step.chargePayment),
+          orderId,
+          amount: order.amount,
+          paymentToken: order.paymentToken,
+        }),
+      undo: () => compensation.refundPayment(undoKeys(Step.chargePayment)),
+    });
+    // Creating the label is the point of no return. Its undo only voids a label
+    // whose creation failed or timed out, so a late one can never ship.
+    const shipment = await saga.step({
+      name: Step.createShipment,
+      kind: 'pivot',
+      run: () =>
+        external.createShipment({
+          key: key(Step.createShipment),
+          orderId,
+          address: order.shippingAddress,
+          items: order.items,
+        }),
+      undo: () => compensation.voidShipment(undoKeys(Step.createShipment)),
+    });
+    await saga.step({
+      name: Step.completeOrder,
+      kind: 'retriable',
+      run: () => local.completeOrder({ key: key(Step.completeOrder), orderId }),
+    });
+    return { chargeId: charge.chargeId, trackingNumber: shipment.trackingNumber };
+  });
+
+  if (outcome.status === 'completed') {
+    return {
+      orderId,
+      status: 'completed',
+      chargeId: outcome.result.chargeId,
+      trackingNumber: outcome.result.trackingNumber,
+      completedSteps: outcome.completedSteps,
+      compensations: outcome.compensations,
+    };
+  }
+  return {
+    orderId,
+    status: outcome.status,
+    failure: outcome.failure,
+    completedSteps: outcome.completedSteps,
+    compensations: outcome.compensations,
+  };
+}

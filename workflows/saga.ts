@@ -1,0 +1,290 @@
+import { ApplicationFailure, CancellationScope, isCancellation, sleep } from '@temporalio/workflow';
+import { FailureType } from './failures';
+
+/**
+ * A generic saga (Garcia-Molina & Salem, 1987) for Temporal workflows.
+ *
+ * - compensatable: has an undo, run in reverse order if the saga fails before its pivot;
+ * - pivot: the point of no return; once it starts, cancel is refused; once it
+ *   completes, nothing is compensated;
+ * - retriable: after the pivot; retried until it succeeds, never compensated.
+ *
+ * An undo is registered BEFORE its forward call: a call whose outcome is unknown
+ * (a timeout, a cancel mid-flight) is undone too, and undoing an effect that never
+ * happened must be a no-op (the activities' tombstones make it one).
+ *
+ * Compensations run non-cancellable and are retried until they succeed; each
+ * failed attempt is visible in status(). One that fails non-retryably does not stop
+ * the others; all such failures are reported together as a CompensationFailed
+ * failure, never swallowed.
+ */
+
+export type StepKind = 'compensatable' | 'pivot' | 'retriable';
+
+export interface SagaFailure {
+  type: string;
+  message: string;
+}
+
+export interface CompensationContext {
+  /** True when the saga is unwinding because cancel was requested. */
+  cancelled: boolean;
+  failure: SagaFailure;
+}
+
+export interface StepDefinition<T> {
+  name: string;
+  kind: StepKind;
+  run: () => Promise<T>;
+  /** Required for compensatable steps; optional for a pivot (cleanup of an unknown outcome). */
+  undo?: (ctx: CompensationContext) => Promise<unknown>;
+}
+
+export interface CompensationRecord {
+  step: string;
+  status: 'running' | 'retrying' | 'done' | 'failed';
+  attempts: number;
+  lastError?: string;
+}
+
+export interface RetryRecord {
+  step: string;
+  attempts: number;
+  lastError?: string;
+}
+
+export type SagaPhase = 'running' | 'compensating' | 'completed' | 'compensated' | 'cancelled' | 'failed';
+
+export interface SagaStatus {
+  phase: SagaPhase;
+  currentStep: string | null;
+  completedSteps: string[];
+  pivotStarted: boolean;
+  pivotCompleted: boolean;
+  cancelRequested: boolean;
+  compensations: CompensationRecord[];
+  /** Retriable steps still being retried after the pivot. */
+  retries: RetryRecord[];
+  failure?: SagaFailure;
+}
+
+export type SagaOutcome<R> =
+  | { status: 'completed'; result: R; completedSteps: string[]; compensations: CompensationRecord[] }
+  | {
+      status: 'compensated' | 'cancelled';
+      failure: SagaFailure;
+      completedSteps: string[];
+      compensations: CompensationRecord[];
+    };
+
+export interface SagaOptions {
+  /** Run all compensations at once instead of in reverse order. */
+  parallelCompensation?: boolean;
+  /** Backoff between rounds of a failing compensation or retriable step. */
+  retryInitialIntervalMs?: number;
+  retryMaxIntervalMs?: number;
+}
+
+interface Registered {
+  step: string;
+  undo: (ctx: CompensationContext) => Promise<unknown>;
+}
+
+export class Saga {
+  private readonly undos: Registered[] = [];
+  private readonly state: SagaStatus = {
+    phase: 'running',
+    currentStep: null,
+    completedSteps: [],
+    pivotStarted: false,
+    pivotCompleted: false,
+    cancelRequested: false,
+    compensations: [],
+    retries: [],
+  };
+  private scope: CancellationScope | undefined;
+  private cancelReason = '';
+
+  constructor(private readonly options: SagaOptions = {}) {}
+
+  status(): SagaStatus {
+    return structuredCloneStatus(this.state);
+  }
+
+  /** Whether a cancel request would be honoured now, and if not, why. */
+  cancellable(): { ok: true } | { ok: false; reason: string } {
+    if (this.state.phase !== 'running') return { ok: false, reason: `saga already ${this.state.phase}` };
+    if (this.state.pivotStarted) {
+      return { ok: false, reason: 'past the point of no return: the pivot step has started' };
+    }
+    return { ok: true };
+  }
+
+  /** Stops forward progress (the in-flight step is cancelled) and unwinds. */
+  requestCancel(reason: string): void {
+    const check = this.cancellable();
+    if (!check.ok) throw ApplicationFailure.nonRetryable(check.reason, 'CancelRefused');
+    if (this.state.cancelRequested) return;
+    this.state.cancelRequested = true;
+    this.cancelReason = reason;
+    this.scope?.cancel();
+  }
+
+  async execute<R>(body: (saga: this) => Promise<R>): Promise<SagaOutcome<R>> {
+    this.scope = new CancellationScope();
+    try {
+      const result = await this.scope.run(() => body(this));
+      this.state.phase = 'completed';
+      return { status: 'completed', result, ...this.summary() };
+    } catch (err) {
+      // After the pivot only retriable steps run, and they never fail: this is a bug, not a business outcome.
+      if (this.state.pivotCompleted) throw err;
+      const cancelled = this.state.cancelRequested || isCancellation(err);
+      const failure = cancelled
+        ? { type: FailureType.SagaCancelled, message: this.cancelReason || 'cancelled' }
+        : describeFailure(err);
+      this.state.failure = failure;
+      this.state.phase = 'compensating';
+      await CancellationScope.nonCancellable(() => this.compensate({ cancelled, failure }));
+      const failed = this.state.compensations.filter((c) => c.status === 'failed');
+      if (failed.length > 0) {
+        this.state.phase = 'failed';
+        throw ApplicationFailure.create({
+          type: FailureType.CompensationFailed,
+          message: `${failed.length} compensation(s) failed: ${failed.map((f) => `${f.step}: ${f.lastError}`).join('; ')}`,
+          nonRetryable: true,
+          details: [{ failure, compensations: this.state.compensations }],
+        });
+      }
+      this.state.phase = cancelled ? 'cancelled' : 'compensated';
+      return { status: this.state.phase, failure, ...this.summary() };
+    }
+  }
+
+  async step<T>(def: StepDefinition<T>): Promise<T> {
+    if (def.kind === 'retriable' && !this.state.pivotCompleted) {
+      throw ApplicationFailure.nonRetryable(`retriable step ${def.name} must follow a completed pivot`, 'SagaDefinition');
+    }
+    if (def.kind !== 'retriable' && this.state.pivotCompleted) {
+      throw ApplicationFailure.nonRetryable(`step ${def.name} cannot follow the pivot: only retriable steps can`, 'SagaDefinition');
+    }
+    if (def.kind === 'compensatable' && !def.undo) {
+      throw ApplicationFailure.nonRetryable(`compensatable step ${def.name} needs an undo`, 'SagaDefinition');
+    }
+    this.state.currentStep = def.name;
+    if (def.undo) this.undos.push({ step: def.name, undo: def.undo });
+    let result: T;
+    if (def.kind === 'compensatable') {
+      result = await def.run();
+    } else if (def.kind === 'pivot') {
+      this.state.pivotStarted = true;
+      // Once started, the pivot runs to its end even if the workflow is cancelled.
+      result = await CancellationScope.nonCancellable(def.run);
+      this.state.pivotCompleted = true;
+      this.undos.length = 0;
+    } else {
+      result = await CancellationScope.nonCancellable(() => this.retryUntilSuccess(def));
+    }
+    this.state.completedSteps.push(def.name);
+    this.state.currentStep = null;
+    return result;
+  }
+
+  private summary() {
+    return { completedSteps: [...this.state.completedSteps], compensations: this.state.compensations.map((c) => ({ ...c })) };
+  }
+
+  private async compensate(ctx: CompensationContext): Promise<void> {
+    const pending = [...this.undos].reverse();
+    this.undos.length = 0;
+    const records = pending.map((u) => {
+      const record: CompensationRecord = { step: u.step, status: 'running', attempts: 0 };
+      this.state.compensations.push(record);
+      return { u, record };
+    });
+    if (this.options.parallelCompensation) {
+      await Promise.all(records.map(({ u, record }) => this.runCompensation(u, record, ctx)));
+    } else {
+      for (const { u, record } of records) await this.runCompensation(u, record, ctx);
+    }
+  }
+
+  private async runCompensation(u: Registered, record: CompensationRecord, ctx: CompensationContext): Promise<void> {
+    for (;;) {
+      record.attempts += 1;
+      try {
+        await u.undo(ctx);
+        record.status = 'done';
+        return;
+      } catch (err) {
+        record.lastError = describeFailure(err).message;
+        if (isNonRetryable(err)) {
+          record.status = 'failed';
+          return;
+        }
+        record.status = 'retrying';
+        await sleep(this.backoff(record.attempts));
+      }
+    }
+  }
+
+  private async retryUntilSuccess<T>(def: StepDefinition<T>): Promise<T> {
+    const record: RetryRecord = { step: def.name, attempts: 0 };
+    this.state.retries.push(record);
+    for (;;) {
+      record.attempts += 1;
+      try {
+        const result = await def.run();
+        this.state.retries.splice(this.state.retries.indexOf(record), 1);
+        return result;
+      } catch (err) {
+        record.lastError = describeFailure(err).message;
+        await sleep(this.backoff(record.attempts));
+      }
+    }
+  }
+
+  private backoff(attempt: number): number {
+    const initial = this.options.retryInitialIntervalMs ?? 1000;
+    const max = this.options.retryMaxIntervalMs ?? 60_000;
+    return Math.min(max, initial * 2 ** Math.min(attempt - 1, 20));
+  }
+}
+
+interface FailureLike {
+  type?: unknown;
+  message?: unknown;
+  nonRetryable?: unknown;
+  cause?: unknown;
+}
+
+/** The innermost typed failure: an ActivityFailure wraps the ApplicationFailure that says what happened. */
+export function describeFailure(err: unknown): SagaFailure {
+  let type: string | undefined;
+  let message: string | undefined;
+  for (let e = err as FailureLike | undefined, depth = 0; e && depth < 10; e = e.cause as FailureLike, depth++) {
+    if (typeof e.message === 'string' && e.message) message = e.message;
+    if (typeof e.type === 'string' && e.type) {
+      type = e.type;
+      break;
+    }
+  }
+  return { type: type ?? 'Unknown', message: message ?? String(err) };
+}
+
+export function isNonRetryable(err: unknown): boolean {
+  for (let e = err as FailureLike | undefined, depth = 0; e && depth < 10; e = e.cause as FailureLike, depth++) {
+    if (e.nonRetryable === true) return true;
+  }
+  return false;
+}
+
+function structuredCloneStatus(s: SagaStatus): SagaStatus {
+  return {
+    ...s,
+    completedSteps: [...s.completedSteps],
+    compensations: s.compensations.map((c) => ({ ...c })),
+    retries: s.retries.map((r) => ({ ...r })),
+    failure: s.failure ? { ...s.failure } : undefined,
+  };
+}

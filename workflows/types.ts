@@ -1,0 +1,51 @@
+/** Shapes shared by the workflow, the activities and the callers. Types only. */
+
+export interface OrderItem {
+  sku: string;
+  quantity: number;
+}
+
+export interface Money {
+  /** Integer minor units (cents); never a float. */
+  amountMinor: number;
+  /** ISO 4217, upper case. */
+  currency: string;
+}
+
+export interface Address {
+  name: string;
+  line1: string;
+  city: string;
+  postalCode: string;
+  country: string;
+}
+
+export interface OrderInput {
+  orderId: string;
+  customerId: string;
+  items: OrderItem[];
+  amount: Money;
+  paymentToken: string;
+  shippingAddress: Address;
+}
+
+export interface OrderSagaResult {
+  orderId: string;
+  status: 'completed' | 'compensated' | 'cancelled';
+  chargeId?: string;
+  trackingNumber?: string;
+  failure?: { type: string; message: string };
+  completedSteps: string[];
+  compensations: { step: string; status: string; attempts: number }[];
+}
+
+export interface StepInput {
+  /** `<workflowId>/<step>`: stable across retries, independent of run ID and attempt. */
+  key: string;
+  orderId: string;
+}
+
+export interface UndoInput extends StepInput {
+  /** The forward key this compensation undoes. */
+  forwardKey: string;
+}
