@@ -244,7 +244,7 @@ export async function runExternalStep<R>(db: Db, ref: StepRef, step: ExternalSte
   if (recorded) return replay<R>(recorded, ref, fp);
 
   const outcome = await step.call();
-  return inTransaction(db, async (tx) => {
+  const settled = await inTransaction(db, async (tx): Promise<CallOutcome<R>> => {
     const updated = await tx.query(
       `UPDATE step_ledger SET state = $2, result = $3, error = $4, updated_at = now()
         WHERE key = $1 AND state = 'pending' RETURNING key`,
@@ -257,15 +257,17 @@ export async function runExternalStep<R>(db: Db, ref: StepRef, step: ExternalSte
     );
     if (updated.rowCount === 1) {
       await step.confirm(tx, outcome);
-      if (outcome.ok) return outcome.result;
-      const f = outcome.failure;
-      throw ApplicationFailure.create({ message: f.message, type: f.type, nonRetryable: true, details: f.details });
+      return outcome;
     }
     // Someone else settled the key first: a concurrent duplicate, or a compensation.
     const row = (await tx.query<LedgerRow>(SELECT_ROW, [ref.key])).rows[0];
     if (!row) throw new Error(`ledger row ${ref.key} vanished`);
-    return replay<R>(row, ref, fp);
+    return { ok: true, result: replay<R>(row, ref, fp) };
   });
+  // A recorded business failure is thrown only after its record has committed.
+  if (settled.ok) return settled.result;
+  const f = settled.failure;
+  throw ApplicationFailure.create({ message: f.message, type: f.type, nonRetryable: true, details: f.details });
 }
 
 export interface ExternalUndo<R> {

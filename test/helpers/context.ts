@@ -58,7 +58,7 @@ export async function createTestContext(label: string): Promise<TestContext> {
   if (!runtimeInstalled) {
     runtimeInstalled = true;
     try {
-      Runtime.install({ logger: new DefaultLogger('WARN') });
+      Runtime.install({ logger: new DefaultLogger('ERROR') });
     } catch {
       // Already installed by an earlier test file in this process.
     }

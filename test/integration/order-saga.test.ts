@@ -79,3 +79,148 @@ test('success: every step applies once and the books balance', async () => {
     ].sort(),
   );
 });
+
+async function expectReconciled(o: OrderInput, status: string) {
+  const books = await reconcileOrder(ctx.db, o.orderId);
+  expect(books.status).toBe(status);
+  expect(books.problems).toEqual([]);
+  return books;
+}
+
+test('out of stock: nothing is charged or shipped, and the order is failed', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 1 });
+  const result = await (await startOrderSaga(ctx.client, o, taskQueue)).result();
+
+  expect(result).toMatchObject({ status: 'compensated', failure: { type: 'OutOfStock' } });
+  expect(result.compensations.map((c) => [c.step, c.status])).toEqual([
+    [Step.reserveInventory, 'done'],
+    [Step.recordOrder, 'done'],
+  ]);
+  const books = await expectReconciled(o, 'failed');
+  expect(books.netChargedMinor).toBe(0);
+  expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 1, reserved: 0, held: 0 });
+  const payments = await ctx.db.query('SELECT 1 FROM payments WHERE order_id = $1', [o.orderId]);
+  expect(payments.rowCount).toBe(0);
+});
+
+test('declined card: the stock is released and no money is held', async () => {
+  const o = order({ paymentToken: 'tok_decline' });
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 4 });
+  const result = await (await startOrderSaga(ctx.client, o, taskQueue)).result();
+
+  expect(result).toMatchObject({ status: 'compensated', failure: { type: 'PaymentDeclined' } });
+  expect(result.compensations.map((c) => c.step)).toEqual([Step.chargePayment, Step.reserveInventory, Step.recordOrder]);
+  await expectReconciled(o, 'failed');
+  expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 4, reserved: 0, held: 0 });
+  const pay = await ctx.db.query('SELECT status FROM payments WHERE order_id = $1', [o.orderId]);
+  expect(pay.rows).toEqual([{ status: 'declined' }]);
+  const res = await ctx.db.query(`SELECT status FROM reservations WHERE order_id = $1`, [o.orderId]);
+  expect(res.rows).toEqual([{ status: 'released' }]);
+});
+
+test('carrier outage: retried to the bound, then the charge is refunded and the label voided', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await addFault(ctx.carrier.url, { kind: 'error', path: '/shipments', keyPrefix: `order-${o.orderId}/` });
+  const result = await (await startOrderSaga(ctx.client, o, taskQueue)).result();
+
+  expect(result).toMatchObject({ status: 'compensated', failure: { type: 'ProviderUnavailable' } });
+  expect(result.compensations.map((c) => c.step)).toEqual([
+    Step.createShipment, Step.chargePayment, Step.reserveInventory, Step.recordOrder,
+  ]);
+  await expectReconciled(o, 'failed');
+  const charge = await ctx.db.query(`SELECT status FROM provider_charges WHERE idempotency_key LIKE $1`, [`order-${o.orderId}/%`]);
+  expect(charge.rows).toEqual([{ status: 'refunded' }]);
+  const pay = await ctx.db.query('SELECT status FROM payments WHERE order_id = $1', [o.orderId]);
+  expect(pay.rows).toEqual([{ status: 'refunded' }]);
+  // The void left a tombstone at the carrier: a label request arriving late for this key creates nothing.
+  const label = await ctx.db.query(`SELECT status FROM carrier_shipments WHERE idempotency_key = $1`, [
+    `order-${o.orderId}/${Step.createShipment}`,
+  ]);
+  expect(label.rows).toEqual([{ status: 'canceled' }]);
+  expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 2, reserved: 0, held: 0 });
+});
+
+test('customer cancel before the pivot: the in-flight charge is undone and the order cancelled', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 3 });
+  await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, keyPrefix: `order-${o.orderId}/` });
+  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
+
+  await expect(handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer changed their mind' }] })).resolves.toEqual({
+    accepted: true,
+  });
+  const result = await handle.result();
+
+  expect(result).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'customer changed their mind' } });
+  expect(result.completedSteps).toEqual([Step.recordOrder, Step.reserveInventory]);
+  // Let the slow charge attempt land; the tombstone must make it apply nothing.
+  await new Promise((r) => setTimeout(r, 2000));
+  const books = await expectReconciled(o, 'cancelled');
+  expect(books.netChargedMinor).toBe(0);
+  expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 3, reserved: 0, held: 0 });
+  const fwd = await ctx.db.query(`SELECT state FROM step_ledger WHERE key = $1`, [`${handle.workflowId}/${Step.chargePayment}`]);
+  expect(fwd.rows).toEqual([{ state: 'cancelled' }]);
+});
+
+test('cancel after the pivot started is refused with a reason, and the saga completes', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await addFault(ctx.carrier.url, { kind: 'latency', latency_ms: 1000, keyPrefix: `order-${o.orderId}/` });
+  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  await waitForStatus(handle, (s) => s.pivotStarted);
+
+  const refused = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too late' }] }).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
+  expect(String((refused as WorkflowUpdateFailedError).cause?.message)).toMatch(/point of no return/);
+
+  const result = await handle.result();
+  expect(result.status).toBe('completed');
+  await expectReconciled(o, 'completed');
+});
+
+test('a second start of the same order attaches to the running saga', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 500, keyPrefix: `order-${o.orderId}/` });
+  const first = await startOrderSaga(ctx.client, o, taskQueue);
+  const second = await startOrderSaga(ctx.client, o, taskQueue);
+  const firstRun = (await first.describe()).runId;
+  expect((await second.describe()).runId).toBe(firstRun);
+  await first.result();
+  // After it closed, a third start still finds the same saga rather than starting a new one.
+  const third = await startOrderSaga(ctx.client, o, taskQueue);
+  expect((await third.describe()).runId).toBe(firstRun);
+
+  const runs = await ctx.client.workflow.count(`WorkflowId = "${first.workflowId}"`);
+  expect(runs.count).toBe(1);
+  await expectReconciled(o, 'completed');
+  const charges = await ctx.db.query(`SELECT count(*)::int AS n FROM provider_charges WHERE idempotency_key LIKE $1`, [
+    `order-${o.orderId}/%`,
+  ]);
+  expect(charges.rows[0].n).toBe(1);
+});
+
+test('provider commits then drops the response: the retry charges once and the saga completes', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await addFault(ctx.payment.url, { kind: 'drop', path: '/charges', keyPrefix: `order-${o.orderId}/`, times: 1 });
+  await addFault(ctx.payment.url, { kind: 'error', path: '/charges', keyPrefix: `order-${o.orderId}/`, times: 1 });
+  const result = await (await startOrderSaga(ctx.client, o, taskQueue)).result();
+
+  expect(result.status).toBe('completed');
+  await expectReconciled(o, 'completed');
+  const charges = await ctx.db.query(`SELECT status FROM provider_charges WHERE idempotency_key LIKE $1`, [`order-${o.orderId}/%`]);
+  expect(charges.rows).toEqual([{ status: 'succeeded' }]);
+});
+
+test('bad input is refused before anything is started or written', async () => {
+  const o = order({ amount: { amountMinor: 12.5, currency: 'EUR' } });
+  await expect(startOrderSaga(ctx.client, o, taskQueue)).rejects.toThrow(/amount.amountMinor/);
+  const rows = await ctx.db.query('SELECT 1 FROM orders WHERE id = $1', [o.orderId]);
+  expect(rows.rowCount).toBe(0);
+  const runs = await ctx.client.workflow.count(`WorkflowId = "order-${o.orderId}"`);
+  expect(runs.count).toBe(0);
+});
