@@ -1,0 +1,88 @@
+import path from 'node:path';
+import type { Config } from '../config';
+import { migrate } from '../db/migrate';
+import { createPool, type Db } from '../db/pool';
+import { startCarrier } from '../services/carrier';
+import type { RunningService } from '../services/http';
+import { startPaymentProvider } from '../services/payment-provider';
+import { startEmbeddedPostgres } from './postgres';
+import { startTemporalDevServer } from './temporal';
+
+export interface Stack {
+  databaseUrl: string;
+  db: Db;
+  temporal: { address: string; namespace: string; uiUrl?: string; source: string };
+  paymentProviderUrl: string;
+  carrierUrl: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Brings up what is missing and connects to what exists: PostgreSQL
+ * (DATABASE_URL or embedded), migrations, the payment provider and carrier
+ * (their URLs or in-process services), and Temporal (TEMPORAL_ADDRESS or the
+ * CLI dev server, its state kept in SQLite so a restart keeps running sagas).
+ */
+export async function startStack(config: Config, log: (m: string) => void): Promise<Stack> {
+  const stops: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+  };
+  try {
+    const stateDir = path.resolve(config.SAGAFLOW_STATE_DIR);
+    let databaseUrl = config.DATABASE_URL;
+    if (databaseUrl) {
+      log('PostgreSQL: DATABASE_URL');
+    } else {
+      const pg = await startEmbeddedPostgres({
+        dataDir: path.join(stateDir, 'pg'),
+        port: config.SAGAFLOW_EMBEDDED_PG_PORT,
+        log,
+      });
+      stops.push(pg.stop);
+      databaseUrl = pg.url;
+      log(`PostgreSQL: embedded, ${redact(pg.url)} (data in ${path.join(stateDir, 'pg')})`);
+    }
+    const applied = await migrate(databaseUrl);
+    if (applied.length) log(`migrations applied: ${applied.join(', ')}`);
+    const db = createPool({ connectionString: databaseUrl });
+    stops.push(() => db.end());
+
+    const service = async (url: string | undefined, name: string, start: () => Promise<RunningService>) => {
+      if (url) return url;
+      const svc = await start();
+      stops.push(svc.close);
+      log(`${name}: ${svc.url}`);
+      return svc.url;
+    };
+    const paymentProviderUrl = await service(config.PAYMENT_PROVIDER_URL, 'payment provider', () =>
+      startPaymentProvider({ db }),
+    );
+    const carrierUrl = await service(config.CARRIER_URL, 'carrier', () => startCarrier({ db }));
+
+    let temporal: Stack['temporal'];
+    if (config.TEMPORAL_ADDRESS) {
+      temporal = { address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, source: 'TEMPORAL_ADDRESS' };
+      log(`Temporal: ${config.TEMPORAL_ADDRESS} (TEMPORAL_ADDRESS)`);
+    } else {
+      const server = await startTemporalDevServer({
+        cliPath: config.TEMPORAL_CLI_PATH,
+        namespace: config.TEMPORAL_NAMESPACE,
+        dbFilename: path.join(stateDir, 'temporal.sqlite'),
+        ui: true,
+        log,
+      });
+      stops.push(server.stop);
+      temporal = server;
+      log(`Temporal: dev server at ${server.address} via ${server.source}`);
+    }
+    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+}

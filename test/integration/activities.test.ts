@@ -1,0 +1,898 @@
+/**
+ * The saga activities against real PostgreSQL and the real payment provider and
+ * carrier HTTP services: every assertion reads rows, never logs or mocks.
+ */
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities, type SagaActivities } from '../../activities';
+import { reconcileOrder } from '../../src/orders/reconcile';
+import { FailureType } from '../../workflows/failures';
+import { Step } from '../../workflows/steps';
+import type { Address, Money, OrderInput, OrderItem } from '../../workflows/types';
+import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+
+let ctx: TestContext;
+let acts: SagaActivities;
+
+beforeAll(async () => {
+  ctx = await createTestContext('acts');
+  acts = createActivities(ctx.deps);
+});
+
+afterEach(async () => {
+  // A test that failed half-way must not leave a fault behind for the next one.
+  await fetch(`${ctx.payment.url}/__faults`, { method: 'DELETE' });
+  await fetch(`${ctx.carrier.url}/__faults`, { method: 'DELETE' });
+});
+
+afterAll(async () => {
+  await ctx?.close();
+});
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/** Runs one activity the way a worker would: inside an Activity Context. */
+function run<A, R>(fn: (input: A) => Promise<R>, input: A): Promise<R> {
+  return new MockActivityEnvironment().run(fn, input);
+}
+
+interface Saga {
+  orderId: string;
+  wfId: string;
+  key(step: string): string;
+  undo(step: string): { key: string; forwardKey: string; orderId: string };
+}
+
+function newSaga(): Saga {
+  const orderId = uniqueId('o');
+  const wfId = `order-${orderId}`;
+  return {
+    orderId,
+    wfId,
+    key: (step) => `${wfId}/${step}`,
+    undo: (step) => ({ key: `${wfId}/${step}/undo`, forwardKey: `${wfId}/${step}`, orderId }),
+  };
+}
+
+const address: Address = { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' };
+const money: Money = { amountMinor: 4_990, currency: 'EUR' };
+
+function orderInput(s: Saga, items: OrderItem[], overrides: Partial<OrderInput> = {}): OrderInput {
+  return {
+    orderId: s.orderId,
+    customerId: 'cust-1',
+    items,
+    amount: money,
+    paymentToken: 'tok_visa',
+    shippingAddress: address,
+    ...overrides,
+  };
+}
+
+const chargeInput = (s: Saga, overrides: { amount?: Money; paymentToken?: string } = {}) => ({
+  key: s.key(Step.chargePayment),
+  orderId: s.orderId,
+  amount: overrides.amount ?? money,
+  paymentToken: overrides.paymentToken ?? 'tok_visa',
+});
+
+const shipmentInput = (s: Saga, items: OrderItem[]) => ({
+  key: s.key(Step.createShipment),
+  orderId: s.orderId,
+  address,
+  items,
+});
+
+interface Caught {
+  type?: unknown;
+  nonRetryable?: unknown;
+  message?: unknown;
+}
+
+/** Awaits a promise that must reject and returns what it rejected with. */
+async function rejection(p: Promise<unknown>): Promise<Caught> {
+  let settled: { ok: true; value: unknown } | { ok: false; err: unknown };
+  try {
+    settled = { ok: true, value: await p };
+  } catch (err) {
+    settled = { ok: false, err };
+  }
+  if (settled.ok) throw new Error(`expected a rejection, got ${JSON.stringify(settled.value)}`);
+  expect(settled.err).toBeInstanceOf(Error);
+  return settled.err as Caught;
+}
+
+async function expectFailure(p: Promise<unknown>, type: string, nonRetryable: boolean): Promise<Caught> {
+  const err = await rejection(p);
+  expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type, nonRetryable });
+  return err;
+}
+
+async function one<T>(sql: string, params: unknown[]): Promise<T | undefined> {
+  const res = await ctx.db.query(sql, params);
+  if (res.rows.length > 1) throw new Error(`expected at most one row for ${sql}`);
+  return res.rows[0] as T | undefined;
+}
+
+async function count(sql: string, params: unknown[]): Promise<number> {
+  const res = await ctx.db.query<{ n: string }>(sql, params);
+  return Number(res.rows[0]?.n ?? NaN);
+}
+
+const ledgerRow = (key: string) =>
+  one<{ state: string; fingerprint: string | null; result: unknown; error: { type: string } | null }>(
+    'SELECT state, fingerprint, result, error FROM step_ledger WHERE key = $1',
+    [key],
+  );
+const ledgerState = async (key: string) => (await ledgerRow(key))?.state;
+const ledgerCount = (wfId: string) => count('SELECT count(*) AS n FROM step_ledger WHERE workflow_id = $1', [wfId]);
+
+const stock = (sku: string) =>
+  one<{ on_hand: number; reserved: number }>('SELECT on_hand, reserved FROM inventory WHERE sku = $1', [sku]);
+const reservations = async (orderId: string) =>
+  (
+    await ctx.db.query<{ sku: string; quantity: number; status: string }>(
+      'SELECT sku, quantity, status FROM reservations WHERE order_id = $1 ORDER BY sku',
+      [orderId],
+    )
+  ).rows;
+
+const payment = (key: string) =>
+  one<{ status: string; provider_charge_id: string | null; amount_minor: string }>(
+    'SELECT status, provider_charge_id, amount_minor FROM payments WHERE idempotency_key = $1',
+    [key],
+  );
+const providerCharges = async (key: string) =>
+  (
+    await ctx.db.query<{ id: string | null; status: string; amount_minor: string | null }>(
+      'SELECT id, status, amount_minor FROM provider_charges WHERE idempotency_key = $1',
+      [key],
+    )
+  ).rows;
+const paymentsOfOrder = (orderId: string) =>
+  count('SELECT count(*) AS n FROM payments WHERE order_id = $1', [orderId]);
+
+const shipment = (key: string) =>
+  one<{ status: string; carrier_shipment_id: string | null; tracking_number: string | null }>(
+    'SELECT status, carrier_shipment_id, tracking_number FROM shipments WHERE idempotency_key = $1',
+    [key],
+  );
+const carrierShipments = async (key: string) =>
+  (
+    await ctx.db.query<{ id: string | null; status: string; tracking_number: string | null }>(
+      'SELECT id, status, tracking_number FROM carrier_shipments WHERE idempotency_key = $1',
+      [key],
+    )
+  ).rows;
+
+async function newSku(onHand: number): Promise<string> {
+  const sku = uniqueId('sku');
+  await seedInventory(ctx.db, { [sku]: onHand });
+  return sku;
+}
+
+async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** True once the service has handed out every use of its fault rules (the request is inside it). */
+async function faultsConsumed(serviceUrl: string): Promise<boolean> {
+  const res = await fetch(`${serviceUrl}/__faults`);
+  const body = (await res.json()) as { faults: { remaining: number | null }[] };
+  return body.faults.length > 0 && body.faults.every((f) => f.remaining === 0);
+}
+
+// ---------------------------------------------------------------------------
+// 1. A duplicate execution applies once
+
+describe('a duplicate execution applies once', () => {
+  test('recordOrder twice: one order, its items once, the same result', async () => {
+    const s = newSaga();
+    const o = orderInput(s, [
+      { sku: 'sku-a', quantity: 2 },
+      { sku: 'sku-b', quantity: 1 },
+    ]);
+    const first = await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: o });
+    const second = await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: o });
+
+    expect(first).toEqual({ orderId: s.orderId });
+    expect(second).toEqual(first);
+    expect(await count('SELECT count(*) AS n FROM orders WHERE id = $1', [s.orderId])).toBe(1);
+    expect(await one('SELECT status, amount_minor, currency FROM orders WHERE id = $1', [s.orderId])).toEqual({
+      status: 'pending',
+      amount_minor: '4990',
+      currency: 'EUR',
+    });
+    expect(await count('SELECT count(*) AS n FROM order_items WHERE order_id = $1', [s.orderId])).toBe(2);
+    expect(await ledgerRow(s.key(Step.recordOrder))).toMatchObject({ state: 'completed', result: first });
+  });
+
+  test('reserveInventory twice: stock is held once', async () => {
+    const s = newSaga();
+    const sku = await newSku(5);
+    const input = { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku, quantity: 2 }] };
+
+    const first = await run(acts.reserveInventory, input);
+    const second = await run(acts.reserveInventory, input);
+
+    expect(first).toEqual({ reserved: [{ sku, quantity: 2 }] });
+    expect(second).toEqual(first);
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 2 });
+    expect(await reservations(s.orderId)).toEqual([{ sku, quantity: 2, status: 'held' }]);
+    expect(await ledgerState(input.key)).toBe('completed');
+  });
+
+  test('chargePayment twice: one provider charge, the same chargeId', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+
+    const first = await run(acts.chargePayment, input);
+    const second = await run(acts.chargePayment, input);
+
+    expect(first.chargeId).toMatch(/^ch_/);
+    expect(second).toEqual(first);
+    expect(await providerCharges(input.key)).toEqual([{ id: first.chargeId, status: 'succeeded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toEqual({ status: 'captured', provider_charge_id: first.chargeId, amount_minor: '4990' });
+    expect(await paymentsOfOrder(s.orderId)).toBe(1);
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'completed', result: first });
+  });
+
+  test('createShipment twice: one carrier shipment, the same tracking number', async () => {
+    const s = newSaga();
+    const input = shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+
+    const first = await run(acts.createShipment, input);
+    const second = await run(acts.createShipment, input);
+
+    expect(first.shipmentId).toMatch(/^shp_/);
+    expect(first.trackingNumber).toMatch(/^TRK\d{12}$/);
+    expect(second).toEqual(first);
+    expect(await carrierShipments(input.key)).toEqual([
+      { id: first.shipmentId, status: 'created', tracking_number: first.trackingNumber },
+    ]);
+    expect(await shipment(input.key)).toEqual({
+      status: 'created',
+      carrier_shipment_id: first.shipmentId,
+      tracking_number: first.trackingNumber,
+    });
+    expect(await ledgerState(input.key)).toBe('completed');
+  });
+
+  test('completeOrder twice: stock leaves the shelf once', async () => {
+    const s = newSaga();
+    const sku = await newSku(5);
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku, quantity: 2 }]) });
+    await run(acts.reserveInventory, { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku, quantity: 2 }] });
+
+    const input = { key: s.key(Step.completeOrder), orderId: s.orderId };
+    expect(await run(acts.completeOrder, input)).toEqual({ completed: true });
+    expect(await run(acts.completeOrder, input)).toEqual({ completed: true });
+
+    expect(await stock(sku)).toEqual({ on_hand: 3, reserved: 0 });
+    expect(await reservations(s.orderId)).toEqual([{ sku, quantity: 2, status: 'consumed' }]);
+    expect(await one('SELECT status FROM orders WHERE id = $1', [s.orderId])).toEqual({ status: 'completed' });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 2. Concurrent executions of one key apply once
+
+describe('concurrent executions of one key apply once', () => {
+  const N = 10;
+
+  test(`${N} concurrent reserveInventory: one hold, everyone gets the same result`, async () => {
+    const s = newSaga();
+    const sku = await newSku(100);
+    const input = { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku, quantity: 3 }] };
+
+    const results = await Promise.all(Array.from({ length: N }, () => run(acts.reserveInventory, input)));
+
+    for (const r of results) expect(r).toEqual({ reserved: [{ sku, quantity: 3 }] });
+    expect(await stock(sku)).toEqual({ on_hand: 100, reserved: 3 });
+    expect(await reservations(s.orderId)).toEqual([{ sku, quantity: 3, status: 'held' }]);
+    expect(await ledgerCount(s.wfId)).toBe(1);
+    expect(await ledgerState(input.key)).toBe('completed');
+  });
+
+  test(`${N} concurrent chargePayment: one provider charge, everyone gets the same chargeId`, async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+
+    const results = await Promise.all(Array.from({ length: N }, () => run(acts.chargePayment, input)));
+
+    const ids = new Set(results.map((r) => r.chargeId));
+    expect(ids.size).toBe(1);
+    const [chargeId] = [...ids];
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'succeeded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toEqual({ status: 'captured', provider_charge_id: chargeId, amount_minor: '4990' });
+    expect(await paymentsOfOrder(s.orderId)).toBe(1);
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'completed', result: { chargeId } });
+  });
+
+  test(`${N} concurrent createShipment: one carrier shipment`, async () => {
+    const s = newSaga();
+    const input = shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+
+    const results = await Promise.all(Array.from({ length: N }, () => run(acts.createShipment, input)));
+
+    const first = results[0]!;
+    for (const r of results) expect(r).toEqual(first);
+    expect(await carrierShipments(input.key)).toEqual([
+      { id: first.shipmentId, status: 'created', tracking_number: first.trackingNumber },
+    ]);
+    expect(await shipment(input.key)).toMatchObject({ status: 'created', carrier_shipment_id: first.shipmentId });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 3. The same key with another input is a conflict
+
+describe('fingerprint conflict', () => {
+  test('reserveInventory: same key, other items → IdempotencyConflict, nothing changes', async () => {
+    const s = newSaga();
+    const sku = await newSku(10);
+    const key = s.key(Step.reserveInventory);
+    await run(acts.reserveInventory, { key, orderId: s.orderId, items: [{ sku, quantity: 2 }] });
+
+    await expectFailure(
+      run(acts.reserveInventory, { key, orderId: s.orderId, items: [{ sku, quantity: 5 }] }),
+      FailureType.IdempotencyConflict,
+      true,
+    );
+
+    expect(await stock(sku)).toEqual({ on_hand: 10, reserved: 2 });
+    expect(await reservations(s.orderId)).toEqual([{ sku, quantity: 2, status: 'held' }]);
+    // The conflict is not recorded over the original answer: a true duplicate still replays it.
+    expect(await ledgerRow(key)).toMatchObject({ state: 'completed', error: null });
+    await expect(run(acts.reserveInventory, { key, orderId: s.orderId, items: [{ sku, quantity: 2 }] })).resolves.toEqual({
+      reserved: [{ sku, quantity: 2 }],
+    });
+    expect(await stock(sku)).toEqual({ on_hand: 10, reserved: 2 });
+  });
+
+  test('recordOrder: same key, another amount → IdempotencyConflict, the order is unchanged', async () => {
+    const s = newSaga();
+    const key = s.key(Step.recordOrder);
+    await run(acts.recordOrder, { key, order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+
+    await expectFailure(
+      run(acts.recordOrder, {
+        key,
+        order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }], { amount: { amountMinor: 1, currency: 'EUR' } }),
+      }),
+      FailureType.IdempotencyConflict,
+      true,
+    );
+    expect(await one('SELECT amount_minor FROM orders WHERE id = $1', [s.orderId])).toEqual({ amount_minor: '4990' });
+    expect(await ledgerState(key)).toBe('completed');
+  });
+
+  test('chargePayment: same key, another amount → IdempotencyConflict, no second charge', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    const { chargeId } = await run(acts.chargePayment, input);
+
+    await expectFailure(
+      run(acts.chargePayment, { ...input, amount: { amountMinor: 99_999, currency: 'EUR' } }),
+      FailureType.IdempotencyConflict,
+      true,
+    );
+
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'succeeded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toEqual({ status: 'captured', provider_charge_id: chargeId, amount_minor: '4990' });
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'completed', result: { chargeId } });
+  });
+
+  test('chargePayment: conflict while the first attempt is still pending → IdempotencyConflict, provider not called', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    // First attempt commits, answer dropped: the ledger row stays 'pending'.
+    await addFault(ctx.payment.url, { kind: 'drop', path: '/charges', keyPrefix: input.key, times: 1 });
+    await expectFailure(run(acts.chargePayment, input), FailureType.ProviderUnavailable, false);
+    expect(await ledgerState(input.key)).toBe('pending');
+    const before = await providerCharges(input.key);
+    expect(before).toHaveLength(1);
+
+    await expectFailure(
+      run(acts.chargePayment, { ...input, paymentToken: 'tok_other' }),
+      FailureType.IdempotencyConflict,
+      true,
+    );
+    expect(await providerCharges(input.key)).toEqual(before);
+    expect(await payment(input.key)).toMatchObject({ status: 'pending', provider_charge_id: null });
+    expect(await ledgerState(input.key)).toBe('pending');
+  });
+
+  test('refundPayment: same undo key, another input → IdempotencyConflict', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await run(acts.chargePayment, input);
+    const undo = s.undo(Step.chargePayment);
+    await run(acts.refundPayment, undo);
+
+    await expectFailure(
+      run(acts.refundPayment, { ...undo, orderId: 'another-order' }),
+      FailureType.IdempotencyConflict,
+      true,
+    );
+    expect(await providerCharges(input.key)).toMatchObject([{ status: 'refunded' }]);
+    expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 4. A business failure is recorded and replayed
+
+describe('business failures are recorded and replayed', () => {
+  test('reserveInventory out of stock → OutOfStock; the duplicate fails the same even after restock', async () => {
+    const s = newSaga();
+    const plenty = await newSku(10);
+    const scarce = await newSku(1);
+    const input = {
+      key: s.key(Step.reserveInventory),
+      orderId: s.orderId,
+      items: [
+        { sku: plenty, quantity: 2 },
+        { sku: scarce, quantity: 3 },
+      ],
+    };
+
+    const err = await expectFailure(run(acts.reserveInventory, input), FailureType.OutOfStock, true);
+    expect(String(err.message)).toContain(scarce);
+
+    // All or nothing: the in-stock line's hold rolled back with the rest.
+    expect(await stock(plenty)).toEqual({ on_hand: 10, reserved: 0 });
+    expect(await stock(scarce)).toEqual({ on_hand: 1, reserved: 0 });
+    expect(await reservations(s.orderId)).toEqual([]);
+    const row = await ledgerRow(input.key);
+    expect(row).toMatchObject({ state: 'failed', error: { type: FailureType.OutOfStock } });
+
+    await seedInventory(ctx.db, { [scarce]: 50 });
+    await expectFailure(run(acts.reserveInventory, input), FailureType.OutOfStock, true);
+    expect(await stock(plenty)).toEqual({ on_hand: 10, reserved: 0 });
+    expect(await stock(scarce)).toEqual({ on_hand: 50, reserved: 0 });
+    expect(await reservations(s.orderId)).toEqual([]);
+    expect(await ledgerState(input.key)).toBe('failed');
+  });
+
+  test('chargePayment with tok_decline → PaymentDeclined, payment declined, replayed without a second call', async () => {
+    const s = newSaga();
+    const input = chargeInput(s, { paymentToken: 'tok_decline' });
+
+    await expectFailure(run(acts.chargePayment, input), FailureType.PaymentDeclined, true);
+    expect(await payment(input.key)).toMatchObject({ status: 'declined', provider_charge_id: null });
+    expect(await providerCharges(input.key)).toMatchObject([{ status: 'declined' }]);
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'failed', error: { type: FailureType.PaymentDeclined } });
+
+    // Were the duplicate to reach the provider, this 5xx would turn it into ProviderUnavailable.
+    await addFault(ctx.payment.url, { kind: 'error', keyPrefix: input.key, times: 1 });
+    await expectFailure(run(acts.chargePayment, input), FailureType.PaymentDeclined, true);
+    expect(await faultsConsumed(ctx.payment.url)).toBe(false);
+    expect(await payment(input.key)).toMatchObject({ status: 'declined' });
+    expect(await providerCharges(input.key)).toHaveLength(1);
+    expect(await paymentsOfOrder(s.orderId)).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 5. A forward attempt after its compensation applies nothing
+
+describe('a forward attempt after its compensation applies nothing', () => {
+  test('releaseInventory before reserveInventory → StepCancelled, no hold', async () => {
+    const s = newSaga();
+    const sku = await newSku(5);
+    const undo = s.undo(Step.reserveInventory);
+
+    expect(await run(acts.releaseInventory, undo)).toEqual({ released: 0 });
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+    expect(await ledgerState(undo.key)).toBe('completed');
+
+    await expectFailure(
+      run(acts.reserveInventory, { key: undo.forwardKey, orderId: s.orderId, items: [{ sku, quantity: 2 }] }),
+      FailureType.StepCancelled,
+      true,
+    );
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 0 });
+    expect(await reservations(s.orderId)).toEqual([]);
+    // The tombstone is not overwritten by a recorded failure.
+    expect(await ledgerRow(undo.forwardKey)).toMatchObject({ state: 'cancelled', error: null });
+  });
+
+  test('refundPayment before chargePayment → StepCancelled, no money taken', async () => {
+    const s = newSaga();
+    const undo = s.undo(Step.chargePayment);
+
+    expect(await run(acts.refundPayment, undo)).toEqual({ status: 'canceled' });
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+    expect(await providerCharges(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', amount_minor: null }]);
+
+    await expectFailure(run(acts.chargePayment, chargeInput(s)), FailureType.StepCancelled, true);
+    expect(await providerCharges(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', amount_minor: null }]);
+    expect(await payment(undo.forwardKey)).toBeUndefined();
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+    expect((await reconcileOrder(ctx.db, s.orderId)).netChargedMinor).toBe(0);
+  });
+
+  test('voidShipment before createShipment → StepCancelled, no label', async () => {
+    const s = newSaga();
+    const undo = s.undo(Step.createShipment);
+
+    expect(await run(acts.voidShipment, undo)).toEqual({ status: 'canceled' });
+    expect(await carrierShipments(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', tracking_number: null }]);
+
+    await expectFailure(
+      run(acts.createShipment, shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }])),
+      FailureType.StepCancelled,
+      true,
+    );
+    expect(await carrierShipments(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', tracking_number: null }]);
+    expect(await shipment(undo.forwardKey)).toBeUndefined();
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+  });
+
+  test('cancelOrder before recordOrder → StepCancelled, no order row', async () => {
+    const s = newSaga();
+    const undo = { ...s.undo(Step.recordOrder), status: 'cancelled' as const, reason: 'customer changed their mind' };
+
+    expect(await run(acts.cancelOrder, undo)).toEqual({ changed: false });
+    await expectFailure(
+      run(acts.recordOrder, { key: undo.forwardKey, order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) }),
+      FailureType.StepCancelled,
+      true,
+    );
+    expect(await count('SELECT count(*) AS n FROM orders WHERE id = $1', [s.orderId])).toBe(0);
+    expect(await count('SELECT count(*) AS n FROM order_items WHERE order_id = $1', [s.orderId])).toBe(0);
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 6. A compensation after a completed forward step undoes it exactly once
+
+describe('compensation after a completed forward step undoes it exactly once', () => {
+  test('reserve, then release twice: stock back, reservation released once', async () => {
+    const s = newSaga();
+    const sku = await newSku(5);
+    const other = newSaga(); // another order holding the same SKU must keep its hold
+    await run(acts.reserveInventory, { key: other.key(Step.reserveInventory), orderId: other.orderId, items: [{ sku, quantity: 1 }] });
+    await run(acts.reserveInventory, { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku, quantity: 2 }] });
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 3 });
+
+    const undo = s.undo(Step.reserveInventory);
+    const first = await run(acts.releaseInventory, undo);
+    const second = await run(acts.releaseInventory, undo);
+
+    expect(first).toEqual({ released: 1 });
+    expect(second).toEqual(first);
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 1 });
+    expect(await reservations(s.orderId)).toEqual([{ sku, quantity: 2, status: 'released' }]);
+    expect(await reservations(other.orderId)).toEqual([{ sku, quantity: 1, status: 'held' }]);
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+    expect(await ledgerState(undo.key)).toBe('completed');
+
+    // A late duplicate of the forward step cannot re-hold the stock.
+    await expectFailure(
+      run(acts.reserveInventory, { key: undo.forwardKey, orderId: s.orderId, items: [{ sku, quantity: 2 }] }),
+      FailureType.StepCancelled,
+      true,
+    );
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 1 });
+  });
+
+  test('charge, then refund twice: provider charge refunded once, payment refunded', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    const { chargeId } = await run(acts.chargePayment, input);
+    const undo = s.undo(Step.chargePayment);
+
+    const first = await run(acts.refundPayment, undo);
+    const second = await run(acts.refundPayment, undo);
+
+    expect(first).toEqual({ status: 'refunded' });
+    expect(second).toEqual(first);
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'refunded', amount_minor: '4990' }]);
+    expect(await count('SELECT count(*) AS n FROM provider_refunds WHERE charge_key = $1', [input.key])).toBe(1);
+    expect(await payment(input.key)).toEqual({ status: 'refunded', provider_charge_id: chargeId, amount_minor: '4990' });
+    expect(await ledgerState(input.key)).toBe('cancelled');
+    expect(await ledgerState(undo.key)).toBe('completed');
+
+    await expectFailure(run(acts.chargePayment, input), FailureType.StepCancelled, true);
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'refunded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
+  });
+
+  test('ship, then void twice: carrier shipment voided once', async () => {
+    const s = newSaga();
+    const input = shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+    const { shipmentId } = await run(acts.createShipment, input);
+    const undo = s.undo(Step.createShipment);
+
+    expect(await run(acts.voidShipment, undo)).toEqual({ status: 'voided' });
+    expect(await run(acts.voidShipment, undo)).toEqual({ status: 'voided' });
+
+    expect(await carrierShipments(input.key)).toMatchObject([{ id: shipmentId, status: 'voided' }]);
+    expect(await count('SELECT count(*) AS n FROM carrier_voids WHERE shipment_key = $1', [input.key])).toBe(1);
+    expect(await shipment(input.key)).toMatchObject({ status: 'voided', carrier_shipment_id: shipmentId });
+    expect(await ledgerState(input.key)).toBe('cancelled');
+  });
+
+  test('record, then cancelOrder twice: the order is cancelled once', async () => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    const undo = { ...s.undo(Step.recordOrder), status: 'failed' as const, reason: 'payment declined' };
+
+    expect(await run(acts.cancelOrder, undo)).toEqual({ changed: true });
+    expect(await run(acts.cancelOrder, undo)).toEqual({ changed: true }); // replayed, not re-applied
+    expect(await one('SELECT status, failure_reason FROM orders WHERE id = $1', [s.orderId])).toEqual({
+      status: 'failed',
+      failure_reason: 'payment declined',
+    });
+    expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 7–8. Provider faults
+
+describe('provider faults', () => {
+  test('commit, then drop the response: the retry charges once', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'drop', path: '/charges', keyPrefix: input.key, times: 1 });
+
+    await expectFailure(run(acts.chargePayment, input), FailureType.ProviderUnavailable, false);
+    // The provider committed the charge; we never learned its id.
+    const committed = await providerCharges(input.key);
+    expect(committed).toMatchObject([{ status: 'succeeded' }]);
+    expect(await ledgerState(input.key)).toBe('pending');
+    expect(await payment(input.key)).toMatchObject({ status: 'pending', provider_charge_id: null });
+
+    const { chargeId } = await run(acts.chargePayment, input);
+    expect(chargeId).toBe(committed[0]!.id);
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'succeeded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toEqual({ status: 'captured', provider_charge_id: chargeId, amount_minor: '4990' });
+    expect(await paymentsOfOrder(s.orderId)).toBe(1);
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'completed', result: { chargeId } });
+  });
+
+  test('5xx: retryable ProviderUnavailable, nothing charged; the retry succeeds', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'error', keyPrefix: input.key, times: 1 });
+
+    await expectFailure(run(acts.chargePayment, input), FailureType.ProviderUnavailable, false);
+    expect(await faultsConsumed(ctx.payment.url)).toBe(true);
+    expect(await providerCharges(input.key)).toEqual([]);
+    expect(await ledgerState(input.key)).toBe('pending');
+    expect(await payment(input.key)).toMatchObject({ status: 'pending' });
+
+    const { chargeId } = await run(acts.chargePayment, input);
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'succeeded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toMatchObject({ status: 'captured', provider_charge_id: chargeId });
+    expect(await ledgerState(input.key)).toBe('completed');
+  });
+
+  test('carrier 5xx on createShipment: retryable, no label; the retry creates one', async () => {
+    const s = newSaga();
+    const input = shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+    await addFault(ctx.carrier.url, { kind: 'error', keyPrefix: input.key, times: 1 });
+
+    await expectFailure(run(acts.createShipment, input), FailureType.ProviderUnavailable, false);
+    expect(await carrierShipments(input.key)).toEqual([]);
+    expect(await shipment(input.key)).toMatchObject({ status: 'pending' });
+
+    const { shipmentId } = await run(acts.createShipment, input);
+    expect(await carrierShipments(input.key)).toMatchObject([{ id: shipmentId, status: 'created' }]);
+    expect(await shipment(input.key)).toMatchObject({ status: 'created', carrier_shipment_id: shipmentId });
+  });
+
+  test('refund 5xx: retryable; the retry refunds once', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    const { chargeId } = await run(acts.chargePayment, input);
+    const undo = s.undo(Step.chargePayment);
+    await addFault(ctx.payment.url, { kind: 'error', path: '/refunds', times: 1 });
+
+    await expectFailure(run(acts.refundPayment, undo), FailureType.ProviderUnavailable, false);
+    // The local tombstone is already down, so no late forward attempt can confirm.
+    expect(await ledgerState(input.key)).toBe('cancelled');
+    expect(await providerCharges(input.key)).toMatchObject([{ status: 'succeeded' }]);
+
+    expect(await run(acts.refundPayment, undo)).toEqual({ status: 'refunded' });
+    expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'refunded', amount_minor: '4990' }]);
+    expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
+    expect(await ledgerState(undo.key)).toBe('completed');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 9. Zombies: a forward attempt still in flight when its compensation runs
+
+describe('a zombie forward attempt applies nothing net', () => {
+  test('slow charge, refund completes meanwhile: the late charge is refused and nothing is captured', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges', keyPrefix: input.key, times: 1 });
+
+    const slow = run(acts.chargePayment, input);
+    const slowOutcome = rejection(slow); // attach the handler now; it settles later
+    // The charge request is inside the provider, sleeping before it touches its books.
+    await waitFor('the charge to reach the provider', () => faultsConsumed(ctx.payment.url));
+    expect(await ledgerState(input.key)).toBe('pending');
+
+    const undo = s.undo(Step.chargePayment);
+    const refund = await run(acts.refundPayment, undo);
+    expect(['refunded', 'canceled']).toContain(refund.status);
+    expect(await ledgerState(input.key)).toBe('cancelled');
+
+    const err = await slowOutcome;
+    expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type: FailureType.StepCancelled, nonRetryable: true });
+
+    const charges = await providerCharges(input.key);
+    expect(charges).toHaveLength(1);
+    expect(['refunded', 'canceled']).toContain(charges[0]!.status);
+    const p = await payment(input.key);
+    expect(p?.status).not.toBe('captured');
+    expect(['voided', 'refunded']).toContain(p?.status);
+    expect(await ledgerState(input.key)).toBe('cancelled');
+    expect(await ledgerState(undo.key)).toBe('completed');
+    expect((await reconcileOrder(ctx.db, s.orderId)).netChargedMinor).toBe(0);
+
+    // A further retry of the zombie also applies nothing.
+    await expectFailure(run(acts.chargePayment, input), FailureType.StepCancelled, true);
+    expect(await providerCharges(input.key)).toEqual(charges);
+  });
+
+  test('charge committed but its answer lost, refund, then the retry: money comes back and stays back', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'drop', path: '/charges', keyPrefix: input.key, times: 1 });
+    await expectFailure(run(acts.chargePayment, input), FailureType.ProviderUnavailable, false);
+    const [committed] = await providerCharges(input.key);
+    expect(committed).toMatchObject({ status: 'succeeded' });
+
+    expect(await run(acts.refundPayment, s.undo(Step.chargePayment))).toEqual({ status: 'refunded' });
+    expect(await providerCharges(input.key)).toMatchObject([{ id: committed!.id, status: 'refunded' }]);
+    expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
+
+    await expectFailure(run(acts.chargePayment, input), FailureType.StepCancelled, true);
+    expect(await providerCharges(input.key)).toMatchObject([{ id: committed!.id, status: 'refunded' }]);
+    expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
+    expect((await reconcileOrder(ctx.db, s.orderId)).netChargedMinor).toBe(0);
+  });
+
+  test('slow createShipment, void completes meanwhile: no active label', async () => {
+    const s = newSaga();
+    const input = shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+    await addFault(ctx.carrier.url, { kind: 'latency', latency_ms: 1500, path: '/shipments', keyPrefix: input.key, times: 1 });
+
+    const slowOutcome = rejection(run(acts.createShipment, input));
+    await waitFor('the shipment to reach the carrier', () => faultsConsumed(ctx.carrier.url));
+
+    const undo = s.undo(Step.createShipment);
+    expect(['voided', 'canceled']).toContain((await run(acts.voidShipment, undo)).status);
+
+    const err = await slowOutcome;
+    expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type: FailureType.StepCancelled, nonRetryable: true });
+    const rows = await carrierShipments(input.key);
+    expect(rows).toHaveLength(1);
+    expect(['voided', 'canceled']).toContain(rows[0]!.status);
+    expect(await shipment(input.key)).toMatchObject({ status: 'voided' });
+    expect((await reconcileOrder(ctx.db, s.orderId)).activeShipments).toBe(0);
+  });
+
+  test('reserveInventory racing releaseInventory: the stock ends up unheld whichever wins', async () => {
+    const s = newSaga();
+    const sku = await newSku(5);
+    const forward = { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku, quantity: 2 }] };
+    const undo = s.undo(Step.reserveInventory);
+
+    const [fwd, rel] = await Promise.allSettled([run(acts.reserveInventory, forward), run(acts.releaseInventory, undo)]);
+
+    expect(rel.status).toBe('fulfilled');
+    if (fwd.status === 'rejected') expect((fwd.reason as Caught).type).toBe(FailureType.StepCancelled);
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 0 });
+    const held = (await reservations(s.orderId)).filter((r) => r.status === 'held');
+    expect(held).toEqual([]);
+    expect(await ledgerState(forward.key)).toBe('cancelled');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 10. Keys must name their step
+
+describe('a key that does not name its step is InvalidInput', () => {
+  test('reserveInventory with key "x/wrong" → InvalidInput, nothing written', async () => {
+    const s = newSaga();
+    const sku = await newSku(5);
+    await expectFailure(
+      run(acts.reserveInventory, { key: 'x/wrong', orderId: s.orderId, items: [{ sku, quantity: 1 }] }),
+      FailureType.InvalidInput,
+      true,
+    );
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 0 });
+    expect(await reservations(s.orderId)).toEqual([]);
+    expect(await ledgerRow('x/wrong')).toBeUndefined();
+  });
+
+  test('another step\'s key, or a bare suffix with no workflow ID → InvalidInput', async () => {
+    const s = newSaga();
+    await expectFailure(run(acts.chargePayment, { ...chargeInput(s), key: s.key(Step.createShipment) }), FailureType.InvalidInput, true);
+    await expectFailure(run(acts.chargePayment, { ...chargeInput(s), key: `/${Step.chargePayment}` }), FailureType.InvalidInput, true);
+    await expectFailure(
+      run(acts.createShipment, { ...shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]), key: s.key(Step.chargePayment) }),
+      FailureType.InvalidInput,
+      true,
+    );
+    expect(await providerCharges(s.key(Step.createShipment))).toEqual([]);
+    expect(await providerCharges(`/${Step.chargePayment}`)).toEqual([]);
+    expect(await paymentsOfOrder(s.orderId)).toBe(0);
+    expect(await ledgerCount(s.wfId)).toBe(0);
+  });
+
+  test('an undo called with a forward key → InvalidInput', async () => {
+    const s = newSaga();
+    await expectFailure(
+      run(acts.releaseInventory, { ...s.undo(Step.reserveInventory), key: s.key(Step.reserveInventory) }),
+      FailureType.InvalidInput,
+      true,
+    );
+    await expectFailure(
+      run(acts.refundPayment, { ...s.undo(Step.chargePayment), key: s.key(Step.chargePayment) }),
+      FailureType.InvalidInput,
+      true,
+    );
+    expect(await ledgerCount(s.wfId)).toBe(0);
+  });
+
+  test('releaseInventory whose forward key belongs to another saga → InvalidInput, that saga untouched', async () => {
+    const victim = newSaga();
+    const sku = await newSku(5);
+    await run(acts.reserveInventory, { key: victim.key(Step.reserveInventory), orderId: victim.orderId, items: [{ sku, quantity: 2 }] });
+    const s = newSaga();
+
+    await expectFailure(
+      run(acts.releaseInventory, { ...s.undo(Step.reserveInventory), forwardKey: victim.key(Step.reserveInventory) }),
+      FailureType.InvalidInput,
+      true,
+    );
+    expect(await ledgerState(victim.key(Step.reserveInventory))).toBe('completed');
+    expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 2 });
+  });
+
+  test('refundPayment whose forward key belongs to another saga → InvalidInput, that saga\'s charge untouched', async () => {
+    const victim = newSaga();
+    const victimCharge = chargeInput(victim);
+    const { chargeId } = await run(acts.chargePayment, victimCharge);
+    const s = newSaga();
+
+    await expectFailure(
+      run(acts.refundPayment, { ...s.undo(Step.chargePayment), forwardKey: victimCharge.key }),
+      FailureType.InvalidInput,
+      true,
+    );
+    expect(await ledgerState(victimCharge.key)).toBe('completed');
+    expect(await providerCharges(victimCharge.key)).toEqual([{ id: chargeId, status: 'succeeded', amount_minor: '4990' }]);
+    expect(await payment(victimCharge.key)).toMatchObject({ status: 'captured' });
+  });
+
+  test('voidShipment whose forward key belongs to another saga → InvalidInput, that saga\'s label untouched', async () => {
+    const victim = newSaga();
+    const victimShipment = shipmentInput(victim, [{ sku: 'sku-a', quantity: 1 }]);
+    const { shipmentId } = await run(acts.createShipment, victimShipment);
+    const s = newSaga();
+
+    await expectFailure(
+      run(acts.voidShipment, { ...s.undo(Step.createShipment), forwardKey: victimShipment.key }),
+      FailureType.InvalidInput,
+      true,
+    );
+    expect(await ledgerState(victimShipment.key)).toBe('completed');
+    expect(await carrierShipments(victimShipment.key)).toMatchObject([{ id: shipmentId, status: 'created' }]);
+    expect(await shipment(victimShipment.key)).toMatchObject({ status: 'created' });
+  });
+});
