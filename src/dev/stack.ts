@@ -48,6 +48,9 @@ export async function startStack(config: Config, log: (m: string) => void): Prom
     const db = createPool({ connectionString: databaseUrl });
     stops.push(() => db.end());
 
+    // The provider and carrier stand for other companies' systems: their own pool, never sagaflow's.
+    const servicesDb = createPool({ connectionString: databaseUrl, max: 10 });
+    stops.push(() => servicesDb.end());
     const service = async (url: string | undefined, name: string, start: () => Promise<RunningService>) => {
       if (url) return url;
       const svc = await start();
@@ -56,9 +59,9 @@ export async function startStack(config: Config, log: (m: string) => void): Prom
       return svc.url;
     };
     const paymentProviderUrl = await service(config.PAYMENT_PROVIDER_URL, 'payment provider', () =>
-      startPaymentProvider({ db }),
+      startPaymentProvider({ db: servicesDb }),
     );
-    const carrierUrl = await service(config.CARRIER_URL, 'carrier', () => startCarrier({ db }));
+    const carrierUrl = await service(config.CARRIER_URL, 'carrier', () => startCarrier({ db: servicesDb }));
 
     let temporal: Stack['temporal'];
     if (config.TEMPORAL_ADDRESS) {

@@ -3,6 +3,7 @@
  * carrier HTTP services: every assertion reads rows, never logs or mocks.
  */
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import { reconcileOrder } from '../../src/orders/reconcile';
 import { FailureType } from '../../workflows/failures';
@@ -31,9 +32,12 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------
 // Helpers
 
+// Expected failures are the point of most tests here; the SDK's per-failure WARN would bury the report.
+const activityLogger = new DefaultLogger('ERROR');
+
 /** Runs one activity the way a worker would: inside an Activity Context. */
 function run<A, R>(fn: (input: A) => Promise<R>, input: A): Promise<R> {
-  return new MockActivityEnvironment().run(fn, input);
+  return new MockActivityEnvironment(undefined, { logger: activityLogger }).run(fn, input);
 }
 
 interface Saga {
@@ -397,11 +401,14 @@ describe('fingerprint conflict', () => {
     const before = await providerCharges(input.key);
     expect(before).toHaveLength(1);
 
+    // Were the attempt to reach the provider, this 5xx would turn it into ProviderUnavailable.
+    await addFault(ctx.payment.url, { kind: 'error', keyPrefix: input.key, times: 1 });
     await expectFailure(
       run(acts.chargePayment, { ...input, paymentToken: 'tok_other' }),
       FailureType.IdempotencyConflict,
       true,
     );
+    expect(await faultsConsumed(ctx.payment.url)).toBe(false);
     expect(await providerCharges(input.key)).toEqual(before);
     expect(await payment(input.key)).toMatchObject({ status: 'pending', provider_charge_id: null });
     expect(await ledgerState(input.key)).toBe('pending');

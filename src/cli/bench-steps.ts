@@ -1,0 +1,83 @@
+import { performance } from 'node:perf_hooks';
+import type { PoolClient } from 'pg';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../../activities';
+import { loadConfig } from '../config';
+import { startStack } from '../dev/stack';
+import { Step } from '../../workflows/steps';
+import { runMain } from './run';
+
+/**
+ * Prints, per step, the database round trips and the latency of a first
+ * execution and of a duplicate. Figures, not assertions: run it and read them.
+ * `npm run bench:steps -- 200` sets the number of sagas' worth of steps.
+ */
+runMain(async () => {
+  const n = Number(process.argv[2] ?? 100);
+  const config = loadConfig({ ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' });
+  const stack = await startStack(config, () => undefined);
+  let roundTrips = 0;
+  stack.db.on('connect', (client: PoolClient) => {
+    const query = client.query.bind(client) as (...a: unknown[]) => unknown;
+    (client as unknown as { query: (...a: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      roundTrips += 1;
+      return query(...args);
+    };
+  });
+  const acts = createActivities({
+    db: stack.db,
+    paymentProviderUrl: stack.paymentProviderUrl,
+    carrierUrl: stack.carrierUrl,
+    providerTimeoutMs: config.PROVIDER_TIMEOUT_MS,
+  });
+  const env = new MockActivityEnvironment();
+  const run = `bench-${Date.now().toString(36)}`;
+  const sku = `${run}-sku`;
+  await stack.db.query('INSERT INTO inventory (sku, on_hand) VALUES ($1, $2)', [sku, n * 2]);
+
+  const rows: Record<string, string | number>[] = [];
+  const measure = async (step: string, call: (i: number) => Promise<unknown>) => {
+    for (const label of ['first', 'duplicate']) {
+      const before = roundTrips;
+      const times: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now();
+        await env.run(() => call(i));
+        times.push(performance.now() - t0);
+      }
+      times.sort((a, b) => a - b);
+      rows.push({
+        step,
+        execution: label,
+        'db round trips': (roundTrips - before) / n,
+        'p50 ms': +times[Math.floor(n / 2)]!.toFixed(2),
+        'p99 ms': +times[Math.min(n - 1, Math.floor(n * 0.99))]!.toFixed(2),
+      });
+    }
+  };
+  const wf = (i: number) => `order-${run}-${i}`;
+  const order = (i: number) => ({
+    orderId: `${run}-${i}`,
+    customerId: 'bench',
+    items: [{ sku, quantity: 1 }],
+    amount: { amountMinor: 1000, currency: 'EUR' },
+    paymentToken: 'tok_visa',
+    shippingAddress: { name: 'B', line1: 'B', city: 'B', postalCode: 'B', country: 'DE' },
+  });
+  await measure(Step.recordOrder, (i) => acts.recordOrder({ key: `${wf(i)}/${Step.recordOrder}`, order: order(i) }));
+  await measure(Step.reserveInventory, (i) =>
+    acts.reserveInventory({ key: `${wf(i)}/${Step.reserveInventory}`, orderId: order(i).orderId, items: order(i).items }),
+  );
+  await measure(Step.chargePayment, (i) =>
+    acts.chargePayment({ key: `${wf(i)}/${Step.chargePayment}`, orderId: order(i).orderId, amount: order(i).amount, paymentToken: 'tok_visa' }),
+  );
+  await measure(`${Step.chargePayment}/undo`, (i) =>
+    acts.refundPayment({ key: `${wf(i)}/${Step.chargePayment}/undo`, forwardKey: `${wf(i)}/${Step.chargePayment}`, orderId: order(i).orderId }),
+  );
+  await measure(`${Step.reserveInventory}/undo`, (i) =>
+    acts.releaseInventory({ key: `${wf(i)}/${Step.reserveInventory}/undo`, forwardKey: `${wf(i)}/${Step.reserveInventory}`, orderId: order(i).orderId }),
+  );
+  console.log(`${n} executions per row; round trips are the sagaflow database's only (the provider's own are not counted)`);
+  console.table(rows);
+  await stack.stop();
+});

@@ -1,0 +1,398 @@
+/**
+ * The generic saga helper (workflows/saga.ts) on the real Temporal dev server and
+ * real PostgreSQL: scripted sagas whose every run and undo is an activity that
+ * journals the call in Postgres. Order, counts and overlap are read from the
+ * journal rows, never from logs or the test's wall clock.
+ */
+import { WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { Worker } from '@temporalio/worker';
+import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
+import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
+import { cancelUpdate, scriptedSaga, statusQuery } from '../fixtures/saga/workflows';
+import type { SagaStatus } from '../../workflows/saga';
+import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
+
+let ctx: TestContext;
+const taskQueue = uniqueId('saga-helper');
+
+beforeAll(async () => {
+  ctx = await createTestContext('saga_helper');
+  await ctx.db.query(JOURNAL_DDL);
+  const worker = await Worker.create({
+    connection: ctx.nativeConnection,
+    namespace: ctx.namespace,
+    taskQueue,
+    workflowsPath: require.resolve('../fixtures/saga/workflows'),
+    activities: createJournalActivities(ctx.db),
+    maxConcurrentActivityTaskExecutions: 50,
+  });
+  ctx.startWorker(worker);
+});
+
+afterAll(async () => {
+  await ctx?.close();
+});
+
+type Handle = WorkflowHandle<typeof scriptedSaga>;
+
+function start(script: SagaScript): Promise<Handle> {
+  return ctx.client.workflow.start(scriptedSaga, { workflowId: uniqueId('scripted'), taskQueue, args: [script] });
+}
+
+const journal = (handle: Handle): Promise<JournalRow[]> => readJournal(ctx.db, handle.workflowId);
+/** [action, step, outcome] in the order the calls started. */
+const calls = (rows: JournalRow[]) => rows.map((r) => [r.action, r.step, r.outcome]);
+const comp = (name: string, extra: Partial<ScriptedStep> = {}): ScriptedStep => ({ name, kind: 'compensatable', ...extra });
+
+/** Polls until pred holds; bounded by a number of rounds, not asserted on time. */
+async function eventually<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string): Promise<T> {
+  for (let i = 0; i < 400; i++) {
+    const v = await read();
+    if (pred(v)) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`never reached: ${what}`);
+}
+
+/** Walks err.cause down to the ApplicationFailure that says what happened. */
+function applicationFailureOf(err: unknown): ApplicationFailure | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof ApplicationFailure) return e;
+  }
+  return undefined;
+}
+
+async function failureOfResult(handle: Handle): Promise<{ err: unknown; app: ApplicationFailure | undefined }> {
+  const err = await handle.result().then(
+    (outcome) => {
+      throw new Error(`expected the workflow to fail, it returned ${JSON.stringify(outcome)}`);
+    },
+    (e: unknown) => e,
+  );
+  return { err, app: applicationFailureOf(err) };
+}
+
+test('forward path: every step runs once, in order, nothing is undone', async () => {
+  const handle = await start({
+    steps: [comp('a'), comp('b'), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }],
+  });
+  const outcome = await handle.result();
+
+  expect(outcome).toEqual({
+    status: 'completed',
+    result: ['a', 'b', 'p', 'r'],
+    completedSteps: ['a', 'b', 'p', 'r'],
+    compensations: [],
+  });
+  const rows = await journal(handle);
+  expect(calls(rows)).toEqual([
+    ['run', 'a', 'ok'],
+    ['run', 'b', 'ok'],
+    ['run', 'p', 'ok'],
+    ['run', 'r', 'ok'],
+  ]);
+  expect(rows.every((r) => r.attempt === 1)).toBe(true);
+  const status = await handle.query(statusQuery);
+  expect(status).toMatchObject({ phase: 'completed', pivotStarted: true, pivotCompleted: true, currentStep: null, retries: [] });
+});
+
+describe('a business failure at each position of a 3-step compensatable saga', () => {
+  const names = ['a', 'b', 'c'] as const;
+  test.each([0, 1, 2])('failure at step %i: it and the steps before it are undone in reverse order', async (failAt) => {
+    const handle = await start({
+      steps: names.map((n, i) => comp(n, i === failAt ? { failWith: 'business' } : {})),
+    });
+    const outcome = await handle.result();
+
+    const before = names.slice(0, failAt);
+    const undone = names.slice(0, failAt + 1).reverse();
+    expect(outcome.status).toBe('compensated');
+    if (outcome.status === 'completed') throw new Error('unreachable');
+    expect(outcome.failure.type).toBe(ScriptedFailureType.business);
+    expect(outcome.failure.message).toContain(`${names[failAt]} refused`);
+    expect(outcome.completedSteps).toEqual(before);
+    expect(outcome.compensations).toEqual(undone.map((step) => ({ step, status: 'done', attempts: 1 })));
+
+    const rows = await journal(handle);
+    expect(calls(rows)).toEqual([
+      ...before.map((s) => ['run', s, 'ok']),
+      ['run', names[failAt], 'failed'],
+      ...undone.map((s) => ['undo', s, 'ok']),
+    ]);
+    // Steps after the failure never ran at all.
+    const ran = new Set(rows.map((r) => r.step));
+    for (const later of names.slice(failAt + 1)) expect(ran.has(later)).toBe(false);
+    // The undo is told why it runs.
+    for (const r of rows.filter((r) => r.action === 'undo')) expect(r.detail).toBe(`failed:${ScriptedFailureType.business}`);
+  });
+});
+
+describe('parallel compensation', () => {
+  const undoMs = 500;
+  const script = (parallelCompensation: boolean): SagaScript => ({
+    parallelCompensation,
+    steps: [
+      comp('a', { undoSlowMs: undoMs }),
+      comp('b', { undoSlowMs: undoMs }),
+      comp('c', { undoSlowMs: undoMs }),
+      comp('d', { failWith: 'business', noUndo: true }),
+    ],
+  });
+
+  test('all undos run, overlapping in time', async () => {
+    const handle = await start(script(true));
+    const outcome = await handle.result();
+
+    expect(outcome.status).toBe('compensated');
+    expect(outcome.compensations.map((c) => [c.step, c.status, c.attempts]).sort()).toEqual([
+      ['a', 'done', 1],
+      ['b', 'done', 1],
+      ['c', 'done', 1],
+    ]);
+    const undos = (await journal(handle)).filter((r) => r.action === 'undo');
+    expect(undos.map((r) => [r.step, r.outcome]).sort()).toEqual([
+      ['a', 'ok'],
+      ['b', 'ok'],
+      ['c', 'ok'],
+    ]);
+    const starts = undos.map((r) => r.startedAt.getTime());
+    const ends = undos.map((r) => r.finishedAt!.getTime());
+    // Every undo started before any of them finished: they all overlapped.
+    expect(Math.max(...starts)).toBeLessThan(Math.min(...ends));
+    const span = Math.max(...ends) - Math.min(...starts);
+    const sum = undos.reduce((acc, r) => acc + (r.finishedAt!.getTime() - r.startedAt.getTime()), 0);
+    expect(span).toBeLessThan(sum * (2 / 3));
+  });
+
+  test('control: sequential compensation runs the same undos one after another, in reverse order', async () => {
+    const handle = await start(script(false));
+    expect((await handle.result()).status).toBe('compensated');
+    const undos = (await journal(handle)).filter((r) => r.action === 'undo');
+    expect(undos.map((r) => r.step)).toEqual(['c', 'b', 'a']);
+    for (let i = 1; i < undos.length; i++) {
+      expect(undos[i]!.startedAt.getTime()).toBeGreaterThanOrEqual(undos[i - 1]!.finishedAt!.getTime());
+    }
+  });
+});
+
+test('a compensation that fails twice is retried until it succeeds, each attempt visible', async () => {
+  const handle = await start({ steps: [comp('a', { undoFailsTimes: 2 }), comp('b', { failWith: 'business' })] });
+  const outcome = await handle.result();
+
+  expect(outcome.status).toBe('compensated');
+  const rows = await journal(handle);
+  expect(calls(rows)).toEqual([
+    ['run', 'a', 'ok'],
+    ['run', 'b', 'failed'],
+    ['undo', 'b', 'ok'],
+    ['undo', 'a', 'failed'],
+    ['undo', 'a', 'failed'],
+    ['undo', 'a', 'ok'],
+  ]);
+  expect(rows.filter((r) => r.action === 'undo' && r.step === 'a').map((r) => r.attempt)).toEqual([1, 2, 3]);
+
+  const status = await handle.query(statusQuery);
+  expect(status.phase).toBe('compensated');
+  expect(status.compensations).toEqual([
+    { step: 'b', status: 'done', attempts: 1 },
+    { step: 'a', status: 'done', attempts: 3, lastError: expect.stringContaining('undo of a failed (attempt 2)') },
+  ]);
+  expect(outcome.compensations).toEqual(status.compensations);
+});
+
+describe('a compensation that fails permanently', () => {
+  test.each([false, true])('does not stop the others, and fails the workflow with CompensationFailed (parallel: %s)', async (parallel) => {
+    const handle = await start({
+      parallelCompensation: parallel,
+      steps: [comp('a'), comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
+    });
+    const { err, app } = await failureOfResult(handle);
+
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(app).toBeDefined();
+    expect(app!.type).toBe('CompensationFailed');
+    expect(app!.nonRetryable).toBe(true);
+    expect(app!.message).toContain('1 compensation(s) failed');
+    expect(app!.message).toContain('b: undo of b is impossible');
+
+    const undos = (await journal(handle)).filter((r) => r.action === 'undo');
+    const seen = undos.map((r) => [r.step, r.outcome]);
+    if (parallel) {
+      expect(seen.sort()).toEqual([
+        ['a', 'ok'],
+        ['b', 'failed'],
+        ['c', 'ok'],
+      ]);
+    } else {
+      expect(seen).toEqual([
+        ['c', 'ok'],
+        ['b', 'failed'],
+        ['a', 'ok'],
+      ]);
+    }
+    // A permanent failure is not retried.
+    expect(undos.filter((r) => r.step === 'b')).toHaveLength(1);
+
+    const status = await handle.query(statusQuery);
+    expect(status.phase).toBe('failed');
+    expect(status.failure?.type).toBe(ScriptedFailureType.business);
+    expect([...status.compensations].sort((x, y) => x.step.localeCompare(y.step))).toEqual([
+      { step: 'a', status: 'done', attempts: 1 },
+      { step: 'b', status: 'failed', attempts: 1, lastError: 'undo of b is impossible' },
+      { step: 'c', status: 'done', attempts: 1 },
+    ]);
+  });
+});
+
+test('the pivot refuses cancel: once it started, the cancel update is rejected and nothing is compensated', async () => {
+  const handle = await start({
+    steps: [comp('a'), { name: 'p', kind: 'pivot', slowMs: 2000 }, { name: 'r', kind: 'retriable' }],
+  });
+  await eventually(() => handle.query(statusQuery), (s) => s.pivotStarted, 'pivotStarted');
+
+  const err = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too late' }] }).then(
+    (r) => {
+      throw new Error(`cancel was accepted: ${JSON.stringify(r)}`);
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
+  expect((err as WorkflowUpdateFailedError).cause?.message).toContain('point of no return');
+
+  const outcome = await handle.result();
+  expect(outcome).toEqual({
+    status: 'completed',
+    result: ['a', 'p', 'r'],
+    completedSteps: ['a', 'p', 'r'],
+    compensations: [],
+  });
+  expect(calls(await journal(handle))).toEqual([
+    ['run', 'a', 'ok'],
+    ['run', 'p', 'ok'],
+    ['run', 'r', 'ok'],
+  ]);
+  const status: SagaStatus = await handle.query(statusQuery);
+  expect(status.cancelRequested).toBe(false);
+  expect(status.compensations).toEqual([]);
+});
+
+test('cancel before the pivot: accepted; the in-flight step is cancelled and undone, later steps never run', async () => {
+  const handle = await start({
+    steps: [comp('a'), comp('b', { slowMs: 30_000 }), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }],
+  });
+  await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'b' && r.action === 'run'), 'step b in flight');
+
+  const accepted = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer changed their mind' }] });
+  expect(accepted).toEqual({ accepted: true });
+
+  const outcome = await handle.result();
+  expect(outcome).toEqual({
+    status: 'cancelled',
+    failure: { type: 'SagaCancelled', message: 'customer changed their mind' },
+    completedSteps: ['a'],
+    compensations: [
+      { step: 'b', status: 'done', attempts: 1 },
+      { step: 'a', status: 'done', attempts: 1 },
+    ],
+  });
+
+  // The cancel reaches the activity itself (it heartbeats), so its row ends 'cancelled', never 'ok'.
+  const rows = await eventually(
+    () => journal(handle),
+    (rs) => rs.find((r) => r.step === 'b' && r.action === 'run')?.outcome !== 'running',
+    'the in-flight run of b to end',
+  );
+  expect(rows.find((r) => r.step === 'b' && r.action === 'run')?.outcome).toBe('cancelled');
+  expect(rows.filter((r) => r.action === 'undo').map((r) => [r.step, r.outcome, r.detail])).toEqual([
+    ['b', 'ok', 'cancelled:SagaCancelled'],
+    ['a', 'ok', 'cancelled:SagaCancelled'],
+  ]);
+  expect(rows.some((r) => r.step === 'p' || r.step === 'r')).toBe(false);
+  const status = await handle.query(statusQuery);
+  expect(status).toMatchObject({ phase: 'cancelled', cancelRequested: true, pivotStarted: false });
+});
+
+test('a cancel accepted while an uninterruptible step is in flight still stops the saga before the pivot', async () => {
+  const handle = await start({
+    steps: [comp('a', { slowMs: 1500, uninterruptible: true }), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }],
+  });
+  await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'a' && r.action === 'run'), 'step a in flight');
+
+  // The validator says cancel is still possible, so the update is accepted...
+  expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] })).toEqual({ accepted: true });
+
+  // ...and an accepted cancel must be honoured: the pivot never starts, a is undone.
+  const outcome = await handle.result();
+  const rows = await journal(handle);
+  expect({ status: outcome.status, calls: calls(rows) }).toEqual({
+    status: 'cancelled',
+    calls: [
+      ['run', 'a', 'ok'],
+      ['undo', 'a', 'ok'],
+    ],
+  });
+});
+
+describe('retriable steps after the pivot', () => {
+  test.each(['transient', 'business'] as const)('are retried until they succeed (%s failures, twice) and never compensated', async (failWith) => {
+    const handle = await start({
+      steps: [comp('a'), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable', failWith, failTimes: 2 }],
+    });
+    const outcome = await handle.result();
+
+    expect(outcome).toEqual({
+      status: 'completed',
+      result: ['a', 'p', 'r'],
+      completedSteps: ['a', 'p', 'r'],
+      compensations: [],
+    });
+    const rows = await journal(handle);
+    expect(calls(rows)).toEqual([
+      ['run', 'a', 'ok'],
+      ['run', 'p', 'ok'],
+      ['run', 'r', 'failed'],
+      ['run', 'r', 'failed'],
+      ['run', 'r', 'ok'],
+    ]);
+    expect(rows.filter((r) => r.step === 'r').map((r) => r.attempt)).toEqual([1, 2, 3]);
+    expect(rows.some((r) => r.action === 'undo')).toBe(false);
+    const status = await handle.query(statusQuery);
+    expect(status.retries).toEqual([]);
+    expect(status.compensations).toEqual([]);
+  });
+
+  test('the retry record is visible in status() while the step is still failing', async () => {
+    const handle = await start({
+      steps: [{ name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable', failWith: 'transient', failTimes: 3 }],
+    });
+    const status = await eventually(
+      () => handle.query(statusQuery),
+      (s) => s.retries.some((r) => r.attempts >= 2) || s.phase === 'completed',
+      'a retry record with 2 attempts',
+    );
+    expect(status.phase).toBe('running');
+    expect(status.retries).toEqual([
+      { step: 'r', attempts: expect.any(Number), lastError: expect.stringContaining('r unavailable') },
+    ]);
+    expect((await handle.result()).status).toBe('completed');
+    expect((await journal(handle)).filter((r) => r.step === 'r').map((r) => r.outcome)).toEqual(['failed', 'failed', 'failed', 'ok']);
+  });
+});
+
+describe('definition errors fail the workflow with type SagaDefinition', () => {
+  test.each<[string, ScriptedStep[], string]>([
+    ['a retriable step first', [{ name: 'r', kind: 'retriable' }], 'r'],
+    ['a retriable step before any pivot', [comp('a'), { name: 'r', kind: 'retriable' }], 'r'],
+    ['a compensatable step after the pivot', [{ name: 'p', kind: 'pivot' }, comp('late')], 'late'],
+  ])('%s', async (_label, steps, offending) => {
+    const handle = await start({ steps });
+    const { err, app } = await failureOfResult(handle);
+
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(app?.type).toBe('SagaDefinition');
+    expect(app?.message).toContain(offending);
+    // The offending step is never run.
+    expect((await journal(handle)).some((r) => r.step === offending)).toBe(false);
+  });
+});

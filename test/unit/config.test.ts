@@ -1,0 +1,36 @@
+import { ConfigError, loadConfig } from '../../src/config';
+
+test('defaults apply when nothing is set, and empty strings count as unset', () => {
+  const c = loadConfig({ DATABASE_URL: '', TEMPORAL_ADDRESS: '' });
+  expect(c.DATABASE_URL).toBeUndefined();
+  expect(c.TEMPORAL_ADDRESS).toBeUndefined();
+  expect(c.TEMPORAL_NAMESPACE).toBe('default');
+  expect(c.PROVIDER_TIMEOUT_MS).toBe(5000);
+});
+
+test('values are parsed and coerced', () => {
+  const c = loadConfig({
+    DATABASE_URL: 'postgresql://u:p@db:5432/x',
+    TEMPORAL_ADDRESS: 'temporal:7233',
+    PROVIDER_TIMEOUT_MS: '750',
+  });
+  expect(c).toMatchObject({ DATABASE_URL: 'postgresql://u:p@db:5432/x', TEMPORAL_ADDRESS: 'temporal:7233', PROVIDER_TIMEOUT_MS: 750 });
+});
+
+test.each([
+  ['DATABASE_URL', 'mysql://localhost/x'],
+  ['TEMPORAL_ADDRESS', 'localhost'],
+  ['PROVIDER_TIMEOUT_MS', '-5'],
+  ['PAYMENT_PROVIDER_URL', 'ftp://x'],
+  ['LOG_LEVEL', 'loud'],
+])('a bad %s stops start-up with a message naming it', (variable, value) => {
+  let err: unknown;
+  try {
+    loadConfig({ [variable]: value });
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(ConfigError);
+  expect((err as ConfigError).issues.map((i) => i.variable)).toEqual([variable]);
+  expect((err as Error).message).toContain(variable);
+});
