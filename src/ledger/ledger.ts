@@ -61,6 +61,15 @@ export function workflowIdOf(key: string, step: string, undo = false): string {
   return key.slice(0, -suffix.length);
 }
 
+/** An undo may only ever tombstone and reverse its own saga's forward step. */
+function undoWorkflowId(ref: UndoRef): string {
+  const workflowId = workflowIdOf(ref.key, ref.step, true);
+  if (workflowIdOf(ref.forwardKey, ref.step) !== workflowId) {
+    throw ApplicationFailure.nonRetryable(`undo key ${ref.key} does not match ${ref.forwardKey}`, FailureType.InvalidInput);
+  }
+  return workflowId;
+}
+
 const SELECT_ROW = `SELECT key, workflow_id, step, fingerprint, state, result, error
                       FROM step_ledger WHERE key = $1`;
 
@@ -192,10 +201,7 @@ export async function runLocalUndo<T>(
   ref: UndoRef,
   undo: (tx: Tx, forward: LedgerRow | null) => Promise<T>,
 ): Promise<T> {
-  const workflowId = workflowIdOf(ref.key, ref.step, true);
-  if (workflowIdOf(ref.forwardKey, ref.step) !== workflowId) {
-    throw ApplicationFailure.nonRetryable(`undo key ${ref.key} does not match ${ref.forwardKey}`, FailureType.InvalidInput);
-  }
+  const workflowId = undoWorkflowId(ref);
   const fp = fingerprint(ref.input);
   return inTransaction(db, async (tx) => {
     const existing = await claim(tx, ref, workflowId, fp);
@@ -282,7 +288,7 @@ export interface ExternalUndo<R> {
  * the key, then record the undo.
  */
 export async function runExternalUndo<R>(db: Db, ref: UndoRef, undo: ExternalUndo<R>): Promise<R> {
-  const workflowId = workflowIdOf(ref.key, ref.step, true);
+  const workflowId = undoWorkflowId(ref);
   const fp = fingerprint(ref.input);
   const first = await inTransaction(db, async (tx) => {
     const existing = await claim(tx, ref, workflowId, fp);
