@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, isCancellation, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, sleep } from '@temporalio/workflow';
 import { FailureType } from './failures';
 
 /**
@@ -42,7 +42,7 @@ export interface StepDefinition<T> {
 
 export interface CompensationRecord {
   step: string;
-  status: 'running' | 'retrying' | 'done' | 'failed';
+  status: 'pending' | 'running' | 'retrying' | 'done' | 'failed';
   attempts: number;
   lastError?: string;
 }
@@ -104,6 +104,8 @@ export class Saga {
   };
   private scope: CancellationScope | undefined;
   private cancelReason = '';
+  /** A bug in the saga's own definition: compensated like any failure, then rethrown so the workflow fails. */
+  private definitionError: ApplicationFailure | undefined;
 
   constructor(private readonly options: SagaOptions = {}) {}
 
@@ -137,8 +139,12 @@ export class Saga {
       this.state.phase = 'completed';
       return { status: 'completed', result, ...this.summary() };
     } catch (err) {
+      this.state.currentStep = null;
       // After the pivot only retriable steps run, and they never fail: this is a bug, not a business outcome.
-      if (this.state.pivotCompleted) throw err;
+      if (this.state.pivotCompleted) {
+        this.state.phase = 'failed';
+        throw err;
+      }
       const cancelled = this.state.cancelRequested || isCancellation(err);
       const failure = cancelled
         ? { type: FailureType.SagaCancelled, message: this.cancelReason || 'cancelled' }
@@ -147,6 +153,10 @@ export class Saga {
       this.state.phase = 'compensating';
       await CancellationScope.nonCancellable(() => this.compensate({ cancelled, failure }));
       const failed = this.state.compensations.filter((c) => c.status === 'failed');
+      if (this.definitionError && failed.length === 0) {
+        this.state.phase = 'failed';
+        throw this.definitionError;
+      }
       if (failed.length > 0) {
         this.state.phase = 'failed';
         throw ApplicationFailure.create({
@@ -162,15 +172,14 @@ export class Saga {
   }
 
   async step<T>(def: StepDefinition<T>): Promise<T> {
-    if (def.kind === 'retriable' && !this.state.pivotCompleted) {
-      throw ApplicationFailure.nonRetryable(`retriable step ${def.name} must follow a completed pivot`, 'SagaDefinition');
+    const defect = definitionDefect(def, this.state.pivotCompleted);
+    if (defect) {
+      this.definitionError = ApplicationFailure.nonRetryable(defect, 'SagaDefinition');
+      throw this.definitionError;
     }
-    if (def.kind !== 'retriable' && this.state.pivotCompleted) {
-      throw ApplicationFailure.nonRetryable(`step ${def.name} cannot follow the pivot: only retriable steps can`, 'SagaDefinition');
-    }
-    if (def.kind === 'compensatable' && !def.undo) {
-      throw ApplicationFailure.nonRetryable(`compensatable step ${def.name} needs an undo`, 'SagaDefinition');
-    }
+    // A cancel accepted while the previous step finished anyway must still stop the saga here,
+    // before the pivot can start.
+    if (this.state.cancelRequested) throw new CancelledFailure(this.cancelReason);
     this.state.currentStep = def.name;
     if (def.undo) this.undos.push({ step: def.name, undo: def.undo });
     let result: T;
@@ -198,7 +207,7 @@ export class Saga {
     const pending = [...this.undos].reverse();
     this.undos.length = 0;
     const records = pending.map((u) => {
-      const record: CompensationRecord = { step: u.step, status: 'running', attempts: 0 };
+      const record: CompensationRecord = { step: u.step, status: 'pending', attempts: 0 };
       this.state.compensations.push(record);
       return { u, record };
     });
@@ -212,6 +221,7 @@ export class Saga {
   private async runCompensation(u: Registered, record: CompensationRecord, ctx: CompensationContext): Promise<void> {
     for (;;) {
       record.attempts += 1;
+      record.status = 'running';
       try {
         await u.undo(ctx);
         record.status = 'done';
@@ -249,6 +259,13 @@ export class Saga {
     const max = this.options.retryMaxIntervalMs ?? 60_000;
     return Math.min(max, initial * 2 ** Math.min(attempt - 1, 20));
   }
+}
+
+function definitionDefect(def: StepDefinition<unknown>, pivotCompleted: boolean): string | undefined {
+  if (def.kind === 'retriable' && !pivotCompleted) return `retriable step ${def.name} must follow a completed pivot`;
+  if (def.kind !== 'retriable' && pivotCompleted) return `step ${def.name} cannot follow the pivot: only retriable steps can`;
+  if (def.kind === 'compensatable' && !def.undo) return `compensatable step ${def.name} needs an undo`;
+  return undefined;
 }
 
 interface FailureLike {

@@ -136,7 +136,8 @@ describe('parallel compensation', () => {
       comp('a', { undoSlowMs: undoMs }),
       comp('b', { undoSlowMs: undoMs }),
       comp('c', { undoSlowMs: undoMs }),
-      comp('d', { failWith: 'business', noUndo: true }),
+      // A failing pivot without an undo: only a, b and c have something to undo.
+      { name: 'd', kind: 'pivot', failWith: 'business', noUndo: true },
     ],
   });
 
