@@ -1,4 +1,4 @@
-import { defineQuery, defineUpdate, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { defineQuery, defineUpdate, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { SagaActivities } from '../activities';
 import { Saga, type SagaStatus } from './saga';
 import { Step } from './steps';
@@ -35,20 +35,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const { orderId } = order;
 
   const saga = new Saga({ retryInitialIntervalMs: 1000, retryMaxIntervalMs: 30_000 });
-  setHandler(statusQuery, () => saga.status());
-  setHandler(
-    cancelUpdate,
-    (req) => {
-      saga.requestCancel(req.reason ?? 'cancelled by request');
-      return { accepted: true as const };
-    },
-    {
-      validator: (_req) => {
-        const check = saga.cancellable();
-        if (!check.ok) throw new Error(check.reason);
-      },
-    },
-  );
+  saga.bindHandlers(statusQuery, cancelUpdate);
 
   const outcome = await saga.execute(async () => {
     await saga.step({

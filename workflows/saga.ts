@@ -1,4 +1,13 @@
-import { ApplicationFailure, CancellationScope, CancelledFailure, isCancellation, sleep } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  CancelledFailure,
+  isCancellation,
+  setHandler,
+  sleep,
+  type QueryDefinition,
+} from '@temporalio/workflow';
+import type { UpdateDefinition } from '@temporalio/common';
 import { FailureType } from './failures';
 
 /**
@@ -120,6 +129,30 @@ export class Saga {
       return { ok: false, reason: 'past the point of no return: the pivot step has started' };
     }
     return { ok: true };
+  }
+
+  /**
+   * Answers `status` with status() and `cancel` with requestCancel(); the cancel
+   * update's validator refuses it, with the reason, once the pivot has started.
+   */
+  bindHandlers(
+    status: QueryDefinition<SagaStatus>,
+    cancel: UpdateDefinition<{ accepted: true }, [{ reason?: string }]>,
+  ): void {
+    setHandler(status, () => this.status());
+    setHandler(
+      cancel,
+      (req) => {
+        this.requestCancel(req.reason ?? 'cancelled by request');
+        return { accepted: true as const };
+      },
+      {
+        validator: (_req) => {
+          const check = this.cancellable();
+          if (!check.ok) throw new Error(check.reason);
+        },
+      },
+    );
   }
 
   /** Stops forward progress (the in-flight step is cancelled) and unwinds. */
