@@ -1,21 +1,17 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { Client } from 'pg';
-import { migrate } from '../../src/db/migrate';
-import { createPool, quoteIdent, type Db } from '../../src/db/pool';
+import { randomUUID } from 'node:crypto';
+import type { Db } from '../../src/db/pool';
 import { startCarrier } from '../../src/services/carrier';
 import { startPaymentProvider } from '../../src/services/payment-provider';
 import type { RunningService } from '../../src/services/http';
-
-const databaseUrl = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
-const schema = `svc_${randomBytes(6).toString('hex')}`;
+import { addFault, createTestSchema } from '../helpers/context';
 
 let db: Db;
+let dropSchema: () => Promise<void>;
 let provider: RunningService;
 let carrier: RunningService;
 
 beforeAll(async () => {
-  await migrate(databaseUrl, schema);
-  db = createPool({ connectionString: databaseUrl, schema, max: 20 });
+  ({ db, drop: dropSchema } = await createTestSchema('svc'));
   provider = await startPaymentProvider({ db });
   carrier = await startCarrier({ db });
 });
@@ -28,14 +24,7 @@ afterEach(async () => {
 afterAll(async () => {
   await provider?.close();
   await carrier?.close();
-  await db?.end();
-  const admin = new Client({ connectionString: databaseUrl });
-  await admin.connect();
-  try {
-    await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
-  } finally {
-    await admin.end();
-  }
+  await dropSchema?.();
 });
 
 const newKey = (prefix: string): string => `${prefix}-${randomUUID()}`;
@@ -51,15 +40,6 @@ async function post(base: string, path: string, body: unknown, key?: string): Pr
   if (key !== undefined) headers['idempotency-key'] = key;
   const res = await fetch(`${base}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
   return { status: res.status, body: await res.json(), replayed: res.headers.get('idempotent-replayed') === 'true' };
-}
-
-async function addFault(base: string, rule: Record<string, unknown>): Promise<void> {
-  const res = await fetch(`${base}/__faults`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(rule),
-  });
-  expect(res.status).toBe(201);
 }
 
 const charge = (key: string, body: Record<string, unknown> = {}) =>
