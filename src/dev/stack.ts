@@ -6,6 +6,7 @@ import { startCarrier } from '../services/carrier';
 import type { RunningService } from '../services/http';
 import { startPaymentProvider } from '../services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
+import { preferredPort } from './ports';
 import { startTemporalDevServer } from './temporal';
 
 export interface Stack {
@@ -73,6 +74,8 @@ export async function startStack(config: Config, log: (m: string) => void): Prom
         namespace: config.TEMPORAL_NAMESPACE,
         dbFilename: path.join(stateDir, 'temporal.sqlite'),
         ui: true,
+        port: await preferredPort(7233),
+        uiPort: await preferredPort(8233),
         log,
       });
       stops.push(server.stop);

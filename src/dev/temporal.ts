@@ -77,6 +77,7 @@ export interface StartTemporalOptions {
   dbFilename?: string;
   ui?: boolean;
   port?: number;
+  uiPort?: number;
   log?: (m: string) => void;
 }
 
@@ -86,7 +87,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
   const namespace = opts.namespace ?? 'default';
   const found = findTemporalCli({ cliPath: opts.cliPath, log });
   const port = opts.port ?? (await freePort());
-  const uiPort = opts.ui ? await freePort() : undefined;
+  const uiPort = opts.ui ? (opts.uiPort ?? (await freePort())) : undefined;
   if (!found) return startWithSdkDownload({ ...opts, namespace, port, uiPort }, log);
 
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace,
