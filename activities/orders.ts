@@ -1,9 +1,31 @@
 import { ApplicationFailure } from '@temporalio/common';
+import type { Tx } from '../src/db/pool';
 import { runLocalStep, runLocalUndo } from '../src/ledger/ledger';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
+
+async function sameOrderExists(tx: Tx, order: OrderInput): Promise<boolean> {
+  const res = await tx.query<{ same: boolean }>(
+    `SELECT o.customer_id = $2 AND o.amount_minor = $3 AND o.currency = $4 AND o.payment_token = $5
+            AND o.shipping_address = $6::jsonb
+            AND (SELECT array_agg(sku || ':' || quantity ORDER BY sku) FROM order_items WHERE order_id = o.id)
+                = (SELECT array_agg(s || ':' || q ORDER BY s) FROM unnest($7::text[], $8::int[]) AS i (s, q)) AS same
+       FROM orders o WHERE o.id = $1`,
+    [
+      order.orderId,
+      order.customerId,
+      order.amount.amountMinor,
+      order.amount.currency,
+      order.paymentToken,
+      JSON.stringify(order.shippingAddress),
+      order.items.map((i) => i.sku),
+      order.items.map((i) => i.quantity),
+    ],
+  );
+  return res.rows[0]?.same === true;
+}
 
 export function createOrderActivities({ db }: Pick<ActivityDeps, 'db'>) {
   return {
@@ -29,8 +51,13 @@ export function createOrderActivities({ db }: Pick<ActivityDeps, 'db'>) {
             order.items.map((i) => i.quantity),
           ],
         );
+        // The API writes the order row with its idempotency key; then this step only confirms it.
+        if (res.rowCount === 0 && (await sameOrderExists(tx, order))) return { orderId: order.orderId };
         if (res.rowCount !== order.items.length) {
-          throw ApplicationFailure.nonRetryable(`order ${order.orderId} already exists`, FailureType.InvalidInput);
+          throw ApplicationFailure.nonRetryable(
+            `order ${order.orderId} already exists with other contents`,
+            FailureType.InvalidInput,
+          );
         }
         return { orderId: order.orderId };
       });

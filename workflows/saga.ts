@@ -124,6 +124,8 @@ export class Saga {
 
   /** Whether a cancel request would be honoured now, and if not, why. */
   cancellable(): { ok: true } | { ok: false; reason: string } {
+    // Asking again is harmless: the saga is already unwinding for the first request.
+    if (this.state.cancelRequested) return { ok: true };
     if (this.state.phase !== 'running') return { ok: false, reason: `saga already ${this.state.phase}` };
     if (this.state.pivotStarted) {
       return { ok: false, reason: 'past the point of no return: the pivot step has started' };
@@ -157,9 +159,9 @@ export class Saga {
 
   /** Stops forward progress (the in-flight step is cancelled) and unwinds. */
   requestCancel(reason: string): void {
+    if (this.state.cancelRequested) return;
     const check = this.cancellable();
     if (!check.ok) throw ApplicationFailure.nonRetryable(check.reason, 'CancelRefused');
-    if (this.state.cancelRequested) return;
     this.state.cancelRequested = true;
     this.cancelReason = reason;
     this.scope?.cancel();

@@ -209,7 +209,7 @@ function faultRoutes(faults: FaultInjector): Route[] {
 // ---------------------------------------------------------------------------
 // Server plumbing.
 
-function matchPath(pattern: string, path: string): Record<string, string> | undefined {
+export function matchPath(pattern: string, path: string): Record<string, string> | undefined {
   const want = pattern.split('/');
   const got = path.split('/');
   if (want.length !== got.length) return undefined;

@@ -1,0 +1,33 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Db } from '../db/pool';
+import { Problem } from './problem';
+
+export interface ApiClient {
+  id: string;
+  name: string;
+}
+
+const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
+
+/** Creates a client and returns its API key: the only time the key is ever seen. */
+export async function createApiClient(db: Db, name: string): Promise<ApiClient & { apiKey: string }> {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error('client name: 1-64 letters, digits, _ . -');
+  const id = `cli_${randomBytes(8).toString('hex')}`;
+  const apiKey = `sk_${randomBytes(24).toString('base64url')}`;
+  await db.query('INSERT INTO api_clients (id, name, key_hash) VALUES ($1, $2, $3)', [id, name, hashKey(apiKey)]);
+  return { id, name, apiKey };
+}
+
+export async function authenticate(db: Db, req: IncomingMessage): Promise<ApiClient> {
+  const header = req.headers.authorization;
+  const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header) : null;
+  if (!match?.[1]) throw new Problem('unauthorized', 'send Authorization: Bearer <api key>', {}, { 'WWW-Authenticate': 'Bearer' });
+  const res = await db.query<ApiClient>(
+    'SELECT id, name FROM api_clients WHERE key_hash = $1 AND revoked_at IS NULL',
+    [hashKey(match[1])],
+  );
+  const client = res.rows[0];
+  if (!client) throw new Problem('unauthorized', 'unknown or revoked API key', {}, { 'WWW-Authenticate': 'Bearer' });
+  return client;
+}

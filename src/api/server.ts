@@ -1,0 +1,301 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import type { z } from 'zod';
+import { inTransaction, type Db } from '../db/pool';
+import { fingerprint } from '../ledger/fingerprint';
+import { HttpError, matchPath, readJson } from '../services/http';
+import { findOrder, insertOrder, toOrderInput, type OrderRow } from '../orders/repository';
+import { startOrderSaga } from '../orders/start';
+import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
+import { orderWorkflowId } from '../../workflows/ids';
+import type { OrderSagaResult } from '../../workflows/types';
+import { authenticate } from './auth';
+import { claimKey, completeKey, purgeExpiredKeys, releaseLease } from './edge-keys';
+import { buildOpenApi } from './openapi';
+import { Problem } from './problem';
+import { cancelRequest, createOrderRequest, WAIT_MAX_MS, type OrderView } from './schemas';
+
+export interface ApiOptions {
+  db: Db;
+  temporal: Client;
+  taskQueue: string;
+  /** How long an Idempotency-Key is remembered. */
+  keyTtlMs?: number;
+  /** How long an in-flight request holds its key before a retry may take over. */
+  leaseMs?: number;
+  cleanupIntervalMs?: number;
+  host?: string;
+  port?: number;
+  log?: (line: Record<string, unknown>) => void;
+}
+
+export interface RunningApi {
+  url: string;
+  close(): Promise<void>;
+}
+
+const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
+const JSON_TYPE = 'application/json';
+
+interface Reply {
+  status: number;
+  body: string;
+  headers?: Record<string, string>;
+}
+
+type Handler = (req: IncomingMessage, params: Record<string, string>, url: URL) => Promise<Reply>;
+
+const json = (status: number, value: unknown, headers: Record<string, string> = {}): Reply => ({
+  status,
+  body: JSON.stringify(value),
+  headers: { 'Content-Type': JSON_TYPE, ...headers },
+});
+
+export async function startApi(opts: ApiOptions): Promise<RunningApi> {
+  const { db, temporal, taskQueue } = opts;
+  const keyTtlMs = opts.keyTtlMs ?? 24 * 3600_000;
+  const leaseMs = opts.leaseMs ?? 10_000;
+  const log = opts.log ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
+
+  const createOrder: Handler = async (req, _params, url) => {
+    const client = await authenticate(db, req);
+    const key = req.headers['idempotency-key'];
+    if (key === undefined) throw new Problem('idempotency-key-missing');
+    if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
+      throw new Problem('idempotency-key-invalid', '1 to 255 visible ASCII characters');
+    }
+    const wait = parseWait(url.searchParams.get('wait'));
+    const raw = await readBody(req);
+    const body = validate(createOrderRequest, raw);
+    const claim = await inTransaction(db, async (tx) => {
+      const c = await claimKey(tx, {
+        clientId: client.id,
+        key,
+        fingerprint: fingerprint(raw),
+        newOrderId: `ord_${randomBytes(10).toString('hex')}`,
+        ttlMs: keyTtlMs,
+        leaseMs: leaseMs + wait,
+      });
+      if (c.kind === 'new') await insertOrder(tx, { ...body, orderId: c.orderId }, client.id);
+      return c;
+    });
+    switch (claim.kind) {
+      case 'mismatch':
+        throw new Problem('idempotency-key-reused');
+      case 'in-flight':
+        throw new Problem('request-in-flight', undefined, {}, { 'Retry-After': String(claim.retryAfterSeconds) });
+      case 'replay':
+        return {
+          status: claim.status,
+          body: claim.body,
+          headers: { 'Content-Type': JSON_TYPE, 'Idempotent-Replayed': 'true', Location: `/orders/${claim.orderId}` },
+        };
+    }
+    // New, or healing a request that died after its commit: starting the saga is idempotent either way.
+    const row = await findOrder(db, claim.orderId);
+    if (!row) throw new Error(`order ${claim.orderId} missing under its idempotency key`);
+    let outcome: OrderSagaResult | undefined;
+    try {
+      const handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue);
+      if (wait > 0) outcome = await withTimeout(handle.result(), wait);
+    } catch (err) {
+      await releaseLease(db, client.id, key);
+      throw new Problem('unavailable', `could not start the saga: ${(err as Error).message}`);
+    }
+    const fresh = outcome ? await findOrder(db, claim.orderId) : row;
+    const reply = json(201, view(fresh ?? row, outcome ? sagaFromResult(outcome) : { status: 'running' }), {
+      Location: `/orders/${claim.orderId}`,
+    });
+    await completeKey(db, client.id, key, reply.status, reply.body);
+    log({ msg: 'order created', orderId: claim.orderId, workflowId: orderWorkflowId(claim.orderId), clientId: client.id, healed: claim.kind === 'heal' });
+    return reply;
+  };
+
+  const getOrder: Handler = async (req, params) => {
+    const client = await authenticate(db, req);
+    const row = await findOrder(db, params.id ?? '', client.id);
+    if (!row) throw new Problem('not-found', `no order ${params.id}`);
+    return json(200, view(row, await liveSaga(temporal, row.id)));
+  };
+
+  const cancelOrder: Handler = async (req, params) => {
+    const client = await authenticate(db, req);
+    const row = await findOrder(db, params.id ?? '', client.id);
+    if (!row) throw new Problem('not-found', `no order ${params.id}`);
+    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+    const { reason } = hasBody ? validate(cancelRequest, await readBody(req)) : { reason: undefined };
+    const accepted = () => json(202, { id: row.id, cancel: 'accepted' }, { Location: `/orders/${row.id}` });
+    if (row.status === 'cancelled') return accepted();
+    if (row.status !== 'pending') throw new Problem('cancel-refused', `the order is already ${row.status}`);
+    const handle = temporal.workflow.getHandle(orderWorkflowId(row.id));
+    try {
+      await handle.executeUpdate(cancelUpdate, { args: [{ reason: reason ?? 'cancelled by the customer' }] });
+      return accepted();
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) {
+        throw new Problem('cancel-refused', err.cause?.message ?? err.message);
+      }
+      // The saga closed between our read and the update: the order row now says how it ended.
+      const now = await findOrder(db, row.id, client.id);
+      if (now?.status === 'cancelled') return accepted();
+      if (now && now.status !== 'pending') throw new Problem('cancel-refused', `the order is already ${now.status}`);
+      throw new Problem('unavailable', `could not reach the saga: ${(err as Error).message}`);
+    }
+  };
+
+  const ready: Handler = async () => {
+    const checks: Record<string, string> = {};
+    await db.query('SELECT 1').then(
+      () => (checks.database = 'ok'),
+      (e: Error) => (checks.database = e.message),
+    );
+    await temporal.connection
+      .withDeadline(Date.now() + 2000, () => temporal.connection.workflowService.getSystemInfo({}))
+      .then(
+        () => (checks.temporal = 'ok'),
+        (e: Error) => (checks.temporal = e.message),
+      );
+    const ok = Object.values(checks).every((v) => v === 'ok');
+    return json(ok ? 200 : 503, { status: ok ? 'ready' : 'not ready', checks });
+  };
+
+  const openapi = JSON.stringify(buildOpenApi());
+  const routes: { method: string; path: string; handler: Handler }[] = [
+    { method: 'GET', path: '/healthz', handler: async () => json(200, { status: 'ok' }) },
+    { method: 'GET', path: '/readyz', handler: ready },
+    { method: 'GET', path: '/openapi.json', handler: async () => ({ status: 200, body: openapi, headers: { 'Content-Type': JSON_TYPE } }) },
+    { method: 'POST', path: '/orders', handler: createOrder },
+    { method: 'GET', path: '/orders/:id', handler: getOrder },
+    { method: 'POST', path: '/orders/:id/cancel', handler: cancelOrder },
+  ];
+
+  const server = http.createServer((req, res) => {
+    void handle(req, res);
+  });
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let reply: Reply;
+    let url: URL | undefined;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+      const path = url.pathname;
+      const candidates = routes
+        .map((r) => ({ r, params: matchPath(r.path, path) }))
+        .filter((c) => c.params !== undefined);
+      const hit = candidates.find((c) => c.r.method === req.method);
+      if (!hit) throw new Problem('not-found', candidates.length ? `${req.method} is not allowed on ${path}` : `no route ${path}`);
+      reply = await hit.r.handler(req, hit.params ?? {}, url);
+    } catch (err) {
+      reply = problemReply(err, url?.pathname, log);
+    }
+    res.writeHead(reply.status, { 'Content-Length': Buffer.byteLength(reply.body), ...reply.headers });
+    res.end(reply.body);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
+  });
+  const purge = () => {
+    purgeExpiredKeys(db).then(
+      (n) => n > 0 && log({ msg: 'expired idempotency keys purged', count: n }),
+      (e: Error) => log({ msg: 'idempotency key purge failed', error: e.message }),
+    );
+  };
+  const timer = setInterval(purge, opts.cleanupIntervalMs ?? 10 * 60_000);
+  timer.unref();
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://${opts.host ?? '127.0.0.1'}:${port}`,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        clearInterval(timer);
+        server.close((e) => (e ? reject(e) : resolve()));
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^application\/json\s*(;|$)/i.test(type)) throw new Problem('unsupported-media-type', `got "${type}"`);
+  return readJson(req);
+}
+
+function validate<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const errors = parsed.error.issues.map((i) => ({ path: i.path.join('.') || '(body)', message: i.message }));
+  throw new Problem('invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
+}
+
+/** `?wait=` as `500ms`, `5s` or plain seconds, at most WAIT_MAX_MS. */
+export function parseWait(value: string | null): number {
+  if (value === null) return 0;
+  const m = /^(\d{1,6})(ms|s)?$/.exec(value);
+  if (!m) throw new Problem('invalid-request', 'wait must look like 500ms, 5s or 5');
+  const ms = Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
+  if (ms > WAIT_MAX_MS) throw new Problem('invalid-request', `wait is at most ${WAIT_MAX_MS / 1000}s`);
+  return ms;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    }),
+  ]);
+}
+
+function sagaFromResult(r: OrderSagaResult): Omit<OrderView['saga'], 'workflowId'> {
+  return { status: r.status, completedSteps: r.completedSteps, compensations: r.compensations, failure: r.failure };
+}
+
+/** The saga as it is now: its own status query, or the server's word if no worker answers. */
+async function liveSaga(temporal: Client, orderId: string): Promise<Omit<OrderView['saga'], 'workflowId'>> {
+  const handle = temporal.workflow.getHandle(orderWorkflowId(orderId));
+  try {
+    const s = await temporal.connection.withDeadline(Date.now() + 3000, () => handle.query(statusQuery));
+    return {
+      status: s.phase,
+      currentStep: s.currentStep,
+      completedSteps: s.completedSteps,
+      compensations: s.compensations.map(({ step, status, attempts }) => ({ step, status, attempts })),
+      failure: s.failure,
+    };
+  } catch {
+    const d = await handle.describe().catch(() => undefined);
+    return { status: d ? d.status.name.toLowerCase() : 'unknown' };
+  }
+}
+
+function view(row: OrderRow, saga: Omit<OrderView['saga'], 'workflowId'>): OrderView {
+  return {
+    id: row.id,
+    status: row.status,
+    customerId: row.customer_id,
+    items: row.items,
+    amount: { amountMinor: Number(row.amount_minor), currency: row.currency },
+    failureReason: row.failure_reason,
+    createdAt: new Date(row.created_at).toISOString(),
+    saga: { workflowId: orderWorkflowId(row.id), ...saga },
+  };
+}
+
+function problemReply(err: unknown, instance: string | undefined, log: (l: Record<string, unknown>) => void): Reply {
+  let problem: Problem;
+  if (err instanceof Problem) problem = err;
+  else if (err instanceof HttpError) problem = new Problem(err.status === 413 ? 'payload-too-large' : 'invalid-request', err.message);
+  else {
+    log({ msg: 'unhandled error', error: (err as Error)?.stack ?? String(err) });
+    problem = new Problem('internal');
+  }
+  return {
+    status: problem.status,
+    body: JSON.stringify(problem.body(instance)),
+    headers: { 'Content-Type': 'application/problem+json', ...problem.headers },
+  };
+}

@@ -1,0 +1,32 @@
+import { Client, Connection } from '@temporalio/client';
+import { startApi } from '../api/server';
+import { ConfigError, loadConfig } from '../config';
+import { migrate } from '../db/migrate';
+import { createPool } from '../db/pool';
+import { runMain } from './run';
+
+/** The HTTP API process. Needs DATABASE_URL and TEMPORAL_ADDRESS (`npm run stack` prints both). */
+runMain(async () => {
+  const config = loadConfig();
+  const missing = (['DATABASE_URL', 'TEMPORAL_ADDRESS'] as const).filter((k) => !config[k]);
+  if (missing.length) throw new ConfigError(missing.map((variable) => ({ variable, message: 'required by the API' })));
+  await migrate(config.DATABASE_URL!);
+  const db = createPool({ connectionString: config.DATABASE_URL! });
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS! });
+  const api = await startApi({
+    db,
+    temporal: new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }),
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
+    host: config.API_HOST,
+    port: config.API_PORT,
+  });
+  console.log(JSON.stringify({ msg: 'api listening', url: api.url }));
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await api.close();
+  await connection.close();
+  await db.end();
+});

@@ -1,0 +1,62 @@
+import type { Db, Tx } from '../db/pool';
+import type { OrderInput } from '../../workflows/types';
+
+export interface OrderRow {
+  id: string;
+  client_id: string | null;
+  customer_id: string;
+  amount_minor: string;
+  currency: string;
+  payment_token: string;
+  shipping_address: OrderInput['shippingAddress'];
+  status: 'pending' | 'completed' | 'cancelled' | 'failed';
+  failure_reason: string | null;
+  created_at: Date;
+  items: { sku: string; quantity: number }[];
+}
+
+/** The order row and its items in one statement, inside the caller's transaction. */
+export async function insertOrder(tx: Tx, order: OrderInput, clientId: string | null): Promise<void> {
+  await tx.query(
+    `WITH o AS (
+       INSERT INTO orders (id, customer_id, amount_minor, currency, payment_token, shipping_address, client_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id)
+     INSERT INTO order_items (order_id, sku, quantity)
+     SELECT o.id, i.sku, i.quantity FROM o, unnest($8::text[], $9::int[]) AS i (sku, quantity)`,
+    [
+      order.orderId,
+      order.customerId,
+      order.amount.amountMinor,
+      order.amount.currency,
+      order.paymentToken,
+      JSON.stringify(order.shippingAddress),
+      clientId,
+      order.items.map((i) => i.sku),
+      order.items.map((i) => i.quantity),
+    ],
+  );
+}
+
+/** One order with its items; with clientId, only if it belongs to that client. */
+export async function findOrder(db: Db, orderId: string, clientId?: string): Promise<OrderRow | undefined> {
+  const res = await db.query<OrderRow>(
+    `SELECT o.id, o.client_id, o.customer_id, o.amount_minor, o.currency, o.payment_token, o.shipping_address,
+            o.status, o.failure_reason, o.created_at,
+            coalesce((SELECT json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
+                        FROM order_items i WHERE i.order_id = o.id), '[]') AS items
+       FROM orders o WHERE o.id = $1 AND ($2::text IS NULL OR o.client_id = $2)`,
+    [orderId, clientId ?? null],
+  );
+  return res.rows[0];
+}
+
+export function toOrderInput(row: OrderRow): OrderInput {
+  return {
+    orderId: row.id,
+    customerId: row.customer_id,
+    items: row.items,
+    amount: { amountMinor: Number(row.amount_minor), currency: row.currency },
+    paymentToken: row.payment_token,
+    shippingAddress: row.shipping_address,
+  };
+}
