@@ -3,27 +3,28 @@ import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { startStack } from '../dev/stack';
 import { reconcileOrder, reconcileStock } from '../orders/reconcile';
-import { startOrderSaga } from '../orders/start';
+import { createApiClient } from '../api/auth';
+import type { CreateOrderRequest, OrderView } from '../api/schemas';
+import { startApi } from '../api/server';
 import { createSagaWorker } from '../../workers/worker';
-import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/steps';
-import type { OrderInput, OrderSagaResult } from '../../workflows/types';
 import { runMain } from './run';
 
 interface Scenario {
   name: string;
-  order: OrderInput;
-  /** Fault rules to arm before the saga starts: [service url, rule]. */
-  faults?: [string, Record<string, unknown>][];
+  body: CreateOrderRequest;
+  /** A fault rule armed on a service for this scenario only: [service url, rule]. */
+  fault?: [string, Record<string, unknown>];
   cancelDuring?: string;
 }
 
 const keepRunning = process.argv.includes('--keep-running');
 
 /**
- * Brings up the stack, runs one saga per path (success, out of stock, declined
- * card, carrier outage, customer cancel), prints each outcome and then the books
- * as the database has them. Exits 0 when every order reconciles.
+ * Brings up the stack and the HTTP API, sends one order per path (success, out
+ * of stock, declined card, carrier outage, customer cancel) through the API,
+ * prints each outcome and then the books as the database has them. Exits 0 when
+ * every order reconciles.
  */
 runMain(async () => {
   const config = loadConfig();
@@ -46,15 +47,17 @@ runMain(async () => {
   const running = worker.run();
   const connection = await Connection.connect({ address: stack.temporal.address });
   const client = new Client({ connection, namespace: stack.temporal.namespace });
+  const api = await startApi({ db: stack.db, temporal: client, taskQueue, log: () => undefined });
+  log(`API: ${api.url}`);
 
   const run = Date.now().toString(36);
+  const { apiKey } = await createApiClient(stack.db, `demo-${run}`);
   const sku = (s: string) => `${s}-${run}`;
   await stack.db.query(
     `INSERT INTO inventory (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])`,
     [[sku('widget'), sku('gadget'), sku('rare-gem')], [20, 10, 1]],
   );
-  const base = (n: string, over: Partial<OrderInput> = {}): OrderInput => ({
-    orderId: `demo-${run}-${n}`,
+  const base = (over: Partial<CreateOrderRequest> = {}): CreateOrderRequest => ({
     customerId: 'cust-demo',
     items: [{ sku: sku('widget'), quantity: 2 }],
     amount: { amountMinor: 2_500, currency: 'EUR' },
@@ -62,59 +65,85 @@ runMain(async () => {
     shippingAddress: { name: 'Ada Lovelace', line1: '12 St James Sq', city: 'London', postalCode: 'SW1Y 4JH', country: 'GB' },
     ...over,
   });
-  const keyPrefix = (o: OrderInput) => `order-${o.orderId}/`;
   const scenarios: Scenario[] = [
-    { name: 'success', order: base('1') },
+    { name: 'success', body: base() },
     {
       name: 'success, 2 items',
-      order: base('2', {
+      body: base({
         items: [{ sku: sku('widget'), quantity: 1 }, { sku: sku('gadget'), quantity: 3 }],
         amount: { amountMinor: 7_990, currency: 'EUR' },
       }),
     },
-    { name: 'out of stock', order: base('3', { items: [{ sku: sku('rare-gem'), quantity: 5 }] }) },
-    { name: 'declined card', order: base('4', { paymentToken: 'tok_decline' }) },
-    { name: 'carrier outage', order: base('5') },
-    { name: 'customer cancel', order: base('6'), cancelDuring: Step.chargePayment },
+    { name: 'out of stock', body: base({ items: [{ sku: sku('rare-gem'), quantity: 5 }] }) },
+    { name: 'declined card', body: base({ paymentToken: 'tok_decline' }) },
+    { name: 'carrier outage', body: base(), fault: [stack.carrierUrl, { kind: 'error', path: '/shipments' }] },
+    {
+      name: 'customer cancel',
+      body: base(),
+      fault: [stack.paymentProviderUrl, { kind: 'latency', latency_ms: 1500, path: '/charges', times: 1 }],
+      cancelDuring: Step.chargePayment,
+    },
   ];
-  scenarios[4]!.faults = [[stack.carrierUrl, { kind: 'error', path: '/shipments', keyPrefix: keyPrefix(scenarios[4]!.order) }]];
-  scenarios[5]!.faults = [[stack.paymentProviderUrl, { kind: 'latency', latency_ms: 1500, keyPrefix: keyPrefix(scenarios[5]!.order) }]];
 
-  for (const s of scenarios) {
-    for (const [url, rule] of s.faults ?? []) {
-      const res = await fetch(`${url}/__faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(rule) });
-      if (!res.ok) throw new Error(`fault rule refused: ${await res.text()}`);
+  const call = async (method: string, path: string, body?: unknown, key?: string) => {
+    const res = await fetch(`${api.url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(key ? { 'idempotency-key': key } : {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, replayed: res.headers.get('idempotent-replayed') === 'true', view: (await res.json()) as OrderView };
+  };
+  const settle = async (id: string): Promise<OrderView> => {
+    for (;;) {
+      const { view } = await call('GET', `/orders/${id}`);
+      if (view.status !== 'pending' && view.saga.status !== 'running' && view.saga.status !== 'compensating') return view;
+      await new Promise((r) => setTimeout(r, 100));
     }
-  }
-  console.log(`\nRunning ${scenarios.length} sagas on task queue "${taskQueue}"...`);
-  const results = await Promise.all(
-    scenarios.map(async (s): Promise<[Scenario, OrderSagaResult]> => {
-      const handle = await startOrderSaga(client, s.order, taskQueue);
-      if (s.cancelDuring) {
-        for (;;) {
-          const st = await handle.query(statusQuery);
-          if (st.currentStep === s.cancelDuring || st.phase !== 'running') break;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled' }] });
+  };
+  const play = async (s: Scenario): Promise<[Scenario, OrderView, boolean]> => {
+    const key = `demo-${run}-${s.name.replace(/\W+/g, '-')}`;
+    if (s.fault) await armFault(...s.fault);
+    const first = await call('POST', '/orders', s.body, key);
+    if (first.status !== 201) throw new Error(`POST /orders answered ${first.status}: ${JSON.stringify(first.view)}`);
+    // A client retrying its request gets the same order back, never a second saga.
+    const retry = await call('POST', '/orders', s.body, key);
+    const id = first.view.id;
+    if (s.cancelDuring) {
+      for (let v = first.view; v.saga.currentStep !== s.cancelDuring && v.status === 'pending'; ) {
+        await new Promise((r) => setTimeout(r, 50));
+        v = (await call('GET', `/orders/${id}`)).view;
       }
-      return [s, await handle.result()];
-    }),
-  );
+      const c = await call('POST', `/orders/${id}/cancel`, { reason: 'customer cancelled' });
+      if (c.status !== 202) throw new Error(`cancel answered ${c.status}`);
+    }
+    const final = await settle(id);
+    if (s.fault) await clearFaults(s.fault[0]);
+    return [s, final, retry.replayed && retry.view.id === id];
+  };
+
+  console.log(`\nSending ${scenarios.length} orders through ${api.url} (task queue "${taskQueue}")...`);
+  // Scenarios with a fault run alone, so the fault touches only their order.
+  const results = await Promise.all(scenarios.filter((s) => !s.fault).map(play));
+  for (const s of scenarios.filter((x) => x.fault)) results.push(await play(s));
 
   console.log('\nOrders');
   console.table(
-    results.map(([s, r]) => ({
+    results.map(([s, v, replayed]) => ({
       scenario: s.name,
-      order: r.orderId,
-      outcome: r.status,
-      failure: r.failure ? r.failure.type : '',
-      steps: r.completedSteps.length,
-      compensations: r.compensations.map((c) => `${c.step}${c.attempts > 1 ? ` x${c.attempts}` : ''}`).join(' <- '),
+      order: v.id,
+      outcome: v.saga.status,
+      failure: v.saga.failure?.type ?? '',
+      steps: v.saga.completedSteps?.length ?? 0,
+      compensations: (v.saga.compensations ?? []).map((c) => `${c.step}${c.attempts > 1 ? ` x${c.attempts}` : ''}`).join(' <- '),
+      'retried POST replayed': replayed ? 'yes' : 'NO',
     })),
   );
 
-  const books = await Promise.all(results.map(([, r]) => reconcileOrder(stack.db, r.orderId)));
+  const books = await Promise.all(results.map(([, v]) => reconcileOrder(stack.db, v.id)));
   console.log('Reconciliation (from the database)');
   console.table(
     books.map((b) => ({
@@ -133,6 +162,7 @@ runMain(async () => {
   const completedAmount = books.filter((b) => b.status === 'completed').reduce((a, b) => a + b.amountMinor, 0);
   const netCharged = books.reduce((a, b) => a + b.netChargedMinor, 0);
   const problems = books.flatMap((b) => b.problems).concat(
+    results.filter(([, , replayed]) => !replayed).map(([s]) => `${s.name}: the retried POST was not a replay`),
     stock.filter((r) => r.reserved !== r.held).map((r) => `${r.sku}: reserved ${r.reserved} != held ${r.held}`),
     netCharged === completedAmount ? [] : [`net charged ${netCharged} != completed orders ${completedAmount}`],
   );
@@ -147,6 +177,7 @@ runMain(async () => {
       process.once('SIGTERM', resolve);
     });
   }
+  await api.close();
   worker.shutdown();
   await running;
   await nativeConnection.close();
@@ -154,3 +185,12 @@ runMain(async () => {
   await stack.stop();
   return problems.length === 0 ? 0 : 1;
 });
+
+async function armFault(url: string, rule: Record<string, unknown>): Promise<void> {
+  const res = await fetch(`${url}/__faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(rule) });
+  if (!res.ok) throw new Error(`fault rule refused: ${await res.text()}`);
+}
+
+async function clearFaults(url: string): Promise<void> {
+  await fetch(`${url}/__faults`, { method: 'DELETE' });
+}
