@@ -64,7 +64,9 @@ export function createOrderActivities({ db }: Pick<ActivityDeps, 'db'>) {
     },
 
     async cancelOrder(input: UndoInput & { status: 'cancelled' | 'failed'; reason: string }): Promise<{ changed: boolean }> {
-      return runLocalUndo(db, { ...input, step: Step.recordOrder, input }, async (tx) => {
+      return runLocalUndo(db, { ...input, step: Step.recordOrder, input }, async (tx, forward) => {
+        // Only an order this saga recorded is ours to close; a failed record step touched nothing.
+        if (forward?.state !== 'completed') return { changed: false };
         const res = await tx.query(
           `UPDATE orders SET status = $2, failure_reason = $3, updated_at = now()
             WHERE id = $1 AND status = 'pending'`,

@@ -541,6 +541,20 @@ describe('a forward attempt after its compensation applies nothing', () => {
     expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
   });
 
+  test('cancelOrder after a failed recordOrder leaves an order it did not record untouched', async () => {
+    const s = newSaga();
+    const foreign = orderInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+    await run(acts.recordOrder, { key: `order-other-${s.orderId}/${Step.recordOrder}`, order: foreign });
+    await expectFailure(
+      run(acts.recordOrder, { key: s.key(Step.recordOrder), order: { ...foreign, customerId: 'someone-else' } }),
+      FailureType.InvalidInput,
+      true,
+    );
+    const undo = { ...s.undo(Step.recordOrder), status: 'failed' as const, reason: 'record failed' };
+    expect(await run(acts.cancelOrder, undo)).toEqual({ changed: false });
+    expect(await one<{ status: string }>('SELECT status FROM orders WHERE id = $1', [s.orderId])).toEqual({ status: 'pending' });
+  });
+
   test('cancelOrder before recordOrder → StepCancelled, no order row', async () => {
     const s = newSaga();
     const undo = { ...s.undo(Step.recordOrder), status: 'cancelled' as const, reason: 'customer changed their mind' };
