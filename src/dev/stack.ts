@@ -24,7 +24,12 @@ export interface Stack {
  * (their URLs or in-process services), and Temporal (TEMPORAL_ADDRESS or the
  * CLI dev server, its state kept in SQLite so a restart keeps running sagas).
  */
-export async function startStack(config: Config, log: (m: string) => void): Promise<Stack> {
+export interface StackOptions {
+  /** Temporal in memory, no UI, any free port: for a throwaway run such as capturing histories. */
+  ephemeralTemporal?: boolean;
+}
+
+export async function startStack(config: Config, log: (m: string) => void, opts: StackOptions = {}): Promise<Stack> {
   const stops: (() => Promise<void>)[] = [];
   const stop = async () => {
     for (const s of stops.reverse()) await s().catch(() => undefined);
@@ -69,15 +74,19 @@ export async function startStack(config: Config, log: (m: string) => void): Prom
       temporal = { address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, source: 'TEMPORAL_ADDRESS' };
       log(`Temporal: ${config.TEMPORAL_ADDRESS} (TEMPORAL_ADDRESS)`);
     } else {
-      const server = await startTemporalDevServer({
-        cliPath: config.TEMPORAL_CLI_PATH,
-        namespace: config.TEMPORAL_NAMESPACE,
-        dbFilename: path.join(stateDir, 'temporal.sqlite'),
-        ui: true,
-        port: await preferredPort(7233),
-        uiPort: await preferredPort(8233),
-        log,
-      });
+      const server = await startTemporalDevServer(
+        opts.ephemeralTemporal
+          ? { cliPath: config.TEMPORAL_CLI_PATH, namespace: config.TEMPORAL_NAMESPACE, log }
+          : {
+              cliPath: config.TEMPORAL_CLI_PATH,
+              namespace: config.TEMPORAL_NAMESPACE,
+              dbFilename: path.join(stateDir, 'temporal.sqlite'),
+              ui: true,
+              port: await preferredPort(7233),
+              uiPort: await preferredPort(8233),
+              log,
+            },
+      );
       stops.push(server.stop);
       temporal = server;
       log(`Temporal: dev server at ${server.address} via ${server.source}`);

@@ -1,0 +1,115 @@
+import { execFileSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { loadConfig } from '../config';
+import { startStack } from '../dev/stack';
+import { HISTORIES_DIR, readManifest, writeHistory, writeManifest, type ManifestEntry } from '../replay/fixtures';
+import { scheduledActivities } from '../replay/replay';
+import { runScenarios } from '../replay/scenarios';
+import { createSagaWorker } from '../../workers/worker';
+import { runMain } from './run';
+
+const USAGE = `usage:
+  npm run histories:capture -- --label v2
+      run every saga scenario on a throwaway stack and write test/replay/histories/v2-<scenario>.json
+  npm run histories:capture -- --label prod --address host:7233 --query "WorkflowType = 'orderSaga'"
+      capture what a running server has; the scenario name is the workflow ID`;
+
+/**
+ * Fetches workflow histories by a list query (`list().intoHistories()`) and
+ * writes them as replay fixtures with a manifest entry each.
+ */
+runMain(async () => {
+  const { values } = parseArgs({
+    options: { label: { type: 'string' }, address: { type: 'string' }, query: { type: 'string' }, out: { type: 'string' } },
+  });
+  if (!values.label || !/^[a-z0-9-]{1,20}$/.test(values.label)) {
+    console.error(USAGE);
+    return 2;
+  }
+  const label = values.label;
+  const dir = values.out ?? HISTORIES_DIR;
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  const log = (m: string) => console.log(`[capture] ${m}`);
+
+  let client: Client;
+  let query: string;
+  let scenarioOf: (workflowId: string) => string = (id) => id;
+  let stop = async () => undefined as void;
+  if (values.address) {
+    const connection = await Connection.connect({ address: values.address });
+    client = new Client({ connection, namespace: loadConfig().TEMPORAL_NAMESPACE });
+    query = values.query ?? "WorkflowType = 'orderSaga' AND ExecutionStatus != 'Running'";
+    stop = () => connection.close();
+  } else {
+    const config = loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' });
+    const stack = await startStack(config, log, { ephemeralTemporal: true });
+    const taskQueue = `capture-${label}`;
+    const nativeConnection = await NativeConnection.connect({ address: stack.temporal.address });
+    const worker = await createSagaWorker({
+      connection: nativeConnection,
+      namespace: stack.temporal.namespace,
+      taskQueue,
+      deps: { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl, providerTimeoutMs: 3000 },
+    });
+    const running = worker.run();
+    const connection = await Connection.connect({ address: stack.temporal.address });
+    client = new Client({ connection, namespace: stack.temporal.namespace });
+    log('running the scenarios');
+    const scenarios = await runScenarios(
+      { client, db: stack.db, taskQueue, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl },
+      label,
+    );
+    scenarioOf = (id) => scenarios.get(id) ?? id;
+    query = `TaskQueue = '${taskQueue}'`;
+    stop = async () => {
+      worker.shutdown();
+      await running;
+      await nativeConnection.close();
+      await connection.close();
+      await stack.stop();
+    };
+  }
+
+  const manifest = readManifest(dir);
+  const codeVersion = codeVersionNow();
+  let count = 0;
+  for await (const item of client.workflow.list({ query }).intoHistories()) {
+    const { workflowId } = item;
+    const history = item.history as temporal.api.history.v1.IHistory;
+    const handle = client.workflow.getHandle(workflowId);
+    const d = await handle.describe();
+    const scenario = scenarioOf(workflowId);
+    const file = `${label}-${scenario.replace(/[^A-Za-z0-9_-]+/g, '_')}.json`;
+    writeHistory(dir, file, history);
+    const entry: ManifestEntry = {
+      file,
+      scenario,
+      workflowType: d.type,
+      workflowId,
+      codeVersion,
+      capturedAt: new Date().toISOString(),
+      status: d.status.name,
+      activities: scheduledActivities(history),
+    };
+    manifest.histories = manifest.histories.filter((h) => h.file !== file).concat(entry);
+    count += 1;
+    log(`${file}: ${workflowId} ${d.status.name}`);
+  }
+  writeManifest(manifest, dir);
+  log(`${count} histories written to ${dir}`);
+  await stop();
+  return count > 0 ? 0 : 1;
+});
+
+function codeVersionNow(): string {
+  const version = (require('../../package.json') as { version: string }).version;
+  try {
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `${version}+${sha}`;
+  } catch {
+    return version;
+  }
+}

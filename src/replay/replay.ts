@@ -1,0 +1,122 @@
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { WorkflowInfo } from '@temporalio/workflow';
+import type { temporal } from '@temporalio/proto';
+import { Worker, type ReplayWorkerOptions } from '@temporalio/worker';
+import { canonicalJson } from '../ledger/fingerprint';
+
+type History = temporal.api.history.v1.IHistory;
+
+export interface ReplayCase {
+  workflowId: string;
+  /** What the history shows, for messages: a scenario name, or the workflow ID again. */
+  scenario: string;
+  history: History;
+}
+
+export type Ending =
+  | { kind: 'completed'; result: unknown }
+  | { kind: 'failed'; message: string }
+  | { kind: 'open' }
+  | { kind: 'other'; event: string };
+
+export interface ReplayOutcome {
+  workflowId: string;
+  scenario: string;
+  /** Determinism held and the replayed ending equals the recorded one. */
+  ok: boolean;
+  /** The determinism violation or replay error, if any. */
+  error?: string;
+  errorName?: string;
+  recorded: Ending;
+  replayed?: Ending;
+  /** Null when the history had not ended, so there is nothing to compare. */
+  endingMatches: boolean | null;
+}
+
+export const WORKFLOWS_PATH = require.resolve('../../workflows');
+const PROBE = require.resolve('../../workflows/replay-probe');
+
+/** How the history says the workflow ended, read from its last event. */
+export function recordedEnding(history: History): Ending {
+  const last = history.events?.[history.events.length - 1];
+  if (!last) return { kind: 'open' };
+  const completed = last.workflowExecutionCompletedEventAttributes;
+  if (completed) {
+    const payload = completed.result?.payloads?.[0];
+    return { kind: 'completed', result: payload ? defaultPayloadConverter.fromPayload(payload) : undefined };
+  }
+  const failed = last.workflowExecutionFailedEventAttributes;
+  if (failed) return { kind: 'failed', message: failed.failure?.message ?? '' };
+  const closing = Object.keys(last).find((k) => /^workflowExecution(Canceled|Terminated|TimedOut|ContinuedAsNew)EventAttributes$/.test(k));
+  return closing ? { kind: 'other', event: closing } : { kind: 'open' };
+}
+
+/** The activity types the history scheduled, in order: the saga's steps and compensations. */
+export function scheduledActivities(history: History): string[] {
+  return (history.events ?? []).flatMap((e) => {
+    const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
+    return name ? [name] : [];
+  });
+}
+
+/**
+ * Replays each history against the given workflow code (the current build by
+ * default) with its real workflow ID, and checks, beyond determinism, that the
+ * workflow ends exactly as the history recorded.
+ */
+export async function replayAll(
+  cases: ReplayCase[],
+  options: { workflowsPath?: string } = {},
+): Promise<ReplayOutcome[]> {
+  const endings = new Map<string, Ending>();
+  const record = (info: WorkflowInfo, ending: Ending): void => {
+    endings.set(`${info.workflowId}/${info.runId}`, ending);
+  };
+  const workerOptions: ReplayWorkerOptions = {
+    workflowsPath: options.workflowsPath ?? WORKFLOWS_PATH,
+    interceptors: { workflowModules: [PROBE] },
+    sinks: {
+      replayProbe: {
+        completed: { fn: (info: WorkflowInfo, result: unknown) => record(info, { kind: 'completed', result }), callDuringReplay: true },
+        failed: { fn: (info: WorkflowInfo, message: string) => record(info, { kind: 'failed', message }), callDuringReplay: true },
+      },
+    },
+  };
+  const byWorkflowId = new Map(cases.map((c) => [c.workflowId, c]));
+  const outcomes: ReplayOutcome[] = [];
+  const results = Worker.runReplayHistories(
+    workerOptions,
+    cases.map((c) => ({ workflowId: c.workflowId, history: c.history })),
+  );
+  for await (const r of results) {
+    const c = byWorkflowId.get(r.workflowId);
+    if (!c) throw new Error(`replay returned an unknown workflow ${r.workflowId}`);
+    const recorded = recordedEnding(c.history);
+    const replayed = endings.get(`${r.workflowId}/${r.runId}`);
+    const endingMatches = recorded.kind === 'open' ? null : replayed !== undefined && sameEnding(recorded, replayed);
+    outcomes.push({
+      workflowId: r.workflowId,
+      scenario: c.scenario,
+      ok: !r.error && endingMatches !== false,
+      error: r.error?.message,
+      errorName: r.error?.name,
+      recorded,
+      replayed,
+      endingMatches,
+    });
+  }
+  return outcomes;
+}
+
+function sameEnding(a: Ending, b: Ending): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+export function describeOutcome(o: ReplayOutcome): string {
+  if (o.ok) return `${o.workflowId} (${o.scenario}): ok`;
+  if (o.error) return `${o.workflowId} (${o.scenario}): ${o.errorName ?? 'error'}: ${o.error}`;
+  return (
+    `${o.workflowId} (${o.scenario}): replayed to a different ending\n` +
+    `  recorded: ${canonicalJson(o.recorded)}\n  replayed: ${canonicalJson(o.replayed ?? null)}`
+  );
+}

@@ -1,0 +1,132 @@
+import { randomBytes } from 'node:crypto';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { Db } from '../db/pool';
+import { startOrderSaga } from '../orders/start';
+import { insertOrder } from '../orders/repository';
+import { cancelUpdate, statusQuery, type orderSaga } from '../../workflows/order-saga';
+import type { SagaStatus } from '../../workflows/saga';
+import { Step } from '../../workflows/steps';
+import type { OrderInput } from '../../workflows/types';
+
+export interface ScenarioContext {
+  client: Client;
+  db: Db;
+  taskQueue: string;
+  paymentProviderUrl: string;
+  carrierUrl: string;
+}
+
+type Handle = WorkflowHandle<typeof orderSaga>;
+
+interface Scenario {
+  name: string;
+  run(ctx: ScenarioContext, order: OrderInput): Promise<Handle>;
+}
+
+const addFault = async (url: string, rule: Record<string, unknown>) => {
+  const res = await fetch(`${url}/__faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(rule) });
+  if (!res.ok) throw new Error(`fault refused: ${await res.text()}`);
+};
+const prefix = (o: OrderInput) => `order-${o.orderId}/`;
+const start = (ctx: ScenarioContext, o: OrderInput) => startOrderSaga(ctx.client, o, ctx.taskQueue);
+
+async function waitForStatus(handle: Handle, pred: (s: SagaStatus) => boolean) {
+  for (let i = 0; i < 400; i++) {
+    const s = await handle.query(statusQuery);
+    if (pred(s)) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`${handle.workflowId} never reached the awaited status`);
+}
+
+/** Every path a saga can take, each ending in a recorded history worth replaying. */
+export const scenarios: Scenario[] = [
+  { name: 'success', run: start },
+  {
+    name: 'fail-record-order',
+    async run(ctx, o) {
+      // Another order already holds the ID with other contents.
+      const client = await ctx.db.connect();
+      try {
+        await insertOrder(client, { ...o, customerId: 'someone-else' }, null);
+      } finally {
+        client.release();
+      }
+      return start(ctx, o);
+    },
+  },
+  { name: 'fail-reserve-inventory', run: (ctx, o) => start(ctx, { ...o, items: [{ sku: o.items[0]!.sku, quantity: 999 }] }) },
+  { name: 'fail-charge-payment', run: (ctx, o) => start(ctx, { ...o, paymentToken: 'tok_decline' }) },
+  {
+    name: 'fail-create-shipment',
+    async run(ctx, o) {
+      await addFault(ctx.carrierUrl, { kind: 'error', path: '/shipments', keyPrefix: prefix(o) });
+      return start(ctx, o);
+    },
+  },
+  {
+    name: 'cancel-before-pivot',
+    async run(ctx, o) {
+      await addFault(ctx.paymentProviderUrl, { kind: 'latency', latency_ms: 1500, keyPrefix: prefix(o), path: '/charges' });
+      const handle = await start(ctx, o);
+      await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
+      await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled' }] });
+      return handle;
+    },
+  },
+  {
+    name: 'cancel-refused-after-pivot',
+    async run(ctx, o) {
+      await addFault(ctx.carrierUrl, { kind: 'latency', latency_ms: 1000, keyPrefix: prefix(o), path: '/shipments' });
+      const handle = await start(ctx, o);
+      await waitForStatus(handle, (s) => s.pivotStarted);
+      const refused = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too late' }] }).then(
+        () => false,
+        () => true,
+      );
+      if (!refused) throw new Error('cancel after the pivot was accepted');
+      return handle;
+    },
+  },
+  {
+    name: 'compensation-retried',
+    async run(ctx, o) {
+      // The carrier is down for good, and the refund fails for a full round of attempts before it succeeds.
+      await addFault(ctx.carrierUrl, { kind: 'error', path: '/shipments', keyPrefix: prefix(o) });
+      await addFault(ctx.paymentProviderUrl, { kind: 'error', path: '/refunds', keyPrefix: prefix(o), times: 4 });
+      return start(ctx, o);
+    },
+  },
+  {
+    name: 'duplicate-start',
+    async run(ctx, o) {
+      const first = await start(ctx, o);
+      const second = await start(ctx, o);
+      if (second.workflowId !== first.workflowId) throw new Error('the second start did not attach');
+      return first;
+    },
+  },
+];
+
+/** Runs every scenario at once; returns workflow ID → scenario name once all sagas have ended. */
+export async function runScenarios(ctx: ScenarioContext, label: string): Promise<Map<string, string>> {
+  const suffix = randomBytes(3).toString('hex');
+  const run = await Promise.all(
+    scenarios.map(async (s) => {
+      const sku = `${label}-${s.name}-${suffix}`;
+      await ctx.db.query('INSERT INTO inventory (sku, on_hand) VALUES ($1, 10)', [sku]);
+      const order: OrderInput = {
+        orderId: `${label}-${s.name}-${suffix}`,
+        customerId: 'cust-replay',
+        items: [{ sku, quantity: 2 }],
+        amount: { amountMinor: 2_500, currency: 'EUR' },
+        paymentToken: 'tok_visa',
+        shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
+      };
+      const handle = await s.run(ctx, order);
+      await handle.result().catch(() => undefined);
+      return [handle.workflowId, s.name] as const;
+    }),
+  );
+  return new Map(run);
+}

@@ -1,0 +1,89 @@
+import net from 'node:net';
+import type { Db } from '../../src/db/pool';
+
+/** One HTTP exchange, with the body kept as the exact text the server sent. */
+export interface ApiResponse {
+  status: number;
+  headers: Headers;
+  text: string;
+  /** The body parsed as JSON, or undefined if it is not JSON. */
+  json: any;
+}
+
+export interface RequestOptions {
+  method?: string;
+  apiKey?: string;
+  idempotencyKey?: string;
+  /** An object is sent as JSON; a string is sent as is. */
+  body?: unknown;
+  contentType?: string | null;
+  headers?: Record<string, string>;
+}
+
+export async function request(baseUrl: string, path: string, opts: RequestOptions = {}): Promise<ApiResponse> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.apiKey !== undefined) headers.authorization = `Bearer ${opts.apiKey}`;
+  if (opts.idempotencyKey !== undefined) headers['idempotency-key'] = opts.idempotencyKey;
+  let body: string | undefined;
+  if (opts.body !== undefined) {
+    body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
+    if (opts.contentType !== null) headers['content-type'] = opts.contentType ?? 'application/json';
+  }
+  const res = await fetch(`${baseUrl}${path}`, { method: opts.method ?? (body === undefined ? 'GET' : 'POST'), headers, body });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/** Asserts an RFC 9457 problem answer and returns its body. */
+export function expectProblem(res: ApiResponse, status: number, name?: string): Record<string, unknown> {
+  if (res.status !== status) throw new Error(`expected ${status}, got ${res.status}: ${res.text}`);
+  expect(res.headers.get('content-type')).toBe('application/problem+json');
+  expect(res.json).toEqual(expect.objectContaining({ type: expect.any(String), title: expect.any(String), status }));
+  expect(res.json.type).toMatch(/^urn:sagaflow:problem:[a-z-]+$/);
+  if (name !== undefined) expect(res.json.type).toBe(`urn:sagaflow:problem:${name}`);
+  return res.json as Record<string, unknown>;
+}
+
+/** Row counts of the tables an API request may write. */
+export async function rowCounts(db: Db): Promise<Record<string, number>> {
+  const res = await db.query<Record<string, number>>(
+    `SELECT (SELECT count(*)::int FROM orders) AS orders,
+            (SELECT count(*)::int FROM order_items) AS order_items,
+            (SELECT count(*)::int FROM idempotency_keys) AS idempotency_keys,
+            (SELECT count(*)::int FROM api_clients) AS api_clients,
+            (SELECT count(*)::int FROM step_ledger) AS step_ledger`,
+  );
+  return res.rows[0]!;
+}
+
+/**
+ * A request written byte by byte on a socket, for what fetch refuses to send
+ * (control characters in a header). Returns the raw response text.
+ */
+export function rawHttp(baseUrl: string, raw: string): Promise<string> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(raw));
+    let buf = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (buf += d));
+    socket.on('end', () => resolve(buf));
+    socket.on('error', reject);
+  });
+}
+
+/** Polls until fn returns a value that is not undefined; fails after `attempts` tries. */
+export async function eventually<T>(fn: () => Promise<T | undefined>, what: string, attempts = 300, everyMs = 50): Promise<T> {
+  for (let i = 0; i < attempts; i++) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,772 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import type { Worker } from '@temporalio/worker';
+import { createSagaWorker } from '../../workers/worker';
+import { startApi, type RunningApi } from '../../src/api/server';
+import { createApiClient } from '../../src/api/auth';
+import { purgeExpiredKeys } from '../../src/api/edge-keys';
+import { createOrderRequest, type CreateOrderRequest } from '../../src/api/schemas';
+import { inTransaction } from '../../src/db/pool';
+import { fingerprint } from '../../src/ledger/fingerprint';
+import { insertOrder } from '../../src/orders/repository';
+import { reconcileOrder } from '../../src/orders/reconcile';
+import { Step } from '../../workflows/steps';
+import type { OrderSagaResult } from '../../workflows/types';
+import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { eventually, expectProblem, rawHttp, request, rowCounts, type ApiResponse, type RequestOptions } from '../helpers/api';
+
+let ctx: TestContext;
+let worker: Worker;
+let api: RunningApi;
+let clientA: { id: string; apiKey: string };
+let clientB: { id: string; apiKey: string };
+const taskQueue = uniqueId('api');
+/** Sagas started by a test; each test waits for its own to end so no fault or saga leaks into the next. */
+const started = new Set<string>();
+
+const startTestApi = (temporal: Client = ctx.client) => startApi({ db: ctx.db, temporal, taskQueue, log: () => undefined });
+
+beforeAll(async () => {
+  ctx = await createTestContext('api');
+  worker = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue, deps: ctx.deps });
+  ctx.startWorker(worker);
+  api = await startTestApi();
+  clientA = await createApiClient(ctx.db, uniqueId('client-a'));
+  clientB = await createApiClient(ctx.db, uniqueId('client-b'));
+});
+
+afterEach(async () => {
+  await fetch(`${ctx.payment.url}/__faults`, { method: 'DELETE' });
+  await fetch(`${ctx.carrier.url}/__faults`, { method: 'DELETE' });
+  const ids = [...started];
+  started.clear();
+  await Promise.all(ids.map((id) => ctx.client.workflow.getHandle(id).result().catch(() => undefined)));
+});
+
+afterAll(async () => {
+  await api?.close();
+  await ctx?.close();
+});
+
+function orderBody(overrides: Partial<CreateOrderRequest> = {}): CreateOrderRequest {
+  return {
+    customerId: uniqueId('cust'),
+    items: [{ sku: uniqueId('sku'), quantity: 1 }],
+    amount: { amountMinor: 1_299, currency: 'EUR' },
+    paymentToken: 'tok_visa',
+    shippingAddress: { name: 'Ada Lovelace', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
+    ...overrides,
+  };
+}
+
+/** A body whose SKUs are in stock. */
+async function stockedBody(overrides: Partial<CreateOrderRequest> = {}): Promise<CreateOrderRequest> {
+  const body = orderBody(overrides);
+  await seedInventory(ctx.db, Object.fromEntries(body.items.map((i) => [i.sku, 100])));
+  return body;
+}
+
+async function post(path: string, opts: RequestOptions, base = api.url): Promise<ApiResponse> {
+  const res = await request(base, path, { method: 'POST', ...opts });
+  if (res.status === 201 && typeof res.json?.id === 'string') started.add(`order-${res.json.id}`);
+  return res;
+}
+
+const postOrder = (body: unknown, idempotencyKey: string, opts: { query?: string; apiKey?: string; base?: string } = {}) =>
+  post(`/orders${opts.query ?? ''}`, { apiKey: opts.apiKey ?? clientA.apiKey, idempotencyKey, body }, opts.base);
+
+const getOrder = (id: string, apiKey = clientA.apiKey) => request(api.url, `/orders/${encodeURIComponent(id)}`, { apiKey });
+
+const cancelOrder = (id: string, apiKey = clientA.apiKey, body?: unknown) =>
+  request(api.url, `/orders/${encodeURIComponent(id)}/cancel`, { method: 'POST', apiKey, body });
+
+async function keyRow(clientId: string, key: string): Promise<Record<string, any> | undefined> {
+  const res = await ctx.db.query('SELECT * FROM idempotency_keys WHERE client_id = $1 AND key = $2', [clientId, key]);
+  return res.rows[0];
+}
+
+async function ordersOf(customerId: string): Promise<{ id: string; client_id: string | null; status: string }[]> {
+  const res = await ctx.db.query('SELECT id, client_id, status FROM orders WHERE customer_id = $1 ORDER BY created_at', [customerId]);
+  return res.rows;
+}
+
+async function workflowRuns(orderId: string): Promise<number> {
+  return (await ctx.client.workflow.count(`WorkflowId = "order-${orderId}"`)).count;
+}
+
+function sagaResult(orderId: string): Promise<OrderSagaResult> {
+  return ctx.client.workflow.getHandle(`order-${orderId}`).result() as Promise<OrderSagaResult>;
+}
+
+/** Polls GET /orders/:id until pred holds for its body. */
+function untilOrder(id: string, pred: (body: any) => boolean, what: string): Promise<any> {
+  return eventually(async () => {
+    const res = await getOrder(id);
+    expect(res.status).toBe(200);
+    return pred(res.json) ? res.json : undefined;
+  }, what);
+}
+
+/** The same JSON with object keys reversed at every depth. */
+function reverseKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(reverseKeys);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).reverse().map(([k, v]) => [k, reverseKeys(v)]));
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------
+
+describe('Idempotency-Key header', () => {
+  test('missing: 400 idempotency-key-missing and nothing is written', async () => {
+    const before = await rowCounts(ctx.db);
+    const res = await post('/orders', { apiKey: clientA.apiKey, body: orderBody() });
+    expectProblem(res, 400, 'idempotency-key-missing');
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test.each([
+    ['256 characters', 'k'.repeat(256)],
+    ['empty', ''],
+    ['a space inside', 'order 42'],
+    ['a tab (control character)', 'order\t42'],
+    ['a non-ASCII character', 'clé-42'],
+  ])('malformed (%s): 400 idempotency-key-invalid and nothing is written', async (_name, key) => {
+    const before = await rowCounts(ctx.db);
+    const res = await postOrder(orderBody(), key);
+    expectProblem(res, 400, 'idempotency-key-invalid');
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test('a raw control character (\\x01) in the key is refused with a 400 and nothing is written', async () => {
+    const before = await rowCounts(ctx.db);
+    const body = JSON.stringify(orderBody());
+    const raw = await rawHttp(
+      api.url,
+      `POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${clientA.apiKey}\r\nIdempotency-Key: a\x01b\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test('exactly 255 visible characters is accepted', async () => {
+    const key = `${uniqueId('k')}-`.padEnd(255, '~');
+    const res = await postOrder(await stockedBody(), key);
+    expect(res.status).toBe(201);
+    expect((await keyRow(clientA.id, key))?.state).toBe('completed');
+  });
+});
+
+describe('POST /orders', () => {
+  test('first request: 201 with Location, one order, one completed key holding the exact response, and a workflow', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('first');
+    const res = await postOrder(body, key);
+
+    expect(res.status).toBe(201);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    expect(res.headers.get('idempotent-replayed')).toBeNull();
+    const id: string = res.json.id;
+    expect(id).toMatch(/^ord_[0-9a-f]{20}$/);
+    expect(res.headers.get('location')).toBe(`/orders/${id}`);
+    expect(res.json).toMatchObject({
+      id,
+      status: 'pending',
+      customerId: body.customerId,
+      items: body.items,
+      amount: body.amount,
+      failureReason: null,
+      saga: { workflowId: `order-${id}`, status: 'running' },
+    });
+
+    expect(await ordersOf(body.customerId)).toEqual([{ id, client_id: clientA.id, status: expect.any(String) }]);
+    const items = await ctx.db.query('SELECT sku, quantity FROM order_items WHERE order_id = $1', [id]);
+    expect(items.rows).toEqual(body.items);
+    const k = await keyRow(clientA.id, key);
+    expect(k).toMatchObject({
+      order_id: id,
+      state: 'completed',
+      fingerprint: fingerprint(body),
+      response_status: 201,
+      response_body: res.text,
+    });
+    expect(k?.expires_at.getTime()).toBeGreaterThan(Date.now() + 23 * 3600_000);
+
+    const described = await ctx.client.workflow.getHandle(`order-${id}`).describe();
+    expect(described.taskQueue).toBe(taskQueue);
+    expect((await sagaResult(id)).status).toBe('completed');
+  });
+
+  test('same key, same body in another key order and whitespace: byte-identical replay, still one order', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('replay');
+    const first = await postOrder(body, key);
+    expect(first.status).toBe(201);
+    await sagaResult(first.json.id); // the saga moving on must not change the replay
+
+    const reordered = JSON.stringify(reverseKeys(body), null, 4).replace(/\n/g, '\r\n  ');
+    expect(reordered).not.toBe(JSON.stringify(body));
+    const again = await postOrder(reordered, key);
+
+    expect(again.status).toBe(201);
+    expect(again.text).toBe(first.text);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.headers.get('location')).toBe(`/orders/${first.json.id}`);
+    expect(again.headers.get('content-type')).toBe('application/json');
+    expect(await ordersOf(body.customerId)).toHaveLength(1);
+    expect(await workflowRuns(first.json.id)).toBe(1);
+  });
+
+  test('same key, different body: 422 idempotency-key-reused, no new order, the key row unchanged', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('reuse');
+    const first = await postOrder(body, key);
+    expect(first.status).toBe(201);
+    const rowBefore = await keyRow(clientA.id, key);
+
+    const other = { ...body, items: [{ sku: body.items[0]!.sku, quantity: 2 }] };
+    const res = await postOrder(other, key);
+
+    expectProblem(res, 422, 'idempotency-key-reused');
+    expect(await ordersOf(body.customerId)).toHaveLength(1);
+    expect(await keyRow(clientA.id, key)).toEqual(rowBefore);
+  });
+
+  test('same key while the first request is in flight: 409 with Retry-After, and the first still completes', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('inflight');
+    // The only saga running in this test is ours: hold its charge so the first request holds its key.
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2500, path: '/charges', times: 1 });
+    const first = postOrder(body, key, { query: '?wait=5s' });
+    const held = await eventually(async () => {
+      const row = await keyRow(clientA.id, key);
+      return row?.state === 'in_flight' ? row : undefined;
+    }, 'the first request to claim its key');
+
+    const second = await postOrder(body, key);
+
+    const problem = expectProblem(second, 409, 'request-in-flight');
+    expect(problem.status).toBe(409);
+    const retryAfter = second.headers.get('retry-after');
+    expect(retryAfter).toMatch(/^\d+$/);
+    // The lease is the default 10s plus the 5s the first request waits.
+    expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
+    expect(Number(retryAfter)).toBeLessThanOrEqual(15);
+    expect(await ordersOf(body.customerId)).toEqual([{ id: held.order_id, client_id: clientA.id, status: 'pending' }]);
+
+    const done = await first;
+    expect(done.status).toBe(201);
+    expect(done.json.id).toBe(held.order_id);
+    const replay = await postOrder(body, key);
+    expect(replay.status).toBe(201);
+    expect(replay.text).toBe(done.text);
+    expect(await ordersOf(body.customerId)).toHaveLength(1);
+  });
+
+  test('20 concurrent requests with one key: one order, one workflow, the rest replays or 409s, no 5xx', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('burst');
+    const responses = await Promise.all(Array.from({ length: 20 }, () => postOrder(body, key)));
+
+    for (const r of responses) expect(r.status).toBeLessThan(500);
+    const fresh = responses.filter((r) => r.status === 201 && r.headers.get('idempotent-replayed') === null);
+    expect(fresh).toHaveLength(1);
+    const original = fresh[0]!;
+    for (const r of responses) {
+      if (r === original) continue;
+      if (r.status === 201) {
+        expect(r.headers.get('idempotent-replayed')).toBe('true');
+        expect(r.text).toBe(original.text);
+      } else {
+        expectProblem(r, 409, 'request-in-flight');
+        expect(r.headers.get('retry-after')).toMatch(/^\d+$/);
+      }
+    }
+    const orders = await ordersOf(body.customerId);
+    expect(orders).toEqual([{ id: original.json.id, client_id: clientA.id, status: expect.any(String) }]);
+    const keys = await ctx.db.query('SELECT order_id, state FROM idempotency_keys WHERE client_id = $1 AND key = $2', [clientA.id, key]);
+    expect(keys.rows).toEqual([{ order_id: original.json.id, state: 'completed' }]);
+    await sagaResult(original.json.id);
+    await eventually(async () => ((await workflowRuns(original.json.id)) > 0 ? true : undefined), 'visibility');
+    expect(await workflowRuns(original.json.id)).toBe(1);
+  });
+
+  test('a request that died between its commit and the saga start is healed by the retry', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('heal');
+    const orderId = `ord_heal${randomBytes(6).toString('hex')}`;
+    await inTransaction(ctx.db, async (tx) => {
+      await tx.query(
+        `INSERT INTO idempotency_keys (client_id, key, fingerprint, order_id, state, locked_until, expires_at)
+         VALUES ($1, $2, $3, $4, 'in_flight', now() - interval '1 second', now() + interval '1 day')`,
+        [clientA.id, key, fingerprint(body), orderId],
+      );
+      await insertOrder(tx, { ...body, orderId }, clientA.id);
+    });
+    // No saga exists yet: GET says so rather than failing.
+    const before = await getOrder(orderId);
+    expect(before.status).toBe(200);
+    expect(before.json.saga).toEqual({ workflowId: `order-${orderId}`, status: 'unknown' });
+
+    const res = await postOrder(body, key);
+
+    expect(res.status).toBe(201);
+    expect(res.headers.get('idempotent-replayed')).toBeNull();
+    expect(res.json).toMatchObject({ id: orderId, saga: { workflowId: `order-${orderId}` } });
+    expect(await ordersOf(body.customerId)).toEqual([{ id: orderId, client_id: clientA.id, status: expect.any(String) }]);
+    expect(await keyRow(clientA.id, key)).toMatchObject({ order_id: orderId, state: 'completed', response_body: res.text });
+    const result = await sagaResult(orderId);
+    expect(result.status).toBe('completed');
+    const books = await reconcileOrder(ctx.db, orderId);
+    expect(books).toMatchObject({ status: 'completed', netChargedMinor: body.amount.amountMinor, problems: [] });
+    expect(await workflowRuns(orderId)).toBe(1);
+  });
+
+  test('?wait=10s answers with the final state of a stocked order, and the replay is that same answer', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('wait');
+    const res = await postOrder(body, key, { query: '?wait=10s' });
+
+    expect(res.status).toBe(201);
+    expect(res.json).toMatchObject({
+      status: 'completed',
+      saga: {
+        workflowId: `order-${res.json.id}`,
+        status: 'completed',
+        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.chargePayment, Step.createShipment, Step.completeOrder],
+        compensations: [],
+      },
+    });
+    expect((await reconcileOrder(ctx.db, res.json.id)).problems).toEqual([]);
+    expect((await keyRow(clientA.id, key))?.response_body).toBe(res.text);
+    const replay = await postOrder(body, key);
+    expect(replay.text).toBe(res.text);
+  });
+
+  test('?wait=10s with a declined card answers failed, with the saga compensated and no money held', async () => {
+    const body = await stockedBody({ paymentToken: 'tok_decline' });
+    const res = await postOrder(body, uniqueId('wait-decline'), { query: '?wait=10s' });
+
+    expect(res.status).toBe(201);
+    expect(res.json).toMatchObject({
+      status: 'failed',
+      failureReason: expect.stringContaining('PaymentDeclined'),
+      saga: { status: 'compensated', failure: { type: 'PaymentDeclined' } },
+    });
+    const books = await reconcileOrder(ctx.db, res.json.id);
+    expect(books).toMatchObject({ status: 'failed', netChargedMinor: 0, heldUnits: 0, problems: [] });
+  });
+
+  test.each(['abc', '120s', '30001ms', '', '-1', '5m', '1.5s'])('?wait=%s: 400 and nothing is written', async (wait) => {
+    const before = await rowCounts(ctx.db);
+    const res = await postOrder(orderBody(), uniqueId('badwait'), { query: `?wait=${wait}` });
+    expectProblem(res, 400, 'invalid-request');
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test('a replay after the API restarts returns the byte-identical body', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('restart');
+    const first = await postOrder(body, key);
+    expect(first.status).toBe(201);
+
+    await api.close();
+    api = await startTestApi();
+    const again = await postOrder(body, key);
+
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.text).toBe(first.text);
+    expect(await ordersOf(body.customerId)).toHaveLength(1);
+  });
+
+  test('Temporal down: 503 unavailable, the lease is released, and a retry on a healthy API heals the same order', async () => {
+    const dead = new Client({ connection: Connection.lazy({ address: '127.0.0.1:1' }) });
+    const deadApi = await startTestApi(dead);
+    try {
+      const body = await stockedBody();
+      const key = uniqueId('down');
+      const res = await postOrder(body, key, { base: deadApi.url });
+      expectProblem(res, 503, 'unavailable');
+
+      const orders = await ordersOf(body.customerId);
+      expect(orders).toHaveLength(1);
+      const row = await keyRow(clientA.id, key);
+      expect(row).toMatchObject({ state: 'in_flight', order_id: orders[0]!.id, response_body: null });
+      expect(row?.locked_until.getTime()).toBeLessThanOrEqual(Date.now() + 1000);
+
+      const retry = await postOrder(body, key);
+      expect(retry.status).toBe(201);
+      expect(retry.json.id).toBe(orders[0]!.id);
+      expect(await ordersOf(body.customerId)).toHaveLength(1);
+      expect((await sagaResult(orders[0]!.id)).status).toBe('completed');
+    } finally {
+      await deadApi.close();
+      await dead.connection.close();
+    }
+  });
+
+  test('an expired key is forgotten: the same key and body start a fresh order; purgeExpiredKeys deletes expired rows', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('expire');
+    const first = await postOrder(body, key);
+    expect(first.status).toBe(201);
+    await ctx.db.query(`UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE client_id = $1 AND key = $2`, [
+      clientA.id,
+      key,
+    ]);
+
+    const second = await postOrder(body, key);
+    expect(second.status).toBe(201);
+    expect(second.headers.get('idempotent-replayed')).toBeNull();
+    expect(second.json.id).not.toBe(first.json.id);
+    expect((await ordersOf(body.customerId)).map((o) => o.id).sort()).toEqual([first.json.id, second.json.id].sort());
+    expect(await keyRow(clientA.id, key)).toMatchObject({ order_id: second.json.id, state: 'completed' });
+
+    const doomed = [uniqueId('purge'), uniqueId('purge')];
+    for (const k of doomed) expect((await postOrder(await stockedBody(), k)).status).toBe(201);
+    await ctx.db.query(`UPDATE idempotency_keys SET expires_at = now() - interval '1 minute' WHERE client_id = $1 AND key = ANY($2)`, [
+      clientA.id,
+      doomed,
+    ]);
+    const total = (await rowCounts(ctx.db)).idempotency_keys ?? 0;
+
+    expect(await purgeExpiredKeys(ctx.db)).toBe(2);
+    expect((await rowCounts(ctx.db)).idempotency_keys).toBe(total - 2);
+    for (const k of doomed) expect(await keyRow(clientA.id, k)).toBeUndefined();
+    expect(await keyRow(clientA.id, key)).toBeDefined();
+    expect(await purgeExpiredKeys(ctx.db)).toBe(0);
+  });
+});
+
+describe('client isolation', () => {
+  test('keys are per client: B with A’s key string creates its own order', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('shared');
+    const a = await postOrder(body, key);
+    const b = await postOrder(body, key, { apiKey: clientB.apiKey });
+
+    expect(a.status).toBe(201);
+    expect(b.status).toBe(201);
+    expect(b.headers.get('idempotent-replayed')).toBeNull();
+    expect(b.json.id).not.toBe(a.json.id);
+    const orders = await ordersOf(body.customerId);
+    expect(orders.map((o) => [o.id, o.client_id]).sort()).toEqual(
+      [
+        [a.json.id, clientA.id],
+        [b.json.id, clientB.id],
+      ].sort(),
+    );
+    const keys = await ctx.db.query('SELECT client_id, order_id FROM idempotency_keys WHERE key = $1 ORDER BY client_id', [key]);
+    expect(keys.rows).toEqual(
+      [
+        { client_id: clientA.id, order_id: a.json.id },
+        { client_id: clientB.id, order_id: b.json.id },
+      ].sort((x, y) => (x.client_id < y.client_id ? -1 : 1)),
+    );
+  });
+
+  test('B cannot see or cancel A’s order: 404 shaped like an unknown id, and A’s saga runs on', async () => {
+    const body = await stockedBody();
+    // Hold A's saga before its pivot, so that a leaked cancel would be honoured.
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2000, path: '/charges', times: 1 });
+    const a = await postOrder(body, uniqueId('iso'));
+    expect(a.status).toBe(201);
+    const id: string = a.json.id;
+    await untilOrder(id, (o) => o.saga.currentStep === Step.chargePayment, 'A’s saga to be charging');
+
+    const seen = await getOrder(id, clientB.apiKey);
+    const unknown = await getOrder('ord_doesnotexist', clientB.apiKey);
+    const seenBody = expectProblem(seen, 404, 'not-found');
+    const unknownBody = expectProblem(unknown, 404, 'not-found');
+    expect(Object.keys(seenBody).sort()).toEqual(Object.keys(unknownBody).sort());
+    expect({ ...seenBody, detail: '', instance: '' }).toEqual({ ...unknownBody, detail: '', instance: '' });
+    expect(JSON.stringify(seenBody)).not.toContain(body.customerId);
+
+    const cancel = await cancelOrder(id, clientB.apiKey);
+    expectProblem(cancel, 404, 'not-found');
+
+    const result = await sagaResult(id);
+    expect(result.status).toBe('completed');
+    const mine = await getOrder(id);
+    expect(mine.status).toBe(200);
+    expect(mine.json.status).toBe('completed');
+  });
+
+  test('an unknown order is 404 for its own client too, on GET and on cancel', async () => {
+    expectProblem(await getOrder(`ord_${randomBytes(10).toString('hex')}`), 404, 'not-found');
+    expectProblem(await cancelOrder(`ord_${randomBytes(10).toString('hex')}`), 404, 'not-found');
+  });
+});
+
+describe('GET /orders/:id', () => {
+  test('200 with the order and the live saga status', async () => {
+    const body = await stockedBody({
+      items: [
+        { sku: uniqueId('sku-b'), quantity: 2 },
+        { sku: uniqueId('sku-a'), quantity: 1 },
+      ],
+    });
+    await seedInventory(ctx.db, Object.fromEntries(body.items.map((i) => [i.sku, 10])));
+    const created = await postOrder(body, uniqueId('get'));
+    expect(created.status).toBe(201);
+    const id: string = created.json.id;
+    await sagaResult(id);
+
+    const res = await getOrder(id);
+
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    expect(res.json).toEqual({
+      id,
+      status: 'completed',
+      customerId: body.customerId,
+      items: expect.arrayContaining(body.items),
+      amount: body.amount,
+      failureReason: null,
+      createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      saga: {
+        workflowId: `order-${id}`,
+        status: 'completed',
+        currentStep: null,
+        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.chargePayment, Step.createShipment, Step.completeOrder],
+        compensations: [],
+      },
+    });
+    expect(res.json.items).toHaveLength(2);
+  });
+});
+
+describe('POST /orders/:id/cancel', () => {
+  test('before the pivot: 202, again 202, and the order ends cancelled with no money held', async () => {
+    const body = await stockedBody();
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2000, path: '/charges', times: 1 });
+    const faultAt = Date.now();
+    const created = await postOrder(body, uniqueId('cancel'));
+    const id: string = created.json.id;
+    const running = await untilOrder(id, (o) => o.saga.currentStep === Step.chargePayment, 'the saga to be charging');
+    expect(running).toMatchObject({ status: 'pending', saga: { status: 'running' } });
+
+    const res = await cancelOrder(id, clientA.apiKey, { reason: 'changed my mind' });
+    expect(res.status).toBe(202);
+    expect(res.json).toEqual({ id, cancel: 'accepted' });
+    expect(res.headers.get('location')).toBe(`/orders/${id}`);
+    expect((await cancelOrder(id)).status).toBe(202);
+
+    const result = await sagaResult(id);
+    expect(result).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'changed my mind' } });
+    const after = await getOrder(id);
+    expect(after.json).toMatchObject({ status: 'cancelled', saga: { status: 'cancelled' } });
+    expect((await cancelOrder(id)).status).toBe(202);
+
+    // Let the held charge attempt land before reading the books: its tombstone must make it apply nothing.
+    await new Promise((r) => setTimeout(r, Math.max(0, faultAt + 2500 - Date.now())));
+    const books = await reconcileOrder(ctx.db, id);
+    expect(books).toMatchObject({ status: 'cancelled', netChargedMinor: 0, heldUnits: 0, consumedUnits: 0, problems: [] });
+  });
+
+  test('once the pivot started: 409 cancel-refused naming the point of no return; after completion, 409 too', async () => {
+    const body = await stockedBody();
+    await addFault(ctx.carrier.url, { kind: 'latency', latency_ms: 2000, path: '/shipments', times: 1 });
+    const created = await postOrder(body, uniqueId('pivot'));
+    const id: string = created.json.id;
+    await untilOrder(id, (o) => o.saga.currentStep === Step.createShipment, 'the pivot to start');
+
+    const refused = await cancelOrder(id);
+    const problem = expectProblem(refused, 409, 'cancel-refused');
+    expect(problem.detail).toMatch(/point of no return/);
+
+    expect((await sagaResult(id)).status).toBe('completed');
+    expect((await reconcileOrder(ctx.db, id)).problems).toEqual([]);
+    const late = expectProblem(await cancelOrder(id), 409, 'cancel-refused');
+    expect(late.detail).toMatch(/completed/);
+    expect((await ordersOf(body.customerId))[0]?.status).toBe('completed');
+  });
+
+  test('a cancel body that fails validation is 400 and changes nothing', async () => {
+    const body = await stockedBody();
+    const created = await postOrder(body, uniqueId('cancel-bad'), { query: '?wait=10s' });
+    expect(created.json.status).toBe('completed');
+    expectProblem(await cancelOrder(created.json.id, clientA.apiKey, { reason: 'x', extra: true }), 400, 'invalid-request');
+    expectProblem(await cancelOrder(created.json.id, clientA.apiKey, '{"reason":'), 400, 'invalid-request');
+    expect((await ordersOf(body.customerId))[0]?.status).toBe('completed');
+  });
+});
+
+describe('authentication', () => {
+  test.each([
+    ['no Authorization header', undefined],
+    ['an unknown key', 'Bearer sk_thisisnotarealkey'],
+    ['a Basic credential', 'Basic dXNlcjpwYXNz'],
+    ['a bearer without a key', 'Bearer'],
+    ['a key with characters outside the alphabet', 'Bearer sk_abc$def'],
+  ])('POST /orders with %s: 401 with WWW-Authenticate, nothing written', async (_name, authorization) => {
+    const before = await rowCounts(ctx.db);
+    const headers: Record<string, string> = authorization === undefined ? {} : { authorization };
+    const res = await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers });
+    expectProblem(res, 401, 'unauthorized');
+    expect(res.headers.get('www-authenticate')).toBe('Bearer');
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test('GET and cancel without a valid key are 401 too', async () => {
+    expectProblem(await request(api.url, '/orders/ord_x'), 401, 'unauthorized');
+    expectProblem(await getOrder('ord_x', 'sk_unknown'), 401, 'unauthorized');
+    expectProblem(await request(api.url, '/orders/ord_x/cancel', { method: 'POST' }), 401, 'unauthorized');
+  });
+});
+
+describe('health and readiness', () => {
+  test('GET /healthz: 200', async () => {
+    const res = await request(api.url, '/healthz');
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ status: 'ok' });
+  });
+
+  test('GET /readyz: 200 with database and temporal ok', async () => {
+    const res = await request(api.url, '/readyz');
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ status: 'ready', checks: { database: 'ok', temporal: 'ok' } });
+  });
+
+  test('GET /readyz with Temporal unreachable: 503 naming temporal', async () => {
+    const dead = new Client({ connection: Connection.lazy({ address: '127.0.0.1:1' }) });
+    const deadApi = await startTestApi(dead);
+    try {
+      const res = await request(deadApi.url, '/readyz');
+      expect(res.status).toBe(503);
+      expect(res.json.status).toBe('not ready');
+      expect(res.json.checks.database).toBe('ok');
+      expect(res.json.checks.temporal).toEqual(expect.any(String));
+      expect(res.json.checks.temporal).not.toBe('ok');
+    } finally {
+      await deadApi.close();
+      await dead.connection.close();
+    }
+  });
+
+  test('unknown routes and methods answer with a problem', async () => {
+    expectProblem(await request(api.url, '/nope'), 404, 'not-found');
+    const wrongMethod = await request(api.url, '/orders', { method: 'DELETE', apiKey: clientA.apiKey });
+    expect(wrongMethod.status).toBeGreaterThanOrEqual(400);
+    expect(wrongMethod.status).toBeLessThan(500);
+    expect(wrongMethod.headers.get('content-type')).toBe('application/problem+json');
+    expectProblem(await request(api.url, '/orders/%E0%A4%A', { apiKey: clientA.apiKey }), 400, 'invalid-request');
+  });
+});
+
+describe('GET /openapi.json', () => {
+  test('OpenAPI 3.1 with the routes and CreateOrder generated from the zod schema', async () => {
+    const res = await request(api.url, '/openapi.json');
+    expect(res.status).toBe(200);
+    const doc = res.json;
+    expect(doc.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.paths['/orders'])).toEqual(['post']);
+    expect(Object.keys(doc.paths['/orders/{id}'])).toEqual(['get']);
+    expect(Object.keys(doc.paths['/orders/{id}/cancel'])).toEqual(['post']);
+    expect(doc.paths['/orders'].post.requestBody.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/CreateOrder' });
+
+    const create = doc.components.schemas.CreateOrder;
+    const fields = Object.keys(createOrderRequest.shape).sort();
+    expect(fields).not.toContain('orderId');
+    expect(Object.keys(create.properties).sort()).toEqual(fields);
+    expect([...create.required].sort()).toEqual(fields);
+    expect(create.additionalProperties).toBe(false);
+    expect(create.properties.items.maxItems).toBe(50);
+    expect(create.properties.amount.properties.currency.enum).toContain('EUR');
+    for (const [status, response] of Object.entries<any>(doc.paths['/orders'].post.responses)) {
+      if (Number(status) >= 400) expect(Object.keys(response.content)).toEqual(['application/problem+json']);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+const valid = () => orderBody();
+const withItem = (item: Record<string, unknown>) => ({ ...valid(), items: [{ sku: 'sku-1', quantity: 1, ...item }] });
+const withAmount = (amount: Record<string, unknown>) => ({ ...valid(), amount: { amountMinor: 1000, currency: 'EUR', ...amount } });
+const withAddress = (addr: Record<string, unknown>) => ({ ...valid(), shippingAddress: { ...valid().shippingAddress, ...addr } });
+const without = (field: keyof CreateOrderRequest) => {
+  const b: Record<string, unknown> = { ...valid() };
+  delete b[field];
+  return b;
+};
+
+const malformed: [name: string, body: unknown, status: number, contentType?: string][] = [
+  ['invalid JSON', '{"customerId": "c1", ', 400],
+  ['a JSON array', '[]', 400],
+  ['an array holding a valid order', [orderBody()], 400],
+  ['an empty body', '', 400],
+  ['a JSON string', '"order"', 400],
+  ['a JSON number', '42', 400],
+  ['a null body', 'null', 400],
+  ['NaN, which JSON does not have', '{"amount": NaN}', 400],
+  ['text/plain content-type', JSON.stringify(orderBody()), 415, 'text/plain'],
+  ['form content-type', 'customerId=c1', 415, 'application/x-www-form-urlencoded'],
+  ['a JSON-lookalike content-type', JSON.stringify(orderBody()), 415, 'application/jsonx'],
+  ['a body over 64 KiB', { ...orderBody(), pad: 'x'.repeat(70 * 1024) }, 413],
+  ['missing customerId', without('customerId'), 400],
+  ['missing items', without('items'), 400],
+  ['missing amount', without('amount'), 400],
+  ['missing paymentToken', without('paymentToken'), 400],
+  ['missing shippingAddress', without('shippingAddress'), 400],
+  ['customerId as a number', { ...valid(), customerId: 42 }, 400],
+  ['items as an object', { ...valid(), items: { sku: 'a', quantity: 1 } }, 400],
+  ['negative quantity', withItem({ quantity: -1 }), 400],
+  ['zero quantity', withItem({ quantity: 0 }), 400],
+  ['fractional quantity', withItem({ quantity: 1.5 }), 400],
+  ['huge quantity', withItem({ quantity: 1e12 }), 400],
+  ['quantity as a string', withItem({ quantity: '1' }), 400],
+  ['a float amount', withAmount({ amountMinor: 12.5 }), 400],
+  ['a negative amount', withAmount({ amountMinor: -100 }), 400],
+  ['a zero amount', withAmount({ amountMinor: 0 }), 400],
+  ['an amount as a string', withAmount({ amountMinor: '1000' }), 400],
+  ['an amount over the maximum', withAmount({ amountMinor: 1e11 + 1 }), 400],
+  ['an infinite amount (1e400)', JSON.stringify(withAmount({})).replace('"amountMinor":1000', '"amountMinor":1e400'), 400],
+  ['an unknown currency', withAmount({ currency: 'XYZ' }), 400],
+  ['a lowercase currency', withAmount({ currency: 'eur' }), 400],
+  ['no items', { ...valid(), items: [] }, 400],
+  ['51 items', { ...valid(), items: Array.from({ length: 51 }, (_, i) => ({ sku: `sku-${i}`, quantity: 1 })) }, 400],
+  ['duplicate SKUs', { ...valid(), items: [{ sku: 'dup', quantity: 1 }, { sku: 'dup', quantity: 2 }] }, 400],
+  ['an SQL injection in the SKU', withItem({ sku: "x'; DROP TABLE orders;--" }), 400],
+  ['an SQL injection in customerId', { ...valid(), customerId: "1' OR '1'='1" }, 400],
+  ['a customerId over 64 characters', { ...valid(), customerId: 'c'.repeat(65) }, 400],
+  ['a paymentToken over 200 characters', { ...valid(), paymentToken: 't'.repeat(201) }, 400],
+  ['a blank paymentToken', { ...valid(), paymentToken: '   ' }, 400],
+  ['an unknown top-level field', { ...valid(), coupon: 'FREE' }, 400],
+  ['a client-chosen orderId', { ...valid(), orderId: 'mine' }, 400],
+  ['an unknown item field', withItem({ price: 1 }), 400],
+  ['an unknown amount field', withAmount({ fx: 1.1 }), 400],
+  ['a __proto__ field', JSON.stringify(valid()).replace(/^\{/, '{"__proto__":{"admin":true},'), 400],
+  ['nested garbage as the address', { ...valid(), shippingAddress: [[{}], null, { a: { b: [] } }] }, 400],
+  ['a lowercase country', withAddress({ country: 'de' }), 400],
+  ['a three-letter country', withAddress({ country: 'DEU' }), 400],
+  ['a postal code over 20 characters', withAddress({ postalCode: '1'.repeat(21) }), 400],
+  ['an address field as null', withAddress({ city: null }), 400],
+  ['a name over 200 characters', withAddress({ name: 'n'.repeat(201) }), 400],
+];
+
+describe('malformed POST /orders bodies', () => {
+  test('the table is big enough', () => {
+    expect(malformed.length).toBeGreaterThanOrEqual(30);
+  });
+
+  test.each(malformed)('%s: %i problem+json, nothing written', async (_name, body, status, contentType) => {
+    const before = await rowCounts(ctx.db);
+    const res = await request(api.url, '/orders', {
+      method: 'POST',
+      apiKey: clientA.apiKey,
+      idempotencyKey: uniqueId('bad'),
+      body,
+      contentType: contentType ?? 'application/json',
+    });
+    if (res.status === 201) started.add(`order-${res.json.id}`);
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+    const problem = expectProblem(res, status);
+    expect(problem.status).toBe(res.status);
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+});

@@ -1,0 +1,65 @@
+import { loadCases } from '../../src/replay/fixtures';
+import { describeOutcome, recordedEnding, replayAll, type ReplayOutcome } from '../../src/replay/replay';
+
+/**
+ * The replay gate: every committed history must replay against the current
+ * workflow code with its real workflow ID, and end exactly as it ended when it
+ * was recorded (result, steps and compensations), so no change can break sagas
+ * already in flight.
+ */
+const cases = loadCases();
+let outcomes: Map<string, ReplayOutcome>;
+
+beforeAll(async () => {
+  outcomes = new Map((await replayAll(cases)).map((o) => [o.workflowId, o]));
+});
+
+test('there are committed histories for every saga path', () => {
+  const scenarios = new Set(cases.map((c) => c.scenario));
+  for (const s of [
+    'success',
+    'fail-record-order',
+    'fail-reserve-inventory',
+    'fail-charge-payment',
+    'fail-create-shipment',
+    'cancel-before-pivot',
+    'cancel-refused-after-pivot',
+    'compensation-retried',
+    'duplicate-start',
+  ]) {
+    expect(scenarios).toContain(s);
+  }
+});
+
+test.each(cases.map((c) => [`${c.entry.file} (${c.workflowId})`, c] as const))('%s replays and ends as recorded', (_name, c) => {
+  const outcome = outcomes.get(c.workflowId);
+  if (!outcome) throw new Error(`${c.workflowId} (${c.scenario}) was not replayed`);
+  if (!outcome.ok) throw new Error(describeOutcome(outcome));
+  expect(outcome.endingMatches).toBe(true);
+  expect(outcome.replayed).toEqual(recordedEnding(c.history));
+});
+
+test('the gate can fail: an incompatible workflow change is a determinism violation naming the workflow', async () => {
+  const success = cases.find((c) => c.scenario === 'success');
+  if (!success) throw new Error('no success history committed');
+  const [outcome] = await replayAll([success], { workflowsPath: require.resolve('./fixtures/changed-workflows') });
+  expect(outcome?.ok).toBe(false);
+  expect(outcome?.errorName).toBe('DeterminismViolationError');
+  expect(describeOutcome(outcome!)).toContain(success.workflowId);
+  expect(describeOutcome(outcome!)).toContain('success');
+});
+
+test('the gate checks more than determinism: a history whose recorded result was altered fails', async () => {
+  const declined = cases.find((c) => c.scenario === 'fail-charge-payment');
+  if (!declined) throw new Error('no declined-card history committed');
+  const tampered = structuredClone(declined.history);
+  const last = tampered.events![tampered.events!.length - 1]!;
+  const payload = last.workflowExecutionCompletedEventAttributes!.result!.payloads![0]!;
+  const result = JSON.parse(Buffer.from(payload.data!).toString()) as { compensations: unknown[] };
+  result.compensations.reverse();
+  payload.data = Buffer.from(JSON.stringify(result));
+  const [outcome] = await replayAll([{ ...declined, history: tampered }]);
+  expect(outcome?.error).toBeUndefined();
+  expect(outcome?.endingMatches).toBe(false);
+  expect(outcome?.ok).toBe(false);
+});
