@@ -1,0 +1,41 @@
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { ConfigError, loadConfig } from '../config';
+import { replayFromServer, summaryTable } from '../replay/live';
+import { runMain } from './run';
+
+/**
+ * `npm run replay -- --query "<list filter>" [--limit N]`: replays recent
+ * histories from the server at TEMPORAL_ADDRESS (or --address) against this
+ * build; prints a summary and exits 1 if any fails.
+ */
+runMain(async () => {
+  const { values } = parseArgs({
+    options: { query: { type: 'string' }, address: { type: 'string' }, limit: { type: 'string' } },
+  });
+  const config = loadConfig();
+  const address = values.address ?? config.TEMPORAL_ADDRESS;
+  if (!address) throw new ConfigError([{ variable: 'TEMPORAL_ADDRESS', message: 'required (or pass --address host:port)' }]);
+  const query = values.query ?? "WorkflowType = 'orderSaga'";
+  const limit = values.limit ? Number(values.limit) : 100;
+  if (!Number.isInteger(limit) || limit < 1) {
+    console.error('--limit must be a positive integer');
+    return 2;
+  }
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  const connection = await Connection.connect({ address });
+  try {
+    const outcomes = await replayFromServer(new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }), query, { limit });
+    if (outcomes.length === 0) {
+      console.log(`no workflows match: ${query}`);
+      return 0;
+    }
+    console.table(summaryTable(outcomes));
+    const failed = outcomes.filter((o) => !o.ok).length;
+    console.log(`${outcomes.length - failed} replayed ok, ${failed} failed (query: ${query})`);
+    return failed === 0 ? 0 : 1;
+  } finally {
+    await connection.close();
+  }
+});

@@ -1,0 +1,31 @@
+import type { Client } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
+import { replayAll, type ReplayCase, type ReplayOutcome } from './replay';
+
+/**
+ * Replays recent histories from a running server against a build: the check a
+ * team runs before deploying new workers.
+ */
+export async function replayFromServer(
+  client: Client,
+  query: string,
+  options: { limit?: number; workflowsPath?: string } = {},
+): Promise<ReplayOutcome[]> {
+  const limit = options.limit ?? 100;
+  const cases: ReplayCase[] = [];
+  for await (const { workflowId, history } of client.workflow.list({ query, pageSize: Math.min(limit, 100) }).intoHistories()) {
+    cases.push({ workflowId, scenario: workflowId, history: history as temporal.api.history.v1.IHistory });
+    if (cases.length >= limit) break;
+  }
+  if (cases.length === 0) return [];
+  return replayAll(cases, { workflowsPath: options.workflowsPath });
+}
+
+export function summaryTable(outcomes: ReplayOutcome[]): Record<string, string>[] {
+  return outcomes.map((o) => ({
+    workflow: o.workflowId,
+    result: o.ok ? 'ok' : 'FAIL',
+    ending: o.endingMatches === null ? 'open (not compared)' : o.endingMatches ? 'as recorded' : 'DIFFERENT',
+    error: o.error ? `${o.errorName}: ${o.error}`.slice(0, 160) : '',
+  }));
+}
