@@ -1,4 +1,5 @@
 import type { ActivityDeps } from './deps';
+import { createFraudActivities } from './fraud';
 import { createInventoryActivities } from './inventory';
 import { createOrderActivities } from './orders';
 import { createPaymentActivities } from './payments';
@@ -11,6 +12,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createOrderActivities(deps),
     ...createInventoryActivities(deps),
+    ...createFraudActivities(deps),
     ...createPaymentActivities(deps),
     ...createShippingActivities(deps),
   };

@@ -6,6 +6,7 @@
 export const FailureType = {
   OutOfStock: 'OutOfStock',
   PaymentDeclined: 'PaymentDeclined',
+  FraudSuspected: 'FraudSuspected',
   ProviderUnavailable: 'ProviderUnavailable',
   IdempotencyConflict: 'IdempotencyConflict',
   StepCancelled: 'StepCancelled',

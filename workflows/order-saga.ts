@@ -1,8 +1,10 @@
-import { defineQuery, defineUpdate, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { defineQuery, defineUpdate, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { SagaActivities } from '../activities';
 import { Saga, type SagaStatus } from './saga';
 import { Step } from './steps';
 import type { OrderInput, OrderSagaResult } from './types';
+
+export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<{ accepted: true }, [{ reason?: string }]>('cancel');
@@ -55,6 +57,17 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
       run: () => local.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
       undo: () => compensation.releaseInventory(undoKeys(Step.reserveInventory)),
     });
+    // Added after sagas were already running: those replay on the old path, without it.
+    // Life cycle (docs/versioning.md): patched -> deprecatePatch -> plain code.
+    if (patched(FRAUD_CHECK_PATCH)) {
+      await saga.step({
+        name: Step.fraudCheck,
+        kind: 'compensatable',
+        run: () =>
+          local.checkFraud({ key: key(Step.fraudCheck), orderId, amount: order.amount, paymentToken: order.paymentToken }),
+        undo: () => compensation.voidFraudCheck(undoKeys(Step.fraudCheck)),
+      });
+    }
     const charge = await saga.step({
       name: Step.chargePayment,
       kind: 'compensatable',

@@ -2,6 +2,7 @@
 export const Step = {
   recordOrder: 'record-order',
   reserveInventory: 'reserve-inventory',
+  fraudCheck: 'fraud-check',
   chargePayment: 'charge-payment',
   createShipment: 'create-shipment',
   completeOrder: 'complete-order',

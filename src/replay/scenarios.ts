@@ -56,6 +56,7 @@ export const scenarios: Scenario[] = [
     },
   },
   { name: 'fail-reserve-inventory', run: (ctx, o) => start(ctx, { ...o, items: [{ sku: o.items[0]!.sku, quantity: 999 }] }) },
+  { name: 'fail-fraud-check', run: (ctx, o) => start(ctx, { ...o, paymentToken: 'tok_fraud' }) },
   { name: 'fail-charge-payment', run: (ctx, o) => start(ctx, { ...o, paymentToken: 'tok_decline' }) },
   {
     name: 'fail-create-shipment',

@@ -62,7 +62,7 @@ test('success: every step applies once and the books balance', async () => {
 
   expect(result.status).toBe('completed');
   expect(result.completedSteps).toEqual([
-    Step.recordOrder, Step.reserveInventory, Step.chargePayment, Step.createShipment, Step.completeOrder,
+    Step.recordOrder, Step.reserveInventory, Step.fraudCheck, Step.chargePayment, Step.createShipment, Step.completeOrder,
   ]);
   expect(result.compensations).toEqual([]);
   const books = await reconcileOrder(ctx.db, o.orderId);
@@ -74,6 +74,7 @@ test('success: every step applies once and the books balance', async () => {
       [Step.chargePayment, 'completed'],
       [Step.completeOrder, 'completed'],
       [Step.createShipment, 'completed'],
+      [Step.fraudCheck, 'completed'],
       [Step.recordOrder, 'completed'],
       [Step.reserveInventory, 'completed'],
     ].sort(),
@@ -110,13 +111,40 @@ test('declined card: the stock is released and no money is held', async () => {
   const result = await (await startOrderSaga(ctx.client, o, taskQueue)).result();
 
   expect(result).toMatchObject({ status: 'compensated', failure: { type: 'PaymentDeclined' } });
-  expect(result.compensations.map((c) => c.step)).toEqual([Step.chargePayment, Step.reserveInventory, Step.recordOrder]);
+  expect(result.compensations.map((c) => c.step)).toEqual([
+    Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder,
+  ]);
   await expectReconciled(o, 'failed');
   expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 4, reserved: 0, held: 0 });
   const pay = await ctx.db.query('SELECT status FROM payments WHERE order_id = $1', [o.orderId]);
   expect(pay.rows).toEqual([{ status: 'declined' }]);
   const res = await ctx.db.query(`SELECT status FROM reservations WHERE order_id = $1`, [o.orderId]);
   expect(res.rows).toEqual([{ status: 'released' }]);
+});
+
+test('fraud suspected: stopped before any money moves, the stock released', async () => {
+  const o = order({ paymentToken: 'tok_fraud' });
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  const result = await handle.result();
+
+  expect(result).toMatchObject({ status: 'compensated', failure: { type: 'FraudSuspected' } });
+  expect(result.compensations.map((c) => c.step)).toEqual([Step.fraudCheck, Step.reserveInventory, Step.recordOrder]);
+  await expectReconciled(o, 'failed');
+  const charges = await ctx.db.query(`SELECT 1 FROM provider_charges WHERE idempotency_key LIKE $1`, [`order-${o.orderId}/%`]);
+  expect(charges.rowCount).toBe(0);
+  const fraud = await ctx.db.query(`SELECT state, error->>'type' AS type FROM step_ledger WHERE key = $1`, [
+    `${handle.workflowId}/${Step.fraudCheck}`,
+  ]);
+  expect(fraud.rows).toEqual([{ state: 'cancelled', type: 'FraudSuspected' }]);
+});
+
+test('an approved fraud check is voided when a later step fails', async () => {
+  const o = order({ paymentToken: 'tok_decline' });
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await (await startOrderSaga(ctx.client, o, taskQueue)).result();
+  const fraud = await ctx.db.query('SELECT decision, status FROM fraud_checks WHERE order_id = $1', [o.orderId]);
+  expect(fraud.rows).toEqual([{ decision: 'approved', status: 'voided' }]);
 });
 
 test('carrier outage: retried to the bound, then the charge is refunded and the label voided', async () => {
@@ -127,7 +155,7 @@ test('carrier outage: retried to the bound, then the charge is refunded and the 
 
   expect(result).toMatchObject({ status: 'compensated', failure: { type: 'ProviderUnavailable' } });
   expect(result.compensations.map((c) => c.step)).toEqual([
-    Step.createShipment, Step.chargePayment, Step.reserveInventory, Step.recordOrder,
+    Step.createShipment, Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder,
   ]);
   await expectReconciled(o, 'failed');
   const charge = await ctx.db.query(`SELECT status FROM provider_charges WHERE idempotency_key LIKE $1`, [`order-${o.orderId}/%`]);
@@ -155,7 +183,7 @@ test('customer cancel before the pivot: the in-flight charge is undone and the o
   const result = await handle.result();
 
   expect(result).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'customer changed their mind' } });
-  expect(result.completedSteps).toEqual([Step.recordOrder, Step.reserveInventory]);
+  expect(result.completedSteps).toEqual([Step.recordOrder, Step.reserveInventory, Step.fraudCheck]);
   // Let the slow charge attempt land; the tombstone must make it apply nothing.
   await new Promise((r) => setTimeout(r, 2000));
   const books = await expectReconciled(o, 'cancelled');
