@@ -14,20 +14,33 @@ beforeAll(async () => {
   outcomes = new Map((await replayAll(cases)).map((o) => [o.workflowId, o]));
 });
 
-test('there are committed histories for every saga path', () => {
-  const scenarios = new Set(cases.map((c) => c.scenario));
-  for (const s of [
-    'success',
-    'fail-record-order',
-    'fail-reserve-inventory',
-    'fail-charge-payment',
-    'fail-create-shipment',
-    'cancel-before-pivot',
-    'cancel-refused-after-pivot',
-    'compensation-retried',
-    'duplicate-start',
-  ]) {
-    expect(scenarios).toContain(s);
+const paths = [
+  'success',
+  'fail-record-order',
+  'fail-reserve-inventory',
+  'fail-charge-payment',
+  'fail-create-shipment',
+  'cancel-before-pivot',
+  'cancel-refused-after-pivot',
+  'compensation-retried',
+  'duplicate-start',
+];
+
+test.each([
+  // v1: recorded before the fraud check existed; these sagas must keep finishing on the old path.
+  ['v1', paths],
+  // v2: recorded after it, with the patch marker.
+  ['v2', [...paths, 'fail-fraud-check']],
+])('there are committed %s histories for every saga path', (label, expected) => {
+  const scenarios = cases.filter((c) => c.entry.file.startsWith(`${label}-`)).map((c) => c.scenario);
+  expect([...scenarios].sort()).toEqual([...expected].sort());
+});
+
+test('v1 sagas never ran the fraud check; v2 sagas that got past the stock did', () => {
+  for (const c of cases) {
+    const ranFraudCheck = c.entry.activities.includes('checkFraud');
+    const gotPastStock = c.entry.activities.includes('chargePayment') || c.scenario === 'fail-fraud-check';
+    expect({ file: c.entry.file, ranFraudCheck }).toEqual({ file: c.entry.file, ranFraudCheck: c.entry.file.startsWith('v2-') && gotPastStock });
   }
 });
 
