@@ -1,26 +1,85 @@
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import { createActivities, type ActivityDeps } from '../activities';
+import { NativeConnection, Worker, type State, type WorkerOptions } from '@temporalio/worker';
+import { activitiesBySystem, type ActivityDeps } from '../activities';
+import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/queues';
 
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 
 export interface SagaWorkerOptions {
   connection: NativeConnection;
   namespace: string;
+  /** The base task queue: the workflow's; activity queues are named after it. */
   taskQueue: string;
   deps: ActivityDeps;
+  /** Which queues this process polls; all of them by default. */
+  queues?: readonly QueueRole[];
+  /** Concurrent activity (or workflow task) slots per queue. */
+  concurrency?: Partial<Record<QueueRole, number>>;
+  /** Task-queue-wide cap on payment calls per second, shared by every payments worker. */
+  paymentsPerSecond?: number;
   /** A prebuilt bundle starts faster; without one the workflows are bundled at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
-  maxConcurrentActivityTaskExecutions?: number;
+  /** How long in-flight activities may run on after shutdown begins. */
+  shutdownGraceTime?: WorkerOptions['shutdownGraceTime'];
+  /** Off for in-process workers whose owner handles signals. */
+  handleSignals?: boolean;
+  interceptors?: WorkerOptions['interceptors'];
+  sinks?: WorkerOptions['sinks'];
 }
 
-/** One worker running the saga workflow and all of its activities. */
-export function createSagaWorker(opts: SagaWorkerOptions): Promise<Worker> {
-  return Worker.create({
+/** Several Temporal workers, one per task queue, run and stopped as one. */
+export interface SagaWorker {
+  readonly workers: { role: QueueRole; taskQueue: string; worker: Worker }[];
+  run(): Promise<void>;
+  shutdown(): void;
+  getState(): State;
+}
+
+export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWorker> {
+  const systems = activitiesBySystem(opts.deps);
+  const roles = opts.queues ?? QUEUE_ROLES;
+  const common = {
     connection: opts.connection,
     namespace: opts.namespace,
-    taskQueue: opts.taskQueue,
-    activities: createActivities(opts.deps),
-    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
-    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 50,
-  });
+    shutdownGraceTime: opts.shutdownGraceTime ?? '10s',
+    shutdownSignals: opts.handleSignals === false ? [] : undefined,
+    interceptors: opts.interceptors,
+    sinks: opts.sinks,
+  };
+  const workers = await Promise.all(
+    roles.map(async (role) => {
+      const taskQueue = queueName(opts.taskQueue, role);
+      const concurrency = opts.concurrency?.[role];
+      const worker =
+        role === 'workflows'
+          ? await Worker.create({
+              ...common,
+              taskQueue,
+              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+              maxConcurrentWorkflowTaskExecutions: concurrency ?? 40,
+            })
+          : await Worker.create({
+              ...common,
+              taskQueue,
+              activities: systems[role],
+              maxConcurrentActivityTaskExecutions: concurrency ?? 50,
+              ...(role === 'payments' && opts.paymentsPerSecond
+                ? { maxTaskQueueActivitiesPerSecond: opts.paymentsPerSecond }
+                : {}),
+            });
+      return { role, taskQueue, worker };
+    }),
+  );
+  return {
+    workers,
+    async run() {
+      await Promise.all(workers.map((w) => w.worker.run()));
+    },
+    shutdown() {
+      for (const { worker } of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
+    },
+    getState() {
+      const states = workers.map((w) => w.worker.getState());
+      return states.find((s) => s !== 'STOPPED') ?? 'STOPPED';
+    },
+  };
 }

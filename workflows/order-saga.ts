@@ -1,6 +1,7 @@
-import { defineQuery, defineUpdate, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { defineQuery, defineUpdate, patched, proxyActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
 import type { SagaActivities } from '../activities';
 import { Saga, type SagaStatus } from './saga';
+import { queueName, type ActivitySystem } from './queues';
 import { Step } from './steps';
 import type { OrderInput, OrderSagaResult } from './types';
 
@@ -11,30 +12,42 @@ export const cancelUpdate = defineUpdate<{ accepted: true }, [{ reason?: string 
 
 const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
 
+/** Activity stubs for one system, on that system's task queue. */
+function system(role: ActivitySystem, options: ActivityOptions) {
+  return proxyActivities<SagaActivities>({ ...options, taskQueue: queueName(workflowInfo().taskQueue, role) });
+}
+
 // Local steps are fast transactions; a few attempts absorb a database blip.
-const local = proxyActivities<SagaActivities>({
-  startToCloseTimeout: '10s',
-  retry: { ...retry, maximumAttempts: 5 },
-});
-
+const localStep: ActivityOptions = { startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 5 } };
 // External steps: transient provider failures are retried with backoff up to a
-// bound, then the saga compensates.
-const external = proxyActivities<SagaActivities>({
+// bound, then the saga compensates. A worker that dies mid-call stops
+// heartbeating, so its attempt moves to another worker within the heartbeat timeout.
+const externalStep: ActivityOptions = {
   startToCloseTimeout: '15s',
+  heartbeatTimeout: '5s',
   retry: { ...retry, maximumAttempts: 5 },
-});
-
+};
 // One round of a compensation; the saga helper keeps starting new rounds until it succeeds.
-const compensation = proxyActivities<SagaActivities>({
+const compensationRound: ActivityOptions = {
   startToCloseTimeout: '15s',
+  heartbeatTimeout: '5s',
   retry: { ...retry, maximumAttempts: 3 },
-});
+};
 
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const workflowId = workflowInfo().workflowId;
   const key = (step: string) => `${workflowId}/${step}`;
   const undoKeys = (step: string) => ({ key: `${key(step)}/undo`, forwardKey: key(step), orderId: order.orderId });
   const { orderId } = order;
+
+  const local = { orders: system('orders', localStep), inventory: system('inventory', localStep) };
+  const external = { payments: system('payments', externalStep), shipping: system('shipping', externalStep) };
+  const undo = {
+    orders: system('orders', compensationRound),
+    inventory: system('inventory', compensationRound),
+    payments: system('payments', compensationRound),
+    shipping: system('shipping', compensationRound),
+  };
 
   const saga = new Saga({ retryInitialIntervalMs: 1000, retryMaxIntervalMs: 30_000 });
   saga.bindHandlers(statusQuery, cancelUpdate);
@@ -43,9 +56,9 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     await saga.step({
       name: Step.recordOrder,
       kind: 'compensatable',
-      run: () => local.recordOrder({ key: key(Step.recordOrder), order }),
+      run: () => local.orders.recordOrder({ key: key(Step.recordOrder), order }),
       undo: (ctx) =>
-        compensation.cancelOrder({
+        undo.orders.cancelOrder({
           ...undoKeys(Step.recordOrder),
           status: ctx.cancelled ? 'cancelled' : 'failed',
           reason: `${ctx.failure.type}: ${ctx.failure.message}`,
@@ -54,8 +67,8 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     await saga.step({
       name: Step.reserveInventory,
       kind: 'compensatable',
-      run: () => local.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
-      undo: () => compensation.releaseInventory(undoKeys(Step.reserveInventory)),
+      run: () => local.inventory.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
+      undo: () => undo.inventory.releaseInventory(undoKeys(Step.reserveInventory)),
     });
     // Added after sagas were already running: those replay on the old path, without it.
     // Life cycle (docs/versioning.md): patched -> deprecatePatch -> plain code.
@@ -64,21 +77,21 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
         name: Step.fraudCheck,
         kind: 'compensatable',
         run: () =>
-          local.checkFraud({ key: key(Step.fraudCheck), orderId, amount: order.amount, paymentToken: order.paymentToken }),
-        undo: () => compensation.voidFraudCheck(undoKeys(Step.fraudCheck)),
+          local.orders.checkFraud({ key: key(Step.fraudCheck), orderId, amount: order.amount, paymentToken: order.paymentToken }),
+        undo: () => undo.orders.voidFraudCheck(undoKeys(Step.fraudCheck)),
       });
     }
     const charge = await saga.step({
       name: Step.chargePayment,
       kind: 'compensatable',
       run: () =>
-        external.chargePayment({
+        external.payments.chargePayment({
           key: key(Step.chargePayment),
           orderId,
           amount: order.amount,
           paymentToken: order.paymentToken,
         }),
-      undo: () => compensation.refundPayment(undoKeys(Step.chargePayment)),
+      undo: () => undo.payments.refundPayment(undoKeys(Step.chargePayment)),
     });
     // Creating the label is the point of no return. Its undo only voids a label
     // whose creation failed or timed out, so a late one can never ship.
@@ -86,18 +99,18 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
       name: Step.createShipment,
       kind: 'pivot',
       run: () =>
-        external.createShipment({
+        external.shipping.createShipment({
           key: key(Step.createShipment),
           orderId,
           address: order.shippingAddress,
           items: order.items,
         }),
-      undo: () => compensation.voidShipment(undoKeys(Step.createShipment)),
+      undo: () => undo.shipping.voidShipment(undoKeys(Step.createShipment)),
     });
     await saga.step({
       name: Step.completeOrder,
       kind: 'retriable',
-      run: () => local.completeOrder({ key: key(Step.completeOrder), orderId }),
+      run: () => local.orders.completeOrder({ key: key(Step.completeOrder), orderId }),
     });
     return { chargeId: charge.chargeId, trackingNumber: shipment.trackingNumber };
   });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client as PgClient } from 'pg';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, DefaultLogger, type Worker } from '@temporalio/worker';
+import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import { migrate } from '../../src/db/migrate';
 import { createPool, quoteIdent, type Db } from '../../src/db/pool';
 import { startCarrier } from '../../src/services/carrier';
@@ -38,6 +38,13 @@ export async function createTestSchema(label: string): Promise<{ db: Db; schema:
   };
 }
 
+/** A Temporal Worker, or a SagaWorker that runs several. */
+export interface Runnable {
+  run(): Promise<void>;
+  shutdown(): void;
+  getState(): string;
+}
+
 export interface TestContext {
   db: Db;
   payment: RunningService;
@@ -47,7 +54,7 @@ export interface TestContext {
   namespace: string;
   deps: ActivityDeps;
   /** Runs the worker until the returned stop is called. */
-  startWorker(worker: Worker): () => Promise<void>;
+  startWorker(worker: Runnable): () => Promise<void>;
   close(): Promise<void>;
 }
 

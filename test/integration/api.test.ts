@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import type { Worker } from '@temporalio/worker';
-import { createSagaWorker } from '../../workers/worker';
+import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { startApi, type RunningApi } from '../../src/api/server';
 import { createApiClient } from '../../src/api/auth';
 import { purgeExpiredKeys } from '../../src/api/edge-keys';
@@ -16,7 +15,7 @@ import { addFault, createTestContext, seedInventory, uniqueId, type TestContext 
 import { eventually, expectProblem, rawHttp, request, rowCounts, type ApiResponse, type RequestOptions } from '../helpers/api';
 
 let ctx: TestContext;
-let worker: Worker;
+let worker: SagaWorker;
 let api: RunningApi;
 let clientA: { id: string; apiKey: string };
 let clientB: { id: string; apiKey: string };

@@ -1,6 +1,5 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import type { Worker } from '@temporalio/worker';
-import { createSagaWorker } from '../../workers/worker';
+import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder, reconcileStock } from '../../src/orders/reconcile';
 import { readLedger } from '../../src/ledger/ledger';
@@ -10,7 +9,7 @@ import type { OrderInput } from '../../workflows/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
-let worker: Worker;
+let worker: SagaWorker;
 const taskQueue = uniqueId('order-saga');
 
 beforeAll(async () => {

@@ -1,11 +1,10 @@
-import type { Worker } from '@temporalio/worker';
 import { replayFromServer } from '../../src/replay/live';
 import { startOrderSaga } from '../../src/orders/start';
-import { createSagaWorker } from '../../workers/worker';
+import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
-let worker: Worker;
+let worker: SagaWorker;
 const taskQueue = uniqueId('replay-live');
 
 beforeAll(async () => {
