@@ -1,5 +1,6 @@
 import { runExternalStep, runExternalUndo } from '../src/ledger/ledger';
 import { failOnIdempotencyAnswer, postIdempotent } from '../src/services/clients';
+import { withHeartbeat } from './heartbeat';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/types';
@@ -24,11 +25,14 @@ export function createPaymentActivities(deps: ActivityDeps) {
           );
         },
         async call() {
-          const answer = await postIdempotent<ChargeBody>(
-            `${deps.paymentProviderUrl}/charges`,
-            input.key,
-            { amount_minor: input.amount.amountMinor, currency: input.amount.currency, source: input.paymentToken },
-            deps.providerTimeoutMs,
+          const answer = await withHeartbeat((signal) =>
+            postIdempotent<ChargeBody>(
+              `${deps.paymentProviderUrl}/charges`,
+              input.key,
+              { amount_minor: input.amount.amountMinor, currency: input.amount.currency, source: input.paymentToken },
+              deps.providerTimeoutMs,
+              signal,
+            ),
           );
           failOnIdempotencyAnswer(answer, input.key);
           if (answer.status === 402) {
@@ -52,11 +56,14 @@ export function createPaymentActivities(deps: ActivityDeps) {
     async refundPayment(input: UndoInput): Promise<{ status: string }> {
       return runExternalUndo<{ status: string }>(db, { ...input, step: Step.chargePayment, input }, {
         async call() {
-          const answer = await postIdempotent<{ status: string }>(
-            `${deps.paymentProviderUrl}/refunds`,
-            input.key,
-            { charge_key: input.forwardKey },
-            deps.providerTimeoutMs,
+          const answer = await withHeartbeat((signal) =>
+            postIdempotent<{ status: string }>(
+              `${deps.paymentProviderUrl}/refunds`,
+              input.key,
+              { charge_key: input.forwardKey },
+              deps.providerTimeoutMs,
+              signal,
+            ),
           );
           failOnIdempotencyAnswer(answer, input.key);
           return { status: answer.body.status };

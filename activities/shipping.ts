@@ -1,5 +1,6 @@
 import { runExternalStep, runExternalUndo } from '../src/ledger/ledger';
 import { failOnIdempotencyAnswer, postIdempotent } from '../src/services/clients';
+import { withHeartbeat } from './heartbeat';
 import { Step } from '../workflows/steps';
 import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
@@ -22,11 +23,14 @@ export function createShippingActivities(deps: ActivityDeps) {
             );
           },
           async call() {
-            const answer = await postIdempotent<{ id: string; tracking_number: string }>(
-              `${deps.carrierUrl}/shipments`,
-              input.key,
-              { order_id: input.orderId, address: input.address, items: input.items },
-              deps.providerTimeoutMs,
+            const answer = await withHeartbeat((signal) =>
+              postIdempotent<{ id: string; tracking_number: string }>(
+                `${deps.carrierUrl}/shipments`,
+                input.key,
+                { order_id: input.orderId, address: input.address, items: input.items },
+                deps.providerTimeoutMs,
+                signal,
+              ),
             );
             failOnIdempotencyAnswer(answer, input.key);
             return { ok: true, result: { shipmentId: answer.body.id, trackingNumber: answer.body.tracking_number } };
@@ -47,11 +51,14 @@ export function createShippingActivities(deps: ActivityDeps) {
     async voidShipment(input: UndoInput): Promise<{ status: string }> {
       return runExternalUndo<{ status: string }>(db, { ...input, step: Step.createShipment, input }, {
         async call() {
-          const answer = await postIdempotent<{ status: string }>(
-            `${deps.carrierUrl}/shipments/void`,
-            input.key,
-            { shipment_key: input.forwardKey },
-            deps.providerTimeoutMs,
+          const answer = await withHeartbeat((signal) =>
+            postIdempotent<{ status: string }>(
+              `${deps.carrierUrl}/shipments/void`,
+              input.key,
+              { shipment_key: input.forwardKey },
+              deps.providerTimeoutMs,
+              signal,
+            ),
           );
           failOnIdempotencyAnswer(answer, input.key);
           return { status: answer.body.status };

@@ -16,14 +16,16 @@ export async function postIdempotent<T>(
   idempotencyKey: string,
   body: unknown,
   timeoutMs: number,
+  cancelled?: AbortSignal,
 ): Promise<HttpAnswer<T>> {
   let res: Response;
   try {
+    const timeout = AbortSignal.timeout(timeoutMs);
     res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: cancelled ? AbortSignal.any([timeout, cancelled]) : timeout,
     });
   } catch (err) {
     throw ApplicationFailure.retryable(
