@@ -32,6 +32,19 @@ export const configSchema = z.object({
   API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
+  SAGAFLOW_WORKER_QUEUES: z
+    .string()
+    .trim()
+    .regex(/^(workflows|orders|inventory|payments|shipping)(,(workflows|orders|inventory|payments|shipping))*$/, 'comma-separated list of workflows, orders, inventory, payments, shipping')
+    .optional(),
+  SAGAFLOW_WORKER_CONCURRENCY: z
+    .string()
+    .trim()
+    .regex(/^(\d+|((workflows|orders|inventory|payments|shipping)=\d+)(,(workflows|orders|inventory|payments|shipping)=\d+)*)$/, 'a number, or role=number pairs like payments=20,shipping=10')
+    .optional(),
+  PAYMENTS_PER_SECOND: z.coerce.number().positive().optional(),
+  SHUTDOWN_GRACE_MS: positiveInt(10_000),
+  SAGAFLOW_WORKFLOW_BUNDLE: z.string().trim().min(1).optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

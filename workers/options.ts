@@ -1,0 +1,48 @@
+import { parseArgs } from 'node:util';
+import type { Config } from '../src/config';
+import { QUEUE_ROLES, type QueueRole } from '../workflows/queues';
+
+export interface WorkerProcessOptions {
+  queues: QueueRole[];
+  concurrency: Partial<Record<QueueRole, number>>;
+  paymentsPerSecond?: number;
+  shutdownGraceMs: number;
+}
+
+const isRole = (s: string): s is QueueRole => (QUEUE_ROLES as readonly string[]).includes(s);
+
+/** `--queues a,b --concurrency payments=20 --payments-per-second 50 --shutdown-grace 10000`; flags win over env. */
+export function workerOptions(argv: string[], config: Config): WorkerProcessOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      queues: { type: 'string' },
+      concurrency: { type: 'string' },
+      'payments-per-second': { type: 'string' },
+      'shutdown-grace': { type: 'string' },
+    },
+  });
+  const queuesSpec = values.queues ?? config.SAGAFLOW_WORKER_QUEUES;
+  const queues = queuesSpec ? queuesSpec.split(',').map((q) => q.trim()) : [...QUEUE_ROLES];
+  const bad = queues.filter((q) => !isRole(q));
+  if (bad.length || queues.length === 0) throw new Error(`--queues: unknown ${bad.join(', ')}; use ${QUEUE_ROLES.join(', ')}`);
+  const roles = queues as QueueRole[];
+
+  const concurrency: Partial<Record<QueueRole, number>> = {};
+  const spec = values.concurrency ?? config.SAGAFLOW_WORKER_CONCURRENCY;
+  if (spec) {
+    if (/^\d+$/.test(spec)) for (const r of roles) concurrency[r] = Number(spec);
+    else
+      for (const pair of spec.split(',')) {
+        const [role, n] = pair.split('=');
+        if (!role || !isRole(role) || !n || !/^\d+$/.test(n) || Number(n) < 1) throw new Error(`--concurrency: bad "${pair}"`);
+        concurrency[role] = Number(n);
+      }
+  }
+  const pps = values['payments-per-second'] ?? config.PAYMENTS_PER_SECOND;
+  const paymentsPerSecond = pps === undefined ? undefined : Number(pps);
+  if (paymentsPerSecond !== undefined && !(paymentsPerSecond > 0)) throw new Error('--payments-per-second must be positive');
+  const grace = Number(values['shutdown-grace'] ?? config.SHUTDOWN_GRACE_MS);
+  if (!Number.isInteger(grace) || grace < 0) throw new Error('--shutdown-grace must be milliseconds');
+  return { queues: roles, concurrency, paymentsPerSecond, shutdownGraceMs: grace };
+}

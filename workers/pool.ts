@@ -1,0 +1,79 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { runMain } from '../src/cli/run';
+import { QUEUE_ROLES, type QueueRole } from '../workflows/queues';
+
+/**
+ * `npm run pool -- workflows=1 payments=3 shipping=2`: N worker processes per
+ * task queue (1 each by default). A process that dies is restarted with backoff;
+ * SIGTERM/SIGINT is passed on to every worker, which drain and exit, then the
+ * pool exits 0. Other flags (--concurrency, --payments-per-second) go to each worker.
+ */
+interface Slot {
+  role: QueueRole;
+  index: number;
+  child?: ChildProcess;
+  restarts: number;
+  startedAt: number;
+}
+
+runMain(async () => {
+  const args = process.argv.slice(2);
+  const counts = new Map<QueueRole, number>();
+  const passThrough: string[] = [];
+  for (const a of args) {
+    const m = /^([a-z]+)=(\d+)$/.exec(a);
+    if (m && (QUEUE_ROLES as readonly string[]).includes(m[1]!)) counts.set(m[1] as QueueRole, Number(m[2]));
+    else passThrough.push(a);
+  }
+  const plan = counts.size ? counts : new Map(QUEUE_ROLES.map((r) => [r, 1]));
+  const slots: Slot[] = [...plan].flatMap(([role, n]) =>
+    Array.from({ length: n }, (_, index) => ({ role, index, restarts: 0, startedAt: 0 })),
+  );
+  let stopping = false;
+  const main = path.join(__dirname, 'main.ts');
+
+  const start = (slot: Slot) => {
+    slot.startedAt = Date.now();
+    const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, '--queues', slot.role, ...passThrough], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: process.env,
+    });
+    slot.child = child;
+    log({ msg: 'worker started', role: slot.role, index: slot.index, pid: child.pid });
+    child.on('exit', (code, signal) => {
+      log({ msg: 'worker exited', role: slot.role, index: slot.index, pid: child.pid, code, signal });
+      slot.child = undefined;
+      if (stopping) return;
+      // A worker that keeps dying at once backs off, up to 30 s between tries.
+      slot.restarts = Date.now() - slot.startedAt < 10_000 ? slot.restarts + 1 : 0;
+      const delay = Math.min(30_000, 500 * 2 ** slot.restarts);
+      setTimeout(() => !stopping && start(slot), delay);
+    });
+  };
+  slots.forEach(start);
+  log({ msg: 'pool up', workers: slots.map((s) => `${s.role}#${s.index}`) });
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  stopping = true;
+  const alive = slots.flatMap((s) => (s.child ? [s.child] : []));
+  log({ msg: 'pool stopping', workers: alive.length });
+  await Promise.all(
+    alive.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+  log({ msg: 'pool stopped' });
+  return 0;
+});
+
+function log(line: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ component: 'pool', ...line })}\n`);
+}
