@@ -47,6 +47,7 @@ export interface Runnable {
 
 export interface TestContext {
   db: Db;
+  schema: string;
   payment: RunningService;
   carrier: RunningService;
   client: Client;
@@ -73,7 +74,7 @@ export async function createTestContext(label: string): Promise<TestContext> {
   const address = process.env.TEMPORAL_ADDRESS;
   if (!address) throw new Error('TEMPORAL_ADDRESS is not set: run the tests through jest (globalSetup sets it)');
   const namespace = process.env.TEMPORAL_NAMESPACE ?? 'default';
-  const { db, drop } = await createTestSchema(label);
+  const { db, schema, drop } = await createTestSchema(label);
   const payment = await startPaymentProvider({ db });
   const carrier = await startCarrier({ db });
   const connection = await Connection.connect({ address });
@@ -83,6 +84,7 @@ export async function createTestContext(label: string): Promise<TestContext> {
   const stops: (() => void)[] = [];
   return {
     db,
+    schema,
     payment,
     carrier,
     client,

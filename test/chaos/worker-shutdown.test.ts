@@ -1,0 +1,115 @@
+import { startOrderSaga } from '../../src/orders/start';
+import { reconcileOrder } from '../../src/orders/reconcile';
+import { statusQuery } from '../../workflows/order-saga';
+import { Step } from '../../workflows/steps';
+import type { OrderInput } from '../../workflows/types';
+import { addFault, createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { spawnWorker, urlWithSchema, type WorkerProcess } from '../helpers/worker-process';
+
+/**
+ * Worker processes die in the middle of sagas: gracefully (SIGTERM) and not
+ * (SIGKILL). The sagas must finish on the other workers, and the ledger must
+ * show every step applied exactly once.
+ */
+let ctx: TestContext;
+const spawned: WorkerProcess[] = [];
+
+beforeAll(async () => {
+  ctx = await createTestContext('chaos');
+});
+afterEach(async () => {
+  for (const w of spawned.splice(0)) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+  await fetch(`${ctx.payment.url}/__faults`, { method: 'DELETE' });
+});
+afterAll(async () => {
+  await ctx?.close();
+});
+
+function worker(taskQueue: string): WorkerProcess {
+  const w = spawnWorker({
+    DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
+    TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
+    PAYMENT_PROVIDER_URL: ctx.payment.url,
+    CARRIER_URL: ctx.carrier.url,
+    TEMPORAL_TASK_QUEUE: taskQueue,
+    SHUTDOWN_GRACE_MS: '10000',
+  });
+  spawned.push(w);
+  return w;
+}
+
+async function startSagas(taskQueue: string, n: number) {
+  const sku = uniqueId('sku');
+  await seedInventory(ctx.db, { [sku]: 100 });
+  const orders: OrderInput[] = Array.from({ length: n }, () => ({
+    orderId: uniqueId('chaos'),
+    customerId: 'c',
+    items: [{ sku, quantity: 1 }],
+    amount: { amountMinor: 1_000, currency: 'EUR' },
+    paymentToken: 'tok_visa',
+    shippingAddress: { name: 'A', line1: 'B', city: 'C', postalCode: 'D', country: 'DE' },
+  }));
+  const handles = await Promise.all(orders.map((o) => startOrderSaga(ctx.client, o, taskQueue)));
+  return { sku, orders, handles };
+}
+
+/** Waits until every saga is charging, so the victim has payment calls in flight. */
+async function allAt(handles: Awaited<ReturnType<typeof startSagas>>['handles'], step: string) {
+  for (let i = 0; i < 400; i++) {
+    const statuses = await Promise.all(handles.map((h) => h.query(statusQuery)));
+    if (statuses.every((s) => s.currentStep === step)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`sagas never all reached ${step}`);
+}
+
+async function expectEachStepAppliedOnce(run: Awaited<ReturnType<typeof startSagas>>) {
+  const results = await Promise.all(run.handles.map((h) => h.result()));
+  expect(results.map((r) => r.status)).toEqual(run.orders.map(() => 'completed'));
+  for (const o of run.orders) {
+    const books = await reconcileOrder(ctx.db, o.orderId);
+    expect(books).toMatchObject({ status: 'completed', netChargedMinor: 1_000, activeShipments: 1, consumedUnits: 1, problems: [] });
+    const ledger = await ctx.db.query<{ step: string; state: string }>(
+      'SELECT step, state FROM step_ledger WHERE workflow_id = $1 ORDER BY step',
+      [`order-${o.orderId}`],
+    );
+    expect(ledger.rows).toEqual(
+      [Step.chargePayment, Step.completeOrder, Step.createShipment, Step.fraudCheck, Step.recordOrder, Step.reserveInventory]
+        .sort()
+        .map((step) => ({ step, state: 'completed' })),
+    );
+  }
+  const charges = await ctx.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM provider_charges WHERE idempotency_key = ANY($1)`,
+    [run.orders.map((o) => `order-${o.orderId}/${Step.chargePayment}`)],
+  );
+  expect(charges.rows[0]?.n).toBe(run.orders.length);
+  const stock = await ctx.db.query('SELECT on_hand, reserved FROM inventory WHERE sku = $1', [run.sku]);
+  expect(stock.rows).toEqual([{ on_hand: 100 - run.orders.length, reserved: 0 }]);
+}
+
+test('SIGTERM: the worker drains its in-flight steps and exits 0; the sagas finish on the other', async () => {
+  const taskQueue = uniqueId('chaos-term');
+  const [victim, survivor] = [worker(taskQueue), worker(taskQueue)];
+  await Promise.all([victim.ready, survivor.ready]);
+  await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges' });
+  const run = await startSagas(taskQueue, 6);
+  await allAt(run.handles, Step.chargePayment);
+
+  victim.child.kill('SIGTERM');
+  expect(await victim.exited).toBe(0);
+  await expectEachStepAppliedOnce(run);
+});
+
+test('SIGKILL: the dead worker\'s steps move on after their timeouts; nothing is applied twice', async () => {
+  const taskQueue = uniqueId('chaos-kill');
+  const [victim, survivor] = [worker(taskQueue), worker(taskQueue)];
+  await Promise.all([victim.ready, survivor.ready]);
+  await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges' });
+  const run = await startSagas(taskQueue, 6);
+  await allAt(run.handles, Step.chargePayment);
+
+  victim.child.kill('SIGKILL');
+  expect(await victim.exited).toBeNull();
+  await expectEachStepAppliedOnce(run);
+});

@@ -1,0 +1,42 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  /** Resolves when the worker says it polls its queues. */
+  ready: Promise<void>;
+  /** Resolves with the exit code (null if killed by a signal). */
+  exited: Promise<number | null>;
+  output(): string;
+}
+
+/** A real worker process (workers/main.ts), as production runs it. */
+export function spawnWorker(env: Record<string, string>, args: string[] = []): WorkerProcess {
+  const main = path.resolve(__dirname, '../../workers/main.ts');
+  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, ...args], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const collect = (b: Buffer) => {
+    out += b.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if (out.includes('"msg":"worker ready"')) resolve();
+    };
+    child.stdout?.on('data', check);
+    void exited.then((code) => reject(new Error(`worker exited (${code}) before it was ready:\n${out}`)));
+  });
+  return { child, ready, exited, output: () => out };
+}
+
+/** A DATABASE_URL whose connections use the given schema first, as the test's own pool does. */
+export function urlWithSchema(url: string, schema: string): string {
+  const u = new URL(url);
+  u.searchParams.set('options', `-c search_path=${schema},public`);
+  return u.toString();
+}
