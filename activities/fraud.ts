@@ -1,5 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { runLocalStep, runLocalUndo } from '../src/ledger/ledger';
+import { boundLedger } from '../src/ledger/ledger';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/types';
@@ -23,10 +23,11 @@ export function assessRisk(input: { amount: Money; paymentToken: string }): { sc
   return { score: Math.min(score, 100), reasons };
 }
 
-export function createFraudActivities({ db }: Pick<ActivityDeps, 'db'>) {
+export function createFraudActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
+  const ledger = boundLedger(deps);
   return {
     async checkFraud(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ score: number }> {
-      return runLocalStep(db, { key: input.key, step: Step.fraudCheck, input }, async (tx) => {
+      return ledger.runLocalStep({ key: input.key, step: Step.fraudCheck, input }, async (tx) => {
         const { score, reasons } = assessRisk(input);
         if (score >= 70) {
           throw ApplicationFailure.create({
@@ -45,7 +46,7 @@ export function createFraudActivities({ db }: Pick<ActivityDeps, 'db'>) {
     },
 
     async voidFraudCheck(input: UndoInput): Promise<{ voided: boolean }> {
-      return runLocalUndo(db, { ...input, step: Step.fraudCheck, input }, async (tx) => {
+      return ledger.runLocalUndo({ ...input, step: Step.fraudCheck, input }, async (tx) => {
         const res = await tx.query(
           `UPDATE fraud_checks SET status = 'voided', updated_at = now() WHERE order_id = $1 AND status = 'active'`,
           [input.orderId],

@@ -1,15 +1,16 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { runLocalStep, runLocalUndo } from '../src/ledger/ledger';
+import { boundLedger } from '../src/ledger/ledger';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { OrderItem, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
 
-export function createInventoryActivities({ db }: Pick<ActivityDeps, 'db'>) {
+export function createInventoryActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
+  const ledger = boundLedger(deps);
   return {
     /** Holds stock for every item or for none: one statement, all conditional. */
     async reserveInventory(input: StepInput & { items: OrderItem[] }): Promise<{ reserved: OrderItem[] }> {
-      return runLocalStep(db, { key: input.key, step: Step.reserveInventory, input }, async (tx) => {
+      return ledger.runLocalStep({ key: input.key, step: Step.reserveInventory, input }, async (tx) => {
         const res = await tx.query<{ sku: string }>(
           `WITH req AS (
              SELECT sku, quantity FROM unnest($2::text[], $3::int[]) AS r (sku, quantity)),
@@ -40,7 +41,7 @@ export function createInventoryActivities({ db }: Pick<ActivityDeps, 'db'>) {
     },
 
     async releaseInventory(input: UndoInput): Promise<{ released: number }> {
-      return runLocalUndo(db, { ...input, step: Step.reserveInventory, input }, async (tx) => {
+      return ledger.runLocalUndo({ ...input, step: Step.reserveInventory, input }, async (tx) => {
         const res = await tx.query(
           `WITH released AS (
              UPDATE reservations SET status = 'released', updated_at = now()

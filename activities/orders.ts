@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Tx } from '../src/db/pool';
-import { runLocalStep, runLocalUndo } from '../src/ledger/ledger';
+import { boundLedger } from '../src/ledger/ledger';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/types';
@@ -27,11 +27,12 @@ async function sameOrderExists(tx: Tx, order: OrderInput): Promise<boolean> {
   return res.rows[0]?.same === true;
 }
 
-export function createOrderActivities({ db }: Pick<ActivityDeps, 'db'>) {
+export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
+  const ledger = boundLedger(deps);
   return {
     async recordOrder(input: { key: string; order: OrderInput }): Promise<{ orderId: string }> {
       const { order } = input;
-      return runLocalStep(db, { key: input.key, step: Step.recordOrder, input: order }, async (tx) => {
+      return ledger.runLocalStep({ key: input.key, step: Step.recordOrder, input: order }, async (tx) => {
         const res = await tx.query(
           `WITH o AS (
              INSERT INTO orders (id, customer_id, amount_minor, currency, payment_token, shipping_address)
@@ -64,7 +65,7 @@ export function createOrderActivities({ db }: Pick<ActivityDeps, 'db'>) {
     },
 
     async cancelOrder(input: UndoInput & { status: 'cancelled' | 'failed'; reason: string }): Promise<{ changed: boolean }> {
-      return runLocalUndo(db, { ...input, step: Step.recordOrder, input }, async (tx, forward) => {
+      return ledger.runLocalUndo({ ...input, step: Step.recordOrder, input }, async (tx, forward) => {
         // Only an order this saga recorded is ours to close; a failed record step touched nothing.
         if (forward?.state !== 'completed') return { changed: false };
         const res = await tx.query(
@@ -78,7 +79,7 @@ export function createOrderActivities({ db }: Pick<ActivityDeps, 'db'>) {
 
     /** The last, retriable step: the order is done and its held stock leaves the shelf. */
     async completeOrder(input: StepInput): Promise<{ completed: true }> {
-      return runLocalStep(db, { key: input.key, step: Step.completeOrder, input }, async (tx) => {
+      return ledger.runLocalStep({ key: input.key, step: Step.completeOrder, input }, async (tx) => {
         // Data-modifying CTEs always run, referenced or not: one round trip for all three tables.
         await tx.query(
           `WITH consumed AS (

@@ -1,4 +1,4 @@
-import { runExternalStep, runExternalUndo } from '../src/ledger/ledger';
+import { boundLedger } from '../src/ledger/ledger';
 import { failOnIdempotencyAnswer, postIdempotent } from '../src/services/clients';
 import { withHeartbeat } from './heartbeat';
 import { FailureType } from '../workflows/failures';
@@ -13,10 +13,10 @@ interface ChargeBody {
 }
 
 export function createPaymentActivities(deps: ActivityDeps) {
-  const { db } = deps;
+  const ledger = boundLedger(deps);
   return {
     async chargePayment(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ chargeId: string }> {
-      return runExternalStep<{ chargeId: string }>(db, { key: input.key, step: Step.chargePayment, input }, {
+      return ledger.runExternalStep<{ chargeId: string }>({ key: input.key, step: Step.chargePayment, input }, {
         async prepare(tx) {
           await tx.query(
             `INSERT INTO payments (idempotency_key, order_id, amount_minor, currency, status)
@@ -54,7 +54,7 @@ export function createPaymentActivities(deps: ActivityDeps) {
     },
 
     async refundPayment(input: UndoInput): Promise<{ status: string }> {
-      return runExternalUndo<{ status: string }>(db, { ...input, step: Step.chargePayment, input }, {
+      return ledger.runExternalUndo<{ status: string }>({ ...input, step: Step.chargePayment, input }, {
         async call() {
           const answer = await withHeartbeat((signal) =>
             postIdempotent<{ status: string }>(

@@ -1,4 +1,4 @@
-import { runExternalStep, runExternalUndo } from '../src/ledger/ledger';
+import { boundLedger } from '../src/ledger/ledger';
 import { failOnIdempotencyAnswer, postIdempotent } from '../src/services/clients';
 import { withHeartbeat } from './heartbeat';
 import { Step } from '../workflows/steps';
@@ -6,13 +6,12 @@ import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/type
 import type { ActivityDeps } from './deps';
 
 export function createShippingActivities(deps: ActivityDeps) {
-  const { db } = deps;
+  const ledger = boundLedger(deps);
   return {
     async createShipment(
       input: StepInput & { address: Address; items: OrderItem[] },
     ): Promise<{ shipmentId: string; trackingNumber: string }> {
-      return runExternalStep<{ shipmentId: string; trackingNumber: string }>(
-        db,
+      return ledger.runExternalStep<{ shipmentId: string; trackingNumber: string }>(
         { key: input.key, step: Step.createShipment, input },
         {
           async prepare(tx) {
@@ -49,7 +48,7 @@ export function createShippingActivities(deps: ActivityDeps) {
     },
 
     async voidShipment(input: UndoInput): Promise<{ status: string }> {
-      return runExternalUndo<{ status: string }>(db, { ...input, step: Step.createShipment, input }, {
+      return ledger.runExternalUndo<{ status: string }>({ ...input, step: Step.createShipment, input }, {
         async call() {
           const answer = await withHeartbeat((signal) =>
             postIdempotent<{ status: string }>(

@@ -25,6 +25,12 @@ export interface UndoRef extends StepRef {
   forwardKey: string;
 }
 
+/** Observes the ledger, e.g. to count dedupe hits; every member optional. */
+export interface LedgerHooks {
+  /** A duplicate execution was answered from the recorded outcome. */
+  onReplay?(step: string, key: string): void;
+}
+
 export interface LedgerRow {
   key: string;
   workflow_id: string;
@@ -104,9 +110,10 @@ function cancelled(key: string): ApplicationFailure {
 }
 
 /** Returns the recorded result or rethrows the recorded business failure. */
-function replay<T>(row: LedgerRow, ref: StepRef, fp: string): T {
+function replay<T>(row: LedgerRow, ref: StepRef, fp: string, hooks?: LedgerHooks): T {
   if (row.state === 'cancelled') throw cancelled(ref.key);
   if (row.fingerprint !== null && row.fingerprint !== fp) throw conflict(ref);
+  hooks?.onReplay?.(ref.step, ref.key);
   if (row.state === 'failed') {
     const e = row.error ?? { type: 'Unknown', message: 'failed' };
     throw ApplicationFailure.create({ message: e.message, type: e.type, nonRetryable: true, details: e.details });
@@ -139,13 +146,18 @@ async function recordFailure(db: Db, ref: StepRef, workflowId: string, fp: strin
  * Round trips on first execution: BEGIN, claim, the effect's statements,
  * record, COMMIT. A duplicate makes BEGIN, claim, read, COMMIT and applies nothing.
  */
-export async function runLocalStep<T>(db: Db, ref: StepRef, effect: (tx: Tx) => Promise<T>): Promise<T> {
+export async function runLocalStep<T>(
+  db: Db,
+  ref: StepRef,
+  effect: (tx: Tx) => Promise<T>,
+  hooks?: LedgerHooks,
+): Promise<T> {
   const workflowId = workflowIdOf(ref.key, ref.step);
   const fp = fingerprint(ref.input);
   try {
     return await inTransaction(db, async (tx) => {
       const existing = await claim(tx, ref, workflowId, fp);
-      if (existing) return replay<T>(existing, ref, fp);
+      if (existing) return replay<T>(existing, ref, fp, hooks);
       const result = await effect(tx);
       await tx.query(
         `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now()
@@ -161,7 +173,7 @@ export async function runLocalStep<T>(db: Db, ref: StepRef, effect: (tx: Tx) => 
     if (failure && failure.type !== FailureType.StepCancelled && failure.type !== FailureType.IdempotencyConflict) {
       if (!(await recordFailure(db, ref, workflowId, fp, failure))) {
         const row = (await db.query<LedgerRow>(SELECT_ROW, [ref.key])).rows[0];
-        if (row) return replay<T>(row, ref, fp);
+        if (row) return replay<T>(row, ref, fp, hooks);
       }
     }
     throw err;
@@ -200,12 +212,13 @@ export async function runLocalUndo<T>(
   db: Db,
   ref: UndoRef,
   undo: (tx: Tx, forward: LedgerRow | null) => Promise<T>,
+  hooks?: LedgerHooks,
 ): Promise<T> {
   const workflowId = undoWorkflowId(ref);
   const fp = fingerprint(ref.input);
   return inTransaction(db, async (tx) => {
     const existing = await claim(tx, ref, workflowId, fp);
-    if (existing) return replay<T>(existing, ref, fp);
+    if (existing) return replay<T>(existing, ref, fp, hooks);
     const prev = await tombstone(tx, ref.forwardKey, workflowId, ref.step);
     const result = await undo(tx, prev);
     await tx.query(
@@ -232,7 +245,12 @@ export interface ExternalStep<R> {
  * pending → call → confirmed, each write conditional, so a crash between any
  * two is safe to retry: the service dedupes the call by the step key.
  */
-export async function runExternalStep<R>(db: Db, ref: StepRef, step: ExternalStep<R>): Promise<R> {
+export async function runExternalStep<R>(
+  db: Db,
+  ref: StepRef,
+  step: ExternalStep<R>,
+  hooks?: LedgerHooks,
+): Promise<R> {
   const workflowId = workflowIdOf(ref.key, ref.step);
   const fp = fingerprint(ref.input);
   const recorded = await inTransaction(db, async (tx) => {
@@ -247,7 +265,7 @@ export async function runExternalStep<R>(db: Db, ref: StepRef, step: ExternalSte
     }
     return existing;
   });
-  if (recorded) return replay<R>(recorded, ref, fp);
+  if (recorded) return replay<R>(recorded, ref, fp, hooks);
 
   const outcome = await step.call();
   const settled = await inTransaction(db, async (tx): Promise<CallOutcome<R>> => {
@@ -268,7 +286,7 @@ export async function runExternalStep<R>(db: Db, ref: StepRef, step: ExternalSte
     // Someone else settled the key first: a concurrent duplicate, or a compensation.
     const row = (await tx.query<LedgerRow>(SELECT_ROW, [ref.key])).rows[0];
     if (!row) throw new Error(`ledger row ${ref.key} vanished`);
-    return { ok: true, result: replay<R>(row, ref, fp) };
+    return { ok: true, result: replay<R>(row, ref, fp, hooks) };
   });
   // A recorded business failure is thrown only after its record has committed.
   if (settled.ok) return settled.result;
@@ -287,7 +305,12 @@ export interface ExternalUndo<R> {
  * attempt can no longer confirm), then ask the service to reverse or tombstone
  * the key, then record the undo.
  */
-export async function runExternalUndo<R>(db: Db, ref: UndoRef, undo: ExternalUndo<R>): Promise<R> {
+export async function runExternalUndo<R>(
+  db: Db,
+  ref: UndoRef,
+  undo: ExternalUndo<R>,
+  hooks?: LedgerHooks,
+): Promise<R> {
   const workflowId = undoWorkflowId(ref);
   const fp = fingerprint(ref.input);
   const first = await inTransaction(db, async (tx) => {
@@ -297,7 +320,7 @@ export async function runExternalUndo<R>(db: Db, ref: UndoRef, undo: ExternalUnd
     const forward = await tombstone(tx, ref.forwardKey, workflowId, ref.step);
     return { done: null, forward };
   });
-  if (first.done) return replay<R>(first.done, ref, fp);
+  if (first.done) return replay<R>(first.done, ref, fp, hooks);
 
   const result = await undo.call();
   return inTransaction(db, async (tx) => {
@@ -318,4 +341,16 @@ export async function readLedger(db: Db, workflowId: string): Promise<LedgerRow[
     [workflowId],
   );
   return res.rows;
+}
+
+/** The ledger bound to one database and one set of hooks, as the activities use it. */
+export function boundLedger(deps: { db: Db; ledgerHooks?: LedgerHooks }) {
+  const { db, ledgerHooks: hooks } = deps;
+  return {
+    runLocalStep: <T>(ref: StepRef, effect: (tx: Tx) => Promise<T>) => runLocalStep(db, ref, effect, hooks),
+    runLocalUndo: <T>(ref: UndoRef, undo: (tx: Tx, forward: LedgerRow | null) => Promise<T>) =>
+      runLocalUndo(db, ref, undo, hooks),
+    runExternalStep: <R>(ref: StepRef, step: ExternalStep<R>) => runExternalStep(db, ref, step, hooks),
+    runExternalUndo: <R>(ref: UndoRef, undo: ExternalUndo<R>) => runExternalUndo(db, ref, undo, hooks),
+  };
 }

@@ -1,0 +1,92 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * sagaflow's own Prometheus metrics. One instance per process; the worker and
+ * the API each serve theirs on /metrics (the worker appends Temporal's runtime
+ * metrics, prefixed temporal_). docs/operations.md lists every one.
+ */
+export class SagaMetrics {
+  readonly registry = new Registry();
+
+  readonly sagasStarted = new Counter({
+    name: 'sagaflow_sagas_started_total',
+    help: 'Sagas that began executing (first run, not replays)',
+    registers: [this.registry],
+  });
+  readonly sagasCompleted = new Counter({
+    name: 'sagaflow_sagas_completed_total',
+    help: 'Sagas that reached the end of their steps',
+    registers: [this.registry],
+  });
+  readonly sagasCompensated = new Counter({
+    name: 'sagaflow_sagas_compensated_total',
+    help: 'Sagas that were undone, by reason: failure (a step failed for good) or cancel (the customer cancelled)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly compensationFailures = new Counter({
+    name: 'sagaflow_compensation_failures_total',
+    help: 'Failed rounds of a compensation (retried until it succeeds), by step',
+    labelNames: ['step'] as const,
+    registers: [this.registry],
+  });
+  readonly idempotentReplays = new Counter({
+    name: 'sagaflow_idempotent_replays_total',
+    help: 'Duplicate executions answered from a record instead of applied again, by layer (ledger, http) and step',
+    labelNames: ['layer', 'step'] as const,
+    registers: [this.registry],
+  });
+  readonly stepDuration = new Histogram({
+    name: 'sagaflow_step_duration_seconds',
+    help: 'Duration of one activity attempt, by step (activity type) and outcome',
+    labelNames: ['step', 'outcome'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly httpRequests = new Histogram({
+    name: 'sagaflow_http_request_duration_seconds',
+    help: 'API requests by method, route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'sagaflow_process_' });
+  }
+
+  /** Our metrics, followed by another exporter's text (Temporal Core's), if given. */
+  async text(extraUrl?: string): Promise<string> {
+    const own = await this.registry.metrics();
+    if (!extraUrl) return own;
+    const extra = await fetch(extraUrl, { signal: AbortSignal.timeout(2000) })
+      .then((r) => r.text())
+      .catch(() => '');
+    return `${own}\n${extra}`;
+  }
+}
+
+/** Serves GET /metrics; port 0 picks a free one. */
+export async function serveMetrics(
+  metrics: SagaMetrics,
+  opts: { host?: string; port: number; extraUrl?: string },
+): Promise<{ url: string; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    metrics.text(opts.extraUrl).then(
+      (body) => res.writeHead(200, { 'Content-Type': metrics.registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(err.message),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(opts.port, opts.host ?? '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://${opts.host ?? '127.0.0.1'}:${port}/metrics`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
