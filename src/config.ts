@@ -45,6 +45,8 @@ export const configSchema = z.object({
   PAYMENTS_PER_SECOND: z.coerce.number().positive().optional(),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
   SAGAFLOW_WORKFLOW_BUNDLE: z.string().trim().min(1).optional(),
+  METRICS_HOST: z.string().trim().min(1).default('127.0.0.1'),
+  METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

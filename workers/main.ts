@@ -1,4 +1,7 @@
-import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
+import { NativeConnection, Runtime } from '@temporalio/worker';
+import { freePort } from '../src/dev/ports';
+import { JsonLogger, toTemporalLevel } from '../src/observability/log';
+import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
 import { runMain } from '../src/cli/run';
@@ -23,7 +26,18 @@ runMain(async () => {
       missing.map((variable) => ({ variable, message: 'required by a worker (`npm run stack` prints all four)' })),
     );
   }
-  Runtime.install({ logger: new DefaultLogger(config.LOG_LEVEL === 'debug' ? 'DEBUG' : 'INFO') });
+  // Temporal Core exports its runtime metrics on a private port; our /metrics appends them.
+  const corePort = await freePort();
+  Runtime.install({
+    logger: new JsonLogger(toTemporalLevel(config.LOG_LEVEL)),
+    telemetryOptions: { metrics: { prometheus: { bindAddress: `127.0.0.1:${corePort}` } } },
+  });
+  const metrics = new SagaMetrics({ processMetrics: true });
+  const metricsServer = await serveMetrics(metrics, {
+    host: config.METRICS_HOST,
+    port: opts.metricsPort,
+    extraUrl: `http://127.0.0.1:${corePort}/metrics`,
+  });
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS! });
   const bundle = config.SAGAFLOW_WORKFLOW_BUNDLE ? { codePath: config.SAGAFLOW_WORKFLOW_BUNDLE } : prebuiltBundle();
@@ -36,6 +50,7 @@ runMain(async () => {
     paymentsPerSecond: opts.paymentsPerSecond,
     shutdownGraceTime: opts.shutdownGraceMs,
     workflowBundle: opts.queues.includes('workflows') ? bundle : undefined,
+    metrics,
     deps: {
       db,
       paymentProviderUrl: config.PAYMENT_PROVIDER_URL!,
@@ -49,10 +64,12 @@ runMain(async () => {
       queues: worker.workers.map((w) => w.taskQueue),
       bundle: opts.queues.includes('workflows') ? (bundle ? 'prebuilt' : 'built at start') : 'none',
       startMs: Date.now() - started,
+      metrics: metricsServer.url,
       pid: process.pid,
     }),
   );
   await worker.run();
+  await metricsServer.close();
   await connection.close();
   await db.end();
   console.log(JSON.stringify({ msg: 'worker stopped', pid: process.pid }));

@@ -7,6 +7,7 @@ export interface WorkerProcessOptions {
   concurrency: Partial<Record<QueueRole, number>>;
   paymentsPerSecond?: number;
   shutdownGraceMs: number;
+  metricsPort: number;
 }
 
 const isRole = (s: string): s is QueueRole => (QUEUE_ROLES as readonly string[]).includes(s);
@@ -20,6 +21,7 @@ export function workerOptions(argv: string[], config: Config): WorkerProcessOpti
       concurrency: { type: 'string' },
       'payments-per-second': { type: 'string' },
       'shutdown-grace': { type: 'string' },
+      'metrics-port': { type: 'string' },
     },
   });
   const queuesSpec = values.queues ?? config.SAGAFLOW_WORKER_QUEUES;
@@ -44,5 +46,7 @@ export function workerOptions(argv: string[], config: Config): WorkerProcessOpti
   if (paymentsPerSecond !== undefined && !(paymentsPerSecond > 0)) throw new Error('--payments-per-second must be positive');
   const grace = Number(values['shutdown-grace'] ?? config.SHUTDOWN_GRACE_MS);
   if (!Number.isInteger(grace) || grace < 0) throw new Error('--shutdown-grace must be milliseconds');
-  return { queues: roles, concurrency, paymentsPerSecond, shutdownGraceMs: grace };
+  const metricsPort = Number(values['metrics-port'] ?? config.METRICS_PORT);
+  if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new Error('--metrics-port must be a port');
+  return { queues: roles, concurrency, paymentsPerSecond, shutdownGraceMs: grace, metricsPort };
 }

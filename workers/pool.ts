@@ -15,6 +15,7 @@ interface Slot {
   child?: ChildProcess;
   restarts: number;
   startedAt: number;
+  metricsPort?: number;
 }
 
 runMain(async () => {
@@ -32,10 +33,13 @@ runMain(async () => {
   );
   let stopping = false;
   const main = path.join(__dirname, 'main.ts');
+  // Each process serves /metrics on its own port: METRICS_PORT (9464) + its slot number.
+  const metricsBase = Number(process.env.METRICS_PORT ?? 9464);
+  slots.forEach((s, i) => (s.metricsPort = metricsBase + i));
 
   const start = (slot: Slot) => {
     slot.startedAt = Date.now();
-    const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, '--queues', slot.role, ...passThrough], {
+    const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, '--queues', slot.role, '--metrics-port', String(slot.metricsPort), ...passThrough], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: process.env,
     });

@@ -1,6 +1,8 @@
 import { NativeConnection, Worker, type State, type WorkerOptions } from '@temporalio/worker';
 import { activitiesBySystem, type ActivityDeps } from '../activities';
+import type { SagaMetrics } from '../src/observability/metrics';
 import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/queues';
+import { sagaMetricsSinks, stepObserver } from './observability';
 
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 
@@ -22,8 +24,8 @@ export interface SagaWorkerOptions {
   shutdownGraceTime?: WorkerOptions['shutdownGraceTime'];
   /** Off for in-process workers whose owner handles signals. */
   handleSignals?: boolean;
-  interceptors?: WorkerOptions['interceptors'];
-  sinks?: WorkerOptions['sinks'];
+  /** Saga, step and dedupe metrics; steps are logged either way. */
+  metrics?: SagaMetrics;
 }
 
 /** Several Temporal workers, one per task queue, run and stopped as one. */
@@ -35,15 +37,22 @@ export interface SagaWorker {
 }
 
 export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWorker> {
-  const systems = activitiesBySystem(opts.deps);
+  const { metrics } = opts;
+  const systems = activitiesBySystem({
+    ...opts.deps,
+    ledgerHooks: {
+      onReplay: (step) => metrics?.idempotentReplays.inc({ layer: 'ledger', step }),
+      ...opts.deps.ledgerHooks,
+    },
+  });
   const roles = opts.queues ?? QUEUE_ROLES;
   const common = {
     connection: opts.connection,
     namespace: opts.namespace,
     shutdownGraceTime: opts.shutdownGraceTime ?? '10s',
     shutdownSignals: opts.handleSignals === false ? [] : undefined,
-    interceptors: opts.interceptors,
-    sinks: opts.sinks,
+    interceptors: { activity: [stepObserver(metrics)] },
+    sinks: sagaMetricsSinks(metrics),
   };
   const workers = await Promise.all(
     roles.map(async (role) => {

@@ -1,4 +1,13 @@
-import { defineQuery, defineUpdate, patched, proxyActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
+import {
+  defineQuery,
+  defineUpdate,
+  patched,
+  proxyActivities,
+  proxySinks,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { SagaMetricsSinks } from './metrics-sinks';
 import type { SagaActivities } from '../activities';
 import { Saga, type SagaStatus } from './saga';
 import { queueName, type ActivitySystem } from './queues';
@@ -49,7 +58,13 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     shipping: system('shipping', compensationRound),
   };
 
-  const saga = new Saga({ retryInitialIntervalMs: 1000, retryMaxIntervalMs: 30_000 });
+  const { sagaMetrics } = proxySinks<SagaMetricsSinks>();
+  sagaMetrics.started();
+  const saga = new Saga({
+    retryInitialIntervalMs: 1000,
+    retryMaxIntervalMs: 30_000,
+    onCompensationFailure: (step) => sagaMetrics.compensationFailed(step),
+  });
   saga.bindHandlers(statusQuery, cancelUpdate);
 
   const outcome = await saga.execute(async () => {
@@ -113,8 +128,12 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
       run: () => local.orders.completeOrder({ key: key(Step.completeOrder), orderId }),
     });
     return { chargeId: charge.chargeId, trackingNumber: shipment.trackingNumber };
+  }).catch((err: unknown) => {
+    sagaMetrics.ended('failed');
+    throw err;
   });
 
+  sagaMetrics.ended(outcome.status);
   if (outcome.status === 'completed') {
     return {
       orderId,

@@ -8,7 +8,9 @@ import {
   type QueryDefinition,
 } from '@temporalio/workflow';
 import type { UpdateDefinition } from '@temporalio/common';
-import { FailureType } from './failures';
+import { describeFailure, FailureType, isNonRetryable } from './failures';
+
+export { describeFailure, isNonRetryable };
 
 /**
  * A generic saga (Garcia-Molina & Salem, 1987) for Temporal workflows.
@@ -92,6 +94,8 @@ export interface SagaOptions {
   /** Backoff between rounds of a failing compensation or retriable step. */
   retryInitialIntervalMs?: number;
   retryMaxIntervalMs?: number;
+  /** Told of every failed compensation round, so it can be counted and alerted on. */
+  onCompensationFailure?: (step: string, message: string) => void;
 }
 
 interface Registered {
@@ -263,6 +267,7 @@ export class Saga {
         return;
       } catch (err) {
         record.lastError = describeFailure(err).message;
+        this.options.onCompensationFailure?.(u.step, record.lastError);
         if (isNonRetryable(err)) {
           record.status = 'failed';
           return;
@@ -301,34 +306,6 @@ function definitionDefect(def: StepDefinition<unknown>, pivotCompleted: boolean)
   if (def.kind !== 'retriable' && pivotCompleted) return `step ${def.name} cannot follow the pivot: only retriable steps can`;
   if (def.kind === 'compensatable' && !def.undo) return `compensatable step ${def.name} needs an undo`;
   return undefined;
-}
-
-interface FailureLike {
-  type?: unknown;
-  message?: unknown;
-  nonRetryable?: unknown;
-  cause?: unknown;
-}
-
-/** The innermost typed failure: an ActivityFailure wraps the ApplicationFailure that says what happened. */
-export function describeFailure(err: unknown): SagaFailure {
-  let type: string | undefined;
-  let message: string | undefined;
-  for (let e = err as FailureLike | undefined, depth = 0; e && depth < 10; e = e.cause as FailureLike, depth++) {
-    if (typeof e.message === 'string' && e.message) message = e.message;
-    if (typeof e.type === 'string' && e.type) {
-      type = e.type;
-      break;
-    }
-  }
-  return { type: type ?? 'Unknown', message: message ?? String(err) };
-}
-
-export function isNonRetryable(err: unknown): boolean {
-  for (let e = err as FailureLike | undefined, depth = 0; e && depth < 10; e = e.cause as FailureLike, depth++) {
-    if (e.nonRetryable === true) return true;
-  }
-  return false;
 }
 
 function structuredCloneStatus(s: SagaStatus): SagaStatus {

@@ -3,6 +3,7 @@ import type { WorkflowInfo } from '@temporalio/workflow';
 import type { temporal } from '@temporalio/proto';
 import { Worker, type ReplayWorkerOptions } from '@temporalio/worker';
 import { canonicalJson } from '../ledger/fingerprint';
+import { sagaMetricsSinks } from '../../workers/observability';
 
 type History = temporal.api.history.v1.IHistory;
 
@@ -76,6 +77,7 @@ export async function replayAll(
     workflowsPath: options.workflowsPath ?? WORKFLOWS_PATH,
     interceptors: { workflowModules: [PROBE] },
     sinks: {
+      ...sagaMetricsSinks(),
       replayProbe: {
         completed: { fn: (info: WorkflowInfo, result: unknown) => record(info, { kind: 'completed', result }), callDuringReplay: true },
         failed: { fn: (info: WorkflowInfo, message: string) => record(info, { kind: 'failed', message }), callDuringReplay: true },

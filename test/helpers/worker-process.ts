@@ -8,13 +8,15 @@ export interface WorkerProcess {
   /** Resolves with the exit code (null if killed by a signal). */
   exited: Promise<number | null>;
   output(): string;
+  /** The worker's /metrics URL, from its ready line. */
+  metricsUrl(): string | undefined;
 }
 
 /** A real worker process (workers/main.ts), as production runs it. */
 export function spawnWorker(env: Record<string, string>, args: string[] = []): WorkerProcess {
   const main = path.resolve(__dirname, '../../workers/main.ts');
   const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, ...args], {
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, LOG_LEVEL: 'info', METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -31,7 +33,13 @@ export function spawnWorker(env: Record<string, string>, args: string[] = []): W
     child.stdout?.on('data', check);
     void exited.then((code) => reject(new Error(`worker exited (${code}) before it was ready:\n${out}`)));
   });
-  return { child, ready, exited, output: () => out };
+  return {
+    child,
+    ready,
+    exited,
+    output: () => out,
+    metricsUrl: () => /"metrics":"([^"]+)"/.exec(out)?.[1],
+  };
 }
 
 /** A DATABASE_URL whose connections use the given schema first, as the test's own pool does. */
