@@ -11,6 +11,7 @@ import { startOrderSaga } from '../orders/start';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/ids';
 import type { OrderSagaResult } from '../../workflows/types';
+import { SagaMetrics } from '../observability/metrics';
 import { authenticate } from './auth';
 import { claimKey, completeKey, purgeExpiredKeys, releaseLease } from './edge-keys';
 import { buildOpenApi } from './openapi';
@@ -29,6 +30,8 @@ export interface ApiOptions {
   host?: string;
   port?: number;
   log?: (line: Record<string, unknown>) => void;
+  /** Request and replay metrics, served on GET /metrics. */
+  metrics?: SagaMetrics;
 }
 
 export interface RunningApi {
@@ -58,6 +61,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const keyTtlMs = opts.keyTtlMs ?? 24 * 3600_000;
   const leaseMs = opts.leaseMs ?? 10_000;
   const log = opts.log ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
+  const metrics = opts.metrics ?? new SagaMetrics();
 
   const createOrder: Handler = async (req, _params, url) => {
     const client = await authenticate(db, req);
@@ -87,6 +91,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       case 'in-flight':
         throw new Problem('request-in-flight', undefined, {}, { 'Retry-After': String(claim.retryAfterSeconds) });
       case 'replay':
+        metrics.idempotentReplays.inc({ layer: 'http', step: 'create-order' });
         return {
           status: claim.status,
           body: claim.body,
@@ -165,6 +170,11 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const routes: { method: string; path: string; handler: Handler }[] = [
     { method: 'GET', path: '/healthz', handler: async () => json(200, { status: 'ok' }) },
     { method: 'GET', path: '/readyz', handler: ready },
+    {
+      method: 'GET',
+      path: '/metrics',
+      handler: async () => ({ status: 200, body: await metrics.text(), headers: { 'Content-Type': metrics.registry.contentType } }),
+    },
     { method: 'GET', path: '/openapi.json', handler: async () => ({ status: 200, body: openapi, headers: { 'Content-Type': JSON_TYPE } }) },
     { method: 'POST', path: '/orders', handler: createOrder },
     { method: 'GET', path: '/orders/:id', handler: getOrder },
@@ -175,8 +185,10 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     void handle(req, res);
   });
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
     let reply: Reply;
     let url: URL | undefined;
+    let route = 'unmatched';
     try {
       url = new URL(req.url ?? '/', 'http://localhost');
       const path = url.pathname;
@@ -185,12 +197,15 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         .filter((c) => c.params !== undefined);
       const hit = candidates.find((c) => c.r.method === req.method);
       if (!hit) throw new Problem('not-found', candidates.length ? `${req.method} is not allowed on ${path}` : `no route ${path}`);
+      route = hit.r.path;
       reply = await hit.r.handler(req, hit.params ?? {}, url);
     } catch (err) {
       reply = problemReply(err, url?.pathname, log);
     }
     res.writeHead(reply.status, { 'Content-Length': Buffer.byteLength(reply.body), ...reply.headers });
     res.end(reply.body);
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    metrics.httpRequests.observe({ method: req.method ?? '?', route, status: String(reply.status) }, seconds);
   }
 
   await new Promise<void>((resolve, reject) => {

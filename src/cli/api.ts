@@ -1,5 +1,6 @@
 import { Client, Connection } from '@temporalio/client';
 import { startApi } from '../api/server';
+import { SagaMetrics } from '../observability/metrics';
 import { ConfigError, loadConfig } from '../config';
 import { migrate } from '../db/migrate';
 import { createPool } from '../db/pool';
@@ -20,6 +21,7 @@ runMain(async () => {
     keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
     host: config.API_HOST,
     port: config.API_PORT,
+    metrics: new SagaMetrics({ processMetrics: true }),
   });
   console.log(JSON.stringify({ msg: 'api listening', url: api.url }));
   await new Promise<void>((resolve) => {
