@@ -4,6 +4,7 @@ import { JsonLogger, toTemporalLevel } from '../src/observability/log';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
+import { temporalTarget } from '../src/temporal-connect';
 import { runMain } from '../src/cli/run';
 import { prebuiltBundle } from './bundle';
 import { workerOptions } from './options';
@@ -39,11 +40,12 @@ runMain(async () => {
     extraUrl: `http://127.0.0.1:${corePort}/metrics`,
   });
   const db = createPool({ connectionString: config.DATABASE_URL! });
-  const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS! });
+  const target = temporalTarget();
+  const connection = await NativeConnection.connect(target.connectionOptions);
   const bundle = config.SAGAFLOW_WORKFLOW_BUNDLE ? { codePath: config.SAGAFLOW_WORKFLOW_BUNDLE } : prebuiltBundle();
   const worker = await createSagaWorker({
     connection,
-    namespace: config.TEMPORAL_NAMESPACE,
+    namespace: target.namespace,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     queues: opts.queues,
     concurrency: opts.concurrency,

@@ -4,6 +4,7 @@ import { SagaMetrics } from '../observability/metrics';
 import { ConfigError, loadConfig } from '../config';
 import { migrate } from '../db/migrate';
 import { createPool } from '../db/pool';
+import { temporalTarget } from '../temporal-connect';
 import { runMain } from './run';
 
 /** The HTTP API process. Needs DATABASE_URL and TEMPORAL_ADDRESS (`npm run stack` prints both). */
@@ -13,10 +14,11 @@ runMain(async () => {
   if (missing.length) throw new ConfigError(missing.map((variable) => ({ variable, message: 'required by the API' })));
   await migrate(config.DATABASE_URL!);
   const db = createPool({ connectionString: config.DATABASE_URL! });
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS! });
+  const target = temporalTarget();
+  const connection = await Connection.connect(target.connectionOptions);
   const api = await startApi({
     db,
-    temporal: new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }),
+    temporal: new Client({ connection, namespace: target.namespace }),
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
     host: config.API_HOST,

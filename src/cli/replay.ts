@@ -3,6 +3,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig } from '../config';
 import { replayFromServer, summaryTable } from '../replay/live';
+import { temporalTarget } from '../temporal-connect';
 import { runMain } from './run';
 
 /**
@@ -15,8 +16,10 @@ runMain(async () => {
     options: { query: { type: 'string' }, address: { type: 'string' }, limit: { type: 'string' } },
   });
   const config = loadConfig();
-  const address = values.address ?? config.TEMPORAL_ADDRESS;
-  if (!address) throw new ConfigError([{ variable: 'TEMPORAL_ADDRESS', message: 'required (or pass --address host:port)' }]);
+  if (!values.address && !config.TEMPORAL_ADDRESS && !process.env.TEMPORAL_CONFIG_FILE) {
+    throw new ConfigError([{ variable: 'TEMPORAL_ADDRESS', message: 'required (or pass --address host:port)' }]);
+  }
+  const target = temporalTarget(values.address ? { ...process.env, TEMPORAL_ADDRESS: values.address } : process.env);
   const query = values.query ?? "WorkflowType = 'orderSaga'";
   const limit = values.limit ? Number(values.limit) : 100;
   if (!Number.isInteger(limit) || limit < 1) {
@@ -24,9 +27,9 @@ runMain(async () => {
     return 2;
   }
   Runtime.install({ logger: new DefaultLogger('ERROR') });
-  const connection = await Connection.connect({ address });
+  const connection = await Connection.connect(target.connectionOptions);
   try {
-    const outcomes = await replayFromServer(new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }), query, { limit });
+    const outcomes = await replayFromServer(new Client({ connection, namespace: target.namespace }), query, { limit });
     if (outcomes.length === 0) {
       console.log(`no workflows match: ${query}`);
       return 0;

@@ -1,0 +1,53 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { temporalTarget } from '../../src/temporal-connect';
+
+const noFile = { TEMPORAL_CONFIG_FILE: path.join(os.tmpdir(), 'sagaflow-no-such-temporal.toml') };
+
+test('a plain address and namespace, as for the dev server', () => {
+  const t = temporalTarget({ ...noFile, TEMPORAL_ADDRESS: '127.0.0.1:7233', TEMPORAL_NAMESPACE: 'orders' });
+  expect(t.connectionOptions.address).toBe('127.0.0.1:7233');
+  expect(t.namespace).toBe('orders');
+  expect(t.connectionOptions.apiKey).toBeUndefined();
+});
+
+test('Temporal Cloud with an API key: TLS on, the key passed through', () => {
+  const t = temporalTarget({
+    ...noFile,
+    TEMPORAL_ADDRESS: 'acme.a1b2c.tmprl.cloud:7233',
+    TEMPORAL_NAMESPACE: 'acme.a1b2c',
+    TEMPORAL_API_KEY: 'secret-key',
+  });
+  expect(t.connectionOptions.apiKey).toBe('secret-key');
+  expect(t.connectionOptions.tls).toBeTruthy();
+});
+
+test('mTLS client certificates from files', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-tls-'));
+  fs.writeFileSync(path.join(dir, 'client.pem'), 'CERT');
+  fs.writeFileSync(path.join(dir, 'client.key'), 'KEY');
+  const t = temporalTarget({
+    ...noFile,
+    TEMPORAL_ADDRESS: 'temporal.internal:7233',
+    TEMPORAL_TLS_CLIENT_CERT_PATH: path.join(dir, 'client.pem'),
+    TEMPORAL_TLS_CLIENT_KEY_PATH: path.join(dir, 'client.key'),
+    TEMPORAL_TLS_SERVER_NAME: 'temporal.internal',
+  });
+  const tls = t.connectionOptions.tls as { clientCertPair?: { crt: Uint8Array; key: Uint8Array }; serverNameOverride?: string };
+  expect(Buffer.from(tls.clientCertPair!.crt).toString()).toBe('CERT');
+  expect(Buffer.from(tls.clientCertPair!.key).toString()).toBe('KEY');
+  expect(tls.serverNameOverride).toBe('temporal.internal');
+});
+
+test('a TOML profile supplies what the environment does not', () => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-toml-')), 'temporal.toml');
+  fs.writeFileSync(file, '[profile.staging]\naddress = "staging.internal:7233"\nnamespace = "orders-staging"\n');
+  const t = temporalTarget({ TEMPORAL_CONFIG_FILE: file, TEMPORAL_PROFILE: 'staging' });
+  expect(t.connectionOptions.address).toBe('staging.internal:7233');
+  expect(t.namespace).toBe('orders-staging');
+});
+
+test('no address anywhere is a clear error', () => {
+  expect(() => temporalTarget({ ...noFile })).toThrow(/TEMPORAL_ADDRESS/);
+});
