@@ -1,0 +1,24 @@
+import { ConfigError, loadConfig } from '../config';
+import { migrate } from '../db/migrate';
+import { createPool } from '../db/pool';
+import { startCarrier } from '../services/carrier';
+import { startPaymentProvider } from '../services/payment-provider';
+import { runMain } from './run';
+
+/** The payment provider and the carrier as one long-running process (for compose and manual runs). */
+runMain(async () => {
+  const config = loadConfig();
+  if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the services' }]);
+  await migrate(config.DATABASE_URL);
+  const db = createPool({ connectionString: config.DATABASE_URL });
+  const provider = await startPaymentProvider({ db, host: config.SERVICES_HOST, port: config.PAYMENT_PROVIDER_PORT });
+  const carrier = await startCarrier({ db, host: config.SERVICES_HOST, port: config.CARRIER_PORT });
+  console.log(JSON.stringify({ msg: 'services listening', paymentProvider: provider.url, carrier: carrier.url }));
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await provider.close();
+  await carrier.close();
+  await db.end();
+});
