@@ -4,10 +4,12 @@ import {
   patched,
   proxyActivities,
   proxySinks,
+  upsertSearchAttributes,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { SagaMetricsSinks } from './metrics-sinks';
+import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './search-attributes';
 import type { SagaActivities } from '../activities';
 import { Saga, type SagaStatus } from './saga';
 import { queueName, type ActivitySystem } from './queues';
@@ -15,6 +17,7 @@ import { Step } from './steps';
 import type { OrderInput, OrderSagaResult } from './types';
 
 export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
+export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<{ accepted: true }, [{ reason?: string }]>('cancel');
@@ -60,9 +63,19 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
 
   const { sagaMetrics } = proxySinks<SagaMetricsSinks>();
   sagaMetrics.started();
+  // Sagas started with an OrderId search attribute publish their phase and step as they go;
+  // ones started before that was added (none carry it) take no new commands on replay.
+  const publish = workflowInfo().typedSearchAttributes.get(OrderIdKey) !== undefined && patched(SEARCH_ATTRIBUTES_PATCH);
   const saga = new Saga({
     retryInitialIntervalMs: 1000,
     retryMaxIntervalMs: 30_000,
+    onTransition: publish
+      ? (s) =>
+          upsertSearchAttributes([
+            { key: SagaStatusKey, value: s.phase },
+            { key: CurrentStepKey, value: s.currentStep ?? 'none' },
+          ])
+      : undefined,
     onCompensationFailure: (step) => sagaMetrics.compensationFailed(step),
   });
   saga.bindHandlers(statusQuery, cancelUpdate);

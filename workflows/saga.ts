@@ -94,6 +94,8 @@ export interface SagaOptions {
   /** Backoff between rounds of a failing compensation or retriable step. */
   retryInitialIntervalMs?: number;
   retryMaxIntervalMs?: number;
+  /** Told whenever the current step or the phase changes (to publish them, e.g. as search attributes). */
+  onTransition?: (status: SagaStatus) => void;
   /** Told of every failed compensation round, so it can be counted and alerted on. */
   onCompensationFailure?: (step: string, message: string) => void;
 }
@@ -176,6 +178,7 @@ export class Saga {
     try {
       const result = await this.scope.run(() => body(this));
       this.state.phase = 'completed';
+      this.transition();
       return { status: 'completed', result, ...this.summary() };
     } catch (err) {
       this.state.currentStep = null;
@@ -190,6 +193,7 @@ export class Saga {
         : describeFailure(err);
       this.state.failure = failure;
       this.state.phase = 'compensating';
+      this.transition();
       await CancellationScope.nonCancellable(() => this.compensate({ cancelled, failure }));
       const failed = this.state.compensations.filter((c) => c.status === 'failed');
       if (this.definitionError && failed.length === 0) {
@@ -206,6 +210,7 @@ export class Saga {
         });
       }
       this.state.phase = cancelled ? 'cancelled' : 'compensated';
+      this.transition();
       return { status: this.state.phase, failure, ...this.summary() };
     }
   }
@@ -220,6 +225,7 @@ export class Saga {
     // before the pivot can start.
     if (this.state.cancelRequested) throw new CancelledFailure(this.cancelReason);
     this.state.currentStep = def.name;
+    this.transition();
     if (def.undo) this.undos.push({ step: def.name, undo: def.undo });
     let result: T;
     if (def.kind === 'compensatable') {
@@ -236,6 +242,10 @@ export class Saga {
     this.state.completedSteps.push(def.name);
     this.state.currentStep = null;
     return result;
+  }
+
+  private transition(): void {
+    this.options.onTransition?.(this.status());
   }
 
   private summary() {

@@ -30,6 +30,8 @@ export interface ApiOptions {
   host?: string;
   port?: number;
   log?: (line: Record<string, unknown>) => void;
+  /** Start sagas with their search attributes (they must be registered on the namespace). */
+  searchAttributes?: boolean;
   /** Request and replay metrics, served on GET /metrics. */
   metrics?: SagaMetrics;
 }
@@ -103,7 +105,9 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     if (!row) throw new Error(`order ${claim.orderId} missing under its idempotency key`);
     let outcome: OrderSagaResult | undefined;
     try {
-      const handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue);
+      const handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue, {
+        searchAttributes: opts.searchAttributes,
+      });
       if (wait > 0) outcome = await withTimeout(handle.result(), wait);
     } catch (err) {
       await releaseLease(db, client.id, key);

@@ -24,6 +24,7 @@ runMain(async () => {
     host: config.API_HOST,
     port: config.API_PORT,
     metrics: new SagaMetrics({ processMetrics: true }),
+    searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
   });
   console.log(JSON.stringify({ msg: 'api listening', url: api.url }));
   await new Promise<void>((resolve) => {

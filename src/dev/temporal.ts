@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { freePort, waitFor } from './ports';
+import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
 
 /** The newest Temporal CLI release that `go install` can build (later tags carry a replace directive). */
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
@@ -92,6 +93,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
 
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace,
     '--log-level', 'error'];
+  for (const key of SAGA_SEARCH_ATTRIBUTES) args.push('--search-attribute', `${key.name}=Keyword`);
   if (uiPort) args.push('--ui-port', String(uiPort));
   else args.push('--headless');
   if (opts.dbFilename) {
@@ -156,6 +158,7 @@ async function startWithSdkDownload(
         dbFilename: opts.dbFilename,
         ui: opts.uiPort !== undefined,
         uiPort: opts.uiPort,
+        searchAttributes: SAGA_SEARCH_ATTRIBUTES,
       },
     });
     return {

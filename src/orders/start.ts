@@ -2,6 +2,7 @@ import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle 
 import type { orderSaga } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/ids';
 import { parseOrderInput } from './schema';
+import { OrderIdKey, SagaStatusKey } from '../../workflows/search-attributes';
 
 /**
  * Starts the saga for an order, or returns the one that already exists: the
@@ -12,6 +13,8 @@ export async function startOrderSaga(
   client: Client,
   input: unknown,
   taskQueue: string,
+  /** Off for a namespace where the saga's search attributes are not registered. */
+  opts: { searchAttributes?: boolean } = {},
 ): Promise<WorkflowHandle<typeof orderSaga>> {
   const order = parseOrderInput(input);
   const workflowId = orderWorkflowId(order.orderId);
@@ -22,6 +25,13 @@ export async function startOrderSaga(
       args: [order],
       workflowIdConflictPolicy: 'USE_EXISTING',
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      typedSearchAttributes:
+        opts.searchAttributes === false
+          ? undefined
+          : [
+              { key: OrderIdKey, value: order.orderId },
+              { key: SagaStatusKey, value: 'running' },
+            ],
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {

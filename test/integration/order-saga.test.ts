@@ -87,6 +87,22 @@ async function expectReconciled(o: OrderInput, status: string) {
   return books;
 }
 
+test('sagas carry search attributes: findable by order ID, with their final status', async () => {
+  const o = order({ paymentToken: 'tok_decline' });
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await (await startOrderSaga(ctx.client, o, taskQueue)).result();
+  let found: string[] = [];
+  // Visibility is eventually consistent.
+  for (let i = 0; i < 50 && found.length === 0; i++) {
+    found = [];
+    for await (const wf of ctx.client.workflow.list({ query: `OrderId = '${o.orderId}' AND SagaStatus = 'compensated'` })) {
+      found.push(wf.workflowId);
+    }
+    if (found.length === 0) await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(found).toEqual([`order-${o.orderId}`]);
+});
+
 test('out of stock: nothing is charged or shipped, and the order is failed', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 1 });
