@@ -49,6 +49,8 @@ export const configSchema = z.object({
   PAYMENT_PROVIDER_PORT: z.coerce.number().int().min(0).max(65535).default(4010),
   CARRIER_PORT: z.coerce.number().int().min(0).max(65535).default(4020),
   SAGAFLOW_SEARCH_ATTRIBUTES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl(['http', 'https']),
+  OTEL_SERVICE_NAME: z.string().trim().min(1).optional(),
   METRICS_HOST: z.string().trim().min(1).default('127.0.0.1'),
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -2,6 +2,7 @@ import { NativeConnection, Runtime } from '@temporalio/worker';
 import { freePort } from '../src/dev/ports';
 import { JsonLogger, toTemporalLevel } from '../src/observability/log';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
+import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
 import { temporalTarget } from '../src/temporal-connect';
@@ -34,6 +35,10 @@ runMain(async () => {
     telemetryOptions: { metrics: { prometheus: { bindAddress: `127.0.0.1:${corePort}` } } },
   });
   const metrics = new SagaMetrics({ processMetrics: true });
+  const tracing = startTracing({
+    endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
+    serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-worker',
+  });
   const metricsServer = await serveMetrics(metrics, {
     host: config.METRICS_HOST,
     port: opts.metricsPort,
@@ -53,6 +58,7 @@ runMain(async () => {
     shutdownGraceTime: opts.shutdownGraceMs,
     workflowBundle: opts.queues.includes('workflows') ? bundle : undefined,
     metrics,
+    plugins: tracing ? [tracing.plugin] : [],
     deps: {
       db,
       paymentProviderUrl: config.PAYMENT_PROVIDER_URL!,
@@ -67,11 +73,13 @@ runMain(async () => {
       bundle: opts.queues.includes('workflows') ? (bundle ? 'prebuilt' : 'built at start') : 'none',
       startMs: Date.now() - started,
       metrics: metricsServer.url,
+      tracing: tracing ? config.OTEL_EXPORTER_OTLP_ENDPOINT : 'off',
       pid: process.pid,
     }),
   );
   await worker.run();
   await metricsServer.close();
+  await tracing?.shutdown();
   await connection.close();
   await db.end();
   console.log(JSON.stringify({ msg: 'worker stopped', pid: process.pid }));

@@ -1,4 +1,4 @@
-import { NativeConnection, Worker, type State, type WorkerOptions } from '@temporalio/worker';
+import { NativeConnection, Worker, type State, type WorkerOptions, type WorkerPlugin } from '@temporalio/worker';
 import { activitiesBySystem, type ActivityDeps } from '../activities';
 import type { SagaMetrics } from '../src/observability/metrics';
 import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/queues';
@@ -26,6 +26,8 @@ export interface SagaWorkerOptions {
   handleSignals?: boolean;
   /** Saga, step and dedupe metrics; steps are logged either way. */
   metrics?: SagaMetrics;
+  /** E.g. the OpenTelemetry plugin, when tracing is on. */
+  plugins?: WorkerPlugin[];
 }
 
 /** Several Temporal workers, one per task queue, run and stopped as one. */
@@ -53,6 +55,7 @@ export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWor
     shutdownSignals: opts.handleSignals === false ? [] : undefined,
     interceptors: { activity: [stepObserver(metrics)] },
     sinks: sagaMetricsSinks(metrics),
+    plugins: opts.plugins,
   };
   const workers = await Promise.all(
     roles.map(async (role) => {

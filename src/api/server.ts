@@ -12,6 +12,7 @@ import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/ids';
 import type { OrderSagaResult } from '../../workflows/types';
 import { SagaMetrics } from '../observability/metrics';
+import { inSpan, SpanKind } from '../observability/tracing';
 import { authenticate } from './auth';
 import { claimKey, completeKey, purgeExpiredKeys, releaseLease } from './edge-keys';
 import { buildOpenApi } from './openapi';
@@ -201,8 +202,19 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         .filter((c) => c.params !== undefined);
       const hit = candidates.find((c) => c.r.method === req.method);
       if (!hit) throw new Problem('not-found', candidates.length ? `${req.method} is not allowed on ${path}` : `no route ${path}`);
-      route = hit.r.path;
-      reply = await hit.r.handler(req, hit.params ?? {}, url);
+      const { r, params } = hit;
+      route = r.path;
+      const target = url;
+      reply = await inSpan(
+        `${req.method} ${route}`,
+        { 'http.request.method': req.method ?? '?', 'http.route': route },
+        async (span) => {
+          const answer = await r.handler(req, params ?? {}, target);
+          span.setAttribute('http.response.status_code', answer.status);
+          return answer;
+        },
+        SpanKind.SERVER,
+      );
     } catch (err) {
       reply = problemReply(err, url?.pathname, log);
     }

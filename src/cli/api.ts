@@ -1,6 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { startApi } from '../api/server';
 import { SagaMetrics } from '../observability/metrics';
+import { startTracing } from '../observability/tracing';
 import { ConfigError, loadConfig } from '../config';
 import { migrate } from '../db/migrate';
 import { createPool } from '../db/pool';
@@ -14,11 +15,12 @@ runMain(async () => {
   if (missing.length) throw new ConfigError(missing.map((variable) => ({ variable, message: 'required by the API' })));
   await migrate(config.DATABASE_URL!);
   const db = createPool({ connectionString: config.DATABASE_URL! });
+  const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTarget();
   const connection = await Connection.connect(target.connectionOptions);
   const api = await startApi({
     db,
-    temporal: new Client({ connection, namespace: target.namespace }),
+    temporal: new Client({ connection, namespace: target.namespace, plugins: tracing ? [tracing.plugin] : [] }),
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
     host: config.API_HOST,
@@ -32,6 +34,7 @@ runMain(async () => {
     process.once('SIGTERM', resolve);
   });
   await api.close();
+  await tracing?.shutdown();
   await connection.close();
   await db.end();
 });

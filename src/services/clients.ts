@@ -1,5 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { FailureType } from '../../workflows/failures';
+import { inSpan, SpanKind, traceHeaders } from '../observability/tracing';
 
 export interface HttpAnswer<T = unknown> {
   status: number;
@@ -18,12 +19,31 @@ export async function postIdempotent<T>(
   timeoutMs: number,
   cancelled?: AbortSignal,
 ): Promise<HttpAnswer<T>> {
+  return inSpan(
+    `POST ${new URL(url).pathname}`,
+    { 'http.request.method': 'POST', 'url.full': url, 'sagaflow.idempotency_key': idempotencyKey },
+    async (span) => {
+      const answer = await send<T>(url, idempotencyKey, body, timeoutMs, cancelled);
+      span.setAttribute('http.response.status_code', answer.status);
+      return answer;
+    },
+    SpanKind.CLIENT,
+  );
+}
+
+async function send<T>(
+  url: string,
+  idempotencyKey: string,
+  body: unknown,
+  timeoutMs: number,
+  cancelled?: AbortSignal,
+): Promise<HttpAnswer<T>> {
   let res: Response;
   try {
     const timeout = AbortSignal.timeout(timeoutMs);
     res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
+      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey, ...traceHeaders() },
       body: JSON.stringify(body),
       signal: cancelled ? AbortSignal.any([timeout, cancelled]) : timeout,
     });
