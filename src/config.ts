@@ -23,6 +23,8 @@ export const configSchema = z.object({
   TEMPORAL_ADDRESS: hostPort,
   TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().trim().min(1).default('sagaflow'),
+  /** Printed at start so operators can find the sagas; the dev stack prints its own. */
+  TEMPORAL_UI_URL: optionalUrl(['http', 'https']),
   TEMPORAL_CLI_PATH: z.string().trim().min(1).optional(),
   SAGAFLOW_STATE_DIR: z.string().trim().min(1).default('.sagaflow'),
   SAGAFLOW_EMBEDDED_PG_PORT: positiveInt(54329),

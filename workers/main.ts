@@ -74,6 +74,7 @@ runMain(async () => {
       startMs: Date.now() - started,
       metrics: metricsServer.url,
       tracing: tracing ? config.OTEL_EXPORTER_OTLP_ENDPOINT : 'off',
+      temporalUi: config.TEMPORAL_UI_URL ?? 'set TEMPORAL_UI_URL to print it here',
       pid: process.pid,
     }),
   );

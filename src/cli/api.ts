@@ -28,7 +28,7 @@ runMain(async () => {
     metrics: new SagaMetrics({ processMetrics: true }),
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
   });
-  console.log(JSON.stringify({ msg: 'api listening', url: api.url }));
+  console.log(JSON.stringify({ msg: 'api listening', url: api.url, temporalUi: config.TEMPORAL_UI_URL }));
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
