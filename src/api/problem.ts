@@ -8,6 +8,7 @@ export const problems = {
   'idempotency-key-invalid': { status: 400, title: 'The Idempotency-Key header is malformed' },
   unauthorized: { status: 401, title: 'A valid bearer API key is required' },
   'not-found': { status: 404, title: 'No such resource' },
+  'method-not-allowed': { status: 405, title: 'The method is not allowed on this resource' },
   'request-in-flight': { status: 409, title: 'A request with this Idempotency-Key is still being processed' },
   'cancel-refused': { status: 409, title: 'The saga can no longer be cancelled' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },

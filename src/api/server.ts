@@ -104,20 +104,22 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     // New, or healing a request that died after its commit: starting the saga is idempotent either way.
     const row = await findOrder(db, claim.orderId);
     if (!row) throw new Error(`order ${claim.orderId} missing under its idempotency key`);
-    let outcome: OrderSagaResult | undefined;
+    let handle: Awaited<ReturnType<typeof startOrderSaga>>;
     try {
-      const handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue, {
-        searchAttributes: opts.searchAttributes,
-      });
-      if (wait > 0) outcome = await withTimeout(handle.result(), wait);
+      handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue, { searchAttributes: opts.searchAttributes });
     } catch (err) {
       await releaseLease(db, client.id, key);
       throw new Problem('unavailable', `could not start the saga: ${(err as Error).message}`);
     }
-    const fresh = outcome ? await findOrder(db, claim.orderId) : row;
-    const reply = json(201, view(fresh ?? row, outcome ? sagaFromResult(outcome) : { status: 'running' }), {
-      Location: `/orders/${claim.orderId}`,
-    });
+    // The saga is started: whatever happens to it now, the order exists and this key answers 201.
+    const outcome = wait > 0 ? await withTimeout(handle.result(), wait).catch(() => undefined) : undefined;
+    let saga: Omit<OrderView['saga'], 'workflowId'>;
+    if (outcome) saga = sagaFromResult(outcome);
+    // A healed request's saga may have run for a while (or ended): report what it is, not what we started.
+    else if (wait > 0 || claim.kind === 'heal') saga = await liveSaga(temporal, claim.orderId);
+    else saga = { status: 'running' };
+    const fresh = saga.status === 'running' ? row : ((await findOrder(db, claim.orderId)) ?? row);
+    const reply = json(201, view(fresh, saga), { Location: `/orders/${claim.orderId}` });
     await completeKey(db, client.id, key, reply.status, reply.body);
     log({ msg: 'order created', orderId: claim.orderId, workflowId: orderWorkflowId(claim.orderId), clientId: client.id, healed: claim.kind === 'heal' });
     return reply;
@@ -201,7 +203,11 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         .map((r) => ({ r, params: matchPath(r.path, path) }))
         .filter((c) => c.params !== undefined);
       const hit = candidates.find((c) => c.r.method === req.method);
-      if (!hit) throw new Problem('not-found', candidates.length ? `${req.method} is not allowed on ${path}` : `no route ${path}`);
+      if (!hit && candidates.length) {
+        const allow = candidates.map((c) => c.r.method).join(', ');
+        throw new Problem('method-not-allowed', `${req.method} is not allowed on ${path}`, {}, { Allow: allow });
+      }
+      if (!hit) throw new Problem('not-found', `no route ${path}`);
       const { r, params } = hit;
       route = r.path;
       const target = url;
@@ -288,6 +294,12 @@ function sagaFromResult(r: OrderSagaResult): Omit<OrderView['saga'], 'workflowId
 /** The saga as it is now: its own status query, or the server's word if no worker answers. */
 async function liveSaga(temporal: Client, orderId: string): Promise<Omit<OrderView['saga'], 'workflowId'>> {
   const handle = temporal.workflow.getHandle(orderWorkflowId(orderId));
+  const described = await handle.describe().catch(() => undefined);
+  // A query replays a closed workflow's last state, which for a terminated or timed-out
+  // saga would still say 'running': the server's status is the truth there.
+  if (described && described.status.name !== 'RUNNING' && described.status.name !== 'COMPLETED') {
+    return { status: described.status.name.toLowerCase() };
+  }
   try {
     const s = await temporal.connection.withDeadline(Date.now() + 3000, () => handle.query(statusQuery));
     return {
@@ -298,8 +310,7 @@ async function liveSaga(temporal: Client, orderId: string): Promise<Omit<OrderVi
       failure: s.failure,
     };
   } catch {
-    const d = await handle.describe().catch(() => undefined);
-    return { status: d ? d.status.name.toLowerCase() : 'unknown' };
+    return { status: described ? described.status.name.toLowerCase() : 'unknown' };
   }
 }
 

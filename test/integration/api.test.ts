@@ -9,6 +9,7 @@ import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { reconcileOrder } from '../../src/orders/reconcile';
+import { startOrderSaga } from '../../src/orders/start';
 import { Step } from '../../workflows/steps';
 import type { OrderSagaResult } from '../../workflows/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
@@ -20,6 +21,8 @@ let api: RunningApi;
 let clientA: { id: string; apiKey: string };
 let clientB: { id: string; apiKey: string };
 const taskQueue = uniqueId('api');
+/** Every step of a saga started now, in order. */
+const ALL_STEPS: string[] = Object.values(Step);
 /** Sagas started by a test; each test waits for its own to end so no fault or saga leaks into the next. */
 const started = new Set<string>();
 
@@ -104,6 +107,23 @@ function untilOrder(id: string, pred: (body: any) => boolean, what: string): Pro
     expect(res.status).toBe(200);
     return pred(res.json) ? res.json : undefined;
   }, what);
+}
+
+/**
+ * What a request leaves behind when it dies between its commit and the saga start:
+ * the order and an in-flight key whose lease has run out, written in one transaction.
+ */
+async function deadRequest(body: CreateOrderRequest, key: string): Promise<string> {
+  const orderId = `ord_dead${randomBytes(6).toString('hex')}`;
+  await inTransaction(ctx.db, async (tx) => {
+    await tx.query(
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, order_id, state, locked_until, expires_at)
+       VALUES ($1, $2, $3, $4, 'in_flight', now() - interval '1 second', now() + interval '1 day')`,
+      [clientA.id, key, fingerprint(body), orderId],
+    );
+    await insertOrder(tx, { ...body, orderId }, clientA.id);
+  });
+  return orderId;
 }
 
 /** The same JSON with object keys reversed at every depth. */
@@ -295,15 +315,7 @@ describe('POST /orders', () => {
   test('a request that died between its commit and the saga start is healed by the retry', async () => {
     const body = await stockedBody();
     const key = uniqueId('heal');
-    const orderId = `ord_heal${randomBytes(6).toString('hex')}`;
-    await inTransaction(ctx.db, async (tx) => {
-      await tx.query(
-        `INSERT INTO idempotency_keys (client_id, key, fingerprint, order_id, state, locked_until, expires_at)
-         VALUES ($1, $2, $3, $4, 'in_flight', now() - interval '1 second', now() + interval '1 day')`,
-        [clientA.id, key, fingerprint(body), orderId],
-      );
-      await insertOrder(tx, { ...body, orderId }, clientA.id);
-    });
+    const orderId = await deadRequest(body, key);
     // No saga exists yet: GET says so rather than failing.
     const before = await getOrder(orderId);
     expect(before.status).toBe(200);
@@ -323,6 +335,26 @@ describe('POST /orders', () => {
     expect(await workflowRuns(orderId)).toBe(1);
   });
 
+  test('10 concurrent retries of a dead request: exactly one heals it, the others replay or get 409', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('heal-burst');
+    const orderId = await deadRequest(body, key);
+
+    const responses = await Promise.all(Array.from({ length: 10 }, () => postOrder(body, key)));
+
+    for (const r of responses) expect(r.status).toBeLessThan(500);
+    const fresh = responses.filter((r) => r.status === 201 && r.headers.get('idempotent-replayed') === null);
+    expect(fresh).toHaveLength(1);
+    for (const r of responses) {
+      if (r.status === 201) expect(r.text).toBe(fresh[0]!.text);
+      else expectProblem(r, 409, 'request-in-flight');
+    }
+    expect(fresh[0]!.json.id).toBe(orderId);
+    expect(await ordersOf(body.customerId)).toHaveLength(1);
+    expect((await sagaResult(orderId)).status).toBe('completed');
+    expect(await workflowRuns(orderId)).toBe(1);
+  });
+
   test('?wait=10s answers with the final state of a stocked order, and the replay is that same answer', async () => {
     const body = await stockedBody();
     const key = uniqueId('wait');
@@ -334,7 +366,7 @@ describe('POST /orders', () => {
       saga: {
         workflowId: `order-${res.json.id}`,
         status: 'completed',
-        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.chargePayment, Step.createShipment, Step.completeOrder],
+        completedSteps: ALL_STEPS,
         compensations: [],
       },
     });
@@ -530,7 +562,7 @@ describe('GET /orders/:id', () => {
         workflowId: `order-${id}`,
         status: 'completed',
         currentStep: null,
-        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.chargePayment, Step.createShipment, Step.completeOrder],
+        completedSteps: ALL_STEPS,
         compensations: [],
       },
     });
@@ -681,6 +713,65 @@ describe('GET /openapi.json', () => {
   });
 });
 
+
+// The saga state the API reports must be the saga's real state. These fail on the
+// current server (see the report): a saga that ends abnormally, or had already
+// ended when a retry healed its request, is reported as running or as a 503.
+describe('the saga state in answers matches the workflow', () => {
+  test('a saga terminated while ?wait holds the request: 201 with the order, not a 503 "could not start"', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('terminated');
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2000, path: '/charges', times: 1 });
+    const first = postOrder(body, key, { query: '?wait=10s' });
+    const held = await eventually(async () => {
+      const row = await keyRow(clientA.id, key);
+      return row?.state === 'in_flight' ? row : undefined;
+    }, 'the request to claim its key');
+    await untilOrder(held.order_id, (o) => o.saga.currentStep === Step.chargePayment, 'the saga to be charging');
+    await ctx.client.workflow.getHandle(`order-${held.order_id}`).terminate('operator stopped it');
+
+    const res = await first;
+
+    expect(res.status).toBe(201);
+    expect(res.json.id).toBe(held.order_id);
+    expect(res.json.saga.status).not.toBe('running');
+    expect(await keyRow(clientA.id, key)).toMatchObject({ state: 'completed', response_body: res.text });
+  });
+
+  test('GET of an order whose workflow was terminated does not report the saga running', async () => {
+    const body = await stockedBody();
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2000, path: '/charges', times: 1 });
+    const created = await postOrder(body, uniqueId('terminated-get'));
+    const id: string = created.json.id;
+    await untilOrder(id, (o) => o.saga.currentStep === Step.chargePayment, 'the saga to be charging');
+    const handle = ctx.client.workflow.getHandle(`order-${id}`);
+    await handle.terminate('operator stopped it');
+    expect((await handle.describe()).status.name).toBe('TERMINATED');
+
+    const res = await getOrder(id);
+
+    expect(res.status).toBe(200);
+    expect(res.json.saga.status).toBe('terminated');
+  });
+
+  test('healing a request whose saga had already completed answers with the completed saga, not "running"', async () => {
+    const body = await stockedBody();
+    const key = uniqueId('heal-late');
+    const orderId = await deadRequest(body, key);
+    // The dead request had started the saga before it died; the saga ran to its end.
+    const handle = await startOrderSaga(ctx.client, { ...body, orderId }, taskQueue);
+    expect((await handle.result()).status).toBe('completed');
+
+    const res = await postOrder(body, key);
+
+    expect(res.status).toBe(201);
+    expect(res.json.id).toBe(orderId);
+    expect(res.json.status).toBe('completed');
+    expect(res.json.saga.status).toBe('completed');
+    expect(await workflowRuns(orderId)).toBe(1);
+  });
+});
+
 // ---------------------------------------------------------------------------
 
 const valid = () => orderBody();
@@ -693,58 +784,76 @@ const without = (field: keyof CreateOrderRequest) => {
   return b;
 };
 
-const malformed: [name: string, body: unknown, status: number, contentType?: string][] = [
-  ['invalid JSON', '{"customerId": "c1", ', 400],
-  ['a JSON array', '[]', 400],
-  ['an array holding a valid order', [orderBody()], 400],
-  ['an empty body', '', 400],
-  ['a JSON string', '"order"', 400],
-  ['a JSON number', '42', 400],
-  ['a null body', 'null', 400],
-  ['NaN, which JSON does not have', '{"amount": NaN}', 400],
-  ['text/plain content-type', JSON.stringify(orderBody()), 415, 'text/plain'],
-  ['form content-type', 'customerId=c1', 415, 'application/x-www-form-urlencoded'],
-  ['a JSON-lookalike content-type', JSON.stringify(orderBody()), 415, 'application/jsonx'],
-  ['a body over 64 KiB', { ...orderBody(), pad: 'x'.repeat(70 * 1024) }, 413],
-  ['missing customerId', without('customerId'), 400],
-  ['missing items', without('items'), 400],
-  ['missing amount', without('amount'), 400],
-  ['missing paymentToken', without('paymentToken'), 400],
-  ['missing shippingAddress', without('shippingAddress'), 400],
-  ['customerId as a number', { ...valid(), customerId: 42 }, 400],
-  ['items as an object', { ...valid(), items: { sku: 'a', quantity: 1 } }, 400],
-  ['negative quantity', withItem({ quantity: -1 }), 400],
-  ['zero quantity', withItem({ quantity: 0 }), 400],
-  ['fractional quantity', withItem({ quantity: 1.5 }), 400],
-  ['huge quantity', withItem({ quantity: 1e12 }), 400],
-  ['quantity as a string', withItem({ quantity: '1' }), 400],
-  ['a float amount', withAmount({ amountMinor: 12.5 }), 400],
-  ['a negative amount', withAmount({ amountMinor: -100 }), 400],
-  ['a zero amount', withAmount({ amountMinor: 0 }), 400],
-  ['an amount as a string', withAmount({ amountMinor: '1000' }), 400],
-  ['an amount over the maximum', withAmount({ amountMinor: 1e11 + 1 }), 400],
-  ['an infinite amount (1e400)', JSON.stringify(withAmount({})).replace('"amountMinor":1000', '"amountMinor":1e400'), 400],
-  ['an unknown currency', withAmount({ currency: 'XYZ' }), 400],
-  ['a lowercase currency', withAmount({ currency: 'eur' }), 400],
-  ['no items', { ...valid(), items: [] }, 400],
-  ['51 items', { ...valid(), items: Array.from({ length: 51 }, (_, i) => ({ sku: `sku-${i}`, quantity: 1 })) }, 400],
-  ['duplicate SKUs', { ...valid(), items: [{ sku: 'dup', quantity: 1 }, { sku: 'dup', quantity: 2 }] }, 400],
-  ['an SQL injection in the SKU', withItem({ sku: "x'; DROP TABLE orders;--" }), 400],
-  ['an SQL injection in customerId', { ...valid(), customerId: "1' OR '1'='1" }, 400],
-  ['a customerId over 64 characters', { ...valid(), customerId: 'c'.repeat(65) }, 400],
-  ['a paymentToken over 200 characters', { ...valid(), paymentToken: 't'.repeat(201) }, 400],
-  ['a blank paymentToken', { ...valid(), paymentToken: '   ' }, 400],
-  ['an unknown top-level field', { ...valid(), coupon: 'FREE' }, 400],
-  ['a client-chosen orderId', { ...valid(), orderId: 'mine' }, 400],
-  ['an unknown item field', withItem({ price: 1 }), 400],
-  ['an unknown amount field', withAmount({ fx: 1.1 }), 400],
-  ['a __proto__ field', JSON.stringify(valid()).replace(/^\{/, '{"__proto__":{"admin":true},'), 400],
-  ['nested garbage as the address', { ...valid(), shippingAddress: [[{}], null, { a: { b: [] } }] }, 400],
-  ['a lowercase country', withAddress({ country: 'de' }), 400],
-  ['a three-letter country', withAddress({ country: 'DEU' }), 400],
-  ['a postal code over 20 characters', withAddress({ postalCode: '1'.repeat(21) }), 400],
-  ['an address field as null', withAddress({ city: null }), 400],
-  ['a name over 200 characters', withAddress({ name: 'n'.repeat(201) }), 400],
+/** A JSON order with an extra `pad` field, exactly `bytes` long. */
+function paddedTo(bytes: number): string {
+  const base = JSON.stringify({ ...valid(), pad: '' });
+  const body = JSON.stringify({ ...valid(), pad: 'x'.repeat(bytes - Buffer.byteLength(base)) });
+  if (Buffer.byteLength(body) !== bytes) throw new Error('padding arithmetic');
+  return body;
+}
+
+interface Malformed {
+  name: string;
+  body: unknown;
+  status: number;
+  contentType?: string;
+}
+
+const malformed: Malformed[] = [
+  { name: 'invalid JSON', body: '{"customerId": "c1", ', status: 400 },
+  { name: 'a JSON array', body: '[]', status: 400 },
+  { name: 'an array holding a valid order', body: [orderBody()], status: 400 },
+  { name: 'an empty body', body: '', status: 400 },
+  { name: 'a JSON string', body: '"order"', status: 400 },
+  { name: 'a JSON number', body: '42', status: 400 },
+  { name: 'a null body', body: 'null', status: 400 },
+  { name: 'NaN, which JSON does not have', body: '{"amount": NaN}', status: 400 },
+  { name: 'text/plain content-type', body: JSON.stringify(orderBody()), status: 415, contentType: 'text/plain' },
+  { name: 'form content-type', body: 'customerId=c1', status: 415, contentType: 'application/x-www-form-urlencoded' },
+  { name: 'a JSON-lookalike content-type', body: JSON.stringify(orderBody()), status: 415, contentType: 'application/jsonx' },
+  { name: 'a body over 64 KiB', body: { ...orderBody(), pad: 'x'.repeat(70 * 1024) }, status: 413 },
+  { name: 'a body of exactly 64 KiB (not too large, but has an unknown field)', body: paddedTo(64 * 1024), status: 400 },
+  { name: 'a body of 64 KiB and one byte', body: paddedTo(64 * 1024 + 1), status: 413 },
+  { name: 'deeply nested arrays', body: `${'['.repeat(20_000)}${']'.repeat(20_000)}`, status: 400 },
+  { name: 'missing customerId', body: without('customerId'), status: 400 },
+  { name: 'missing items', body: without('items'), status: 400 },
+  { name: 'missing amount', body: without('amount'), status: 400 },
+  { name: 'missing paymentToken', body: without('paymentToken'), status: 400 },
+  { name: 'missing shippingAddress', body: without('shippingAddress'), status: 400 },
+  { name: 'customerId as a number', body: { ...valid(), customerId: 42 }, status: 400 },
+  { name: 'items as an object', body: { ...valid(), items: { sku: 'a', quantity: 1 } }, status: 400 },
+  { name: 'negative quantity', body: withItem({ quantity: -1 }), status: 400 },
+  { name: 'zero quantity', body: withItem({ quantity: 0 }), status: 400 },
+  { name: 'fractional quantity', body: withItem({ quantity: 1.5 }), status: 400 },
+  { name: 'huge quantity', body: withItem({ quantity: 1e12 }), status: 400 },
+  { name: 'quantity as a string', body: withItem({ quantity: '1' }), status: 400 },
+  { name: 'a float amount', body: withAmount({ amountMinor: 12.5 }), status: 400 },
+  { name: 'a negative amount', body: withAmount({ amountMinor: -100 }), status: 400 },
+  { name: 'a zero amount', body: withAmount({ amountMinor: 0 }), status: 400 },
+  { name: 'an amount as a string', body: withAmount({ amountMinor: '1000' }), status: 400 },
+  { name: 'an amount over the maximum', body: withAmount({ amountMinor: 1e11 + 1 }), status: 400 },
+  { name: 'an infinite amount (1e400)', body: JSON.stringify(withAmount({})).replace('"amountMinor":1000', '"amountMinor":1e400'), status: 400 },
+  { name: 'an unknown currency', body: withAmount({ currency: 'XYZ' }), status: 400 },
+  { name: 'a lowercase currency', body: withAmount({ currency: 'eur' }), status: 400 },
+  { name: 'no items', body: { ...valid(), items: [] }, status: 400 },
+  { name: '51 items', body: { ...valid(), items: Array.from({ length: 51 }, (_, i) => ({ sku: `sku-${i}`, quantity: 1 })) }, status: 400 },
+  { name: 'duplicate SKUs', body: { ...valid(), items: [{ sku: 'dup', quantity: 1 }, { sku: 'dup', quantity: 2 }] }, status: 400 },
+  { name: 'an SQL injection in the SKU', body: withItem({ sku: "x'; DROP TABLE orders;--" }), status: 400 },
+  { name: 'an SQL injection in customerId', body: { ...valid(), customerId: "1' OR '1'='1" }, status: 400 },
+  { name: 'a customerId over 64 characters', body: { ...valid(), customerId: 'c'.repeat(65) }, status: 400 },
+  { name: 'a paymentToken over 200 characters', body: { ...valid(), paymentToken: 't'.repeat(201) }, status: 400 },
+  { name: 'a blank paymentToken', body: { ...valid(), paymentToken: '   ' }, status: 400 },
+  { name: 'an unknown top-level field', body: { ...valid(), coupon: 'FREE' }, status: 400 },
+  { name: 'a client-chosen orderId', body: { ...valid(), orderId: 'mine' }, status: 400 },
+  { name: 'an unknown item field', body: withItem({ price: 1 }), status: 400 },
+  { name: 'an unknown amount field', body: withAmount({ fx: 1.1 }), status: 400 },
+  { name: 'a __proto__ field', body: JSON.stringify(valid()).replace(/^\{/, '{"__proto__":{"admin":true},'), status: 400 },
+  { name: 'nested garbage as the address', body: { ...valid(), shippingAddress: [[{}], null, { a: { b: [] } }] }, status: 400 },
+  { name: 'a lowercase country', body: withAddress({ country: 'de' }), status: 400 },
+  { name: 'a three-letter country', body: withAddress({ country: 'DEU' }), status: 400 },
+  { name: 'a postal code over 20 characters', body: withAddress({ postalCode: '1'.repeat(21) }), status: 400 },
+  { name: 'an address field as null', body: withAddress({ city: null }), status: 400 },
+  { name: 'a name over 200 characters', body: withAddress({ name: 'n'.repeat(201) }), status: 400 },
 ];
 
 describe('malformed POST /orders bodies', () => {
@@ -752,7 +861,8 @@ describe('malformed POST /orders bodies', () => {
     expect(malformed.length).toBeGreaterThanOrEqual(30);
   });
 
-  test.each(malformed)('%s: %i problem+json, nothing written', async (_name, body, status, contentType) => {
+  // One parameter only: jest passes `done` to a callback that declares more than its row has.
+  test.each(malformed)('$name: $status problem+json, nothing written', async ({ body, status, contentType }) => {
     const before = await rowCounts(ctx.db);
     const res = await request(api.url, '/orders', {
       method: 'POST',
@@ -769,3 +879,5 @@ describe('malformed POST /orders bodies', () => {
     expect(await rowCounts(ctx.db)).toEqual(before);
   });
 });
+
+

@@ -1,0 +1,561 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse } from 'yaml';
+import { configSchema, loadConfig, type Config } from '../../src/config';
+import { DEFAULT_BUNDLE_PATH } from '../../workers/bundle';
+import { workerOptions } from '../../workers/options';
+import { QUEUE_ROLES, type QueueRole } from '../../workflows/queues';
+import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
+
+/**
+ * docker-compose.yml, the Dockerfile and .dockerignore, checked against the code:
+ * the variables the config schema knows, the entry files, the queue roles, the
+ * ports, the grace periods, the bundle path. No Docker is needed. The second half
+ * breaks the files on purpose, one fault at a time, to prove each check can fail.
+ */
+
+const ROOT = path.resolve(__dirname, '../..');
+const read = (file: string) => fs.readFileSync(path.join(ROOT, file), 'utf8');
+
+/** What @temporalio/envconfig reads; src/temporal-connect.ts passes every TEMPORAL_* variable through to it. */
+const ENVCONFIG_VARS = new Set([
+  'TEMPORAL_ADDRESS',
+  'TEMPORAL_NAMESPACE',
+  'TEMPORAL_API_KEY',
+  'TEMPORAL_TLS',
+  'TEMPORAL_TLS_CLIENT_CERT_PATH',
+  'TEMPORAL_TLS_CLIENT_CERT_DATA',
+  'TEMPORAL_TLS_CLIENT_KEY_PATH',
+  'TEMPORAL_TLS_CLIENT_KEY_DATA',
+  'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
+  'TEMPORAL_TLS_SERVER_CA_CERT_DATA',
+  'TEMPORAL_TLS_SERVER_NAME',
+  'TEMPORAL_TLS_DISABLE_HOST_VERIFICATION',
+  'TEMPORAL_CODEC_ENDPOINT',
+  'TEMPORAL_CODEC_AUTH',
+  'TEMPORAL_CONFIG_FILE',
+  'TEMPORAL_PROFILE',
+]);
+const GRPC_META = /^TEMPORAL_GRPC_META_[A-Z0-9_]+$/;
+
+const INFRA = ['postgres', 'temporal-db', 'temporal', 'temporal-ui', 'temporal-setup'];
+const workerService = (role: QueueRole) => `worker-${role}`;
+const WORKERS = QUEUE_ROLES.map(workerService);
+const APP = ['migrate', 'services', 'api', ...WORKERS];
+const REPLICAS: Record<string, number> = {
+  'worker-workflows': 2,
+  'worker-orders': 1,
+  'worker-inventory': 1,
+  'worker-payments': 2,
+  'worker-shipping': 1,
+};
+/** The npm script each app service runs the entry file of. */
+const SCRIPT_OF: Record<string, string> = {
+  migrate: 'migrate',
+  services: 'services',
+  api: 'api',
+  ...Object.fromEntries(WORKERS.map((w) => [w, 'worker'])),
+};
+/** Variables a process refuses to start without (its own `missing` check). */
+const REQUIRED: Record<string, (keyof Config)[]> = {
+  migrate: ['DATABASE_URL'],
+  services: ['DATABASE_URL'],
+  api: ['DATABASE_URL', 'TEMPORAL_ADDRESS'],
+  ...Object.fromEntries(
+    WORKERS.map((w) => [w, ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL'] as (keyof Config)[]]),
+  ),
+};
+const TS_NODE = ['node', '-r', 'ts-node/register/transpile-only'];
+
+type Port = string | number | { target: number | string; published?: number | string };
+interface Service {
+  image?: string;
+  build?: string | { context?: string };
+  command?: string | string[];
+  entrypoint?: string | string[];
+  environment?: Record<string, string | number | boolean | null> | string[];
+  ports?: Port[];
+  expose?: (string | number)[];
+  depends_on?: string[] | Record<string, { condition?: string }>;
+  deploy?: { replicas?: number };
+  stop_grace_period?: string;
+  healthcheck?: { test?: string | string[] };
+  restart?: string;
+}
+interface Compose {
+  services: Record<string, Service>;
+}
+interface Ctx {
+  compose: Compose;
+  dockerfile: string;
+  dockerignore: string;
+}
+
+const loadCtx = (): Ctx => ({
+  // Compose resolves YAML merge keys (`<<: *app`); so must we.
+  compose: parse(read('docker-compose.yml'), { merge: true }) as Compose,
+  dockerfile: read('Dockerfile'),
+  dockerignore: read('.dockerignore'),
+});
+
+// ---------- helpers ----------
+
+function service(c: Compose, name: string): Service {
+  const s = c.services[name];
+  if (!s) throw new Error(`docker-compose.yml has no service ${name}`);
+  return s;
+}
+
+function envOf(s: Service): Record<string, string> {
+  const e = s.environment ?? {};
+  if (Array.isArray(e)) {
+    return Object.fromEntries(
+      e.map((kv) => {
+        const i = kv.indexOf('=');
+        return i < 0 ? [kv, ''] : [kv.slice(0, i), kv.slice(i + 1)];
+      }),
+    );
+  }
+  return Object.fromEntries(Object.entries(e).map(([k, v]) => [k, v === null ? '' : String(v)]));
+}
+
+const words = (v: string | string[] | undefined): string[] | undefined =>
+  v === undefined ? undefined : Array.isArray(v) ? v.map(String) : v.trim().split(/\s+/);
+
+interface Instruction {
+  op: string;
+  args: string;
+}
+
+/** Dockerfile instructions, with continuation lines joined and comments dropped. */
+function instructions(dockerfile: string): Instruction[] {
+  return dockerfile
+    .replace(/\\\r?\n/g, ' ')
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => {
+      const m = /^(\S+)\s*(.*)$/.exec(l)!;
+      return { op: m[1]!.toUpperCase(), args: m[2]!.trim() };
+    });
+}
+
+function execForm(args: string | undefined, op: string): string[] | undefined {
+  if (args === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(args);
+  } catch {
+    throw new Error(`${op} must be in exec (JSON array) form so SIGTERM reaches node, got: ${args}`);
+  }
+  if (!Array.isArray(parsed) || !parsed.every((a) => typeof a === 'string')) throw new Error(`${op} is not a string array`);
+  return parsed as string[];
+}
+
+const lastArgs = (ins: Instruction[], op: string) => ins.filter((i) => i.op === op).pop()?.args;
+
+/** The image's argv: ENTRYPOINT followed by CMD. */
+function imageArgv(dockerfile: string): string[] {
+  const ins = instructions(dockerfile);
+  return [...(execForm(lastArgs(ins, 'ENTRYPOINT'), 'ENTRYPOINT') ?? []), ...(execForm(lastArgs(ins, 'CMD'), 'CMD') ?? [])];
+}
+
+/** A service's argv, as compose would run it in the image. */
+function argvOf(s: Service, dockerfile: string): string[] {
+  const ins = instructions(dockerfile);
+  const entrypoint = words(s.entrypoint) ?? execForm(lastArgs(ins, 'ENTRYPOINT'), 'ENTRYPOINT') ?? [];
+  const cmd = words(s.command) ?? execForm(lastArgs(ins, 'CMD'), 'CMD') ?? [];
+  return [...entrypoint, ...cmd];
+}
+
+/** `node -r ts-node/register/transpile-only <entry> ...args`, as the npm scripts run their files. */
+function entryOf(argv: string[]): { entry: string; args: string[] } {
+  expect(argv.slice(0, TS_NODE.length)).toEqual(TS_NODE);
+  const entry = argv[TS_NODE.length];
+  if (!entry) throw new Error(`no entry file in ${JSON.stringify(argv)}`);
+  return { entry, args: argv.slice(TS_NODE.length + 1) };
+}
+
+/** `ts-node --transpile-only <file>` scripts in package.json, by name. */
+function scriptEntries(): Record<string, string> {
+  const { scripts } = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+  return Object.fromEntries(
+    Object.entries(scripts).flatMap(([name, cmd]) => {
+      const m = /^ts-node --transpile-only (\S+)$/.exec(cmd);
+      return m ? [[name, m[1]!]] : [];
+    }),
+  );
+}
+
+/** Host and container port of each published or listed port. */
+function portsOf(s: Service): { host?: number; container: number }[] {
+  return (s.ports ?? []).map((p) => {
+    if (typeof p === 'number') return { container: p };
+    if (typeof p === 'object') {
+      return { container: Number(p.target), host: p.published === undefined ? undefined : Number(p.published) };
+    }
+    const parts = p.replace(/\/(tcp|udp)$/, '').split(':');
+    const container = Number(parts.pop());
+    const host = parts.length ? Number(parts.pop()) : undefined;
+    if (!Number.isInteger(container) || (host !== undefined && !Number.isInteger(host))) {
+      throw new Error(`port "${p}" is not HOST:CONTAINER (ranges are not used here)`);
+    }
+    return { host, container };
+  });
+}
+
+const dependsOn = (s: Service): Record<string, string> =>
+  Array.isArray(s.depends_on)
+    ? Object.fromEntries(s.depends_on.map((d) => [d, 'service_started']))
+    : Object.fromEntries(Object.entries(s.depends_on ?? {}).map(([k, v]) => [k, v.condition ?? 'service_started']));
+
+/** A compose (Go) duration such as 30s, 1m30s, 1500ms. */
+function durationMs(d: string): number {
+  const unit: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  if (!/^(\d+(\.\d+)?(us|ms|s|m|h))+$/.test(d)) throw new Error(`"${d}" is not a duration`);
+  let ms = 0;
+  for (const m of d.matchAll(/(\d+(?:\.\d+)?)(us|ms|s|m|h)/g)) ms += Number(m[1]) * unit[m[2]!]!;
+  return ms;
+}
+
+const configOf = (s: Service) => loadConfig(envOf(s));
+
+function workerOpts(c: Compose, name: string, dockerfile: string) {
+  const s = service(c, name);
+  return workerOptions(entryOf(argvOf(s, dockerfile)).args, configOf(s));
+}
+
+const healthcheckText = (s: Service) => (words(s.healthcheck?.test) ?? []).join(' ');
+
+function envValues(dockerfile: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const { args } of instructions(dockerfile).filter((i) => i.op === 'ENV')) {
+    if (!args.includes('=')) {
+      const [k, ...v] = args.split(/\s+/);
+      out[k!] = v.join(' ');
+      continue;
+    }
+    for (const m of args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("([^"]*)"|'([^']*)'|(\S*))/g)) {
+      out[m[1]!] = m[3] ?? m[4] ?? m[5] ?? '';
+    }
+  }
+  return out;
+}
+
+// ---------- the checks ----------
+
+const composeChecks: Record<string, (ctx: Ctx) => void> = {
+  'the infrastructure, the app processes and one worker pool per queue role exist'({ compose }) {
+    expect(Object.keys(compose.services).sort()).toEqual(expect.arrayContaining([...INFRA, ...APP].sort()));
+  },
+
+  'every app service runs sagaflow:latest built from .'({ compose }) {
+    for (const name of APP) {
+      const s = service(compose, name);
+      expect({ name, image: s.image }).toEqual({ name, image: 'sagaflow:latest' });
+      const context = typeof s.build === 'string' ? s.build : s.build?.context;
+      expect({ name, build: context }).toEqual({ name, build: '.' });
+    }
+    const others = Object.entries(compose.services).filter(([n, s]) => s.image === 'sagaflow:latest' && !APP.includes(n));
+    expect(others.map(([n]) => n)).toEqual([]);
+  },
+
+  'every app variable is one the config schema or @temporalio/envconfig knows'({ compose }) {
+    const known = new Set(Object.keys(configSchema.shape));
+    for (const name of APP) {
+      const unknown = Object.keys(envOf(service(compose, name))).filter(
+        (k) => !known.has(k) && !ENVCONFIG_VARS.has(k) && !GRPC_META.test(k),
+      );
+      expect({ name, unknown }).toEqual({ name, unknown: [] });
+    }
+  },
+
+  'every app environment passes loadConfig and has what its process requires'({ compose }) {
+    for (const name of APP) {
+      const config = configOf(service(compose, name));
+      const missing = (REQUIRED[name] ?? []).filter((k) => !config[k]);
+      expect({ name, missing }).toEqual({ name, missing: [] });
+    }
+  },
+
+  'database, Temporal, provider and carrier addresses point at compose services on their ports'({ compose }) {
+    const pg = envOf(service(compose, 'postgres'));
+    const services = configOf(service(compose, 'services'));
+    expect(services.SERVICES_HOST).toBe('0.0.0.0');
+    for (const name of APP) {
+      const c = configOf(service(compose, name));
+      const db = new URL(c.DATABASE_URL!);
+      expect({ name, db: [db.hostname, db.port || '5432', db.username, db.password, db.pathname] }).toEqual({
+        name,
+        db: ['postgres', '5432', pg.POSTGRES_USER, pg.POSTGRES_PASSWORD, `/${pg.POSTGRES_DB}`],
+      });
+      const [host, port] = c.TEMPORAL_ADDRESS!.split(':');
+      expect({ name, temporal: host }).toEqual({ name, temporal: 'temporal' });
+      expect(portsOf(service(compose, 'temporal')).map((p) => p.container)).toContain(Number(port));
+      if (!c.PAYMENT_PROVIDER_URL && !c.CARRIER_URL) continue;
+      const provider = new URL(c.PAYMENT_PROVIDER_URL!);
+      const carrier = new URL(c.CARRIER_URL!);
+      expect({ name, provider: [provider.hostname, Number(provider.port)], carrier: [carrier.hostname, Number(carrier.port)] }).toEqual({
+        name,
+        provider: ['services', services.PAYMENT_PROVIDER_PORT],
+        carrier: ['services', services.CARRIER_PORT],
+      });
+    }
+  },
+
+  'every command runs an existing entry file the way its npm script does'({ compose, dockerfile }) {
+    const scripts = scriptEntries();
+    for (const name of APP) {
+      const { entry } = entryOf(argvOf(service(compose, name), dockerfile));
+      expect({ name, exists: fs.existsSync(path.resolve(ROOT, entry)) }).toEqual({ name, exists: true });
+      expect({ name, entry }).toEqual({ name, entry: scripts[SCRIPT_OF[name]!] });
+    }
+  },
+
+  'every --queues value is a real role, and each role has its own worker service'({ compose, dockerfile }) {
+    for (const role of QUEUE_ROLES) {
+      const name = workerService(role);
+      const { args } = entryOf(argvOf(service(compose, name), dockerfile));
+      const i = args.indexOf('--queues');
+      expect({ name, hasQueuesFlag: i >= 0 }).toEqual({ name, hasQueuesFlag: true });
+      for (const q of (args[i + 1] ?? '').split(',')) expect(QUEUE_ROLES).toContain(q);
+      // The worker's own parser, on the service's own flags and environment.
+      expect({ name, queues: workerOpts(compose, name, dockerfile).queues }).toEqual({ name, queues: [role] });
+    }
+  },
+
+  'pool sizes: two workflows and two payments workers, one of each other; payments rate-limited'({ compose, dockerfile }) {
+    for (const [name, n] of Object.entries(REPLICAS)) {
+      expect({ name, replicas: service(compose, name).deploy?.replicas }).toEqual({ name, replicas: n });
+    }
+    expect(workerOpts(compose, 'worker-payments', dockerfile).paymentsPerSecond).toBeGreaterThan(0);
+  },
+
+  'workers serve /metrics on all interfaces, exposed to the network, never published'({ compose, dockerfile }) {
+    for (const name of WORKERS) {
+      const s = service(compose, name);
+      const port = workerOpts(compose, name, dockerfile).metricsPort;
+      expect({ name, host: configOf(s).METRICS_HOST, port }).toEqual({ name, host: '0.0.0.0', port: 9464 });
+      expect({ name, expose: (s.expose ?? []).map(String) }).toEqual({ name, expose: expect.arrayContaining([String(port)]) });
+      expect({ name, published: portsOf(s).filter((p) => p.host !== undefined) }).toEqual({ name, published: [] });
+    }
+    // Replicas would fight over a fixed host port.
+    for (const [name, s] of Object.entries(compose.services)) {
+      if ((s.deploy?.replicas ?? 1) > 1) expect({ name, published: portsOf(s).filter((p) => p.host !== undefined) }).toEqual({ name, published: [] });
+    }
+  },
+
+  'published host ports are unique'({ compose }) {
+    const hostPorts = Object.values(compose.services).flatMap((s) => portsOf(s).flatMap((p) => (p.host === undefined ? [] : [p.host])));
+    expect(hostPorts.length).toBeGreaterThan(0);
+    expect(hostPorts).toEqual([...new Set(hostPorts)]);
+  },
+
+  "the api publishes its API_PORT, listens on all interfaces and checks /healthz"({ compose }) {
+    const api = service(compose, 'api');
+    const config = configOf(api);
+    expect(config.API_HOST).toBe('0.0.0.0');
+    expect(portsOf(api).filter((p) => p.host !== undefined).map((p) => p.container)).toContain(config.API_PORT);
+    expect(healthcheckText(api)).toContain(`:${config.API_PORT}/healthz`);
+  },
+
+  'migrate runs once; the api, the services and the workers wait for it to succeed'({ compose }) {
+    const migrate = service(compose, 'migrate');
+    expect(['no', undefined]).toContain(migrate.restart);
+    expect(dependsOn(migrate).postgres).toBe('service_healthy');
+    for (const name of ['api', 'services', ...WORKERS]) {
+      expect({ name, migrate: dependsOn(service(compose, name)).migrate }).toEqual({ name, migrate: 'service_completed_successfully' });
+    }
+  },
+
+  "workers' stop_grace_period exceeds their shutdown grace"({ compose, dockerfile }) {
+    for (const name of WORKERS) {
+      const grace = workerOpts(compose, name, dockerfile).shutdownGraceMs;
+      // Compose's default is 10s, the same as the default SHUTDOWN_GRACE_MS: not enough.
+      const stop = durationMs(service(compose, name).stop_grace_period ?? '10s');
+      expect({ name, stopMs: stop, longerThanGrace: stop > grace }).toEqual({ name, stopMs: stop, longerThanGrace: true });
+    }
+  },
+
+  "the sagas' search attributes are registered on the app's namespace before the API starts sagas"({ compose }) {
+    const api = service(compose, 'api');
+    if (!configOf(api).SAGAFLOW_SEARCH_ATTRIBUTES) return;
+    expect(dependsOn(api)['temporal-setup']).toBe('service_completed_successfully');
+    const setup = service(compose, 'temporal-setup');
+    expect(['no', undefined]).toContain(setup.restart);
+    const script = [...(words(setup.entrypoint) ?? []), ...(words(setup.command) ?? [])].join(' ');
+    expect(script).toContain('search-attribute');
+    expect(script).toMatch(/\bcreate\b/);
+    // defineSearchAttributeKey's KEYWORD is the CLI's Keyword.
+    const cliType = (t: string) => t.toLowerCase().replace(/(^|_)(\w)/g, (_m, _s, c: string) => c.toUpperCase());
+    for (const key of SAGA_SEARCH_ATTRIBUTES) {
+      expect({ key: key.name, registered: new RegExp(`\\b${key.name}\\s+${cliType(key.type)}\\b`).test(script) }).toEqual({
+        key: key.name,
+        registered: true,
+      });
+    }
+    const namespace = envOf(setup).TEMPORAL_NAMESPACE;
+    for (const name of APP) expect({ name, namespace: configOf(service(compose, name)).TEMPORAL_NAMESPACE }).toEqual({ name, namespace });
+  },
+
+  'the Temporal UI is published on 8233'({ compose }) {
+    expect(portsOf(service(compose, 'temporal-ui'))).toContainEqual({ host: 8233, container: 8080 });
+  },
+
+  'Temporal waits for its healthy database; both databases have healthchecks'({ compose }) {
+    expect(dependsOn(service(compose, 'temporal'))['temporal-db']).toBe('service_healthy');
+    for (const name of ['postgres', 'temporal-db']) expect(healthcheckText(service(compose, name))).toContain('pg_isready');
+  },
+};
+
+const dockerChecks: Record<string, (ctx: Ctx) => void> = {
+  'the image is node:20-bookworm-slim and installs with npm install from the lock file'({ dockerfile }) {
+    const ins = instructions(dockerfile);
+    expect(ins.filter((i) => i.op === 'FROM').map((i) => i.args)).toEqual(['node:20-bookworm-slim']);
+    const install = ins.findIndex((i) => i.op === 'RUN' && /\bnpm install\b/.test(i.args));
+    const lock = ins.findIndex((i) => i.op === 'COPY' && /\bpackage-lock\.json\b/.test(i.args));
+    expect(install).toBeGreaterThan(-1);
+    expect(lock).toBeGreaterThan(-1);
+    expect(lock).toBeLessThan(install);
+    expect(ins.filter((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args))).toEqual([]);
+  },
+
+  "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does"({ dockerfile }) {
+    const argv = imageArgv(dockerfile);
+    const { entry } = entryOf(argv);
+    expect(fs.existsSync(path.resolve(ROOT, entry))).toBe(true);
+    expect(Object.values(scriptEntries())).toContain(entry);
+    expect(() => require.resolve(TS_NODE[2]!, { paths: [ROOT] })).not.toThrow();
+  },
+
+  'the image copies the sources every process needs'({ dockerfile }) {
+    const { include } = (JSON.parse(read('tsconfig.json')) as { include: string[] });
+    const needed = ['tsconfig.json', ...include.filter((d) => d !== 'test')];
+    const copied = instructions(dockerfile)
+      .filter((i) => i.op === 'COPY')
+      .flatMap((i) => i.args.split(/\s+/).filter((a) => !a.startsWith('--')).slice(0, -1))
+      .map((a) => a.replace(/^\.\//, '').replace(/\/$/, ''));
+    expect(copied).toEqual(expect.arrayContaining(needed));
+  },
+
+  'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs'({ dockerfile }) {
+    const ins = instructions(dockerfile);
+    const workdir = lastArgs(ins, 'WORKDIR');
+    expect(workdir).toMatch(/^\//);
+    const expected = path.posix.join(workdir!, path.relative(ROOT, DEFAULT_BUNDLE_PATH).split(path.sep).join('/'));
+    expect(envValues(dockerfile).SAGAFLOW_WORKFLOW_BUNDLE).toBe(expected);
+    // Without an argument: an argument would write elsewhere.
+    expect(ins.some((i) => i.op === 'RUN' && /\bnpm run build:bundle\s*(&&|$)/.test(i.args))).toBe(true);
+    expect(scriptEntries()['build:bundle']).toBeDefined();
+  },
+
+  'the processes run as a non-root user'({ dockerfile }) {
+    const user = lastArgs(instructions(dockerfile), 'USER');
+    expect(user).toBeDefined();
+    expect(user!.split(':')[0]).not.toMatch(/^(root|0)$/);
+  },
+
+  '.dockerignore keeps host installs, builds, state and history out of the context'({ dockerignore }) {
+    const lines = dockerignore.split(/\r?\n/).map((l) => l.trim().replace(/^\/|\/$/g, ''));
+    for (const p of ['node_modules', 'dist', '.sagaflow', '.git']) expect(lines).toContain(p);
+  },
+};
+
+const checks = { ...composeChecks, ...dockerChecks };
+
+describe('docker-compose.yml', () => {
+  const ctx = loadCtx();
+  test.each(Object.keys(composeChecks))('%s', (name) => composeChecks[name]!(ctx));
+});
+
+describe('Dockerfile and .dockerignore', () => {
+  const ctx = loadCtx();
+  test.each(Object.keys(dockerChecks))('%s', (name) => dockerChecks[name]!(ctx));
+});
+
+// ---------- each check catches a broken file ----------
+
+const svc = (ctx: Ctx, name: string) => service(ctx.compose, name);
+const env = (ctx: Ctx, name: string) => svc(ctx, name).environment as Record<string, string>;
+const setCommand = (ctx: Ctx, name: string, f: (argv: string[]) => string[]) => {
+  svc(ctx, name).command = f(argvOf(svc(ctx, name), ctx.dockerfile));
+};
+const editDockerfile = (from: RegExp, to: string) => (ctx: Ctx) => {
+  expect(ctx.dockerfile).toMatch(from);
+  ctx.dockerfile = ctx.dockerfile.replace(from, to);
+};
+
+const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
+  ['a worker pool is missing', 'the infrastructure, the app processes and one worker pool per queue role exist', (c) => delete c.compose.services['worker-shipping']],
+  ['the api uses another image', 'every app service runs sagaflow:latest built from .', (c) => (svc(c, 'api').image = 'sagaflow:dev')],
+  ['a worker has no build', 'every app service runs sagaflow:latest built from .', (c) => delete svc(c, 'worker-orders').build],
+  ['a misspelt variable', 'every app variable is one the config schema or @temporalio/envconfig knows', (c) => (env(c, 'worker-orders').SAGAFLOW_WORKER_QUEUE = 'orders')],
+  ['an unknown TEMPORAL_ variable', 'every app variable is one the config schema or @temporalio/envconfig knows', (c) => (env(c, 'api').TEMPORAL_HOST = 'temporal')],
+  ['an invalid value', 'every app environment passes loadConfig and has what its process requires', (c) => (env(c, 'api').PROVIDER_TIMEOUT_MS = '-1')],
+  ['an invalid concurrency', 'every app environment passes loadConfig and has what its process requires', (c) => (env(c, 'worker-payments').SAGAFLOW_WORKER_CONCURRENCY = 'payment=20')],
+  ['a worker without CARRIER_URL', 'every app environment passes loadConfig and has what its process requires', (c) => delete env(c, 'worker-shipping').CARRIER_URL],
+  ['the provider on the wrong port', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => (env(c, 'worker-payments').PAYMENT_PROVIDER_URL = 'http://services:4011')],
+  ['a database host that is no service', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => (env(c, 'api').DATABASE_URL = 'postgresql://sagaflow:sagaflow@db:5432/sagaflow')],
+  ['the services on loopback', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => delete env(c, 'services').SERVICES_HOST],
+  ['an entry file that does not exist', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'worker-orders', (a) => a.map((w) => (w === 'workers/main.ts' ? 'workers/mian.ts' : w)))],
+  ['the api running the services', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'api', () => [...TS_NODE, 'src/cli/services.ts'])],
+  ['a command without ts-node', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'migrate', (a) => ['node', ...a.slice(3)])],
+  ['a queue role that does not exist', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-payments', (a) => a.map((w) => (w === 'payments' ? 'payment' : w)))],
+  ['a pool polling the wrong queue', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-inventory', (a) => a.map((w) => (w === 'inventory' ? 'orders' : w)))],
+  ['a worker polling every queue', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-shipping', (a) => a.slice(0, 4))],
+  ['one payments worker', 'pool sizes: two workflows and two payments workers, one of each other; payments rate-limited', (c) => (svc(c, 'worker-payments').deploy = { replicas: 1 })],
+  ['payments without a rate limit', 'pool sizes: two workflows and two payments workers, one of each other; payments rate-limited', (c) => delete env(c, 'worker-payments').PAYMENTS_PER_SECOND],
+  ['metrics on loopback', 'workers serve /metrics on all interfaces, exposed to the network, never published', (c) => delete env(c, 'worker-orders').METRICS_HOST],
+  ['metrics published from replicas', 'workers serve /metrics on all interfaces, exposed to the network, never published', (c) => (svc(c, 'worker-workflows').ports = ['9464:9464'])],
+  ['metrics port not exposed', 'workers serve /metrics on all interfaces, exposed to the network, never published', (c) => (svc(c, 'worker-shipping').expose = ['9465'])],
+  ['two services on one host port', 'published host ports are unique', (c) => (svc(c, 'temporal-ui').ports = ['8080:8080'])],
+  ['API_PORT not the published port', 'the api publishes its API_PORT, listens on all interfaces and checks /healthz', (c) => (env(c, 'api').API_PORT = '8081')],
+  ['the api on loopback', 'the api publishes its API_PORT, listens on all interfaces and checks /healthz', (c) => delete env(c, 'api').API_HOST],
+  ['an api healthcheck on another path', 'the api publishes its API_PORT, listens on all interfaces and checks /healthz', (c) => (svc(c, 'api').healthcheck = { test: ['CMD', 'true'] })],
+  ['the api not waiting for migrate', 'migrate runs once; the api, the services and the workers wait for it to succeed', (c) => (svc(c, 'api').depends_on = { migrate: { condition: 'service_started' } })],
+  ['migrate restarted forever', 'migrate runs once; the api, the services and the workers wait for it to succeed', (c) => (svc(c, 'migrate').restart = 'unless-stopped')],
+  ['stop_grace_period equal to the grace', "workers' stop_grace_period exceeds their shutdown grace", (c) => (svc(c, 'worker-payments').stop_grace_period = '20s')],
+  ['no stop_grace_period with the default grace', "workers' stop_grace_period exceeds their shutdown grace", (c) => {
+    delete svc(c, 'worker-orders').stop_grace_period;
+    delete env(c, 'worker-orders').SHUTDOWN_GRACE_MS;
+  }],
+  ['a --shutdown-grace flag longer than stop_grace_period', "workers' stop_grace_period exceeds their shutdown grace", (c) => setCommand(c, 'worker-shipping', (a) => [...a, '--shutdown-grace', '60000'])],
+  ['a search attribute not registered', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => {
+    const setup = svc(c, 'temporal-setup');
+    setup.command = words(setup.command)!.map((w) => w.replace(/^add CurrentStep Keyword$/m, ''));
+  }],
+  ['the api not waiting for the search attributes', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => delete (svc(c, 'api').depends_on as Record<string, unknown>)['temporal-setup']],
+  ['search attributes on another namespace', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => (env(c, 'temporal-setup').TEMPORAL_NAMESPACE = 'orders')],
+  ['the UI not published', 'the Temporal UI is published on 8233', (c) => delete svc(c, 'temporal-ui').ports],
+  ['Temporal not waiting for its database', 'Temporal waits for its healthy database; both databases have healthchecks', (c) => (svc(c, 'temporal').depends_on = ['temporal-db'])],
+  ['npm ci', 'the image is node:20-bookworm-slim and installs with npm install from the lock file', editDockerfile(/^RUN npm install/m, 'RUN npm ci')],
+  ['another base image', 'the image is node:20-bookworm-slim and installs with npm install from the lock file', editDockerfile(/^FROM .*$/m, 'FROM node:22-alpine')],
+  ['a CMD naming a missing file', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "src/cli/apy.ts"]')],
+  ['a CMD in shell form', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD npm run api')],
+  ['workers/ not copied', 'the image copies the sources every process needs', editDockerfile(/^COPY workers .*$/m, '')],
+  ['the bundle variable pointing elsewhere', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/SAGAFLOW_WORKFLOW_BUNDLE=\S+/, 'SAGAFLOW_WORKFLOW_BUNDLE=/app/workflow-bundle.js')],
+  ['another WORKDIR', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/^WORKDIR .*$/m, 'WORKDIR /srv')],
+  ['no bundle build', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/^RUN npm run build:bundle.*$/m, '')],
+  ['running as root', 'the processes run as a non-root user', editDockerfile(/^USER .*$/m, 'USER root')],
+  ['host node_modules in the context', '.dockerignore keeps host installs, builds, state and history out of the context', (c) => (c.dockerignore = c.dockerignore.replace(/^node_modules$/m, ''))],
+];
+
+describe('each check catches a broken file', () => {
+  test('every check has at least one fault it must catch', () => {
+    expect(Object.keys(checks).filter((name) => !faults.some(([, check]) => check === name))).toEqual([]);
+  });
+  test.each(faults)('%s', (_fault, check, mutate) => {
+    const ctx = loadCtx();
+    mutate(ctx);
+    expect(checks[check]).toBeDefined();
+    let caught: unknown;
+    try {
+      checks[check]!(ctx);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(Error);
+    // A failed expectation or a deliberate message, not the check itself crashing.
+    expect(caught).not.toBeInstanceOf(TypeError);
+  });
+});
