@@ -42,7 +42,7 @@ export const configSchema = z.object({
   SAGAFLOW_WORKER_CONCURRENCY: z
     .string()
     .trim()
-    .regex(/^(\d+|((workflows|orders|inventory|payments|shipping)=\d+)(,(workflows|orders|inventory|payments|shipping)=\d+)*)$/, 'a number, or role=number pairs like payments=20,shipping=10')
+    .regex(/^([1-9]\d*|((workflows|orders|inventory|payments|shipping)=[1-9]\d*)(,(workflows|orders|inventory|payments|shipping)=[1-9]\d*)*)$/, 'a positive number, or role=number pairs like payments=20,shipping=10')
     .optional(),
   PAYMENTS_PER_SECOND: z.coerce.number().positive().optional(),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),

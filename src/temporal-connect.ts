@@ -1,5 +1,6 @@
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
+import { ConfigError } from './config';
 
 export interface TemporalTarget {
   connectionOptions: NativeConnectionOptions & { address: string };
@@ -15,11 +16,21 @@ export interface TemporalTarget {
  * variables reach a local dev server, a self-hosted cluster or Temporal Cloud.
  */
 export function temporalTarget(env: NodeJS.ProcessEnv = process.env, fallbackAddress?: string): TemporalTarget {
+  // The whole environment: envconfig also needs HOME / XDG_CONFIG_HOME to find the default profile file.
   const overrideEnvVars = Object.fromEntries(
-    Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('TEMPORAL_') && e[1] !== undefined && e[1] !== ''),
+    Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''),
   );
   const { connectionOptions, namespace } = loadClientConnectConfig({ overrideEnvVars });
   const address = connectionOptions.address ?? fallbackAddress;
   if (!address) throw new Error('no Temporal address: set TEMPORAL_ADDRESS (or a profile in TEMPORAL_CONFIG_FILE)');
   return { connectionOptions: { ...connectionOptions, address }, namespace: namespace ?? 'default' };
+}
+
+/** temporalTarget() for a process's start-up: a missing address is a configuration error naming the variable. */
+export function temporalTargetOrExplain(env: NodeJS.ProcessEnv = process.env): TemporalTarget {
+  try {
+    return temporalTarget(env);
+  } catch (err) {
+    throw new ConfigError([{ variable: 'TEMPORAL_ADDRESS', message: (err as Error).message }]);
+  }
 }

@@ -5,7 +5,7 @@ import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
-import { temporalTarget } from '../src/temporal-connect';
+import { temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from '../src/cli/run';
 import { prebuiltBundle } from './bundle';
 import { workerOptions } from './options';
@@ -20,7 +20,7 @@ runMain(async () => {
   const started = Date.now();
   const config = loadConfig();
   const opts = workerOptions(process.argv.slice(2), config);
-  const missing = (['DATABASE_URL', 'TEMPORAL_ADDRESS', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL'] as const).filter(
+  const missing = (['DATABASE_URL', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL'] as const).filter(
     (k) => !config[k],
   );
   if (missing.length) {
@@ -45,9 +45,14 @@ runMain(async () => {
     extraUrl: `http://127.0.0.1:${corePort}/metrics`,
   });
   const db = createPool({ connectionString: config.DATABASE_URL! });
-  const target = temporalTarget();
+  const target = temporalTargetOrExplain();
   const connection = await NativeConnection.connect(target.connectionOptions);
-  const bundle = config.SAGAFLOW_WORKFLOW_BUNDLE ? { codePath: config.SAGAFLOW_WORKFLOW_BUNDLE } : prebuiltBundle();
+  // The tracing plugin adds workflow interceptors, which only a bundle built at start can contain.
+  const bundle = tracing
+    ? undefined
+    : config.SAGAFLOW_WORKFLOW_BUNDLE
+      ? { codePath: config.SAGAFLOW_WORKFLOW_BUNDLE }
+      : prebuiltBundle();
   const worker = await createSagaWorker({
     connection,
     namespace: target.namespace,

@@ -50,6 +50,7 @@ export function sagaMetricsSinks(metrics?: SagaMetrics): InjectedSinks<SagaMetri
           if (status === 'completed') metrics?.sagasCompleted.inc();
           else if (status === 'compensated') metrics?.sagasCompensated.inc({ reason: 'failure' });
           else if (status === 'cancelled') metrics?.sagasCompensated.inc({ reason: 'cancel' });
+          else metrics?.sagasFailed.inc();
         },
       },
       compensationFailed: { fn: (_info, step) => metrics?.compensationFailures.inc({ step }) },

@@ -33,7 +33,10 @@ export function workerOptions(argv: string[], config: Config): WorkerProcessOpti
   const concurrency: Partial<Record<QueueRole, number>> = {};
   const spec = values.concurrency ?? config.SAGAFLOW_WORKER_CONCURRENCY;
   if (spec) {
-    if (/^\d+$/.test(spec)) for (const r of roles) concurrency[r] = Number(spec);
+    if (/^\d+$/.test(spec)) {
+      if (Number(spec) < 1) throw new Error('--concurrency must be at least 1');
+      for (const r of roles) concurrency[r] = Number(spec);
+    }
     else
       for (const pair of spec.split(',')) {
         const [role, n] = pair.split('=');

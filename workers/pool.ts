@@ -33,9 +33,9 @@ runMain(async () => {
   );
   let stopping = false;
   const main = path.join(__dirname, 'main.ts');
-  // Each process serves /metrics on its own port: METRICS_PORT (9464) + its slot number.
-  const metricsBase = Number(process.env.METRICS_PORT ?? 9464);
-  slots.forEach((s, i) => (s.metricsPort = metricsBase + i));
+  // Each process serves /metrics on its own port: METRICS_PORT (9464) + its slot number; 0 lets each pick a free one.
+  const metricsBase = process.env.METRICS_PORT === '0' ? 0 : Number(process.env.METRICS_PORT || 9464);
+  slots.forEach((s, i) => (s.metricsPort = metricsBase === 0 ? 0 : metricsBase + i));
 
   const start = (slot: Slot) => {
     slot.startedAt = Date.now();

@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { ConfigError, loadConfig } from '../config';
+import { loadConfig } from '../config';
 import { replayFromServer, summaryTable } from '../replay/live';
-import { temporalTarget } from '../temporal-connect';
+import { temporalTargetOrExplain } from '../temporal-connect';
 import { runMain } from './run';
 
 /**
@@ -15,11 +15,8 @@ runMain(async () => {
   const { values } = parseArgs({
     options: { query: { type: 'string' }, address: { type: 'string' }, limit: { type: 'string' } },
   });
-  const config = loadConfig();
-  if (!values.address && !config.TEMPORAL_ADDRESS && !process.env.TEMPORAL_CONFIG_FILE) {
-    throw new ConfigError([{ variable: 'TEMPORAL_ADDRESS', message: 'required (or pass --address host:port)' }]);
-  }
-  const target = temporalTarget(values.address ? { ...process.env, TEMPORAL_ADDRESS: values.address } : process.env);
+  loadConfig(); // a bad variable stops here, named
+  const target = temporalTargetOrExplain(values.address ? { ...process.env, TEMPORAL_ADDRESS: values.address } : process.env);
   const query = values.query ?? "WorkflowType = 'orderSaga'";
   const limit = values.limit ? Number(values.limit) : 100;
   if (!Number.isInteger(limit) || limit < 1) {

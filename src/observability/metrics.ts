@@ -26,6 +26,11 @@ export class SagaMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly sagasFailed = new Counter({
+    name: 'sagaflow_sagas_failed_total',
+    help: 'Sagas whose workflow failed: a compensation failed for good, or a bug in the saga definition',
+    registers: [this.registry],
+  });
   readonly compensationFailures = new Counter({
     name: 'sagaflow_compensation_failures_total',
     help: 'Failed rounds of a compensation (retried until it succeeds), by step',
