@@ -1,31 +1,10 @@
 import { ApplicationFailure } from '@temporalio/common';
-import type { Tx } from '../src/db/pool';
 import { boundLedger } from '../src/ledger/ledger';
+import { insertOrder, orderMatches } from '../src/orders/repository';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
-
-async function sameOrderExists(tx: Tx, order: OrderInput): Promise<boolean> {
-  const res = await tx.query<{ same: boolean }>(
-    `SELECT o.customer_id = $2 AND o.amount_minor = $3 AND o.currency = $4 AND o.payment_token = $5
-            AND o.shipping_address = $6::jsonb
-            AND (SELECT array_agg(sku || ':' || quantity ORDER BY sku) FROM order_items WHERE order_id = o.id)
-                = (SELECT array_agg(s || ':' || q ORDER BY s) FROM unnest($7::text[], $8::int[]) AS i (s, q)) AS same
-       FROM orders o WHERE o.id = $1`,
-    [
-      order.orderId,
-      order.customerId,
-      order.amount.amountMinor,
-      order.amount.currency,
-      order.paymentToken,
-      JSON.stringify(order.shippingAddress),
-      order.items.map((i) => i.sku),
-      order.items.map((i) => i.quantity),
-    ],
-  );
-  return res.rows[0]?.same === true;
-}
 
 export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
   const ledger = boundLedger(deps);
@@ -33,28 +12,8 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     async recordOrder(input: { key: string; order: OrderInput }): Promise<{ orderId: string }> {
       const { order } = input;
       return ledger.runLocalStep({ key: input.key, step: Step.recordOrder, input: order }, async (tx) => {
-        const res = await tx.query(
-          `WITH o AS (
-             INSERT INTO orders (id, customer_id, amount_minor, currency, payment_token, shipping_address)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO NOTHING RETURNING id)
-           INSERT INTO order_items (order_id, sku, quantity)
-           SELECT o.id, i.sku, i.quantity FROM o, unnest($7::text[], $8::int[]) AS i (sku, quantity)
-           RETURNING order_id`,
-          [
-            order.orderId,
-            order.customerId,
-            order.amount.amountMinor,
-            order.amount.currency,
-            order.paymentToken,
-            JSON.stringify(order.shippingAddress),
-            order.items.map((i) => i.sku),
-            order.items.map((i) => i.quantity),
-          ],
-        );
         // The API writes the order row with its idempotency key; then this step only confirms it.
-        if (res.rowCount === 0 && (await sameOrderExists(tx, order))) return { orderId: order.orderId };
-        if (res.rowCount !== order.items.length) {
+        if (!(await insertOrder(tx, order, null)) && !(await orderMatches(tx, order))) {
           throw ApplicationFailure.nonRetryable(
             `order ${order.orderId} already exists with other contents`,
             FailureType.InvalidInput,

@@ -85,7 +85,9 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         ttlMs: keyTtlMs,
         leaseMs: leaseMs + wait,
       });
-      if (c.kind === 'new') await insertOrder(tx, { ...body, orderId: c.orderId }, client.id);
+      if (c.kind === 'new' && !(await insertOrder(tx, { ...body, orderId: c.orderId }, client.id))) {
+        throw new Error(`fresh order ID ${c.orderId} already taken`);
+      }
       return c;
     });
     switch (claim.kind) {

@@ -15,26 +15,48 @@ export interface OrderRow {
   items: { sku: string; quantity: number }[];
 }
 
-/** The order row and its items in one statement, inside the caller's transaction. */
-export async function insertOrder(tx: Tx, order: OrderInput, clientId: string | null): Promise<void> {
-  await tx.query(
+/** $1..$8 of the statements below: id, customer, amount, currency, token, address, SKUs, quantities. */
+function orderParams(order: OrderInput): unknown[] {
+  return [
+    order.orderId,
+    order.customerId,
+    order.amount.amountMinor,
+    order.amount.currency,
+    order.paymentToken,
+    JSON.stringify(order.shippingAddress),
+    order.items.map((i) => i.sku),
+    order.items.map((i) => i.quantity),
+  ];
+}
+
+/**
+ * The order row and its items in one statement, inside the caller's
+ * transaction. False if an order with this ID already exists (nothing written).
+ */
+export async function insertOrder(tx: Tx, order: OrderInput, clientId: string | null): Promise<boolean> {
+  const res = await tx.query(
     `WITH o AS (
        INSERT INTO orders (id, customer_id, amount_minor, currency, payment_token, shipping_address, client_id)
-       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id)
+       VALUES ($1, $2, $3, $4, $5, $6, $9)
+       ON CONFLICT (id) DO NOTHING RETURNING id)
      INSERT INTO order_items (order_id, sku, quantity)
-     SELECT o.id, i.sku, i.quantity FROM o, unnest($8::text[], $9::int[]) AS i (sku, quantity)`,
-    [
-      order.orderId,
-      order.customerId,
-      order.amount.amountMinor,
-      order.amount.currency,
-      order.paymentToken,
-      JSON.stringify(order.shippingAddress),
-      clientId,
-      order.items.map((i) => i.sku),
-      order.items.map((i) => i.quantity),
-    ],
+     SELECT o.id, i.sku, i.quantity FROM o, unnest($7::text[], $8::int[]) AS i (sku, quantity)`,
+    [...orderParams(order), clientId],
   );
+  return (res.rowCount ?? 0) > 0;
+}
+
+/** Whether the stored order with this ID has exactly these contents. */
+export async function orderMatches(tx: Tx, order: OrderInput): Promise<boolean> {
+  const res = await tx.query<{ same: boolean }>(
+    `SELECT o.customer_id = $2 AND o.amount_minor = $3 AND o.currency = $4 AND o.payment_token = $5
+            AND o.shipping_address = $6::jsonb
+            AND (SELECT array_agg(sku || ':' || quantity ORDER BY sku) FROM order_items WHERE order_id = o.id)
+                = (SELECT array_agg(s || ':' || q ORDER BY s) FROM unnest($7::text[], $8::int[]) AS i (s, q)) AS same
+       FROM orders o WHERE o.id = $1`,
+    orderParams(order),
+  );
+  return res.rows[0]?.same === true;
 }
 
 /** One order with its items; with clientId, only if it belongs to that client. */
