@@ -154,9 +154,11 @@ export async function runLocalStep<T>(
 ): Promise<T> {
   const workflowId = workflowIdOf(ref.key, ref.step);
   const fp = fingerprint(ref.input);
+  let replayed = false;
   try {
     return await inTransaction(db, async (tx) => {
       const existing = await claim(tx, ref, workflowId, fp);
+      replayed = existing !== null;
       if (existing) return replay<T>(existing, ref, fp, hooks);
       const result = await effect(tx);
       await tx.query(
@@ -169,8 +171,8 @@ export async function runLocalStep<T>(
   } catch (err) {
     const failure = asBusinessFailure(err);
     // The transaction rolled back, effect and claim alike; record the business
-    // failure on its own so a duplicate replays the same answer.
-    if (failure && failure.type !== FailureType.StepCancelled && failure.type !== FailureType.IdempotencyConflict) {
+    // failure on its own so a duplicate replays the same answer (a replay already is that answer).
+    if (!replayed && failure && failure.type !== FailureType.StepCancelled && failure.type !== FailureType.IdempotencyConflict) {
       if (!(await recordFailure(db, ref, workflowId, fp, failure))) {
         const row = (await db.query<LedgerRow>(SELECT_ROW, [ref.key])).rows[0];
         if (row) return replay<T>(row, ref, fp, hooks);
