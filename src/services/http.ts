@@ -243,6 +243,8 @@ function send(res: ServerResponse, reply: Reply): void {
 
 function toErrorReply(err: unknown): Reply {
   if (err instanceof HttpError) return errorReply(err.status, err.type, { message: err.message });
+  // The client went away mid-request (a worker killed during its call): nobody is left to answer.
+  if ((err as NodeJS.ErrnoException)?.code === 'ECONNRESET') return errorReply(499, 'client_closed_request');
   console.error('[service] unhandled error', err);
   return errorReply(500, 'api_error', { message: 'internal error' });
 }
