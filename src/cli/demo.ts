@@ -4,6 +4,7 @@ import { loadConfig } from '../config';
 import { startStack } from '../dev/stack';
 import { reconcileOrder, reconcileStock } from '../orders/reconcile';
 import { createApiClient } from '../api/auth';
+import { addFault, clearFaults } from '../services/clients';
 import type { CreateOrderRequest, OrderView } from '../api/schemas';
 import { startApi } from '../api/server';
 import { createSagaWorker } from '../../workers/worker';
@@ -106,7 +107,7 @@ runMain(async () => {
   };
   const play = async (s: Scenario): Promise<[Scenario, OrderView, boolean]> => {
     const key = `demo-${run}-${s.name.replace(/\W+/g, '-')}`;
-    if (s.fault) await armFault(...s.fault);
+    if (s.fault) await addFault(...s.fault);
     const first = await call('POST', '/orders', s.body, key);
     if (first.status !== 201) throw new Error(`POST /orders answered ${first.status}: ${JSON.stringify(first.view)}`);
     // A client retrying its request gets the same order back, never a second saga.
@@ -186,11 +187,3 @@ runMain(async () => {
   return problems.length === 0 ? 0 : 1;
 });
 
-async function armFault(url: string, rule: Record<string, unknown>): Promise<void> {
-  const res = await fetch(`${url}/__faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(rule) });
-  if (!res.ok) throw new Error(`fault rule refused: ${await res.text()}`);
-}
-
-async function clearFaults(url: string): Promise<void> {
-  await fetch(`${url}/__faults`, { method: 'DELETE' });
-}

@@ -4,6 +4,7 @@ import type { temporal } from '@temporalio/proto';
 import { Worker, type ReplayWorkerOptions } from '@temporalio/worker';
 import { canonicalJson } from '../ledger/fingerprint';
 import { sagaMetricsSinks } from '../../workers/observability';
+import { WORKFLOWS_PATH } from '../../workers/worker';
 
 type History = temporal.api.history.v1.IHistory;
 
@@ -34,7 +35,6 @@ export interface ReplayOutcome {
   endingMatches: boolean | null;
 }
 
-export const WORKFLOWS_PATH = require.resolve('../../workflows');
 const PROBE = require.resolve('../../workflows/replay-probe');
 
 /** How the history says the workflow ended, read from its last event. */

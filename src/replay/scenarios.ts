@@ -3,6 +3,7 @@ import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Db } from '../db/pool';
 import { startOrderSaga } from '../orders/start';
 import { insertOrder } from '../orders/repository';
+import { addFault } from '../services/clients';
 import { cancelUpdate, statusQuery, type orderSaga } from '../../workflows/order-saga';
 import type { SagaStatus } from '../../workflows/saga';
 import { Step } from '../../workflows/steps';
@@ -23,10 +24,6 @@ interface Scenario {
   run(ctx: ScenarioContext, order: OrderInput): Promise<Handle>;
 }
 
-const addFault = async (url: string, rule: Record<string, unknown>) => {
-  const res = await fetch(`${url}/__faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(rule) });
-  if (!res.ok) throw new Error(`fault refused: ${await res.text()}`);
-};
 const prefix = (o: OrderInput) => `order-${o.orderId}/`;
 const start = (ctx: ScenarioContext, o: OrderInput) => startOrderSaga(ctx.client, o, ctx.taskQueue);
 

@@ -115,14 +115,7 @@ export async function createTestContext(label: string): Promise<TestContext> {
   };
 }
 
-export async function addFault(serviceUrl: string, rule: Record<string, unknown>): Promise<void> {
-  const res = await fetch(`${serviceUrl}/__faults`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(rule),
-  });
-  if (!res.ok) throw new Error(`fault rule refused: ${res.status} ${await res.text()}`);
-}
+export { addFault } from '../../src/services/clients';
 
 export async function seedInventory(db: Db, stock: Record<string, number>): Promise<void> {
   await db.query(
