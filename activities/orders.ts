@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { boundLedger } from '../src/ledger/ledger';
+import { boundLedger, workflowIdOf } from '../src/ledger/ledger';
 import { insertOrder, orderMatches } from '../src/orders/repository';
+import { storableText } from '../src/text';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/types';
@@ -13,7 +14,8 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
       const { order } = input;
       return ledger.runLocalStep({ key: input.key, step: Step.recordOrder, input: order }, async (tx) => {
         // The API writes the order row with its idempotency key; then this step only confirms it.
-        if (!(await insertOrder(tx, order, null)) && !(await orderMatches(tx, order))) {
+        const owner = { workflowId: workflowIdOf(input.key, Step.recordOrder), sagaStarted: true };
+        if (!(await insertOrder(tx, order, owner)) && !(await orderMatches(tx, order))) {
           throw ApplicationFailure.nonRetryable(
             `order ${order.orderId} already exists with other contents`,
             FailureType.InvalidInput,
@@ -24,13 +26,14 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     },
 
     async cancelOrder(input: UndoInput & { status: 'cancelled' | 'failed'; reason: string }): Promise<{ changed: boolean }> {
-      return ledger.runLocalUndo({ ...input, step: Step.recordOrder, input }, async (tx, forward) => {
-        // Only an order this saga recorded is ours to close; a failed record step touched nothing.
-        if (forward?.state !== 'completed') return { changed: false };
+      return ledger.runLocalUndo({ ...input, step: Step.recordOrder, input }, async (tx) => {
+        // The row may have been written by the API before this saga's record step ever ran (a cancel
+        // can arrive first), so ownership is the row's own word, not the forward step's ledger entry:
+        // an order another saga wrote is never closed by this one.
         const res = await tx.query(
           `UPDATE orders SET status = $2, failure_reason = $3, updated_at = now()
-            WHERE id = $1 AND status = 'pending'`,
-          [input.orderId, input.status, input.reason],
+            WHERE id = $1 AND status = 'pending' AND workflow_id = $4`,
+          [input.orderId, input.status, storableText(input.reason), workflowIdOf(input.key, Step.recordOrder, true)],
         );
         return { changed: res.rowCount === 1 };
       });

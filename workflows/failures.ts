@@ -13,6 +13,8 @@ export const FailureType = {
   InvalidInput: 'InvalidInput',
   SagaCancelled: 'SagaCancelled',
   CompensationFailed: 'CompensationFailed',
+  /** PostgreSQL refused a step's data (SQLSTATE class 22 or 23): no retry can change that. */
+  DataRejected: 'DataRejected',
 } as const;
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];

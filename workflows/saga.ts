@@ -3,6 +3,7 @@ import {
   CancellationScope,
   CancelledFailure,
   isCancellation,
+  patched,
   setHandler,
   sleep,
   type QueryDefinition,
@@ -29,6 +30,9 @@ export { describeFailure, isNonRetryable };
  * the others; all such failures are reported together as a CompensationFailed
  * failure, never swallowed.
  */
+
+/** Marks sagas that compensate the step a cancel abandoned before it started. */
+export const UNDO_ABANDONED_STEP_PATCH = 'saga-undo-abandoned-step';
 
 export type StepKind = 'compensatable' | 'pivot' | 'retriable';
 
@@ -221,9 +225,15 @@ export class Saga {
       this.definitionError = ApplicationFailure.nonRetryable(defect, 'SagaDefinition');
       throw this.definitionError;
     }
-    // A cancel accepted while the previous step finished anyway must still stop the saga here,
-    // before the pivot can start.
-    if (this.state.cancelRequested) throw new CancelledFailure(this.cancelReason);
+    // A cancel accepted before this step (while the previous one finished anyway, or before the
+    // saga's first step) stops the saga here, before the pivot can start. The step is abandoned
+    // but its undo still runs: it tombstones the step, so no late attempt can apply it, and it
+    // cleans up what was written on the saga's behalf before it started (the order row the API
+    // inserted). Sagas that reached this point before that rule replay without it.
+    if (this.state.cancelRequested) {
+      if (def.undo && patched(UNDO_ABANDONED_STEP_PATCH)) this.undos.push({ step: def.name, undo: def.undo });
+      throw new CancelledFailure(this.cancelReason);
+    }
     this.state.currentStep = def.name;
     this.transition();
     if (def.undo) this.undos.push({ step: def.name, undo: def.undo });

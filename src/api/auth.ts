@@ -21,7 +21,8 @@ export async function createApiClient(db: Db, name: string): Promise<ApiClient &
 
 export async function authenticate(db: Db, req: IncomingMessage): Promise<ApiClient> {
   const header = req.headers.authorization;
-  const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header) : null;
+  // The scheme is case-insensitive (RFC 9110 11.1, RFC 6750 2.1).
+  const match = typeof header === 'string' ? /^bearer +([A-Za-z0-9_-]{1,200}) *$/i.exec(header) : null;
   if (!match?.[1]) throw new Problem('unauthorized', 'send Authorization: Bearer <api key>', {}, { 'WWW-Authenticate': 'Bearer' });
   const res = await db.query<ApiClient>(
     'SELECT id, name FROM api_clients WHERE key_hash = $1 AND revoked_at IS NULL',

@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { orderInputSchema } from '../orders/schema';
+import { orderInputSchema, text } from '../orders/schema';
 
 /** The body of POST /orders: an order without its ID, which the server assigns. */
 export const createOrderRequest = orderInputSchema.omit({ orderId: true });
 export type CreateOrderRequest = z.infer<typeof createOrderRequest>;
 
-export const cancelRequest = z.object({ reason: z.string().trim().min(1).max(500).optional() }).strict();
+export const cancelRequest = z.object({ reason: text(500).optional() }).strict();
 
 const sagaView = z.object({
   workflowId: z.string(),

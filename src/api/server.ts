@@ -1,12 +1,13 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { z } from 'zod';
-import { inTransaction, type Db } from '../db/pool';
+import { inTransaction, isConnectionError, isPermanentDataError, type Db } from '../db/pool';
 import { fingerprint } from '../ledger/fingerprint';
 import { HttpError, matchPath, readJson } from '../services/http';
-import { findOrder, insertOrder, toOrderInput, type OrderRow } from '../orders/repository';
+import { findOrder, insertOrder, markSagaStarted, toOrderInput, type OrderRow } from '../orders/repository';
+import { recoverAbandonedOrders } from '../orders/recovery';
 import { startOrderSaga } from '../orders/start';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/ids';
@@ -28,6 +29,8 @@ export interface ApiOptions {
   /** How long an in-flight request holds its key before a retry may take over. */
   leaseMs?: number;
   cleanupIntervalMs?: number;
+  /** How often to look for orders whose request died before starting their saga (0: never). */
+  recoveryIntervalMs?: number;
   host?: string;
   port?: number;
   log?: (line: Record<string, unknown>) => void;
@@ -43,6 +46,8 @@ export interface RunningApi {
 }
 
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
+/** Order IDs as the API and the saga's schema write them; anything else cannot name an order. */
+const ORDER_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const JSON_TYPE = 'application/json';
 
 interface Reply {
@@ -85,8 +90,9 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         ttlMs: keyTtlMs,
         leaseMs: leaseMs + wait,
       });
-      if (c.kind === 'new' && !(await insertOrder(tx, { ...body, orderId: c.orderId }, client.id))) {
-        throw new Error(`fresh order ID ${c.orderId} already taken`);
+      if (c.kind === 'new') {
+        const owner = { clientId: client.id, workflowId: orderWorkflowId(c.orderId) };
+        if (!(await insertOrder(tx, { ...body, orderId: c.orderId }, owner))) throw new Error(`fresh order ID ${c.orderId} already taken`);
       }
       return c;
     });
@@ -110,9 +116,10 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     try {
       handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue, { searchAttributes: opts.searchAttributes });
     } catch (err) {
-      await releaseLease(db, client.id, key);
-      throw new Problem('unavailable', `could not start the saga: ${(err as Error).message}`);
+      await releaseLease(db, client.id, key).catch(() => undefined);
+      throw new Problem('unavailable', `could not start the saga: ${(err as Error).message}`, {}, { 'Retry-After': '1' });
     }
+    await markSagaStarted(db, claim.orderId);
     // The saga is started: whatever happens to it now, the order exists and this key answers 201.
     const outcome = wait > 0 ? await withTimeout(handle.result(), wait).catch(() => undefined) : undefined;
     let saga: Omit<OrderView['saga'], 'workflowId'>;
@@ -127,35 +134,59 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     return reply;
   };
 
+  /** The client's own order named by the path, or 404 alike for malformed, unknown and other clients' IDs. */
+  async function ownOrder(clientId: string, id: string | undefined): Promise<OrderRow> {
+    const row = id !== undefined && ORDER_ID_PATTERN.test(id) ? await findOrder(db, id, clientId) : undefined;
+    if (!row) throw new Problem('not-found', `no order ${JSON.stringify(id ?? '')}`);
+    return row;
+  }
+
   const getOrder: Handler = async (req, params) => {
     const client = await authenticate(db, req);
-    const row = await findOrder(db, params.id ?? '', client.id);
-    if (!row) throw new Problem('not-found', `no order ${params.id}`);
+    const row = await ownOrder(client.id, params.id);
     return json(200, view(row, await liveSaga(temporal, row.id)));
   };
 
   const cancelOrder: Handler = async (req, params) => {
     const client = await authenticate(db, req);
-    const row = await findOrder(db, params.id ?? '', client.id);
-    if (!row) throw new Problem('not-found', `no order ${params.id}`);
+    const row = await ownOrder(client.id, params.id);
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
     const { reason } = hasBody ? validate(cancelRequest, await readBody(req)) : { reason: undefined };
     const accepted = () => json(202, { id: row.id, cancel: 'accepted' }, { Location: `/orders/${row.id}` });
+    const refused = (status: string) => new Problem('cancel-refused', `the order is already ${status}`);
     if (row.status === 'cancelled') return accepted();
-    if (row.status !== 'pending') throw new Problem('cancel-refused', `the order is already ${row.status}`);
-    const handle = temporal.workflow.getHandle(orderWorkflowId(row.id));
+    if (row.status !== 'pending') throw refused(row.status);
+    const handle = temporal.workflow.getHandle(row.workflow_id);
+    const send = () => handle.executeUpdate(cancelUpdate, { args: [{ reason: reason ?? 'cancelled by the customer' }] });
     try {
-      await handle.executeUpdate(cancelUpdate, { args: [{ reason: reason ?? 'cancelled by the customer' }] });
+      try {
+        await send();
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        // Not found is either a saga that was never started (its request died after the commit)
+        // or one that has closed; the server's description tells which.
+        const described = await handle.describe().catch((e: unknown) => {
+          if (e instanceof WorkflowNotFoundError) return undefined;
+          throw e;
+        });
+        if (described) {
+          // It closed between our read and the update: the order row says how it ended.
+          const now = await findOrder(db, row.id, client.id);
+          if (now?.status === 'cancelled') return accepted();
+          throw refused(now && now.status !== 'pending' ? now.status : `closed (saga ${described.status.name.toLowerCase()})`);
+        }
+        // Start the abandoned saga (idempotent by workflow ID), then cancel it before its first step.
+        await startOrderSaga(temporal, toOrderInput(row), taskQueue, { searchAttributes: opts.searchAttributes });
+        await markSagaStarted(db, row.id);
+        await send();
+      }
       return accepted();
     } catch (err) {
+      if (err instanceof Problem) throw err;
       if (err instanceof WorkflowUpdateFailedError) {
         throw new Problem('cancel-refused', err.cause?.message ?? err.message);
       }
-      // The saga closed between our read and the update: the order row now says how it ended.
-      const now = await findOrder(db, row.id, client.id);
-      if (now?.status === 'cancelled') return accepted();
-      if (now && now.status !== 'pending') throw new Problem('cancel-refused', `the order is already ${now.status}`);
-      throw new Problem('unavailable', `could not reach the saga: ${(err as Error).message}`);
+      throw new Problem('unavailable', `could not reach the saga: ${(err as Error).message}`, {}, { 'Retry-After': '1' });
     }
   };
 
@@ -204,9 +235,12 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       const candidates = routes
         .map((r) => ({ r, params: matchPath(r.path, path) }))
         .filter((c) => c.params !== undefined);
-      const hit = candidates.find((c) => c.r.method === req.method);
+      // HEAD is answered wherever GET is (RFC 9110 9.3.2); Node sends the headers without the body.
+      const method = req.method === 'HEAD' ? 'GET' : req.method;
+      const hit = candidates.find((c) => c.r.method === method);
       if (!hit && candidates.length) {
-        const allow = candidates.map((c) => c.r.method).join(', ');
+        const methods = candidates.map((c) => c.r.method);
+        const allow = (methods.includes('GET') ? [...methods, 'HEAD'] : methods).join(', ');
         throw new Problem('method-not-allowed', `${req.method} is not allowed on ${path}`, {}, { Allow: allow });
       }
       if (!hit) throw new Problem('not-found', `no route ${path}`);
@@ -224,6 +258,13 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         SpanKind.SERVER,
       );
     } catch (err) {
+      if (clientGone(req, err)) {
+        // Nobody is left to answer (the body was cut short, the socket closed): not a server error.
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        metrics.httpRequests.observe({ method: req.method ?? '?', route, status: '499' }, seconds);
+        res.destroy();
+        return;
+      }
       reply = problemReply(err, url?.pathname, log);
     }
     res.writeHead(reply.status, { 'Content-Length': Buffer.byteLength(reply.body), ...reply.headers });
@@ -244,12 +285,33 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   };
   const timer = setInterval(purge, opts.cleanupIntervalMs ?? 10 * 60_000);
   timer.unref();
+  // Orders whose request died between its commit and the saga's start get their saga here,
+  // whether or not the client ever comes back. Several API processes may run this at once.
+  let recovering = false;
+  const recover = () => {
+    if (recovering) return;
+    recovering = true;
+    recoverAbandonedOrders({ db, temporal, taskQueue, olderThanMs: leaseMs, searchAttributes: opts.searchAttributes })
+      .then(
+        (ids) => {
+          if (ids.length === 0) return;
+          metrics.ordersRecovered.inc(ids.length);
+          log({ msg: 'abandoned orders recovered: sagas started', count: ids.length, orderIds: ids });
+        },
+        (e: Error) => log({ msg: 'order recovery failed; retrying next round', error: e.message }),
+      )
+      .finally(() => (recovering = false));
+  };
+  const recoveryIntervalMs = opts.recoveryIntervalMs ?? Math.max(1000, Math.round(leaseMs / 2));
+  const recoveryTimer = recoveryIntervalMs > 0 ? setInterval(recover, recoveryIntervalMs) : undefined;
+  recoveryTimer?.unref();
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://${opts.host ?? '127.0.0.1'}:${port}`,
     close: () =>
       new Promise<void>((resolve, reject) => {
         clearInterval(timer);
+        clearInterval(recoveryTimer);
         server.close((e) => (e ? reject(e) : resolve()));
         server.closeAllConnections();
       }),
@@ -329,11 +391,22 @@ function view(row: OrderRow, saga: Omit<OrderView['saga'], 'workflowId'>): Order
   };
 }
 
+/** The client went away mid-request: its body was cut short or its socket closed. */
+function clientGone(req: IncomingMessage, err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | null;
+  return e?.code === 'ECONNRESET' || e?.message === 'aborted' || req.socket.destroyed;
+}
+
 function problemReply(err: unknown, instance: string | undefined, log: (l: Record<string, unknown>) => void): Reply {
   let problem: Problem;
   if (err instanceof Problem) problem = err;
   else if (err instanceof HttpError) problem = new Problem(err.status === 413 ? 'payload-too-large' : 'invalid-request', err.message);
-  else {
+  // The database is unreachable or restarting: nothing was written, the same request may be retried.
+  else if (isConnectionError(err)) problem = new Problem('unavailable', 'the database is unavailable', {}, { 'Retry-After': '1' });
+  // Input the validation let through that PostgreSQL cannot store: refused, and nothing was written.
+  else if (isPermanentDataError(err) && (err as { code: string }).code.startsWith('22')) {
+    problem = new Problem('invalid-request', 'the request holds data that cannot be stored');
+  } else {
     log({ msg: 'unhandled error', error: (err as Error)?.stack ?? String(err) });
     problem = new Problem('internal');
   }

@@ -11,6 +11,8 @@ export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
  */
 export async function migrate(databaseUrl: string, schema = 'public'): Promise<string[]> {
   const client = new Client({ connectionString: databaseUrl });
+  // A connection terminated mid-run fails the run (the lock and the transaction go with it); it must not end the process.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);

@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Db, Tx } from '../db/pool';
-import { inTransaction } from '../db/pool';
+import { inTransaction as runInTransaction, isPermanentDataError } from '../db/pool';
 import { FailureType } from '../../workflows/failures';
 import { fingerprint } from './fingerprint';
 
@@ -74,6 +74,26 @@ function undoWorkflowId(ref: UndoRef): string {
     throw ApplicationFailure.nonRetryable(`undo key ${ref.key} does not match ${ref.forwardKey}`, FailureType.InvalidInput);
   }
   return workflowId;
+}
+
+/**
+ * The ledger's transactions. Data PostgreSQL refuses (class 22 or 23) is refused
+ * the same way on every attempt, so it leaves as a non-retryable failure: a
+ * forward step fails (and is recorded), a compensation is reported as failed,
+ * instead of being retried without end.
+ */
+async function inTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  try {
+    return await runInTransaction(db, fn);
+  } catch (err) {
+    if (!isPermanentDataError(err)) throw err;
+    const e = err as { code: string; message?: string };
+    throw ApplicationFailure.create({
+      message: `PostgreSQL refused the data: ${e.message ?? 'data error'} (SQLSTATE ${e.code})`,
+      type: FailureType.DataRejected,
+      nonRetryable: true,
+    });
+  }
 }
 
 const SELECT_ROW = `SELECT key, workflow_id, step, fingerprint, state, result, error

@@ -43,6 +43,11 @@ export class SagaMetrics {
     labelNames: ['layer', 'step'] as const,
     registers: [this.registry],
   });
+  readonly ordersRecovered = new Counter({
+    name: 'sagaflow_orders_recovered_total',
+    help: 'Orders whose request died between committing the order and starting its saga, whose saga the recovery job started',
+    registers: [this.registry],
+  });
   readonly stepDuration = new Histogram({
     name: 'sagaflow_step_duration_seconds',
     help: 'Duration of one activity attempt, by step (activity type) and outcome',

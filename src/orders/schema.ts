@@ -1,11 +1,20 @@
 import { z } from 'zod';
 import type { OrderInput } from '../../workflows/types';
+import { hasControlCharacters, hasLoneSurrogate } from '../text';
 
 /** Currencies the payment provider settles; amounts are integer minor units. */
 export const CURRENCIES = ['USD', 'EUR', 'GBP', 'CHF', 'CAD', 'AUD', 'JPY', 'SEK', 'NOK', 'DKK', 'PLN'] as const;
 
 const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64');
-const text = (max: number) => z.string().trim().min(1).max(max);
+/** Free text a person typed: stored exactly as sent, so what cannot be stored is refused (src/text.ts). */
+export const text = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .refine((s) => !hasControlCharacters(s), 'must not contain control characters')
+    .refine((s) => !hasLoneSurrogate(s), 'must be well-formed Unicode (no lone surrogates)');
 
 export const orderInputSchema = z
   .object({

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import type { Db } from '../db/pool';
+import { withClient, type Db } from '../db/pool';
 import { startOrderSaga } from '../orders/start';
 import { insertOrder } from '../orders/repository';
 import { addFault } from '../services/clients';
@@ -43,12 +43,7 @@ export const scenarios: Scenario[] = [
     name: 'fail-record-order',
     async run(ctx, o) {
       // Another order already holds the ID with other contents.
-      const client = await ctx.db.connect();
-      try {
-        await insertOrder(client, { ...o, customerId: 'someone-else' }, null);
-      } finally {
-        client.release();
-      }
+      await withClient(ctx.db, (client) => insertOrder(client, { ...o, customerId: 'someone-else' }, { workflowId: `other-${o.orderId}`, sagaStarted: true }));
       return start(ctx, o);
     },
   },

@@ -83,8 +83,15 @@ export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Pr
     if (size <= limit) chunks.push(chunk);
   }
   if (size > limit) throw new HttpError(413, 'request_too_large', `body exceeds ${limit} bytes`);
+  let text: string;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    // Fatal: invalid UTF-8 is refused, never stored as U+FFFD, so what is stored is what was sent.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new HttpError(400, 'invalid_request', 'body must be valid UTF-8');
+  }
+  try {
+    return JSON.parse(text) as unknown;
   } catch {
     throw new HttpError(400, 'invalid_request', 'body must be valid JSON');
   }

@@ -8,6 +8,7 @@ import { createOrderRequest, type CreateOrderRequest } from '../../src/api/schem
 import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
+import { orderWorkflowId } from '../../workflows/ids';
 import { reconcileOrder } from '../../src/orders/reconcile';
 import { startOrderSaga } from '../../src/orders/start';
 import { Step } from '../../workflows/steps';
@@ -121,7 +122,7 @@ async function deadRequest(body: CreateOrderRequest, key: string): Promise<strin
        VALUES ($1, $2, $3, $4, 'in_flight', now() - interval '1 second', now() + interval '1 day')`,
       [clientA.id, key, fingerprint(body), orderId],
     );
-    await insertOrder(tx, { ...body, orderId }, clientA.id);
+    await insertOrder(tx, { ...body, orderId }, { clientId: clientA.id, workflowId: orderWorkflowId(orderId) });
   });
   return orderId;
 }

@@ -1,0 +1,33 @@
+import type { Client } from '@temporalio/client';
+import { inTransaction, type Db } from '../db/pool';
+import { lockAbandonedOrders, toOrderInput } from './repository';
+import { startOrderSaga } from './start';
+
+export interface RecoveryOptions {
+  db: Db;
+  temporal: Client;
+  taskQueue: string;
+  /** An order younger than this may still have its request at work: leave it alone. */
+  olderThanMs: number;
+  /** At most this many orders per round. */
+  limit?: number;
+  searchAttributes?: boolean;
+}
+
+/**
+ * Starts the saga of every order whose request died between committing the
+ * order and starting its saga (a crashed API, Temporal unreachable, a client
+ * that never retried). The rows are locked with SKIP LOCKED and the start is
+ * idempotent by workflow ID, so any number of recoverers, and a client's own
+ * retry, can run at once. Returns the IDs it recovered.
+ */
+export async function recoverAbandonedOrders(opts: RecoveryOptions): Promise<string[]> {
+  return inTransaction(opts.db, async (tx) => {
+    const rows = await lockAbandonedOrders(tx, opts.olderThanMs, opts.limit ?? 100);
+    for (const row of rows) {
+      await startOrderSaga(opts.temporal, toOrderInput(row), opts.taskQueue, { searchAttributes: opts.searchAttributes });
+      await tx.query(`UPDATE orders SET saga_started_at = now() WHERE id = $1`, [row.id]);
+    }
+    return rows.map((r) => r.id);
+  });
+}
