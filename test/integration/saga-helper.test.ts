@@ -397,3 +397,58 @@ describe('definition errors fail the workflow with type SagaDefinition', () => {
     expect((await journal(handle)).some((r) => r.step === offending)).toBe(false);
   });
 });
+
+describe('an undo that can never succeed is surfaced, not retried forever', () => {
+  test('text PostgreSQL refuses (a NUL byte) fails the compensation once, as DataRejected, and the saga with CompensationFailed', async () => {
+    const handle = await start({ steps: [comp('a', { undoWritesUnstorable: true }), comp('b', { failWith: 'business' })] });
+    const { err, app } = await failureOfResult(handle);
+
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(app?.type).toBe('CompensationFailed');
+    expect(app?.message).toContain('a: PostgreSQL refused the data');
+    // One attempt, not a loop: the failure is non-retryable.
+    const undosOfA = (await journal(handle)).filter((r) => r.step === 'a' && r.action === 'undo');
+    expect(undosOfA.map((r) => r.outcome)).toEqual(['failed']);
+    // The undo's transaction rolled back whole: no ledger record, no tombstone.
+    const ledger = await ctx.db.query(`SELECT key FROM step_ledger WHERE workflow_id = $1`, [handle.workflowId]);
+    expect(ledger.rows).toEqual([]);
+    const status = await handle.query(statusQuery);
+    expect(status.phase).toBe('failed');
+    expect(status.compensations.find((c) => c.step === 'a')).toEqual(
+      expect.objectContaining({ status: 'failed', attempts: 1, lastError: expect.stringContaining('SQLSTATE 22021') }),
+    );
+  });
+});
+
+describe('a cancel accepted before the first step', () => {
+  test('abandons the step but still runs its undo, so nothing it might leave behind survives', async () => {
+    // No worker polls this queue yet: the update waits on the server and is delivered with the
+    // workflow's first task, before execute() has run any step.
+    const queue = uniqueId('saga-helper-idle');
+    const handle = await ctx.client.workflow.start(scriptedSaga, {
+      workflowId: uniqueId('scripted'),
+      taskQueue: queue,
+      args: [{ steps: [comp('a'), comp('b')] }],
+    });
+    const cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too early' }] });
+    await new Promise((r) => setTimeout(r, 300));
+    const worker = await Worker.create({
+      connection: ctx.nativeConnection,
+      namespace: ctx.namespace,
+      taskQueue: queue,
+      workflowsPath: require.resolve('../fixtures/saga/workflows'),
+      activities: createJournalActivities(ctx.db),
+    });
+    const stop = ctx.startWorker(worker);
+    try {
+      await expect(cancel).resolves.toEqual({ accepted: true });
+      const outcome = await handle.result();
+      expect(outcome.status).toBe('cancelled');
+      const rows = (await journal(handle)).map((r) => [r.step, r.action, r.outcome]);
+      // 'a' never ran forward; its undo ran once (a no-op tombstone for an effect that never happened).
+      expect(rows).toEqual([['a', 'undo', 'ok']]);
+    } finally {
+      await stop();
+    }
+  });
+});

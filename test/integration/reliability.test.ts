@@ -1,0 +1,235 @@
+/**
+ * Commands at awkward moments, against the real Temporal dev server, real
+ * PostgreSQL and real HTTP: a cancel before any worker runs, a cancel while the
+ * first step waits for its queue, a cancel of a saga that was never started or
+ * has closed, and orders abandoned between their commit and their saga's start.
+ * Every outcome is asserted from rows.
+ */
+import { randomBytes } from 'node:crypto';
+import { Client } from '@temporalio/client';
+import { createSagaWorker, type SagaWorker } from '../../workers/worker';
+import { startApi, type RunningApi } from '../../src/api/server';
+import { createApiClient } from '../../src/api/auth';
+import type { CreateOrderRequest } from '../../src/api/schemas';
+import { inTransaction } from '../../src/db/pool';
+import { fingerprint } from '../../src/ledger/fingerprint';
+import { insertOrder } from '../../src/orders/repository';
+import { recoverAbandonedOrders } from '../../src/orders/recovery';
+import type { QueueRole } from '../../workflows/queues';
+import { statusQuery } from '../../workflows/order-saga';
+import { orderWorkflowId } from '../../workflows/ids';
+import { Step } from '../../workflows/steps';
+import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { eventually, expectProblem, request } from '../helpers/api';
+
+let ctx: TestContext;
+let client: { id: string; apiKey: string };
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  ctx = await createTestContext('reliability');
+  client = await createApiClient(ctx.db, uniqueId('rel'));
+});
+
+afterEach(async () => {
+  await fetch(`${ctx.payment.url}/__faults`, { method: 'DELETE' });
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+afterAll(async () => {
+  await ctx?.close();
+});
+
+/** An API on its own task queue; the recovery job only where a test asks for it. */
+async function api(taskQueue: string, opts: { temporal?: Client; leaseMs?: number; recoveryIntervalMs?: number } = {}): Promise<RunningApi> {
+  const running = await startApi({
+    db: ctx.db,
+    temporal: opts.temporal ?? ctx.client,
+    taskQueue,
+    log: () => undefined,
+    leaseMs: opts.leaseMs,
+    recoveryIntervalMs: opts.recoveryIntervalMs ?? 0,
+  });
+  cleanups.push(() => running.close());
+  return running;
+}
+
+async function worker(taskQueue: string, queues?: QueueRole[]): Promise<SagaWorker> {
+  const w = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue, deps: ctx.deps, queues });
+  const stop = ctx.startWorker(w);
+  cleanups.push(stop);
+  return w;
+}
+
+async function body(): Promise<CreateOrderRequest> {
+  const sku = uniqueId('sku');
+  await seedInventory(ctx.db, { [sku]: 10 });
+  return {
+    customerId: uniqueId('cust'),
+    items: [{ sku, quantity: 2 }],
+    amount: { amountMinor: 1_500, currency: 'EUR' },
+    paymentToken: 'tok_visa',
+    shippingAddress: { name: 'Ada Lovelace', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
+  };
+}
+
+const post = (base: string, path: string, payload?: unknown, idempotencyKey?: string) =>
+  request(base, path, { method: 'POST', apiKey: client.apiKey, idempotencyKey, body: payload });
+
+async function createOrder(base: string): Promise<{ id: string; sku: string }> {
+  const b = await body();
+  const res = await post(base, '/orders', b, uniqueId('key'));
+  if (res.status !== 201) throw new Error(`POST /orders: ${res.status} ${res.text}`);
+  return { id: res.json.id as string, sku: b.items[0]!.sku };
+}
+
+const orderRow = async (id: string) =>
+  (await ctx.db.query<{ status: string; failure_reason: string | null; saga_started_at: Date | null }>(
+    `SELECT status, failure_reason, saga_started_at FROM orders WHERE id = $1`,
+    [id],
+  )).rows[0];
+
+const ledgerState = async (key: string) =>
+  (await ctx.db.query<{ state: string }>(`SELECT state FROM step_ledger WHERE key = $1`, [key])).rows[0]?.state;
+
+const stock = async (sku: string) =>
+  (await ctx.db.query<{ on_hand: number; reserved: number }>(`SELECT on_hand, reserved FROM inventory WHERE sku = $1`, [sku])).rows[0];
+
+describe('every accepted cancel closes its order', () => {
+  test('a cancel sent while no worker runs: 202, and once a worker comes the order ends cancelled, stock untouched', async () => {
+    const queue = uniqueId('rel-idle');
+    const { url } = await api(queue);
+    const order = await createOrder(url);
+    // The update waits on the server; it reaches the saga with its first workflow task, before any step.
+    const cancel = post(url, `/orders/${order.id}/cancel`, { reason: 'changed my mind' });
+    await new Promise((r) => setTimeout(r, 500));
+    await worker(queue);
+
+    expect((await cancel).status).toBe(202);
+    const result = await ctx.client.workflow.getHandle(orderWorkflowId(order.id)).result();
+    expect(result.status).toBe('cancelled');
+    expect(await orderRow(order.id)).toEqual(expect.objectContaining({ status: 'cancelled' }));
+    expect((await orderRow(order.id))!.failure_reason).toContain('changed my mind');
+    // The abandoned first step is tombstoned: no late attempt can record it now.
+    expect(await ledgerState(`${orderWorkflowId(order.id)}/${Step.recordOrder}`)).toBe('cancelled');
+    expect(await stock(order.sku)).toEqual({ on_hand: 10, reserved: 0 });
+
+    // Asking again gets the first answer; GET agrees with the saga.
+    expect((await post(url, `/orders/${order.id}/cancel`)).status).toBe(202);
+    const got = await request(url, `/orders/${order.id}`, { apiKey: client.apiKey });
+    expect(got.json).toEqual(expect.objectContaining({ status: 'cancelled', saga: expect.objectContaining({ status: 'cancelled' }) }));
+  });
+
+  test('a cancel while record-order waits for an orders worker closes the row the API inserted', async () => {
+    const queue = uniqueId('rel-noorders');
+    const { url } = await api(queue);
+    await worker(queue, ['workflows', 'inventory', 'payments', 'shipping']);
+    const order = await createOrder(url);
+    const handle = ctx.client.workflow.getHandle(orderWorkflowId(order.id));
+    await eventually(
+      async () => ((await handle.query(statusQuery)).currentStep === Step.recordOrder ? true : undefined),
+      'record-order to be scheduled',
+    );
+    expect((await post(url, `/orders/${order.id}/cancel`, { reason: 'too slow' })).status).toBe(202);
+    // The compensation runs on the orders queue too: only now can anything touch the row.
+    expect((await orderRow(order.id))!.status).toBe('pending');
+    await worker(queue, ['orders']);
+
+    expect((await handle.result()).status).toBe('cancelled');
+    expect((await orderRow(order.id))!.status).toBe('cancelled');
+    expect(await ledgerState(`${handle.workflowId}/${Step.recordOrder}`)).toBe('cancelled');
+    expect(await stock(order.sku)).toEqual({ on_hand: 10, reserved: 0 });
+  });
+
+  test('a cancel of an order whose saga was never started starts it and cancels it before its first step', async () => {
+    const queue = uniqueId('rel-orphan');
+    const { url } = await api(queue);
+    await worker(queue);
+    const orderId = await abandonedOrder(await body());
+
+    expect((await post(url, `/orders/${orderId}/cancel`)).status).toBe(202);
+    const result = await ctx.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+    expect(result.status).toBe('cancelled');
+    expect(result.completedSteps).toEqual([]);
+    expect(await orderRow(orderId)).toEqual(expect.objectContaining({ status: 'cancelled', saga_started_at: expect.any(Date) }));
+  });
+
+  test('a cancel of a saga that closed without closing its row answers 409 with the reason, never 503', async () => {
+    const queue = uniqueId('rel-terminated');
+    const { url } = await api(queue);
+    await worker(queue);
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 5000, path: '/charges' });
+    const order = await createOrder(url);
+    const handle = ctx.client.workflow.getHandle(orderWorkflowId(order.id));
+    await eventually(async () => ((await handle.query(statusQuery)).currentStep === Step.chargePayment ? true : undefined), 'the charge');
+    await handle.terminate('operator stopped it');
+
+    for (let i = 0; i < 2; i++) {
+      const res = await post(url, `/orders/${order.id}/cancel`);
+      expect(expectProblem(res, 409, 'cancel-refused').detail).toContain('terminated');
+    }
+    const got = await request(url, `/orders/${order.id}`, { apiKey: client.apiKey });
+    expect(got.json.saga.status).toBe('terminated');
+  });
+});
+
+/** An order and its key committed as the API does, by a request that died before starting the saga. */
+async function abandonedOrder(b: CreateOrderRequest): Promise<string> {
+  const orderId = `ord_dead${randomBytes(6).toString('hex')}`;
+  await inTransaction(ctx.db, async (tx) => {
+    await tx.query(
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, order_id, state, locked_until, expires_at)
+       VALUES ($1, $2, $3, $4, 'in_flight', now() + interval '10 seconds', now() + interval '1 day')`,
+      [client.id, uniqueId('key'), fingerprint(b), orderId],
+    );
+    await insertOrder(tx, { ...b, orderId }, { clientId: client.id, workflowId: orderWorkflowId(orderId) });
+  });
+  return orderId;
+}
+
+describe('no order is orphaned', () => {
+  test('an order whose saga could not be started gets it from the recovery job, though the client never retries', async () => {
+    const queue = uniqueId('rel-recover');
+    // Temporal refuses the start (no such namespace): the request commits its order, then answers 503.
+    const refusing = new Client({ connection: ctx.client.connection, namespace: uniqueId('no-such-namespace') });
+    const broken = await api(queue, { temporal: refusing });
+    const b = await body();
+    const res = await post(broken.url, '/orders', b, uniqueId('key'));
+    expectProblem(res, 503, 'unavailable');
+    expect(res.headers.get('retry-after')).toBe('1');
+    const { rows } = await ctx.db.query<{ id: string }>(
+      `SELECT o.id FROM orders o JOIN order_items i ON i.order_id = o.id WHERE i.sku = $1`,
+      [b.items[0]!.sku],
+    );
+    expect(rows).toHaveLength(1);
+    const orderId = rows[0]!.id;
+    expect((await orderRow(orderId))!.saga_started_at).toBeNull();
+
+    await worker(queue);
+    const healthy = await api(queue, { leaseMs: 300, recoveryIntervalMs: 200 });
+    const handle = ctx.client.workflow.getHandle(orderWorkflowId(orderId));
+    const result = await eventually(() => handle.result().catch(() => undefined), 'the recovered saga to finish', 100, 200);
+    expect(result.status).toBe('completed');
+    expect(await orderRow(orderId)).toEqual(expect.objectContaining({ status: 'completed', saga_started_at: expect.any(Date) }));
+    const metrics = await (await fetch(`${healthy.url}/metrics`)).text();
+    expect(metrics).toMatch(/^sagaflow_orders_recovered_total [1-9]/m);
+  });
+
+  test('recoverers running at once share the abandoned orders: each saga is started once, none is missed', async () => {
+    const queue = uniqueId('rel-recover-many');
+    const ids = await Promise.all(Array.from({ length: 6 }, async () => abandonedOrder(await body())));
+    await ctx.db.query(`UPDATE orders SET created_at = now() - interval '1 minute' WHERE id = ANY($1)`, [ids]);
+    const recoverer = () => recoverAbandonedOrders({ db: ctx.db, temporal: ctx.client, taskQueue: queue, olderThanMs: 10_000 });
+    const rounds = await Promise.all([recoverer(), recoverer(), recoverer()]);
+    const recovered = rounds.flat().filter((id) => ids.includes(id));
+    expect(recovered.sort()).toEqual([...ids].sort());
+    // A later round finds nothing left to do.
+    expect((await recoverer()).filter((id) => ids.includes(id))).toEqual([]);
+
+    await worker(queue);
+    const results = await Promise.all(ids.map((id) => ctx.client.workflow.getHandle(orderWorkflowId(id)).result()));
+    expect(results.map((r) => r.status)).toEqual(ids.map(() => 'completed'));
+    const { rows } = await ctx.db.query<{ status: string }>(`SELECT status FROM orders WHERE id = ANY($1)`, [ids]);
+    expect(rows.map((r) => r.status)).toEqual(ids.map(() => 'completed'));
+  });
+});
