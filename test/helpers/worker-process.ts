@@ -1,21 +1,23 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
-export interface WorkerProcess {
+export interface NodeProcess {
   child: ChildProcess;
-  /** Resolves when the worker says it polls its queues. */
+  /** Resolves when the process prints its ready line. */
   ready: Promise<void>;
   /** Resolves with the exit code (null if killed by a signal). */
   exited: Promise<number | null>;
   output(): string;
+}
+
+export interface WorkerProcess extends NodeProcess {
   /** The worker's /metrics URL, from its ready line. */
   metricsUrl(): string | undefined;
 }
 
-/** A real worker process (workers/main.ts), as production runs it. */
-export function spawnWorker(env: Record<string, string>, args: string[] = []): WorkerProcess {
-  const main = path.resolve(__dirname, '../../workers/main.ts');
-  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, ...args], {
+/** One of the project's entry points as a real process (TypeScript through ts-node), as production runs it. */
+export function spawnNode(entry: string, env: Record<string, string>, readyMarker: string, args: string[] = []): NodeProcess {
+  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', path.resolve(__dirname, '../..', entry), ...args], {
     env: { ...process.env, LOG_LEVEL: 'info', METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -28,18 +30,18 @@ export function spawnWorker(env: Record<string, string>, args: string[] = []): W
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = new Promise<void>((resolve, reject) => {
     const check = () => {
-      if (out.includes('"msg":"worker ready"')) resolve();
+      if (out.includes(readyMarker)) resolve();
     };
     child.stdout?.on('data', check);
-    void exited.then((code) => reject(new Error(`worker exited (${code}) before it was ready:\n${out}`)));
+    void exited.then((code) => reject(new Error(`${entry} exited (${code}) before it was ready:\n${out}`)));
   });
-  return {
-    child,
-    ready,
-    exited,
-    output: () => out,
-    metricsUrl: () => /"metrics":"([^"]+)"/.exec(out)?.[1],
-  };
+  return { child, ready, exited, output: () => out };
+}
+
+/** A real worker process (workers/main.ts). */
+export function spawnWorker(env: Record<string, string>, args: string[] = []): WorkerProcess {
+  const p = spawnNode('workers/main.ts', env, '"msg":"worker ready"', args);
+  return { ...p, metricsUrl: () => /"metrics":"([^"]+)"/.exec(p.output())?.[1] };
 }
 
 /** A DATABASE_URL whose connections use the given schema first, as the test's own pool does. */

@@ -1,0 +1,140 @@
+/**
+ * PostgreSQL connections terminated under every process, as an administrator
+ * (or a failover) does it: nothing exits, the work in flight fails cleanly, is
+ * retried, and the books agree afterwards. Real processes, real database, real HTTP.
+ */
+import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Client as PgClient } from 'pg';
+import { createApiClient } from '../../src/api/auth';
+import { freePort } from '../../src/dev/ports';
+import { createPool, type Db } from '../../src/db/pool';
+import { migrate } from '../../src/db/migrate';
+import { reconcileOrder } from '../../src/orders/reconcile';
+import { databaseUrl, seedInventory, uniqueId } from '../helpers/context';
+import { eventually, request, type ApiResponse } from '../helpers/api';
+import { spawnNode, spawnWorker, type NodeProcess } from '../helpers/worker-process';
+
+const run = promisify(execFile);
+
+test('a transaction whose connection is terminated fails; the process lives on and the pool reconnects', async () => {
+  const script = path.resolve(__dirname, '../helpers/scripts/terminate-in-transaction.ts');
+  const { stdout } = await run(process.execPath, ['-r', 'ts-node/register/transpile-only', script], {
+    env: { ...process.env, DATABASE_URL: databaseUrl() },
+    timeout: 60_000,
+  });
+  const result = JSON.parse(stdout.trim()) as Record<string, unknown>;
+  expect(result.between).toMatch(/^failed: /);
+  expect(result.during).toMatch(/^failed: 57P01 /);
+  expect(result.idle).toBe('committed');
+  expect(result.after).toBe(1);
+});
+
+describe('the API, the services and a worker under terminated connections', () => {
+  const dbName = `faults_${randomBytes(4).toString('hex')}`;
+  let dbUrl: string;
+  let db: Db;
+  let admin: PgClient;
+  const procs: NodeProcess[] = [];
+
+  beforeAll(async () => {
+    admin = new PgClient({ connectionString: databaseUrl() });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    const u = new URL(databaseUrl());
+    u.pathname = `/${dbName}`;
+    dbUrl = u.toString();
+    await migrate(dbUrl);
+    db = createPool({ connectionString: dbUrl });
+  });
+
+  afterAll(async () => {
+    for (const p of procs) p.child.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+    await db?.end();
+    await admin?.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin?.end();
+  });
+
+  /** Terminates every connection to the test database but the admin's, and returns how many. */
+  async function terminateAll(): Promise<number> {
+    const res = await admin.query(
+      `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+        WHERE datname = $1 AND pid <> pg_backend_pid()`,
+      [dbName],
+    );
+    return res.rows[0].n as number;
+  }
+
+  test('no process exits; every request ends 201 after 503 + Retry-After at worst; every saga completes with balanced books', async () => {
+    const [paymentPort, carrierPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+    const taskQueue = uniqueId('faults');
+    const env = {
+      DATABASE_URL: dbUrl,
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      PAYMENT_PROVIDER_PORT: String(paymentPort),
+      CARRIER_PORT: String(carrierPort),
+      PAYMENT_PROVIDER_URL: `http://127.0.0.1:${paymentPort}`,
+      CARRIER_URL: `http://127.0.0.1:${carrierPort}`,
+      API_PORT: String(apiPort),
+    };
+    const services = spawnNode('src/cli/services.ts', env, 'services listening');
+    const api = spawnNode('src/cli/api.ts', env, 'api listening');
+    const worker = spawnWorker(env);
+    procs.push(services, api, worker);
+    await Promise.all([services.ready, api.ready, worker.ready]);
+    const base = `http://127.0.0.1:${apiPort}`;
+    const { apiKey } = await createApiClient(db, uniqueId('faults'));
+    const sku = uniqueId('sku');
+    await seedInventory(db, { [sku]: 100 });
+
+    const statuses: number[] = [];
+    let terminated = 0;
+    const orderIds: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      terminated += await terminateAll();
+      const key = uniqueId('key');
+      const body = {
+        customerId: 'cust-faults',
+        items: [{ sku, quantity: 1 }],
+        amount: { amountMinor: 1_000 + i, currency: 'EUR' },
+        paymentToken: 'tok_visa',
+        shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
+      };
+      // A client that retries with the same key, as the problem's Retry-After says.
+      const res = await eventually<ApiResponse>(async () => {
+        const r = await request(base, '/orders', { method: 'POST', apiKey, idempotencyKey: key, body });
+        statuses.push(r.status);
+        if (r.status === 503 || r.status === 409) {
+          expect(r.headers.get('retry-after')).not.toBeNull();
+          return undefined;
+        }
+        return r;
+      }, `order ${i}`, 60, 250);
+      expect(res.status).toBe(201);
+      orderIds.push(res.json.id as string);
+      // Connections die again while the saga runs its steps.
+      await new Promise((r) => setTimeout(r, 150));
+      terminated += await terminateAll();
+    }
+    expect(terminated).toBeGreaterThanOrEqual(8);
+
+    await eventually(
+      async () => {
+        const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM orders WHERE id = ANY($1) AND status = 'completed'`, [orderIds]);
+        return rows[0]!.n === orderIds.length ? true : undefined;
+      },
+      'every order to complete',
+      240,
+      250,
+    );
+    // Nothing exited; no answer was a server error.
+    for (const p of [services, api, worker]) expect(p.child.exitCode).toBeNull();
+    expect(statuses.filter((s) => s >= 500 && s !== 503)).toEqual([]);
+    for (const id of orderIds) expect((await reconcileOrder(db, id)).problems).toEqual([]);
+    const pending = await db.query(`SELECT key FROM step_ledger WHERE state = 'pending'`);
+    expect(pending.rows).toEqual([]);
+  });
+});
