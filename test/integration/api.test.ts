@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
@@ -855,6 +856,16 @@ const malformed: Malformed[] = [
   { name: 'a postal code over 20 characters', body: withAddress({ postalCode: '1'.repeat(21) }), status: 400 },
   { name: 'an address field as null', body: withAddress({ city: null }), status: 400 },
   { name: 'a name over 200 characters', body: withAddress({ name: 'n'.repeat(201) }), status: 400 },
+  // Text PostgreSQL cannot store, or could only store altered: refused, never a 500, never U+FFFD.
+  { name: 'a NUL byte in paymentToken', body: { ...valid(), paymentToken: 'tok_\u0000visa' }, status: 400 },
+  ...(['name', 'line1', 'city', 'postalCode'] as const).map((field) => ({
+    name: `a NUL byte in shippingAddress.${field}`,
+    body: withAddress({ [field]: `a\u0000b` }),
+    status: 400,
+  })),
+  { name: 'a lone high surrogate in the city', body: withAddress({ city: 'Berl\ud800in' }), status: 400 },
+  { name: 'a lone low surrogate in the name', body: withAddress({ name: '\udc00Ada' }), status: 400 },
+  { name: 'a control character in line1', body: withAddress({ line1: '1 Main\u0007St' }), status: 400 },
 ];
 
 describe('malformed POST /orders bodies', () => {
@@ -882,3 +893,96 @@ describe('malformed POST /orders bodies', () => {
 });
 
 
+
+describe('hostile requests get a 4xx, never a 500', () => {
+  test.each(['/orders/%00', '/orders/%00/cancel', '/orders/ord_x%00', '/orders/ord_x%00/cancel', '/orders/%F0%9F%92%A9', '/orders/a%2Fb'])(
+    '%s: 404 problem+json',
+    async (path) => {
+      const res = await request(api.url, path, { method: path.endsWith('/cancel') ? 'POST' : 'GET', apiKey: clientA.apiKey });
+      expectProblem(res, 404, 'not-found');
+    },
+  );
+
+  test('a real order ID followed by %00 is not that order: 404', async () => {
+    const created = await postOrder(await stockedBody(), uniqueId('nul'));
+    expect(created.status).toBe(201);
+    expectProblem(await request(api.url, `/orders/${created.json.id}%00`, { apiKey: clientA.apiKey }), 404, 'not-found');
+  });
+
+  test('invalid UTF-8 in a name: 400, nothing written (never stored as U+FFFD)', async () => {
+    const before = await rowCounts(ctx.db);
+    const json = Buffer.from(JSON.stringify(withAddress({ name: 'Ad__a' })));
+    const at = json.indexOf('__');
+    json[at] = 0xc3; // a lead byte followed by '_' is not UTF-8
+    const res = await fetch(`${api.url}/orders`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${clientA.apiKey}`, 'idempotency-key': uniqueId('utf8'), 'content-type': 'application/json' },
+      body: json,
+    });
+    const text = await res.text();
+    expect(res.status).toBe(400);
+    expect(JSON.parse(text).detail).toContain('UTF-8');
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test('a body cut short by a client that closes: no answer owed, no 500 counted, nothing written, the API serves on', async () => {
+    const before = await rowCounts(ctx.db);
+    const { hostname, port } = new URL(api.url);
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(Number(port), hostname, () => {
+        socket.write(
+          `POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${clientA.apiKey}\r\nIdempotency-Key: ${uniqueId('abort')}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"customerId":',
+        );
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 200);
+      });
+      socket.on('error', reject);
+    });
+    const metrics = await eventually(async () => {
+      const text = await (await fetch(`${api.url}/metrics`)).text();
+      return /route="\/orders",status="499"/.test(text) ? text : undefined;
+    }, 'the aborted request to be counted');
+    expect(metrics).not.toMatch(/status="5\d\d"/);
+    expect(await rowCounts(ctx.db)).toEqual(before);
+    expect((await request(api.url, '/healthz')).status).toBe(200);
+  });
+
+  test.each(['/healthz', '/openapi.json', '/orders/:id'])('HEAD %s: 200 with the GET headers and no body', async (route) => {
+    let path = route;
+    if (route === '/orders/:id') {
+      const created = await postOrder(await stockedBody(), uniqueId('head'));
+      path = `/orders/${created.json.id}`;
+    }
+    const get = await request(api.url, path, { apiKey: clientA.apiKey });
+    const head = await fetch(`${api.url}${path}`, { method: 'HEAD', headers: { authorization: `Bearer ${clientA.apiKey}` } });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-type')).toBe(get.headers.get('content-type'));
+    expect(await head.text()).toBe('');
+  });
+
+  test('Allow lists HEAD beside GET', async () => {
+    const res = await request(api.url, '/healthz', { method: 'DELETE' });
+    expectProblem(res, 405, 'method-not-allowed');
+    expect(res.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+  test.each(['bearer', 'BEARER', 'BeArEr'])('the %s scheme is accepted (schemes are case-insensitive)', async (scheme) => {
+    const res = await request(api.url, '/orders/ord_nothere', { headers: { authorization: `${scheme} ${clientA.apiKey}` } });
+    expectProblem(res, 404, 'not-found');
+  });
+
+  test('a cancel reason with a NUL byte: 400, and the saga runs on untouched to completion', async () => {
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges' });
+    const created = await postOrder(await stockedBody(), uniqueId('nulcancel'));
+    expect(created.status).toBe(201);
+    const res = await post(`/orders/${created.json.id}/cancel`, { apiKey: clientA.apiKey, body: { reason: 'changed\u0000mind' } });
+    expectProblem(res, 400, 'invalid-request');
+    const result = await ctx.client.workflow.getHandle(`order-${created.json.id}`).result();
+    expect(result.status).toBe('completed');
+    const row = await ctx.db.query(`SELECT status FROM orders WHERE id = $1`, [created.json.id]);
+    expect(row.rows[0].status).toBe('completed');
+  });
+});
