@@ -29,15 +29,16 @@ function system(role: ActivitySystem, options: ActivityOptions) {
   return proxyActivities<SagaActivities>({ ...options, taskQueue: queueName(workflowInfo().taskQueue, role) });
 }
 
-// Local steps are fast transactions; a few attempts absorb a database blip.
-const localStep: ActivityOptions = { startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 5 } };
-// External steps: transient provider failures are retried with backoff up to a
-// bound, then the saga compensates. A worker that dies mid-call stops
+// Local steps are fast transactions. Ten attempts (about 30 s of backoff) ride out a terminated
+// connection or a PostgreSQL restart instead of compensating an order for a database blip.
+const localStep: ActivityOptions = { startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } };
+// External steps: transient provider failures (and database blips around the call) are
+// retried with backoff up to a bound (about 6 s), then the saga compensates. A worker that dies mid-call stops
 // heartbeating, so its attempt moves to another worker within the heartbeat timeout.
 const externalStep: ActivityOptions = {
   startToCloseTimeout: '15s',
   heartbeatTimeout: '5s',
-  retry: { ...retry, maximumAttempts: 5 },
+  retry: { ...retry, maximumAttempts: 6 },
 };
 // One round of a compensation; the saga helper keeps starting new rounds until it succeeds.
 const compensationRound: ActivityOptions = {
