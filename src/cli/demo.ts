@@ -2,7 +2,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { startStack } from '../dev/stack';
-import { reconcileOrder, reconcileStock } from '../orders/reconcile';
+import { auditBooks, auditSummary, orderBooks, reconcileStock, violationsOf } from '../orders/audit';
 import { createApiClient } from '../api/auth';
 import { addFault, clearFaults } from '../services/clients';
 import type { CreateOrderRequest, OrderView } from '../api/schemas';
@@ -54,9 +54,11 @@ runMain(async () => {
   const run = Date.now().toString(36);
   const { apiKey } = await createApiClient(stack.db, `demo-${run}`);
   const sku = (s: string) => `${s}-${run}`;
+  // Known starting stock: the audit proves every unit is on the shelf or shipped.
+  const initialStock = { [sku('widget')]: 20, [sku('gadget')]: 10, [sku('rare-gem')]: 1 };
   await stack.db.query(
     `INSERT INTO inventory (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])`,
-    [[sku('widget'), sku('gadget'), sku('rare-gem')], [20, 10, 1]],
+    [Object.keys(initialStock), Object.values(initialStock)],
   );
   const base = (over: Partial<CreateOrderRequest> = {}): CreateOrderRequest => ({
     customerId: 'cust-demo',
@@ -144,8 +146,11 @@ runMain(async () => {
     })),
   );
 
-  const books = await Promise.all(results.map(([, v]) => reconcileOrder(stack.db, v.id)));
-  console.log('Reconciliation (from the database)');
+  // Every saga has closed: the books audit of these orders, settled, against the known starting stock.
+  const orderIds = results.map(([, v]) => v.id);
+  const audit = await auditBooks(stack.db, { orderIds, settled: true, initialStock });
+  const books = await orderBooks(stack.db, orderIds);
+  console.log('Books (from the database)');
   console.table(
     books.map((b) => ({
       order: b.orderId,
@@ -155,20 +160,21 @@ runMain(async () => {
       'active labels': b.activeShipments,
       'units held': b.heldUnits,
       'units shipped': b.consumedUnits,
-      balanced: b.problems.length === 0 ? 'yes' : b.problems.join('; '),
+      balanced: violationsOf(audit, b.orderId).length === 0 ? 'yes' : 'NO',
     })),
   );
-  const stock = (await reconcileStock(stack.db)).filter((r) => r.sku.endsWith(run));
-  console.table(stock.map((r) => ({ sku: r.sku, 'on hand': r.onHand, reserved: r.reserved, 'held by reservations': r.held })));
+  const stock = (await reconcileStock(stack.db)).filter((r) => r.sku in initialStock);
+  console.table(
+    stock.map((r) => ({ sku: r.sku, 'started with': initialStock[r.sku], 'on hand': r.onHand, reserved: r.reserved, 'held by reservations': r.held })),
+  );
   const completedAmount = books.filter((b) => b.status === 'completed').reduce((a, b) => a + b.amountMinor, 0);
   const netCharged = books.reduce((a, b) => a + b.netChargedMinor, 0);
-  const problems = books.flatMap((b) => b.problems).concat(
+  console.log(`Money: ${netCharged} minor units held by the provider, ${completedAmount} owed by completed orders.`);
+  console.log(auditSummary(audit));
+  const problems = audit.violations.concat(
     results.filter(([, , replayed]) => !replayed).map(([s]) => `${s.name}: the retried POST was not a replay`),
-    stock.filter((r) => r.reserved !== r.held).map((r) => `${r.sku}: reserved ${r.reserved} != held ${r.held}`),
-    netCharged === completedAmount ? [] : [`net charged ${netCharged} != completed orders ${completedAmount}`],
   );
-  console.log(`Money: ${netCharged} minor units held by the provider = ${completedAmount} for completed orders.`);
-  console.log(problems.length === 0 ? 'Ledger reconciled: no money without a shipment, no stock held for a dead order.' : `PROBLEMS:\n  ${problems.join('\n  ')}`);
+  console.log(problems.length === 0 ? 'Books balance: no money without a shipment, no stock held for a dead order.' : `PROBLEMS:\n  ${problems.join('\n  ')}`);
   if (stack.temporal.uiUrl) console.log(`\nTemporal UI: ${stack.temporal.uiUrl}/namespaces/${stack.temporal.namespace}/workflows`);
 
   if (keepRunning) {

@@ -1,5 +1,5 @@
 import { startOrderSaga } from '../../src/orders/start';
-import { reconcileOrder } from '../../src/orders/reconcile';
+import { reconcileOrder } from '../../src/orders/audit';
 import { statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/steps';
 import type { OrderInput } from '../../workflows/types';

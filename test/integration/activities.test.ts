@@ -5,7 +5,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
-import { reconcileOrder } from '../../src/orders/reconcile';
+import { reconcileOrder } from '../../src/orders/audit';
 import { FailureType } from '../../workflows/failures';
 import { Step } from '../../workflows/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/types';

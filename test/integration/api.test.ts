@@ -10,7 +10,7 @@ import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { orderWorkflowId } from '../../workflows/ids';
-import { reconcileOrder } from '../../src/orders/reconcile';
+import { reconcileOrder } from '../../src/orders/audit';
 import { startOrderSaga } from '../../src/orders/start';
 import { Step } from '../../workflows/steps';
 import type { OrderSagaResult } from '../../workflows/types';

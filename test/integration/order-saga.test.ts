@@ -1,7 +1,7 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { startOrderSaga } from '../../src/orders/start';
-import { reconcileOrder, reconcileStock } from '../../src/orders/reconcile';
+import { reconcileOrder, reconcileStock } from '../../src/orders/audit';
 import { readLedger } from '../../src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/steps';
