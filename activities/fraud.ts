@@ -1,5 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { boundLedger } from '../src/ledger/ledger';
+import { createLedger } from '../src/ledger/ledger';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/types';
@@ -24,10 +24,10 @@ export function assessRisk(input: { amount: Money; paymentToken: string }): { sc
 }
 
 export function createFraudActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
-  const ledger = boundLedger(deps);
+  const ledger = createLedger(deps.db, deps.ledgerHooks).step(Step.fraudCheck);
   return {
     async checkFraud(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ score: number }> {
-      return ledger.runLocalStep({ key: input.key, step: Step.fraudCheck, input }, async (tx) => {
+      return ledger.local(input.key, input, async (tx) => {
         const { score, reasons } = assessRisk(input);
         if (score >= 70) {
           throw ApplicationFailure.create({
@@ -46,7 +46,7 @@ export function createFraudActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     },
 
     async voidFraudCheck(input: UndoInput): Promise<{ voided: boolean }> {
-      return ledger.runLocalUndo({ ...input, step: Step.fraudCheck, input }, async (tx) => {
+      return ledger.localUndo(input.key, input, async (tx) => {
         const res = await tx.query(
           `UPDATE fraud_checks SET status = 'voided', updated_at = now() WHERE order_id = $1 AND status = 'active'`,
           [input.orderId],

@@ -1,16 +1,16 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { boundLedger } from '../src/ledger/ledger';
+import { createLedger } from '../src/ledger/ledger';
 import { FailureType } from '../workflows/failures';
 import { Step } from '../workflows/steps';
 import type { OrderItem, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
 
 export function createInventoryActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
-  const ledger = boundLedger(deps);
+  const ledger = createLedger(deps.db, deps.ledgerHooks).step(Step.reserveInventory);
   return {
     /** Holds stock for every item or for none: one statement, all conditional. */
     async reserveInventory(input: StepInput & { items: OrderItem[] }): Promise<{ reserved: OrderItem[] }> {
-      return ledger.runLocalStep({ key: input.key, step: Step.reserveInventory, input }, async (tx) => {
+      return ledger.local(input.key, input, async (tx) => {
         const res = await tx.query<{ sku: string }>(
           `WITH req AS (
              SELECT sku, quantity FROM unnest($2::text[], $3::int[]) AS r (sku, quantity)),
@@ -41,7 +41,7 @@ export function createInventoryActivities(deps: Pick<ActivityDeps, 'db' | 'ledge
     },
 
     async releaseInventory(input: UndoInput): Promise<{ released: number }> {
-      return ledger.runLocalUndo({ ...input, step: Step.reserveInventory, input }, async (tx) => {
+      return ledger.localUndo(input.key, input, async (tx) => {
         const res = await tx.query(
           `WITH released AS (
              UPDATE reservations SET status = 'released', updated_at = now()

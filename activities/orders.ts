@@ -1,20 +1,23 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { boundLedger, workflowIdOf } from '../src/ledger/ledger';
+import { createLedger } from '../src/ledger/ledger';
 import { insertOrder, orderMatches } from '../src/orders/repository';
 import { storableText } from '../src/text';
 import { FailureType } from '../workflows/failures';
+import { parseStepKey } from '../workflows/saga/keys';
 import { Step } from '../workflows/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
 
 export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
-  const ledger = boundLedger(deps);
+  const ledger = createLedger(deps.db, deps.ledgerHooks);
+  const record = ledger.step(Step.recordOrder);
+  const complete = ledger.step(Step.completeOrder);
   return {
     async recordOrder(input: { key: string; order: OrderInput }): Promise<{ orderId: string }> {
       const { order } = input;
-      return ledger.runLocalStep({ key: input.key, step: Step.recordOrder, input: order }, async (tx) => {
+      return record.local(input.key, order, async (tx) => {
         // The API writes the order row with its idempotency key; then this step only confirms it.
-        const owner = { workflowId: workflowIdOf(input.key, Step.recordOrder), sagaStarted: true };
+        const owner = { workflowId: parseStepKey(input.key).workflowId, sagaStarted: true };
         if (!(await insertOrder(tx, order, owner)) && !(await orderMatches(tx, order))) {
           throw ApplicationFailure.nonRetryable(
             `order ${order.orderId} already exists with other contents`,
@@ -26,14 +29,14 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     },
 
     async cancelOrder(input: UndoInput & { status: 'cancelled' | 'failed'; reason: string }): Promise<{ changed: boolean }> {
-      return ledger.runLocalUndo({ ...input, step: Step.recordOrder, input }, async (tx) => {
+      return record.localUndo(input.key, input, async (tx, { key }) => {
         // The row may have been written by the API before this saga's record step ever ran (a cancel
         // can arrive first), so ownership is the row's own word, not the forward step's ledger entry:
         // an order another saga wrote is never closed by this one.
         const res = await tx.query(
           `UPDATE orders SET status = $2, failure_reason = $3, updated_at = now()
             WHERE id = $1 AND status = 'pending' AND workflow_id = $4`,
-          [input.orderId, input.status, storableText(input.reason), workflowIdOf(input.key, Step.recordOrder, true)],
+          [input.orderId, input.status, storableText(input.reason), parseStepKey(key).workflowId],
         );
         return { changed: res.rowCount === 1 };
       });
@@ -41,7 +44,7 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
 
     /** The last, retriable step: the order is done and its held stock leaves the shelf. */
     async completeOrder(input: StepInput): Promise<{ completed: true }> {
-      return ledger.runLocalStep({ key: input.key, step: Step.completeOrder, input }, async (tx) => {
+      return complete.local(input.key, input, async (tx) => {
         // Data-modifying CTEs always run, referenced or not: one round trip for all three tables.
         await tx.query(
           `WITH consumed AS (

@@ -1,22 +1,15 @@
-import { boundLedger } from '../src/ledger/ledger';
-import { failOnIdempotencyAnswer, postIdempotent } from '../src/services/clients';
-import { withHeartbeat } from './heartbeat';
-import { FailureType } from '../workflows/failures';
+import { createLedger } from '../src/ledger/ledger';
 import { Step } from '../workflows/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/types';
 import type { ActivityDeps } from './deps';
-
-interface ChargeBody {
-  id?: string;
-  status?: string;
-  charge?: { id?: string };
-}
+import { paymentProviderClient } from './providers';
 
 export function createPaymentActivities(deps: ActivityDeps) {
-  const ledger = boundLedger(deps);
+  const ledger = createLedger(deps.db, deps.ledgerHooks).step(Step.chargePayment);
+  const provider = paymentProviderClient(deps);
   return {
     async chargePayment(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ chargeId: string }> {
-      return ledger.runExternalStep<{ chargeId: string }>({ key: input.key, step: Step.chargePayment, input }, {
+      return ledger.external(input.key, input, {
         async prepare(tx) {
           await tx.query(
             `INSERT INTO payments (idempotency_key, order_id, amount_minor, currency, status)
@@ -24,25 +17,7 @@ export function createPaymentActivities(deps: ActivityDeps) {
             [input.key, input.orderId, input.amount.amountMinor, input.amount.currency],
           );
         },
-        async call() {
-          const answer = await withHeartbeat((signal) =>
-            postIdempotent<ChargeBody>(
-              `${deps.paymentProviderUrl}/charges`,
-              input.key,
-              { amount_minor: input.amount.amountMinor, currency: input.amount.currency, source: input.paymentToken },
-              deps.providerTimeoutMs,
-              signal,
-            ),
-          );
-          failOnIdempotencyAnswer(answer, input.key);
-          if (answer.status === 402) {
-            return {
-              ok: false,
-              failure: { type: FailureType.PaymentDeclined, message: 'card declined', details: [answer.body] },
-            };
-          }
-          return { ok: true, result: { chargeId: String(answer.body.id) } };
-        },
+        call: () => provider.charge(input.key, { amount: input.amount, source: input.paymentToken }),
         async confirm(tx, outcome) {
           await tx.query(
             `UPDATE payments SET status = $2, provider_charge_id = $3, updated_at = now()
@@ -54,28 +29,16 @@ export function createPaymentActivities(deps: ActivityDeps) {
     },
 
     async refundPayment(input: UndoInput): Promise<{ status: string }> {
-      return ledger.runExternalUndo<{ status: string }>({ ...input, step: Step.chargePayment, input }, {
-        async call() {
-          const answer = await withHeartbeat((signal) =>
-            postIdempotent<{ status: string }>(
-              `${deps.paymentProviderUrl}/refunds`,
-              input.key,
-              { charge_key: input.forwardKey },
-              deps.providerTimeoutMs,
-              signal,
-            ),
-          );
-          failOnIdempotencyAnswer(answer, input.key);
-          return { status: answer.body.status };
-        },
-        async confirm(tx, result) {
+      return ledger.externalUndo(input.key, input, {
+        call: ({ forwardKey }) => provider.refund(input.key, forwardKey),
+        async confirm(tx, result, { forwardKey }) {
           // The provider is the source of truth: 'refunded' means money came back;
           // anything else means no money was ever taken under this key.
           await tx.query(
             `UPDATE payments SET status = CASE WHEN $2 = 'refunded' THEN 'refunded' ELSE 'voided' END,
                     updated_at = now()
               WHERE idempotency_key = $1 AND status IN ('pending', 'captured')`,
-            [input.forwardKey, result.status],
+            [forwardKey, result.status],
           );
         },
       });

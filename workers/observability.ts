@@ -1,6 +1,6 @@
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import type { SagaMetrics } from '../src/observability/metrics';
-import { describeFailure } from '../workflows/failures';
+import { describeFailure } from '../workflows/saga/failures';
 import type { SagaMetricsSinks } from '../workflows/metrics-sinks';
 
 /**

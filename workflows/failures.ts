@@ -1,48 +1,16 @@
 /**
- * Failure type strings that cross Temporal. Workflows and activities match
- * failures by these strings, never by class (bundlers and test registries break
- * `instanceof`). This module is pure so the workflow sandbox can import it.
+ * The order saga's business failure types: what its activities raise and its
+ * callers see. Matched by these strings, never by class. The saga helper's own
+ * types are in saga/failures.ts, the ledger's in src/ledger. Pure: importable
+ * from workflow code.
  */
 export const FailureType = {
   OutOfStock: 'OutOfStock',
   PaymentDeclined: 'PaymentDeclined',
   FraudSuspected: 'FraudSuspected',
   ProviderUnavailable: 'ProviderUnavailable',
-  IdempotencyConflict: 'IdempotencyConflict',
-  StepCancelled: 'StepCancelled',
+  /** The input contradicts what is stored (an order ID taken with other contents, a malformed answer). */
   InvalidInput: 'InvalidInput',
-  SagaCancelled: 'SagaCancelled',
-  CompensationFailed: 'CompensationFailed',
-  /** PostgreSQL refused a step's data (SQLSTATE class 22 or 23): no retry can change that. */
-  DataRejected: 'DataRejected',
 } as const;
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];
-
-interface FailureLike {
-  type?: unknown;
-  message?: unknown;
-  nonRetryable?: unknown;
-  cause?: unknown;
-}
-
-/** The innermost typed failure: an ActivityFailure wraps the ApplicationFailure that says what happened. */
-export function describeFailure(err: unknown): { type: string; message: string } {
-  let type: string | undefined;
-  let message: string | undefined;
-  for (let e = err as FailureLike | undefined, depth = 0; e && depth < 10; e = e.cause as FailureLike, depth++) {
-    if (typeof e.message === 'string' && e.message) message = e.message;
-    if (typeof e.type === 'string' && e.type) {
-      type = e.type;
-      break;
-    }
-  }
-  return { type: type ?? 'Unknown', message: message ?? String(err) };
-}
-
-export function isNonRetryable(err: unknown): boolean {
-  for (let e = err as FailureLike | undefined, depth = 0; e && depth < 10; e = e.cause as FailureLike, depth++) {
-    if (e.nonRetryable === true) return true;
-  }
-  return false;
-}

@@ -11,7 +11,7 @@ import {
 import type { SagaMetricsSinks } from './metrics-sinks';
 import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './search-attributes';
 import type { SagaActivities } from '../activities';
-import { Saga, type SagaStatus } from './saga';
+import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from './saga';
 import { queueName, type ActivitySystem } from './queues';
 import { Step } from './steps';
 import type { OrderInput, OrderSagaResult } from './types';
@@ -20,7 +20,7 @@ export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
-export const cancelUpdate = defineUpdate<{ accepted: true }, [{ reason?: string }]>('cancel');
+export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
 
 const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
 
@@ -48,9 +48,9 @@ const compensationRound: ActivityOptions = {
 };
 
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
-  const workflowId = workflowInfo().workflowId;
-  const key = (step: string) => `${workflowId}/${step}`;
-  const undoKeys = (step: string) => ({ key: `${key(step)}/undo`, forwardKey: key(step), orderId: order.orderId });
+  const keys = sagaKeys(workflowInfo().workflowId);
+  const key = keys.step;
+  const undoKeys = (step: string) => ({ key: keys.undo(step), orderId: order.orderId });
   const { orderId } = order;
 
   const local = { orders: system('orders', localStep), inventory: system('inventory', localStep) };

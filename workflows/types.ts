@@ -40,12 +40,10 @@ export interface OrderSagaResult {
 }
 
 export interface StepInput {
-  /** `<workflowId>/<step>`: stable across retries, independent of run ID and attempt. */
+  /** The step's idempotency key (saga/keys.ts): stable across retries, independent of run ID and attempt. */
   key: string;
   orderId: string;
 }
 
-export interface UndoInput extends StepInput {
-  /** The forward key this compensation undoes. */
-  forwardKey: string;
-}
+/** A compensation's input: `key` is `<workflowId>/<step>/undo`; the forward key is parsed from it. */
+export type UndoInput = StepInput;

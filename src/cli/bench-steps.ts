@@ -4,6 +4,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities';
 import { loadConfig } from '../config';
 import { startStack } from '../dev/stack';
+import { stepKey, undoKey } from '../../workflows/saga/keys';
 import { Step } from '../../workflows/steps';
 import { runMain } from './run';
 
@@ -64,18 +65,18 @@ runMain(async () => {
     paymentToken: 'tok_visa',
     shippingAddress: { name: 'B', line1: 'B', city: 'B', postalCode: 'B', country: 'DE' },
   });
-  await measure(Step.recordOrder, (i) => acts.recordOrder({ key: `${wf(i)}/${Step.recordOrder}`, order: order(i) }));
+  await measure(Step.recordOrder, (i) => acts.recordOrder({ key: stepKey(wf(i), Step.recordOrder), order: order(i) }));
   await measure(Step.reserveInventory, (i) =>
-    acts.reserveInventory({ key: `${wf(i)}/${Step.reserveInventory}`, orderId: order(i).orderId, items: order(i).items }),
+    acts.reserveInventory({ key: stepKey(wf(i), Step.reserveInventory), orderId: order(i).orderId, items: order(i).items }),
   );
   await measure(Step.chargePayment, (i) =>
-    acts.chargePayment({ key: `${wf(i)}/${Step.chargePayment}`, orderId: order(i).orderId, amount: order(i).amount, paymentToken: 'tok_visa' }),
+    acts.chargePayment({ key: stepKey(wf(i), Step.chargePayment), orderId: order(i).orderId, amount: order(i).amount, paymentToken: 'tok_visa' }),
   );
   await measure(`${Step.chargePayment}/undo`, (i) =>
-    acts.refundPayment({ key: `${wf(i)}/${Step.chargePayment}/undo`, forwardKey: `${wf(i)}/${Step.chargePayment}`, orderId: order(i).orderId }),
+    acts.refundPayment({ key: undoKey(wf(i), Step.chargePayment), orderId: order(i).orderId }),
   );
   await measure(`${Step.reserveInventory}/undo`, (i) =>
-    acts.releaseInventory({ key: `${wf(i)}/${Step.reserveInventory}/undo`, forwardKey: `${wf(i)}/${Step.reserveInventory}`, orderId: order(i).orderId }),
+    acts.releaseInventory({ key: undoKey(wf(i), Step.reserveInventory), orderId: order(i).orderId }),
   );
   console.log(`${n} executions per row; round trips are the sagaflow database's only (the provider's own are not counted)`);
   console.table(rows);

@@ -1,29 +1,68 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Db, Tx } from '../db/pool';
 import { inTransaction as runInTransaction, isPermanentDataError } from '../db/pool';
-import { FailureType } from '../../workflows/failures';
+import { assertStepName, InvalidStepKeyError, parseStepKey, type StepKey } from '../../workflows/saga/keys';
 import { fingerprint } from './fingerprint';
 
 /**
- * The idempotency ledger. One row per step key, `<workflowId>/<step>` forward
- * and `<workflowId>/<step>/undo` for its compensation. A compensation leaves the
- * forward row in state 'cancelled' (a tombstone), so a forward attempt that
- * lands after it applies nothing.
+ * The idempotency ledger: makes a saga's activities take effect exactly once.
+ *
+ * One row per step key (`<workflowId>/<step>` forward, `<workflowId>/<step>/undo`
+ * for its compensation; workflows/saga/keys.ts). A local step's effect and its
+ * row commit in one transaction; an external step's row goes pending → call →
+ * confirmed, the key being the service's idempotency key. A compensation leaves
+ * the forward row 'cancelled' (a tombstone), so a forward attempt that lands
+ * after it applies nothing. The same key with another input (by fingerprint) is
+ * a conflict. Failures cross Temporal as ApplicationFailures typed with
+ * LedgerFailure.
  */
+
+/** Failure types the ledger raises; matched by these strings, never by class. */
+export const LedgerFailure = {
+  /** The same key was used with a different input. */
+  IdempotencyConflict: 'IdempotencyConflict',
+  /** The step was compensated before this attempt: it applies nothing. */
+  StepCancelled: 'StepCancelled',
+  /** PostgreSQL refused the step's data (SQLSTATE class 22 or 23): no retry can change that. */
+  DataRejected: 'DataRejected',
+  /** The key is not a key of this step (or not a step key at all). */
+  InvalidStepKey: 'InvalidStepKey',
+} as const;
 
 export type StepState = 'pending' | 'completed' | 'failed' | 'cancelled';
 
-export interface StepRef {
-  key: string;
-  step: string;
-  /** Fingerprinted; the same key with another input is a conflict. */
-  input: unknown;
+/** A failure recorded for a step and replayed to every later attempt. */
+export interface RecordedFailure {
+  type: string;
+  message: string;
+  details?: unknown[];
 }
 
-export interface UndoRef extends StepRef {
-  /** The forward key this compensation undoes. */
-  forwardKey: string;
+/** One row of the ledger. */
+export interface LedgerEntry<R = unknown> {
+  key: string;
+  workflowId: string;
+  step: string;
+  fingerprint: string | null;
+  state: StepState;
+  result: R | null;
+  error: RecordedFailure | null;
 }
+
+/**
+ * What the forward step had done when its compensation took over (the
+ * compensation has just tombstoned it, so this can no longer change):
+ * - `absent`: it never ran, and now never will;
+ * - `pending`: an external call was made or may have been; the service decides;
+ * - `completed` with its result, or `failed` with its recorded failure;
+ * - `cancelled`: an earlier compensation (or an earlier attempt of this one) already tombstoned it.
+ */
+export type ForwardOutcome<F = unknown> =
+  | { state: 'absent' }
+  | { state: 'pending' }
+  | { state: 'completed'; result: F }
+  | { state: 'failed'; error: RecordedFailure }
+  | { state: 'cancelled' };
 
 /** Observes the ledger, e.g. to count dedupe hits; every member optional. */
 export interface LedgerHooks {
@@ -31,49 +70,82 @@ export interface LedgerHooks {
   onReplay?(step: string, key: string): void;
 }
 
-export interface LedgerRow {
+export type CallOutcome<R> = { ok: true; result: R } | { ok: false; failure: RecordedFailure };
+
+export interface ExternalStep<R> {
+  /** Writes the local 'pending' record in the claim transaction. */
+  prepare?(tx: Tx): Promise<void>;
+  /** Calls the service with the step key as its idempotency key. */
+  call(): Promise<CallOutcome<R>>;
+  /** Settles the local record in the same transaction as the ledger. */
+  confirm?(tx: Tx, outcome: CallOutcome<R>): Promise<void>;
+}
+
+/** What a compensation is handed: its key, the forward key it undoes, and what the forward step had done. */
+export interface UndoContext<F = unknown> {
   key: string;
-  workflow_id: string;
-  step: string;
-  fingerprint: string | null;
-  state: StepState;
-  result: unknown;
-  error: RecordedError | null;
+  forwardKey: string;
+  forward: ForwardOutcome<F>;
 }
 
-interface RecordedError {
-  type: string;
-  message: string;
-  details?: unknown[];
+export interface ExternalUndo<R, F = unknown> {
+  /** Asks the service to reverse the forward key's effect, or tombstone it if it never happened. */
+  call(ctx: UndoContext<F>): Promise<R>;
+  /** Settles the local record from the service's answer, in the ledger's transaction. */
+  confirm?(tx: Tx, result: R, ctx: UndoContext<F>): Promise<void>;
 }
 
-export function forwardKey(workflowId: string, step: string): string {
-  return `${workflowId}/${step}`;
+/** The ledger operations of one step; every key given must be a key of that step. */
+export interface StepLedger {
+  readonly step: string;
+  /** A local step: the effect and its record in one transaction, or neither. */
+  local<T>(key: string, input: unknown, effect: (tx: Tx) => Promise<T>): Promise<T>;
+  /** A local compensation: tombstones the forward step and undoes its effect in one transaction. */
+  localUndo<T, F = unknown>(key: string, input: unknown, undo: (tx: Tx, ctx: UndoContext<F>) => Promise<T>): Promise<T>;
+  /** A step whose effect lives in another service: pending → call → confirmed. */
+  external<R>(key: string, input: unknown, step: ExternalStep<R>): Promise<R>;
+  /** The compensation of an external step: tombstone locally first, then ask the service. */
+  externalUndo<R, F = unknown>(key: string, input: unknown, undo: ExternalUndo<R, F>): Promise<R>;
 }
 
-export function undoKey(workflowId: string, step: string): string {
-  return `${workflowId}/${step}/undo`;
+export interface Ledger {
+  /** The operations of the step `name`, checking that every key they get names it. */
+  step(name: string): StepLedger;
+  /** Every row of one saga, oldest first. */
+  read(workflowId: string): Promise<LedgerEntry[]>;
 }
 
-/** Checks the key names this step and returns the workflow ID it belongs to. */
-export function workflowIdOf(key: string, step: string, undo = false): string {
-  const suffix = undo ? `/${step}/undo` : `/${step}`;
-  if (!key.endsWith(suffix) || key.length === suffix.length) {
-    throw ApplicationFailure.nonRetryable(
-      `step key "${key}" does not end with "${suffix}"`,
-      FailureType.InvalidInput,
-    );
+/** The ledger on a pool whose search path holds the `step_ledger` table (see migrateLedger). */
+export function createLedger(db: Db, hooks: LedgerHooks = {}): Ledger {
+  return {
+    step(name) {
+      assertStepName(name);
+      const keyOf = (key: string, undo: boolean) => checkKey(key, name, undo);
+      return {
+        step: name,
+        local: (key, input, effect) => runLocalStep(db, keyOf(key, false), input, effect, hooks),
+        localUndo: (key, input, undo) => runLocalUndo(db, keyOf(key, true), input, undo, hooks),
+        external: (key, input, step) => runExternalStep(db, keyOf(key, false), input, step, hooks),
+        externalUndo: (key, input, undo) => runExternalUndo(db, keyOf(key, true), input, undo, hooks),
+      };
+    },
+    read: (workflowId) => readLedger(db, workflowId),
+  };
+}
+
+function checkKey(key: string, step: string, undo: boolean): StepKey {
+  let parsed: StepKey;
+  try {
+    parsed = parseStepKey(key);
+  } catch (err) {
+    if (err instanceof InvalidStepKeyError) throw ApplicationFailure.nonRetryable(err.message, LedgerFailure.InvalidStepKey);
+    throw err;
   }
-  return key.slice(0, -suffix.length);
-}
-
-/** An undo may only ever tombstone and reverse its own saga's forward step. */
-function undoWorkflowId(ref: UndoRef): string {
-  const workflowId = workflowIdOf(ref.key, ref.step, true);
-  if (workflowIdOf(ref.forwardKey, ref.step) !== workflowId) {
-    throw ApplicationFailure.nonRetryable(`undo key ${ref.key} does not match ${ref.forwardKey}`, FailureType.InvalidInput);
+  if (parsed.step !== step || parsed.undo !== undo) {
+    const want = undo ? `<workflowId>/${step}/undo` : `<workflowId>/${step}`;
+    throw ApplicationFailure.nonRetryable(`key "${key}" is not a key of ${want}`, LedgerFailure.InvalidStepKey);
   }
-  return workflowId;
+  return parsed;
 }
 
 /**
@@ -90,50 +162,84 @@ async function inTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> 
     const e = err as { code: string; message?: string };
     throw ApplicationFailure.create({
       message: `PostgreSQL refused the data: ${e.message ?? 'data error'} (SQLSTATE ${e.code})`,
-      type: FailureType.DataRejected,
+      type: LedgerFailure.DataRejected,
       nonRetryable: true,
     });
   }
 }
 
+interface Row {
+  key: string;
+  workflow_id: string;
+  step: string;
+  fingerprint: string | null;
+  state: StepState;
+  result: unknown;
+  error: RecordedFailure | null;
+}
+
 const SELECT_ROW = `SELECT key, workflow_id, step, fingerprint, state, result, error
                       FROM step_ledger WHERE key = $1`;
 
-async function claim(tx: Tx, ref: StepRef, workflowId: string, fp: string): Promise<LedgerRow | null> {
+function toEntry(row: Row): LedgerEntry {
+  return {
+    key: row.key,
+    workflowId: row.workflow_id,
+    step: row.step,
+    fingerprint: row.fingerprint,
+    state: row.state,
+    result: row.result,
+    error: row.error,
+  };
+}
+
+function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
+  if (!row) return { state: 'absent' };
+  switch (row.state) {
+    case 'completed':
+      return { state: 'completed', result: row.result as F };
+    case 'failed':
+      return { state: 'failed', error: row.error ?? { type: 'Unknown', message: 'failed' } };
+    default:
+      return { state: row.state };
+  }
+}
+
+async function claim(tx: Tx, ref: StepKey, fp: string): Promise<Row | null> {
   // The insert is the lock: a concurrent duplicate waits here until this
   // transaction ends, then finds the committed row and replays it.
   const inserted = await tx.query(
     `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
      VALUES ($1, $2, $3, $4, 'pending')
      ON CONFLICT (key) DO NOTHING RETURNING key`,
-    [ref.key, workflowId, ref.step, fp],
+    [ref.key, ref.workflowId, ref.step, fp],
   );
   if (inserted.rowCount === 1) return null;
-  const existing = await tx.query<LedgerRow>(`${SELECT_ROW} FOR UPDATE`, [ref.key]);
+  const existing = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.key]);
   const row = existing.rows[0];
   if (!row) throw new Error(`ledger row ${ref.key} vanished`);
   return row;
 }
 
-function conflict(ref: StepRef): ApplicationFailure {
+function conflict(ref: StepKey): ApplicationFailure {
   return ApplicationFailure.nonRetryable(
     `idempotency key ${ref.key} was used with a different input`,
-    FailureType.IdempotencyConflict,
+    LedgerFailure.IdempotencyConflict,
   );
 }
 
 function cancelled(key: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(
     `step ${key} was compensated; this late attempt applies nothing`,
-    FailureType.StepCancelled,
+    LedgerFailure.StepCancelled,
   );
 }
 
 /** Returns the recorded result or rethrows the recorded business failure. */
-function replay<T>(row: LedgerRow, ref: StepRef, fp: string, hooks?: LedgerHooks): T {
+function replay<T>(row: Row, ref: StepKey, fp: string, hooks: LedgerHooks): T {
   if (row.state === 'cancelled') throw cancelled(ref.key);
   if (row.fingerprint !== null && row.fingerprint !== fp) throw conflict(ref);
-  hooks?.onReplay?.(ref.step, ref.key);
+  hooks.onReplay?.(ref.step, ref.key);
   if (row.state === 'failed') {
     const e = row.error ?? { type: 'Unknown', message: 'failed' };
     throw ApplicationFailure.create({ message: e.message, type: e.type, nonRetryable: true, details: e.details });
@@ -142,7 +248,7 @@ function replay<T>(row: LedgerRow, ref: StepRef, fp: string, hooks?: LedgerHooks
 }
 
 /** A business failure is one a retry cannot change: it is recorded and replayed. */
-export function asBusinessFailure(err: unknown): RecordedError | null {
+function asBusinessFailure(err: unknown): RecordedFailure | null {
   // Matched by shape, not class: failures may come from another module registry.
   const f = err as Partial<ApplicationFailure> | null;
   if (f && typeof f.type === 'string' && f.nonRetryable === true) {
@@ -151,33 +257,26 @@ export function asBusinessFailure(err: unknown): RecordedError | null {
   return null;
 }
 
-async function recordFailure(db: Db, ref: StepRef, workflowId: string, fp: string, failure: RecordedError) {
+async function recordFailure(db: Db, ref: StepKey, fp: string, failure: RecordedFailure): Promise<boolean> {
   const res = await db.query(
     `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, error)
      VALUES ($1, $2, $3, $4, 'failed', $5)
      ON CONFLICT (key) DO NOTHING RETURNING key`,
-    [ref.key, workflowId, ref.step, fp, failure],
+    [ref.key, ref.workflowId, ref.step, fp, failure],
   );
   return res.rowCount === 1;
 }
 
 /**
- * A local step: the effect and its ledger record commit in one transaction.
- * Round trips on first execution: BEGIN, claim, the effect's statements,
- * record, COMMIT. A duplicate makes BEGIN, claim, read, COMMIT and applies nothing.
+ * Round trips on first execution: BEGIN, claim, the effect's statements, record,
+ * COMMIT. A duplicate makes BEGIN, claim, read, COMMIT and applies nothing.
  */
-export async function runLocalStep<T>(
-  db: Db,
-  ref: StepRef,
-  effect: (tx: Tx) => Promise<T>,
-  hooks?: LedgerHooks,
-): Promise<T> {
-  const workflowId = workflowIdOf(ref.key, ref.step);
-  const fp = fingerprint(ref.input);
+async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx: Tx) => Promise<T>, hooks: LedgerHooks): Promise<T> {
+  const fp = fingerprint(input);
   let replayed = false;
   try {
     return await inTransaction(db, async (tx) => {
-      const existing = await claim(tx, ref, workflowId, fp);
+      const existing = await claim(tx, ref, fp);
       replayed = existing !== null;
       if (existing) return replay<T>(existing, ref, fp, hooks);
       const result = await effect(tx);
@@ -192,9 +291,10 @@ export async function runLocalStep<T>(
     const failure = asBusinessFailure(err);
     // The transaction rolled back, effect and claim alike; record the business
     // failure on its own so a duplicate replays the same answer (a replay already is that answer).
-    if (!replayed && failure && failure.type !== FailureType.StepCancelled && failure.type !== FailureType.IdempotencyConflict) {
-      if (!(await recordFailure(db, ref, workflowId, fp, failure))) {
-        const row = (await db.query<LedgerRow>(SELECT_ROW, [ref.key])).rows[0];
+    const ledgerOwn = failure?.type === LedgerFailure.StepCancelled || failure?.type === LedgerFailure.IdempotencyConflict;
+    if (!replayed && failure && !ledgerOwn) {
+      if (!(await recordFailure(db, ref, fp, failure))) {
+        const row = (await db.query<Row>(SELECT_ROW, [ref.key])).rows[0];
         if (row) return replay<T>(row, ref, fp, hooks);
       }
     }
@@ -206,43 +306,39 @@ export async function runLocalStep<T>(
  * Tombstones the forward key inside tx and returns what it was before:
  * null if the forward step never ran (it now never will).
  */
-async function tombstone(tx: Tx, key: string, workflowId: string, step: string): Promise<LedgerRow | null> {
+async function tombstone(tx: Tx, ref: StepKey): Promise<Row | null> {
   for (;;) {
-    const locked = await tx.query<LedgerRow>(`${SELECT_ROW} FOR UPDATE`, [key]);
+    const locked = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.forwardKey]);
     const prev = locked.rows[0];
     if (prev) {
       if (prev.state !== 'cancelled') {
-        await tx.query(`UPDATE step_ledger SET state = 'cancelled', updated_at = now() WHERE key = $1`, [key]);
+        await tx.query(`UPDATE step_ledger SET state = 'cancelled', updated_at = now() WHERE key = $1`, [ref.forwardKey]);
       }
       return prev;
     }
     const inserted = await tx.query(
       `INSERT INTO step_ledger (key, workflow_id, step, state) VALUES ($1, $2, $3, 'cancelled')
        ON CONFLICT (key) DO NOTHING RETURNING key`,
-      [key, workflowId, step],
+      [ref.forwardKey, ref.workflowId, ref.step],
     );
     if (inserted.rowCount === 1) return null;
     // A forward attempt committed between our read and insert: lock it and undo it.
   }
 }
 
-/**
- * A local compensation: tombstones the forward step and undoes its effect, if
- * it had one, in one transaction with the undo's own ledger record.
- */
-export async function runLocalUndo<T>(
+async function runLocalUndo<T, F>(
   db: Db,
-  ref: UndoRef,
-  undo: (tx: Tx, forward: LedgerRow | null) => Promise<T>,
-  hooks?: LedgerHooks,
+  ref: StepKey,
+  input: unknown,
+  undo: (tx: Tx, ctx: UndoContext<F>) => Promise<T>,
+  hooks: LedgerHooks,
 ): Promise<T> {
-  const workflowId = undoWorkflowId(ref);
-  const fp = fingerprint(ref.input);
+  const fp = fingerprint(input);
   return inTransaction(db, async (tx) => {
-    const existing = await claim(tx, ref, workflowId, fp);
+    const existing = await claim(tx, ref, fp);
     if (existing) return replay<T>(existing, ref, fp, hooks);
-    const prev = await tombstone(tx, ref.forwardKey, workflowId, ref.step);
-    const result = await undo(tx, prev);
+    const prev = await tombstone(tx, ref);
+    const result = await undo(tx, { key: ref.key, forwardKey: ref.forwardKey, forward: forwardOutcome<F>(prev) });
     await tx.query(
       `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now() WHERE key = $1`,
       [ref.key, JSON.stringify(result ?? null)],
@@ -251,34 +347,12 @@ export async function runLocalUndo<T>(
   });
 }
 
-export type CallOutcome<R> = { ok: true; result: R } | { ok: false; failure: RecordedError };
-
-export interface ExternalStep<R> {
-  /** Writes the local 'pending' record in the claim transaction. */
-  prepare(tx: Tx): Promise<void>;
-  /** Calls the external service with the step key as its idempotency key. */
-  call(): Promise<CallOutcome<R>>;
-  /** Confirms the local record in the same transaction as the ledger. */
-  confirm(tx: Tx, outcome: CallOutcome<R>): Promise<void>;
-}
-
-/**
- * A step whose effect lives in another service. The local record moves
- * pending → call → confirmed, each write conditional, so a crash between any
- * two is safe to retry: the service dedupes the call by the step key.
- */
-export async function runExternalStep<R>(
-  db: Db,
-  ref: StepRef,
-  step: ExternalStep<R>,
-  hooks?: LedgerHooks,
-): Promise<R> {
-  const workflowId = workflowIdOf(ref.key, ref.step);
-  const fp = fingerprint(ref.input);
+async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: ExternalStep<R>, hooks: LedgerHooks): Promise<R> {
+  const fp = fingerprint(input);
   const recorded = await inTransaction(db, async (tx) => {
-    const existing = await claim(tx, ref, workflowId, fp);
+    const existing = await claim(tx, ref, fp);
     if (!existing) {
-      await step.prepare(tx);
+      await step.prepare?.(tx);
       return null;
     }
     if (existing.state === 'pending') {
@@ -302,11 +376,11 @@ export async function runExternalStep<R>(
       ],
     );
     if (updated.rowCount === 1) {
-      await step.confirm(tx, outcome);
+      await step.confirm?.(tx, outcome);
       return outcome;
     }
     // Someone else settled the key first: a concurrent duplicate, or a compensation.
-    const row = (await tx.query<LedgerRow>(SELECT_ROW, [ref.key])).rows[0];
+    const row = (await tx.query<Row>(SELECT_ROW, [ref.key])).rows[0];
     if (!row) throw new Error(`ledger row ${ref.key} vanished`);
     return { ok: true, result: replay<R>(row, ref, fp, hooks) };
   });
@@ -316,63 +390,34 @@ export async function runExternalStep<R>(
   throw ApplicationFailure.create({ message: f.message, type: f.type, nonRetryable: true, details: f.details });
 }
 
-export interface ExternalUndo<R> {
-  call(): Promise<R>;
-  /** Settles the local record from the service's answer, in the ledger's transaction. */
-  confirm(tx: Tx, result: R, forward: LedgerRow | null): Promise<void>;
-}
-
-/**
- * Compensation of an external step: tombstone locally first (so a late forward
- * attempt can no longer confirm), then ask the service to reverse or tombstone
- * the key, then record the undo.
- */
-export async function runExternalUndo<R>(
-  db: Db,
-  ref: UndoRef,
-  undo: ExternalUndo<R>,
-  hooks?: LedgerHooks,
-): Promise<R> {
-  const workflowId = undoWorkflowId(ref);
-  const fp = fingerprint(ref.input);
-  const first = await inTransaction(db, async (tx) => {
-    const existing = await claim(tx, ref, workflowId, fp);
-    if (existing && existing.state !== 'pending') return { done: existing, forward: null };
+async function runExternalUndo<R, F>(db: Db, ref: StepKey, input: unknown, undo: ExternalUndo<R, F>, hooks: LedgerHooks): Promise<R> {
+  const fp = fingerprint(input);
+  const first = await inTransaction(db, async (tx): Promise<{ done: Row } | { forward: ForwardOutcome<F> }> => {
+    const existing = await claim(tx, ref, fp);
+    if (existing && existing.state !== 'pending') return { done: existing };
     if (existing && existing.fingerprint !== fp) throw conflict(ref);
-    const forward = await tombstone(tx, ref.forwardKey, workflowId, ref.step);
-    return { done: null, forward };
+    return { forward: forwardOutcome<F>(await tombstone(tx, ref)) };
   });
-  if (first.done) return replay<R>(first.done, ref, fp, hooks);
+  if ('done' in first) return replay<R>(first.done, ref, fp, hooks);
 
-  const result = await undo.call();
+  const ctx: UndoContext<F> = { key: ref.key, forwardKey: ref.forwardKey, forward: first.forward };
+  const result = await undo.call(ctx);
   return inTransaction(db, async (tx) => {
     const updated = await tx.query(
       `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now()
         WHERE key = $1 AND state = 'pending' RETURNING key`,
       [ref.key, JSON.stringify(result ?? null)],
     );
-    if (updated.rowCount === 1) await undo.confirm(tx, result, first.forward);
+    if (updated.rowCount === 1) await undo.confirm?.(tx, result, ctx);
     return result;
   });
 }
 
-export async function readLedger(db: Db, workflowId: string): Promise<LedgerRow[]> {
-  const res = await db.query<LedgerRow>(
+async function readLedger(db: Db, workflowId: string): Promise<LedgerEntry[]> {
+  const res = await db.query<Row>(
     `SELECT key, workflow_id, step, fingerprint, state, result, error
        FROM step_ledger WHERE workflow_id = $1 ORDER BY created_at, key`,
     [workflowId],
   );
-  return res.rows;
-}
-
-/** The ledger bound to one database and one set of hooks, as the activities use it. */
-export function boundLedger(deps: { db: Db; ledgerHooks?: LedgerHooks }) {
-  const { db, ledgerHooks: hooks } = deps;
-  return {
-    runLocalStep: <T>(ref: StepRef, effect: (tx: Tx) => Promise<T>) => runLocalStep(db, ref, effect, hooks),
-    runLocalUndo: <T>(ref: UndoRef, undo: (tx: Tx, forward: LedgerRow | null) => Promise<T>) =>
-      runLocalUndo(db, ref, undo, hooks),
-    runExternalStep: <R>(ref: StepRef, step: ExternalStep<R>) => runExternalStep(db, ref, step, hooks),
-    runExternalUndo: <R>(ref: UndoRef, undo: ExternalUndo<R>) => runExternalUndo(db, ref, undo, hooks),
-  };
+  return res.rows.map(toEntry);
 }

@@ -6,6 +6,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import { reconcileOrder } from '../../src/orders/audit';
+import { LedgerFailure } from '../../src/ledger/ledger';
 import { FailureType } from '../../workflows/failures';
 import { Step } from '../../workflows/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/types';
@@ -344,7 +345,7 @@ describe('fingerprint conflict', () => {
 
     await expectFailure(
       run(acts.reserveInventory, { key, orderId: s.orderId, items: [{ sku, quantity: 5 }] }),
-      FailureType.IdempotencyConflict,
+      LedgerFailure.IdempotencyConflict,
       true,
     );
 
@@ -368,7 +369,7 @@ describe('fingerprint conflict', () => {
         key,
         order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }], { amount: { amountMinor: 1, currency: 'EUR' } }),
       }),
-      FailureType.IdempotencyConflict,
+      LedgerFailure.IdempotencyConflict,
       true,
     );
     expect(await one('SELECT amount_minor FROM orders WHERE id = $1', [s.orderId])).toEqual({ amount_minor: '4990' });
@@ -382,7 +383,7 @@ describe('fingerprint conflict', () => {
 
     await expectFailure(
       run(acts.chargePayment, { ...input, amount: { amountMinor: 99_999, currency: 'EUR' } }),
-      FailureType.IdempotencyConflict,
+      LedgerFailure.IdempotencyConflict,
       true,
     );
 
@@ -405,7 +406,7 @@ describe('fingerprint conflict', () => {
     await addFault(ctx.payment.url, { kind: 'error', keyPrefix: input.key, times: 1 });
     await expectFailure(
       run(acts.chargePayment, { ...input, paymentToken: 'tok_other' }),
-      FailureType.IdempotencyConflict,
+      LedgerFailure.IdempotencyConflict,
       true,
     );
     expect(await faultsConsumed(ctx.payment.url)).toBe(false);
@@ -423,7 +424,7 @@ describe('fingerprint conflict', () => {
 
     await expectFailure(
       run(acts.refundPayment, { ...undo, orderId: 'another-order' }),
-      FailureType.IdempotencyConflict,
+      LedgerFailure.IdempotencyConflict,
       true,
     );
     expect(await providerCharges(input.key)).toMatchObject([{ status: 'refunded' }]);
@@ -500,7 +501,7 @@ describe('a forward attempt after its compensation applies nothing', () => {
 
     await expectFailure(
       run(acts.reserveInventory, { key: undo.forwardKey, orderId: s.orderId, items: [{ sku, quantity: 2 }] }),
-      FailureType.StepCancelled,
+      LedgerFailure.StepCancelled,
       true,
     );
     expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 0 });
@@ -517,7 +518,7 @@ describe('a forward attempt after its compensation applies nothing', () => {
     expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
     expect(await providerCharges(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', amount_minor: null }]);
 
-    await expectFailure(run(acts.chargePayment, chargeInput(s)), FailureType.StepCancelled, true);
+    await expectFailure(run(acts.chargePayment, chargeInput(s)), LedgerFailure.StepCancelled, true);
     expect(await providerCharges(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', amount_minor: null }]);
     expect(await payment(undo.forwardKey)).toBeUndefined();
     expect(await ledgerState(undo.forwardKey)).toBe('cancelled');
@@ -533,7 +534,7 @@ describe('a forward attempt after its compensation applies nothing', () => {
 
     await expectFailure(
       run(acts.createShipment, shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }])),
-      FailureType.StepCancelled,
+      LedgerFailure.StepCancelled,
       true,
     );
     expect(await carrierShipments(undo.forwardKey)).toEqual([{ id: null, status: 'canceled', tracking_number: null }]);
@@ -562,7 +563,7 @@ describe('a forward attempt after its compensation applies nothing', () => {
     expect(await run(acts.cancelOrder, undo)).toEqual({ changed: false });
     await expectFailure(
       run(acts.recordOrder, { key: undo.forwardKey, order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) }),
-      FailureType.StepCancelled,
+      LedgerFailure.StepCancelled,
       true,
     );
     expect(await count('SELECT count(*) AS n FROM orders WHERE id = $1', [s.orderId])).toBe(0);
@@ -598,7 +599,7 @@ describe('compensation after a completed forward step undoes it exactly once', (
     // A late duplicate of the forward step cannot re-hold the stock.
     await expectFailure(
       run(acts.reserveInventory, { key: undo.forwardKey, orderId: s.orderId, items: [{ sku, quantity: 2 }] }),
-      FailureType.StepCancelled,
+      LedgerFailure.StepCancelled,
       true,
     );
     expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 1 });
@@ -621,7 +622,7 @@ describe('compensation after a completed forward step undoes it exactly once', (
     expect(await ledgerState(input.key)).toBe('cancelled');
     expect(await ledgerState(undo.key)).toBe('completed');
 
-    await expectFailure(run(acts.chargePayment, input), FailureType.StepCancelled, true);
+    await expectFailure(run(acts.chargePayment, input), LedgerFailure.StepCancelled, true);
     expect(await providerCharges(input.key)).toEqual([{ id: chargeId, status: 'refunded', amount_minor: '4990' }]);
     expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
   });
@@ -751,7 +752,7 @@ describe('a zombie forward attempt applies nothing net', () => {
     expect(await ledgerState(input.key)).toBe('cancelled');
 
     const err = await slowOutcome;
-    expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type: FailureType.StepCancelled, nonRetryable: true });
+    expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type: LedgerFailure.StepCancelled, nonRetryable: true });
 
     const charges = await providerCharges(input.key);
     expect(charges).toHaveLength(1);
@@ -764,7 +765,7 @@ describe('a zombie forward attempt applies nothing net', () => {
     expect((await reconcileOrder(ctx.db, s.orderId)).netChargedMinor).toBe(0);
 
     // A further retry of the zombie also applies nothing.
-    await expectFailure(run(acts.chargePayment, input), FailureType.StepCancelled, true);
+    await expectFailure(run(acts.chargePayment, input), LedgerFailure.StepCancelled, true);
     expect(await providerCharges(input.key)).toEqual(charges);
   });
 
@@ -780,7 +781,7 @@ describe('a zombie forward attempt applies nothing net', () => {
     expect(await providerCharges(input.key)).toMatchObject([{ id: committed!.id, status: 'refunded' }]);
     expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
 
-    await expectFailure(run(acts.chargePayment, input), FailureType.StepCancelled, true);
+    await expectFailure(run(acts.chargePayment, input), LedgerFailure.StepCancelled, true);
     expect(await providerCharges(input.key)).toMatchObject([{ id: committed!.id, status: 'refunded' }]);
     expect(await payment(input.key)).toMatchObject({ status: 'refunded' });
     expect((await reconcileOrder(ctx.db, s.orderId)).netChargedMinor).toBe(0);
@@ -798,7 +799,7 @@ describe('a zombie forward attempt applies nothing net', () => {
     expect(['voided', 'canceled']).toContain((await run(acts.voidShipment, undo)).status);
 
     const err = await slowOutcome;
-    expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type: FailureType.StepCancelled, nonRetryable: true });
+    expect({ type: err.type, nonRetryable: err.nonRetryable }).toEqual({ type: LedgerFailure.StepCancelled, nonRetryable: true });
     const rows = await carrierShipments(input.key);
     expect(rows).toHaveLength(1);
     expect(['voided', 'canceled']).toContain(rows[0]!.status);
@@ -815,7 +816,7 @@ describe('a zombie forward attempt applies nothing net', () => {
     const [fwd, rel] = await Promise.allSettled([run(acts.reserveInventory, forward), run(acts.releaseInventory, undo)]);
 
     expect(rel.status).toBe('fulfilled');
-    if (fwd.status === 'rejected') expect((fwd.reason as Caught).type).toBe(FailureType.StepCancelled);
+    if (fwd.status === 'rejected') expect((fwd.reason as Caught).type).toBe(LedgerFailure.StepCancelled);
     expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 0 });
     const held = (await reservations(s.orderId)).filter((r) => r.status === 'held');
     expect(held).toEqual([]);
@@ -826,13 +827,13 @@ describe('a zombie forward attempt applies nothing net', () => {
 // ---------------------------------------------------------------------------
 // 10. Keys must name their step
 
-describe('a key that does not name its step is InvalidInput', () => {
-  test('reserveInventory with key "x/wrong" → InvalidInput, nothing written', async () => {
+describe('a key that does not name its step is InvalidStepKey', () => {
+  test('reserveInventory with key "x/wrong" → InvalidStepKey, nothing written', async () => {
     const s = newSaga();
     const sku = await newSku(5);
     await expectFailure(
       run(acts.reserveInventory, { key: 'x/wrong', orderId: s.orderId, items: [{ sku, quantity: 1 }] }),
-      FailureType.InvalidInput,
+      LedgerFailure.InvalidStepKey,
       true,
     );
     expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 0 });
@@ -840,13 +841,13 @@ describe('a key that does not name its step is InvalidInput', () => {
     expect(await ledgerRow('x/wrong')).toBeUndefined();
   });
 
-  test('another step\'s key, or a bare suffix with no workflow ID → InvalidInput', async () => {
+  test('another step\'s key, or a bare suffix with no workflow ID → InvalidStepKey', async () => {
     const s = newSaga();
-    await expectFailure(run(acts.chargePayment, { ...chargeInput(s), key: s.key(Step.createShipment) }), FailureType.InvalidInput, true);
-    await expectFailure(run(acts.chargePayment, { ...chargeInput(s), key: `/${Step.chargePayment}` }), FailureType.InvalidInput, true);
+    await expectFailure(run(acts.chargePayment, { ...chargeInput(s), key: s.key(Step.createShipment) }), LedgerFailure.InvalidStepKey, true);
+    await expectFailure(run(acts.chargePayment, { ...chargeInput(s), key: `/${Step.chargePayment}` }), LedgerFailure.InvalidStepKey, true);
     await expectFailure(
       run(acts.createShipment, { ...shipmentInput(s, [{ sku: 'sku-a', quantity: 1 }]), key: s.key(Step.chargePayment) }),
-      FailureType.InvalidInput,
+      LedgerFailure.InvalidStepKey,
       true,
     );
     expect(await providerCharges(s.key(Step.createShipment))).toEqual([]);
@@ -855,63 +856,55 @@ describe('a key that does not name its step is InvalidInput', () => {
     expect(await ledgerCount(s.wfId)).toBe(0);
   });
 
-  test('an undo called with a forward key → InvalidInput', async () => {
+  test('an undo called with a forward key → InvalidStepKey', async () => {
     const s = newSaga();
     await expectFailure(
       run(acts.releaseInventory, { ...s.undo(Step.reserveInventory), key: s.key(Step.reserveInventory) }),
-      FailureType.InvalidInput,
+      LedgerFailure.InvalidStepKey,
       true,
     );
     await expectFailure(
       run(acts.refundPayment, { ...s.undo(Step.chargePayment), key: s.key(Step.chargePayment) }),
-      FailureType.InvalidInput,
+      LedgerFailure.InvalidStepKey,
       true,
     );
     expect(await ledgerCount(s.wfId)).toBe(0);
   });
 
-  test('releaseInventory whose forward key belongs to another saga → InvalidInput, that saga untouched', async () => {
+  // The forward key is parsed from the undo key: an undo can only ever reach its own saga's step.
+  test('releaseInventory with another saga\'s forward key smuggled into its input undoes only its own step', async () => {
     const victim = newSaga();
     const sku = await newSku(5);
     await run(acts.reserveInventory, { key: victim.key(Step.reserveInventory), orderId: victim.orderId, items: [{ sku, quantity: 2 }] });
     const s = newSaga();
 
-    await expectFailure(
-      run(acts.releaseInventory, { ...s.undo(Step.reserveInventory), forwardKey: victim.key(Step.reserveInventory) }),
-      FailureType.InvalidInput,
-      true,
-    );
+    await run(acts.releaseInventory, { ...s.undo(Step.reserveInventory), forwardKey: victim.key(Step.reserveInventory) });
+    expect(await ledgerState(s.key(Step.reserveInventory))).toBe('cancelled');
     expect(await ledgerState(victim.key(Step.reserveInventory))).toBe('completed');
     expect(await stock(sku)).toEqual({ on_hand: 5, reserved: 2 });
   });
 
-  test('refundPayment whose forward key belongs to another saga → InvalidInput, that saga\'s charge untouched', async () => {
+  test('refundPayment with another saga\'s forward key smuggled into its input leaves that charge untouched', async () => {
     const victim = newSaga();
     const victimCharge = chargeInput(victim);
     const { chargeId } = await run(acts.chargePayment, victimCharge);
     const s = newSaga();
 
-    await expectFailure(
-      run(acts.refundPayment, { ...s.undo(Step.chargePayment), forwardKey: victimCharge.key }),
-      FailureType.InvalidInput,
-      true,
-    );
+    await run(acts.refundPayment, { ...s.undo(Step.chargePayment), forwardKey: victimCharge.key });
+    expect(await ledgerState(s.key(Step.chargePayment))).toBe('cancelled');
     expect(await ledgerState(victimCharge.key)).toBe('completed');
     expect(await providerCharges(victimCharge.key)).toEqual([{ id: chargeId, status: 'succeeded', amount_minor: '4990' }]);
     expect(await payment(victimCharge.key)).toMatchObject({ status: 'captured' });
   });
 
-  test('voidShipment whose forward key belongs to another saga → InvalidInput, that saga\'s label untouched', async () => {
+  test('voidShipment with another saga\'s forward key smuggled into its input leaves that label untouched', async () => {
     const victim = newSaga();
     const victimShipment = shipmentInput(victim, [{ sku: 'sku-a', quantity: 1 }]);
     const { shipmentId } = await run(acts.createShipment, victimShipment);
     const s = newSaga();
 
-    await expectFailure(
-      run(acts.voidShipment, { ...s.undo(Step.createShipment), forwardKey: victimShipment.key }),
-      FailureType.InvalidInput,
-      true,
-    );
+    await run(acts.voidShipment, { ...s.undo(Step.createShipment), forwardKey: victimShipment.key });
+    expect(await ledgerState(s.key(Step.createShipment))).toBe('cancelled');
     expect(await ledgerState(victimShipment.key)).toBe('completed');
     expect(await carrierShipments(victimShipment.key)).toMatchObject([{ id: shipmentId, status: 'created' }]);
     expect(await shipment(victimShipment.key)).toMatchObject({ status: 'created' });

@@ -2,7 +2,7 @@ import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder, reconcileStock } from '../../src/orders/audit';
-import { readLedger } from '../../src/ledger/ledger';
+import { createLedger } from '../../src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/steps';
 import type { OrderInput } from '../../workflows/types';
@@ -67,7 +67,7 @@ test('success: every step applies once and the books balance', async () => {
   const books = await reconcileOrder(ctx.db, o.orderId);
   expect(books).toMatchObject({ status: 'completed', netChargedMinor: 4_990, activeShipments: 1, consumedUnits: 2, problems: [] });
   expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 3, reserved: 0, held: 0 });
-  const ledger = await readLedger(ctx.db, handle.workflowId);
+  const ledger = await createLedger(ctx.db).read(handle.workflowId);
   expect(ledger.map((r) => [r.step, r.state]).sort()).toEqual(
     [
       [Step.chargePayment, 'completed'],

@@ -323,16 +323,19 @@ test('a cancel accepted while an uninterruptible step is in flight still stops t
   // The validator says cancel is still possible, so the update is accepted...
   expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] })).toEqual({ accepted: true });
 
-  // ...and an accepted cancel must be honoured: the pivot never starts, a is undone.
+  // ...and an accepted cancel must be honoured: the pivot never starts, a is undone. The pivot was
+  // reached but abandoned: its undo (a no-op for an effect that never happened) still tombstones it.
   const outcome = await handle.result();
   const rows = await journal(handle);
   expect({ status: outcome.status, calls: calls(rows) }).toEqual({
     status: 'cancelled',
     calls: [
       ['run', 'a', 'ok'],
+      ['undo', 'p', 'ok'],
       ['undo', 'a', 'ok'],
     ],
   });
+  expect(rows.some((r) => r.step === 'p' && r.action === 'run')).toBe(false);
 });
 
 describe('retriable steps after the pivot', () => {

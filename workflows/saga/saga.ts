@@ -9,9 +9,7 @@ import {
   type QueryDefinition,
 } from '@temporalio/workflow';
 import type { UpdateDefinition } from '@temporalio/common';
-import { describeFailure, FailureType, isNonRetryable } from './failures';
-
-export { describeFailure, isNonRetryable };
+import { describeFailure, isNonRetryable, SagaFailure } from './failures';
 
 /**
  * A generic saga (Garcia-Molina & Salem, 1987) for Temporal workflows.
@@ -34,9 +32,20 @@ export { describeFailure, isNonRetryable };
 /** Marks sagas that compensate the step a cancel abandoned before it started. */
 export const UNDO_ABANDONED_STEP_PATCH = 'saga-undo-abandoned-step';
 
+/** The argument of a saga's cancel update. */
+export interface CancelRequest {
+  reason?: string;
+}
+
+/** The answer of a saga's cancel update once accepted. */
+export interface CancelResponse {
+  accepted: true;
+}
+
 export type StepKind = 'compensatable' | 'pivot' | 'retriable';
 
-export interface SagaFailure {
+/** Why a saga unwound: the failure type and message of what stopped it. */
+export interface SagaFailureInfo {
   type: string;
   message: string;
 }
@@ -44,7 +53,7 @@ export interface SagaFailure {
 export interface CompensationContext {
   /** True when the saga is unwinding because cancel was requested. */
   cancelled: boolean;
-  failure: SagaFailure;
+  failure: SagaFailureInfo;
 }
 
 export interface StepDefinition<T> {
@@ -80,14 +89,14 @@ export interface SagaStatus {
   compensations: CompensationRecord[];
   /** Retriable steps still being retried after the pivot. */
   retries: RetryRecord[];
-  failure?: SagaFailure;
+  failure?: SagaFailureInfo;
 }
 
 export type SagaOutcome<R> =
   | { status: 'completed'; result: R; completedSteps: string[]; compensations: CompensationRecord[] }
   | {
       status: 'compensated' | 'cancelled';
-      failure: SagaFailure;
+      failure: SagaFailureInfo;
       completedSteps: string[];
       compensations: CompensationRecord[];
     };
@@ -147,10 +156,7 @@ export class Saga {
    * Answers `status` with status() and `cancel` with requestCancel(); the cancel
    * update's validator refuses it, with the reason, once the pivot has started.
    */
-  bindHandlers(
-    status: QueryDefinition<SagaStatus>,
-    cancel: UpdateDefinition<{ accepted: true }, [{ reason?: string }]>,
-  ): void {
+  bindHandlers(status: QueryDefinition<SagaStatus>, cancel: UpdateDefinition<CancelResponse, [CancelRequest]>): void {
     setHandler(status, () => this.status());
     setHandler(
       cancel,
@@ -171,7 +177,7 @@ export class Saga {
   requestCancel(reason: string): void {
     if (this.state.cancelRequested) return;
     const check = this.cancellable();
-    if (!check.ok) throw ApplicationFailure.nonRetryable(check.reason, 'CancelRefused');
+    if (!check.ok) throw ApplicationFailure.nonRetryable(check.reason, SagaFailure.CancelRefused);
     this.state.cancelRequested = true;
     this.cancelReason = reason;
     this.scope?.cancel();
@@ -193,7 +199,7 @@ export class Saga {
       }
       const cancelled = this.state.cancelRequested || isCancellation(err);
       const failure = cancelled
-        ? { type: FailureType.SagaCancelled, message: this.cancelReason || 'cancelled' }
+        ? { type: SagaFailure.SagaCancelled, message: this.cancelReason || 'cancelled' }
         : describeFailure(err);
       this.state.failure = failure;
       this.state.phase = 'compensating';
@@ -207,7 +213,7 @@ export class Saga {
       if (failed.length > 0) {
         this.state.phase = 'failed';
         throw ApplicationFailure.create({
-          type: FailureType.CompensationFailed,
+          type: SagaFailure.CompensationFailed,
           message: `${failed.length} compensation(s) failed: ${failed.map((f) => `${f.step}: ${f.lastError}`).join('; ')}`,
           nonRetryable: true,
           details: [{ failure, compensations: this.state.compensations }],
@@ -222,7 +228,7 @@ export class Saga {
   async step<T>(def: StepDefinition<T>): Promise<T> {
     const defect = definitionDefect(def, this.state.pivotCompleted);
     if (defect) {
-      this.definitionError = ApplicationFailure.nonRetryable(defect, 'SagaDefinition');
+      this.definitionError = ApplicationFailure.nonRetryable(defect, SagaFailure.SagaDefinition);
       throw this.definitionError;
     }
     // A cancel accepted before this step (while the previous one finished anyway, or before the

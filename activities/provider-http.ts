@@ -1,0 +1,128 @@
+import { ApplicationFailure } from '@temporalio/common';
+import { Context } from '@temporalio/activity';
+import { LedgerFailure } from '../src/ledger/ledger';
+import { inSpan, SpanKind, traceHeaders } from '../src/observability/tracing';
+import { FailureType } from '../workflows/failures';
+
+export interface HttpAnswer<T = unknown> {
+  status: number;
+  body: T;
+  replayed: boolean;
+}
+
+/**
+ * POSTs JSON with the step key as Idempotency-Key. Network errors, timeouts and
+ * 5xx are transient (retryable); every other answer is returned to the caller.
+ */
+async function postIdempotent<T>(
+  url: string,
+  idempotencyKey: string,
+  body: unknown,
+  timeoutMs: number,
+  cancelled?: AbortSignal,
+): Promise<HttpAnswer<T>> {
+  return inSpan(
+    `POST ${new URL(url).pathname}`,
+    { 'http.request.method': 'POST', 'url.full': url, 'sagaflow.idempotency_key': idempotencyKey },
+    async (span) => {
+      const answer = await send<T>(url, idempotencyKey, body, timeoutMs, cancelled);
+      span.setAttribute('http.response.status_code', answer.status);
+      return answer;
+    },
+    SpanKind.CLIENT,
+  );
+}
+
+async function send<T>(
+  url: string,
+  idempotencyKey: string,
+  body: unknown,
+  timeoutMs: number,
+  cancelled?: AbortSignal,
+): Promise<HttpAnswer<T>> {
+  let res: Response;
+  try {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey, ...traceHeaders() },
+      body: JSON.stringify(body),
+      signal: cancelled ? AbortSignal.any([timeout, cancelled]) : timeout,
+    });
+  } catch (err) {
+    throw ApplicationFailure.retryable(
+      `${url} unreachable: ${(err as Error).message}`,
+      FailureType.ProviderUnavailable,
+    );
+  }
+  const text = await res.text();
+  if (res.status >= 500) {
+    throw ApplicationFailure.retryable(`${url} answered ${res.status}`, FailureType.ProviderUnavailable);
+  }
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    throw ApplicationFailure.retryable(`${url} sent a body that is not JSON`, FailureType.ProviderUnavailable);
+  }
+  return { status: res.status, body: parsed as T, replayed: res.headers.get('idempotent-replayed') === 'true' };
+}
+
+/**
+ * One idempotent call of an external step: POSTs with the step key, heartbeating
+ * while it waits, and turns the answers every such service gives alike into
+ * failures. Statuses in `pass` are returned for the caller to read.
+ */
+export async function callService<T>(
+  url: string,
+  key: string,
+  body: unknown,
+  opts: { timeoutMs: number; pass?: number[] },
+): Promise<HttpAnswer<T>> {
+  const answer = await withHeartbeat((signal) => postIdempotent<T>(url, key, body, opts.timeoutMs, signal));
+  failOnIdempotencyAnswer(answer, key, opts.pass ?? []);
+  return answer;
+}
+
+/**
+ * Heartbeats every second while `work` runs, so a worker that dies mid-call is
+ * noticed within the heartbeat timeout and the attempt moves to another worker.
+ * Outside an activity (a script, a unit test) it just awaits the work.
+ */
+async function withHeartbeat<T>(work: (signal?: AbortSignal) => Promise<T>): Promise<T> {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return work();
+  }
+  ctx.heartbeat();
+  const timer = setInterval(() => ctx.heartbeat(), 1000);
+  try {
+    return await work(ctx.cancellationSignal);
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Answers that mean the same thing from every service that takes an Idempotency-Key. */
+function failOnIdempotencyAnswer(answer: HttpAnswer, key: string, pass: number[]): void {
+  if (pass.includes(answer.status)) return;
+  const type = (answer.body as { error?: { type?: string } } | null)?.error?.type;
+  if (answer.status === 409) {
+    throw ApplicationFailure.nonRetryable(
+      `key ${key} was cancelled at the service (${type ?? 'canceled'}); this late attempt applies nothing`,
+      LedgerFailure.StepCancelled,
+    );
+  }
+  if (answer.status === 422) {
+    throw ApplicationFailure.nonRetryable(`key ${key} reused with another request`, LedgerFailure.IdempotencyConflict);
+  }
+  if (answer.status >= 400) {
+    throw ApplicationFailure.nonRetryable(
+      `service rejected ${key} with ${answer.status}: ${JSON.stringify(answer.body)}`,
+      FailureType.InvalidInput,
+    );
+  }
+}
+

@@ -1,0 +1,61 @@
+import type { CallOutcome } from '../src/ledger/ledger';
+import { FailureType } from '../workflows/failures';
+import type { Address, Money, OrderItem } from '../workflows/types';
+import { callService } from './provider-http';
+
+export interface ProviderDeps {
+  paymentProviderUrl: string;
+  carrierUrl: string;
+  providerTimeoutMs: number;
+}
+
+/** The payment provider, called with each step's key as its Idempotency-Key. */
+export function paymentProviderClient(deps: ProviderDeps) {
+  const opts = { timeoutMs: deps.providerTimeoutMs };
+  return {
+    /** A declined card (402) is a business outcome, recorded and replayed like a success. */
+    async charge(key: string, req: { amount: Money; source: string }): Promise<CallOutcome<{ chargeId: string }>> {
+      const answer = await callService<{ id?: string }>(
+        `${deps.paymentProviderUrl}/charges`,
+        key,
+        { amount_minor: req.amount.amountMinor, currency: req.amount.currency, source: req.source },
+        { ...opts, pass: [402] },
+      );
+      if (answer.status === 402) {
+        return { ok: false, failure: { type: FailureType.PaymentDeclined, message: 'card declined', details: [answer.body] } };
+      }
+      return { ok: true, result: { chargeId: String(answer.body.id) } };
+    },
+
+    /** Refunds the charge made under `chargeKey`, or tombstones that key if no charge was made. */
+    async refund(key: string, chargeKey: string): Promise<{ status: string }> {
+      const answer = await callService<{ status: string }>(`${deps.paymentProviderUrl}/refunds`, key, { charge_key: chargeKey }, opts);
+      return { status: answer.body.status };
+    },
+  };
+}
+
+/** The carrier, called with each step's key as its Idempotency-Key. */
+export function carrierClient(deps: ProviderDeps) {
+  const opts = { timeoutMs: deps.providerTimeoutMs };
+  return {
+    async createLabel(
+      key: string,
+      req: { orderId: string; address: Address; items: OrderItem[] },
+    ): Promise<{ shipmentId: string; trackingNumber: string }> {
+      const answer = await callService<{ id: string; tracking_number: string }>(
+        `${deps.carrierUrl}/shipments`,
+        key,
+        { order_id: req.orderId, address: req.address, items: req.items },
+        opts,
+      );
+      return { shipmentId: answer.body.id, trackingNumber: answer.body.tracking_number };
+    },
+
+    /** Voids the label made under `shipmentKey`, or tombstones that key if none was made. */
+    async voidLabel(key: string, shipmentKey: string): Promise<{ status: string }> {
+      const answer = await callService<{ status: string }>(`${deps.carrierUrl}/shipments/void`, key, { shipment_key: shipmentKey }, opts);
+      return { status: answer.body.status };
+    },
+  };
+}

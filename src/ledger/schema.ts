@@ -1,0 +1,35 @@
+import { inTransaction, type Db } from '../db/pool';
+
+/**
+ * The ledger's one table. sagaflow's own numbered migrations create it (001);
+ * migrateLedger applies the same definition to a database of your own.
+ * 'cancelled' is the tombstone a compensation leaves, whether or not the
+ * forward effect had happened.
+ */
+export const LEDGER_DDL = `
+CREATE TABLE IF NOT EXISTS step_ledger (
+  key         text PRIMARY KEY,
+  workflow_id text NOT NULL,
+  step        text NOT NULL,
+  fingerprint text,
+  state       text NOT NULL CHECK (state IN ('pending', 'completed', 'failed', 'cancelled')),
+  result      jsonb,
+  error       jsonb,
+  attempts    integer NOT NULL DEFAULT 1,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS step_ledger_workflow_idx ON step_ledger (workflow_id);
+`;
+
+/**
+ * Creates the ledger's table in the first schema of the pool's search path, if
+ * it is not there. Safe to call from every process at start: an advisory lock
+ * serialises concurrent callers.
+ */
+export async function migrateLedger(db: Db): Promise<void> {
+  await inTransaction(db, async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('sagaflow.step_ledger'))`);
+    await tx.query(LEDGER_DDL);
+  });
+}
