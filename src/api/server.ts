@@ -1,24 +1,22 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { randomBytes } from 'node:crypto';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import type { z } from 'zod';
-import { inTransaction, isConnectionError, isPermanentDataError, type Db } from '../db/pool';
-import { fingerprint } from '../ledger/fingerprint';
-import { HttpError, matchPath, readJson } from '../services/http';
-import { findOrder, insertOrder, markSagaStarted, toOrderInput, type OrderRow } from '../orders/repository';
+import { isConnectionError, isPermanentDataError, type Db } from '../db/pool';
+import { HttpError, matchPath, readJson } from '../http';
+import { findOrder, type OrderRow } from '../orders/repository';
 import { recoverAbandonedOrders } from '../orders/recovery';
-import { startOrderSaga } from '../orders/start';
-import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/ids';
-import type { OrderSagaResult } from '../../workflows/types';
 import { SagaMetrics } from '../observability/metrics';
 import { inSpan, SpanKind } from '../observability/tracing';
 import { authenticate } from './auth';
-import { claimKey, completeKey, purgeExpiredKeys, releaseLease } from './edge-keys';
+import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '../edge/keys';
+import { cancelOrder as cancelOrderUseCase } from './cancel-order';
+import { createOrder as createOrderUseCase } from './create-order';
+import { liveSaga, orderView } from './views';
 import { buildOpenApi } from './openapi';
 import { Problem } from './problem';
-import { cancelRequest, createOrderRequest, WAIT_MAX_MS, type OrderView } from './schemas';
+import { cancelRequest, createOrderRequest, WAIT_MAX_MS } from './schemas';
 
 export interface ApiOptions {
   db: Db;
@@ -45,7 +43,6 @@ export interface RunningApi {
   close(): Promise<void>;
 }
 
-const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
 /** Order IDs as the API and the saga's schema write them; anything else cannot name an order. */
 const ORDER_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const JSON_TYPE = 'application/json';
@@ -71,67 +68,34 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const log = opts.log ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
   const metrics = opts.metrics ?? new SagaMetrics();
 
+  const useCaseDeps = { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes };
   const createOrder: Handler = async (req, _params, url) => {
     const client = await authenticate(db, req);
     const key = req.headers['idempotency-key'];
     if (key === undefined) throw new Problem('idempotency-key-missing');
-    if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
+    if (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key)) {
       throw new Problem('idempotency-key-invalid', '1 to 255 visible ASCII characters');
     }
-    const wait = parseWait(url.searchParams.get('wait'));
+    const waitMs = parseWait(url.searchParams.get('wait'));
     const raw = await readBody(req);
-    const body = validate(createOrderRequest, raw);
-    const claim = await inTransaction(db, async (tx) => {
-      const c = await claimKey(tx, {
-        clientId: client.id,
-        key,
-        fingerprint: fingerprint(raw),
-        newOrderId: `ord_${randomBytes(10).toString('hex')}`,
-        ttlMs: keyTtlMs,
-        leaseMs: leaseMs + wait,
-      });
-      if (c.kind === 'new') {
-        const owner = { clientId: client.id, workflowId: orderWorkflowId(c.orderId) };
-        if (!(await insertOrder(tx, { ...body, orderId: c.orderId }, owner))) throw new Error(`fresh order ID ${c.orderId} already taken`);
-      }
-      return c;
-    });
-    switch (claim.kind) {
-      case 'mismatch':
+    const order = validate(createOrderRequest, raw);
+    const outcome = await createOrderUseCase(useCaseDeps, { clientId: client.id, idempotencyKey: key, raw, order, waitMs });
+    switch (outcome.kind) {
+      case 'key-reused':
         throw new Problem('idempotency-key-reused');
       case 'in-flight':
-        throw new Problem('request-in-flight', undefined, {}, { 'Retry-After': String(claim.retryAfterSeconds) });
-      case 'replay':
-        metrics.idempotentReplays.inc({ layer: 'http', step: 'create-order' });
-        return {
-          status: claim.status,
-          body: claim.body,
-          headers: { 'Content-Type': JSON_TYPE, 'Idempotent-Replayed': 'true', Location: `/orders/${claim.orderId}` },
-        };
+        throw new Problem('request-in-flight', undefined, {}, { 'Retry-After': String(outcome.retryAfterSeconds) });
+      case 'unavailable':
+        throw new Problem('unavailable', outcome.message, {}, { 'Retry-After': '1' });
     }
-    // New, or healing a request that died after its commit: starting the saga is idempotent either way.
-    const row = await findOrder(db, claim.orderId);
-    if (!row) throw new Error(`order ${claim.orderId} missing under its idempotency key`);
-    let handle: Awaited<ReturnType<typeof startOrderSaga>>;
-    try {
-      handle = await startOrderSaga(temporal, toOrderInput(row), taskQueue, { searchAttributes: opts.searchAttributes });
-    } catch (err) {
-      await releaseLease(db, client.id, key).catch(() => undefined);
-      throw new Problem('unavailable', `could not start the saga: ${(err as Error).message}`, {}, { 'Retry-After': '1' });
+    const headers: Record<string, string> = { 'Content-Type': JSON_TYPE, Location: `/orders/${outcome.orderId}` };
+    if (outcome.replayed) {
+      metrics.idempotentReplays.inc({ layer: 'http', step: 'create-order' });
+      headers['Idempotent-Replayed'] = 'true';
+    } else {
+      log({ msg: 'order created', orderId: outcome.orderId, workflowId: orderWorkflowId(outcome.orderId), clientId: client.id, healed: outcome.healed });
     }
-    await markSagaStarted(db, claim.orderId);
-    // The saga is started: whatever happens to it now, the order exists and this key answers 201.
-    const outcome = wait > 0 ? await withTimeout(handle.result(), wait).catch(() => undefined) : undefined;
-    let saga: Omit<OrderView['saga'], 'workflowId'>;
-    if (outcome) saga = sagaFromResult(outcome);
-    // A healed request's saga may have run for a while (or ended): report what it is, not what we started.
-    else if (wait > 0 || claim.kind === 'heal') saga = await liveSaga(temporal, claim.orderId);
-    else saga = { status: 'running' };
-    const fresh = saga.status === 'running' ? row : ((await findOrder(db, claim.orderId)) ?? row);
-    const reply = json(201, view(fresh, saga), { Location: `/orders/${claim.orderId}` });
-    await completeKey(db, client.id, key, reply.status, reply.body);
-    log({ msg: 'order created', orderId: claim.orderId, workflowId: orderWorkflowId(claim.orderId), clientId: client.id, healed: claim.kind === 'heal' });
-    return reply;
+    return { status: outcome.status, body: outcome.body, headers };
   };
 
   /** The client's own order named by the path, or 404 alike for malformed, unknown and other clients' IDs. */
@@ -144,7 +108,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const getOrder: Handler = async (req, params) => {
     const client = await authenticate(db, req);
     const row = await ownOrder(client.id, params.id);
-    return json(200, view(row, await liveSaga(temporal, row.id)));
+    return json(200, orderView(row, await liveSaga(temporal, row.id)));
   };
 
   const cancelOrder: Handler = async (req, params) => {
@@ -152,41 +116,14 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     const row = await ownOrder(client.id, params.id);
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
     const { reason } = hasBody ? validate(cancelRequest, await readBody(req)) : { reason: undefined };
-    const accepted = () => json(202, { id: row.id, cancel: 'accepted' }, { Location: `/orders/${row.id}` });
-    const refused = (status: string) => new Problem('cancel-refused', `the order is already ${status}`);
-    if (row.status === 'cancelled') return accepted();
-    if (row.status !== 'pending') throw refused(row.status);
-    const handle = temporal.workflow.getHandle(row.workflow_id);
-    const send = () => handle.executeUpdate(cancelUpdate, { args: [{ reason: reason ?? 'cancelled by the customer' }] });
-    try {
-      try {
-        await send();
-      } catch (err) {
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-        // Not found is either a saga that was never started (its request died after the commit)
-        // or one that has closed; the server's description tells which.
-        const described = await handle.describe().catch((e: unknown) => {
-          if (e instanceof WorkflowNotFoundError) return undefined;
-          throw e;
-        });
-        if (described) {
-          // It closed between our read and the update: the order row says how it ended.
-          const now = await findOrder(db, row.id, client.id);
-          if (now?.status === 'cancelled') return accepted();
-          throw refused(now && now.status !== 'pending' ? now.status : `closed (saga ${described.status.name.toLowerCase()})`);
-        }
-        // Start the abandoned saga (idempotent by workflow ID), then cancel it before its first step.
-        await startOrderSaga(temporal, toOrderInput(row), taskQueue, { searchAttributes: opts.searchAttributes });
-        await markSagaStarted(db, row.id);
-        await send();
-      }
-      return accepted();
-    } catch (err) {
-      if (err instanceof Problem) throw err;
-      if (err instanceof WorkflowUpdateFailedError) {
-        throw new Problem('cancel-refused', err.cause?.message ?? err.message);
-      }
-      throw new Problem('unavailable', `could not reach the saga: ${(err as Error).message}`, {}, { 'Retry-After': '1' });
+    const outcome = await cancelOrderUseCase(useCaseDeps, row, reason ?? 'cancelled by the customer');
+    switch (outcome.kind) {
+      case 'accepted':
+        return json(202, { id: row.id, cancel: 'accepted' }, { Location: `/orders/${row.id}` });
+      case 'refused':
+        throw new Problem('cancel-refused', outcome.reason);
+      case 'unavailable':
+        throw new Problem('unavailable', outcome.message, {}, { 'Retry-After': '1' });
     }
   };
 
@@ -339,56 +276,6 @@ export function parseWait(value: string | null): number {
   const ms = Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
   if (ms > WAIT_MAX_MS) throw new Problem('invalid-request', `wait is at most ${WAIT_MAX_MS / 1000}s`);
   return ms;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), ms);
-    }),
-  ]);
-}
-
-function sagaFromResult(r: OrderSagaResult): Omit<OrderView['saga'], 'workflowId'> {
-  return { status: r.status, completedSteps: r.completedSteps, compensations: r.compensations, failure: r.failure };
-}
-
-/** The saga as it is now: its own status query, or the server's word if no worker answers. */
-async function liveSaga(temporal: Client, orderId: string): Promise<Omit<OrderView['saga'], 'workflowId'>> {
-  const handle = temporal.workflow.getHandle(orderWorkflowId(orderId));
-  const described = await handle.describe().catch(() => undefined);
-  // A query replays a closed workflow's last state, which for a terminated or timed-out
-  // saga would still say 'running': the server's status is the truth there.
-  if (described && described.status.name !== 'RUNNING' && described.status.name !== 'COMPLETED') {
-    return { status: described.status.name.toLowerCase() };
-  }
-  try {
-    const s = await temporal.connection.withDeadline(Date.now() + 3000, () => handle.query(statusQuery));
-    return {
-      status: s.phase,
-      currentStep: s.currentStep,
-      completedSteps: s.completedSteps,
-      compensations: s.compensations.map(({ step, status, attempts }) => ({ step, status, attempts })),
-      failure: s.failure,
-    };
-  } catch {
-    return { status: described ? described.status.name.toLowerCase() : 'unknown' };
-  }
-}
-
-function view(row: OrderRow, saga: Omit<OrderView['saga'], 'workflowId'>): OrderView {
-  return {
-    id: row.id,
-    status: row.status,
-    customerId: row.customer_id,
-    items: row.items,
-    amount: { amountMinor: Number(row.amount_minor), currency: row.currency },
-    failureReason: row.failure_reason,
-    createdAt: new Date(row.created_at).toISOString(),
-    saga: { workflowId: orderWorkflowId(row.id), ...saga },
-  };
 }
 
 /** The client went away mid-request: its body was cut short or its socket closed. */

@@ -4,11 +4,9 @@ import { inTransaction, type Db, type Tx } from '../db/pool';
 import { fingerprint } from '../ledger/fingerprint';
 import {
   FaultInjector,
-  HttpError,
   errorReply,
   fresh,
   parseBody,
-  readJson,
   replay,
   requireIdempotencyKey,
   startService,
@@ -18,6 +16,7 @@ import {
   type ServiceOptions,
   type StoredResponse,
 } from './http';
+import { HttpError, readJson } from '../http';
 
 export type { RunningService, ServiceOptions } from './http';
 

@@ -2,6 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
+import { HttpError, matchPath, readJson } from '../http';
 import type { Db } from '../db/pool';
 
 export interface RunningService {
@@ -15,19 +16,7 @@ export interface ServiceOptions {
   host?: string;
 }
 
-export const MAX_BODY_BYTES = 64 * 1024;
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
-
-/** Thrown by handlers to answer with `{error:{type,message}}`; anything else becomes a 500. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly type: string,
-    message?: string,
-  ) {
-    super(message ?? type);
-  }
-}
 
 export interface Reply {
   status: number;
@@ -72,29 +61,6 @@ export function replay(stored: unknown): Reply {
 
 export function fresh(stored: StoredResponse): Reply {
   return { status: stored.status_code, body: stored.body };
-}
-
-/** Drains the whole body even past the limit, so the client reads our 413 instead of a reset. */
-export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= limit) chunks.push(chunk);
-  }
-  if (size > limit) throw new HttpError(413, 'request_too_large', `body exceeds ${limit} bytes`);
-  let text: string;
-  try {
-    // Fatal: invalid UTF-8 is refused, never stored as U+FFFD, so what is stored is what was sent.
-    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
-  } catch {
-    throw new HttpError(400, 'invalid_request', 'body must be valid UTF-8');
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new HttpError(400, 'invalid_request', 'body must be valid JSON');
-  }
 }
 
 export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
@@ -215,28 +181,6 @@ function faultRoutes(faults: FaultInjector): Route[] {
 
 // ---------------------------------------------------------------------------
 // Server plumbing.
-
-export function matchPath(pattern: string, path: string): Record<string, string> | undefined {
-  const want = pattern.split('/');
-  const got = path.split('/');
-  if (want.length !== got.length) return undefined;
-  const params: Record<string, string> = {};
-  for (let i = 0; i < want.length; i++) {
-    const w = want[i] ?? '';
-    const g = got[i] ?? '';
-    if (w.startsWith(':')) {
-      if (g === '') return undefined;
-      try {
-        params[w.slice(1)] = decodeURIComponent(g);
-      } catch {
-        throw new HttpError(400, 'invalid_request', 'malformed URL encoding');
-      }
-    } else if (w !== g) {
-      return undefined;
-    }
-  }
-  return params;
-}
 
 function send(res: ServerResponse, reply: Reply): void {
   const payload = JSON.stringify(reply.body);

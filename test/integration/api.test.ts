@@ -4,7 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { startApi, type RunningApi } from '../../src/api/server';
 import { createApiClient } from '../../src/api/auth';
-import { purgeExpiredKeys } from '../../src/api/edge-keys';
+import { purgeExpiredKeys } from '../../src/edge/keys';
 import { createOrderRequest, type CreateOrderRequest } from '../../src/api/schemas';
 import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
@@ -119,7 +119,7 @@ async function deadRequest(body: CreateOrderRequest, key: string): Promise<strin
   const orderId = `ord_dead${randomBytes(6).toString('hex')}`;
   await inTransaction(ctx.db, async (tx) => {
     await tx.query(
-      `INSERT INTO idempotency_keys (client_id, key, fingerprint, order_id, state, locked_until, expires_at)
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, resource_id, state, locked_until, expires_at)
        VALUES ($1, $2, $3, $4, 'in_flight', now() - interval '1 second', now() + interval '1 day')`,
       [clientA.id, key, fingerprint(body), orderId],
     );
@@ -207,7 +207,7 @@ describe('POST /orders', () => {
     expect(items.rows).toEqual(body.items);
     const k = await keyRow(clientA.id, key);
     expect(k).toMatchObject({
-      order_id: id,
+      resource_id: id,
       state: 'completed',
       fingerprint: fingerprint(body),
       response_status: 201,
@@ -275,11 +275,11 @@ describe('POST /orders', () => {
     // The lease is the default 10s plus the 5s the first request waits.
     expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
     expect(Number(retryAfter)).toBeLessThanOrEqual(15);
-    expect(await ordersOf(body.customerId)).toEqual([{ id: held.order_id, client_id: clientA.id, status: 'pending' }]);
+    expect(await ordersOf(body.customerId)).toEqual([{ id: held.resource_id, client_id: clientA.id, status: 'pending' }]);
 
     const done = await first;
     expect(done.status).toBe(201);
-    expect(done.json.id).toBe(held.order_id);
+    expect(done.json.id).toBe(held.resource_id);
     const replay = await postOrder(body, key);
     expect(replay.status).toBe(201);
     expect(replay.text).toBe(done.text);
@@ -307,8 +307,8 @@ describe('POST /orders', () => {
     }
     const orders = await ordersOf(body.customerId);
     expect(orders).toEqual([{ id: original.json.id, client_id: clientA.id, status: expect.any(String) }]);
-    const keys = await ctx.db.query('SELECT order_id, state FROM idempotency_keys WHERE client_id = $1 AND key = $2', [clientA.id, key]);
-    expect(keys.rows).toEqual([{ order_id: original.json.id, state: 'completed' }]);
+    const keys = await ctx.db.query('SELECT resource_id, state FROM idempotency_keys WHERE client_id = $1 AND key = $2', [clientA.id, key]);
+    expect(keys.rows).toEqual([{ resource_id: original.json.id, state: 'completed' }]);
     await sagaResult(original.json.id);
     await eventually(async () => ((await workflowRuns(original.json.id)) > 0 ? true : undefined), 'visibility');
     expect(await workflowRuns(original.json.id)).toBe(1);
@@ -329,7 +329,7 @@ describe('POST /orders', () => {
     expect(res.headers.get('idempotent-replayed')).toBeNull();
     expect(res.json).toMatchObject({ id: orderId, saga: { workflowId: `order-${orderId}` } });
     expect(await ordersOf(body.customerId)).toEqual([{ id: orderId, client_id: clientA.id, status: expect.any(String) }]);
-    expect(await keyRow(clientA.id, key)).toMatchObject({ order_id: orderId, state: 'completed', response_body: res.text });
+    expect(await keyRow(clientA.id, key)).toMatchObject({ resource_id: orderId, state: 'completed', response_body: res.text });
     const result = await sagaResult(orderId);
     expect(result.status).toBe('completed');
     const books = await reconcileOrder(ctx.db, orderId);
@@ -427,7 +427,7 @@ describe('POST /orders', () => {
       const orders = await ordersOf(body.customerId);
       expect(orders).toHaveLength(1);
       const row = await keyRow(clientA.id, key);
-      expect(row).toMatchObject({ state: 'in_flight', order_id: orders[0]!.id, response_body: null });
+      expect(row).toMatchObject({ state: 'in_flight', resource_id: orders[0]!.id, response_body: null });
       expect(row?.locked_until.getTime()).toBeLessThanOrEqual(Date.now() + 1000);
 
       const retry = await postOrder(body, key);
@@ -456,7 +456,7 @@ describe('POST /orders', () => {
     expect(second.headers.get('idempotent-replayed')).toBeNull();
     expect(second.json.id).not.toBe(first.json.id);
     expect((await ordersOf(body.customerId)).map((o) => o.id).sort()).toEqual([first.json.id, second.json.id].sort());
-    expect(await keyRow(clientA.id, key)).toMatchObject({ order_id: second.json.id, state: 'completed' });
+    expect(await keyRow(clientA.id, key)).toMatchObject({ resource_id: second.json.id, state: 'completed' });
 
     const doomed = [uniqueId('purge'), uniqueId('purge')];
     for (const k of doomed) expect((await postOrder(await stockedBody(), k)).status).toBe(201);
@@ -492,11 +492,11 @@ describe('client isolation', () => {
         [b.json.id, clientB.id],
       ].sort(),
     );
-    const keys = await ctx.db.query('SELECT client_id, order_id FROM idempotency_keys WHERE key = $1 ORDER BY client_id', [key]);
+    const keys = await ctx.db.query('SELECT client_id, resource_id FROM idempotency_keys WHERE key = $1 ORDER BY client_id', [key]);
     expect(keys.rows).toEqual(
       [
-        { client_id: clientA.id, order_id: a.json.id },
-        { client_id: clientB.id, order_id: b.json.id },
+        { client_id: clientA.id, resource_id: a.json.id },
+        { client_id: clientB.id, resource_id: b.json.id },
       ].sort((x, y) => (x.client_id < y.client_id ? -1 : 1)),
     );
   });
@@ -729,13 +729,13 @@ describe('the saga state in answers matches the workflow', () => {
       const row = await keyRow(clientA.id, key);
       return row?.state === 'in_flight' ? row : undefined;
     }, 'the request to claim its key');
-    await untilOrder(held.order_id, (o) => o.saga.currentStep === Step.chargePayment, 'the saga to be charging');
-    await ctx.client.workflow.getHandle(`order-${held.order_id}`).terminate('operator stopped it');
+    await untilOrder(held.resource_id, (o) => o.saga.currentStep === Step.chargePayment, 'the saga to be charging');
+    await ctx.client.workflow.getHandle(`order-${held.resource_id}`).terminate('operator stopped it');
 
     const res = await first;
 
     expect(res.status).toBe(201);
-    expect(res.json.id).toBe(held.order_id);
+    expect(res.json.id).toBe(held.resource_id);
     expect(res.json.saga.status).not.toBe('running');
     expect(await keyRow(clientA.id, key)).toMatchObject({ state: 'completed', response_body: res.text });
   });

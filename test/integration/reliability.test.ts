@@ -178,7 +178,7 @@ async function abandonedOrder(b: CreateOrderRequest): Promise<string> {
   const orderId = `ord_dead${randomBytes(6).toString('hex')}`;
   await inTransaction(ctx.db, async (tx) => {
     await tx.query(
-      `INSERT INTO idempotency_keys (client_id, key, fingerprint, order_id, state, locked_until, expires_at)
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, resource_id, state, locked_until, expires_at)
        VALUES ($1, $2, $3, $4, 'in_flight', now() + interval '10 seconds', now() + interval '1 day')`,
       [client.id, uniqueId('key'), fingerprint(b), orderId],
     );

@@ -1,0 +1,105 @@
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import { inTransaction, type Db } from '../db/pool';
+import { claimKey, completeKey, releaseLease } from '../edge/keys';
+import { fingerprint } from '../ledger/fingerprint';
+import { findOrder, insertOrder, markSagaStarted, toOrderInput } from '../orders/repository';
+import { startOrderSaga } from '../orders/start';
+import { orderWorkflowId } from '../../workflows/ids';
+import type { CreateOrderRequest } from './schemas';
+import { liveSaga, orderView, sagaFromResult, type SagaView } from './views';
+
+export interface CreateOrderDeps {
+  db: Db;
+  temporal: Client;
+  taskQueue: string;
+  keyTtlMs: number;
+  leaseMs: number;
+  searchAttributes?: boolean;
+}
+
+export interface CreateOrderCommand {
+  clientId: string;
+  idempotencyKey: string;
+  /** The body as sent (fingerprinted) and as validated. */
+  raw: unknown;
+  order: CreateOrderRequest;
+  /** How long to wait for the saga to end before answering (0: answer at once). */
+  waitMs: number;
+}
+
+/** What the request comes to; the caller turns it into its protocol's answer. */
+export type CreateOrderOutcome =
+  | { kind: 'answer'; orderId: string; status: number; body: string; replayed: boolean; healed: boolean }
+  | { kind: 'key-reused' }
+  | { kind: 'in-flight'; retryAfterSeconds: number }
+  | { kind: 'unavailable'; message: string };
+
+/**
+ * Creates an order and starts its saga, exactly once per client and key: the
+ * key record and the order commit in one transaction, the saga starts under
+ * the order's deterministic workflow ID, and the answer is stored so that any
+ * retry gets the same bytes. A request that died after its commit is finished
+ * by the next retry (or by the recovery job).
+ */
+export async function createOrder(deps: CreateOrderDeps, cmd: CreateOrderCommand): Promise<CreateOrderOutcome> {
+  const { db, temporal } = deps;
+  const claim = await inTransaction(db, async (tx) => {
+    const c = await claimKey(tx, {
+      clientId: cmd.clientId,
+      key: cmd.idempotencyKey,
+      fingerprint: fingerprint(cmd.raw),
+      newResourceId: `ord_${randomBytes(10).toString('hex')}`,
+      ttlMs: deps.keyTtlMs,
+      leaseMs: deps.leaseMs + cmd.waitMs,
+    });
+    if (c.kind === 'new') {
+      const owner = { clientId: cmd.clientId, workflowId: orderWorkflowId(c.resourceId) };
+      if (!(await insertOrder(tx, { ...cmd.order, orderId: c.resourceId }, owner))) {
+        throw new Error(`fresh order ID ${c.resourceId} already taken`);
+      }
+    }
+    return c;
+  });
+  switch (claim.kind) {
+    case 'mismatch':
+      return { kind: 'key-reused' };
+    case 'in-flight':
+      return { kind: 'in-flight', retryAfterSeconds: claim.retryAfterSeconds };
+    case 'replay':
+      return { kind: 'answer', orderId: claim.resourceId, status: claim.status, body: claim.body, replayed: true, healed: false };
+  }
+  // New, or healing a request that died after its commit: starting the saga is idempotent either way.
+  const orderId = claim.resourceId;
+  const row = await findOrder(db, orderId);
+  if (!row) throw new Error(`order ${orderId} missing under its idempotency key`);
+  let handle: Awaited<ReturnType<typeof startOrderSaga>>;
+  try {
+    handle = await startOrderSaga(temporal, toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes });
+  } catch (err) {
+    await releaseLease(db, cmd.clientId, cmd.idempotencyKey).catch(() => undefined);
+    return { kind: 'unavailable', message: `could not start the saga: ${(err as Error).message}` };
+  }
+  await markSagaStarted(db, orderId);
+  // The saga is started: whatever happens to it now, the order exists and this key answers 201.
+  const outcome = cmd.waitMs > 0 ? await withTimeout(handle.result(), cmd.waitMs).catch(() => undefined) : undefined;
+  let saga: SagaView;
+  if (outcome) saga = sagaFromResult(outcome);
+  // A healed request's saga may have run for a while (or ended): report what it is, not what we started.
+  else if (cmd.waitMs > 0 || claim.kind === 'heal') saga = await liveSaga(temporal, orderId);
+  else saga = { status: 'running' };
+  const fresh = saga.status === 'running' ? row : ((await findOrder(db, orderId)) ?? row);
+  const body = JSON.stringify(orderView(fresh, saga));
+  await completeKey(db, cmd.clientId, cmd.idempotencyKey, 201, body);
+  return { kind: 'answer', orderId, status: 201, body, replayed: false, healed: claim.kind === 'heal' };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    }),
+  ]);
+}
