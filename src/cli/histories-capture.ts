@@ -3,14 +3,12 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import type { temporal } from '@temporalio/proto';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { startStack } from '../dev/stack';
-import { HISTORIES_DIR, readManifest, writeHistory, writeManifest, type ManifestEntry } from '../replay/fixtures';
-import { scheduledActivities } from '../replay/replay';
+import { captureHistories } from '../replay/capture';
 import { runScenarios } from '../replay/scenarios';
-import { createSagaWorker } from '../../workers/worker';
+import { createSagaWorker, ORDER_HISTORIES_DIR } from '../../workers/worker';
 import { runMain } from './run';
 
 const USAGE = `usage:
@@ -32,7 +30,7 @@ runMain(async () => {
     return 2;
   }
   const label = values.label;
-  const dir = values.out ?? HISTORIES_DIR;
+  const dir = values.out ?? ORDER_HISTORIES_DIR;
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const log = (m: string) => console.log(`[capture] ${m}`);
 
@@ -75,32 +73,9 @@ runMain(async () => {
     };
   }
 
-  const manifest = readManifest(dir);
-  const codeVersion = codeVersionNow();
-  let count = 0;
-  for await (const item of client.workflow.list({ query }).intoHistories()) {
-    const { workflowId } = item;
-    const history = item.history as temporal.api.history.v1.IHistory;
-    const handle = client.workflow.getHandle(workflowId);
-    const d = await handle.describe();
-    const scenario = scenarioOf(workflowId);
-    const file = `${label}-${scenario.replace(/[^A-Za-z0-9_-]+/g, '_')}.json`;
-    writeHistory(dir, file, history);
-    const entry: ManifestEntry = {
-      file,
-      scenario,
-      workflowType: d.type,
-      workflowId,
-      codeVersion,
-      capturedAt: new Date().toISOString(),
-      status: d.status.name,
-      activities: scheduledActivities(history),
-    };
-    manifest.histories = manifest.histories.filter((h) => h.file !== file).concat(entry);
-    count += 1;
-    log(`${file}: ${workflowId} ${d.status.name}`);
-  }
-  writeManifest(manifest, dir);
+  const written = await captureHistories(client, { query, dir, label, scenarioOf, codeVersion: codeVersionNow() });
+  for (const e of written) log(`${e.file}: ${e.workflowId} ${e.status}`);
+  const count = written.length;
   log(`${count} histories written to ${dir}`);
   await stop();
   return count > 0 ? 0 : 1;

@@ -3,6 +3,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../config';
 import { replayFromServer, summaryTable } from '../replay/live';
+import { orderSagaReplayOptions } from '../../workers/worker';
 import { temporalTargetOrExplain } from '../temporal-connect';
 import { runMain } from './run';
 
@@ -26,7 +27,7 @@ runMain(async () => {
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const connection = await Connection.connect(target.connectionOptions);
   try {
-    const outcomes = await replayFromServer(new Client({ connection, namespace: target.namespace }), query, { limit });
+    const outcomes = await replayFromServer(new Client({ connection, namespace: target.namespace }), query, { ...orderSagaReplayOptions(), limit });
     if (outcomes.length === 0) {
       console.log(`no workflows match: ${query}`);
       return 0;

@@ -4,8 +4,6 @@ import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-uti
 import type { temporal } from '@temporalio/proto';
 import type { ReplayCase } from './replay';
 
-export const HISTORIES_DIR = path.resolve(__dirname, '../../test/replay/histories');
-
 export interface ManifestEntry {
   file: string;
   scenario: string;
@@ -24,13 +22,13 @@ export interface Manifest {
   histories: ManifestEntry[];
 }
 
-export function readManifest(dir = HISTORIES_DIR): Manifest {
+export function readManifest(dir: string): Manifest {
   const file = path.join(dir, 'manifest.json');
   if (!fs.existsSync(file)) return { histories: [] };
   return JSON.parse(fs.readFileSync(file, 'utf8')) as Manifest;
 }
 
-export function writeManifest(manifest: Manifest, dir = HISTORIES_DIR): void {
+export function writeManifest(manifest: Manifest, dir: string): void {
   manifest.histories.sort((a, b) => a.file.localeCompare(b.file));
   fs.writeFileSync(path.join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
 }
@@ -41,7 +39,8 @@ export function writeHistory(dir: string, file: string, history: temporal.api.hi
   fs.writeFileSync(path.join(dir, file), `${JSON.stringify(JSON.parse(historyToJSON(history as temporal.api.history.v1.History)), null, 1)}\n`);
 }
 
-export function loadCases(dir = HISTORIES_DIR): (ReplayCase & { entry: ManifestEntry })[] {
+/** Every history the folder's manifest lists, ready for replayAll. */
+export function loadCases(dir: string): (ReplayCase & { entry: ManifestEntry })[] {
   return readManifest(dir).histories.map((entry) => ({
     entry,
     workflowId: entry.workflowId,

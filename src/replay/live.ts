@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { replayAll, type ReplayCase, type ReplayOutcome } from './replay';
+import { replayAll, type ReplayCase, type ReplayOptions, type ReplayOutcome } from './replay';
 
 /**
  * Replays recent histories from a running server against a build: the check a
@@ -9,7 +9,7 @@ import { replayAll, type ReplayCase, type ReplayOutcome } from './replay';
 export async function replayFromServer(
   client: Client,
   query: string,
-  options: { limit?: number; workflowsPath?: string } = {},
+  options: ReplayOptions & { limit?: number },
 ): Promise<ReplayOutcome[]> {
   const limit = options.limit ?? 100;
   const cases: ReplayCase[] = [];
@@ -18,7 +18,7 @@ export async function replayFromServer(
     if (cases.length >= limit) break;
   }
   if (cases.length === 0) return [];
-  return replayAll(cases, { workflowsPath: options.workflowsPath });
+  return replayAll(cases, options);
 }
 
 export function summaryTable(outcomes: ReplayOutcome[]): Record<string, string>[] {

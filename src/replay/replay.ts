@@ -1,10 +1,8 @@
 import { defaultPayloadConverter } from '@temporalio/common';
-import type { WorkflowInfo } from '@temporalio/workflow';
+import type { Sinks, WorkflowInfo } from '@temporalio/workflow';
 import type { temporal } from '@temporalio/proto';
-import { Worker, type ReplayWorkerOptions } from '@temporalio/worker';
+import { Worker, type InjectedSinks, type ReplayWorkerOptions } from '@temporalio/worker';
 import { canonicalJson } from '../ledger/fingerprint';
-import { sagaMetricsSinks } from '../../workers/observability';
-import { WORKFLOWS_PATH } from '../../workers/worker';
 
 type History = temporal.api.history.v1.IHistory;
 
@@ -20,6 +18,13 @@ export type Ending =
   | { kind: 'failed'; message: string }
   | { kind: 'open' }
   | { kind: 'other'; event: string };
+
+export interface ReplayOptions {
+  /** The workflow code to replay against: the module your workers load (workflowsPath). */
+  workflowsPath: string;
+  /** Sinks your workflows call (their calls are not made during replay, but they must exist). */
+  sinks?: InjectedSinks<Sinks>;
+}
 
 export interface ReplayOutcome {
   workflowId: string;
@@ -65,19 +70,16 @@ export function scheduledActivities(history: History): string[] {
  * default) with its real workflow ID, and checks, beyond determinism, that the
  * workflow ends exactly as the history recorded.
  */
-export async function replayAll(
-  cases: ReplayCase[],
-  options: { workflowsPath?: string } = {},
-): Promise<ReplayOutcome[]> {
+export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Promise<ReplayOutcome[]> {
   const endings = new Map<string, Ending>();
   const record = (info: WorkflowInfo, ending: Ending): void => {
     endings.set(`${info.workflowId}/${info.runId}`, ending);
   };
   const workerOptions: ReplayWorkerOptions = {
-    workflowsPath: options.workflowsPath ?? WORKFLOWS_PATH,
+    workflowsPath: options.workflowsPath,
     interceptors: { workflowModules: [PROBE] },
     sinks: {
-      ...sagaMetricsSinks(),
+      ...options.sinks,
       replayProbe: {
         completed: { fn: (info: WorkflowInfo, result: unknown) => record(info, { kind: 'completed', result }), callDuringReplay: true },
         failed: { fn: (info: WorkflowInfo, message: string) => record(info, { kind: 'failed', message }), callDuringReplay: true },

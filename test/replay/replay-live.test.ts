@@ -1,6 +1,6 @@
 import { replayFromServer } from '../../src/replay/live';
 import { startOrderSaga } from '../../src/orders/start';
-import { createSagaWorker, type SagaWorker } from '../../workers/worker';
+import { createSagaWorker, orderSagaReplayOptions, type SagaWorker } from '../../workers/worker';
 import { createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
@@ -41,13 +41,14 @@ async function runSagas(n: number) {
 
 test('recent histories from a running server replay against the current build', async () => {
   const ids = await runSagas(3);
-  const outcomes = await replayFromServer(ctx.client, `TaskQueue = '${taskQueue}'`);
+  const outcomes = await replayFromServer(ctx.client, `TaskQueue = '${taskQueue}'`, orderSagaReplayOptions());
   expect(outcomes.map((o) => o.workflowId).sort()).toEqual([...ids].sort());
   expect(outcomes.every((o) => o.ok && o.endingMatches === true)).toBe(true);
 });
 
 test('the same check fails against an incompatible build', async () => {
   const outcomes = await replayFromServer(ctx.client, `TaskQueue = '${taskQueue}'`, {
+    ...orderSagaReplayOptions(),
     workflowsPath: require.resolve('./fixtures/changed-workflows'),
   });
   expect(outcomes.length).toBeGreaterThan(0);

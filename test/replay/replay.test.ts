@@ -1,5 +1,6 @@
 import { loadCases } from '../../src/replay/fixtures';
 import { describeOutcome, recordedEnding, replayAll, type ReplayOutcome } from '../../src/replay/replay';
+import { ORDER_HISTORIES_DIR, orderSagaReplayOptions } from '../../workers/worker';
 
 /**
  * The replay gate: every committed history must replay against the current
@@ -7,11 +8,11 @@ import { describeOutcome, recordedEnding, replayAll, type ReplayOutcome } from '
  * was recorded (result, steps and compensations), so no change can break sagas
  * already in flight.
  */
-const cases = loadCases();
+const cases = loadCases(ORDER_HISTORIES_DIR);
 let outcomes: Map<string, ReplayOutcome>;
 
 beforeAll(async () => {
-  outcomes = new Map((await replayAll(cases)).map((o) => [o.workflowId, o]));
+  outcomes = new Map((await replayAll(cases, orderSagaReplayOptions())).map((o) => [o.workflowId, o]));
 });
 
 const paths = [
@@ -57,7 +58,7 @@ test.each(cases.map((c) => [`${c.entry.file} (${c.workflowId})`, c] as const))('
 test('the gate can fail: an incompatible workflow change is a determinism violation naming the workflow', async () => {
   const success = cases.find((c) => c.scenario === 'success');
   if (!success) throw new Error('no success history committed');
-  const [outcome] = await replayAll([success], { workflowsPath: require.resolve('./fixtures/changed-workflows') });
+  const [outcome] = await replayAll([success], { ...orderSagaReplayOptions(), workflowsPath: require.resolve('./fixtures/changed-workflows') });
   expect(outcome?.ok).toBe(false);
   expect(outcome?.errorName).toBe('DeterminismViolationError');
   expect(describeOutcome(outcome!)).toContain(success.workflowId);
@@ -73,7 +74,7 @@ test('the gate checks more than determinism: a history whose recorded result was
   const result = JSON.parse(Buffer.from(payload.data!).toString()) as { compensations: unknown[] };
   result.compensations.reverse();
   payload.data = Buffer.from(JSON.stringify(result));
-  const [outcome] = await replayAll([{ ...declined, history: tampered }]);
+  const [outcome] = await replayAll([{ ...declined, history: tampered }], orderSagaReplayOptions());
   expect(outcome?.error).toBeUndefined();
   expect(outcome?.endingMatches).toBe(false);
   expect(outcome?.ok).toBe(false);
