@@ -1,0 +1,489 @@
+import { setMaxListeners } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createApiClient } from '../api/auth';
+import { auditBooks, type AuditReport } from '../orders/audit';
+import { orderWorkflowId } from '../../workflows/ids';
+import { CurrentStepKey } from '../../workflows/search-attributes';
+import { DEFAULT_FAULT_PLAN, FaultInjector, NO_FAULTS, scalePlan, type FaultEvent, type FaultPlan } from './faults';
+import { Rng } from './rng';
+import { ChaosStack, type CrashRecord } from './stack';
+import { driveTraffic, planOrders, type OrderOutcome } from './traffic';
+
+export interface ChaosOptions {
+  /** Orders to send (200). */
+  orders?: number;
+  /** Sagas in flight at once (20). */
+  concurrency?: number;
+  /** Worker processes in the pool, each polling every queue (2). */
+  workers?: number;
+  /** Seeds the order mix, cancel moments and fault choices (a random one is printed otherwise). */
+  seed?: number;
+  /** False: a baseline run with no fault at all. */
+  faults?: boolean;
+  /**
+   * Multiplies every fault interval. 'auto' (the default) scales them to the
+   * expected length of the traffic (orders / rate, against two minutes, between
+   * 0.25 and 1), so a short run still meets every fault.
+   */
+  faultScale?: number | 'auto';
+  /** Overrides parts of the (scaled) fault plan. */
+  faultPlan?: Partial<FaultPlan>;
+  /** Orders started per second at most (2), so faults strike while orders flow. */
+  ratePerSecond?: number;
+  /** Everything, start-up to clean-up, ends by then (15 minutes). */
+  deadlineMs?: number;
+  /** How long to wait after the traffic for every order to leave `pending` (3 minutes). */
+  settleTimeoutMs?: number;
+  /** The call timeout the workers use against the provider and carrier (2500 ms). */
+  providerTimeoutMs?: number;
+  /** Keep the run's logs after it ends (true); the databases are always removed unless keepState. */
+  keepLogs?: boolean;
+  keepState?: boolean;
+  /** A prebuilt workflow bundle to use instead of building one for the run. */
+  workflowBundle?: string;
+  /** Progress lines; silent by default. */
+  log?: (m: string) => void;
+  /** Aborting ends the run early (Ctrl-C): it still cleans up and reports. */
+  signal?: AbortSignal;
+}
+
+export interface StuckOrder {
+  orderId: string;
+  status: string;
+  /** The saga as Temporal has it: RUNNING, COMPLETED, ..., or 'no workflow'. */
+  saga: string;
+  currentStep?: string;
+  kind?: string;
+  idempotencyKey?: string;
+  post?: string;
+  cancel?: string;
+}
+
+export interface ChaosReport {
+  ok: boolean;
+  seed: number;
+  faultsEnabled: boolean;
+  /** The fault plan as run: intervals after scaling. */
+  faultPlan: FaultPlan;
+  /** Orders planned, orders the API answered 201 for, order rows in the database. */
+  /**
+   * Orders planned; the API's 201s; POSTs that never got one (abandoned: the
+   * client sent one and walked away on failure); order rows; rows whose POST
+   * never got its 201 (committed before the request died).
+   */
+  orders: { planned: number; created: number; postGaveUp: number; abandoned: number; inDatabase: number; unanswered: number };
+  byStatus: Record<string, number>;
+  /** Whole run, traffic phase (first POST to last submission) and settle phase, in ms. */
+  durationMs: { total: number; startup: number; traffic: number; settle: number };
+  /** Closed sagas per second, first POST to last close. */
+  sagasPerSecond: number;
+  /** Saga time: the first POST to the order row leaving `pending`. */
+  sagaMs: { p50: number; p95: number; max: number; slowest?: { orderId: string; kind: string; ms: number } };
+  faults: Record<string, number>;
+  faultsSkipped: Record<string, number>;
+  faultEvents: FaultEvent[];
+  /** Processes that died without being killed by the driver, and how. */
+  crashes: CrashRecord[];
+  processNotes: string[];
+  clientRetries: number;
+  duplicatePosts: number;
+  http: Record<string, number>;
+  cancels: Record<string, number>;
+  /** Orders still pending after the wait. */
+  stuck: StuckOrder[];
+  /** Sagas Temporal still runs after the wait. */
+  runningSagas: string[];
+  /** The books audit (src/orders/audit) and what the client saw break. */
+  violations: string[];
+  clientViolations: string[];
+  clientNotes: string[];
+  audit?: AuditReport;
+  auditError?: string;
+  deadlineHit: boolean;
+  aborted: boolean;
+  logDir?: string;
+  runDir: string;
+}
+
+const MINUTE = 60_000;
+
+/**
+ * The project's own fault soak: brings up a whole stack it can kill piece by
+ * piece, drives orders through the real HTTP API while it kills workers,
+ * resets and restarts PostgreSQL, restarts the services and the API, arms
+ * provider faults and kills the Temporal server once; then stops, waits for
+ * every saga to close and audits the books from the rows.
+ */
+export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport> {
+  const t0 = Date.now();
+  const clock = () => Date.now() - t0;
+  const log = options.log ?? (() => undefined);
+  const orders = options.orders ?? 200;
+  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const faultsEnabled = options.faults !== false;
+  const deadlineMs = options.deadlineMs ?? 15 * MINUTE;
+  const deadlineAt = t0 + deadlineMs;
+  const providerTimeoutMs = options.providerTimeoutMs ?? 2_500;
+  const ratePerSecond = options.ratePerSecond ?? 2;
+  const faultScale =
+    options.faultScale === undefined || options.faultScale === 'auto'
+      ? Math.min(1, Math.max(0.25, orders / ratePerSecond / 120))
+      : options.faultScale;
+  const plan: FaultPlan = faultsEnabled
+    ? { ...scalePlan(DEFAULT_FAULT_PLAN, faultScale), ...options.faultPlan }
+    : NO_FAULTS;
+  const rng = new Rng(seed);
+  const orderRng = rng.fork('orders');
+  const clientRng = rng.fork('client');
+  const faultRng = rng.fork('faults');
+
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-chaos-'));
+  // As root the embedded PostgreSQL runs as `postgres`, which must reach its data directory.
+  fs.chmodSync(runDir, 0o755);
+  log(`seed ${seed}; run directory ${runDir} (logs in ${path.join(runDir, 'logs')})`);
+
+  // The run's own abort: Ctrl-C, or the traffic's share of the deadline running out.
+  const trafficAbort = new AbortController();
+  // Every request and pause of twenty concurrent clients listens to it.
+  setMaxListeners(0, trafficAbort.signal);
+  const onUserAbort = () => trafficAbort.abort();
+  options.signal?.addEventListener('abort', onUserAbort, { once: true });
+  // Settling, the audit and the clean-up get the last part of the deadline.
+  const reserveMs = Math.min(3 * MINUTE, Math.max(45_000, deadlineMs * 0.25));
+  let deadlineHit = false;
+  const trafficTimer = setTimeout(() => {
+    deadlineHit = true;
+    trafficAbort.abort();
+  }, Math.max(0, deadlineAt - reserveMs - Date.now()));
+
+  let stack: ChaosStack | undefined;
+  let injector: FaultInjector | undefined;
+  const report: ChaosReport = {
+    ok: false,
+    seed,
+    faultsEnabled,
+    faultPlan: plan,
+    orders: { planned: orders, created: 0, postGaveUp: 0, abandoned: 0, inDatabase: 0, unanswered: 0 },
+    byStatus: {},
+    durationMs: { total: 0, startup: 0, traffic: 0, settle: 0 },
+    sagasPerSecond: 0,
+    sagaMs: { p50: 0, p95: 0, max: 0 },
+    faults: {},
+    faultsSkipped: {},
+    faultEvents: [],
+    crashes: [],
+    processNotes: [],
+    clientRetries: 0,
+    duplicatePosts: 0,
+    http: {},
+    cancels: {},
+    stuck: [],
+    runningSagas: [],
+    violations: [],
+    clientViolations: [],
+    clientNotes: [],
+    deadlineHit: false,
+    aborted: false,
+    runDir,
+  };
+  try {
+    stack = await ChaosStack.start({
+      dir: runDir,
+      workers: options.workers ?? 2,
+      providerTimeoutMs,
+      shutdownGraceMs: 5_000,
+      workflowBundle: options.workflowBundle,
+      log,
+      clock,
+      signal: trafficAbort.signal,
+    });
+    report.durationMs.startup = clock();
+    const { plans, initialStock } = planOrders(orders, orderRng, seed.toString(36));
+    await stack.db.query(
+      `INSERT INTO inventory (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])`,
+      [Object.keys(initialStock), Object.values(initialStock)],
+    );
+    const client = await createApiClient(stack.db, 'chaos');
+    log(`stack up in ${(report.durationMs.startup / 1000).toFixed(1)} s; sending ${orders} orders (${options.concurrency ?? 20} in flight, ${ratePerSecond}/s)${faultsEnabled ? ` under faults (intervals x${faultScale.toFixed(2)})` : ', no faults'}`);
+
+    injector = new FaultInjector(stack, plan, faultRng, providerTimeoutMs, clock, log);
+    const faults = injector;
+    let submittedAll: () => void = () => undefined;
+    const allSubmitted = new Promise<void>((resolve) => (submittedAll = resolve));
+    if (faultsEnabled) faults.start();
+    const trafficStart = Date.now();
+    let lastReported = 0;
+    const trafficRun = driveTraffic({
+      apiUrl: stack.apiUrl,
+      apiKey: client.apiKey,
+      plans,
+      concurrency: options.concurrency ?? 20,
+      ratePerSecond,
+      db: stack.db,
+      orderSettleMs: 60_000,
+      giveUpMs: 90_000,
+      requestTimeoutMs: 20_000,
+      signal: trafficAbort.signal,
+      rng: clientRng,
+      onSubmitted: (fraction) => {
+        faults.progress(fraction);
+        if (fraction - lastReported >= 0.25 || fraction === 1) {
+          lastReported = fraction;
+          log(`${Math.round(fraction * 100)}% of the orders submitted (${(clock() / 1000).toFixed(0)} s)`);
+        }
+        if (fraction >= 1) submittedAll();
+      },
+    });
+    // Faults stop once every order is submitted (or the traffic ends early); then the system heals.
+    await Promise.race([allSubmitted, trafficRun.then(() => undefined, () => undefined)]);
+    const submittedAt = Date.now();
+    report.durationMs.traffic = submittedAt - trafficStart;
+    const userAborted = () => options.signal?.aborted === true;
+    // Bounded: a fault whose restart never succeeds must not hold the run.
+    await withDeadline(faults.stop(), 90_000, 'stopping the faults').catch((e: Error) => report.processNotes.push(e.message));
+    if (!userAborted()) {
+      if (faultsEnabled) log('faults off');
+      await withDeadline(healStack(stack, log), 90_000, 'bringing every part back up').catch((e: Error) =>
+        report.processNotes.push(e.message),
+      );
+    }
+    const { outcomes, stats } = await trafficRun;
+    report.clientRetries = stats.retries;
+    report.duplicatePosts = stats.duplicatePosts;
+    report.http = stats.http;
+    report.clientViolations = stats.violations;
+    report.clientNotes = stats.notes;
+    report.orders.created = outcomes.filter((o) => o.orderId).length;
+    report.orders.postGaveUp = outcomes.filter((o) => !o.orderId && !o.abandoned).length;
+    report.orders.abandoned = stats.abandoned;
+    for (const o of outcomes) if (o.cancel) report.cancels[o.cancel] = (report.cancels[o.cancel] ?? 0) + 1;
+
+    // Settle: every order row leaves `pending` (including orders whose POST never got its 201).
+    const settleStart = Date.now();
+    if (!userAborted()) {
+      log('all orders submitted; waiting for every saga to close');
+      const settleUntil = Math.min(settleStart + (options.settleTimeoutMs ?? 3 * MINUTE), deadlineAt - 30_000);
+      await waitUntilSettled(stack, settleUntil, options.signal);
+      await waitForRunningSagas(stack, Math.min(Date.now() + 15_000, deadlineAt - 30_000), options.signal);
+    }
+    report.durationMs.settle = Date.now() - settleStart;
+
+    await withDeadline(summarize(stack, report, outcomes), 30_000, 'reading the outcome').catch((e: Error) =>
+      report.processNotes.push(e.message),
+    );
+    try {
+      const audit = auditBooks(stack.db, { settled: true, initialStock });
+      report.audit = await withDeadline(audit, userAborted() ? 15_000 : 60_000, 'the books audit');
+      report.violations = report.audit.violations;
+      report.byStatus = report.audit.byStatus;
+    } catch (err) {
+      report.auditError = (err as Error).message;
+    }
+  } finally {
+    clearTimeout(trafficTimer);
+    options.signal?.removeEventListener('abort', onUserAbort);
+    if (injector) {
+      await withDeadline(injector.stop(), 30_000, 'stopping the faults').catch(() => undefined);
+      report.faults = { ...injector.counts };
+      report.faultsSkipped = { ...injector.skipped };
+      report.faultEvents = injector.events;
+    }
+    if (stack) {
+      report.crashes = stack.crashes;
+      report.processNotes = stack.notes;
+      log('stopping the stack');
+      await stack.stop().catch((e: Error) => log(`stopping the stack: ${e.message}`));
+    }
+    report.deadlineHit = deadlineHit;
+    report.aborted = options.signal?.aborted === true;
+    cleanUp(runDir, options, report);
+    report.durationMs.total = Date.now() - t0;
+  }
+  report.ok =
+    !report.auditError &&
+    report.violations.length === 0 &&
+    report.clientViolations.length === 0 &&
+    report.stuck.length === 0 &&
+    report.runningSagas.length === 0 &&
+    !report.aborted &&
+    !report.deadlineHit;
+  return report;
+}
+
+/** After the faults: every server up again, so the sagas can finish. */
+async function healStack(stack: ChaosStack, log: (m: string) => void): Promise<void> {
+  const parts = [stack.postgres, stack.temporal, stack.services, stack.api, stack.pool];
+  const down = parts.filter((p) => !p.running);
+  if (down.length) log(`after the faults, starting again: ${down.map((p) => p.spec.name).join(', ')}`);
+  await Promise.all(down.map((p) => stack.ensureUp(p, 0)));
+}
+
+async function waitUntilSettled(stack: ChaosStack, until: number, signal?: AbortSignal): Promise<void> {
+  let last = -1;
+  while (Date.now() < until && !signal?.aborted) {
+    try {
+      const res = await stack.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM orders WHERE status = 'pending'`);
+      const n = res.rows[0]?.n ?? 0;
+      if (n === 0) return;
+      if (n !== last) stack.opts.log(`${n} orders still pending`);
+      last = n;
+    } catch {
+      // The database may still be coming back.
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function runningSagaIds(stack: ChaosStack): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const wf of stack.temporalClient.workflow.list({ query: `ExecutionStatus = 'Running'` })) {
+    ids.push(wf.workflowId);
+    if (ids.length >= 1000) break;
+  }
+  return ids;
+}
+
+async function waitForRunningSagas(stack: ChaosStack, until: number, signal?: AbortSignal): Promise<void> {
+  while (Date.now() < until && !signal?.aborted) {
+    const ids = await runningSagaIds(stack).catch(() => undefined);
+    if (ids && ids.length === 0) return;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** Saga times, throughput, stuck orders and running sagas, from the rows and from Temporal. */
+async function summarize(stack: ChaosStack, report: ChaosReport, outcomes: OrderOutcome[]): Promise<void> {
+  const rows = await stack.db.query<{ id: string; status: string; updated_at: Date }>(`SELECT id, status, updated_at FROM orders`);
+  report.orders.inDatabase = rows.rowCount ?? 0;
+  const known = new Set(outcomes.flatMap((o) => (o.orderId ? [o.orderId] : [])));
+  report.orders.unanswered = rows.rows.filter((r) => !known.has(r.id)).length;
+  for (const r of rows.rows) report.byStatus[r.status] = (report.byStatus[r.status] ?? 0) + 1;
+  const byId = new Map(outcomes.filter((o) => o.orderId).map((o) => [o.orderId!, o]));
+  const times: { orderId: string; kind: string; ms: number; closedAt: number; firstPostAt: number }[] = [];
+  for (const r of rows.rows) {
+    const o = byId.get(r.id);
+    if (!o || r.status === 'pending') continue;
+    const closedAt = new Date(r.updated_at).getTime();
+    times.push({ orderId: r.id, kind: o.kind, ms: Math.max(0, closedAt - o.firstPostAt), closedAt, firstPostAt: o.firstPostAt });
+  }
+  times.sort((a, b) => a.ms - b.ms);
+  const pct = (p: number) => times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))]?.ms ?? 0;
+  const slowest = times[times.length - 1];
+  report.sagaMs = { p50: pct(50), p95: pct(95), max: slowest?.ms ?? 0, slowest: slowest && { orderId: slowest.orderId, kind: slowest.kind, ms: slowest.ms } };
+  if (times.length) {
+    const span = Math.max(...times.map((t) => t.closedAt)) - Math.min(...times.map((t) => t.firstPostAt));
+    report.sagasPerSecond = span > 0 ? times.length / (span / 1000) : 0;
+  }
+
+  // The API's word on a cancel must be what happened: 202 ends cancelled, 409 does not.
+  for (const r of rows.rows) {
+    const o = byId.get(r.id);
+    if (!o?.cancel || r.status === 'pending') continue;
+    if (o.cancel === '202' && r.status !== 'cancelled') {
+      report.clientViolations.push(`${r.id}: cancel accepted (202, ${o.cancelMoment}) but the order ended ${r.status}`);
+    } else if (o.cancel === '409' && r.status === 'cancelled') {
+      report.clientViolations.push(`${r.id}: cancel refused (409, ${o.cancelMoment}) but the order ended cancelled`);
+    }
+  }
+
+  for (const r of rows.rows.filter((x) => x.status === 'pending').slice(0, 100)) {
+    const o = byId.get(r.id);
+    const stuck: StuckOrder = { orderId: r.id, status: r.status, saga: 'unknown', kind: o?.kind, idempotencyKey: o?.idempotencyKey, post: o?.post, cancel: o?.cancel };
+    try {
+      const d = await stack.temporalClient.workflow.getHandle(orderWorkflowId(r.id)).describe();
+      stuck.saga = d.status.name;
+      stuck.currentStep = d.typedSearchAttributes.get(CurrentStepKey);
+    } catch (err) {
+      stuck.saga = (err as Error).name === 'WorkflowNotFoundError' ? 'no workflow' : `describe failed: ${(err as Error).message}`;
+    }
+    report.stuck.push(stuck);
+  }
+  report.runningSagas = await runningSagaIds(stack).catch((e: Error) => [`(could not list: ${e.message})`]);
+}
+
+function cleanUp(runDir: string, options: ChaosOptions, report: ChaosReport): void {
+  if (options.keepState) {
+    report.logDir = path.join(runDir, 'logs');
+    return;
+  }
+  for (const entry of fs.readdirSync(runDir)) {
+    if (entry === 'logs' && options.keepLogs !== false) continue;
+    fs.rmSync(path.join(runDir, entry), { recursive: true, force: true });
+  }
+  if (options.keepLogs !== false) report.logDir = path.join(runDir, 'logs');
+  else fs.rmSync(runDir, { recursive: true, force: true });
+}
+
+async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no answer within ${Math.round(ms / 1000)} s`)), Math.max(0, ms));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The report as a few lines of text. */
+export function formatReport(r: ChaosReport): string {
+  const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  const kv = (o: Record<string, number>) =>
+    Object.entries(o)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ') || 'none';
+  const lines = [
+    `chaos soak, seed ${r.seed}${r.faultsEnabled ? '' : ' (baseline, no faults)'}: ${r.ok ? 'OK' : 'FAILED'}`,
+    `  orders: ${r.orders.planned} planned, ${r.orders.created} created (201), ${r.orders.abandoned} abandoned by their client after one failed POST, ${r.orders.postGaveUp} given up after retries; ${r.orders.inDatabase} rows (${r.orders.unanswered} without a 201); ${kv(r.byStatus)}`,
+    `  time: ${s(r.durationMs.total)} total (start-up ${s(r.durationMs.startup)}, traffic ${s(r.durationMs.traffic)}, settle ${s(r.durationMs.settle)})`,
+    `  sagas: ${r.sagasPerSecond.toFixed(2)}/s; p50 ${s(r.sagaMs.p50)}, p95 ${s(r.sagaMs.p95)}, slowest ${s(r.sagaMs.max)}${r.sagaMs.slowest ? ` (${r.sagaMs.slowest.orderId}, ${r.sagaMs.slowest.kind})` : ''}`,
+    ...(r.faultsEnabled ? [`  fault plan: ${planLine(r.faultPlan)}`] : []),
+    `  faults: ${kv(r.faults)}`,
+    ...(Object.keys(r.faultsSkipped).length ? [`  faults skipped (nothing to hit, or the target was down): ${kv(r.faultsSkipped)}`] : []),
+    `  client: ${r.clientRetries} retries, ${r.duplicatePosts} duplicate POSTs; cancels ${kv(r.cancels)}`,
+    `  http: ${kv(r.http)}`,
+    `  crashes (died without being killed): ${r.crashes.length}`,
+    ...r.crashes.map(
+      (c) =>
+        `    - ${c.process} pid ${c.pid} at ${s(c.atMs)}: code ${c.code}, signal ${c.signal}, ${c.wasReady ? `after ${s(c.uptimeMs)} up` : 'while starting'}` +
+        (c.headline ? `: ${c.headline}` : c.lastOutput ? `\n        ${lastLines(c.lastOutput, 4).join('\n        ')}` : ''),
+    ),
+    ...r.processNotes.map((n) => `    note: ${n}`),
+    `  stuck orders (still pending): ${r.stuck.length}`,
+    ...r.stuck.slice(0, 20).map((x) => `    - ${x.orderId} (${x.kind ?? 'POST unanswered'}${x.cancel ? `, cancel ${x.cancel}` : ''}): saga ${x.saga}${x.currentStep ? ` at ${x.currentStep}` : ''}`),
+    `  sagas still running: ${r.runningSagas.length}${r.runningSagas.length ? ` (${r.runningSagas.slice(0, 5).join(', ')}${r.runningSagas.length > 5 ? ', ...' : ''})` : ''}`,
+    `  audit violations: ${r.auditError ? `audit failed: ${r.auditError}` : r.violations.length}`,
+    ...r.violations.slice(0, 30).map((v) => `    - ${v}`),
+    ...(r.violations.length > 30 ? [`    ... and ${r.violations.length - 30} more`] : []),
+    ...(r.clientViolations.length ? [`  client-side violations: ${r.clientViolations.length}`, ...r.clientViolations.map((v) => `    - ${v}`)] : []),
+    ...(r.clientNotes.length ? [`  client notes: ${r.clientNotes.length}`, ...r.clientNotes.slice(0, 10).map((v) => `    - ${v}`)] : []),
+    ...(r.deadlineHit ? ['  the deadline cut the traffic short'] : []),
+    ...(r.aborted ? ['  aborted (Ctrl-C)'] : []),
+    ...(r.logDir ? [`  logs: ${r.logDir}`] : []),
+  ];
+  return lines.join('\n');
+}
+
+function planLine(p: FaultPlan): string {
+  const every = (name: string, ms: number) => (ms > 0 ? [`${name} every ${(ms / 1000).toFixed(1)} s`] : []);
+  return [
+    ...every('worker SIGKILL', p.workerKillEveryMs),
+    ...every('worker SIGTERM', p.workerTermEveryMs),
+    ...every('pg_terminate_backend', p.pgTerminateEveryMs),
+    ...every('services restart', p.servicesRestartEveryMs),
+    ...every('API restart', p.apiRestartEveryMs),
+    ...every('provider fault', p.providerFaultEveryMs),
+    ...(p.pgRestartAt !== null ? [`PostgreSQL restart at ${Math.round(p.pgRestartAt * 100)}%`] : []),
+    ...(p.temporalKillAt !== null ? [`Temporal SIGKILL at ${Math.round(p.temporalKillAt * 100)}%`] : []),
+  ].join(', ');
+}
+
+function lastLines(text: string, n: number): string[] {
+  return text.trim().split('\n').slice(-n).map((l) => l.slice(0, 300));
+}

@@ -1,0 +1,439 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, Connection } from '@temporalio/client';
+import { Pool } from 'pg';
+import { migrate } from '../db/migrate';
+import { freePort, waitFor } from '../dev/ports';
+import { findTemporalCli } from '../dev/temporal';
+import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
+import { QUEUE_ROLES } from '../../workflows/queues';
+import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
+
+/** The application name of the driver's own PostgreSQL connections, which the terminator spares. */
+export const CHAOS_APPLICATION_NAME = 'sagaflow-chaos';
+
+const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g');
+const REPO_ROOT = path.resolve(__dirname, '../..');
+const NAMESPACE = 'default';
+const TASK_QUEUE = 'sagaflow';
+
+export interface CrashRecord {
+  /** api, services, pool, temporal, or worker. */
+  process: string;
+  pid: number;
+  code: number | null;
+  signal: string | null;
+  /** False: it died while starting (e.g. its migration met a database that was down). */
+  wasReady: boolean;
+  uptimeMs: number;
+  atMs: number;
+  /** The last lines it wrote, to tell what killed it. */
+  lastOutput?: string;
+  /** The error line among them (`Error: Connection terminated unexpectedly`), if there is one. */
+  headline?: string;
+}
+
+export interface StackOptions {
+  dir: string;
+  workers: number;
+  /** The provider/carrier call timeout the workers use; latency faults go past it. */
+  providerTimeoutMs: number;
+  shutdownGraceMs: number;
+  /** Use this workflow bundle instead of building one into the run's directory. */
+  workflowBundle?: string;
+  log: (m: string) => void;
+  /** Milliseconds since the run began, for crash records. */
+  clock: () => number;
+  /** Aborts the start-up between its steps (Ctrl-C, the deadline). */
+  signal?: AbortSignal;
+}
+
+interface WorkerInfo {
+  pid: number;
+  startedAt: number;
+  ready: boolean;
+}
+
+/**
+ * A whole sagaflow deployment the chaos driver owns and can kill piece by
+ * piece: an embedded PostgreSQL and a Temporal dev server (on a SQLite file)
+ * that it restarts in place, and the services, the API and a worker pool as
+ * child processes. The API, services, pool and Temporal are restarted when they
+ * die on their own (and the death recorded as a crash); the pool restarts its
+ * own workers.
+ */
+export class ChaosStack {
+  readonly logDir: string;
+  readonly pgDataDir: string;
+  readonly temporalDb: string;
+  /** The embedded PostgreSQL, in a process of its own (src/chaos/postgres-process.ts). */
+  postgres!: ManagedProcess;
+  pgPort = 0;
+  databaseUrl = '';
+  temporalAddress = '';
+  apiUrl = '';
+  providerUrl = '';
+  carrierUrl = '';
+  /** The driver's own pool (application_name sagaflow-chaos): never terminated by the faults. */
+  db!: Pool;
+  temporalConnection: Connection | undefined;
+  temporalClient!: Client;
+  temporal!: ManagedProcess;
+  services!: ManagedProcess;
+  api!: ManagedProcess;
+  pool!: ManagedProcess;
+  readonly crashes: CrashRecord[] = [];
+  /** Notes on things that went wrong that are not crashes: a worker that did not drain, a failed restart. */
+  readonly notes: string[] = [];
+  readonly workers = new Map<number, WorkerInfo>();
+  /** Worker pids we signalled, and with what. */
+  private readonly signalled = new Map<number, NodeJS.Signals>();
+  private stopping = false;
+  /** The pool's recent lines that are not routine logs (stack traces, errors): a worker's last words. */
+  private readonly poolTail: string[] = [];
+  private readonly restarting = new Map<ManagedProcess, Promise<void>>();
+  private env: NodeJS.ProcessEnv = {};
+
+  private constructor(readonly opts: StackOptions) {
+    this.logDir = path.join(opts.dir, 'logs');
+    this.pgDataDir = path.join(opts.dir, 'pg');
+    this.temporalDb = path.join(opts.dir, 'temporal', 'temporal.sqlite');
+  }
+
+  static async start(opts: StackOptions): Promise<ChaosStack> {
+    const stack = new ChaosStack(opts);
+    try {
+      await stack.bringUp();
+      return stack;
+    } catch (err) {
+      await stack.stop();
+      throw err;
+    }
+  }
+
+  private async bringUp(): Promise<void> {
+    const { log } = this.opts;
+    const step = () => {
+      if (this.opts.signal?.aborted) throw new Error('start-up aborted (Ctrl-C or the deadline)');
+    };
+    fs.mkdirSync(this.logDir, { recursive: true });
+    fs.mkdirSync(path.dirname(this.temporalDb), { recursive: true });
+
+    this.pgPort = await freePort();
+    log(`PostgreSQL: embedded on 127.0.0.1:${this.pgPort}, data in ${this.pgDataDir}`);
+    let url = '';
+    this.postgres = this.tsProcess('postgres', 'src/chaos/postgres-process.ts', [this.pgDataDir, String(this.pgPort)], /"msg":"postgres ready"/, (line) => {
+      const m = /"msg":"postgres ready","url":"([^"]+)"/.exec(line);
+      if (m?.[1]) url = m[1];
+    });
+    this.postgres.onExit = (info) => this.onExit(this.postgres, info);
+    await this.postgres.start(120_000);
+    this.databaseUrl = url;
+    await migrate(this.databaseUrl);
+    step();
+    this.db = new Pool({ connectionString: this.databaseUrl, application_name: CHAOS_APPLICATION_NAME, max: 4 });
+    this.db.on('error', () => undefined);
+
+    step();
+    const cli = findTemporalCli({ allowBuild: false, log });
+    if (!cli) throw new Error('no Temporal CLI (TEMPORAL_CLI_PATH, PATH or the cache): run `npm run temporal:install` first');
+    const temporalPort = await freePort();
+    this.temporalAddress = `127.0.0.1:${temporalPort}`;
+    const temporalArgs = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(temporalPort),
+      '--namespace', NAMESPACE, '--headless', '--log-level', 'warn', '--db-filename', this.temporalDb];
+    for (const key of SAGA_SEARCH_ATTRIBUTES) temporalArgs.push('--search-attribute', `${key.name}=Keyword`);
+    this.temporal = this.process('temporal', cli.path, temporalArgs, {});
+    this.temporal.onExit = (info) => this.onExit(this.temporal, info);
+    log(`Temporal: dev server ${cli.path} on ${this.temporalAddress}, state in ${this.temporalDb}`);
+    await this.startTemporal();
+    this.temporalConnection = await Connection.connect({ address: this.temporalAddress });
+    this.temporalClient = new Client({ connection: this.temporalConnection, namespace: NAMESPACE });
+
+    step();
+    const bundle = this.opts.workflowBundle ?? (await this.buildBundle());
+    const [apiPort, providerPort, carrierPort] = [await freePort(), await freePort(), await freePort()];
+    this.apiUrl = `http://127.0.0.1:${apiPort}`;
+    this.providerUrl = `http://127.0.0.1:${providerPort}`;
+    this.carrierUrl = `http://127.0.0.1:${carrierPort}`;
+    this.env = childEnv({
+      DATABASE_URL: this.databaseUrl,
+      TEMPORAL_ADDRESS: this.temporalAddress,
+      TEMPORAL_NAMESPACE: NAMESPACE,
+      TEMPORAL_TASK_QUEUE: TASK_QUEUE,
+      PAYMENT_PROVIDER_URL: this.providerUrl,
+      CARRIER_URL: this.carrierUrl,
+      SERVICES_HOST: '127.0.0.1',
+      PAYMENT_PROVIDER_PORT: String(providerPort),
+      CARRIER_PORT: String(carrierPort),
+      API_HOST: '127.0.0.1',
+      API_PORT: String(apiPort),
+      METRICS_HOST: '127.0.0.1',
+      METRICS_PORT: '0',
+      PROVIDER_TIMEOUT_MS: String(this.opts.providerTimeoutMs),
+      SHUTDOWN_GRACE_MS: String(this.opts.shutdownGraceMs),
+      SAGAFLOW_WORKFLOW_BUNDLE: bundle,
+      SAGAFLOW_SEARCH_ATTRIBUTES: 'true',
+      SAGAFLOW_STATE_DIR: path.join(this.opts.dir, 'state'),
+      LOG_LEVEL: 'info',
+    });
+
+    this.services = this.tsProcess('services', 'src/cli/services.ts', [], /"msg":"services listening"/);
+    this.api = this.tsProcess('api', 'src/cli/api.ts', [], /"msg":"api listening"/);
+    const poolArgs = [`workflows=${this.opts.workers}`, '--queues', QUEUE_ROLES.join(',')];
+    this.pool = this.tsProcess('pool', 'workers/pool.ts', poolArgs, /"msg":"pool up"/, (line) => this.onPoolLine(line));
+    for (const p of [this.services, this.api, this.pool]) p.onExit = (info) => this.onExit(p, info);
+
+    step();
+    await this.services.start();
+    log(`services: payment provider ${this.providerUrl}, carrier ${this.carrierUrl}`);
+    step();
+    await Promise.all([this.api.start(), this.pool.start()]);
+    log(`API: ${this.apiUrl}; worker pool: ${this.opts.workers} processes, each polling every queue`);
+    step();
+    for (const until = Date.now() + 90_000; ; ) {
+      step();
+      const ready = [...this.workers.values()].filter((w) => w.ready).length;
+      if (ready >= this.opts.workers) break;
+      if (Date.now() > until) throw new Error(`only ${ready}/${this.opts.workers} workers ready after 90 s; see ${this.pool.spec.logFile}`);
+      await sleep(200);
+    }
+  }
+
+  private async startTemporal(): Promise<void> {
+    await this.temporal.start();
+    await waitFor('Temporal dev server', 60_000, async () => {
+      if (!this.temporal.running) throw new Error('the dev server exited; see temporal.log');
+      const conn = await Connection.connect({ address: this.temporalAddress, connectTimeout: 1000 });
+      try {
+        await conn.workflowService.describeNamespace({ namespace: NAMESPACE });
+      } finally {
+        await conn.close();
+      }
+    });
+  }
+
+  private async buildBundle(): Promise<string> {
+    const out = path.join(this.opts.dir, 'workflow-bundle.js');
+    this.opts.log('building the workflow bundle (workers then start in about half a second)');
+    const builder = this.tsProcess('bundle', 'src/cli/build-bundle.ts', [out], undefined);
+    await builder.start();
+    const exit = await builder.exited();
+    if (exit && exit.code !== 0) throw new Error(`building the workflow bundle failed; see ${builder.spec.logFile}`);
+    return out;
+  }
+
+  private process(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, readyLine?: RegExp, onLine?: (l: string) => void): ManagedProcess {
+    return new ManagedProcess({
+      name,
+      command,
+      args,
+      env: { ...childEnv({}), ...env },
+      cwd: REPO_ROOT,
+      logFile: path.join(this.logDir, `${name}.log`),
+      readyLine,
+      onLine,
+    });
+  }
+
+  private tsProcess(name: string, file: string, args: string[], readyLine: RegExp | undefined, onLine?: (l: string) => void): ManagedProcess {
+    const p = this.process(name, process.execPath, ['-r', 'ts-node/register/transpile-only', path.join(REPO_ROOT, file), ...args], this.env, readyLine, onLine);
+    return p;
+  }
+
+  private onPoolLine(line: string): void {
+    if (!line.startsWith('{') || /"level":"(error|warn)"/.test(line) && !/step attempt failed|Activity failed/.test(line)) {
+      this.poolTail.push(line.replace(ANSI, '').slice(0, 400));
+      if (this.poolTail.length > 40) this.poolTail.shift();
+    }
+    if (!line.startsWith('{')) return;
+    let msg: { component?: string; msg?: string; pid?: number; code?: number | null; signal?: string | null };
+    try {
+      msg = JSON.parse(line) as typeof msg;
+    } catch {
+      return;
+    }
+    const pid = msg.pid;
+    if (typeof pid !== 'number') return;
+    if (msg.component === 'pool' && msg.msg === 'worker started') {
+      this.workers.set(pid, { pid, startedAt: Date.now(), ready: false });
+    } else if (msg.msg === 'worker ready') {
+      const w = this.workers.get(pid);
+      if (w) w.ready = true;
+      else this.workers.set(pid, { pid, startedAt: Date.now(), ready: true });
+    } else if (msg.component === 'pool' && msg.msg === 'worker exited') {
+      const info = this.workers.get(pid);
+      this.workers.delete(pid);
+      const sent = this.signalled.get(pid);
+      this.signalled.delete(pid);
+      const lastWords = this.poolTail.splice(0).join('\n');
+      if (this.stopping) return;
+      if (sent === 'SIGTERM' && msg.code !== 0) {
+        this.notes.push(`worker ${pid} did not drain on SIGTERM: exit code ${msg.code}, signal ${msg.signal} (see pool.log)`);
+      } else if (!sent) {
+        this.crashes.push({
+          process: 'worker',
+          pid,
+          code: msg.code ?? null,
+          signal: msg.signal ?? null,
+          wasReady: info?.ready ?? false,
+          uptimeMs: info ? Date.now() - info.startedAt : 0,
+          atMs: this.opts.clock(),
+          lastOutput: `${lastWords}\n(the pool's recent non-routine output; workers share pool.log)`,
+          headline: crashHeadline(lastWords),
+        });
+      }
+    }
+  }
+
+  /** The api, services, pool and Temporal are restarted when they die on their own. */
+  private onExit(p: ManagedProcess, info: ExitInfo): void {
+    // A dead pool's workers would poll on as orphans next to the new pool's: they go with it.
+    if (p === this.pool) {
+      try {
+        process.kill(-info.pid, 'SIGKILL');
+      } catch {
+        /* none left */
+      }
+      this.workers.clear();
+    }
+    if (info.expected || this.stopping) return;
+    this.crashes.push({
+      process: info.name,
+      pid: info.pid,
+      code: info.code,
+      signal: info.signal,
+      wasReady: info.wasReady,
+      uptimeMs: info.uptimeMs,
+      atMs: this.opts.clock(),
+      lastOutput: tail(p.spec.logFile, 4000),
+    });
+    const last = this.crashes[this.crashes.length - 1]!;
+    last.headline = crashHeadline(last.lastOutput ?? '');
+    this.opts.log(`${info.name} (pid ${info.pid}) died on its own: code ${info.code}, signal ${info.signal}; restarting it`);
+    void this.ensureUp(p, 1000);
+  }
+
+  /** Starts p (after delayMs) until it is ready; one restart loop per process at a time. */
+  ensureUp(p: ManagedProcess, delayMs: number): Promise<void> {
+    const current = this.restarting.get(p);
+    if (current) return current;
+    const loop = (async () => {
+      let delay = delayMs;
+      while (!this.stopping) {
+        await sleep(delay);
+        if (this.stopping || p.running) return;
+        try {
+          if (p === this.temporal) await this.startTemporal();
+          else await p.start(p === this.postgres ? 120_000 : 60_000);
+          return;
+        } catch (err) {
+          this.notes.push(`restarting ${p.spec.name} failed at ${(this.opts.clock() / 1000).toFixed(1)} s: ${(err as Error).message.split('\n')[0]}`);
+          delay = Math.min(Math.max(delay * 2, 500), 8000);
+        }
+      }
+    })().finally(() => this.restarting.delete(p));
+    this.restarting.set(p, loop);
+    return loop;
+  }
+
+  /** Kills p with sig, waits for it to go, pauses, and starts it again. */
+  async killAndRestart(p: ManagedProcess, sig: NodeJS.Signals, pauseMs: number): Promise<boolean> {
+    if (!p.running) return false;
+    const exited = p.exited();
+    if (!p.signal(sig)) return false;
+    const timer = setTimeout(() => p.killGroupNow('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+    await this.ensureUp(p, pauseMs);
+    return true;
+  }
+
+  /** A ready worker up for at least minUptimeMs and not already signalled, or undefined. */
+  pickWorker(pick: <T>(xs: readonly T[]) => T, minUptimeMs: number): number | undefined {
+    const now = Date.now();
+    const candidates = [...this.workers.values()].filter(
+      (w) => w.ready && now - w.startedAt >= minUptimeMs && !this.signalled.has(w.pid) && pidAlive(w.pid),
+    );
+    return candidates.length ? pick(candidates).pid : undefined;
+  }
+
+  signalWorker(pid: number, sig: NodeJS.Signals): boolean {
+    this.signalled.set(pid, sig);
+    try {
+      process.kill(pid, sig);
+      return true;
+    } catch {
+      this.signalled.delete(pid);
+      return false;
+    }
+  }
+
+  /** Terminates every PostgreSQL backend of the application database but the driver's own. */
+  async terminateConnections(): Promise<number> {
+    const res = await this.db.query<{ n: number }>(
+      `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+          AND application_name IS DISTINCT FROM $1`,
+      [CHAOS_APPLICATION_NAME],
+    );
+    return res.rows[0]?.n ?? 0;
+  }
+
+  /** A fast shutdown of PostgreSQL, a pause, and a start on the same data directory and port. */
+  async restartPostgres(pauseMs: number): Promise<boolean> {
+    if (!this.postgres.running) return false;
+    await this.postgres.stop(30_000);
+    await this.ensureUp(this.postgres, pauseMs);
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const procs = [this.pool, this.api, this.services].filter((p): p is ManagedProcess => p !== undefined);
+    await Promise.all(procs.map((p) => p.stop(p === this.pool ? this.opts.shutdownGraceMs + 5000 : 5000).catch(() => undefined)));
+    await this.temporalConnection?.close().catch(() => undefined);
+    await this.temporal?.stop(5000).catch(() => undefined);
+    await this.db?.end().catch(() => undefined);
+    await this.postgres?.stop(30_000).catch(() => undefined);
+  }
+}
+
+/**
+ * The environment of a child: the driver's own, minus every sagaflow and
+ * Temporal setting it may carry (a test run's DATABASE_URL, a developer's
+ * TEMPORAL_ADDRESS or tracing endpoint), plus the stack's.
+ */
+function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  const foreign = /^(TEMPORAL_|SAGAFLOW_|OTEL_|DATABASE_URL$|PAYMENT_PROVIDER_|CARRIER_|API_|SERVICES_HOST$|METRICS_|PROVIDER_TIMEOUT_MS$|SHUTDOWN_GRACE_MS$|PAYMENTS_PER_SECOND$|IDEMPOTENCY_KEY_TTL_HOURS$|LOG_LEVEL$)/;
+  for (const [k, v] of Object.entries(process.env)) if (!foreign.test(k)) env[k] = v;
+  return { ...env, ...vars };
+}
+
+/** The last line that names an error: `error: terminating connection...`, `TypeError: ...`, `Uncaught ...`. */
+export function crashHeadline(output: string): string | undefined {
+  const lines = output.split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i]!.trim();
+    if (/^([A-Za-z]*Error|error)(\s\[[^\]]*\])?:\s|^Uncaught|^Unhandled|unhandledRejection/.test(line)) return line.slice(0, 300);
+  }
+  return undefined;
+}
+
+function tail(file: string, bytes: number): string | undefined {
+  try {
+    const size = fs.statSync(file).size;
+    const fd = fs.openSync(file, 'r');
+    try {
+      const len = Math.min(bytes, size);
+      const buf = Buffer.alloc(len);
+      fs.readSync(fd, buf, 0, len, size - len);
+      return buf.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+}
