@@ -34,3 +34,25 @@ export function temporalTargetOrExplain(env: NodeJS.ProcessEnv = process.env): T
     throw new ConfigError([{ variable: 'TEMPORAL_ADDRESS', message: (err as Error).message }]);
   }
 }
+
+/**
+ * Connects, waiting for a Temporal that is down or restarting instead of exiting:
+ * a worker or API started before the server (or during its restart) comes up
+ * with it. Retries with backoff (0.5 s doubling to 5 s), telling `log` each
+ * time, until it connects or `signal` aborts.
+ */
+export async function connectPatiently<C>(
+  connect: () => Promise<C>,
+  opts: { log: (line: Record<string, unknown>) => void; signal?: AbortSignal },
+): Promise<C> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await connect();
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      const delayMs = Math.min(5000, 500 * 2 ** Math.min(attempt - 1, 4));
+      opts.log({ msg: 'Temporal unreachable; retrying', attempt, delayMs, error: (err as Error).message });
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}

@@ -5,7 +5,7 @@ import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
-import { temporalTargetOrExplain } from '../src/temporal-connect';
+import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from '../src/cli/run';
 import { prebuiltBundle } from './bundle';
 import { workerOptions } from './options';
@@ -46,7 +46,9 @@ runMain(async () => {
   });
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const target = temporalTargetOrExplain();
-  const connection = await NativeConnection.connect(target.connectionOptions);
+  const connection = await connectPatiently(() => NativeConnection.connect(target.connectionOptions), {
+    log: (line) => console.log(JSON.stringify(line)),
+  });
   // The tracing plugin adds workflow interceptors, which only a bundle built at start can contain.
   const bundle = tracing
     ? undefined

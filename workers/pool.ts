@@ -49,8 +49,10 @@ runMain(async () => {
       log({ msg: 'worker exited', role: slot.role, index: slot.index, pid: child.pid, code, signal });
       slot.child = undefined;
       if (stopping) return;
-      // A worker that keeps dying at once backs off, up to 30 s between tries.
-      slot.restarts = Date.now() - slot.startedAt < 10_000 ? slot.restarts + 1 : 0;
+      // A worker that keeps failing at once backs off, up to 30 s between tries. One killed from
+      // outside (a signal, or a graceful stop) is restarted at once: it was not failing.
+      const failedFast = signal === null && code !== 0 && Date.now() - slot.startedAt < 10_000;
+      slot.restarts = failedFast ? slot.restarts + 1 : 0;
       const delay = Math.min(30_000, 500 * 2 ** slot.restarts);
       setTimeout(() => !stopping && start(slot), delay);
     });

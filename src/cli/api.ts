@@ -5,7 +5,7 @@ import { startTracing } from '../observability/tracing';
 import { ConfigError, loadConfig } from '../config';
 import { migrate } from '../db/migrate';
 import { createPool } from '../db/pool';
-import { temporalTargetOrExplain } from '../temporal-connect';
+import { connectPatiently, temporalTargetOrExplain } from '../temporal-connect';
 import { runMain } from './run';
 
 /** The HTTP API process. Needs DATABASE_URL and TEMPORAL_ADDRESS (`npm run stack` prints both). */
@@ -16,7 +16,9 @@ runMain(async () => {
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTargetOrExplain();
-  const connection = await Connection.connect(target.connectionOptions);
+  const connection = await connectPatiently(() => Connection.connect(target.connectionOptions), {
+    log: (line) => console.log(JSON.stringify(line)),
+  });
   const api = await startApi({
     db,
     temporal: new Client({ connection, namespace: target.namespace, plugins: tracing ? [tracing.plugin] : [] }),

@@ -1,3 +1,5 @@
+import net from 'node:net';
+import { freePort } from '../../src/dev/ports';
 import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder } from '../../src/orders/audit';
 import { statusQuery } from '../../workflows/order-saga';
@@ -113,3 +115,47 @@ test('SIGKILL: the dead worker\'s steps move on after their timeouts; nothing is
   expect(await victim.exited).toBeNull();
   await expectEachStepAppliedOnce(run);
 });
+
+test('a worker started while Temporal is unreachable waits for it, then serves sagas', async () => {
+  // Temporal is reached through a port that refuses connections until a relay opens on it.
+  const port = await freePort();
+  const [host, realPort] = process.env.TEMPORAL_ADDRESS!.split(':') as [string, string];
+  const taskQueue = uniqueId('late-temporal');
+  const w = spawnWorker({
+    DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
+    TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+    PAYMENT_PROVIDER_URL: ctx.payment.url,
+    CARRIER_URL: ctx.carrier.url,
+    TEMPORAL_TASK_QUEUE: taskQueue,
+  });
+  spawned.push(w);
+  await eventuallyTrue(() => w.output().includes('Temporal unreachable; retrying'), 'the worker to report the refused connection');
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(w.child.exitCode).toBeNull();
+
+  const relay = net.createServer((inbound) => {
+    const outbound = net.connect(Number(realPort), host);
+    inbound.pipe(outbound).pipe(inbound);
+    inbound.on('error', () => outbound.destroy());
+    outbound.on('error', () => inbound.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(port, '127.0.0.1', resolve));
+  try {
+    await w.ready;
+    const { orders, handles } = await startSagas(taskQueue, 1);
+    expect((await handles[0]!.result()).status).toBe('completed');
+    expect((await reconcileOrder(ctx.db, orders[0]!.orderId)).problems).toEqual([]);
+  } finally {
+    w.child.kill('SIGKILL');
+    await w.exited;
+    relay.close();
+  }
+});
+
+async function eventuallyTrue(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
