@@ -17,6 +17,9 @@ COPY src ./src
 COPY workflows ./workflows
 COPY activities ./activities
 COPY workers ./workers
+COPY bin ./bin
+# The simulated payment provider and carrier (the compose file's `services`).
+COPY dev ./dev
 
 # Bundle the workflow code now, so a worker starts without running webpack.
 # `npm run build:bundle` writes dist/workflow-bundle.js (workers/bundle.ts).
@@ -29,4 +32,4 @@ USER node
 # The API's port; workers serve /metrics on 9464.
 EXPOSE 8080 9464
 
-CMD ["node", "-r", "ts-node/register/transpile-only", "src/cli/api.ts"]
+CMD ["node", "-r", "ts-node/register/transpile-only", "bin/api.ts"]

@@ -8,6 +8,39 @@ const nodeBuiltins = [
   'util', 'v8', 'vm', 'worker_threads', 'zlib',
 ];
 
+const DEV_FENCE = { group: ['**/dev', '**/dev/**'], message: 'Production code must not import dev/ (the dev stack and fakes).' };
+const ORDER_DOMAIN_FENCE = {
+  group: ['**/order/**', '**/order-saga', '**/workflows/index', '**/orders/**', '**/src/orders/**', '**/src/api/**', '**/activities', '**/activities/**', '**/workers/**', '**/bin/**'],
+  message: 'The generic toolkit must not import the order domain.',
+};
+/** Entry points that run in production; the others (demo, stack, services, chaos, ...) are dev tools. */
+const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts', 'bin/run.ts'];
+
+/** Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment. */
+const workflowImports = (...extra) => [
+  'error',
+  {
+    paths: [
+      ...nodeBuiltins.flatMap((m) => [
+        { name: m, message: 'Node built-ins are not allowed in workflow code.' },
+        { name: `node:${m}`, message: 'Node built-ins are not allowed in workflow code.' },
+      ]),
+      { name: 'pg', message: 'Workflows must not touch the database; use an activity.' },
+    ],
+    patterns: [
+      { group: ['pg', 'pg/*'], message: 'Workflows must not touch the database; use an activity.' },
+      { group: ['node:*'], message: 'Node built-ins are not allowed in workflow code.' },
+      {
+        group: ['**/src/**', '**/activities', '**/activities/**'],
+        allowTypeImports: true,
+        message: 'Workflow code may import only types from outside workflows/.',
+      },
+      DEV_FENCE,
+      ...extra,
+    ],
+  },
+];
+
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js'] },
   js.configs.recommended,
@@ -29,30 +62,21 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
   {
+    // Production code never imports the dev stack, the simulated provider and carrier, or the soak.
+    files: ['src/**/*.ts', 'activities/**/*.ts', 'workers/**/*.ts', ...PRODUCTION_ENTRY_POINTS],
+    rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE] }] },
+  },
+  {
+    // The toolkit (sagaflow/workflow, /ledger, /edge, /replay) knows no domain: a second saga
+    // can use it exactly as the order saga does.
+    files: ['src/ledger/**/*.ts', 'src/edge/**/*.ts', 'src/replay/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE, ORDER_DOMAIN_FENCE] }] },
+  },
+  {
     // Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment.
     files: ['workflows/**/*.ts', 'test/fixtures/**/workflows.ts'],
     rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          paths: [
-            ...nodeBuiltins.flatMap((m) => [
-              { name: m, message: 'Node built-ins are not allowed in workflow code.' },
-              { name: `node:${m}`, message: 'Node built-ins are not allowed in workflow code.' },
-            ]),
-            { name: 'pg', message: 'Workflows must not touch the database; use an activity.' },
-          ],
-          patterns: [
-            { group: ['pg', 'pg/*'], message: 'Workflows must not touch the database; use an activity.' },
-            { group: ['node:*'], message: 'Node built-ins are not allowed in workflow code.' },
-            {
-              group: ['**/src/**', '**/activities', '**/activities/**'],
-              allowTypeImports: true,
-              message: 'Workflow code may import only types from outside workflows/.',
-            },
-          ],
-        },
-      ],
+      'no-restricted-imports': workflowImports(),
       'no-restricted-properties': [
         'error',
         { object: 'process', property: 'env', message: 'Workflows are deterministic: pass configuration as input.' },
@@ -64,5 +88,9 @@ export default tseslint.config(
         { name: 'setInterval', message: 'Use sleep() from @temporalio/workflow.' },
       ],
     },
+  },
+  {
+    files: ['workflows/saga/**/*.ts'],
+    rules: { 'no-restricted-imports': workflowImports(ORDER_DOMAIN_FENCE) },
   },
 );

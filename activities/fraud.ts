@@ -1,8 +1,8 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { createLedger } from '../src/ledger/ledger';
-import { FailureType } from '../workflows/failures';
-import { Step } from '../workflows/steps';
-import type { Money, StepInput, UndoInput } from '../workflows/types';
+import { FailureType } from '../workflows/order/failures';
+import { Step } from '../workflows/order/steps';
+import type { Money, StepInput, UndoInput } from '../workflows/order/types';
 import type { ActivityDeps } from './deps';
 
 /** Orders above this many minor units are held for review rather than charged. */

@@ -1,8 +1,8 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { createLedger } from '../src/ledger/ledger';
-import { FailureType } from '../workflows/failures';
-import { Step } from '../workflows/steps';
-import type { OrderItem, StepInput, UndoInput } from '../workflows/types';
+import { FailureType } from '../workflows/order/failures';
+import { Step } from '../workflows/order/steps';
+import type { OrderItem, StepInput, UndoInput } from '../workflows/order/types';
 import type { ActivityDeps } from './deps';
 
 export function createInventoryActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {

@@ -2,10 +2,10 @@ import { ApplicationFailure } from '@temporalio/common';
 import { createLedger } from '../src/ledger/ledger';
 import { insertOrder, orderMatches } from '../src/orders/repository';
 import { storableText } from '../src/text';
-import { FailureType } from '../workflows/failures';
+import { FailureType } from '../workflows/order/failures';
 import { parseStepKey } from '../workflows/saga/keys';
-import { Step } from '../workflows/steps';
-import type { OrderInput, StepInput, UndoInput } from '../workflows/types';
+import { Step } from '../workflows/order/steps';
+import type { OrderInput, StepInput, UndoInput } from '../workflows/order/types';
 import type { ActivityDeps } from './deps';
 
 export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {

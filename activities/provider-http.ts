@@ -2,7 +2,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { LedgerFailure } from '../src/ledger/ledger';
 import { inSpan, SpanKind, traceHeaders } from '../src/observability/tracing';
-import { FailureType } from '../workflows/failures';
+import { FailureType } from '../workflows/order/failures';
 
 export interface HttpAnswer<T = unknown> {
   status: number;

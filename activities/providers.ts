@@ -1,6 +1,6 @@
 import type { CallOutcome } from '../src/ledger/ledger';
-import { FailureType } from '../workflows/failures';
-import type { Address, Money, OrderItem } from '../workflows/types';
+import { FailureType } from '../workflows/order/failures';
+import type { Address, Money, OrderItem } from '../workflows/order/types';
 import { callService } from './provider-http';
 
 export interface ProviderDeps {

@@ -1,6 +1,6 @@
 import { createLedger } from '../src/ledger/ledger';
-import { Step } from '../workflows/steps';
-import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/types';
+import { Step } from '../workflows/order/steps';
+import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/order/types';
 import type { ActivityDeps } from './deps';
 import { carrierClient } from './providers';
 

@@ -1,7 +1,7 @@
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import type { SagaMetrics } from '../src/observability/metrics';
 import { describeFailure } from '../workflows/saga/failures';
-import type { SagaMetricsSinks } from '../workflows/metrics-sinks';
+import type { SagaMetricsSinks } from '../workflows/order/metrics-sinks';
 
 /**
  * Times every activity attempt into sagaflow_step_duration_seconds and logs one

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { Config } from '../src/config';
-import { QUEUE_ROLES, type QueueRole } from '../workflows/queues';
+import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 
 export interface WorkerProcessOptions {
   queues: QueueRole[];

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { NativeConnection, Worker, type State, type WorkerOptions, type WorkerPlugin } from '@temporalio/worker';
 import { activitiesBySystem, type ActivityDeps } from '../activities';
 import type { SagaMetrics } from '../src/observability/metrics';
-import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/queues';
+import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/order/queues';
 import type { ReplayOptions } from '../src/replay/replay';
 import { sagaMetricsSinks, stepObserver } from './observability';
 

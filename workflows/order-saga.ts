@@ -8,13 +8,13 @@ import {
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
-import type { SagaMetricsSinks } from './metrics-sinks';
-import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './search-attributes';
+import type { SagaMetricsSinks } from './order/metrics-sinks';
+import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attributes';
 import type { SagaActivities } from '../activities';
 import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from './saga';
-import { queueName, type ActivitySystem } from './queues';
-import { Step } from './steps';
-import type { OrderInput, OrderSagaResult } from './types';
+import { queueName, type ActivitySystem } from './order/queues';
+import { Step } from './order/steps';
+import type { OrderInput, OrderSagaResult } from './order/types';
 
 export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';

@@ -5,7 +5,7 @@ import { claimKey, completeKey, releaseLease } from '../edge/keys';
 import { fingerprint } from '../ledger/fingerprint';
 import { findOrder, insertOrder, markSagaStarted, toOrderInput } from '../orders/repository';
 import { startOrderSaga } from '../orders/start';
-import { orderWorkflowId } from '../../workflows/ids';
+import { orderWorkflowId } from '../../workflows/order/ids';
 import type { CreateOrderRequest } from './schemas';
 import { liveSaga, orderView, sagaFromResult, type SagaView } from './views';
 

@@ -6,7 +6,7 @@ import { isConnectionError, isPermanentDataError, type Db } from '../db/pool';
 import { HttpError, matchPath, readJson } from '../http';
 import { findOrder, type OrderRow } from '../orders/repository';
 import { recoverAbandonedOrders } from '../orders/recovery';
-import { orderWorkflowId } from '../../workflows/ids';
+import { orderWorkflowId } from '../../workflows/order/ids';
 import { SagaMetrics } from '../observability/metrics';
 import { inSpan, SpanKind } from '../observability/tracing';
 import { authenticate } from './auth';

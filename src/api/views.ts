@@ -1,8 +1,8 @@
 import type { Client } from '@temporalio/client';
 import type { OrderRow } from '../orders/repository';
 import { statusQuery } from '../../workflows/order-saga';
-import { orderWorkflowId } from '../../workflows/ids';
-import type { OrderSagaResult } from '../../workflows/types';
+import { orderWorkflowId } from '../../workflows/order/ids';
+import type { OrderSagaResult } from '../../workflows/order/types';
 import type { OrderView } from './schemas';
 
 export type SagaView = Omit<OrderView['saga'], 'workflowId'>;

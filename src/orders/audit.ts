@@ -1,7 +1,7 @@
 import type { Db, Tx } from '../db/pool';
 import { inTransaction } from '../db/pool';
-import { orderWorkflowId } from '../../workflows/ids';
-import { Step } from '../../workflows/steps';
+import { orderWorkflowId } from '../../workflows/order/ids';
+import { Step } from '../../workflows/order/steps';
 
 /**
  * The books audit: checks from the rows of every system (orders, stock, the

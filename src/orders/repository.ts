@@ -1,5 +1,5 @@
 import type { Db, Tx } from '../db/pool';
-import type { OrderInput } from '../../workflows/types';
+import type { OrderInput } from '../../workflows/order/types';
 
 export interface OrderRow {
   id: string;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { OrderInput } from '../../workflows/types';
+import type { OrderInput } from '../../workflows/order/types';
 import { hasControlCharacters, hasLoneSurrogate } from '../text';
 
 /** Currencies the payment provider settles; amounts are integer minor units. */

@@ -1,8 +1,8 @@
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { orderSaga } from '../../workflows/order-saga';
-import { orderWorkflowId } from '../../workflows/ids';
+import { orderWorkflowId } from '../../workflows/order/ids';
 import { parseOrderInput } from './schema';
-import { OrderIdKey, SagaStatusKey } from '../../workflows/search-attributes';
+import { OrderIdKey, SagaStatusKey } from '../../workflows/order/search-attributes';
 
 /**
  * Starts the saga for an order, or returns the one that already exists: the

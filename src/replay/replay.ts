@@ -40,7 +40,7 @@ export interface ReplayOutcome {
   endingMatches: boolean | null;
 }
 
-const PROBE = require.resolve('../../workflows/replay-probe');
+const PROBE = require.resolve('../../workflows/saga/replay-probe');
 
 /** How the history says the workflow ended, read from its last event. */
 export function recordedEnding(history: History): Ending {

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
-import { formatReport, runChaos, type ChaosReport } from '../../src/chaos/soak';
+import { formatReport, runChaos, type ChaosReport } from '../../dev/chaos/soak';
 
 /**
- * A small fault soak (src/chaos/soak.ts) on a stack of its own: 40 orders
+ * A small fault soak (dev/chaos/soak.ts) on a stack of its own: 40 orders
  * through the HTTP API while workers are killed and terminated, PostgreSQL
  * connections reset and the server restarted, the services and the API killed
  * and restarted, provider faults armed, and the Temporal server killed once.

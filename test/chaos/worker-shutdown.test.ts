@@ -1,10 +1,10 @@
 import net from 'node:net';
-import { freePort } from '../../src/dev/ports';
+import { freePort } from '../../src/ports';
 import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder } from '../../src/orders/audit';
 import { statusQuery } from '../../workflows/order-saga';
-import { Step } from '../../workflows/steps';
-import type { OrderInput } from '../../workflows/types';
+import { Step } from '../../workflows/order/steps';
+import type { OrderInput } from '../../workflows/order/types';
 import { addFault, createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { spawnWorker, urlWithSchema, type WorkerProcess } from '../helpers/worker-process';
 

@@ -4,9 +4,9 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import { migrate } from '../../src/db/migrate';
 import { createPool, quoteIdent, type Db } from '../../src/db/pool';
-import { startCarrier } from '../../src/services/carrier';
-import { startPaymentProvider } from '../../src/services/payment-provider';
-import type { RunningService } from '../../src/services/http';
+import { startCarrier } from '../../dev/services/carrier';
+import { startPaymentProvider } from '../../dev/services/payment-provider';
+import type { RunningService } from '../../dev/services/http';
 import type { ActivityDeps } from '../../activities';
 
 export const databaseUrl = (): string => {
@@ -115,7 +115,7 @@ export async function createTestContext(label: string): Promise<TestContext> {
   };
 }
 
-export { addFault } from '../../src/services/clients';
+export { addFault } from '../../dev/services/clients';
 
 export async function seedInventory(db: Db, stock: Record<string, number>): Promise<void> {
   await db.query(

@@ -2,9 +2,9 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { loadConfig } from '../../src/config';
-import { startEmbeddedPostgres, type RunningPostgres } from '../../src/dev/postgres';
-import { startTemporalDevServer, type TemporalServer } from '../../src/dev/temporal';
-import { freePort } from '../../src/dev/ports';
+import { startEmbeddedPostgres, type RunningPostgres } from '../../dev/postgres';
+import { startTemporalDevServer, type TemporalServer } from '../../dev/temporal';
+import { freePort } from '../../src/ports';
 
 /**
  * Brings up the real stack once for the whole run: PostgreSQL (DATABASE_URL, or

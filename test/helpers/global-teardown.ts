@@ -1,6 +1,6 @@
 import fs from 'node:fs';
-import type { RunningPostgres } from '../../src/dev/postgres';
-import type { TemporalServer } from '../../src/dev/temporal';
+import type { RunningPostgres } from '../../dev/postgres';
+import type { TemporalServer } from '../../dev/temporal';
 
 export default async function globalTeardown(): Promise<void> {
   const handles = (globalThis as Record<string, unknown>).__sagaflowStack as

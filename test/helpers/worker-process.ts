@@ -38,9 +38,9 @@ export function spawnNode(entry: string, env: Record<string, string>, readyMarke
   return { child, ready, exited, output: () => out };
 }
 
-/** A real worker process (workers/main.ts). */
+/** A real worker process (bin/worker.ts). */
 export function spawnWorker(env: Record<string, string>, args: string[] = []): WorkerProcess {
-  const p = spawnNode('workers/main.ts', env, '"msg":"worker ready"', args);
+  const p = spawnNode('bin/worker.ts', env, '"msg":"worker ready"', args);
   return { ...p, metricsUrl: () => /"metrics":"([^"]+)"/.exec(p.output())?.[1] };
 }
 

@@ -7,9 +7,9 @@ import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import { reconcileOrder } from '../../src/orders/audit';
 import { LedgerFailure } from '../../src/ledger/ledger';
-import { FailureType } from '../../workflows/failures';
-import { Step } from '../../workflows/steps';
-import type { Address, Money, OrderInput, OrderItem } from '../../workflows/types';
+import { FailureType } from '../../workflows/order/failures';
+import { Step } from '../../workflows/order/steps';
+import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;

@@ -9,11 +9,11 @@ import { createOrderRequest, type CreateOrderRequest } from '../../src/api/schem
 import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
-import { orderWorkflowId } from '../../workflows/ids';
+import { orderWorkflowId } from '../../workflows/order/ids';
 import { reconcileOrder } from '../../src/orders/audit';
 import { startOrderSaga } from '../../src/orders/start';
-import { Step } from '../../workflows/steps';
-import type { OrderSagaResult } from '../../workflows/types';
+import { Step } from '../../workflows/order/steps';
+import type { OrderSagaResult } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { eventually, expectProblem, rawHttp, request, rowCounts, type ApiResponse, type RequestOptions } from '../helpers/api';
 

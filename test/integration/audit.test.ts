@@ -13,13 +13,14 @@ import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import type { Db } from '../../src/db/pool';
 import { auditBooks, reconcileOrder, type AuditReport } from '../../src/orders/audit';
-import { startCarrier } from '../../src/services/carrier';
-import type { RunningService } from '../../src/services/http';
-import { startPaymentProvider } from '../../src/services/payment-provider';
-import { FailureType } from '../../workflows/failures';
-import { orderWorkflowId } from '../../workflows/ids';
-import { Step } from '../../workflows/steps';
-import type { Address, Money, OrderInput, OrderItem } from '../../workflows/types';
+import { startCarrier } from '../../dev/services/carrier';
+import type { RunningService } from '../../dev/services/http';
+import { startPaymentProvider } from '../../dev/services/payment-provider';
+import { migrateDevServices } from '../../dev/services/schema';
+import { FailureType } from '../../workflows/order/failures';
+import { orderWorkflowId } from '../../workflows/order/ids';
+import { Step } from '../../workflows/order/steps';
+import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';
 import { addFault, createTestSchema, databaseUrl, seedInventory, uniqueId } from '../helpers/context';
 
 // ---------------------------------------------------------------------------
@@ -408,6 +409,7 @@ describe('corrupted books', () => {
 test('20 000 completed orders are audited in seconds, with zero violations', async () => {
   const { db, drop } = await createTestSchema('auditbulk');
   try {
+    await migrateDevServices(db);
     const n = 20_000;
     // The rows exactly as the six steps of a completed saga leave them, written in bulk.
     await db.query(
@@ -468,7 +470,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; st
   return new Promise((resolve) => {
     execFile(
       'npx',
-      ['ts-node', '--transpile-only', 'src/cli/audit.ts', ...args],
+      ['ts-node', '--transpile-only', 'bin/audit.ts', ...args],
       { cwd: root, env, timeout: 90_000 },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Client as PgClient } from 'pg';
 import { createApiClient } from '../../src/api/auth';
-import { freePort } from '../../src/dev/ports';
+import { freePort } from '../../src/ports';
 import { createPool, type Db } from '../../src/db/pool';
 import { migrate } from '../../src/db/migrate';
 import { reconcileOrder } from '../../src/orders/audit';
@@ -80,8 +80,8 @@ describe('the API, the services and a worker under terminated connections', () =
       CARRIER_URL: `http://127.0.0.1:${carrierPort}`,
       API_PORT: String(apiPort),
     };
-    const services = spawnNode('src/cli/services.ts', env, 'services listening');
-    const api = spawnNode('src/cli/api.ts', env, 'api listening');
+    const services = spawnNode('bin/services.ts', env, 'services listening');
+    const api = spawnNode('bin/api.ts', env, 'api listening');
     const worker = spawnWorker(env);
     procs.push(services, api, worker);
     await Promise.all([services.ready, api.ready, worker.ready]);

@@ -2,8 +2,8 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities';
 import { startOrderSaga } from '../../src/orders/start';
 import { SagaMetrics } from '../../src/observability/metrics';
-import { Step } from '../../workflows/steps';
-import type { OrderInput } from '../../workflows/types';
+import { Step } from '../../workflows/order/steps';
+import type { OrderInput } from '../../workflows/order/types';
 import { createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { spawnWorker, urlWithSchema, type WorkerProcess } from '../helpers/worker-process';
 

@@ -4,8 +4,8 @@ import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder, reconcileStock } from '../../src/orders/audit';
 import { createLedger } from '../../src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
-import { Step } from '../../workflows/steps';
-import type { OrderInput } from '../../workflows/types';
+import { Step } from '../../workflows/order/steps';
+import type { OrderInput } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;

@@ -15,10 +15,10 @@ import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { recoverAbandonedOrders } from '../../src/orders/recovery';
-import type { QueueRole } from '../../workflows/queues';
+import type { QueueRole } from '../../workflows/order/queues';
 import { statusQuery } from '../../workflows/order-saga';
-import { orderWorkflowId } from '../../workflows/ids';
-import { Step } from '../../workflows/steps';
+import { orderWorkflowId } from '../../workflows/order/ids';
+import { Step } from '../../workflows/order/steps';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { eventually, expectProblem, request } from '../helpers/api';
 

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../../src/db/pool';
-import { startCarrier } from '../../src/services/carrier';
-import { startPaymentProvider } from '../../src/services/payment-provider';
-import type { RunningService } from '../../src/services/http';
+import { startCarrier } from '../../dev/services/carrier';
+import { startPaymentProvider } from '../../dev/services/payment-provider';
+import type { RunningService } from '../../dev/services/http';
 import { addFault, createTestSchema } from '../helpers/context';
 
 let db: Db;

@@ -4,8 +4,8 @@ import { parse } from 'yaml';
 import { configSchema, loadConfig, type Config } from '../../src/config';
 import { DEFAULT_BUNDLE_PATH } from '../../workers/bundle';
 import { workerOptions } from '../../workers/options';
-import { QUEUE_ROLES, type QueueRole } from '../../workflows/queues';
-import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
+import { QUEUE_ROLES, type QueueRole } from '../../workflows/order/queues';
+import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
 
 /**
  * docker-compose.yml, the Dockerfile and .dockerignore, checked against the code:
@@ -497,8 +497,8 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['the provider on the wrong port', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => (env(c, 'worker-payments').PAYMENT_PROVIDER_URL = 'http://services:4011')],
   ['a database host that is no service', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => (env(c, 'api').DATABASE_URL = 'postgresql://sagaflow:sagaflow@db:5432/sagaflow')],
   ['the services on loopback', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => delete env(c, 'services').SERVICES_HOST],
-  ['an entry file that does not exist', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'worker-orders', (a) => a.map((w) => (w === 'workers/main.ts' ? 'workers/mian.ts' : w)))],
-  ['the api running the services', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'api', () => [...TS_NODE, 'src/cli/services.ts'])],
+  ['an entry file that does not exist', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'worker-orders', (a) => a.map((w) => (w === 'bin/worker.ts' ? 'workers/mian.ts' : w)))],
+  ['the api running the services', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'api', () => [...TS_NODE, 'bin/services.ts'])],
   ['a command without ts-node', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'migrate', (a) => ['node', ...a.slice(3)])],
   ['a queue role that does not exist', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-payments', (a) => a.map((w) => (w === 'payments' ? 'payment' : w)))],
   ['a pool polling the wrong queue', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-inventory', (a) => a.map((w) => (w === 'inventory' ? 'orders' : w)))],
@@ -530,7 +530,7 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['Temporal not waiting for its database', 'Temporal waits for its healthy database; both databases have healthchecks', (c) => (svc(c, 'temporal').depends_on = ['temporal-db'])],
   ['npm ci', 'the image is node:20-bookworm-slim and installs with npm install from the lock file', editDockerfile(/^RUN npm install/m, 'RUN npm ci')],
   ['another base image', 'the image is node:20-bookworm-slim and installs with npm install from the lock file', editDockerfile(/^FROM .*$/m, 'FROM node:22-alpine')],
-  ['a CMD naming a missing file', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "src/cli/apy.ts"]')],
+  ['a CMD naming a missing file', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "bin/apy.ts"]')],
   ['a CMD in shell form', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD npm run api')],
   ['workers/ not copied', 'the image copies the sources every process needs', editDockerfile(/^COPY workers .*$/m, '')],
   ['the bundle variable pointing elsewhere', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/SAGAFLOW_WORKFLOW_BUNDLE=\S+/, 'SAGAFLOW_WORKFLOW_BUNDLE=/app/workflow-bundle.js')],

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { formatReport, runChaos, type ChaosOptions } from '../chaos/soak';
+import { formatReport, runChaos, type ChaosOptions } from '../dev/chaos/soak';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run chaos -- [--orders N] [--concurrency N] [--workers N] [--seed N] [--rate N]
@@ -31,7 +31,7 @@ function parseOptions() {
   });
 }
 
-/** `npm run chaos -- --orders 200`: the fault soak (src/chaos/soak.ts). */
+/** `npm run chaos -- --orders 200`: the fault soak (dev/chaos/soak.ts). */
 runMain(async () => {
   let parsed: ReturnType<typeof parseOptions>;
   try {

@@ -1,11 +1,11 @@
 import { performance } from 'node:perf_hooks';
 import type { PoolClient } from 'pg';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createActivities } from '../../activities';
-import { loadConfig } from '../config';
+import { createActivities } from '../activities';
+import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
-import { stepKey, undoKey } from '../../workflows/saga/keys';
-import { Step } from '../../workflows/steps';
+import { stepKey, undoKey } from '../workflows/saga/keys';
+import { Step } from '../workflows/order/steps';
 import { runMain } from './run';
 
 /**

@@ -1,15 +1,15 @@
 import { NativeConnection, Runtime } from '@temporalio/worker';
-import { freePort } from '../src/dev/ports';
+import { freePort } from '../src/ports';
 import { JsonLogger, toTemporalLevel } from '../src/observability/log';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
 import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
-import { runMain } from '../src/cli/run';
-import { prebuiltBundle } from './bundle';
-import { workerOptions } from './options';
-import { createSagaWorker } from './worker';
+import { runMain } from './run';
+import { prebuiltBundle } from '../workers/bundle';
+import { workerOptions } from '../workers/options';
+import { createSagaWorker } from '../workers/worker';
 
 /**
  * A worker process: polls the task queues it is given (all by default).

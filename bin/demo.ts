@@ -1,14 +1,14 @@
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { loadConfig } from '../config';
+import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
-import { auditBooks, auditSummary, orderBooks, reconcileStock, violationsOf } from '../orders/audit';
-import { createApiClient } from '../api/auth';
-import { addFault, clearFaults } from '../services/clients';
-import type { CreateOrderRequest, OrderView } from '../api/schemas';
-import { startApi } from '../api/server';
-import { createSagaWorker } from '../../workers/worker';
-import { Step } from '../../workflows/steps';
+import { auditBooks, auditSummary, orderBooks, reconcileStock, violationsOf } from '../src/orders/audit';
+import { createApiClient } from '../src/api/auth';
+import { addFault, clearFaults } from '../dev/services/clients';
+import type { CreateOrderRequest, OrderView } from '../src/api/schemas';
+import { startApi } from '../src/api/server';
+import { createSagaWorker } from '../workers/worker';
+import { Step } from '../workflows/order/steps';
 import { runMain } from './run';
 
 interface Scenario {

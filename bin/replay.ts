@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { loadConfig } from '../config';
-import { replayFromServer, summaryTable } from '../replay/live';
-import { orderSagaReplayOptions } from '../../workers/worker';
-import { temporalTargetOrExplain } from '../temporal-connect';
+import { loadConfig } from '../src/config';
+import { replayFromServer, summaryTable } from '../src/replay/live';
+import { orderSagaReplayOptions } from '../workers/worker';
+import { temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
 /**

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import type { CreateOrderRequest } from '../api/schemas';
+import type { CreateOrderRequest } from '../../src/api/schemas';
 import type { Rng } from './rng';
 
 export type OrderKind = 'success' | 'scarce' | 'decline' | 'out-of-stock' | 'cancel';

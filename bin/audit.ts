@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config';
-import { createPool, quoteIdent } from '../db/pool';
-import { auditBooks, auditSummary, type AuditReport } from '../orders/audit';
+import { ConfigError, loadConfig } from '../src/config';
+import { createPool, quoteIdent } from '../src/db/pool';
+import { auditBooks, auditSummary, type AuditReport } from '../src/orders/audit';
 import { runMain } from './run';
 
 /**

@@ -1,5 +1,5 @@
-import { startEmbeddedPostgres } from '../dev/postgres';
-import { runMain } from '../cli/run';
+import { startEmbeddedPostgres } from '../postgres';
+import { runMain } from '../../bin/run';
 
 /**
  * `postgres-process.ts <dataDir> <port>`: an embedded PostgreSQL as a process

@@ -1,12 +1,12 @@
 import path from 'node:path';
-import type { Config } from '../config';
-import { migrate } from '../db/migrate';
-import { createPool, type Db } from '../db/pool';
-import { startCarrier } from '../services/carrier';
-import type { RunningService } from '../services/http';
-import { startPaymentProvider } from '../services/payment-provider';
+import type { Config } from '../src/config';
+import { migrate } from '../src/db/migrate';
+import { createPool, type Db } from '../src/db/pool';
+import { startCarrier } from './services/carrier';
+import type { RunningService } from './services/http';
+import { startPaymentProvider } from './services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
-import { preferredPort } from './ports';
+import { preferredPort } from '../src/ports';
 import { startTemporalDevServer } from './temporal';
 
 export interface Stack {

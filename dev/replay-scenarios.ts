@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { withClient, type Db } from '../db/pool';
-import { startOrderSaga } from '../orders/start';
-import { insertOrder } from '../orders/repository';
-import { addFault } from '../services/clients';
-import { cancelUpdate, statusQuery, type orderSaga } from '../../workflows/order-saga';
-import type { SagaStatus } from '../../workflows/saga';
-import { Step } from '../../workflows/steps';
-import type { OrderInput } from '../../workflows/types';
+import { withClient, type Db } from '../src/db/pool';
+import { startOrderSaga } from '../src/orders/start';
+import { insertOrder } from '../src/orders/repository';
+import { addFault } from './services/clients';
+import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-saga';
+import type { SagaStatus } from '../workflows/saga';
+import { Step } from '../workflows/order/steps';
+import type { OrderInput } from '../workflows/order/types';
 
 export interface ScenarioContext {
   client: Client;

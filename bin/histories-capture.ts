@@ -4,11 +4,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { loadConfig } from '../config';
+import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
-import { captureHistories } from '../replay/capture';
-import { runScenarios } from '../replay/scenarios';
-import { createSagaWorker, ORDER_HISTORIES_DIR } from '../../workers/worker';
+import { captureHistories } from '../src/replay/capture';
+import { runScenarios } from '../dev/replay-scenarios';
+import { createSagaWorker, ORDER_HISTORIES_DIR } from '../workers/worker';
 import { runMain } from './run';
 
 const USAGE = `usage:
@@ -82,7 +82,7 @@ runMain(async () => {
 });
 
 function codeVersionNow(): string {
-  const { version } = JSON.parse(readFileSync(path.join(__dirname, '../../package.json'), 'utf8')) as { version: string };
+  const { version } = JSON.parse(readFileSync(path.join(__dirname, '../package.json'), 'utf8')) as { version: string };
   try {
     const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return `${version}+${sha}`;

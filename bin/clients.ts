@@ -1,7 +1,7 @@
-import { createApiClient } from '../api/auth';
-import { ConfigError, loadConfig } from '../config';
-import { migrate } from '../db/migrate';
-import { createPool } from '../db/pool';
+import { createApiClient } from '../src/api/auth';
+import { ConfigError, loadConfig } from '../src/config';
+import { migrate } from '../src/db/migrate';
+import { createPool } from '../src/db/pool';
 import { runMain } from './run';
 
 /** `npm run clients -- create <name>`: creates an API client and prints its key, once. */

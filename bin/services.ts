@@ -1,8 +1,8 @@
-import { ConfigError, loadConfig } from '../config';
-import { migrate } from '../db/migrate';
-import { createPool } from '../db/pool';
-import { startCarrier } from '../services/carrier';
-import { startPaymentProvider } from '../services/payment-provider';
+import { ConfigError, loadConfig } from '../src/config';
+import { migrate } from '../src/db/migrate';
+import { createPool } from '../src/db/pool';
+import { startCarrier } from '../dev/services/carrier';
+import { startPaymentProvider } from '../dev/services/payment-provider';
 import { runMain } from './run';
 
 /** The payment provider and the carrier as one long-running process (for compose and manual runs). */

@@ -1,4 +1,4 @@
-import { buildWorkflowBundle } from '../../workers/bundle';
+import { buildWorkflowBundle } from '../workers/bundle';
 import { runMain } from './run';
 
 runMain(async () => {

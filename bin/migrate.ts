@@ -1,5 +1,5 @@
-import { loadConfig, ConfigError } from '../config';
-import { migrate } from '../db/migrate';
+import { loadConfig, ConfigError } from '../src/config';
+import { migrate } from '../src/db/migrate';
 import { runMain } from './run';
 
 runMain(async () => {

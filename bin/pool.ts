@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { runMain } from '../src/cli/run';
-import { QUEUE_ROLES, type QueueRole } from '../workflows/queues';
+import { runMain } from './run';
+import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 
 /**
  * `npm run pool -- workflows=1 payments=3 shipping=2`: N worker processes per
@@ -32,7 +32,7 @@ runMain(async () => {
     Array.from({ length: n }, (_, index) => ({ role, index, restarts: 0, startedAt: 0 })),
   );
   let stopping = false;
-  const main = path.join(__dirname, 'main.ts');
+  const main = path.join(__dirname, 'worker.ts');
   // Each process serves /metrics on its own port: METRICS_PORT (9464) + its slot number; 0 lets each pick a free one.
   const metricsBase = process.env.METRICS_PORT === '0' ? 0 : Number(process.env.METRICS_PORT || 9464);
   slots.forEach((s, i) => (s.metricsPort = metricsBase === 0 ? 0 : metricsBase + i));

@@ -3,11 +3,11 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
 import { Pool } from 'pg';
-import { migrate } from '../db/migrate';
-import { freePort, waitFor } from '../dev/ports';
-import { findTemporalCli } from '../dev/temporal';
-import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
-import { QUEUE_ROLES } from '../../workflows/queues';
+import { migrate } from '../../src/db/migrate';
+import { freePort, waitFor } from '../../src/ports';
+import { findTemporalCli } from '../temporal';
+import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
+import { QUEUE_ROLES } from '../../workflows/order/queues';
 import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
 
 /** The application name of the driver's own PostgreSQL connections, which the terminator spares. */
@@ -67,7 +67,7 @@ export class ChaosStack {
   readonly logDir: string;
   readonly pgDataDir: string;
   readonly temporalDb: string;
-  /** The embedded PostgreSQL, in a process of its own (src/chaos/postgres-process.ts). */
+  /** The embedded PostgreSQL, in a process of its own (dev/chaos/postgres-process.ts). */
   postgres!: ManagedProcess;
   pgPort = 0;
   databaseUrl = '';
@@ -123,7 +123,7 @@ export class ChaosStack {
     this.pgPort = await freePort();
     log(`PostgreSQL: embedded on 127.0.0.1:${this.pgPort}, data in ${this.pgDataDir}`);
     let url = '';
-    this.postgres = this.tsProcess('postgres', 'src/chaos/postgres-process.ts', [this.pgDataDir, String(this.pgPort)], /"msg":"postgres ready"/, (line) => {
+    this.postgres = this.tsProcess('postgres', 'dev/chaos/postgres-process.ts', [this.pgDataDir, String(this.pgPort)], /"msg":"postgres ready"/, (line) => {
       const m = /"msg":"postgres ready","url":"([^"]+)"/.exec(line);
       if (m?.[1]) url = m[1];
     });
@@ -178,10 +178,10 @@ export class ChaosStack {
       LOG_LEVEL: 'info',
     });
 
-    this.services = this.tsProcess('services', 'src/cli/services.ts', [], /"msg":"services listening"/);
-    this.api = this.tsProcess('api', 'src/cli/api.ts', [], /"msg":"api listening"/);
+    this.services = this.tsProcess('services', 'bin/services.ts', [], /"msg":"services listening"/);
+    this.api = this.tsProcess('api', 'bin/api.ts', [], /"msg":"api listening"/);
     const poolArgs = [`workflows=${this.opts.workers}`, '--queues', QUEUE_ROLES.join(',')];
-    this.pool = this.tsProcess('pool', 'workers/pool.ts', poolArgs, /"msg":"pool up"/, (line) => this.onPoolLine(line));
+    this.pool = this.tsProcess('pool', 'bin/pool.ts', poolArgs, /"msg":"pool up"/, (line) => this.onPoolLine(line));
     for (const p of [this.services, this.api, this.pool]) p.onExit = (info) => this.onExit(p, info);
 
     step();
@@ -216,7 +216,7 @@ export class ChaosStack {
   private async buildBundle(): Promise<string> {
     const out = path.join(this.opts.dir, 'workflow-bundle.js');
     this.opts.log('building the workflow bundle (workers then start in about half a second)');
-    const builder = this.tsProcess('bundle', 'src/cli/build-bundle.ts', [out], undefined);
+    const builder = this.tsProcess('bundle', 'bin/build-bundle.ts', [out], undefined);
     await builder.start();
     const exit = await builder.exited();
     if (exit && exit.code !== 0) throw new Error(`building the workflow bundle failed; see ${builder.spec.logFile}`);

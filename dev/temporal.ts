@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { freePort, waitFor } from './ports';
-import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
+import { freePort, waitFor } from '../src/ports';
+import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 
 /** The newest Temporal CLI release that `go install` can build (later tags carry a replace directive). */
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';

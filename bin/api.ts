@@ -1,11 +1,11 @@
 import { Client, Connection } from '@temporalio/client';
-import { startApi } from '../api/server';
-import { SagaMetrics } from '../observability/metrics';
-import { startTracing } from '../observability/tracing';
-import { ConfigError, loadConfig } from '../config';
-import { migrate } from '../db/migrate';
-import { createPool } from '../db/pool';
-import { connectPatiently, temporalTargetOrExplain } from '../temporal-connect';
+import { startApi } from '../src/api/server';
+import { SagaMetrics } from '../src/observability/metrics';
+import { startTracing } from '../src/observability/tracing';
+import { ConfigError, loadConfig } from '../src/config';
+import { migrate } from '../src/db/migrate';
+import { createPool } from '../src/db/pool';
+import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
 /** The HTTP API process. Needs DATABASE_URL and TEMPORAL_ADDRESS (`npm run stack` prints both). */

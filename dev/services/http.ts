@@ -2,8 +2,8 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { HttpError, matchPath, readJson } from '../http';
-import type { Db } from '../db/pool';
+import { HttpError, matchPath, readJson } from '../../src/http';
+import type { Db } from '../../src/db/pool';
 
 export interface RunningService {
   url: string;

@@ -1,4 +1,4 @@
-import { ConfigError } from '../config';
+import { ConfigError } from '../src/config';
 
 /** Runs a command's main, turning a bad configuration into a one-screen message and exit 2. */
 export function runMain(main: () => Promise<number | void>): void {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { inTransaction, type Db, type Tx } from '../db/pool';
-import { fingerprint } from '../ledger/fingerprint';
+import { inTransaction, type Db, type Tx } from '../../src/db/pool';
+import { fingerprint } from '../../src/ledger/fingerprint';
 import {
   FaultInjector,
   errorReply,
@@ -16,7 +16,8 @@ import {
   type ServiceOptions,
   type StoredResponse,
 } from './http';
-import { HttpError, readJson } from '../http';
+import { HttpError, readJson } from '../../src/http';
+import { migrateDevServices } from './schema';
 
 export type { RunningService, ServiceOptions } from './http';
 
@@ -49,6 +50,7 @@ interface ChargeRow {
 
 export async function startPaymentProvider(opts: ServiceOptions): Promise<RunningService> {
   const { db } = opts;
+  await migrateDevServices(db);
   return startService({
     host: opts.host,
     port: opts.port,
