@@ -93,4 +93,19 @@ export default tseslint.config(
     files: ['workflows/saga/**/*.ts'],
     rules: { 'no-restricted-imports': workflowImports(ORDER_DOMAIN_FENCE) },
   },
+  {
+    // The example sagas are built on the public API alone: `sagaflow/*` by package name,
+    // never a relative path out of their own folder into the internals.
+    files: ['examples/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['../../*', '../../**'], message: "Import sagaflow's public API by package name (sagaflow/workflow, sagaflow/ledger, ...)." }] },
+      ],
+    },
+  },
+  {
+    files: ['examples/**/workflows.ts'],
+    rules: { 'no-restricted-imports': workflowImports({ group: ['../../*', '../../**'], message: 'Import sagaflow by package name.' }) },
+  },
 );

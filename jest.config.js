@@ -1,9 +1,22 @@
+const pkg = require('./package.json');
+
+/**
+ * `sagaflow/<subpath>` inside the repo resolves to the sources, as the
+ * `sagaflow-source` condition of package.json's exports says.
+ */
+const sourceAliases = Object.fromEntries(
+  Object.entries(pkg.exports)
+    .filter(([, target]) => typeof target === 'object' && target['sagaflow-source'])
+    .map(([subpath, target]) => [`^sagaflow${subpath.slice(1).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, `<rootDir>/${target['sagaflow-source'].slice(2)}`]),
+);
+
 /** Real Temporal dev server and real PostgreSQL come up once in globalSetup; test files share them. */
 module.exports = {
   preset: 'ts-jest',
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  moduleNameMapper: sourceAliases,
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',
   testTimeout: 120000,

@@ -14,6 +14,7 @@ export {
   type SagaStatus,
   type StepDefinition,
   type StepKind,
+  type StepResult,
   type SagaFailureInfo,
   type CancelRequest,
   type CancelResponse,

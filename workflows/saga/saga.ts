@@ -32,6 +32,9 @@ import { describeFailure, isNonRetryable, SagaFailure } from './failures';
 /** Marks sagas that compensate the step a cancel abandoned before it started. */
 export const UNDO_ABANDONED_STEP_PATCH = 'saga-undo-abandoned-step';
 
+/** What a step definition's run resolves to. */
+export type StepResult<D> = D extends StepDefinition<infer R> ? R : never;
+
 /** The argument of a saga's cancel update. */
 export interface CancelRequest {
   reason?: string;
@@ -81,6 +84,7 @@ export type SagaPhase = 'running' | 'compensating' | 'completed' | 'compensated'
 
 export interface SagaStatus {
   phase: SagaPhase;
+  /** The step in flight; several, comma-separated, while steps run in parallel (Saga.all). */
   currentStep: string | null;
   completedSteps: string[];
   pivotStarted: boolean;
@@ -131,6 +135,8 @@ export class Saga {
     retries: [],
   };
   private scope: CancellationScope | undefined;
+  /** Steps in flight: one, or several under all(). */
+  private readonly running: string[] = [];
   private cancelReason = '';
   /** A bug in the saga's own definition: compensated like any failure, then rethrown so the workflow fails. */
   private definitionError: ApplicationFailure | undefined;
@@ -240,24 +246,50 @@ export class Saga {
       if (def.undo && patched(UNDO_ABANDONED_STEP_PATCH)) this.undos.push({ step: def.name, undo: def.undo });
       throw new CancelledFailure(this.cancelReason);
     }
-    this.state.currentStep = def.name;
+    this.running.push(def.name);
+    this.state.currentStep = this.running.join(', ');
     this.transition();
     if (def.undo) this.undos.push({ step: def.name, undo: def.undo });
     let result: T;
-    if (def.kind === 'compensatable') {
-      result = await def.run();
-    } else if (def.kind === 'pivot') {
-      this.state.pivotStarted = true;
-      // Once started, the pivot runs to its end even if the workflow is cancelled.
-      result = await CancellationScope.nonCancellable(def.run);
-      this.state.pivotCompleted = true;
-      this.undos.length = 0;
-    } else {
-      result = await CancellationScope.nonCancellable(() => this.retryUntilSuccess(def));
+    try {
+      if (def.kind === 'compensatable') {
+        result = await def.run();
+      } else if (def.kind === 'pivot') {
+        this.state.pivotStarted = true;
+        // Once started, the pivot runs to its end even if the workflow is cancelled.
+        result = await CancellationScope.nonCancellable(def.run);
+        this.state.pivotCompleted = true;
+        this.undos.length = 0;
+      } else {
+        result = await CancellationScope.nonCancellable(() => this.retryUntilSuccess(def));
+      }
+    } finally {
+      this.running.splice(this.running.indexOf(def.name), 1);
+      this.state.currentStep = this.running.length ? this.running.join(', ') : null;
     }
     this.state.completedSteps.push(def.name);
-    this.state.currentStep = null;
     return result;
+  }
+
+  /**
+   * Runs compensatable steps at once. Each registers its undo before its call,
+   * as step() does. All of them settle before this returns or throws, so none is
+   * still running when compensation starts; then it fails with the first failure
+   * (the others' undos run too), or returns the results in order.
+   */
+  async all<T extends readonly StepDefinition<unknown>[]>(defs: T): Promise<{ -readonly [K in keyof T]: StepResult<T[K]> }> {
+    const serial = defs.find((d) => d.kind !== 'compensatable');
+    if (serial) {
+      this.definitionError = ApplicationFailure.nonRetryable(
+        `step ${serial.name} is ${serial.kind}: only compensatable steps run in parallel`,
+        SagaFailure.SagaDefinition,
+      );
+      throw this.definitionError;
+    }
+    const settled = await Promise.allSettled(defs.map((d) => this.step(d)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: StepResult<T[K]> };
   }
 
   private transition(): void {

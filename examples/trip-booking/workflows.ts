@@ -1,0 +1,93 @@
+import {
+  ApplicationFailure,
+  condition,
+  defineQuery,
+  defineSignal,
+  defineUpdate,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from 'sagaflow/workflow';
+import type { TripActivities } from './activities';
+import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput, type TripResult } from './types';
+
+export const tripStatusQuery = defineQuery<SagaStatus>('status');
+export const cancelTripUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
+/** The traveller confirms the held trip; without it in time, everything is released. */
+export const confirmTripSignal = defineSignal('confirm');
+
+const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
+const local = proxyActivities<TripActivities>({ startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } });
+const external = proxyActivities<TripActivities>({ startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 6 } });
+// One round of a compensation; the saga keeps starting rounds until it succeeds.
+const undo = proxyActivities<TripActivities>({ startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 3 } });
+
+/**
+ * A trip booking: record the trip, hold a flight, a hotel and a car at once,
+ * take a deposit, then wait for the traveller to confirm within the deadline.
+ * Confirmed: the holds become bookings (the point of no return) and an
+ * itinerary is issued. Not confirmed in time, cancelled, or any step failing
+ * for good: every hold is released and the deposit refunded, all at once.
+ */
+export async function tripSaga(trip: TripInput): Promise<TripResult> {
+  const keys = sagaKeys(workflowInfo().workflowId);
+  const { tripId } = trip;
+  const saga = new Saga({ parallelCompensation: true, retryInitialIntervalMs: 500, retryMaxIntervalMs: 10_000 });
+  saga.bindHandlers(tripStatusQuery, cancelTripUpdate);
+  let confirmed = false;
+  setHandler(confirmTripSignal, () => {
+    confirmed = true;
+  });
+
+  const hold = (kind: HoldKind) => ({
+    name: holdStep[kind],
+    kind: 'compensatable' as const,
+    run: () => local.holdItem({ key: keys.step(holdStep[kind]), tripId, kind, item: trip[kind] }),
+    undo: () => undo.releaseItem({ key: keys.undo(holdStep[kind]), tripId, kind }),
+  });
+
+  const outcome = await saga.execute(async () => {
+    await saga.step({
+      name: TripStep.recordTrip,
+      kind: 'compensatable',
+      run: () => local.recordTrip({ key: keys.step(TripStep.recordTrip), trip }),
+      undo: (ctx) =>
+        undo.closeTrip({
+          key: keys.undo(TripStep.recordTrip),
+          tripId,
+          status: ctx.cancelled ? 'cancelled' : 'failed',
+          reason: `${ctx.failure.type}: ${ctx.failure.message}`,
+        }),
+    });
+    await saga.all([hold('flight'), hold('hotel'), hold('car')]);
+    const deposit = await saga.step({
+      name: TripStep.chargeDeposit,
+      kind: 'compensatable',
+      run: () =>
+        external.chargeDeposit({ key: keys.step(TripStep.chargeDeposit), tripId, amount: trip.deposit, paymentToken: trip.paymentToken }),
+      undo: () => undo.refundDeposit({ key: keys.undo(TripStep.chargeDeposit), tripId }),
+    });
+    // A cancel while we wait cancels this wait too, and the saga unwinds.
+    if (!(await condition(() => confirmed, trip.confirmWithinMs))) {
+      throw ApplicationFailure.nonRetryable(`not confirmed within ${trip.confirmWithinMs} ms`, TripFailure.ConfirmationTimeout);
+    }
+    await saga.step({
+      name: TripStep.bookTrip,
+      kind: 'pivot',
+      run: () => local.bookTrip({ key: keys.step(TripStep.bookTrip), tripId }),
+    });
+    await saga.step({
+      name: TripStep.issueItinerary,
+      kind: 'retriable',
+      run: () => local.issueItinerary({ key: keys.step(TripStep.issueItinerary), tripId }),
+    });
+    return { depositChargeId: deposit.chargeId };
+  });
+
+  const { completedSteps, compensations } = outcome;
+  if (outcome.status === 'completed') {
+    return { tripId, status: 'confirmed', depositChargeId: outcome.result.depositChargeId, completedSteps, compensations };
+  }
+  return { tripId, status: outcome.status, failure: outcome.failure, completedSteps, compensations };
+}
