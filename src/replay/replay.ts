@@ -24,6 +24,8 @@ export interface ReplayOptions {
   workflowsPath: string;
   /** Sinks your workflows call (their calls are not made during replay, but they must exist). */
   sinks?: InjectedSinks<Sinks>;
+  /** Passed to the workflow bundler, e.g. a webpackConfigHook. */
+  bundlerOptions?: ReplayWorkerOptions['bundlerOptions'];
 }
 
 export interface ReplayOutcome {
@@ -77,6 +79,7 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
   };
   const workerOptions: ReplayWorkerOptions = {
     workflowsPath: options.workflowsPath,
+    bundlerOptions: options.bundlerOptions,
     interceptors: { workflowModules: [PROBE] },
     sinks: {
       ...options.sinks,

@@ -1,0 +1,62 @@
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { loadConfig } from '../src/config';
+import { captureHistories } from '../src/replay';
+import { startStack } from '../dev/stack';
+import { bundleFromSource } from '../dev/source-aliases';
+import { runTripScenarios } from '../dev/trip-scenarios';
+import { createTripWorker, migrateTrips } from '../examples/trip-booking';
+import { runMain } from './run';
+
+export const TRIP_HISTORIES_DIR = path.resolve(__dirname, '../examples/trip-booking/histories');
+
+/** `npm run trip:histories:capture -- --label v1`: runs every trip path on a throwaway stack and records it. */
+runMain(async () => {
+  const { values } = parseArgs({ options: { label: { type: 'string' } } });
+  const label = values.label;
+  if (!label || !/^[a-z0-9-]{1,20}$/.test(label)) {
+    console.error('usage: npm run trip:histories:capture -- --label v1');
+    return 2;
+  }
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  const log = (m: string) => console.log(`[capture] ${m}`);
+  const stack = await startStack(loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' }), log, { ephemeralTemporal: true });
+  await migrateTrips(stack.db);
+  const taskQueue = `trip-capture-${label}`;
+  const nativeConnection = await NativeConnection.connect({ address: stack.temporal.address });
+  const worker = await createTripWorker({
+    connection: nativeConnection,
+    namespace: stack.temporal.namespace,
+    taskQueue,
+    deps: { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, providerTimeoutMs: 3000 },
+    workerOptions: { bundlerOptions: { webpackConfigHook: bundleFromSource } },
+  });
+  const running = worker.run();
+  const connection = await Connection.connect({ address: stack.temporal.address });
+  const client = new Client({ connection, namespace: stack.temporal.namespace });
+  try {
+    const scenarios = await runTripScenarios(
+      { client, db: stack.db, taskQueue, paymentProviderUrl: stack.paymentProviderUrl },
+      label,
+    );
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const written = await captureHistories(client, {
+      query: `TaskQueue = '${taskQueue}'`,
+      dir: TRIP_HISTORIES_DIR,
+      label,
+      scenarioOf: (id) => scenarios.get(id) ?? id,
+      codeVersion: sha,
+    });
+    for (const e of written) log(`${e.file}: ${e.workflowId} ${e.status}`);
+    return written.length === scenarios.size ? 0 : 1;
+  } finally {
+    worker.shutdown();
+    await running;
+    await nativeConnection.close();
+    await connection.close();
+    await stack.stop();
+  }
+});
