@@ -3,11 +3,14 @@ import { z } from 'zod';
 import { inTransaction, type Db, type Tx } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import {
+  answerExisting,
   FaultInjector,
+  reverseOnce,
+  type EffectTable,
+  type ReversalTable,
   errorReply,
   fresh,
   parseBody,
-  replay,
   requireIdempotencyKey,
   startService,
   type Reply,
@@ -65,6 +68,12 @@ function trackingNumber(): string {
   return `TRK${digits}`;
 }
 
+const SHIPMENTS: EffectTable = {
+  table: 'carrier_shipments',
+  canceled: { type: 'shipment_canceled', message: 'this idempotency key was voided before any shipment' },
+};
+const VOIDS: ReversalTable = { table: 'carrier_voids', targetColumn: 'shipment_key', what: 'a different shipment' };
+
 async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
   const input = parseBody(shipmentRequest, await readJson(ctx.req));
@@ -83,21 +92,7 @@ async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
     );
     if (inserted.rowCount === 1) return fresh(stored);
 
-    const existing = await tx.query<Pick<ShipmentRow, 'status' | 'fingerprint' | 'response'>>(
-      'SELECT status, fingerprint, response FROM carrier_shipments WHERE idempotency_key = $1',
-      [key],
-    );
-    const row = existing.rows[0];
-    if (!row) throw new Error(`shipment ${key} conflicted but is not visible`);
-    if (row.status === 'canceled') {
-      return errorReply(409, 'shipment_canceled', { message: 'this idempotency key was voided before any shipment' });
-    }
-    if (row.fingerprint !== fp) {
-      return errorReply(422, 'idempotency_mismatch', {
-        message: 'Idempotency-Key was already used with different parameters',
-      });
-    }
-    return replay(row.response);
+    return answerExisting(tx, SHIPMENTS, key, fp);
   });
 }
 
@@ -105,32 +100,7 @@ async function voidShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
   const { shipment_key: shipmentKey } = parseBody(voidRequest, await readJson(ctx.req));
 
-  return inTransaction(db, async (tx) => {
-    // Claiming the void key first serialises duplicate voids; see createRefund.
-    const claimed = await tx.query(
-      `INSERT INTO carrier_voids (idempotency_key, shipment_key, response)
-       VALUES ($1, $2, '{}') ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
-      [key, shipmentKey],
-    );
-    if (claimed.rowCount !== 1) {
-      const prior = await tx.query<{ shipment_key: string; response: unknown }>(
-        'SELECT shipment_key, response FROM carrier_voids WHERE idempotency_key = $1',
-        [key],
-      );
-      const row = prior.rows[0];
-      if (!row) throw new Error(`void ${key} conflicted but is not visible`);
-      if (row.shipment_key !== shipmentKey) {
-        return errorReply(422, 'idempotency_mismatch', {
-          message: 'Idempotency-Key was already used to void a different shipment',
-        });
-      }
-      return replay(row.response);
-    }
-
-    const stored: StoredResponse = { status_code: 200, body: await voidByKey(tx, shipmentKey) };
-    await tx.query('UPDATE carrier_voids SET response = $2 WHERE idempotency_key = $1', [key, JSON.stringify(stored)]);
-    return fresh(stored);
-  });
+  return reverseOnce(db, VOIDS, key, shipmentKey, (tx) => voidByKey(tx, shipmentKey));
 }
 
 async function lockShipment(tx: Tx, shipmentKey: string): Promise<ShipmentRow | undefined> {

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { HttpError, matchPath, readJson } from '../../src/http';
-import type { Db } from '../../src/db/pool';
+import { inTransaction, type Db, type Tx } from '../../src/db/pool';
 
 export interface RunningService {
   url: string;
@@ -269,4 +269,75 @@ export async function startService(opts: {
         server.closeAllConnections();
       }),
   };
+}
+
+/** The books of one effect endpoint: its table, and what its tombstone is called. */
+export interface EffectTable {
+  /** A constant from this code, never input: it is spliced into the SQL. */
+  table: 'provider_charges' | 'carrier_shipments';
+  /** The error type and message a key tombstoned before any effect gets: 409. */
+  canceled: { type: string; message: string };
+}
+
+/**
+ * The answer to a create whose key was already claimed: 409 if a reversal
+ * tombstoned the key first, 422 if the key came with other parameters, else the
+ * stored first answer, byte for byte.
+ */
+export async function answerExisting(tx: Tx, books: EffectTable, key: string, fp: string): Promise<Reply> {
+  const existing = await tx.query<{ status: string; fingerprint: string | null; response: unknown }>(
+    `SELECT status, fingerprint, response FROM ${books.table} WHERE idempotency_key = $1`,
+    [key],
+  );
+  const row = existing.rows[0];
+  if (!row) throw new Error(`${key} conflicted but is not visible`);
+  if (row.status === 'canceled') return errorReply(409, books.canceled.type, { message: books.canceled.message });
+  if (row.fingerprint !== fp) {
+    return errorReply(422, 'idempotency_mismatch', { message: 'Idempotency-Key was already used with different parameters' });
+  }
+  return replay(row.response);
+}
+
+/** The books of one reversal endpoint (a refund, a void): its table and the column naming its target key. */
+export interface ReversalTable {
+  table: 'provider_refunds' | 'carrier_voids';
+  targetColumn: 'charge_key' | 'shipment_key';
+  /** For the 422: "a different charge". */
+  what: string;
+}
+
+/**
+ * A reversal applied once per key: the reversal key is claimed first, so a
+ * concurrent duplicate blocks until we commit and then replays, instead of
+ * racing us on the target's row. The same key naming another target is a 422.
+ */
+export async function reverseOnce(
+  db: Db,
+  books: ReversalTable,
+  key: string,
+  target: string,
+  reverse: (tx: Tx) => Promise<Record<string, unknown>>,
+): Promise<Reply> {
+  return inTransaction(db, async (tx) => {
+    const claimed = await tx.query(
+      `INSERT INTO ${books.table} (idempotency_key, ${books.targetColumn}, response)
+       VALUES ($1, $2, '{}') ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
+      [key, target],
+    );
+    if (claimed.rowCount !== 1) {
+      const prior = await tx.query<{ target: string; response: unknown }>(
+        `SELECT ${books.targetColumn} AS target, response FROM ${books.table} WHERE idempotency_key = $1`,
+        [key],
+      );
+      const row = prior.rows[0];
+      if (!row) throw new Error(`${key} conflicted but is not visible`);
+      if (row.target !== target) {
+        return errorReply(422, 'idempotency_mismatch', { message: `Idempotency-Key was already used for ${books.what}` });
+      }
+      return replay(row.response);
+    }
+    const stored: StoredResponse = { status_code: 200, body: await reverse(tx) };
+    await tx.query(`UPDATE ${books.table} SET response = $2 WHERE idempotency_key = $1`, [key, JSON.stringify(stored)]);
+    return fresh(stored);
+  });
 }

@@ -3,11 +3,14 @@ import { z } from 'zod';
 import { inTransaction, type Db, type Tx } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import {
+  answerExisting,
   FaultInjector,
+  reverseOnce,
+  type EffectTable,
+  type ReversalTable,
   errorReply,
   fresh,
   parseBody,
-  replay,
   requireIdempotencyKey,
   startService,
   type Reply,
@@ -63,6 +66,12 @@ export async function startPaymentProvider(opts: ServiceOptions): Promise<Runnin
   });
 }
 
+const CHARGES: EffectTable = {
+  table: 'provider_charges',
+  canceled: { type: 'charge_canceled', message: 'this idempotency key was refunded before any charge' },
+};
+const REFUNDS: ReversalTable = { table: 'provider_refunds', targetColumn: 'charge_key', what: 'a different charge' };
+
 async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
   const input = parseBody(chargeRequest, await readJson(ctx.req));
@@ -97,21 +106,7 @@ async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
     );
     if (inserted.rowCount === 1) return fresh(stored);
 
-    const existing = await tx.query<Pick<ChargeRow, 'status' | 'fingerprint' | 'response'>>(
-      'SELECT status, fingerprint, response FROM provider_charges WHERE idempotency_key = $1',
-      [key],
-    );
-    const row = existing.rows[0];
-    if (!row) throw new Error(`charge ${key} conflicted but is not visible`);
-    if (row.status === 'canceled') {
-      return errorReply(409, 'charge_canceled', { message: 'this idempotency key was refunded before any charge' });
-    }
-    if (row.fingerprint !== fp) {
-      return errorReply(422, 'idempotency_mismatch', {
-        message: 'Idempotency-Key was already used with different parameters',
-      });
-    }
-    return replay(row.response);
+    return answerExisting(tx, CHARGES, key, fp);
   });
 }
 
@@ -119,36 +114,7 @@ async function createRefund(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
   const { charge_key: chargeKey } = parseBody(refundRequest, await readJson(ctx.req));
 
-  return inTransaction(db, async (tx) => {
-    // Claim the refund key first: a concurrent duplicate blocks here until we
-    // commit, then replays, instead of racing us on the charge row.
-    const claimed = await tx.query(
-      `INSERT INTO provider_refunds (idempotency_key, charge_key, response)
-       VALUES ($1, $2, '{}') ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
-      [key, chargeKey],
-    );
-    if (claimed.rowCount !== 1) {
-      const prior = await tx.query<{ charge_key: string; response: unknown }>(
-        'SELECT charge_key, response FROM provider_refunds WHERE idempotency_key = $1',
-        [key],
-      );
-      const row = prior.rows[0];
-      if (!row) throw new Error(`refund ${key} conflicted but is not visible`);
-      if (row.charge_key !== chargeKey) {
-        return errorReply(422, 'idempotency_mismatch', {
-          message: 'Idempotency-Key was already used to refund a different charge',
-        });
-      }
-      return replay(row.response);
-    }
-
-    const stored: StoredResponse = { status_code: 200, body: await refundCharge(tx, chargeKey) };
-    await tx.query('UPDATE provider_refunds SET response = $2 WHERE idempotency_key = $1', [
-      key,
-      JSON.stringify(stored),
-    ]);
-    return fresh(stored);
-  });
+  return reverseOnce(db, REFUNDS, key, chargeKey, (tx) => refundCharge(tx, chargeKey));
 }
 
 async function lockCharge(tx: Tx, chargeKey: string): Promise<ChargeRow | undefined> {
