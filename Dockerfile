@@ -20,6 +20,8 @@ COPY workers ./workers
 COPY bin ./bin
 # The simulated payment provider and carrier (the compose file's `services`).
 COPY dev ./dev
+# The example sagas built on the public API (the trip booking).
+COPY examples ./examples
 
 # Bundle the workflow code now, so a worker starts without running webpack.
 # `npm run build:bundle` writes dist/workflow-bundle.js (workers/bundle.ts).
