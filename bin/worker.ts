@@ -7,6 +7,7 @@ import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
 import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
+import { startLedgerRetention } from '../workers/ledger-retention';
 import { prebuiltBundle } from '../workers/bundle';
 import { workerOptions } from '../workers/options';
 import { createSagaWorker } from '../workers/worker';
@@ -85,7 +86,15 @@ runMain(async () => {
       pid: process.pid,
     }),
   );
+  const stopRetention = startLedgerRetention({
+    db,
+    retentionMs: config.LEDGER_RETENTION_DAYS * 86_400_000,
+    intervalMs: config.LEDGER_PURGE_INTERVAL_MINUTES * 60_000,
+    metrics,
+    log: (line) => console.log(JSON.stringify(line)),
+  });
   await worker.run();
+  stopRetention();
   await metricsServer.close();
   await tracing?.shutdown();
   await connection.close();

@@ -34,6 +34,10 @@ export const configSchema = z.object({
   API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
+  /** Ledger rows of sagas idle this long are purged: longer than any saga lives, the namespace retention and activity timeouts. */
+  LEDGER_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(30),
+  /** How often each worker process runs the ledger purge; 0 turns it off. */
+  LEDGER_PURGE_INTERVAL_MINUTES: z.coerce.number().min(0).max(1440).default(10),
   SAGAFLOW_WORKER_QUEUES: z
     .string()
     .trim()

@@ -27,5 +27,6 @@ export {
   type UndoContext,
 } from './ledger';
 export { LEDGER_DDL, migrateLedger } from './schema';
+export { purgeLedger, type LedgerRetention } from './retention';
 export { canonicalJson, fingerprint } from './fingerprint';
 export { inTransaction, isConnectionError, isPermanentDataError, type Db, type Tx } from '../db/pool';

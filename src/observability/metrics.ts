@@ -48,6 +48,11 @@ export class SagaMetrics {
     help: 'Orders whose request died between committing the order and starting its saga, whose saga the recovery job started',
     registers: [this.registry],
   });
+  readonly ledgerRowsPurged = new Counter({
+    name: 'sagaflow_ledger_rows_purged_total',
+    help: 'step_ledger rows deleted by the retention job (sagas idle for longer than LEDGER_RETENTION_DAYS)',
+    registers: [this.registry],
+  });
   readonly stepDuration = new Histogram({
     name: 'sagaflow_step_duration_seconds',
     help: 'Duration of one activity attempt, by step (activity type) and outcome',
