@@ -1,15 +1,14 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { createLedger } from '../src/ledger/ledger';
 import { insertOrder, orderMatches } from '../src/orders/repository';
 import { storableText } from '../src/text';
 import { FailureType } from '../workflows/order/failures';
 import { parseStepKey } from '../workflows/saga/keys';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/order/types';
-import type { ActivityDeps } from './deps';
+import { ledgerOf, type ActivityDeps } from './deps';
 
-export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks'>) {
-  const ledger = createLedger(deps.db, deps.ledgerHooks);
+export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks' | 'ledger'>) {
+  const ledger = ledgerOf(deps);
   const record = ledger.step(Step.recordOrder);
   const complete = ledger.step(Step.completeOrder);
   return {

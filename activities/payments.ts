@@ -1,11 +1,10 @@
-import { createLedger } from '../src/ledger/ledger';
 import { Step } from '../workflows/order/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/order/types';
-import type { ActivityDeps } from './deps';
+import { ledgerOf, type ActivityDeps } from './deps';
 import { paymentProviderClient } from './providers';
 
 export function createPaymentActivities(deps: ActivityDeps) {
-  const ledger = createLedger(deps.db, deps.ledgerHooks).step(Step.chargePayment);
+  const ledger = ledgerOf(deps).step(Step.chargePayment);
   const provider = paymentProviderClient(deps);
   return {
     async chargePayment(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ chargeId: string }> {

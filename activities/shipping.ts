@@ -1,11 +1,10 @@
-import { createLedger } from '../src/ledger/ledger';
 import { Step } from '../workflows/order/steps';
 import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/order/types';
-import type { ActivityDeps } from './deps';
+import { ledgerOf, type ActivityDeps } from './deps';
 import { carrierClient } from './providers';
 
 export function createShippingActivities(deps: ActivityDeps) {
-  const ledger = createLedger(deps.db, deps.ledgerHooks).step(Step.createShipment);
+  const ledger = ledgerOf(deps).step(Step.createShipment);
   const carrier = carrierClient(deps);
   return {
     async createShipment(

@@ -33,6 +33,10 @@ export interface SagaWorkerOptions {
   shutdownGraceTime?: WorkerOptions['shutdownGraceTime'];
   /** Off for in-process workers whose owner handles signals. */
   handleSignals?: boolean;
+  /** Other workflow code than the order saga's (the benchmark's comparison sagas). */
+  workflowsPath?: string;
+  /** Other activities per system than the order saga's, under the same names (the benchmark's floor). */
+  activities?: ReturnType<typeof activitiesBySystem>;
   /** Saga, step and dedupe metrics; steps are logged either way. */
   metrics?: SagaMetrics;
   /** E.g. the OpenTelemetry plugin, when tracing is on. */
@@ -49,7 +53,7 @@ export interface SagaWorker {
 
 export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWorker> {
   const { metrics } = opts;
-  const systems = activitiesBySystem({
+  const systems = opts.activities ?? activitiesBySystem({
     ...opts.deps,
     ledgerHooks: {
       onReplay: (step) => metrics?.idempotentReplays.inc({ layer: 'ledger', step }),
@@ -75,7 +79,7 @@ export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWor
           ? await Worker.create({
               ...common,
               taskQueue,
-              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: opts.workflowsPath ?? WORKFLOWS_PATH }),
               maxConcurrentWorkflowTaskExecutions: concurrency ?? 40,
             })
           : await Worker.create({

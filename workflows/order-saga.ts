@@ -13,6 +13,7 @@ import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attrib
 import type { SagaActivities } from '../activities';
 import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from './saga';
 import { queueName, type ActivitySystem } from './order/queues';
+import { compensationRound, externalStep, localStep } from './order/activity-options';
 import { Step } from './order/steps';
 import type { OrderInput, OrderSagaResult } from './order/types';
 
@@ -22,30 +23,10 @@ export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
 
-const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
-
 /** Activity stubs for one system, on that system's task queue. */
 function system(role: ActivitySystem, options: ActivityOptions) {
   return proxyActivities<SagaActivities>({ ...options, taskQueue: queueName(workflowInfo().taskQueue, role) });
 }
-
-// Local steps are fast transactions. Ten attempts (about 30 s of backoff) ride out a terminated
-// connection or a PostgreSQL restart instead of compensating an order for a database blip.
-const localStep: ActivityOptions = { startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } };
-// External steps: transient provider failures (and database blips around the call) are
-// retried with backoff up to a bound (about 6 s), then the saga compensates. A worker that dies mid-call stops
-// heartbeating, so its attempt moves to another worker within the heartbeat timeout.
-const externalStep: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  heartbeatTimeout: '5s',
-  retry: { ...retry, maximumAttempts: 6 },
-};
-// One round of a compensation; the saga helper keeps starting new rounds until it succeeds.
-const compensationRound: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  heartbeatTimeout: '5s',
-  retry: { ...retry, maximumAttempts: 3 },
-};
 
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const keys = sagaKeys(workflowInfo().workflowId);

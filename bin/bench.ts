@@ -1,0 +1,47 @@
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { loadConfig } from '../src/config';
+import { startStack } from '../dev/stack';
+import { formatReport, runBench, VARIANTS, type Variant } from '../dev/bench/run';
+import { runMain } from './run';
+
+const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--json FILE]
+
+Runs the order saga as sagaflow runs it, through the HTTP API, as a naive samples-style
+saga over the same rows without the ledger, and as the engine floor (same shape, no-op
+activities), interleaved over rounds on one Temporal dev server and one PostgreSQL.
+Prints sagas/s and p50/p95/p99 per variant and the ratios with their min–max over rounds.`;
+
+runMain(async () => {
+  const { values } = parseArgs({
+    options: {
+      sagas: { type: 'string', default: '300' },
+      'in-flight': { type: 'string', default: '50' },
+      rounds: { type: 'string', default: '5' },
+      variants: { type: 'string', default: VARIANTS.join(',') },
+      json: { type: 'string' },
+      help: { type: 'boolean' },
+    },
+  });
+  const int = (s: string | undefined) => (s !== undefined && /^[1-9]\d*$/.test(s) ? Number(s) : NaN);
+  const sagas = int(values.sagas);
+  const inFlight = int(values['in-flight']);
+  const rounds = int(values.rounds);
+  const variants = (values.variants ?? '').split(',').filter(Boolean) as Variant[];
+  if (values.help || [sagas, inFlight, rounds].some(Number.isNaN) || !variants.length || variants.some((v) => !VARIANTS.includes(v))) {
+    console.error(USAGE);
+    return values.help ? 0 : 2;
+  }
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  const log = (m: string) => console.error(`[bench] ${m}`);
+  const stack = await startStack(loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' }), log, { ephemeralTemporal: true });
+  try {
+    const report = await runBench(stack, { sagas, inFlight, rounds, variants, log });
+    console.log(formatReport(report));
+    if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
+    return report.rounds.some((r) => r.failed > 0) ? 1 : 0;
+  } finally {
+    await stack.stop();
+  }
+});

@@ -1,0 +1,53 @@
+import { ApplicationFailure } from '@temporalio/common';
+import type { activitiesBySystem } from '../../activities';
+import { inTransaction, type Db } from '../../src/db/pool';
+import type { ExternalStep, ExternalUndo, ForwardOutcome, Ledger, StepLedger } from '../../src/ledger/ledger';
+
+type Systems = ReturnType<typeof activitiesBySystem>;
+
+/**
+ * A ledger that records nothing: each local effect in a plain transaction,
+ * each external call between its prepare and confirm, no claim, no
+ * fingerprint, no tombstone. The order activities on it write exactly the same
+ * business rows as on the real ledger: the naive saga's cost.
+ */
+export function passThroughLedger(db: Db): Ledger {
+  const forward: ForwardOutcome = { state: 'completed', result: null };
+  const undoContext = (key: string) => ({ key, forwardKey: key.replace(/\/undo$/, ''), forward });
+  const step = (name: string): StepLedger => ({
+    step: name,
+    local: (_key, _input, effect) => inTransaction(db, effect),
+    localUndo: (key, _input, undo) => inTransaction(db, (tx) => undo(tx, undoContext(key) as never)),
+    async external<R>(_key: string, _input: unknown, s: ExternalStep<R>) {
+      if (s.prepare) await inTransaction(db, s.prepare);
+      const outcome = await s.call();
+      await inTransaction(db, async (tx) => s.confirm?.(tx, outcome));
+      if (!outcome.ok) throw ApplicationFailure.nonRetryable(outcome.failure.message, outcome.failure.type);
+      return outcome.result;
+    },
+    async externalUndo<R, F>(key: string, _input: unknown, u: ExternalUndo<R, F>) {
+      const ctx = undoContext(key) as never;
+      const result = await u.call(ctx);
+      await inTransaction(db, async (tx) => u.confirm?.(tx, result, ctx));
+      return result;
+    },
+  });
+  return { step, read: async () => [] };
+}
+
+/** The order saga's activities with no-op bodies, under the same names: the engine floor. */
+export function noopActivities(): Systems {
+  const ok = async () => ({});
+  return {
+    orders: {
+      recordOrder: async (input: { order: { orderId: string } }) => ({ orderId: input.order.orderId }),
+      cancelOrder: async () => ({ changed: false }),
+      completeOrder: async () => ({ completed: true as const }),
+      checkFraud: async () => ({ score: 0 }),
+      voidFraudCheck: async () => ({ voided: false }),
+    },
+    inventory: { reserveInventory: async () => ({ reserved: [] }), releaseInventory: async () => ({ released: 0 }) },
+    payments: { chargePayment: async () => ({ chargeId: 'ch_floor' }), refundPayment: async () => ({ status: 'refunded' }) },
+    shipping: { createShipment: async () => ({ shipmentId: 'shp_floor', trackingNumber: 'TRK' }), voidShipment: ok as never },
+  } as unknown as Systems;
+}

@@ -1,0 +1,233 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+import type { Stack } from '../stack';
+import { createApiClient } from '../../src/api/auth';
+import { startApi, type RunningApi } from '../../src/api/server';
+import { startOrderSaga } from '../../src/orders/start';
+import { createSagaWorker, type SagaWorker } from '../../workers/worker';
+import type { OrderInput } from '../../workflows/order/types';
+import { noopActivities, passThroughLedger } from './activities';
+
+/**
+ * The variants, each on task queues of its own, driven in turn within each round:
+ * - sagaflow: the order saga as it runs in production (saga helper, search
+ *   attributes, the ledger, the provider and carrier over HTTP);
+ * - sagaflow-http: the same, started through POST /orders?wait=30s;
+ * - naive: a samples-style saga over the same activities writing the same
+ *   rows, with no ledger (no claim, no fingerprint, no tombstone);
+ * - floor: the samples-style saga's shape with no-op activities: what
+ *   Temporal itself costs for six activities on four queues.
+ */
+export const VARIANTS = ['sagaflow', 'sagaflow-http', 'naive', 'floor'] as const;
+export type Variant = (typeof VARIANTS)[number];
+
+export interface BenchOptions {
+  sagas: number;
+  inFlight: number;
+  rounds: number;
+  variants: Variant[];
+  log: (m: string) => void;
+}
+
+export interface RoundResult {
+  round: number;
+  variant: Variant;
+  sagas: number;
+  failed: number;
+  sagasPerSecond: number;
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+}
+
+export interface Ratio {
+  name: string;
+  median: number;
+  min: number;
+  max: number;
+}
+
+export interface BenchReport {
+  options: Omit<BenchOptions, 'log'>;
+  rounds: RoundResult[];
+  /** Per variant: the median over rounds of each figure. */
+  summary: Record<string, { sagasPerSecond: number; p50Ms: number; p95Ms: number; p99Ms: number }>;
+  /** Per-round ratios (same round, so the same machine noise), median and min–max over rounds. */
+  ratios: Ratio[];
+}
+
+export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchReport> {
+  const run = randomBytes(3).toString('hex');
+  const nativeConnection = await NativeConnection.connect({ address: stack.temporal.address });
+  const connection = await Connection.connect({ address: stack.temporal.address });
+  const client = new Client({ connection, namespace: stack.temporal.namespace });
+  const deps = { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl, providerTimeoutMs: 5000 };
+  const sampleSaga = require.resolve('./workflows');
+  const queue = (v: Variant) => `bench-${v === 'sagaflow-http' ? 'sagaflow' : v}-${run}`;
+
+  const workers: SagaWorker[] = [];
+  const running: Promise<void>[] = [];
+  const started = async (w: Promise<SagaWorker>) => {
+    const worker = await w;
+    workers.push(worker);
+    running.push(worker.run());
+  };
+  const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false };
+  const wants = new Set(opts.variants.map((v) => (v === 'sagaflow-http' ? 'sagaflow' : v)));
+  if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
+  if (wants.has('naive')) {
+    await started(createSagaWorker({ ...common, taskQueue: queue('naive'), workflowsPath: sampleSaga, deps: { ...deps, ledger: passThroughLedger(stack.db) } }));
+  }
+  if (wants.has('floor')) {
+    await started(createSagaWorker({ ...common, taskQueue: queue('floor'), workflowsPath: sampleSaga, deps, activities: noopActivities() }));
+  }
+  let api: RunningApi | undefined;
+  let apiKey = '';
+  if (opts.variants.includes('sagaflow-http')) {
+    api = await startApi({ db: stack.db, temporal: client, taskQueue: queue('sagaflow'), log: () => undefined, recoveryIntervalMs: 0 });
+    apiKey = (await createApiClient(stack.db, `bench-${run}`)).apiKey;
+  }
+
+  const sku = `bench-${run}`;
+  const total = opts.sagas * opts.rounds * opts.variants.length + 10;
+  await stack.db.query(`INSERT INTO inventory (sku, on_hand) VALUES ($1, $2)`, [sku, total]);
+  const order = (id: string): OrderInput => ({
+    orderId: id,
+    customerId: 'bench',
+    items: [{ sku, quantity: 1 }],
+    amount: { amountMinor: 1_000, currency: 'EUR' },
+    paymentToken: 'tok_visa',
+    shippingAddress: { name: 'Bench', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
+  });
+
+  /** One saga from start to its result, in ms; throws if it did not complete. */
+  const oneSaga = async (variant: Variant, n: string): Promise<number> => {
+    const t0 = performance.now();
+    const id = `${variant}-${run}-${n}`;
+    if (variant === 'sagaflow') {
+      const result = await (await startOrderSaga(client, order(id), queue(variant))).result();
+      if (result.status !== 'completed') throw new Error(`${id}: ${result.status}`);
+    } else if (variant === 'sagaflow-http') {
+      const { orderId: _drop, ...body } = order(id);
+      const res = await fetch(`${api!.url}/orders?wait=30s`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'idempotency-key': id, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      const view = (await res.json()) as { saga?: { status?: string } };
+      if (res.status !== 201 || view.saga?.status !== 'completed') throw new Error(`${id}: ${res.status} ${JSON.stringify(view)}`);
+    } else {
+      const result = await client.workflow.execute('sampleSaga', { workflowId: `order-${id}`, taskQueue: queue(variant), args: [order(id)] });
+      if ((result as { status: string }).status !== 'completed') throw new Error(`${id}: compensated`);
+    }
+    return performance.now() - t0;
+  };
+
+  const rounds: RoundResult[] = [];
+  try {
+    // A short warm-up per variant: bundles, connections and caches are not what is measured.
+    for (const v of opts.variants) await Promise.all([0, 1].map((i) => oneSaga(v, `warm${i}`)));
+    for (let round = 1; round <= opts.rounds; round++) {
+      // Interleaved, and in a rotated order each round, so drift in the machine's load hits every variant alike.
+      const order_ = opts.variants.map((_, i) => opts.variants[(i + round - 1) % opts.variants.length]!);
+      for (const variant of order_) {
+        const latencies: number[] = [];
+        let failed = 0;
+        let next = 0;
+        const t0 = performance.now();
+        await Promise.all(
+          Array.from({ length: Math.min(opts.inFlight, opts.sagas) }, async () => {
+            while (next < opts.sagas) {
+              const n = next++;
+              try {
+                latencies.push(await oneSaga(variant, `r${round}-${n}`));
+              } catch (err) {
+                failed += 1;
+                opts.log(`${variant}: ${(err as Error).message}`);
+              }
+            }
+          }),
+        );
+        const seconds = (performance.now() - t0) / 1000;
+        const r: RoundResult = {
+          round,
+          variant,
+          sagas: latencies.length,
+          failed,
+          sagasPerSecond: latencies.length / seconds,
+          p50Ms: percentile(latencies, 50),
+          p95Ms: percentile(latencies, 95),
+          p99Ms: percentile(latencies, 99),
+        };
+        rounds.push(r);
+        opts.log(`round ${round} ${variant}: ${r.sagasPerSecond.toFixed(2)} sagas/s, p50 ${r.p50Ms.toFixed(0)} ms${failed ? `, ${failed} failed` : ''}`);
+      }
+    }
+  } finally {
+    await api?.close();
+    for (const w of workers) w.shutdown();
+    await Promise.allSettled(running);
+    await nativeConnection.close();
+    await connection.close();
+  }
+  return { options: { sagas: opts.sagas, inFlight: opts.inFlight, rounds: opts.rounds, variants: opts.variants }, rounds, ...summarize(rounds, opts.variants) };
+}
+
+function summarize(rounds: RoundResult[], variants: Variant[]): Pick<BenchReport, 'summary' | 'ratios'> {
+  const summary: BenchReport['summary'] = {};
+  for (const v of variants) {
+    const rs = rounds.filter((r) => r.variant === v);
+    summary[v] = {
+      sagasPerSecond: median(rs.map((r) => r.sagasPerSecond)),
+      p50Ms: median(rs.map((r) => r.p50Ms)),
+      p95Ms: median(rs.map((r) => r.p95Ms)),
+      p99Ms: median(rs.map((r) => r.p99Ms)),
+    };
+  }
+  const ratios: Ratio[] = [];
+  const ratio = (name: string, a: Variant, b: Variant, of: (r: RoundResult) => number, invert = false) => {
+    if (!variants.includes(a) || !variants.includes(b)) return;
+    const per = [...new Set(rounds.map((r) => r.round))].flatMap((round) => {
+      const x = rounds.find((r) => r.round === round && r.variant === a);
+      const y = rounds.find((r) => r.round === round && r.variant === b);
+      return x && y ? [invert ? of(y) / of(x) : of(x) / of(y)] : [];
+    });
+    if (per.length) ratios.push({ name, median: median(per), min: Math.min(...per), max: Math.max(...per) });
+  };
+  const tput = (r: RoundResult) => r.sagasPerSecond;
+  const p50 = (r: RoundResult) => r.p50Ms;
+  ratio('sagaflow / floor, throughput', 'sagaflow', 'floor', tput);
+  ratio('sagaflow / floor, p50 speed (floor p50 / sagaflow p50)', 'sagaflow', 'floor', p50, true);
+  ratio('sagaflow / naive, throughput', 'sagaflow', 'naive', tput);
+  ratio('sagaflow / naive, p50 speed (naive p50 / sagaflow p50)', 'sagaflow', 'naive', p50, true);
+  ratio('sagaflow-http / sagaflow, throughput', 'sagaflow-http', 'sagaflow', tput);
+  return { summary, ratios };
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function median(values: number[]): number {
+  return percentile(values, 50);
+}
+
+export function formatReport(r: BenchReport): string {
+  const lines = [
+    `${r.options.sagas} sagas per variant and round, ${r.options.inFlight} in flight, ${r.options.rounds} rounds (medians over rounds)`,
+    '',
+    '| variant | sagas/s | p50 ms | p95 ms | p99 ms |',
+    '|---|---|---|---|---|',
+    ...Object.entries(r.summary).map(
+      ([v, s]) => `| ${v} | ${s.sagasPerSecond.toFixed(2)} | ${s.p50Ms.toFixed(0)} | ${s.p95Ms.toFixed(0)} | ${s.p99Ms.toFixed(0)} |`,
+    ),
+    '',
+    '| ratio | median | min–max over rounds |',
+    '|---|---|---|',
+    ...r.ratios.map((x) => `| ${x.name} | ${x.median.toFixed(2)} | ${x.min.toFixed(2)}–${x.max.toFixed(2)} |`),
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,23 @@
+import type { ActivityOptions } from '@temporalio/workflow';
+
+/** How the order saga calls each kind of activity; the benchmark's comparison sagas call theirs the same way. */
+
+const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
+
+// Local steps are fast transactions. Ten attempts (about 30 s of backoff) ride out a terminated
+// connection or a PostgreSQL restart instead of compensating an order for a database blip.
+export const localStep: ActivityOptions = { startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } };
+// External steps: transient provider failures (and database blips around the call) are
+// retried with backoff up to a bound (about 6 s), then the saga compensates. A worker that dies mid-call stops
+// heartbeating, so its attempt moves to another worker within the heartbeat timeout.
+export const externalStep: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  heartbeatTimeout: '5s',
+  retry: { ...retry, maximumAttempts: 6 },
+};
+// One round of a compensation; the saga helper keeps starting new rounds until it succeeds.
+export const compensationRound: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  heartbeatTimeout: '5s',
+  retry: { ...retry, maximumAttempts: 3 },
+};
