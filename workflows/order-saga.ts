@@ -19,6 +19,7 @@ import type { OrderInput, OrderSagaResult } from './order/types';
 
 export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
+export const PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH = 'search-attributes-on-phase-change';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
@@ -48,15 +49,24 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   // Sagas started with an OrderId search attribute publish their phase and step as they go;
   // ones started before that was added (none carry it) take no new commands on replay.
   const publish = workflowInfo().typedSearchAttributes.get(OrderIdKey) !== undefined && patched(SEARCH_ATTRIBUTES_PATCH);
+  // Each upsert is a command and an event, on the path of every step. Sagas started since the
+  // phase-only change publish SagaStatus when the phase changes (it starts 'running'), and
+  // CurrentStep only with it; the status query answers the current step live.
+  let publishedPhase = 'running';
   const saga = new Saga({
     retryInitialIntervalMs: 1000,
     retryMaxIntervalMs: 30_000,
     onTransition: publish
-      ? (s) =>
+      ? (s) => {
+          if (patched(PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH)) {
+            if (s.phase === publishedPhase) return;
+            publishedPhase = s.phase;
+          }
           upsertSearchAttributes([
             { key: SagaStatusKey, value: s.phase },
             { key: CurrentStepKey, value: s.currentStep ?? 'none' },
-          ])
+          ]);
+        }
       : undefined,
     onCompensationFailure: (step) => sagaMetrics.compensationFailed(step),
   });

@@ -34,6 +34,8 @@ test.each([
   ['v2', [...paths, 'fail-fraud-check']],
   // v3: activities on per-system task queues, and sagas that publish search attributes.
   ['v3', [...paths, 'fail-fraud-check']],
+  // v4: search attributes published on phase changes only; undo keys without forwardKey.
+  ['v4', [...paths, 'fail-fraud-check']],
 ])('there are committed %s histories for every saga path', (label, expected) => {
   const scenarios = cases.filter((c) => c.entry.file.startsWith(`${label}-`)).map((c) => c.scenario);
   expect([...scenarios].sort()).toEqual([...expected].sort());
