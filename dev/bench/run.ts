@@ -8,6 +8,7 @@ import { startOrderSaga } from '../../src/orders/start';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import type { OrderInput } from '../../workflows/order/types';
 import { noopActivities, passThroughLedger } from './activities';
+import { startDbosVariant } from './dbos';
 
 /**
  * The variants, each on task queues of its own, driven in turn within each round:
@@ -17,9 +18,10 @@ import { noopActivities, passThroughLedger } from './activities';
  * - naive: a samples-style saga over the same activities writing the same
  *   rows, with no ledger (no claim, no fingerprint, no tombstone);
  * - floor: the samples-style saga's shape with no-op activities: what
- *   Temporal itself costs for six activities on four queues.
+ *   Temporal itself costs for six activities on four queues;
+ * - dbos: the same six steps' code as DBOS Transact steps of one workflow (./dbos.ts).
  */
-export const VARIANTS = ['sagaflow', 'sagaflow-http', 'naive', 'floor'] as const;
+export const VARIANTS = ['sagaflow', 'sagaflow-http', 'naive', 'floor', 'dbos'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 export interface BenchOptions {
@@ -82,6 +84,12 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   if (wants.has('floor')) {
     await started(createSagaWorker({ ...common, taskQueue: queue('floor'), workflowsPath: sampleSaga, deps, activities: noopActivities() }));
   }
+  let dbos: Awaited<ReturnType<typeof startDbosVariant>> | undefined;
+  if (wants.has('dbos')) {
+    const url = new URL(stack.databaseUrl);
+    url.pathname = `/dbos_bench_${run}`;
+    dbos = await startDbosVariant(url.toString(), deps);
+  }
   let api: RunningApi | undefined;
   let apiKey = '';
   if (opts.variants.includes('sagaflow-http')) {
@@ -117,6 +125,8 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
       });
       const view = (await res.json()) as { saga?: { status?: string } };
       if (res.status !== 201 || view.saga?.status !== 'completed') throw new Error(`${id}: ${res.status} ${JSON.stringify(view)}`);
+    } else if (variant === 'dbos') {
+      await dbos!.run(order(id), `order-${id}`);
     } else {
       const result = await client.workflow.execute('sampleSaga', { workflowId: `order-${id}`, taskQueue: queue(variant), args: [order(id)] });
       if ((result as { status: string }).status !== 'completed') throw new Error(`${id}: compensated`);
@@ -166,6 +176,7 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
     }
   } finally {
     await api?.close();
+    await dbos?.stop();
     for (const w of workers) w.shutdown();
     await Promise.allSettled(running);
     await nativeConnection.close();
@@ -202,6 +213,8 @@ function summarize(rounds: RoundResult[], variants: Variant[]): Pick<BenchReport
   ratio('sagaflow / naive, throughput', 'sagaflow', 'naive', tput);
   ratio('sagaflow / naive, p50 speed (naive p50 / sagaflow p50)', 'sagaflow', 'naive', p50, true);
   ratio('sagaflow-http / sagaflow, throughput', 'sagaflow-http', 'sagaflow', tput);
+  ratio('sagaflow / DBOS, throughput', 'sagaflow', 'dbos', tput);
+  ratio('sagaflow / DBOS, p50 speed (DBOS p50 / sagaflow p50)', 'sagaflow', 'dbos', p50, true);
   return { summary, ratios };
 }
 

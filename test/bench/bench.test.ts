@@ -4,7 +4,7 @@
  * are only printed (README, issue notes).
  */
 import { runBench, VARIANTS } from '../../dev/bench/run';
-import { createTestContext, type TestContext } from '../helpers/context';
+import { createTestContext, databaseUrl, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
 beforeAll(async () => {
@@ -16,7 +16,7 @@ afterAll(async () => {
 
 test('every variant completes its sagas and reports sagas/s and percentiles; only sagaflow writes ledger rows', async () => {
   const stack = {
-    databaseUrl: '',
+    databaseUrl: databaseUrl(),
     db: ctx.db,
     temporal: { address: process.env.TEMPORAL_ADDRESS!, namespace: ctx.namespace, source: 'test' },
     paymentProviderUrl: ctx.payment.url,
@@ -30,8 +30,8 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     const s = report.summary[v]!;
     expect([s.sagasPerSecond, s.p50Ms, s.p95Ms, s.p99Ms].every((x) => Number.isFinite(x) && x > 0)).toBe(true);
   }
-  expect(report.ratios.map((r) => r.name)).toHaveLength(5);
-  // Same rows for the naive saga and sagaflow; the ledger's only for sagaflow; nothing for the floor.
+  expect(report.ratios.map((r) => r.name)).toHaveLength(7);
+  // Same rows for sagaflow, the naive saga and DBOS; the ledger's only for sagaflow; nothing for the floor.
   const { rows } = await ctx.db.query<{ variant: string; orders: number; completed: number; ledger: number }>(
     `SELECT CASE WHEN o.id LIKE 'ord\\_%' THEN 'sagaflow-http' ELSE split_part(o.id, '-', 1) END AS variant, count(*)::int AS orders,
             count(*) FILTER (WHERE o.status = 'completed')::int AS completed,
@@ -39,6 +39,7 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
        FROM orders o WHERE o.customer_id = 'bench' AND o.id NOT LIKE '%warm%' GROUP BY 1 ORDER BY 1`,
   );
   expect(rows).toEqual([
+    { variant: 'dbos', orders: 2, completed: 2, ledger: 0 },
     { variant: 'naive', orders: 2, completed: 2, ledger: 0 },
     { variant: 'sagaflow', orders: 2, completed: 2, ledger: 12 },
     // Through the API: its own order IDs, the warm-up's among them.
