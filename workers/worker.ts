@@ -80,6 +80,9 @@ export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWor
               ...common,
               taskQueue,
               ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: opts.workflowsPath ?? WORKFLOWS_PATH }),
+              // The database-only steps run here, as local activities; this worker takes no remote ones.
+              activities: { ...systems.orders, ...systems.inventory },
+              enableNonLocalActivities: false,
               maxConcurrentWorkflowTaskExecutions: concurrency ?? 40,
             })
           : await Worker.create({

@@ -3,23 +3,26 @@ import {
   defineUpdate,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   proxySinks,
   upsertSearchAttributes,
   workflowInfo,
   type ActivityOptions,
+  type LocalActivityOptions,
 } from '@temporalio/workflow';
 import type { SagaMetricsSinks } from './order/metrics-sinks';
 import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attributes';
 import type { SagaActivities } from '../activities';
 import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from './saga';
 import { queueName, type ActivitySystem } from './order/queues';
-import { compensationRound, externalStep, localStep } from './order/activity-options';
+import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, localStep } from './order/activity-options';
 import { Step } from './order/steps';
 import type { OrderInput, OrderSagaResult } from './order/types';
 
 export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
 export const PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH = 'search-attributes-on-phase-change';
+export const LOCAL_DATABASE_STEPS_PATCH = 'database-steps-as-local-activities';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
@@ -35,11 +38,16 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const undoKeys = (step: string) => ({ key: keys.undo(step), orderId: order.orderId });
   const { orderId } = order;
 
-  const local = { orders: system('orders', localStep), inventory: system('inventory', localStep) };
+  // Sagas started since this patch run their database-only steps (and their undos) as local
+  // activities in the workflow's worker; older ones keep calling the orders and inventory queues.
+  const inWorkflowWorker = patched(LOCAL_DATABASE_STEPS_PATCH);
+  const db = (role: 'orders' | 'inventory', remote: ActivityOptions, inWorker: LocalActivityOptions) =>
+    inWorkflowWorker ? proxyLocalActivities<SagaActivities>(inWorker) : system(role, remote);
+  const local = { orders: db('orders', localStep, localDatabaseStep), inventory: db('inventory', localStep, localDatabaseStep) };
   const external = { payments: system('payments', externalStep), shipping: system('shipping', externalStep) };
   const undo = {
-    orders: system('orders', compensationRound),
-    inventory: system('inventory', compensationRound),
+    orders: db('orders', compensationRound, localDatabaseUndo),
+    inventory: db('inventory', compensationRound, localDatabaseUndo),
     payments: system('payments', compensationRound),
     shipping: system('shipping', compensationRound),
   };

@@ -1,6 +1,6 @@
-import { proxyActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
+import { proxyActivities, proxyLocalActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
 import type { SagaActivities } from '../../activities';
-import { compensationRound, externalStep, localStep } from '../../workflows/order/activity-options';
+import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo } from '../../workflows/order/activity-options';
 import { queueName, type ActivitySystem } from '../../workflows/order/queues';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
@@ -12,7 +12,7 @@ function system(role: ActivitySystem, options: ActivityOptions) {
 
 /**
  * A saga as the Temporal samples write one: the order saga's six activities in
- * sequence, on the same queues with the same options, and a list of
+ * sequence, of the same kinds (local or on the same queues) with the same options, and a list of
  * compensations run in reverse on failure; no saga helper, no search
  * attributes. With no-op activities it is the engine floor; with the real
  * activities minus the ledger, the naive saga.
@@ -20,9 +20,12 @@ function system(role: ActivitySystem, options: ActivityOptions) {
 export async function sampleSaga(order: OrderInput): Promise<{ status: 'completed' | 'compensated' }> {
   const keys = sagaKeys(workflowInfo().workflowId);
   const { orderId } = order;
-  const local = { orders: system('orders', localStep), inventory: system('inventory', localStep) };
+  // The same kinds of activity as the order saga: its database-only steps are local activities.
+  const inWorker = proxyLocalActivities<SagaActivities>(localDatabaseStep);
+  const local = { orders: inWorker, inventory: inWorker };
   const external = { payments: system('payments', externalStep), shipping: system('shipping', externalStep) };
-  const undo = { orders: system('orders', compensationRound), inventory: system('inventory', compensationRound), payments: system('payments', compensationRound) };
+  const undoInWorker = proxyLocalActivities<SagaActivities>(localDatabaseUndo);
+  const undo = { orders: undoInWorker, inventory: undoInWorker, payments: system('payments', compensationRound) };
   const compensations: (() => Promise<unknown>)[] = [];
   try {
     compensations.unshift(() =>

@@ -59,11 +59,16 @@ export function recordedEnding(history: History): Ending {
   return closing ? { kind: 'other', event: closing } : { kind: 'open' };
 }
 
-/** The activity types the history scheduled, in order: the saga's steps and compensations. */
+/** The activity types the history ran, in order, remote and local: the saga's steps and compensations. */
 export function scheduledActivities(history: History): string[] {
   return (history.events ?? []).flatMap((e) => {
     const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
-    return name ? [name] : [];
+    if (name) return [name];
+    // A local activity leaves a marker whose data names its type.
+    const marker = e.markerRecordedEventAttributes;
+    const data = marker?.markerName === 'core_local_activity' ? marker.details?.data?.payloads?.[0] : undefined;
+    const local = data ? (defaultPayloadConverter.fromPayload(data) as { activity_type?: unknown }).activity_type : undefined;
+    return typeof local === 'string' ? [local] : [];
   });
 }
 

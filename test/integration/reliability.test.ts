@@ -120,28 +120,37 @@ describe('every accepted cancel closes its order', () => {
     expect(got.json).toEqual(expect.objectContaining({ status: 'cancelled', saga: expect.objectContaining({ status: 'cancelled' }) }));
   });
 
-  test('a cancel while record-order waits for an orders worker closes the row the API inserted', async () => {
-    const queue = uniqueId('rel-noorders');
+  test('a cancel while record-order is held up in flight closes the row the API inserted', async () => {
+    const queue = uniqueId('rel-heldup');
     const { url } = await api(queue);
-    await worker(queue, ['workflows', 'inventory', 'payments', 'shipping']);
-    const order = await createOrder(url);
-    const handle = ctx.client.workflow.getHandle(orderWorkflowId(order.id));
-    await eventually(
-      async () => ((await handle.query(statusQuery)).currentStep === Step.recordOrder ? true : undefined),
-      'record-order to be scheduled',
-    );
-    expect((await post(url, `/orders/${order.id}/cancel`, { reason: 'too slow' })).status).toBe(202);
-    // The compensation runs on the orders queue too: only now can anything touch the row.
-    expect((await orderRow(order.id))!.status).toBe('pending');
-    await worker(queue, ['orders']);
-
+    await worker(queue);
+    // The ledger's table locked: record-order (a local activity in the workflow's worker) waits at its claim.
+    const lock = await ctx.db.connect();
+    await lock.query('BEGIN');
+    await lock.query('LOCK TABLE step_ledger IN EXCLUSIVE MODE');
+    let handle;
+    let order;
+    try {
+      order = await createOrder(url);
+      handle = ctx.client.workflow.getHandle(orderWorkflowId(order.id));
+      await eventually(
+        async () => ((await handle!.query(statusQuery)).currentStep === Step.recordOrder ? true : undefined),
+        'record-order to be in flight',
+      );
+      expect((await post(url, `/orders/${order.id}/cancel`, { reason: 'too slow' })).status).toBe(202);
+      // Nothing can touch the row while the ledger is locked: not the step, not its undo.
+      expect((await orderRow(order.id))!.status).toBe('pending');
+    } finally {
+      await lock.query('COMMIT');
+      lock.release();
+    }
     expect((await handle.result()).status).toBe('cancelled');
     expect((await orderRow(order.id))!.status).toBe('cancelled');
     expect(await ledgerState(`${handle.workflowId}/${Step.recordOrder}`)).toBe('cancelled');
     expect(await stock(order.sku)).toEqual({ on_hand: 10, reserved: 0 });
   });
 
-  test('a cancel of an order whose saga was never started starts it and cancels it before its first step', async () => {
+  test('a cancel of an order whose saga was never started starts it, cancels it, and the order ends cancelled', async () => {
     const queue = uniqueId('rel-orphan');
     const { url } = await api(queue);
     await worker(queue);
@@ -150,8 +159,9 @@ describe('every accepted cancel closes its order', () => {
     expect((await post(url, `/orders/${orderId}/cancel`)).status).toBe(202);
     const result = await ctx.client.workflow.getHandle(orderWorkflowId(orderId)).result();
     expect(result.status).toBe('cancelled');
-    expect(result.completedSteps).toEqual([]);
     expect(await orderRow(orderId)).toEqual(expect.objectContaining({ status: 'cancelled', saga_started_at: expect.any(Date) }));
+    const { rows } = await ctx.db.query(`SELECT count(*)::int AS held FROM reservations WHERE order_id = $1 AND status = 'held'`, [orderId]);
+    expect(rows[0].held).toBe(0);
   });
 
   test('a cancel of a saga that closed without closing its row answers 409 with the reason, never 503', async () => {

@@ -36,6 +36,8 @@ test.each([
   ['v3', [...paths, 'fail-fraud-check']],
   // v4: search attributes published on phase changes only; undo keys without forwardKey.
   ['v4', [...paths, 'fail-fraud-check']],
+  // v5: the database-only steps as local activities in the workflow's worker.
+  ['v5', [...paths, 'fail-fraud-check']],
 ])('there are committed %s histories for every saga path', (label, expected) => {
   const scenarios = cases.filter((c) => c.entry.file.startsWith(`${label}-`)).map((c) => c.scenario);
   expect([...scenarios].sort()).toEqual([...expected].sort());
