@@ -3,10 +3,12 @@ import { parseArgs } from 'node:util';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
+import { formatGrowth, ledgerGrowth } from '../dev/bench/growth';
 import { formatReport, runBench, VARIANTS, type Variant } from '../dev/bench/run';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--json FILE]
+       npm run bench -- --growth 1000,10000,100000,1000000 [--sagas 300]   (step latency as step_ledger grows)
 
 Runs the order saga as sagaflow runs it, through the HTTP API, as a naive samples-style
 saga over the same rows without the ledger, and as the engine floor (same shape, no-op
@@ -21,6 +23,7 @@ runMain(async () => {
       rounds: { type: 'string', default: '5' },
       variants: { type: 'string', default: VARIANTS.join(',') },
       json: { type: 'string' },
+      growth: { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -37,6 +40,17 @@ runMain(async () => {
   const log = (m: string) => console.error(`[bench] ${m}`);
   const stack = await startStack(loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' }), log, { ephemeralTemporal: true });
   try {
+    if (values.growth !== undefined) {
+      const sizes = values.growth.split(',').map(Number);
+      if (!sizes.length || sizes.some((n) => !Number.isInteger(n) || n < 1)) {
+        console.error('--growth takes ledger sizes, e.g. 1000,10000,100000,1000000');
+        return 2;
+      }
+      const points = await ledgerGrowth(stack.db, sizes, sagas, log);
+      console.log(formatGrowth(points));
+      if (values.json) writeFileSync(values.json, `${JSON.stringify(points, null, 2)}\n`);
+      return 0;
+    }
     const report = await runBench(stack, { sagas, inFlight, rounds, variants, log });
     console.log(formatReport(report));
     if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
