@@ -2,7 +2,8 @@ import type { Db } from '../db/pool';
 
 export interface LedgerRetention {
   /**
-   * How long a saga's rows are kept after its last row changed. It must outlast
+   * How long a saga's rows are kept after its last row was written (a step or
+   * compensation started). It must outlast
    * the longest a saga can live (a saga idle past it would find its forward
    * records gone when it compensates), the Temporal namespace's retention and
    * every activity's schedule-to-close: a late attempt must always still find
@@ -16,8 +17,10 @@ export interface LedgerRetention {
 }
 
 /**
- * Deletes the rows of sagas whose every row last changed before now − retention,
- * a batch of sagas at a time. Returns how many rows went.
+ * Deletes the rows of sagas with no row written since now − retention, a batch
+ * of sagas at a time. A step's row changes only while its step runs (seconds to
+ * minutes), and every step and compensation writes a row of its own, so the
+ * newest created_at is the saga's last activity. Returns how many rows went.
  */
 export async function purgeLedger(db: Db, opts: LedgerRetention): Promise<{ rows: number; sagas: number }> {
   const batchSize = opts.batchSize ?? 500;
@@ -29,8 +32,8 @@ export async function purgeLedger(db: Db, opts: LedgerRetention): Promise<{ rows
        -- Sagas with an old row and no recent one: closed (or idle) for longer than the retention.
        closed AS (
          SELECT DISTINCT l.workflow_id FROM step_ledger l, cutoff
-          WHERE l.updated_at < cutoff.at
-            AND NOT EXISTS (SELECT 1 FROM step_ledger n WHERE n.workflow_id = l.workflow_id AND n.updated_at >= cutoff.at)
+          WHERE l.created_at < cutoff.at
+            AND NOT EXISTS (SELECT 1 FROM step_ledger n WHERE n.workflow_id = l.workflow_id AND n.created_at >= cutoff.at)
           LIMIT $2),
        gone AS (
          DELETE FROM step_ledger l USING closed c WHERE l.workflow_id = c.workflow_id RETURNING l.workflow_id)

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS step_ledger (
   updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS step_ledger_workflow_idx ON step_ledger (workflow_id);
-CREATE INDEX IF NOT EXISTS step_ledger_updated_idx ON step_ledger (updated_at);
+CREATE INDEX IF NOT EXISTS step_ledger_created_idx ON step_ledger (created_at);
 `;
 
 /**

@@ -50,7 +50,7 @@ export class SagaMetrics {
   });
   readonly ledgerRowsPurged = new Counter({
     name: 'sagaflow_ledger_rows_purged_total',
-    help: 'step_ledger rows deleted by the retention job (sagas idle for longer than LEDGER_RETENTION_DAYS)',
+    help: 'step_ledger rows deleted by the retention job (sagas with no row written for LEDGER_RETENTION_DAYS)',
     registers: [this.registry],
   });
   readonly stepDuration = new Histogram({
