@@ -7,8 +7,8 @@ import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
 import { captureHistories } from '../src/replay/capture';
-import { runScenarios } from '../dev/replay-scenarios';
-import { createSagaWorker, ORDER_HISTORIES_DIR } from '../workers/worker';
+import { ORDER_HISTORIES_DIR, runScenarios } from '../dev/replay-scenarios';
+import { createSagaWorker } from '../workers/worker';
 import { runMain } from './run';
 
 const USAGE = `usage:

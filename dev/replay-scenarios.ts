@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { withClient, type Db } from '../src/db/pool';
 import { startOrderSaga } from '../src/orders/start';
@@ -8,6 +9,9 @@ import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-sa
 import type { SagaStatus } from '../workflows/saga';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput } from '../workflows/order/types';
+
+/** The order saga's committed histories: written by npm run histories:capture, replayed by the gate in npm test. */
+export const ORDER_HISTORIES_DIR = path.resolve(__dirname, '../test/replay/histories');
 
 export interface ScenarioContext {
   client: Client;

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { NativeConnection, Worker, type State, type WorkerOptions, type WorkerPlugin } from '@temporalio/worker';
 import { activitiesBySystem, type ActivityDeps } from '../activities';
 import type { SagaMetrics } from '../src/observability/metrics';
@@ -7,13 +6,10 @@ import type { ReplayOptions } from '../src/replay/replay';
 import { sagaMetricsSinks, stepObserver } from './observability';
 
 export const WORKFLOWS_PATH = require.resolve('../workflows');
-/** The order saga's committed histories, replayed by the gate in npm test. */
 /** What the replay gate needs to replay the order saga: its workflow code and the sinks it calls. */
 export function orderSagaReplayOptions(): ReplayOptions {
   return { workflowsPath: WORKFLOWS_PATH, sinks: sagaMetricsSinks() };
 }
-
-export const ORDER_HISTORIES_DIR = path.resolve(__dirname, '../test/replay/histories');
 
 export interface SagaWorkerOptions {
   connection: NativeConnection;

@@ -1,6 +1,7 @@
 import { loadCases } from '../../src/replay/fixtures';
 import { describeOutcome, recordedEnding, replayAll, type ReplayOutcome } from '../../src/replay/replay';
-import { ORDER_HISTORIES_DIR, orderSagaReplayOptions } from '../../workers/worker';
+import { ORDER_HISTORIES_DIR } from '../../dev/replay-scenarios';
+import { orderSagaReplayOptions } from '../../workers/worker';
 
 /**
  * The replay gate: every committed history must replay against the current
