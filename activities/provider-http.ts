@@ -21,51 +21,36 @@ async function postIdempotent<T>(
   timeoutMs: number,
   cancelled?: AbortSignal,
 ): Promise<HttpAnswer<T>> {
+  const attributes = { 'http.request.method': 'POST', 'url.full': url, 'sagaflow.idempotency_key': idempotencyKey };
   return inSpan(
     `POST ${new URL(url).pathname}`,
-    { 'http.request.method': 'POST', 'url.full': url, 'sagaflow.idempotency_key': idempotencyKey },
+    attributes,
     async (span) => {
-      const answer = await send<T>(url, idempotencyKey, body, timeoutMs, cancelled);
-      span.setAttribute('http.response.status_code', answer.status);
-      return answer;
+      let res: Response;
+      try {
+        const timeout = AbortSignal.timeout(timeoutMs);
+        res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey, ...traceHeaders() },
+          body: JSON.stringify(body),
+          signal: cancelled ? AbortSignal.any([timeout, cancelled]) : timeout,
+        });
+      } catch (err) {
+        throw ApplicationFailure.retryable(`${url} unreachable: ${(err as Error).message}`, FailureType.ProviderUnavailable);
+      }
+      span.setAttribute('http.response.status_code', res.status);
+      const text = await res.text();
+      if (res.status >= 500) throw ApplicationFailure.retryable(`${url} answered ${res.status}`, FailureType.ProviderUnavailable);
+      let parsed: unknown;
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        throw ApplicationFailure.retryable(`${url} sent a body that is not JSON`, FailureType.ProviderUnavailable);
+      }
+      return { status: res.status, body: parsed as T, replayed: res.headers.get('idempotent-replayed') === 'true' };
     },
     SpanKind.CLIENT,
   );
-}
-
-async function send<T>(
-  url: string,
-  idempotencyKey: string,
-  body: unknown,
-  timeoutMs: number,
-  cancelled?: AbortSignal,
-): Promise<HttpAnswer<T>> {
-  let res: Response;
-  try {
-    const timeout = AbortSignal.timeout(timeoutMs);
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey, ...traceHeaders() },
-      body: JSON.stringify(body),
-      signal: cancelled ? AbortSignal.any([timeout, cancelled]) : timeout,
-    });
-  } catch (err) {
-    throw ApplicationFailure.retryable(
-      `${url} unreachable: ${(err as Error).message}`,
-      FailureType.ProviderUnavailable,
-    );
-  }
-  const text = await res.text();
-  if (res.status >= 500) {
-    throw ApplicationFailure.retryable(`${url} answered ${res.status}`, FailureType.ProviderUnavailable);
-  }
-  let parsed: unknown;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    throw ApplicationFailure.retryable(`${url} sent a body that is not JSON`, FailureType.ProviderUnavailable);
-  }
-  return { status: res.status, body: parsed as T, replayed: res.headers.get('idempotent-replayed') === 'true' };
 }
 
 /**
