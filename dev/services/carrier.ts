@@ -5,6 +5,7 @@ import { fingerprint } from '../../src/ledger/fingerprint';
 import {
   answerExisting,
   FaultInjector,
+  lockOrTombstone,
   reverseOnce,
   type EffectTable,
   type ReversalTable,
@@ -103,27 +104,9 @@ async function voidShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   return reverseOnce(db, VOIDS, key, shipmentKey, (tx) => voidByKey(tx, shipmentKey));
 }
 
-async function lockShipment(tx: Tx, shipmentKey: string): Promise<ShipmentRow | undefined> {
-  const result = await tx.query<ShipmentRow>(
-    'SELECT * FROM carrier_shipments WHERE idempotency_key = $1 FOR UPDATE',
-    [shipmentKey],
-  );
-  return result.rows[0];
-}
-
 async function voidByKey(tx: Tx, shipmentKey: string): Promise<Record<string, unknown>> {
-  let shipment = await lockShipment(tx, shipmentKey);
-  if (!shipment) {
-    // A void can outrun a create whose response was lost; the tombstone stops the late create.
-    const tomb = await tx.query(
-      `INSERT INTO carrier_shipments (idempotency_key, status) VALUES ($1, 'canceled')
-       ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
-      [shipmentKey],
-    );
-    if (tomb.rowCount === 1) return { status: 'canceled' };
-    shipment = await lockShipment(tx, shipmentKey); // a concurrent create committed first
-    if (!shipment) throw new Error(`shipment ${shipmentKey} conflicted but is not visible`);
-  }
+  const shipment = await lockOrTombstone<ShipmentRow>(tx, SHIPMENTS, shipmentKey);
+  if (!shipment) return { status: 'canceled' };
   switch (shipment.status) {
     case 'created':
       await tx.query(

@@ -341,3 +341,26 @@ export async function reverseOnce(
     return fresh(stored);
   });
 }
+
+/**
+ * Locks the effect a reversal targets, or, if there is none yet, tombstones its
+ * key: a reversal can outrun a create whose answer was lost, and the tombstone
+ * makes that late create fail. Returns the locked row, or undefined when this
+ * call left the tombstone.
+ */
+export async function lockOrTombstone<R>(tx: Tx, books: EffectTable, key: string): Promise<R | undefined> {
+  const lock = async () =>
+    (await tx.query<R & Record<string, unknown>>(`SELECT * FROM ${books.table} WHERE idempotency_key = $1 FOR UPDATE`, [key])).rows[0];
+  const row = await lock();
+  if (row) return row;
+  const tomb = await tx.query(
+    `INSERT INTO ${books.table} (idempotency_key, status) VALUES ($1, 'canceled')
+     ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
+    [key],
+  );
+  if (tomb.rowCount === 1) return undefined;
+  // A concurrent create committed between our read and our insert: lock what it made.
+  const created = await lock();
+  if (!created) throw new Error(`${key} conflicted but is not visible`);
+  return created;
+}

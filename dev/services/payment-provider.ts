@@ -5,6 +5,7 @@ import { fingerprint } from '../../src/ledger/fingerprint';
 import {
   answerExisting,
   FaultInjector,
+  lockOrTombstone,
   reverseOnce,
   type EffectTable,
   type ReversalTable,
@@ -117,27 +118,9 @@ async function createRefund(db: Db, ctx: RequestContext): Promise<Reply> {
   return reverseOnce(db, REFUNDS, key, chargeKey, (tx) => refundCharge(tx, chargeKey));
 }
 
-async function lockCharge(tx: Tx, chargeKey: string): Promise<ChargeRow | undefined> {
-  const result = await tx.query<ChargeRow>('SELECT * FROM provider_charges WHERE idempotency_key = $1 FOR UPDATE', [
-    chargeKey,
-  ]);
-  return result.rows[0];
-}
-
 async function refundCharge(tx: Tx, chargeKey: string): Promise<Record<string, unknown>> {
-  let charge = await lockCharge(tx, chargeKey);
-  if (!charge) {
-    // The compensation may run before (or instead of) a charge whose outcome the
-    // caller never learned; the tombstone makes any late charge with this key fail.
-    const tomb = await tx.query(
-      `INSERT INTO provider_charges (idempotency_key, status) VALUES ($1, 'canceled')
-       ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
-      [chargeKey],
-    );
-    if (tomb.rowCount === 1) return { status: 'canceled' };
-    charge = await lockCharge(tx, chargeKey); // a concurrent charge committed first
-    if (!charge) throw new Error(`charge ${chargeKey} conflicted but is not visible`);
-  }
+  const charge = await lockOrTombstone<ChargeRow>(tx, CHARGES, chargeKey);
+  if (!charge) return { status: 'canceled' };
   switch (charge.status) {
     case 'succeeded':
       await tx.query(
