@@ -11,8 +11,10 @@ const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 
        npm run bench -- --growth 1000,10000,100000,1000000 [--sagas 300]   (step latency as step_ledger grows)
 
 Runs the order saga as sagaflow runs it, through the HTTP API, as a naive samples-style
-saga over the same rows without the ledger, and as the engine floor (same shape, no-op
-activities), interleaved over rounds on one Temporal dev server and one PostgreSQL.
+saga over the same rows without the ledger (every activity remote), as that saga with
+sagaflow's kinds of activity (no-ledger), as the engine floor (no-ledger's shape, no-op
+activities) and as DBOS Transact, interleaved over rounds on one Temporal dev server and
+one PostgreSQL.
 Prints sagas/s and p50/p95/p99 per variant and the ratios with their min–max over rounds.`;
 
 runMain(async () => {

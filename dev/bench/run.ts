@@ -15,13 +15,17 @@ import { startDbosVariant } from './dbos';
  * - sagaflow: the order saga as it runs in production (saga helper, search
  *   attributes, the ledger, the provider and carrier over HTTP);
  * - sagaflow-http: the same, started through POST /orders?wait=30s;
- * - naive: a samples-style saga over the same activities writing the same
- *   rows, with no ledger (no claim, no fingerprint, no tombstone);
- * - floor: the samples-style saga's shape with no-op activities: what
- *   Temporal itself costs for six activities on four queues;
+ * - naive: a saga as the Temporal samples write one (every activity remote on
+ *   its system's queue) over the same activities writing the same rows, with
+ *   no ledger (no record, no fingerprint, no tombstone);
+ * - no-ledger: the naive saga with the order saga's kinds of activity (the
+ *   database-only steps local): sagaflow minus its ledger, saga helper and
+ *   search attributes, so sagaflow / no-ledger is what exactly-once costs;
+ * - floor: no-ledger's shape with no-op activities: what Temporal itself
+ *   costs for the saga's six activities;
  * - dbos: the same six steps' code as DBOS Transact steps of one workflow (./dbos.ts).
  */
-export const VARIANTS = ['sagaflow', 'sagaflow-http', 'naive', 'floor', 'dbos'] as const;
+export const VARIANTS = ['sagaflow', 'sagaflow-http', 'naive', 'no-ledger', 'floor', 'dbos'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 export interface BenchOptions {
@@ -78,8 +82,9 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false };
   const wants = new Set(opts.variants.map((v) => (v === 'sagaflow-http' ? 'sagaflow' : v)));
   if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
-  if (wants.has('naive')) {
-    await started(createSagaWorker({ ...common, taskQueue: queue('naive'), workflowsPath: sampleSaga, deps: { ...deps, ledger: passThroughLedger(stack.db) } }));
+  for (const v of ['naive', 'no-ledger'] as const) {
+    if (!wants.has(v)) continue;
+    await started(createSagaWorker({ ...common, taskQueue: queue(v), workflowsPath: sampleSaga, deps: { ...deps, ledger: passThroughLedger(stack.db) } }));
   }
   if (wants.has('floor')) {
     await started(createSagaWorker({ ...common, taskQueue: queue('floor'), workflowsPath: sampleSaga, deps, activities: noopActivities() }));
@@ -128,7 +133,8 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
     } else if (variant === 'dbos') {
       await dbos!.run(order(id), `order-${id}`);
     } else {
-      const result = await client.workflow.execute('sampleSaga', { workflowId: `order-${id}`, taskQueue: queue(variant), args: [order(id)] });
+      const workflow = variant === 'naive' ? 'naiveSaga' : 'sampleSaga';
+      const result = await client.workflow.execute(workflow, { workflowId: `order-${id}`, taskQueue: queue(variant), args: [order(id)] });
       if ((result as { status: string }).status !== 'completed') throw new Error(`${id}: compensated`);
     }
     return performance.now() - t0;
@@ -212,6 +218,8 @@ function summarize(rounds: RoundResult[], variants: Variant[]): Pick<BenchReport
   ratio('sagaflow / floor, p50 speed (floor p50 / sagaflow p50)', 'sagaflow', 'floor', p50, true);
   ratio('sagaflow / naive, throughput', 'sagaflow', 'naive', tput);
   ratio('sagaflow / naive, p50 speed (naive p50 / sagaflow p50)', 'sagaflow', 'naive', p50, true);
+  ratio('sagaflow / no-ledger, throughput (what exactly-once costs)', 'sagaflow', 'no-ledger', tput);
+  ratio('no-ledger / floor, throughput (what the steps\' own work costs)', 'no-ledger', 'floor', tput);
   ratio('sagaflow-http / sagaflow, throughput', 'sagaflow-http', 'sagaflow', tput);
   ratio('sagaflow / DBOS, throughput', 'sagaflow', 'dbos', tput);
   ratio('sagaflow / DBOS, p50 speed (DBOS p50 / sagaflow p50)', 'sagaflow', 'dbos', p50, true);

@@ -267,36 +267,49 @@ async function recordFailure(db: Db, ref: StepKey, fp: string, failure: Recorded
   return res.rowCount === 1;
 }
 
+/** Thrown inside a local step's transaction to roll its effect back when the key turns out to be taken. */
+class KeyTaken extends Error {}
+
 /**
- * Round trips on first execution: BEGIN, claim, the effect's statements, record,
- * COMMIT. A duplicate makes BEGIN, claim, read, COMMIT and applies nothing.
+ * The effect first, the record last: BEGIN, the effect's statements, one
+ * INSERT of the completed row, COMMIT. Claiming first would cost a round trip
+ * and a second row version (insert pending, then update) on every step, to
+ * spare only duplicates, which are rare.
+ *
+ * The INSERT is still the lock: a concurrent duplicate that reaches it waits for
+ * this transaction; whichever commits second finds the key taken (completed,
+ * failed or tombstoned), rolls its own effect back and replays the recorded
+ * outcome. An effect that fails only because its twin already applied (a
+ * unique row, stock already held) is answered the same way, from the record.
  */
 async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx: Tx) => Promise<T>, hooks: LedgerHooks): Promise<T> {
   const fp = fingerprint(input);
-  let replayed = false;
+  const recorded = async (): Promise<Row | undefined> => (await db.query<Row>(SELECT_ROW, [ref.key])).rows[0];
   try {
     return await inTransaction(db, async (tx) => {
-      const existing = await claim(tx, ref, fp);
-      replayed = existing !== null;
-      if (existing) return replay<T>(existing, ref, fp, hooks);
       const result = await effect(tx);
-      await tx.query(
-        `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now()
-          WHERE key = $1 AND state = 'pending'`,
-        [ref.key, JSON.stringify(result ?? null)],
+      const inserted = await tx.query(
+        `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
+         VALUES ($1, $2, $3, $4, 'completed', $5)
+         ON CONFLICT (key) DO NOTHING RETURNING key`,
+        [ref.key, ref.workflowId, ref.step, fp, JSON.stringify(result ?? null)],
       );
+      if (inserted.rowCount !== 1) throw new KeyTaken();
       return result;
     });
   } catch (err) {
+    if (err instanceof KeyTaken) {
+      const row = await recorded();
+      if (!row) throw new Error(`ledger row ${ref.key} vanished`);
+      return replay<T>(row, ref, fp, hooks);
+    }
     const failure = asBusinessFailure(err);
-    // The transaction rolled back, effect and claim alike; record the business
-    // failure on its own so a duplicate replays the same answer (a replay already is that answer).
-    const ledgerOwn = failure?.type === LedgerFailure.StepCancelled || failure?.type === LedgerFailure.IdempotencyConflict;
-    if (!replayed && failure && !ledgerOwn) {
-      if (!(await recordFailure(db, ref, fp, failure))) {
-        const row = (await db.query<Row>(SELECT_ROW, [ref.key])).rows[0];
-        if (row) return replay<T>(row, ref, fp, hooks);
-      }
+    // The transaction rolled back, effect and all; record the business failure on
+    // its own so a duplicate replays the same answer. If the key is already taken,
+    // this attempt was the duplicate: the record answers it.
+    if (failure && !(await recordFailure(db, ref, fp, failure))) {
+      const row = await recorded();
+      if (row) return replay<T>(row, ref, fp, hooks);
     }
     throw err;
   }

@@ -30,10 +30,10 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     const s = report.summary[v]!;
     expect([s.sagasPerSecond, s.p50Ms, s.p95Ms, s.p99Ms].every((x) => Number.isFinite(x) && x > 0)).toBe(true);
   }
-  expect(report.ratios.map((r) => r.name)).toHaveLength(7);
-  // Same rows for sagaflow, the naive saga and DBOS; the ledger's only for sagaflow; nothing for the floor.
+  expect(report.ratios.map((r) => r.name)).toHaveLength(9);
+  // Same rows for sagaflow, the naive and no-ledger sagas and DBOS; the ledger's only for sagaflow; nothing for the floor.
   const { rows } = await ctx.db.query<{ variant: string; orders: number; completed: number; ledger: number }>(
-    `SELECT CASE WHEN o.id LIKE 'ord\\_%' THEN 'sagaflow-http' ELSE split_part(o.id, '-', 1) END AS variant, count(*)::int AS orders,
+    `SELECT CASE WHEN o.id LIKE 'ord\\_%' THEN 'sagaflow-http' ELSE substring(o.id from '^(.*)-[0-9a-f]{6}-') END AS variant, count(*)::int AS orders,
             count(*) FILTER (WHERE o.status = 'completed')::int AS completed,
             sum((SELECT count(*) FROM step_ledger l WHERE l.workflow_id = 'order-' || o.id))::int AS ledger
        FROM orders o WHERE o.customer_id = 'bench' AND o.id NOT LIKE '%warm%' GROUP BY 1 ORDER BY 1`,
@@ -41,6 +41,7 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
   expect(rows).toEqual([
     { variant: 'dbos', orders: 2, completed: 2, ledger: 0 },
     { variant: 'naive', orders: 2, completed: 2, ledger: 0 },
+    { variant: 'no-ledger', orders: 2, completed: 2, ledger: 0 },
     { variant: 'sagaflow', orders: 2, completed: 2, ledger: 12 },
     // Through the API: its own order IDs, the warm-up's among them.
     { variant: 'sagaflow-http', orders: 4, completed: 4, ledger: 24 },

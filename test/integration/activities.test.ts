@@ -303,6 +303,39 @@ describe('concurrent executions of one key apply once', () => {
     expect(await ledgerState(input.key)).toBe('completed');
   });
 
+  // The ledger records a local step after its effect: a duplicate runs the effect, finds the key
+  // taken, rolls back and replays. These twins fail in their effect first (no stock left, the
+  // fraud check's row exists), and must still get the recorded answer, never the effect's error.
+  test(`${N} concurrent reserveInventory of the last units: the twins find no stock, and still replay the hold`, async () => {
+    const s = newSaga();
+    const sku = await newSku(3);
+    const input = { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku, quantity: 3 }] };
+
+    const results = await Promise.allSettled(Array.from({ length: N }, () => run(acts.reserveInventory, input)));
+
+    expect(results.map((r) => r.status)).toEqual(Array(N).fill('fulfilled'));
+    for (const r of results) expect((r as PromiseFulfilledResult<unknown>).value).toEqual({ reserved: [{ sku, quantity: 3 }] });
+    expect(await stock(sku)).toEqual({ on_hand: 3, reserved: 3 });
+    expect(await reservations(s.orderId)).toEqual([{ sku, quantity: 3, status: 'held' }]);
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'completed', error: null });
+  });
+
+  test(`${N} concurrent checkFraud and recordOrder: one row each, one answer`, async () => {
+    const s = newSaga();
+    const order = orderInput(s, [{ sku: 'sku-a', quantity: 1 }]);
+    const fraud = { key: s.key(Step.fraudCheck), orderId: s.orderId, amount: money, paymentToken: 'tok_visa' };
+    const [records, checks] = await Promise.all([
+      Promise.all(Array.from({ length: N }, () => run(acts.recordOrder, { key: s.key(Step.recordOrder), order }))),
+      Promise.all(Array.from({ length: N }, () => run(acts.checkFraud, fraud))),
+    ]);
+
+    expect(new Set(records.map((r) => JSON.stringify(r)))).toEqual(new Set([JSON.stringify({ orderId: s.orderId })]));
+    expect(new Set(checks.map((r) => JSON.stringify(r))).size).toBe(1);
+    expect(await count('SELECT count(*) AS n FROM orders WHERE id = $1', [s.orderId])).toBe(1);
+    expect(await count('SELECT count(*) AS n FROM fraud_checks WHERE order_id = $1', [s.orderId])).toBe(1);
+    expect(await ledgerRow(fraud.key)).toMatchObject({ state: 'completed', result: checks[0] });
+  });
+
   test(`${N} concurrent chargePayment: one provider charge, everyone gets the same chargeId`, async () => {
     const s = newSaga();
     const input = chargeInput(s);
