@@ -62,6 +62,7 @@ runMain(async () => {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     queues: opts.queues,
     concurrency: opts.concurrency,
+    pollers: opts.pollers,
     paymentsPerSecond: opts.paymentsPerSecond,
     shutdownGraceTime: opts.shutdownGraceMs,
     workflowBundle: opts.queues.includes('workflows') ? bundle : undefined,

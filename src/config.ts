@@ -48,6 +48,8 @@ export const configSchema = z.object({
     .trim()
     .regex(/^([1-9]\d*|((workflows|orders|inventory|payments|shipping)=[1-9]\d*)(,(workflows|orders|inventory|payments|shipping)=[1-9]\d*)*)$/, 'a positive number, or role=number pairs like payments=20,shipping=10')
     .optional(),
+  /** Long polls per task queue in each worker process (workflow and activity tasks alike). */
+  SAGAFLOW_WORKER_POLLERS: z.coerce.number().int().min(2).max(100).default(4),
   PAYMENTS_PER_SECOND: z.coerce.number().positive().optional(),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
   SAGAFLOW_WORKFLOW_BUNDLE: z.string().trim().min(1).optional(),

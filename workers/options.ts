@@ -5,6 +5,7 @@ import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 export interface WorkerProcessOptions {
   queues: QueueRole[];
   concurrency: Partial<Record<QueueRole, number>>;
+  pollers: number;
   paymentsPerSecond?: number;
   shutdownGraceMs: number;
   metricsPort: number;
@@ -12,13 +13,14 @@ export interface WorkerProcessOptions {
 
 const isRole = (s: string): s is QueueRole => (QUEUE_ROLES as readonly string[]).includes(s);
 
-/** `--queues a,b --concurrency payments=20 --payments-per-second 50 --shutdown-grace 10000`; flags win over env. */
+/** `--queues a,b --concurrency payments=20 --pollers 4 --payments-per-second 50 --shutdown-grace 10000`; flags win over env. */
 export function workerOptions(argv: string[], config: Config): WorkerProcessOptions {
   const { values } = parseArgs({
     args: argv,
     options: {
       queues: { type: 'string' },
       concurrency: { type: 'string' },
+      pollers: { type: 'string' },
       'payments-per-second': { type: 'string' },
       'shutdown-grace': { type: 'string' },
       'metrics-port': { type: 'string' },
@@ -44,6 +46,8 @@ export function workerOptions(argv: string[], config: Config): WorkerProcessOpti
         concurrency[role] = Number(n);
       }
   }
+  const pollers = Number(values.pollers ?? config.SAGAFLOW_WORKER_POLLERS);
+  if (!Number.isInteger(pollers) || pollers < 2 || pollers > 100) throw new Error('--pollers must be a whole number from 2 to 100');
   const pps = values['payments-per-second'] ?? config.PAYMENTS_PER_SECOND;
   const paymentsPerSecond = pps === undefined ? undefined : Number(pps);
   if (paymentsPerSecond !== undefined && !(paymentsPerSecond > 0)) throw new Error('--payments-per-second must be positive');
@@ -51,5 +55,5 @@ export function workerOptions(argv: string[], config: Config): WorkerProcessOpti
   if (!Number.isInteger(grace) || grace < 0) throw new Error('--shutdown-grace must be milliseconds');
   const metricsPort = Number(values['metrics-port'] ?? config.METRICS_PORT);
   if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new Error('--metrics-port must be a port');
-  return { queues: roles, concurrency, paymentsPerSecond, shutdownGraceMs: grace, metricsPort };
+  return { queues: roles, concurrency, pollers, paymentsPerSecond, shutdownGraceMs: grace, metricsPort };
 }

@@ -1,4 +1,5 @@
 import { ConfigError, loadConfig } from '../../src/config';
+import { workerOptions } from '../../workers/options';
 
 test('defaults apply when nothing is set, and empty strings count as unset', () => {
   const c = loadConfig({ DATABASE_URL: '', TEMPORAL_ADDRESS: '' });
@@ -23,6 +24,7 @@ test.each([
   ['PROVIDER_TIMEOUT_MS', '-5'],
   ['PAYMENT_PROVIDER_URL', 'ftp://x'],
   ['LOG_LEVEL', 'loud'],
+  ['SAGAFLOW_WORKER_POLLERS', '1'],
 ])('a bad %s stops start-up with a message naming it', (variable, value) => {
   let err: unknown;
   try {
@@ -33,4 +35,11 @@ test.each([
   expect(err).toBeInstanceOf(ConfigError);
   expect((err as ConfigError).issues.map((i) => i.variable)).toEqual([variable]);
   expect((err as Error).message).toContain(variable);
+});
+
+test('worker pollers: 4 by default, the flag wins over the environment, and fewer than 2 is refused', () => {
+  expect(workerOptions([], loadConfig({})).pollers).toBe(4);
+  expect(workerOptions([], loadConfig({ SAGAFLOW_WORKER_POLLERS: '8' })).pollers).toBe(8);
+  expect(workerOptions(['--pollers', '12'], loadConfig({ SAGAFLOW_WORKER_POLLERS: '8' })).pollers).toBe(12);
+  expect(() => workerOptions(['--pollers', '1'], loadConfig({}))).toThrow(/--pollers/);
 });
