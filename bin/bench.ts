@@ -7,7 +7,7 @@ import { formatGrowth, ledgerGrowth } from '../dev/bench/growth';
 import { formatReport, runBench, VARIANTS, type Variant } from '../dev/bench/run';
 import { runMain } from './run';
 
-const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--json FILE]
+const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--pollers N] [--json FILE]
        npm run bench -- --growth 1000,10000,100000,1000000 [--sagas 300]   (step latency as step_ledger grows)
 
 Runs the order saga as sagaflow runs it, through the HTTP API, as a naive samples-style
@@ -26,6 +26,7 @@ runMain(async () => {
       variants: { type: 'string', default: VARIANTS.join(',') },
       json: { type: 'string' },
       growth: { type: 'string' },
+      pollers: { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -33,8 +34,9 @@ runMain(async () => {
   const sagas = int(values.sagas);
   const inFlight = int(values['in-flight']);
   const rounds = int(values.rounds);
+  const pollers = values.pollers === undefined ? undefined : int(values.pollers);
   const variants = (values.variants ?? '').split(',').filter(Boolean) as Variant[];
-  if (values.help || [sagas, inFlight, rounds].some(Number.isNaN) || !variants.length || variants.some((v) => !VARIANTS.includes(v))) {
+  if (values.help || [sagas, inFlight, rounds, pollers ?? 2].some(Number.isNaN) || (pollers ?? 2) < 2 || !variants.length || variants.some((v) => !VARIANTS.includes(v))) {
     console.error(USAGE);
     return values.help ? 0 : 2;
   }
@@ -53,7 +55,7 @@ runMain(async () => {
       if (values.json) writeFileSync(values.json, `${JSON.stringify(points, null, 2)}\n`);
       return 0;
     }
-    const report = await runBench(stack, { sagas, inFlight, rounds, variants, log });
+    const report = await runBench(stack, { sagas, inFlight, rounds, variants, pollers, log });
     console.log(formatReport(report));
     if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
     return report.rounds.some((r) => r.failed > 0) ? 1 : 0;

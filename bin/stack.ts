@@ -1,15 +1,26 @@
 import { loadConfig } from '../src/config';
+import { listStock } from '../src/inventory/stock';
+import { DEV_CATALOGUE, seedCatalogue } from '../dev/catalogue';
 import { redact, startStack } from '../dev/stack';
 import { runMain } from './run';
 
-/** Starts the dev stack and keeps it up, printing how to point workers at it. */
+/** Starts the dev stack and keeps it up, printing how to point workers, the API and the CLIs at it. */
 runMain(async () => {
   const config = loadConfig();
   const stack = await startStack(config, (m) => console.log(`[stack] ${m}`));
-  console.log('\nThe stack is up. In another shell, start a worker with:\n');
+  const seeded = await seedCatalogue(stack.db);
+  const stock = await listStock(stack.db, Object.keys(DEV_CATALOGUE));
+  const skus = Number((await stack.db.query<{ n: string }>('SELECT count(*) AS n FROM inventory')).rows[0]?.n ?? 0);
+  console.log('\nThe stack is up. In every other shell, first run:\n');
   console.log(
-    `  DATABASE_URL='${stack.databaseUrl}' TEMPORAL_ADDRESS=${stack.temporal.address} ` +
-      `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl} npm run worker\n`,
+    `  export DATABASE_URL='${stack.databaseUrl}' TEMPORAL_ADDRESS=${stack.temporal.address} ` +
+      `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl}\n`,
+  );
+  console.log('then `npm run worker`, `npm run api`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');
+  console.log(
+    `Free stock: ${stock.map((s) => `${s.sku} ${s.available}`).join(', ')}` +
+      (skus > stock.length ? ` and ${skus - stock.length} more SKUs` : '') +
+      (seeded.length ? ` (just seeded: ${seeded.join(', ')})` : ''),
   );
   if (stack.temporal.uiUrl) console.log(`Temporal UI: ${stack.temporal.uiUrl}`);
   console.log(`(database ${redact(stack.databaseUrl)}; Ctrl-C stops everything)`);

@@ -33,6 +33,8 @@ export interface BenchOptions {
   inFlight: number;
   rounds: number;
   variants: Variant[];
+  /** Long polls per queue in every variant's workers; the workers' default if unset. */
+  pollers?: number;
   log: (m: string) => void;
 }
 
@@ -79,7 +81,7 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
     workers.push(worker);
     running.push(worker.run());
   };
-  const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false };
+  const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false, pollers: opts.pollers };
   const wants = new Set(opts.variants.map((v) => (v === 'sagaflow-http' ? 'sagaflow' : v)));
   if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
   for (const v of ['naive', 'no-ledger'] as const) {
@@ -188,7 +190,7 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
     await nativeConnection.close();
     await connection.close();
   }
-  return { options: { sagas: opts.sagas, inFlight: opts.inFlight, rounds: opts.rounds, variants: opts.variants }, rounds, ...summarize(rounds, opts.variants) };
+  return { options: { sagas: opts.sagas, inFlight: opts.inFlight, rounds: opts.rounds, variants: opts.variants, pollers: opts.pollers }, rounds, ...summarize(rounds, opts.variants) };
 }
 
 function summarize(rounds: RoundResult[], variants: Variant[]): Pick<BenchReport, 'summary' | 'ratios'> {
@@ -238,7 +240,7 @@ function median(values: number[]): number {
 
 export function formatReport(r: BenchReport): string {
   const lines = [
-    `${r.options.sagas} sagas per variant and round, ${r.options.inFlight} in flight, ${r.options.rounds} rounds (medians over rounds)`,
+    `${r.options.sagas} sagas per variant and round, ${r.options.inFlight} in flight, ${r.options.rounds} rounds${r.options.pollers ? `, ${r.options.pollers} pollers per queue` : ''} (medians over rounds)`,
     '',
     '| variant | sagas/s | p50 ms | p95 ms | p99 ms |',
     '|---|---|---|---|---|',

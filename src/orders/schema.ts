@@ -5,7 +5,7 @@ import { hasControlCharacters, hasLoneSurrogate } from '../text';
 /** Currencies the payment provider settles; amounts are integer minor units. */
 export const CURRENCIES = ['USD', 'EUR', 'GBP', 'CHF', 'CAD', 'AUD', 'JPY', 'SEK', 'NOK', 'DKK', 'PLN'] as const;
 
-const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64');
+export const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64');
 /** Free text a person typed: stored exactly as sent, so what cannot be stored is refused (src/text.ts). */
 export const text = (max: number) =>
   z
