@@ -1,4 +1,4 @@
-import { ConfigError } from '../src/config';
+import { ConfigError, StartupError } from '../src/config';
 
 /** Runs a command's main, turning a bad configuration into a one-screen message and exit 2. */
 export function runMain(main: () => Promise<number | void>): void {
@@ -9,7 +9,12 @@ export function runMain(main: () => Promise<number | void>): void {
         process.stderr.write(`${err.message}\n`);
         process.exit(2);
       }
-      process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+      if (err instanceof StartupError) {
+        process.stderr.write(`${err.message}\n`);
+        process.exit(1);
+      }
+      // Something thrown that is not an Error (a rejected promise with no reason) still says what failed.
+      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : `failed: ${String(err)} (no error was given)`}\n`);
       process.exit(1);
     },
   );

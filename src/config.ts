@@ -75,6 +75,11 @@ export class ConfigError extends Error {
   }
 }
 
+/** A start-up failure whose message already names the cause and the fix: shown without a stack, exit 1. */
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
 /** Parses the environment once; an invalid value stops start-up with the variable's name. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // An empty variable means "unset", as shells and compose files commonly leave them.
