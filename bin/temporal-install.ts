@@ -3,7 +3,7 @@ import { runMain } from './run';
 
 /** Makes sure a Temporal CLI is at hand (building it with Go into the cache if needed) and prints where. */
 runMain(async () => {
-  const found = findTemporalCli({ cliPath: process.env.TEMPORAL_CLI_PATH || undefined, log: (m) => console.log(m) });
+  const found = await findTemporalCli({ cliPath: process.env.TEMPORAL_CLI_PATH || undefined, log: (m) => console.log(m) });
   if (!found) {
     console.error(
       'No Temporal CLI: none on TEMPORAL_CLI_PATH or PATH, none cached, and no Go to build one.\n' +

@@ -36,31 +36,88 @@ function isExecutable(file: string): boolean {
 
 /**
  * Finds a Temporal CLI: TEMPORAL_CLI_PATH, `temporal` on PATH, the cached build,
- * then a fresh `go install` into the cache. Returns undefined if none can be had,
- * leaving the SDK's own download as the caller's last resort.
+ * then (unless allowBuild is false) a fresh `go install` into the cache, with
+ * progress. Returns undefined if none can be had, leaving the SDK's own
+ * download as the caller's last resort.
  */
-export function findTemporalCli(opts: { cliPath?: string; allowBuild?: boolean; log?: (m: string) => void } = {}):
-  | { path: string; source: CliSource }
-  | undefined {
+export async function findTemporalCli(opts: { cliPath?: string; allowBuild?: boolean; log?: (m: string) => void } = {}): Promise<
+  { path: string; source: CliSource } | undefined
+> {
   const log = opts.log ?? (() => undefined);
-  if (opts.cliPath) {
-    if (!isExecutable(opts.cliPath)) throw new Error(`TEMPORAL_CLI_PATH=${opts.cliPath} is not an executable file`);
-    return { path: opts.cliPath, source: 'TEMPORAL_CLI_PATH' };
+  const ready = findBuiltTemporalCli(opts.cliPath);
+  if (ready) return ready;
+  if (opts.allowBuild === false || !onPath('go')) return undefined;
+  return (await buildTemporalCli(log)) ? { path: path.join(cacheDir(), 'temporal'), source: 'go install' } : undefined;
+}
+
+/** A Temporal CLI that needs no build: TEMPORAL_CLI_PATH, PATH or the cache. */
+export function findBuiltTemporalCli(cliPath?: string): { path: string; source: CliSource } | undefined {
+  if (cliPath) {
+    if (!isExecutable(cliPath)) throw new Error(`TEMPORAL_CLI_PATH=${cliPath} is not an executable file`);
+    return { path: cliPath, source: 'TEMPORAL_CLI_PATH' };
   }
   const fromPath = onPath('temporal');
   if (fromPath) return { path: fromPath, source: 'PATH' };
   const cached = path.join(cacheDir(), 'temporal');
   if (isExecutable(cached)) return { path: cached, source: 'cache' };
-  if (opts.allowBuild === false || !onPath('go')) return undefined;
-  log(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} with go install into ${cacheDir()} (takes a few minutes, once)`);
-  fs.mkdirSync(cacheDir(), { recursive: true });
-  const res = spawnSync('go', ['install', `${CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
-    env: { ...process.env, GOBIN: cacheDir() },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  if (res.status === 0 && isExecutable(cached)) return { path: cached, source: 'go install' };
-  log(`go install failed (exit ${res.status}); check \`go env GOPROXY GOSUMDB GOFLAGS\``);
   return undefined;
+}
+
+const clock = (ms: number) => `${Math.floor(ms / 60_000)}m${String(Math.floor((ms % 60_000) / 1000)).padStart(2, '0')}s`;
+
+/**
+ * `go install` of the CLI into the cache. Go prints each module it downloads and
+ * (with -v) each package it compiles; this turns that into a line of progress
+ * every `everyMs` (what is being built, the time elapsed, modules and packages so
+ * far) and, on failure, Go's last lines and the settings that usually explain it.
+ */
+export async function buildTemporalCli(log: (m: string) => void, everyMs = 15_000): Promise<boolean> {
+  const started = Date.now();
+  log(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} (${CLI_MODULE}) with go install into ${cacheDir()}; this takes a few minutes, once`);
+  fs.mkdirSync(cacheDir(), { recursive: true });
+  const child = spawn('go', ['install', '-v', `${CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
+    env: { ...process.env, GOBIN: cacheDir() },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let downloaded = 0;
+  let compiled = 0;
+  let last = '';
+  const tail: string[] = [];
+  let partial = '';
+  const onOutput = (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines.filter(Boolean)) {
+      tail.push(line);
+      if (tail.length > 40) tail.shift();
+      if (line.startsWith('go: downloading')) downloaded += 1;
+      else if (!line.startsWith('go:')) {
+        compiled += 1;
+        last = line.trim();
+      }
+    }
+  };
+  child.stdout!.on('data', onOutput);
+  child.stderr!.on('data', onOutput);
+  const ticker = setInterval(() => {
+    const phase = compiled ? `${compiled} packages compiled (now ${last})` : `${downloaded} modules downloaded`;
+    log(`building the Temporal CLI: ${clock(Date.now() - started)} elapsed, ${phase}`);
+  }, everyMs);
+  const code = await new Promise<number | null>((resolve) => {
+    child.once('error', () => resolve(null));
+    child.once('close', (c) => resolve(c));
+  });
+  clearInterval(ticker);
+  if (code === 0 && isExecutable(path.join(cacheDir(), 'temporal'))) {
+    log(`built the Temporal CLI in ${clock(Date.now() - started)} (${downloaded} modules downloaded, ${compiled} packages compiled)`);
+    return true;
+  }
+  const env = spawnSync('go', ['env', 'GOPROXY', 'GOSUMDB', 'GOFLAGS'], { encoding: 'utf8' }).stdout?.trim().split('\n') ?? [];
+  log(
+    `go install failed (exit ${code}) after ${clock(Date.now() - started)}; its last lines:\n${tail.join('\n')}\n` +
+      `go env GOPROXY GOSUMDB GOFLAGS: ${env.join(' | ')}`,
+  );
+  return false;
 }
 
 export interface TemporalServer {
@@ -86,7 +143,7 @@ export interface StartTemporalOptions {
 export async function startTemporalDevServer(opts: StartTemporalOptions = {}): Promise<TemporalServer> {
   const log = opts.log ?? (() => undefined);
   const namespace = opts.namespace ?? 'default';
-  const found = findTemporalCli({ cliPath: opts.cliPath, log });
+  const found = await findTemporalCli({ cliPath: opts.cliPath, log });
   const port = opts.port ?? (await freePort());
   const uiPort = opts.ui ? (opts.uiPort ?? (await freePort())) : undefined;
   if (!found) return startWithSdkDownload({ ...opts, namespace, port, uiPort }, log);

@@ -5,7 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { Pool } from 'pg';
 import { migrate } from '../../src/db/migrate';
 import { freePort, waitFor } from '../../src/ports';
-import { findTemporalCli } from '../temporal';
+import { findBuiltTemporalCli } from '../temporal';
 import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
 import { QUEUE_ROLES } from '../../workflows/order/queues';
 import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
@@ -136,7 +136,7 @@ export class ChaosStack {
     this.db.on('error', () => undefined);
 
     step();
-    const cli = findTemporalCli({ allowBuild: false, log });
+    const cli = findBuiltTemporalCli();
     if (!cli) throw new Error('no Temporal CLI (TEMPORAL_CLI_PATH, PATH or the cache): run `npm run temporal:install` first');
     const temporalPort = await freePort();
     this.temporalAddress = `127.0.0.1:${temporalPort}`;

@@ -1,0 +1,61 @@
+/**
+ * The one-off Temporal CLI build reports progress instead of blocking in
+ * silence, and explains a failure. `go` here is a script standing in for the
+ * Go toolchain's output (the real build takes minutes; CI runs it through
+ * `npm run temporal:install`); what is under test is sagaflow's reporting.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildTemporalCli, cacheDir } from '../../dev/temporal';
+
+let dir: string;
+const saved = { PATH: process.env.PATH, SAGAFLOW_CACHE_DIR: process.env.SAGAFLOW_CACHE_DIR };
+
+function fakeGo(script: string): void {
+  fs.writeFileSync(path.join(dir, 'bin', 'go'), `#!/bin/sh\nif [ "$1" = env ]; then echo https://proxy.golang.org,direct; echo sum.golang.org; echo; exit 0; fi\n${script}\n`, { mode: 0o755 });
+}
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-go-'));
+  fs.mkdirSync(path.join(dir, 'bin'));
+  process.env.PATH = `${path.join(dir, 'bin')}${path.delimiter}${saved.PATH}`;
+  process.env.SAGAFLOW_CACHE_DIR = path.join(dir, 'cache');
+});
+afterEach(() => {
+  process.env.PATH = saved.PATH;
+  if (saved.SAGAFLOW_CACHE_DIR === undefined) delete process.env.SAGAFLOW_CACHE_DIR;
+  else process.env.SAGAFLOW_CACHE_DIR = saved.SAGAFLOW_CACHE_DIR;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a build prints what it builds, then progress lines with the time elapsed, then how long it took', async () => {
+  fakeGo(`for m in a b c; do echo "go: downloading example.com/$m v1.0.0" >&2; done
+sleep 0.4
+echo go.temporal.io/server/common >&2; echo go.temporal.io/server/service/history >&2
+sleep 0.4
+printf '#!/bin/sh\\n' > "$GOBIN/temporal"; chmod +x "$GOBIN/temporal"`);
+  const lines: string[] = [];
+  expect(await buildTemporalCli((m) => lines.push(m), 150)).toBe(true);
+
+  expect(lines[0]).toMatch(/^building the Temporal CLI v1\.5\.1 \(github\.com\/temporalio\/cli\/cmd\/temporal\) with go install into .*; this takes a few minutes, once$/);
+  expect(lines).toContainEqual(expect.stringMatching(/^building the Temporal CLI: 0m00s elapsed, 3 modules downloaded$/));
+  expect(lines).toContainEqual(
+    expect.stringMatching(/^building the Temporal CLI: 0m00s elapsed, 2 packages compiled \(now go\.temporal\.io\/server\/service\/history\)$/),
+  );
+  expect(lines.at(-1)).toMatch(/^built the Temporal CLI in 0m0\ds \(3 modules downloaded, 2 packages compiled\)$/);
+  expect(fs.existsSync(path.join(cacheDir(), 'temporal'))).toBe(true);
+});
+
+test("a failed build says so with Go's last lines and its proxy settings", async () => {
+  fakeGo(`echo "go: downloading github.com/temporalio/cli v1.5.1" >&2
+echo "go: github.com/temporalio/cli@v1.5.1: verifying module: checksum mismatch" >&2
+exit 1`);
+  const lines: string[] = [];
+  expect(await buildTemporalCli((m) => lines.push(m), 10_000)).toBe(false);
+  const failure = lines.at(-1)!;
+  expect(failure).toMatch(/^go install failed \(exit 1\) after 0m00s; its last lines:\n/);
+  expect(failure).toContain('verifying module: checksum mismatch');
+  expect(failure).toContain('go env GOPROXY GOSUMDB GOFLAGS: https://proxy.golang.org,direct | sum.golang.org');
+  expect(fs.existsSync(path.join(cacheDir(), 'temporal'))).toBe(false);
+});
