@@ -8,8 +8,16 @@ import { createPool } from '../src/db/pool';
 import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
+const USAGE = `usage: npm run api
+
+The HTTP API: start, watch and cancel order sagas (README, "HTTP API"). Listens on
+API_HOST:API_PORT (127.0.0.1:8080) and serves /metrics, /healthz, /readyz and
+/openapi.json beside the routes. Needs DATABASE_URL and TEMPORAL_ADDRESS
+(\`npm run stack\` prints both); every setting is an environment variable
+(README, "Configuration"). SIGTERM or SIGINT drains requests and exits 0.`;
+
 /** The HTTP API process. Needs DATABASE_URL and TEMPORAL_ADDRESS (`npm run stack` prints both). */
-runMain(async () => {
+runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the API' }]);
   await migrate(config.DATABASE_URL!);

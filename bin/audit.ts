@@ -1,17 +1,17 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../src/config';
+import { ConfigError, loadConfig, UsageError } from '../src/config';
 import { createPool, quoteIdent } from '../src/db/pool';
 import { auditBooks, auditSummary, type AuditReport } from '../src/orders/audit';
 import { runMain } from './run';
 
-/**
- * `npm run audit -- [--settled] [--schema <name>] [--json]`: checks the books of
- * the database at DATABASE_URL (money, labels, stock, the step ledger) and
- * prints one line per violation, then a summary. Exits 1 if any, 0 otherwise.
- * --settled: nothing is in flight any more, so a pending order, ledger row,
- * payment or shipment is a violation too.
- */
-runMain(async () => {
+const USAGE = `usage: npm run audit -- [--settled] [--schema NAME] [--json]
+
+Checks the books of the database at DATABASE_URL (money, labels, stock, the step
+ledger) and prints one line per violation, then a summary; exits 1 if any.
+--settled: nothing is in flight, so anything pending is a violation too.
+--schema: the schema to check (public). --json: the report as JSON.`;
+
+runMain(USAGE, async () => {
   let values: { settled?: boolean; schema?: string; json?: boolean };
   try {
     ({ values } = parseArgs({
@@ -19,8 +19,7 @@ runMain(async () => {
     }));
     if (values.schema !== undefined) quoteIdent(values.schema);
   } catch (err) {
-    console.error(`${(err as Error).message}\nusage: npm run audit -- [--settled] [--schema <name>] [--json]`);
-    return 2;
+    throw new UsageError((err as Error).message);
   }
   const config = loadConfig();
   if (!config.DATABASE_URL) {

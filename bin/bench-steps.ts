@@ -8,12 +8,17 @@ import { stepKey, undoKey } from '../workflows/saga/keys';
 import { Step } from '../workflows/order/steps';
 import { runMain } from './run';
 
+const USAGE = `usage: npm run bench:steps -- [N]
+
+Prints, per step, the database round trips and the latency of a first execution
+and of a duplicate, over N executions (100). Figures, not assertions.`;
+
 /**
  * Prints, per step, the database round trips and the latency of a first
  * execution and of a duplicate. Figures, not assertions: run it and read them.
  * `npm run bench:steps -- 200` sets the number of sagas' worth of steps.
  */
-runMain(async () => {
+runMain(USAGE, async () => {
   const n = Number(process.argv[2] ?? 100);
   const config = loadConfig({ ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' });
   const stack = await startStack(config, () => undefined);

@@ -17,7 +17,7 @@ activities) and as DBOS Transact, interleaved over rounds on one Temporal dev se
 one PostgreSQL.
 Prints sagas/s and p50/p95/p99 per variant and the ratios with their min–max over rounds.`;
 
-runMain(async () => {
+runMain(USAGE, async () => {
   const { values } = parseArgs({
     options: {
       sagas: { type: 'string', default: '300' },

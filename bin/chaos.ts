@@ -32,7 +32,7 @@ function parseOptions() {
 }
 
 /** `npm run chaos -- --orders 200`: the fault soak (dev/chaos/soak.ts). */
-runMain(async () => {
+runMain(USAGE, async () => {
   let parsed: ReturnType<typeof parseOptions>;
   try {
     parsed = parseOptions();

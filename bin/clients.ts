@@ -10,7 +10,7 @@ Creates an API client and prints its key, once: only a hash is stored.
 --key-only prints the key alone, for KEY=$(npm run -s clients -- create NAME --key-only).
 NAME: 1-64 letters, digits, _ . -`;
 
-runMain(async () => {
+runMain(USAGE, async () => {
   const args = process.argv.slice(2);
   if (args.includes('--help') || args.includes('-h')) {
     console.log(USAGE);

@@ -21,13 +21,20 @@ interface Scenario {
 
 const keepRunning = process.argv.includes('--keep-running');
 
+const USAGE = `usage: npm run demo -- [--keep-running]
+
+Brings up the stack and the API, sends one order per path (success, out of
+stock, declined card, carrier outage, customer cancel), prints each outcome and
+the books, and exits 0 when every order reconciles. --keep-running leaves the
+stack up afterwards.`;
+
 /**
  * Brings up the stack and the HTTP API, sends one order per path (success, out
  * of stock, declined card, carrier outage, customer cancel) through the API,
  * prints each outcome and then the books as the database has them. Exits 0 when
  * every order reconciles.
  */
-runMain(async () => {
+runMain(USAGE, async () => {
   const config = loadConfig();
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const log = (m: string) => console.log(`[stack] ${m}`);

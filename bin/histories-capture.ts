@@ -21,7 +21,7 @@ const USAGE = `usage:
  * Fetches workflow histories by a list query (`list().intoHistories()`) and
  * writes them as replay fixtures with a manifest entry each.
  */
-runMain(async () => {
+runMain(USAGE, async () => {
   const { values } = parseArgs({
     options: { label: { type: 'string' }, address: { type: 'string' }, query: { type: 'string' }, out: { type: 'string' } },
   });

@@ -19,7 +19,7 @@ const table = (levels: StockLevel[]) =>
         ...levels.map((l) => `${l.sku}\t${l.onHand}\t${l.reserved}\t${l.available}`),
       ].join('\n');
 
-runMain(async () => {
+runMain(USAGE, async () => {
   const [command, ...args] = process.argv.slice(2);
   const wholeNumber = (s: string | undefined) => (s !== undefined && /^-?\d+$/.test(s) ? Number(s) : NaN);
   if (command === undefined || ['--help', '-h', 'help'].includes(command) || args.includes('--help')) {

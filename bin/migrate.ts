@@ -2,7 +2,12 @@ import { loadConfig, ConfigError } from '../src/config';
 import { migrate } from '../src/db/migrate';
 import { runMain } from './run';
 
-runMain(async () => {
+const USAGE = `usage: npm run migrate
+
+Applies sagaflow's database migrations to DATABASE_URL and prints which ran
+("up to date" if none). Safe to run from several processes at once.`;
+
+runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required to migrate' }]);
   const applied = await migrate(config.DATABASE_URL);

@@ -18,7 +18,15 @@ interface Slot {
   metricsPort?: number;
 }
 
-runMain(async () => {
+const USAGE = `usage: npm run pool -- [ROLE=N ...] [worker flags]
+
+N worker processes per task queue (ROLE: workflows, orders, inventory, payments,
+shipping; one process per role if none is given). Other flags go to every
+worker (npm run worker -- --help). A process that exits is restarted with
+backoff; each serves /metrics on METRICS_PORT + its slot. SIGTERM or SIGINT is
+passed to every worker; the pool exits 0 once all have drained.`;
+
+runMain(USAGE, async () => {
   const args = process.argv.slice(2);
   const counts = new Map<QueueRole, number>();
   const passThrough: string[] = [];

@@ -7,12 +7,18 @@ import { orderSagaReplayOptions } from '../workers/worker';
 import { temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
+const USAGE = `usage: npm run replay -- --query "LIST FILTER" [--limit N] [--address HOST:PORT]
+
+Replays recent histories from the server at TEMPORAL_ADDRESS (or --address)
+against this build, e.g. --query "ExecutionStatus = 'Running'" before a deploy.
+Prints a summary and exits 1 if any history fails to replay.`;
+
 /**
  * `npm run replay -- --query "<list filter>" [--limit N]`: replays recent
  * histories from the server at TEMPORAL_ADDRESS (or --address) against this
  * build; prints a summary and exits 1 if any fails.
  */
-runMain(async () => {
+runMain(USAGE, async () => {
   const { values } = parseArgs({
     options: { query: { type: 'string' }, address: { type: 'string' }, limit: { type: 'string' } },
   });

@@ -1,12 +1,28 @@
-import { ConfigError, StartupError } from '../src/config';
+import { ConfigError, StartupError, UsageError } from '../src/config';
 
-/** Runs a command's main, turning a bad configuration into a one-screen message and exit 2. */
-export function runMain(main: () => Promise<number | void>): void {
+/**
+ * Runs a command's main. `--help` or `-h` prints its usage and exits 0; a
+ * wrong flag or argument prints what is wrong and the usage, exit 2; a bad
+ * configuration prints every bad variable at once, exit 2; a start-up failure
+ * that names its cause prints that line, exit 1; anything else, its stack, exit 1.
+ */
+export function runMain(usage: string, main: () => Promise<number | void>): void {
+  const text = usage.trim();
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${text}\n`);
+    process.exit(0);
+  }
   main().then(
     (code) => process.exit(code ?? 0),
     (err: unknown) => {
       if (err instanceof ConfigError) {
         process.stderr.write(`${err.message}\n`);
+        process.exit(2);
+      }
+      const code = (err as { code?: unknown } | null)?.code;
+      if (err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+        process.stderr.write(`${(err as Error).message}\n\n${text}\n`);
         process.exit(2);
       }
       if (err instanceof StartupError) {

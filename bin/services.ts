@@ -5,8 +5,14 @@ import { startCarrier } from '../dev/services/carrier';
 import { startPaymentProvider } from '../dev/services/payment-provider';
 import { runMain } from './run';
 
+const USAGE = `usage: npm run services
+
+The simulated payment provider and carrier, as one long-running process, on
+SERVICES_HOST with PAYMENT_PROVIDER_PORT (4010) and CARRIER_PORT (4020). They
+keep their own tables in DATABASE_URL. For development and compose only.`;
+
 /** The payment provider and the carrier as one long-running process (for compose and manual runs). */
-runMain(async () => {
+runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the services' }]);
   await migrate(config.DATABASE_URL);

@@ -4,8 +4,17 @@ import { DEV_CATALOGUE, seedCatalogue } from '../dev/catalogue';
 import { redact, startStack } from '../dev/stack';
 import { runMain } from './run';
 
+const USAGE = `usage: npm run stack
+
+The development stack in one process: an embedded PostgreSQL (or DATABASE_URL)
+with migrations and a small catalogue (widget, gadget, gizmo), the simulated
+provider and carrier, and the Temporal dev server with its UI. Prints the
+variables to export in other shells. State lives in SAGAFLOW_STATE_DIR
+(.sagaflow); a second stack beside it needs its own SAGAFLOW_STATE_DIR and
+SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.`;
+
 /** Starts the dev stack and keeps it up, printing how to point workers, the API and the CLIs at it. */
-runMain(async () => {
+runMain(USAGE, async () => {
   const config = loadConfig();
   const stack = await startStack(config, (m) => console.log(`[stack] ${m}`));
   const seeded = await seedCatalogue(stack.db);

@@ -1,8 +1,14 @@
 import { findTemporalCli } from '../dev/temporal';
 import { runMain } from './run';
 
+const USAGE = `usage: npm run temporal:install
+
+Makes sure a Temporal CLI is at hand: TEMPORAL_CLI_PATH, \`temporal\` on PATH, or
+the cache (SAGAFLOW_CACHE_DIR); otherwise builds it once with go install, showing
+progress. Prints where it is.`;
+
 /** Makes sure a Temporal CLI is at hand (building it with Go into the cache if needed) and prints where. */
-runMain(async () => {
+runMain(USAGE, async () => {
   const found = await findTemporalCli({ cliPath: process.env.TEMPORAL_CLI_PATH || undefined, log: (m) => console.log(m) });
   if (!found) {
     console.error(

@@ -13,12 +13,16 @@ import { runMain } from './run';
 
 export const TRIP_HISTORIES_DIR = path.resolve(__dirname, '../examples/trip-booking/histories');
 
-/** `npm run trip:histories:capture -- --label v1`: runs every trip path on a throwaway stack and records it. */
-runMain(async () => {
+const USAGE = `usage: npm run trip:histories:capture -- --label LABEL
+
+Runs every path of the trip-booking example saga on a throwaway stack and
+records its histories under examples/trip-booking/histories/LABEL (a-z, 0-9, -).`;
+
+runMain(USAGE, async () => {
   const { values } = parseArgs({ options: { label: { type: 'string' } } });
   const label = values.label;
   if (!label || !/^[a-z0-9-]{1,20}$/.test(label)) {
-    console.error('usage: npm run trip:histories:capture -- --label v1');
+    console.error(USAGE);
     return 2;
   }
   Runtime.install({ logger: new DefaultLogger('ERROR') });

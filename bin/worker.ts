@@ -2,6 +2,7 @@ import { NativeConnection, Runtime } from '@temporalio/worker';
 import { freePort } from '../src/ports';
 import { JsonLogger, toTemporalLevel } from '../src/observability/log';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
+import type { Checks } from '../src/observability/health';
 import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
@@ -12,12 +13,25 @@ import { prebuiltBundle } from '../workers/bundle';
 import { workerOptions } from '../workers/options';
 import { createSagaWorker } from '../workers/worker';
 
+const USAGE = `usage: npm run worker -- [--queues workflows,orders,inventory,payments,shipping]
+                         [--concurrency N | ROLE=N,...] [--pollers N]
+                         [--payments-per-second N] [--shutdown-grace MS] [--metrics-port PORT]
+
+A worker process: polls the task queues given (all by default) and serves
+/metrics, /healthz and /readyz on METRICS_HOST:METRICS_PORT (127.0.0.1:9464).
+Needs DATABASE_URL, TEMPORAL_ADDRESS, PAYMENT_PROVIDER_URL and CARRIER_URL
+(\`npm run stack\` prints them). Each flag has an environment variable
+(SAGAFLOW_WORKER_QUEUES, SAGAFLOW_WORKER_CONCURRENCY, SAGAFLOW_WORKER_POLLERS,
+PAYMENTS_PER_SECOND, SHUTDOWN_GRACE_MS, METRICS_PORT); the flag wins.
+SIGTERM or SIGINT stops polling, lets in-flight activities finish within the
+grace time, and exits 0.`;
+
 /**
  * A worker process: polls the task queues it is given (all by default).
  * SIGINT/SIGTERM stop polling, let in-flight activities finish within the grace
  * time, and exit 0.
  */
-runMain(async () => {
+runMain(USAGE, async () => {
   const started = Date.now();
   const config = loadConfig();
   const opts = workerOptions(process.argv.slice(2), config);
@@ -40,10 +54,13 @@ runMain(async () => {
     endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
     serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-worker',
   });
+  // Ready once the workers poll, and as long as they run and their database and Temporal answer.
+  let readiness: Checks = { worker: () => Promise.reject(new Error('starting')) };
   const metricsServer = await serveMetrics(metrics, {
     host: config.METRICS_HOST,
     port: opts.metricsPort,
     extraUrl: `http://127.0.0.1:${corePort}/metrics`,
+    readiness: () => readiness,
   });
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const target = temporalTargetOrExplain();
@@ -75,6 +92,14 @@ runMain(async () => {
       providerTimeoutMs: config.PROVIDER_TIMEOUT_MS,
     },
   });
+  readiness = {
+    database: () => db.query('SELECT 1'),
+    temporal: () => connection.withDeadline(Date.now() + 2000, () => connection.workflowService.getSystemInfo({})),
+    worker: async () => {
+      const state = worker.getState();
+      if (state !== 'RUNNING') throw new Error(`worker ${state.toLowerCase()}`);
+    },
+  };
   console.log(
     JSON.stringify({
       msg: 'worker ready',

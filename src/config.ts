@@ -80,6 +80,11 @@ export class StartupError extends Error {
   override name = 'StartupError';
 }
 
+/** A wrong command-line flag or argument: shown with the command's usage, exit 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
 /** Parses the environment once; an invalid value stops start-up with the variable's name. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // An empty variable means "unset", as shells and compose files commonly leave them.

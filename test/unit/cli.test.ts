@@ -1,0 +1,42 @@
+/**
+ * Every command answers --help with its usage (exit 0), and a wrong flag with
+ * what is wrong and the usage (exit 2), never a stack trace.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const ROOT = path.resolve(__dirname, '../..');
+const COMMANDS = fs.readdirSync(path.join(ROOT, 'bin')).filter((f) => f.endsWith('.ts') && f !== 'run.ts');
+
+function run(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(
+      process.execPath,
+      ['-r', 'ts-node/register/transpile-only', path.join('bin', file), ...args],
+      // The trip capture loads the toolkit from source, as its npm script does.
+      { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '--conditions=sagaflow-source' }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+test('every command in bin/ answers --help with a usage line and exits 0', async () => {
+  expect(COMMANDS.length).toBeGreaterThanOrEqual(18);
+  const results = await Promise.all(COMMANDS.map(async (f) => ({ f, ...(await run(f, ['--help'])) })));
+  for (const r of results) {
+    expect({ command: r.f, code: r.code, usage: /^usage:/.test(r.stdout) }).toEqual({ command: r.f, code: 0, usage: true });
+  }
+}, 120_000);
+
+test.each([
+  ['worker.ts', ['--bogus'], /^Unknown option '--bogus'\n\nusage: npm run worker/],
+  ['worker.ts', ['--pollers', '1'], /^--pollers must be a whole number from 2 to 100\n\nusage: npm run worker/],
+  ['audit.ts', ['--nope'], /^Unknown option '--nope'\n\nusage: npm run audit/],
+  ['replay.ts', ['--limit'], /^Option '--limit <value>' argument missing\n\nusage: npm run replay/],
+])('%s %j exits 2 with what is wrong and the usage', async (file, args, message) => {
+  const r = await run(file, args);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr).not.toMatch(/^\s+at /m);
+}, 60_000);
