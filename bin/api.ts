@@ -34,7 +34,7 @@ runMain(USAGE, async () => {
     keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
     host: config.API_HOST,
     port: config.API_PORT,
-    metrics: new SagaMetrics({ processMetrics: true }),
+    metrics: new SagaMetrics({ processMetrics: true, role: 'api' }),
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
   });
   console.log(JSON.stringify({ msg: 'api listening', url: api.url, temporalUi: config.TEMPORAL_UI_URL }));

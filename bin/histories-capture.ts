@@ -10,6 +10,7 @@ import { captureHistories } from '../src/replay/capture';
 import { ORDER_HISTORIES_DIR, runScenarios } from '../dev/replay-scenarios';
 import { createSagaWorker } from '../workers/worker';
 import { runMain } from './run';
+import { PACKAGE_ROOT } from '../src/paths';
 
 const USAGE = `usage:
   npm run histories:capture -- --label v2
@@ -82,7 +83,7 @@ runMain(USAGE, async () => {
 });
 
 function codeVersionNow(): string {
-  const { version } = JSON.parse(readFileSync(path.join(__dirname, '../package.json'), 'utf8')) as { version: string };
+  const { version } = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
   try {
     const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return `${version}+${sha}`;

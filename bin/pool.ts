@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import { runMain } from './run';
+import { entryPoint } from '../src/paths';
 import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 
 /**
@@ -40,14 +40,13 @@ runMain(USAGE, async () => {
     Array.from({ length: n }, (_, index) => ({ role, index, restarts: 0, startedAt: 0 })),
   );
   let stopping = false;
-  const main = path.join(__dirname, 'worker.ts');
   // Each process serves /metrics on its own port: METRICS_PORT (9464) + its slot number; 0 lets each pick a free one.
   const metricsBase = process.env.METRICS_PORT === '0' ? 0 : Number(process.env.METRICS_PORT || 9464);
   slots.forEach((s, i) => (s.metricsPort = metricsBase === 0 ? 0 : metricsBase + i));
 
   const start = (slot: Slot) => {
     slot.startedAt = Date.now();
-    const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', main, '--queues', slot.role, '--metrics-port', String(slot.metricsPort), ...passThrough], {
+    const child = spawn(process.execPath, [...entryPoint('worker'), '--queues', slot.role, '--metrics-port', String(slot.metricsPort), ...passThrough], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: process.env,
     });

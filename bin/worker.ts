@@ -47,9 +47,14 @@ runMain(USAGE, async () => {
   const corePort = await freePort();
   Runtime.install({
     logger: new JsonLogger(toTemporalLevel(config.LOG_LEVEL)),
-    telemetryOptions: { metrics: { prometheus: { bindAddress: `127.0.0.1:${corePort}` } } },
+    // Prometheus conventions, as the SDK dashboards expect: counters end in _total, durations are seconds named so.
+    telemetryOptions: {
+      metrics: {
+        prometheus: { bindAddress: `127.0.0.1:${corePort}`, countersTotalSuffix: true, unitSuffix: true, useSecondsForDurations: true },
+      },
+    },
   });
-  const metrics = new SagaMetrics({ processMetrics: true });
+  const metrics = new SagaMetrics({ processMetrics: true, role: 'worker' });
   const tracing = startTracing({
     endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
     serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-worker',

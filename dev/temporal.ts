@@ -1,9 +1,10 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { freePort, waitFor } from '../src/ports';
+import { goBuild, isExecutable } from './go-build';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 
 /** The newest Temporal CLI release that `go install` can build (later tags carry a replace directive). */
@@ -25,14 +26,6 @@ function onPath(cmd: string): string | undefined {
   return undefined;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Finds a Temporal CLI: TEMPORAL_CLI_PATH, `temporal` on PATH, the cached build,
@@ -63,61 +56,21 @@ export function findBuiltTemporalCli(cliPath?: string): { path: string; source: 
   return undefined;
 }
 
-const clock = (ms: number) => `${Math.floor(ms / 60_000)}m${String(Math.floor((ms % 60_000) / 1000)).padStart(2, '0')}s`;
-
 /**
- * `go install` of the CLI into the cache. Go prints each module it downloads and
- * (with -v) each package it compiles; this turns that into a line of progress
- * every `everyMs` (what is being built, the time elapsed, modules and packages so
- * far) and, on failure, Go's last lines and the settings that usually explain it.
+ * `go install` of the CLI into the cache, with a line of progress every `everyMs`
+ * and, on failure, Go's last lines and the settings that usually explain it
+ * (dev/go-build.ts).
  */
 export async function buildTemporalCli(log: (m: string) => void, everyMs = 15_000): Promise<boolean> {
-  const started = Date.now();
-  log(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} (${CLI_MODULE}) with go install into ${cacheDir()}; this takes a few minutes, once`);
-  fs.mkdirSync(cacheDir(), { recursive: true });
-  const child = spawn('go', ['install', '-v', `${CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
-    env: { ...process.env, GOBIN: cacheDir() },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return goBuild({
+    what: 'the Temporal CLI',
+    announce: `the Temporal CLI ${TEMPORAL_CLI_VERSION} (${CLI_MODULE}) with go install into ${cacheDir()}; this takes a few minutes, once`,
+    args: ['install', '-v', `${CLI_MODULE}@${TEMPORAL_CLI_VERSION}`],
+    env: { GOBIN: cacheDir() },
+    output: path.join(cacheDir(), 'temporal'),
+    log,
+    everyMs,
   });
-  let downloaded = 0;
-  let compiled = 0;
-  let last = '';
-  const tail: string[] = [];
-  let partial = '';
-  const onOutput = (chunk: Buffer) => {
-    const lines = (partial + chunk.toString()).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines.filter(Boolean)) {
-      tail.push(line);
-      if (tail.length > 40) tail.shift();
-      if (line.startsWith('go: downloading')) downloaded += 1;
-      else if (!line.startsWith('go:')) {
-        compiled += 1;
-        last = line.trim();
-      }
-    }
-  };
-  child.stdout!.on('data', onOutput);
-  child.stderr!.on('data', onOutput);
-  const ticker = setInterval(() => {
-    const phase = compiled ? `${compiled} packages compiled (now ${last})` : `${downloaded} modules downloaded`;
-    log(`building the Temporal CLI: ${clock(Date.now() - started)} elapsed, ${phase}`);
-  }, everyMs);
-  const code = await new Promise<number | null>((resolve) => {
-    child.once('error', () => resolve(null));
-    child.once('close', (c) => resolve(c));
-  });
-  clearInterval(ticker);
-  if (code === 0 && isExecutable(path.join(cacheDir(), 'temporal'))) {
-    log(`built the Temporal CLI in ${clock(Date.now() - started)} (${downloaded} modules downloaded, ${compiled} packages compiled)`);
-    return true;
-  }
-  const env = spawnSync('go', ['env', 'GOPROXY', 'GOSUMDB', 'GOFLAGS'], { encoding: 'utf8' }).stdout?.trim().split('\n') ?? [];
-  log(
-    `go install failed (exit ${code}) after ${clock(Date.now() - started)}; its last lines:\n${tail.join('\n')}\n` +
-      `go env GOPROXY GOSUMDB GOFLAGS: ${env.join(' | ')}`,
-  );
-  return false;
 }
 
 export interface TemporalServer {

@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import { PACKAGE_ROOT } from '../src/paths';
 import { WORKFLOWS_PATH } from './worker';
 
-export const DEFAULT_BUNDLE_PATH = path.resolve(__dirname, '../dist/workflow-bundle.js');
+export const DEFAULT_BUNDLE_PATH = path.join(PACKAGE_ROOT, 'dist', 'workflow-bundle.js');
 
 /** Bundles the workflow code ahead of time, so a worker starts without running webpack. */
 export async function buildWorkflowBundle(out = DEFAULT_BUNDLE_PATH): Promise<{ path: string; bytes: number }> {

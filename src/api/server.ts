@@ -67,7 +67,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const keyTtlMs = opts.keyTtlMs ?? 24 * 3600_000;
   const leaseMs = opts.leaseMs ?? 10_000;
   const log = opts.log ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
-  const metrics = opts.metrics ?? new SagaMetrics();
+  const metrics = opts.metrics ?? new SagaMetrics({ role: 'api' });
 
   const useCaseDeps = { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes };
   const createOrder: Handler = async (req, _params, url) => {

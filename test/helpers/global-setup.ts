@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config';
 import { startEmbeddedPostgres, type RunningPostgres } from '../../dev/postgres';
 import { startTemporalDevServer, type TemporalServer } from '../../dev/temporal';
 import { freePort } from '../../src/ports';
+import { ensureComposeCheck, ensurePromtool } from '../../dev/tools';
 
 /**
  * Brings up the real stack once for the whole run: PostgreSQL (DATABASE_URL, or
@@ -39,5 +40,10 @@ export default async function globalSetup(): Promise<void> {
   } else {
     log(`Temporal at ${config.TEMPORAL_ADDRESS} from TEMPORAL_ADDRESS`);
   }
+  // The checkers some tests run (built or fetched once into the cache; `npm run tools:install`).
+  const promtool = await ensurePromtool(log);
+  if (promtool) process.env.SAGAFLOW_PROMTOOL = promtool;
+  const composeCheck = await ensureComposeCheck(log);
+  if (composeCheck) process.env.SAGAFLOW_COMPOSE_CHECK = composeCheck;
   (globalThis as Record<string, unknown>).__sagaflowStack = handles;
 }

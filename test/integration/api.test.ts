@@ -15,6 +15,7 @@ import { startOrderSaga } from '../../src/orders/start';
 import { Step } from '../../workflows/order/steps';
 import type { OrderSagaResult } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { promtoolCheckMetrics } from '../helpers/promtool';
 import { eventually, expectProblem, rawHttp, request, rowCounts, type ApiResponse, type RequestOptions } from '../helpers/api';
 
 let ctx: TestContext;
@@ -678,6 +679,15 @@ describe('health and readiness', () => {
       await deadApi.close();
       await dead.connection.close();
     }
+  });
+
+  test("GET /metrics: the API's own metrics, no saga counters (workers export those), clean for promtool", async () => {
+    await request(api.url, '/healthz');
+    const text = await (await fetch(`${api.url}/metrics`)).text();
+    expect(text).toMatch(/^sagaflow_http_request_duration_seconds_bucket\{/m);
+    expect(text).toMatch(/^# TYPE sagaflow_orders_recovered_total counter$/m);
+    expect(text).not.toMatch(/^sagaflow_(sagas|step|compensation|ledger)_/m);
+    expect(await promtoolCheckMetrics(text)).toBe('');
   });
 
   test('unknown routes and methods answer with a problem', async () => {

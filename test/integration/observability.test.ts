@@ -5,6 +5,13 @@ import { SagaMetrics } from '../../src/observability/metrics';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse } from 'yaml';
+import { startApi } from '../../src/api/server';
+import { promtoolCheckMetrics } from '../helpers/promtool';
+
+const ROOT = path.resolve(__dirname, '../..');
 import { spawnWorker, urlWithSchema, type WorkerProcess } from '../helpers/worker-process';
 
 let ctx: TestContext;
@@ -60,8 +67,13 @@ test('a worker process serves saga, step and Temporal runtime metrics on /metric
   expect(sample(text, 'sagaflow_step_duration_seconds_count', '{step="chargePayment",outcome="ok"}')).toBe(1);
   expect(sample(text, 'sagaflow_step_duration_seconds_count', '{step="chargePayment",outcome="PaymentDeclined"}')).toBe(1);
   expect(sample(text, 'sagaflow_step_duration_seconds_count', '{step="refundPayment",outcome="ok"}')).toBe(1);
-  // Temporal Core's own runtime metrics come through the same endpoint.
-  expect(text).toMatch(/^temporal_\w+/m);
+  // Temporal Core's own runtime metrics come through the same endpoint, with Prometheus's conventions:
+  // counters end in _total, durations are histograms in seconds named so.
+  expect(sample(text, 'temporal_workflow_completed_total', `{namespace="${ctx.namespace}",service_name="temporal-core-sdk",task_queue="${taskQueue}",workflow_type="orderSaga"}`)).toBe(2);
+  expect(text).toMatch(/^temporal_request_latency_seconds_bucket\{/m);
+  expect(text).not.toMatch(/^temporal_\w+_milliseconds/m);
+  // And the whole page passes Prometheus's own linter.
+  expect(await promtoolCheckMetrics(text)).toBe('');
 });
 
 test('every log line is JSON, and each step attempt names its workflow, step and idempotency key', async () => {
@@ -95,4 +107,37 @@ test('duplicates answered from the ledger are counted by step', async () => {
   await env.run(acts.reserveInventory, input);
   const text = await metrics.text();
   expect(sample(text, 'sagaflow_idempotent_replays_total', `{layer="ledger",step="${Step.reserveInventory}"}`)).toBe(2);
+});
+
+/** Metric names in a PromQL expression (sagaflow's and Temporal's), without the histogram series suffixes. */
+function metricNames(expr: string): string[] {
+  return [...expr.matchAll(/\b((?:sagaflow|temporal)_[a-z_]+)/g)].map((m) => m[1]!.replace(/_(bucket|count|sum)$/, ''));
+}
+
+test('every metric the alert rules and the Grafana dashboard use is one a worker or the API exports', async () => {
+  const families = new Set<string>();
+  const collect = (text: string) => {
+    for (const m of text.matchAll(/^# TYPE (\S+) /gm)) families.add(m[1]!);
+    for (const m of text.matchAll(/^([a-z_]+?)(?:_bucket|_count|_sum)?[{ ]/gm)) families.add(m[1]!);
+  };
+  collect(await (await fetch(worker.metricsUrl()!)).text());
+  const api = await startApi({ db: ctx.db, temporal: ctx.client, taskQueue, log: () => undefined, recoveryIntervalMs: 0 });
+  try {
+    collect(await (await fetch(`${api.url}/metrics`)).text());
+  } finally {
+    await api.close();
+  }
+  // Temporal Core exports these only once one happens (a workflow task failure is a bad deploy).
+  const onlyOnceHappened = new Set(['temporal_workflow_task_execution_failed_total']);
+  const rules = parse(fs.readFileSync(path.join(ROOT, 'deploy/prometheus/alerts.yml'), 'utf8')) as { groups: { rules: { expr: string }[] }[] };
+  const dashboard = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy/grafana/dashboards/sagaflow.json'), 'utf8')) as {
+    panels: { targets?: { expr: string }[] }[];
+  };
+  const used = [
+    ...rules.groups.flatMap((g) => g.rules.map((r) => ['alerts.yml', r.expr] as const)),
+    ...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ['sagaflow.json', t.expr] as const)),
+  ].flatMap(([file, expr]) => metricNames(expr).map((name) => ({ file, name })));
+  expect(used.length).toBeGreaterThan(20);
+  const unknown = used.filter(({ name }) => !families.has(name) && !onlyOnceHappened.has(name));
+  expect(unknown).toEqual([]);
 });

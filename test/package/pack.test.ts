@@ -1,7 +1,7 @@
 /**
  * The published package: `npm pack` builds it, a scratch project installs the
  * tarball from scratch, and its four subpath exports type-check and load there
- * as any user's would. No TypeScript source is shipped.
+ * as any user's would, and its `sagaflow` executable runs. No TypeScript source is shipped.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -82,4 +82,17 @@ export const bad: ForwardOutcome = { state: 'maybe' };
   expect(out.parsed).toEqual({ key: 'trip-1/hold-car/undo', workflowId: 'trip-1', step: 'hold-car', undo: true, forwardKey: 'trip-1/hold-car' });
   expect(out.functions).toEqual(Array(7).fill('function'));
   expect(out.from).toBe(path.join(fs.realpathSync(scratch), 'node_modules/sagaflow/dist/src/ledger/index.js'));
+
+  // The package's executable: `npx sagaflow <command>` runs the compiled commands, migrations shipped with them.
+  expect(files).toEqual(expect.arrayContaining(['dist/bin/sagaflow.js', 'dist/bin/worker.js', 'dist/src/db/migrations/001_sagaflow_schema.sql']));
+  expect(files.filter((f) => f.startsWith('dist/dev/') || f === 'dist/bin/services.js')).toEqual([]);
+  const help = await run('npx', ['--no-install', 'sagaflow', '--help'], { cwd: scratch });
+  expect(help.stdout).toMatch(/^usage: sagaflow <command>/);
+  const workerHelp = await run('npx', ['--no-install', 'sagaflow', 'worker', '--help'], { cwd: scratch });
+  expect(workerHelp.stdout).toMatch(/^usage: npm run worker/);
+  const unknown = await run('npx', ['--no-install', 'sagaflow', 'stack'], { cwd: scratch }).then(
+    () => 'exit 0',
+    (err: { code?: number; stderr?: string }) => `exit ${err.code}: ${err.stderr?.split('\n').find((l) => !l.startsWith('npm warn'))}`,
+  );
+  expect(unknown).toBe('exit 2: sagaflow: unknown command "stack"');
 }, 300_000);

