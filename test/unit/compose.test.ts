@@ -655,7 +655,7 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
     c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace('worker-payments, ', '');
   }],
   ['no alert rules loaded', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
-    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace(/rule_files:\n  - alerts.yml/, '');
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace(/rule_files:\n {2}- alerts.yml/, '');
   }],
   ['Grafana without its dashboards', 'Grafana is provisioned from deploy/grafana: the data source and the dashboards folder', (c) => (svc(c, 'grafana').volumes = ['./deploy/grafana/provisioning:/etc/grafana/provisioning:ro'])],
   ['npm install instead of npm ci', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^RUN npm ci --no-audit/m, 'RUN npm install --no-audit')],
@@ -713,7 +713,7 @@ describe("Docker Compose's own parser (compose-go, tools/compose-check)", () => 
   }, 60_000);
 
   test.each([
-    ['a misspelt key', (y: string) => y.replace(/^    image: postgres:15$/m, '    imagee: postgres:15'), /imagee/],
+    ['a misspelt key', (y: string) => y.replace(/^ {4}image: postgres:15$/m, '    imagee: postgres:15'), /imagee/],
     ['an unknown depends_on condition', (y: string) => y.replace('temporal: { condition: service_healthy }', 'temporal: { condition: service_hapy }'), /condition/],
     ['a dependency on a missing service', (y: string) => y.replace('depends_on: [prometheus]', 'depends_on: [prometheuss]'), /prometheuss/],
   ])('it refuses %s', async (_name, mutate, message) => {
