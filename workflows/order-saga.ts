@@ -5,6 +5,7 @@ import {
   proxyActivities,
   proxyLocalActivities,
   proxySinks,
+  ActivityCancellationType,
   upsertSearchAttributes,
   workflowInfo,
   type ActivityOptions,
@@ -23,6 +24,7 @@ export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
 export const PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH = 'search-attributes-on-phase-change';
 export const LOCAL_DATABASE_STEPS_PATCH = 'database-steps-as-local-activities';
+export const WAIT_FOR_CANCELLED_ACTIVITIES_PATCH = 'wait-for-cancelled-activities';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
@@ -44,7 +46,17 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const db = (role: 'orders' | 'inventory', remote: ActivityOptions, inWorker: LocalActivityOptions) =>
     inWorkflowWorker ? proxyLocalActivities<SagaActivities>(inWorker) : system(role, remote);
   const local = { orders: db('orders', localStep, localDatabaseStep), inventory: db('inventory', localStep, localDatabaseStep) };
-  const external = { payments: system('payments', externalStep), shipping: system('shipping', externalStep) };
+  // A cancel that lands while a charge is in flight waits for that activity to end (or to
+  // acknowledge the cancel at its next heartbeat) before the saga compensates and closes: no
+  // activity is left pending on a closed run, and its late completion is not thrown away.
+  // Sagas started before this replay with the SDK's default, which does not wait.
+  const cancellationType = patched(WAIT_FOR_CANCELLED_ACTIVITIES_PATCH)
+    ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    : ActivityCancellationType.TRY_CANCEL;
+  const external = {
+    payments: system('payments', { ...externalStep, cancellationType }),
+    shipping: system('shipping', { ...externalStep, cancellationType }),
+  };
   const undo = {
     orders: db('orders', compensationRound, localDatabaseUndo),
     inventory: db('inventory', compensationRound, localDatabaseUndo),

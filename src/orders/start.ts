@@ -2,6 +2,7 @@ import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle 
 import type { orderSaga } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { parseOrderInput } from './schema';
+import type { OrderInput } from '../../workflows/order/types';
 import { OrderIdKey, SagaStatusKey } from '../../workflows/order/search-attributes';
 
 /**
@@ -25,6 +26,10 @@ export async function startOrderSaga(
       args: [order],
       workflowIdConflictPolicy: 'USE_EXISTING',
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      // What the Temporal UI shows in its list and on the run's page; the outcome is in
+      // SagaStatus and in the run's current details (the saga sets them as it goes).
+      staticSummary: orderSummary(order),
+      staticDetails: orderDetails(order),
       typedSearchAttributes:
         opts.searchAttributes === false
           ? undefined
@@ -39,4 +44,25 @@ export async function startOrderSaga(
     }
     throw err;
   }
+}
+
+/** An amount in minor units as the currency writes it (2 decimals for EUR, none for JPY). */
+function money(m: { amountMinor: number; currency: string }): string {
+  const digits = new Intl.NumberFormat('en', { style: 'currency', currency: m.currency }).resolvedOptions().maximumFractionDigits ?? 2;
+  return `${(m.amountMinor / 10 ** digits).toFixed(digits)} ${m.currency}`;
+}
+
+/** One line for the Temporal UI: the order, its items and amount. */
+export function orderSummary(order: OrderInput): string {
+  const units = order.items.reduce((n, i) => n + i.quantity, 0);
+  return `Order ${order.orderId}: ${units} item${units === 1 ? '' : 's'}, ${money(order.amount)}`;
+}
+
+function orderDetails(order: OrderInput): string {
+  return [
+    `**Order** ${order.orderId} for customer ${order.customerId}`,
+    `**Items**: ${order.items.map((i) => `${i.quantity} × ${i.sku}`).join(', ')}`,
+    `**Amount**: ${money(order.amount)}`,
+    `**Ships to**: ${order.shippingAddress.city}, ${order.shippingAddress.country}`,
+  ].join('\n\n');
 }

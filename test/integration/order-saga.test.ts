@@ -1,5 +1,6 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
+import { activitiesBySystem } from '../../activities';
 import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder, reconcileStock } from '../../src/orders/audit';
 import { createLedger } from '../../src/ledger/ledger';
@@ -103,6 +104,22 @@ test('sagas carry search attributes: findable by order ID, with their final stat
   expect(found).toEqual([`order-${o.orderId}`]);
 });
 
+test('the Temporal UI shows what each saga is and how it ended: a summary, and current details naming the outcome', async () => {
+  const o = order({ paymentToken: 'tok_decline' });
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  await handle.result();
+  const described = await handle.describe();
+  // A compensated saga closes as Completed (it ended as designed); what happened is spelt out beside it.
+  expect(described.status.name).toBe('COMPLETED');
+  expect(await described.staticSummary()).toBe(`Order ${o.orderId}: ${o.items[0]!.quantity} items, 49.90 EUR`);
+  expect(await described.staticDetails()).toContain(`**Items**: ${o.items[0]!.quantity} × ${o.items[0]!.sku}`);
+  const metadata = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+  expect(metadata.currentDetails).toMatch(/^\*\*Compensated: a step failed for good and the steps before it were undone\*\*/);
+  expect(metadata.currentDetails).toContain('Cause: PaymentDeclined');
+  expect(metadata.currentDetails).toContain('Undone: charge-payment (done), fraud-check (done), reserve-inventory (done), record-order (done)');
+});
+
 test('out of stock: nothing is charged or shipped, and the order is failed', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 1 });
@@ -199,13 +216,84 @@ test('customer cancel before the pivot: the in-flight charge is undone and the o
 
   expect(result).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'customer changed their mind' } });
   expect(result.completedSteps).toEqual([Step.recordOrder, Step.reserveInventory, Step.fraudCheck]);
-  // Let the slow charge attempt land; the tombstone must make it apply nothing.
+  // The saga waited for the cancelled charge to end before it compensated and closed: no activity
+  // is left pending on the closed run (the UI would show one), none completes after it.
+  const { events } = await handle.fetchHistory();
+  const scheduled = events!.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => Number(e.eventId));
+  const ended = new Set(
+    events!.flatMap((e) => {
+      const a = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskCanceledEventAttributes ?? e.activityTaskTimedOutEventAttributes;
+      return a ? [Number(a.scheduledEventId)] : [];
+    }),
+  );
+  expect(scheduled.filter((id) => !ended.has(id))).toEqual([]);
+  // Let any slow charge attempt land; the tombstone must make it apply nothing.
   await new Promise((r) => setTimeout(r, 2000));
   const books = await expectReconciled(o, 'cancelled');
   expect(books.netChargedMinor).toBe(0);
   expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 3, reserved: 0, held: 0 });
   const fwd = await ctx.db.query(`SELECT state FROM step_ledger WHERE key = $1`, [`${handle.workflowId}/${Step.chargePayment}`]);
   expect(fwd.rows).toEqual([{ state: 'cancelled' }]);
+});
+
+test('a cancel while a charge attempt is still running: the saga waits for it, so no activity outlives the closed run', async () => {
+  // A payments worker whose charge attempt takes 3 s before it reaches the ledger, without heartbeating.
+  const slowQueue = uniqueId('slow-charge');
+  const systems = activitiesBySystem(ctx.deps);
+  let attemptEnded = 0;
+  const slow = await createSagaWorker({
+    connection: ctx.nativeConnection,
+    namespace: ctx.namespace,
+    taskQueue: slowQueue,
+    deps: ctx.deps,
+    activities: {
+      ...systems,
+      payments: {
+        ...systems.payments,
+        chargePayment: async (input: Parameters<typeof systems.payments.chargePayment>[0]) => {
+          await new Promise((r) => setTimeout(r, 3000));
+          try {
+            return await systems.payments.chargePayment(input);
+          } finally {
+            attemptEnded = Date.now();
+          }
+        },
+      },
+    },
+  });
+  const stop = ctx.startWorker(slow);
+  try {
+    const o = order();
+    await seedInventory(ctx.db, { [o.items[0]!.sku]: 3 });
+    const handle = await startOrderSaga(ctx.client, o, slowQueue);
+    await waitForStatus(handle, (st) => st.currentStep === Step.chargePayment);
+    await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'changed my mind' }] });
+    const result = await handle.result();
+    const closedAt = Date.now();
+    expect(result.status).toBe('cancelled');
+    // The attempt ended before the saga closed; in the history every activity has its end.
+    expect(attemptEnded).toBeGreaterThan(0);
+    expect(attemptEnded).toBeLessThanOrEqual(closedAt);
+    const { events } = await handle.fetchHistory();
+    const scheduled = events!.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => Number(e.eventId));
+    const ended = new Set(
+      events!.flatMap((e) => {
+        const a =
+          e.activityTaskCompletedEventAttributes ??
+          e.activityTaskFailedEventAttributes ??
+          e.activityTaskCanceledEventAttributes ??
+          e.activityTaskTimedOutEventAttributes;
+        return a ? [Number(a.scheduledEventId)] : [];
+      }),
+    );
+    expect(scheduled.filter((id) => !ended.has(id))).toEqual([]);
+    // Whatever the late attempt did was undone: no money kept, no stock held.
+    const books = await expectReconciled(o, 'cancelled');
+    expect(books.netChargedMinor).toBe(0);
+    expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 3, reserved: 0, held: 0 });
+  } finally {
+    await stop();
+  }
 });
 
 test('cancel after the pivot started is refused with a reason, and the saga completes', async () => {

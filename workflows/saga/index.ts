@@ -4,6 +4,7 @@
  */
 export {
   Saga,
+  describeSagaStatus,
   UNDO_ABANDONED_STEP_PATCH,
   type CompensationContext,
   type CompensationRecord,

@@ -4,6 +4,7 @@ import {
   CancelledFailure,
   isCancellation,
   patched,
+  setCurrentDetails,
   setHandler,
   sleep,
   type QueryDefinition,
@@ -201,6 +202,7 @@ export class Saga {
       // After the pivot only retriable steps run, and they never fail: this is a bug, not a business outcome.
       if (this.state.pivotCompleted) {
         this.state.phase = 'failed';
+        this.showDetails();
         throw err;
       }
       const cancelled = this.state.cancelRequested || isCancellation(err);
@@ -214,10 +216,12 @@ export class Saga {
       const failed = this.state.compensations.filter((c) => c.status === 'failed');
       if (this.definitionError && failed.length === 0) {
         this.state.phase = 'failed';
+        this.showDetails();
         throw this.definitionError;
       }
       if (failed.length > 0) {
         this.state.phase = 'failed';
+        this.showDetails();
         throw ApplicationFailure.create({
           type: SagaFailure.CompensationFailed,
           message: `${failed.length} compensation(s) failed: ${failed.map((f) => `${f.step}: ${f.lastError}`).join('; ')}`,
@@ -293,7 +297,17 @@ export class Saga {
   }
 
   private transition(): void {
+    this.showDetails();
     this.options.onTransition?.(this.status());
+  }
+
+  /**
+   * The Temporal UI's "current details" of the run: the phase in words, so a
+   * compensated or cancelled saga (which closes as Completed: it ended as
+   * designed) does not pass for a successful one. No command, nothing in history.
+   */
+  private showDetails(): void {
+    setCurrentDetails(describeSagaStatus(this.status()));
   }
 
   private summary() {
@@ -374,4 +388,26 @@ function structuredCloneStatus(s: SagaStatus): SagaStatus {
     retries: s.retries.map((r) => ({ ...r })),
     failure: s.failure ? { ...s.failure } : undefined,
   };
+}
+
+const PHASE_WORDS: Record<SagaPhase, string> = {
+  running: 'Running',
+  compensating: 'Compensating (undoing its steps)',
+  completed: 'Completed: every step done',
+  compensated: 'Compensated: a step failed for good and the steps before it were undone',
+  cancelled: 'Cancelled on request: the steps done were undone',
+  failed: 'FAILED: needs an operator',
+};
+
+/** A saga's status as Temporal markdown, for the UI's current details (and anyone else who shows it). */
+export function describeSagaStatus(s: SagaStatus): string {
+  const lines = [`**${PHASE_WORDS[s.phase]}**`];
+  if (s.failure) lines.push(`Cause: ${s.failure.type}: ${s.failure.message}`);
+  if (s.currentStep) lines.push(`Step in flight: ${s.currentStep}`);
+  if (s.completedSteps.length) lines.push(`Done: ${s.completedSteps.join(', ')}`);
+  if (s.compensations.length) {
+    lines.push(`Undone: ${s.compensations.map((c) => `${c.step} (${c.status}${c.attempts > 1 ? `, ${c.attempts} attempts` : ''})`).join(', ')}`);
+  }
+  if (s.retries.length) lines.push(`Retrying: ${s.retries.map((r) => r.step).join(', ')}`);
+  return lines.join('\n\n');
 }
