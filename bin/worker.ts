@@ -99,7 +99,7 @@ runMain(USAGE, async () => {
   });
   readiness = {
     database: () => db.query('SELECT 1'),
-    temporal: () => connection.withDeadline(Date.now() + 2000, () => connection.workflowService.getSystemInfo({})),
+    temporal: () => connection.withDeadline(Date.now() + 1500, () => connection.workflowService.getSystemInfo({})),
     worker: async () => {
       const state = worker.getState();
       if (state !== 'RUNNING') throw new Error(`worker ${state.toLowerCase()}`);

@@ -7,19 +7,60 @@ const schema = (s: z.ZodType) => {
   return rest;
 };
 
-const problem = (description: string) => ({
-  description,
+type Name = keyof typeof problems;
+
+const HEADERS = {
+  'Retry-After': { description: 'Seconds to wait before retrying with the same Idempotency-Key', schema: { type: 'integer', minimum: 0 } },
+  Location: { description: 'The order created: /orders/{id}', schema: { type: 'string' } },
+  'Idempotent-Replayed': {
+    description: 'true when this is the first answer to this Idempotency-Key, replayed byte for byte',
+    schema: { type: 'string', enum: ['true'] },
+  },
+  'WWW-Authenticate': { description: 'Bearer', schema: { type: 'string' } },
+  Allow: { description: 'The methods the resource allows', schema: { type: 'string' } },
+} as const;
+type Header = keyof typeof HEADERS;
+
+const headerRefs = (names: Header[]) => Object.fromEntries(names.map((h) => [h, { $ref: `#/components/headers/${h}` }]));
+
+/** A problem answer, naming the problem types it may carry. */
+const problem = (description: string, types: Name[], headers: Header[] = []) => ({
+  description: `${description}. Problem type${types.length > 1 ? 's' : ''}: ${types.map((t) => problemTypeUri(t)).join(', ')}`,
+  ...(headers.length ? { headers: headerRefs(headers) } : {}),
   content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
 });
 
-const orderResponse = (description: string) => ({
+const orderResponse = (description: string, headers: Header[] = []) => ({
   description,
+  ...(headers.length ? { headers: headerRefs(headers) } : {}),
   content: { 'application/json': { schema: { $ref: '#/components/schemas/Order' } } },
 });
 
-/** OpenAPI 3.1, generated from the zod schemas the server validates with. */
-export function buildOpenApi(): Record<string, unknown> {
-  const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+/** What any route can answer: a dependency lost, an unexpected error. */
+const common = {
+  '500': problem('An unexpected error; nothing was half-written, retry with the same Idempotency-Key', ['internal']),
+  '503': problem('The database or Temporal is unreachable; retry after Retry-After with the same Idempotency-Key', ['unavailable'], ['Retry-After']),
+};
+const authenticated = {
+  '401': problem('Missing, malformed or unknown API key', ['unauthorized'], ['WWW-Authenticate']),
+  '405': problem('Method not allowed on this path', ['method-not-allowed'], ['Allow']),
+};
+
+/** OpenAPI 3.1, generated from the zod schemas the server validates with; lint-clean under Redocly's recommended rules. */
+export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, unknown> {
+  const idParam = {
+    name: 'id',
+    in: 'path',
+    required: true,
+    description: 'The order ID (ord_…); any other value is a 404',
+    schema: { type: 'string' },
+  };
+  const problemSchema = schema(problemDetails) as { properties: Record<string, Record<string, unknown>> };
+  problemSchema.properties.type = {
+    type: 'string',
+    description: 'Stable URI of the problem: branch on it, not on the title',
+    enum: Object.keys(problems).map((k) => problemTypeUri(k as Name)),
+  };
   return {
     openapi: '3.1.0',
     info: {
@@ -27,27 +68,40 @@ export function buildOpenApi(): Record<string, unknown> {
       version: '0.1.0',
       description:
         'Start, watch and cancel order sagas. Every mutating request is safe to retry with the same Idempotency-Key. ' +
-        `Problem types: ${Object.keys(problems).map((k) => problemTypeUri(k as keyof typeof problems)).join(', ')}.`,
+        'Errors are RFC 9457 problem details (application/problem+json) whose `type` is one of the Problem schema\'s URIs.',
+      license: { name: 'MIT', identifier: 'MIT' },
     },
+    servers: [{ url: opts.serverUrl ?? '/', description: 'the API that serves this document' }],
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API key from `sagaflow clients create NAME`' } },
+      headers: HEADERS,
       schemas: {
         CreateOrder: schema(createOrderRequest),
         Cancel: schema(cancelRequest),
         Order: schema(orderView),
-        Problem: schema(problemDetails),
+        Problem: problemSchema,
+        Readiness: {
+          type: 'object',
+          required: ['status', 'checks'],
+          properties: {
+            status: { type: 'string', enum: ['ready', 'not ready'] },
+            checks: { type: 'object', additionalProperties: { type: 'string', description: "'ok', or what failed" } },
+          },
+        },
       },
     },
     security: [{ bearer: [] }],
     paths: {
       '/orders': {
         post: {
+          operationId: 'createOrder',
           summary: 'Create an order and start its saga',
           parameters: [
             {
               name: 'Idempotency-Key',
               in: 'header',
               required: true,
+              description: 'Scoped to the API client: the same key and body give the same answer, a different body a 422',
               schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' },
             },
             {
@@ -60,39 +114,75 @@ export function buildOpenApi(): Record<string, unknown> {
           ],
           requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/CreateOrder' } } } },
           responses: {
-            '201': orderResponse('Created (or, with Idempotent-Replayed: true, the first answer again)'),
-            '400': problem('Malformed body, or a missing or malformed Idempotency-Key'),
-            '401': problem('Missing or unknown API key'),
-            '409': problem('The first request with this key is still in flight; retry after Retry-After'),
-            '413': problem('Body too large'),
-            '415': problem('Body is not JSON'),
-            '422': problem('Key reused with a different body'),
-            '503': problem('Temporal unavailable; retry with the same key'),
+            '201': orderResponse('Created (or, with Idempotent-Replayed: true, the first answer again)', ['Location', 'Idempotent-Replayed']),
+            '400': problem('Malformed body or wait, or a missing or malformed Idempotency-Key', [
+              'invalid-request',
+              'idempotency-key-missing',
+              'idempotency-key-invalid',
+            ]),
+            ...authenticated,
+            '409': problem('The first request with this key is still in flight', ['request-in-flight'], ['Retry-After']),
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
+            '422': problem('Key reused with a different body', ['idempotency-key-reused']),
+            ...common,
           },
         },
       },
       '/orders/{id}': {
         get: {
+          operationId: 'getOrder',
           summary: 'The order and its saga, live',
           parameters: [idParam],
-          responses: { '200': orderResponse('The order'), '401': problem('Unauthorized'), '404': problem('No such order for this client') },
+          responses: {
+            '200': orderResponse('The order'),
+            '400': problem('A path that is not valid percent-encoded UTF-8', ['invalid-request']),
+            ...authenticated,
+            '404': problem('No such order for this client', ['not-found']),
+            ...common,
+          },
         },
       },
       '/orders/{id}/cancel': {
         post: {
+          operationId: 'cancelOrder',
           summary: 'Cancel the saga; honoured until the pivot (the shipment) starts',
           parameters: [idParam],
           requestBody: { required: false, content: { 'application/json': { schema: { $ref: '#/components/schemas/Cancel' } } } },
           responses: {
             '202': { description: 'Accepted: the saga is unwinding (or already cancelled)' },
-            '404': problem('No such order for this client'),
-            '409': problem('Refused: past the point of no return, or the order already ended'),
+            '400': problem('Malformed body (for example a reason with control characters)', ['invalid-request']),
+            ...authenticated,
+            '404': problem('No such order for this client', ['not-found']),
+            '409': problem('Refused: past the point of no return, or the order already ended', ['cancel-refused']),
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
+            ...common,
           },
         },
       },
-      '/healthz': { get: { summary: 'The process is up', security: [], responses: { '200': { description: 'up' } } } },
+      '/healthz': {
+        get: {
+          operationId: 'health',
+          summary: 'The process is up (liveness)',
+          security: [],
+          responses: {
+            '200': { description: 'up', content: { 'application/json': { schema: { type: 'object', properties: { status: { const: 'ok' } } } } } },
+            '405': problem('Method not allowed on this path', ['method-not-allowed'], ['Allow']),
+          },
+        },
+      },
       '/readyz': {
-        get: { summary: 'The database and Temporal are reachable', security: [], responses: { '200': { description: 'ready' }, '503': { description: 'not ready' } } },
+        get: {
+          operationId: 'ready',
+          summary: 'The database and Temporal are reachable (readiness)',
+          security: [],
+          responses: {
+            '200': { description: 'ready', content: { 'application/json': { schema: { $ref: '#/components/schemas/Readiness' } } } },
+            '405': problem('Method not allowed on this path', ['method-not-allowed'], ['Allow']),
+            '503': { description: 'not ready: the checks say which dependency failed', content: { 'application/json': { schema: { $ref: '#/components/schemas/Readiness' } } } },
+          },
+        },
       },
     },
   };

@@ -1,4 +1,5 @@
 import { checkReadiness } from '../observability/health';
+import { referenceAssets } from './reference-page';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
@@ -131,7 +132,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const ready: Handler = async () => {
     const r = await checkReadiness({
       database: () => db.query('SELECT 1'),
-      temporal: () => temporal.connection.withDeadline(Date.now() + 2000, () => temporal.connection.workflowService.getSystemInfo({})),
+      temporal: () => temporal.connection.withDeadline(Date.now() + 1500, () => temporal.connection.workflowService.getSystemInfo({})),
     });
     return json(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks });
   };
@@ -146,6 +147,12 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       handler: async () => ({ status: 200, body: await metrics.text(), headers: { 'Content-Type': metrics.registry.contentType } }),
     },
     { method: 'GET', path: '/openapi.json', handler: async () => ({ status: 200, body: openapi, headers: { 'Content-Type': JSON_TYPE } }) },
+    // The rendered reference (Swagger UI), public like the document it renders.
+    ...Object.entries(referenceAssets()).map(([path, asset]) => ({
+      method: 'GET',
+      path,
+      handler: async () => ({ status: 200, body: asset.body, headers: { 'Content-Type': asset.type, 'Cache-Control': 'public, max-age=3600' } }),
+    })),
     { method: 'POST', path: '/orders', handler: createOrder },
     { method: 'GET', path: '/orders/:id', handler: getOrder },
     { method: 'POST', path: '/orders/:id/cancel', handler: cancelOrder },

@@ -1,4 +1,9 @@
 import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { problems } from '../../src/api/problem';
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
@@ -701,6 +706,80 @@ describe('health and readiness', () => {
 });
 
 describe('GET /openapi.json', () => {
+  test('the served document passes Redocly lint (recommended rules) with no error and no warning', async () => {
+    const res = await request(api.url, '/openapi.json');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-openapi-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'openapi.json'), res.text);
+      const out = await new Promise<string>((resolve) =>
+        execFile(
+          process.execPath,
+          [require.resolve('@redocly/cli/bin/cli.js'), 'lint', '--format=summary', path.join(dir, 'openapi.json')],
+          { env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' } },
+          (err, stdout, stderr) => resolve(`${stdout}${stderr}${err ? `\nexit ${err.code}` : ''}`),
+        ),
+      );
+      expect(out).toContain('Your API description is valid');
+      expect(out).not.toMatch(/^(error|warning) /m);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test('every status a route answers is documented for it, and every problem type is in the Problem schema', async () => {
+    const doc = (await request(api.url, '/openapi.json')).json;
+    const documented = (path: string, method: string) => Object.keys(doc.paths[path][method].responses).map(Number);
+    const key = uniqueId('doc');
+    const first = await request(api.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: key, body: orderBody() });
+    const seen: [string, string, number][] = [
+      ['/orders', 'post', first.status],
+      ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, body: orderBody() })).status],
+      ['/orders', 'post', (await request(api.url, '/orders', { idempotencyKey: uniqueId('k'), body: orderBody() })).status],
+      ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: uniqueId('k'), body: 'x', contentType: 'text/plain' })).status],
+      ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: uniqueId('k'), body: 'x'.repeat(70_000) })).status],
+      ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: key, body: orderBody() })).status],
+      ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, method: 'DELETE' })).status],
+      ['/orders/{id}', 'get', (await request(api.url, `/orders/${first.json.id}`, { apiKey: clientA.apiKey })).status],
+      ['/orders/{id}', 'get', (await request(api.url, '/orders/ord_nope', { apiKey: clientA.apiKey })).status],
+      ['/orders/{id}', 'get', (await request(api.url, '/orders/%E0%A4%A', { apiKey: clientA.apiKey })).status],
+      ['/orders/{id}', 'get', (await request(api.url, `/orders/${first.json.id}`)).status],
+      ['/orders/{id}/cancel', 'post', (await request(api.url, '/orders/ord_nope/cancel', { apiKey: clientA.apiKey, body: {} })).status],
+      ['/orders/{id}/cancel', 'post', (await request(api.url, `/orders/${first.json.id}/cancel`, { apiKey: clientA.apiKey, body: { reason: 'a\u0000b' } })).status],
+      ['/orders/{id}/cancel', 'post', (await request(api.url, `/orders/${first.json.id}/cancel`, { apiKey: clientA.apiKey, body: 'x', contentType: 'text/plain' })).status],
+      ['/orders/{id}/cancel', 'post', (await request(api.url, `/orders/${first.json.id}/cancel`, { body: {} })).status],
+      ['/healthz', 'get', (await request(api.url, '/healthz', { method: 'POST', body: {} })).status],
+      ['/readyz', 'get', (await request(api.url, '/readyz')).status],
+    ];
+    started.add(`order-${first.json.id}`);
+    expect(new Set(seen.map(([, , status]) => status))).toEqual(new Set([200, 201, 400, 401, 404, 405, 413, 415, 422]));
+    expect(seen.filter(([p, m, status]) => !documented(p, m).includes(status))).toEqual([]);
+    expect(doc.components.schemas.Problem.properties.type.enum).toEqual(Object.keys(problems).map((k) => `urn:sagaflow:problem:${k}`));
+    // The headers the answers carry are documented where they are sent.
+    expect(Object.keys(doc.paths['/orders'].post.responses['201'].headers)).toEqual(['Location', 'Idempotent-Replayed']);
+    expect(Object.keys(doc.paths['/orders'].post.responses['409'].headers)).toEqual(['Retry-After']);
+    expect(Object.keys(doc.paths['/orders'].post.responses['503'].headers)).toEqual(['Retry-After']);
+    expect(doc.servers).toEqual([{ url: '/', description: 'the API that serves this document' }]);
+    expect(Object.values(doc.paths).flatMap((p: any) => Object.values(p).map((o: any) => o.operationId))).toEqual([
+      'createOrder', 'getOrder', 'cancelOrder', 'health', 'ready',
+    ]);
+  });
+
+  test('GET /docs renders the reference: a page whose scripts and styles the API serves itself', async () => {
+    const page = await fetch(`${api.url}/docs`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    const html = await page.text();
+    const assets = [...html.matchAll(/(?:src|href)="(\/docs\/[^"]+)"/g)].map((m) => m[1]!);
+    expect(assets.sort()).toEqual(['/docs/init.js', '/docs/swagger-ui-bundle.js', '/docs/swagger-ui.css']);
+    for (const asset of assets) {
+      const res = await fetch(`${api.url}${asset}`);
+      expect({ asset, status: res.status }).toEqual({ asset, status: 200 });
+      const body = await res.text();
+      if (asset.endsWith('bundle.js')) expect(body).toContain('SwaggerUIBundle');
+      if (asset.endsWith('init.js')) expect(body).toContain("url: '/openapi.json'");
+    }
+  });
+
   test('OpenAPI 3.1 with the routes and CreateOrder generated from the zod schema', async () => {
     const res = await request(api.url, '/openapi.json');
     expect(res.status).toBe(200);
