@@ -7,6 +7,7 @@ import { migrate } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
+import { createLogger, lineLogger } from '../src/observability/log';
 
 const USAGE = `usage: npm run api
 
@@ -20,13 +21,13 @@ API_HOST:API_PORT (127.0.0.1:8080) and serves /metrics, /healthz, /readyz and
 runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the API' }]);
+  const logger = createLogger({ service: 'sagaflow-api', level: config.LOG_LEVEL });
+  const log = lineLogger(logger);
   await migrate(config.DATABASE_URL!);
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTargetOrExplain();
-  const connection = await connectPatiently(() => Connection.connect(target.connectionOptions), {
-    log: (line) => console.log(JSON.stringify(line)),
-  });
+  const connection = await connectPatiently(() => Connection.connect(target.connectionOptions), { log });
   const api = await startApi({
     db,
     temporal: new Client({ connection, namespace: target.namespace, plugins: tracing ? [tracing.plugin] : [] }),
@@ -36,8 +37,9 @@ runMain(USAGE, async () => {
     port: config.API_PORT,
     metrics: new SagaMetrics({ processMetrics: true, role: 'api' }),
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+    log,
   });
-  console.log(JSON.stringify({ msg: 'api listening', url: api.url, temporalUi: config.TEMPORAL_UI_URL }));
+  logger.info({ url: api.url, docs: `${api.url}/docs`, temporalUi: config.TEMPORAL_UI_URL }, 'api listening');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -36,7 +36,8 @@ stack up afterwards.`;
  */
 runMain(USAGE, async () => {
   const config = loadConfig();
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  // Core's own log lines are forwarded to the same logger (no raw coloured lines from the native layer).
+  Runtime.install({ logger: new DefaultLogger('ERROR'), telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' }, forward: {} } } });
   const log = (m: string) => console.log(`[stack] ${m}`);
   const stack = await startStack(config, log);
   const taskQueue = config.TEMPORAL_TASK_QUEUE;

@@ -32,7 +32,8 @@ runMain(USAGE, async () => {
   }
   const label = values.label;
   const dir = values.out ?? ORDER_HISTORIES_DIR;
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  // Core's own log lines are forwarded to the same logger (no raw coloured lines from the native layer).
+  Runtime.install({ logger: new DefaultLogger('ERROR'), telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' }, forward: {} } } });
   const log = (m: string) => console.log(`[capture] ${m}`);
 
   let client: Client;

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { runMain } from './run';
 import { entryPoint } from '../src/paths';
+import { createLogger, lineLogger } from '../src/observability/log';
 import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 
 /**
@@ -17,6 +18,8 @@ interface Slot {
   startedAt: number;
   metricsPort?: number;
 }
+
+const log = lineLogger(createLogger({ service: 'sagaflow-pool', level: process.env.LOG_LEVEL || 'info' }));
 
 const USAGE = `usage: npm run pool -- [ROLE=N ...] [worker flags]
 
@@ -87,6 +90,3 @@ runMain(USAGE, async () => {
   return 0;
 });
 
-function log(line: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ component: 'pool', ...line })}\n`);
-}

@@ -4,6 +4,7 @@ import { createPool } from '../src/db/pool';
 import { startCarrier } from '../dev/services/carrier';
 import { startPaymentProvider } from '../dev/services/payment-provider';
 import { runMain } from './run';
+import { createLogger } from '../src/observability/log';
 
 const USAGE = `usage: npm run services
 
@@ -19,7 +20,7 @@ runMain(USAGE, async () => {
   const db = createPool({ connectionString: config.DATABASE_URL });
   const provider = await startPaymentProvider({ db, host: config.SERVICES_HOST, port: config.PAYMENT_PROVIDER_PORT });
   const carrier = await startCarrier({ db, host: config.SERVICES_HOST, port: config.CARRIER_PORT });
-  console.log(JSON.stringify({ msg: 'services listening', paymentProvider: provider.url, carrier: carrier.url }));
+  createLogger({ service: 'sagaflow-services', level: config.LOG_LEVEL }).info({ paymentProvider: provider.url, carrier: carrier.url }, 'services listening');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

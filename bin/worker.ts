@@ -1,6 +1,6 @@
 import { NativeConnection, Runtime } from '@temporalio/worker';
 import { freePort } from '../src/ports';
-import { JsonLogger, toTemporalLevel } from '../src/observability/log';
+import { createLogger, lineLogger, TemporalLogger } from '../src/observability/log';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import type { Checks } from '../src/observability/health';
 import { startTracing } from '../src/observability/tracing';
@@ -43,12 +43,16 @@ runMain(USAGE, async () => {
       missing.map((variable) => ({ variable, message: 'required by a worker (`npm run stack` prints all four)' })),
     );
   }
+  const logger = createLogger({ service: 'sagaflow-worker', level: config.LOG_LEVEL });
+  const log = lineLogger(logger);
   // Temporal Core exports its runtime metrics on a private port; our /metrics appends them.
   const corePort = await freePort();
   Runtime.install({
-    logger: new JsonLogger(toTemporalLevel(config.LOG_LEVEL)),
+    // The SDK's log calls and, forwarded, Core's own (warnings and errors) go through our logger.
+    logger: new TemporalLogger(logger),
     // Prometheus conventions, as the SDK dashboards expect: counters end in _total, durations are seconds named so.
     telemetryOptions: {
+      logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
       metrics: {
         prometheus: { bindAddress: `127.0.0.1:${corePort}`, countersTotalSuffix: true, unitSuffix: true, useSecondsForDurations: true },
       },
@@ -70,7 +74,7 @@ runMain(USAGE, async () => {
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const target = temporalTargetOrExplain();
   const connection = await connectPatiently(() => NativeConnection.connect(target.connectionOptions), {
-    log: (line) => console.log(JSON.stringify(line)),
+    log,
   });
   // The tracing plugin adds workflow interceptors, which only a bundle built at start can contain.
   const bundle = tracing
@@ -105,9 +109,8 @@ runMain(USAGE, async () => {
       if (state !== 'RUNNING') throw new Error(`worker ${state.toLowerCase()}`);
     },
   };
-  console.log(
-    JSON.stringify({
-      msg: 'worker ready',
+  logger.info(
+    {
       queues: worker.workers.map((w) => w.taskQueue),
       bundle: opts.queues.includes('workflows') ? (bundle ? 'prebuilt' : 'built at start') : 'none',
       startMs: Date.now() - started,
@@ -115,14 +118,15 @@ runMain(USAGE, async () => {
       tracing: tracing ? config.OTEL_EXPORTER_OTLP_ENDPOINT : 'off',
       temporalUi: config.TEMPORAL_UI_URL ?? 'set TEMPORAL_UI_URL to print it here',
       pid: process.pid,
-    }),
+    },
+    'worker ready',
   );
   const stopRetention = startLedgerRetention({
     db,
     retentionMs: config.LEDGER_RETENTION_DAYS * 86_400_000,
     intervalMs: config.LEDGER_PURGE_INTERVAL_MINUTES * 60_000,
     metrics,
-    log: (line) => console.log(JSON.stringify(line)),
+    log,
   });
   await worker.run();
   stopRetention();
@@ -130,5 +134,5 @@ runMain(USAGE, async () => {
   await tracing?.shutdown();
   await connection.close();
   await db.end();
-  console.log(JSON.stringify({ msg: 'worker stopped', pid: process.pid }));
+  logger.info({ pid: process.pid }, 'worker stopped');
 });

@@ -1,5 +1,6 @@
 import { checkReadiness } from '../observability/health';
 import { referenceAssets } from './reference-page';
+import { createLogger, lineLogger } from '../observability/log';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
@@ -57,6 +58,9 @@ interface Reply {
 
 type Handler = (req: IncomingMessage, params: Record<string, string>, url: URL) => Promise<Reply>;
 
+/** Routes probed by orchestrators and scrapers: their access lines are debug. */
+const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
+
 const json = (status: number, value: unknown, headers: Record<string, string> = {}): Reply => ({
   status,
   body: JSON.stringify(value),
@@ -67,7 +71,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const { db, temporal, taskQueue } = opts;
   const keyTtlMs = opts.keyTtlMs ?? 24 * 3600_000;
   const leaseMs = opts.leaseMs ?? 10_000;
-  const log = opts.log ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
+  const log = opts.log ?? lineLogger(createLogger({ service: 'sagaflow-api', level: process.env.LOG_LEVEL || 'info' }));
   const metrics = opts.metrics ?? new SagaMetrics({ role: 'api' });
 
   const useCaseDeps = { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes };
@@ -163,9 +167,28 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   });
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
-    let reply: Reply;
+    let reply: Reply | undefined;
     let url: URL | undefined;
     let route = 'unmatched';
+    let orderId: string | undefined;
+    // One access-log line per request, after the answer: probes and assets at debug, the rest at info.
+    const access = (status: number) => {
+      const quiet = PROBES.has(route) || route.startsWith('/docs');
+      const id = orderId ?? reply?.headers?.Location?.split('/').pop();
+      log({
+        level: quiet ? 'debug' : status >= 500 ? 'error' : 'info',
+        msg: 'request',
+        method: req.method,
+        route,
+        path: url?.pathname,
+        status,
+        durationMs: Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10,
+        ...(id ? { orderId: id, workflowId: orderWorkflowId(id) } : {}),
+        ...(reply?.headers?.['Idempotent-Replayed'] ? { replayed: true } : {}),
+        remote: req.socket.remoteAddress,
+        userAgent: req.headers['user-agent'],
+      });
+    };
     try {
       url = new URL(req.url ?? '/', 'http://localhost');
       const path = url.pathname;
@@ -183,6 +206,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       if (!hit) throw new Problem('not-found', `no route ${path}`);
       const { r, params } = hit;
       route = r.path;
+      orderId = params?.id;
       const target = url;
       reply = await inSpan(
         `${req.method} ${route}`,
@@ -200,6 +224,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         metrics.httpRequests.observe({ method: req.method ?? '?', route, status: '499' }, seconds);
         res.destroy();
+        access(499);
         return;
       }
       reply = problemReply(err, url?.pathname, log);
@@ -208,6 +233,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     res.end(reply.body);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     metrics.httpRequests.observe({ method: req.method ?? '?', route, status: String(reply.status) }, seconds);
+    access(reply.status);
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -217,7 +243,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const purge = () => {
     purgeExpiredKeys(db).then(
       (n) => n > 0 && log({ msg: 'expired idempotency keys purged', count: n }),
-      (e: Error) => log({ msg: 'idempotency key purge failed', error: e.message }),
+      (e: Error) => log({ level: 'warn', msg: 'idempotency key purge failed', error: e.message }),
     );
   };
   const timer = setInterval(purge, opts.cleanupIntervalMs ?? 10 * 60_000);
@@ -235,7 +261,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
           metrics.ordersRecovered.inc(ids.length);
           log({ msg: 'abandoned orders recovered: sagas started', count: ids.length, orderIds: ids });
         },
-        (e: Error) => log({ msg: 'order recovery failed; retrying next round', error: e.message }),
+        (e: Error) => log({ level: 'warn', msg: 'order recovery failed; retrying next round', error: e.message }),
       )
       .finally(() => (recovering = false));
   };
@@ -294,7 +320,7 @@ function problemReply(err: unknown, instance: string | undefined, log: (l: Recor
   else if (isPermanentDataError(err) && (err as { code: string }).code.startsWith('22')) {
     problem = new Problem('invalid-request', 'the request holds data that cannot be stored');
   } else {
-    log({ msg: 'unhandled error', error: (err as Error)?.stack ?? String(err) });
+    log({ level: 'error', msg: 'unhandled error', error: (err as Error)?.stack ?? String(err) });
     problem = new Problem('internal');
   }
   return {

@@ -1,21 +1,67 @@
 import type { LogLevel, LogMetadata, Logger } from '@temporalio/common';
-
-const ORDER: Record<string, number> = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4 };
+import pino, { type DestinationStream, type Logger as Pino } from 'pino';
 
 /**
- * One JSON object per line. Temporal's own log calls arrive here with their
- * metadata (workflowId, activityType, taskQueue...), so a line about a step
- * carries the workflow ID and the step alongside the idempotency key we add.
+ * Every process logs JSON lines through pino: `ts` (ISO time), `level` (a
+ * word), `service`, `msg`, and the saga's identifiers where there is a saga
+ * (workflowId, orderId, step, idempotencyKey). Temporal's own log calls (the
+ * SDK's and, forwarded, Core's) come through the same logger. Quiet by default:
+ * LOG_LEVEL=info shows what an operator acts on; the SDK's life-cycle chatter is
+ * debug.
  */
-export class JsonLogger implements Logger {
-  constructor(
-    private readonly level: LogLevel = 'INFO',
-    private readonly write: (line: string) => void = (l) => process.stdout.write(l),
-  ) {}
+export type AppLogger = Pino;
+export type AppLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export function createLogger(opts: { service: string; level?: string; destination?: DestinationStream }): AppLogger {
+  return pino(
+    {
+      level: opts.level ?? 'info',
+      base: { service: opts.service },
+      messageKey: 'msg',
+      timestamp: () => `,"ts":"${new Date().toISOString()}"`,
+      formatters: { level: (label) => ({ level: label }) },
+      serializers: { err: pino.stdSerializers.err, error: errorSerializer },
+    },
+    opts.destination ?? pino.destination({ sync: true }),
+  );
+}
+
+function errorSerializer(value: unknown): unknown {
+  return value instanceof Error ? { name: value.name, message: value.message } : value;
+}
+
+/**
+ * A `(line) => void` sink for code that logs plain objects (the API, the jobs):
+ * `level` in the line picks the level (info if absent).
+ */
+export function lineLogger(logger: AppLogger): (line: Record<string, unknown>) => void {
+  return ({ level, ...rest }) => {
+    const l = (typeof level === 'string' && ['debug', 'info', 'warn', 'error'].includes(level) ? level : 'info') as AppLevel;
+    logger[l](rest);
+  };
+}
+
+/** SDK messages that are routine life cycle, not news: logged at debug. */
+const ROUTINE = [
+  /^Worker state changed$/,
+  /^No (workflows|activities|Nexus services) registered, not polling for/,
+  /^asset workflow-bundle/, // webpack's build stats
+];
+
+/** Keys Temporal adds that say nothing to a reader: the task token is ~150 characters of base64. */
+const DROPPED = new Set(['taskToken', 'sdkComponent']);
+
+/** Temporal's Logger on top of pino, for Runtime.install({ logger }). */
+export class TemporalLogger implements Logger {
+  constructor(private readonly logger: AppLogger) {}
 
   log(level: LogLevel, message: string, meta: LogMetadata = {}): void {
-    if ((ORDER[level] ?? 2) < (ORDER[this.level] ?? 2)) return;
-    this.write(`${JSON.stringify({ ts: new Date().toISOString(), level: level.toLowerCase(), msg: message, ...meta }, replacer)}\n`);
+    const fields: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(meta)) if (!DROPPED.has(k)) fields[k] = typeof v === 'bigint' ? v.toString() : v;
+    const routine = ROUTINE.some((r) => r.test(message));
+    const lvl: AppLevel = routine ? 'debug' : level === 'TRACE' ? 'debug' : (level.toLowerCase() as AppLevel);
+    if (meta.sdkComponent === 'core' || (typeof meta.target === 'string' && meta.target.startsWith('temporal'))) fields.component = 'temporal-core';
+    this.logger[lvl](fields, message);
   }
   trace(m: string, meta?: LogMetadata) {
     this.log('TRACE', m, meta);
@@ -32,12 +78,6 @@ export class JsonLogger implements Logger {
   error(m: string, meta?: LogMetadata) {
     this.log('ERROR', m, meta);
   }
-}
-
-function replacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) return { name: value.name, message: value.message };
-  if (typeof value === 'bigint') return value.toString();
-  return value;
 }
 
 export const toTemporalLevel = (level: string): LogLevel =>

@@ -705,6 +705,34 @@ describe('health and readiness', () => {
   });
 });
 
+describe('the access log', () => {
+  test('one line per request after the answer, naming the route, status, duration and the order and saga; probes at debug', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logged = await startApi({ db: ctx.db, temporal: ctx.client, taskQueue, log: (l) => lines.push(l), recoveryIntervalMs: 0 });
+    try {
+      const created = await request(logged.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: uniqueId('log'), body: orderBody() });
+      started.add(`order-${created.json.id}`);
+      await request(logged.url, `/orders/${created.json.id}`, { apiKey: clientA.apiKey });
+      await request(logged.url, '/orders/ord_nope', { apiKey: clientA.apiKey });
+      await request(logged.url, '/healthz');
+      const access = lines.filter((l) => l.msg === 'request');
+      expect(access.map((l) => [l.level, l.method, l.route, l.status])).toEqual([
+        ['info', 'POST', '/orders', 201],
+        ['info', 'GET', '/orders/:id', 200],
+        ['info', 'GET', '/orders/:id', 404],
+        ['debug', 'GET', '/healthz', 200],
+      ]);
+      expect(access[0]).toMatchObject({ orderId: created.json.id, workflowId: `order-${created.json.id}`, path: '/orders' });
+      expect(access[1]).toMatchObject({ orderId: created.json.id, workflowId: `order-${created.json.id}` });
+      for (const l of access) expect(l.durationMs).toEqual(expect.any(Number));
+      // The business event is logged too, with the saga's identifiers.
+      expect(lines.find((l) => l.msg === 'order created')).toMatchObject({ orderId: created.json.id, workflowId: `order-${created.json.id}` });
+    } finally {
+      await logged.close();
+    }
+  });
+});
+
 describe('GET /openapi.json', () => {
   test('the served document passes Redocly lint (recommended rules) with no error and no warning', async () => {
     const res = await request(api.url, '/openapi.json');
