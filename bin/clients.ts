@@ -1,7 +1,5 @@
 import { createApiClient } from '../src/api/auth';
-import { ConfigError, loadConfig } from '../src/config';
-import { migrate } from '../src/db/migrate';
-import { createPool } from '../src/db/pool';
+import { withDatabase } from '../src/db/with-database';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run clients -- create NAME [--key-only]
@@ -26,11 +24,7 @@ runMain(USAGE, async () => {
     console.error(`client name "${name}": use 1-64 letters, digits, _ . -`);
     return 2;
   }
-  const config = loadConfig();
-  if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required (npm run stack prints it)' }]);
-  await migrate(config.DATABASE_URL);
-  const db = createPool({ connectionString: config.DATABASE_URL });
-  try {
+  return withDatabase(async (db) => {
     const taken = await db.query('SELECT 1 FROM api_clients WHERE name = $1', [name]);
     if (taken.rowCount) {
       console.error(`a client named "${name}" already exists, and its key is not stored; create one under another name`);
@@ -42,8 +36,6 @@ runMain(USAGE, async () => {
       console.log(`client ${client.name} (${client.id})`);
       console.log(`API key (shown once; store it now): ${client.apiKey}`);
     }
-  } finally {
-    await db.end();
-  }
-  return 0;
+    return 0;
+  });
 });

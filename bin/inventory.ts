@@ -1,7 +1,5 @@
-import { ConfigError, loadConfig } from '../src/config';
-import { migrate } from '../src/db/migrate';
-import { createPool } from '../src/db/pool';
 import { addStock, listStock, setStock, StockError, type StockLevel } from '../src/inventory/stock';
+import { withDatabase } from '../src/db/with-database';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run inventory -- list [SKU ...]
@@ -31,22 +29,18 @@ runMain(USAGE, async () => {
     console.error(USAGE);
     return 2;
   }
-  const config = loadConfig();
-  if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required (npm run stack prints it)' }]);
-  await migrate(config.DATABASE_URL);
-  const db = createPool({ connectionString: config.DATABASE_URL });
-  try {
-    if (command === 'list') console.log(table(await listStock(db, args.length ? args : undefined)));
-    else {
-      const [sku, n] = [args[0]!, wholeNumber(args[1])];
-      console.log(table([command === 'set' ? await setStock(db, sku, n) : await addStock(db, sku, n)]));
+  return withDatabase(async (db) => {
+    try {
+      if (command === 'list') console.log(table(await listStock(db, args.length ? args : undefined)));
+      else {
+        const [sku, n] = [args[0]!, wholeNumber(args[1])];
+        console.log(table([command === 'set' ? await setStock(db, sku, n) : await addStock(db, sku, n)]));
+      }
+      return 0;
+    } catch (err) {
+      if (!(err instanceof StockError)) throw err;
+      console.error(err.message);
+      return 1;
     }
-    return 0;
-  } catch (err) {
-    if (!(err instanceof StockError)) throw err;
-    console.error(err.message);
-    return 1;
-  } finally {
-    await db.end();
-  }
+  });
 });

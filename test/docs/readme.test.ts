@@ -5,19 +5,17 @@
  * provider and carrier. What they do is asserted in the rows they leave.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Client as PgClient } from 'pg';
 import { startApi, type RunningApi } from '../../src/api/server';
 import { migrate } from '../../src/db/migrate';
-import { createPool, quoteIdent, type Db } from '../../src/db/pool';
+import { createPool, type Db } from '../../src/db/pool';
 import { DEV_CATALOGUE, seedCatalogue } from '../../dev/catalogue';
 import { startCarrier } from '../../dev/services/carrier';
 import { startPaymentProvider } from '../../dev/services/payment-provider';
 import type { RunningService } from '../../dev/services/http';
 import { createSagaWorker } from '../../workers/worker';
-import { createTestContext, databaseUrl, uniqueId, type TestContext } from '../helpers/context';
+import { createTestContext, createTestDatabase, uniqueId, type TestContext } from '../helpers/context';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -31,7 +29,7 @@ function shellBlockAfter(markdown: string, heading: string): string {
 }
 
 let ctx: TestContext;
-let dbName: string;
+let database: Awaited<ReturnType<typeof createTestDatabase>>;
 let url: string;
 let db: Db;
 let services: RunningService[] = [];
@@ -40,14 +38,8 @@ let stopWorker: () => Promise<void>;
 
 beforeAll(async () => {
   ctx = await createTestContext('readme');
-  dbName = `readme_${randomBytes(4).toString('hex')}`;
-  const admin = new PgClient({ connectionString: databaseUrl() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${quoteIdent(dbName)}`);
-  await admin.end();
-  const u = new URL(databaseUrl());
-  u.pathname = `/${dbName}`;
-  url = u.toString();
+  database = await createTestDatabase('readme');
+  url = database.url;
   await migrate(url);
   db = createPool({ connectionString: url });
   await seedCatalogue(db);
@@ -69,10 +61,7 @@ afterAll(async () => {
   for (const s of services) await s.close();
   await db?.end();
   await ctx?.close();
-  const admin = new PgClient({ connectionString: databaseUrl() });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(dbName)} WITH (FORCE)`);
-  await admin.end();
+  await database?.drop();
 });
 
 test("the README's HTTP examples run verbatim: the first order completes, its stock leaves the shelf, the cancel is refused", async () => {

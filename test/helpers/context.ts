@@ -38,6 +38,24 @@ export async function createTestSchema(label: string): Promise<{ db: Db; schema:
   };
 }
 
+/** A database of its own on the test server (for processes that migrate `public` themselves); dropped by the cleanup. */
+export async function createTestDatabase(label: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `${label}_${randomBytes(4).toString('hex')}`;
+  const admin = async (sql: string) => {
+    const client = new PgClient({ connectionString: databaseUrl() });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  await admin(`CREATE DATABASE ${quoteIdent(name)}`);
+  const url = new URL(databaseUrl());
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`) };
+}
+
 /** A Temporal Worker, or a SagaWorker that runs several. */
 export interface Runnable {
   run(): Promise<void>;

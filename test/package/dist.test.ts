@@ -5,20 +5,18 @@
  * worker.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { Client as PgClient } from 'pg';
 import { createApiClient } from '../../src/api/auth';
-import { createPool, quoteIdent, type Db } from '../../src/db/pool';
+import { createPool, type Db } from '../../src/db/pool';
 import { seedCatalogue } from '../../dev/catalogue';
-import { createTestContext, databaseUrl, uniqueId, type TestContext } from '../helpers/context';
+import { createTestContext, createTestDatabase, uniqueId, type TestContext } from '../helpers/context';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
 const SAGAFLOW = path.join(ROOT, 'dist/bin/sagaflow.js');
 let ctx: TestContext;
-let dbName: string;
+let database: Awaited<ReturnType<typeof createTestDatabase>>;
 let url: string;
 let db: Db | undefined;
 const children: ChildProcess[] = [];
@@ -43,14 +41,8 @@ function start(args: string[], env: Record<string, string>, marker: RegExp): Pro
 beforeAll(async () => {
   ctx = await createTestContext('dist');
   await run('npm', ['run', '-s', 'build'], { cwd: ROOT, maxBuffer: 16 << 20 });
-  dbName = `dist_${randomBytes(4).toString('hex')}`;
-  const admin = new PgClient({ connectionString: databaseUrl() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${quoteIdent(dbName)}`);
-  await admin.end();
-  const u = new URL(databaseUrl());
-  u.pathname = `/${dbName}`;
-  url = u.toString();
+  database = await createTestDatabase('dist');
+  url = database.url;
 }, 120_000);
 
 afterAll(async () => {
@@ -58,10 +50,7 @@ afterAll(async () => {
   await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
   await db?.end();
   await ctx?.close();
-  const admin = new PgClient({ connectionString: databaseUrl() });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(dbName)} WITH (FORCE)`);
-  await admin.end();
+  await database?.drop();
 });
 
 test('node dist/bin/sagaflow.js migrates a fresh database, runs a worker and the API, and an order completes', async () => {
