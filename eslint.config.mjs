@@ -42,7 +42,7 @@ const workflowImports = (...extra) => [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js'] },
+  { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js', 'jest.cluster.config.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,22 +1,30 @@
-import { loadConfig } from '../src/config';
+import { parseArgs } from 'node:util';
+import { loadConfig, UsageError } from '../src/config';
 import { listStock } from '../src/inventory/stock';
 import { DEV_CATALOGUE, seedCatalogue } from '../dev/catalogue';
 import { redact, startStack } from '../dev/stack';
 import { runMain } from './run';
 
-const USAGE = `usage: npm run stack
+const USAGE = `usage: npm run stack -- [--temporal dev|cluster]
 
 The development stack in one process: an embedded PostgreSQL (or DATABASE_URL)
 with migrations and a small catalogue (widget, gadget, gizmo), the simulated
 provider and carrier, and the Temporal dev server with its UI. Prints the
 variables to export in other shells. State lives in SAGAFLOW_STATE_DIR
 (.sagaflow); a second stack beside it needs its own SAGAFLOW_STATE_DIR and
-SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.`;
+SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.
+
+--temporal cluster: instead of the dev server, a self-hosted Temporal cluster on the
+stack's PostgreSQL (the production server built from its Go module once, its schema
+applied with temporal-sql-tool, 2 frontend, 2 history, 2 matching and 1 worker host
+as separate processes). Prints the frontends.`;
 
 /** Starts the dev stack and keeps it up, printing how to point workers, the API and the CLIs at it. */
 runMain(USAGE, async () => {
+  const { values } = parseArgs({ options: { temporal: { type: 'string', default: 'dev' } } });
+  if (values.temporal !== 'dev' && values.temporal !== 'cluster') throw new UsageError(`--temporal: dev or cluster, not "${values.temporal}"`);
   const config = loadConfig();
-  const stack = await startStack(config, (m) => console.log(`[stack] ${m}`));
+  const stack = await startStack(config, (m) => console.log(`[stack] ${m}`), { temporal: values.temporal });
   const seeded = await seedCatalogue(stack.db);
   const stock = await listStock(stack.db, Object.keys(DEV_CATALOGUE));
   const skus = Number((await stack.db.query<{ n: string }>('SELECT count(*) AS n FROM inventory')).rows[0]?.n ?? 0);

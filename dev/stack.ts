@@ -7,7 +7,9 @@ import type { RunningService } from './services/http';
 import { startPaymentProvider } from './services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
 import { preferredPort } from '../src/ports';
-import { startTemporalDevServer } from './temporal';
+import { findTemporalCli, startTemporalDevServer } from './temporal';
+import { ensureServerTools, startTemporalCluster } from './temporal-cluster';
+import { StartupError } from '../src/config';
 
 export interface Stack {
   databaseUrl: string;
@@ -27,6 +29,11 @@ export interface Stack {
 export interface StackOptions {
   /** Temporal in memory, no UI, any free port: for a throwaway run such as capturing histories. */
   ephemeralTemporal?: boolean;
+  /**
+   * 'cluster': a self-hosted Temporal cluster on the stack's PostgreSQL instead of the dev server
+   * (dev/temporal-cluster.ts): the production server, each service as separate processes.
+   */
+  temporal?: 'dev' | 'cluster';
 }
 
 export async function startStack(config: Config, log: (m: string) => void, opts: StackOptions = {}): Promise<Stack> {
@@ -73,6 +80,21 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
     if (config.TEMPORAL_ADDRESS) {
       temporal = { address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, source: 'TEMPORAL_ADDRESS' };
       log(`Temporal: ${config.TEMPORAL_ADDRESS} (TEMPORAL_ADDRESS)`);
+    } else if (opts.temporal === 'cluster') {
+      const tools = await ensureServerTools(log);
+      const cli = await findTemporalCli({ cliPath: config.TEMPORAL_CLI_PATH, log });
+      if (!tools || !cli) throw new StartupError('the Temporal cluster needs Go to build the server and its SQL tool (see the lines above)');
+      const pg = new URL(databaseUrl);
+      const cluster = await startTemporalCluster(tools, {
+        pg: { host: pg.hostname, port: Number(pg.port || 5432), user: decodeURIComponent(pg.username), password: decodeURIComponent(pg.password) },
+        database: 'temporal',
+        namespace: config.TEMPORAL_NAMESPACE,
+        stateDir: path.join(stateDir, 'cluster'),
+        cli: cli.path,
+        log,
+      });
+      stops.push(cluster.stop);
+      temporal = { address: cluster.frontends[0]!, namespace: cluster.namespace, source: `cluster (frontends ${cluster.frontends.join(', ')})` };
     } else {
       const server = await startTemporalDevServer(
         opts.ephemeralTemporal

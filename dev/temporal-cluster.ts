@@ -1,0 +1,281 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Connection } from '@temporalio/client';
+import { Client } from 'pg';
+import { PACKAGE_ROOT } from '../src/paths';
+import { freePort, waitFor } from '../src/ports';
+import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
+import { goBuild, isExecutable } from './go-build';
+
+const run = promisify(execFile);
+
+/**
+ * A self-hosted Temporal cluster on PostgreSQL, without Docker: the production
+ * server built from its Go module, its schema applied with temporal-sql-tool,
+ * and each service (frontend, history, matching, worker) as processes of its
+ * own, several of each, finding each other through the cluster_membership table.
+ */
+
+/** The server inside the Temporal CLI the dev stack uses. */
+export const TEMPORAL_SERVER_VERSION = 'v1.29.1';
+const SERVER_MODULE = 'go.temporal.io/server';
+
+export type ClusterService = 'frontend' | 'history' | 'matching' | 'worker';
+
+export function serverCacheDir(): string {
+  const base = process.env.SAGAFLOW_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'sagaflow');
+  return path.join(base, `temporal-server-${TEMPORAL_SERVER_VERSION}`);
+}
+
+export interface ServerTools {
+  server: string;
+  sqlTool: string;
+  /** schema/postgresql/v12 of the module: temporal/versioned and visibility/versioned. */
+  schemaDir: string;
+}
+
+/** The server and temporal-sql-tool, built once with go install into the cache (with progress). */
+export async function ensureServerTools(log: (m: string) => void): Promise<ServerTools | undefined> {
+  const dir = serverCacheDir();
+  const tools = { server: path.join(dir, 'server'), sqlTool: path.join(dir, 'sql'), schemaDir: path.join(dir, 'schema', 'postgresql', 'v12') };
+  for (const [what, pkg, out] of [
+    ['the Temporal server', 'cmd/server', tools.server],
+    ['temporal-sql-tool', 'cmd/tools/sql', tools.sqlTool],
+  ] as const) {
+    if (isExecutable(out)) continue;
+    const ok = await goBuild({
+      what,
+      announce: `${what} (${SERVER_MODULE}/${pkg}@${TEMPORAL_SERVER_VERSION}) with go install into ${dir}; this takes minutes, once`,
+      args: ['install', '-v', `${SERVER_MODULE}/${pkg}@${TEMPORAL_SERVER_VERSION}`],
+      env: { GOBIN: dir },
+      output: out,
+      log,
+    });
+    if (!ok) return undefined;
+  }
+  if (!fs.existsSync(tools.schemaDir)) {
+    // The versioned schema ships in the module, not in the binaries: keep a copy beside them.
+    const { stdout } = await run('go', ['env', 'GOMODCACHE']);
+    const from = path.join(stdout.trim(), `${SERVER_MODULE}@${TEMPORAL_SERVER_VERSION}`, 'schema', 'postgresql', 'v12');
+    fs.mkdirSync(path.dirname(tools.schemaDir), { recursive: true });
+    fs.cpSync(from, tools.schemaDir, { recursive: true });
+    fs.chmodSync(tools.schemaDir, 0o755);
+  }
+  return tools;
+}
+
+export interface ClusterOptions {
+  pg: { host: string; port: number; user: string; password: string };
+  /** Temporal's database name (its visibility database is `<name>_visibility`); apart from sagaflow's. */
+  database?: string;
+  hosts?: Partial<Record<ClusterService, number>>;
+  shards?: number;
+  namespace?: string;
+  /** Where per-host configs and logs go. */
+  stateDir: string;
+  /** A Temporal CLI, to register the namespace and the search attributes. */
+  cli: string;
+  log: (m: string) => void;
+}
+
+export interface ClusterHost {
+  service: ClusterService;
+  index: number;
+  grpcPort: number;
+  process?: ChildProcess;
+}
+
+export interface TemporalCluster {
+  /** Every frontend, as host:port; clients may use any. */
+  frontends: string[];
+  namespace: string;
+  hosts: ClusterHost[];
+  /** SIGKILLs one host (a lost node). */
+  kill(host: ClusterHost): Promise<void>;
+  /** Starts a stopped host again, with its config and ports. */
+  restart(host: ClusterHost): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A free port below 32768: Temporal stores membership ports in a PostgreSQL smallint
+ * (cluster_membership.rpc_port), and the OS hands out ephemeral ports above that.
+ */
+async function freeMembershipPort(taken: Set<number>): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (taken.has(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) {
+      taken.add(port);
+      return port;
+    }
+  }
+}
+
+const fill = (template: string, values: Record<string, string | number>) =>
+  template.replace(/\{\{([A-Z_]+)\}\}/g, (_m, k: string) => {
+    if (!(k in values)) throw new Error(`server.yaml.tmpl: no value for {{${k}}}`);
+    return String(values[k]);
+  });
+
+/** Creates Temporal's two databases (if missing) and brings their schemas to the server's version. */
+export async function setupClusterSchema(tools: ServerTools, o: Pick<ClusterOptions, 'pg' | 'database' | 'log'>): Promise<void> {
+  const db = o.database ?? 'temporal';
+  const base = ['--plugin', 'postgres12', '--ep', o.pg.host, '-p', String(o.pg.port), '-u', o.pg.user, '--pw', o.pg.password];
+  for (const [name, schema] of [
+    [db, 'temporal'],
+    [`${db}_visibility`, 'visibility'],
+  ] as const) {
+    const tool = (...args: string[]) => run(tools.sqlTool, [...base, '--db', name, ...args]);
+    await tool('create-database').catch((err: { stderr?: string }) => {
+      if (!/already exists/.test(err.stderr ?? '')) throw err;
+    });
+    // setup-schema -v 0.0 makes the schema_version table once; update-schema then applies every version up to the module's.
+    await tool('setup-schema', '-v', '0.0').catch((err: { stderr?: string }) => {
+      if (!/already exists|schema_version/.test(err.stderr ?? '')) throw err;
+    });
+    await tool('update-schema', '-d', path.join(tools.schemaDir, schema, 'versioned'));
+    o.log(`Temporal cluster: database ${name} at the ${TEMPORAL_SERVER_VERSION} schema`);
+  }
+}
+
+/** Starts the cluster's hosts (2 frontends, 2 history, 2 matching and 1 worker by default) and registers the namespace. */
+export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions): Promise<TemporalCluster> {
+  const counts: Record<ClusterService, number> = { frontend: 2, history: 2, matching: 2, worker: 1, ...o.hosts };
+  const namespace = o.namespace ?? 'default';
+  const template = fs.readFileSync(path.join(PACKAGE_ROOT, 'deploy', 'temporal', 'cluster', 'server.yaml.tmpl'), 'utf8');
+  fs.mkdirSync(o.stateDir, { recursive: true });
+  const dynamicConfig = path.join(o.stateDir, 'dynamicconfig.yaml');
+  fs.writeFileSync(dynamicConfig, 'system.forceSearchAttributesCacheRefreshOnRead:\n  - value: true\n    constraints: {}\n');
+  await setupClusterSchema(tools, o);
+
+  const hosts: ClusterHost[] = [];
+  for (const service of ['frontend', 'history', 'matching', 'worker'] as const) {
+    for (let index = 0; index < counts[service]; index++) hosts.push({ service, index, grpcPort: await freePort() });
+  }
+  const frontends = hosts.filter((h) => h.service === 'frontend').map((h) => `127.0.0.1:${h.grpcPort}`);
+  const configs = new Map<ClusterHost, string>();
+  const membershipPorts = new Set<number>();
+  for (const h of hosts) {
+    const dir = path.join(o.stateDir, `${h.service}-${h.index}`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, 'development.yaml'),
+      fill(template, {
+        SHARDS: o.shards ?? 4,
+        DB: o.database ?? 'temporal',
+        PG_HOST: o.pg.host,
+        PG_PORT: o.pg.port,
+        PG_USER: o.pg.user,
+        PG_PASSWORD: o.pg.password,
+        // This host's own service on its ports; the others' entries get free ports it never binds.
+        ...Object.fromEntries(
+          await Promise.all(
+            (['frontend', 'history', 'matching', 'worker'] as const).flatMap((svc) => [
+              (svc === h.service ? Promise.resolve(h.grpcPort) : freePort()).then((p) => [`${svc.toUpperCase()}_GRPC_PORT`, p] as const),
+              freeMembershipPort(membershipPorts).then((p) => [`${svc.toUpperCase()}_MEMBERSHIP_PORT`, p] as const),
+            ]),
+          ),
+        ),
+        FRONTEND_HTTP_PORT: await freePort(),
+        FRONTEND_ADDRESS: frontends[0]!,
+        DYNAMIC_CONFIG: dynamicConfig,
+      }),
+    );
+    configs.set(h, dir);
+  }
+
+  const start = (h: ClusterHost) => {
+    const dir = configs.get(h)!;
+    const out = fs.openSync(path.join(dir, 'server.log'), 'a');
+    h.process = spawn(tools.server, ['--root', dir, '--config', '.', '--env', 'development', '--allow-no-auth', 'start', '--service', h.service], {
+      cwd: dir,
+      stdio: ['ignore', out, out],
+    });
+  };
+  const stopHost = async (h: ClusterHost, signal: NodeJS.Signals) => {
+    const p = h.process;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill(signal);
+    await exited;
+  };
+  const cluster: TemporalCluster = {
+    frontends,
+    namespace,
+    hosts,
+    kill: (h) => stopHost(h, 'SIGKILL'),
+    async restart(h) {
+      await stopHost(h, 'SIGTERM');
+      start(h);
+    },
+    async stop() {
+      await Promise.all(hosts.map((h) => stopHost(h, 'SIGTERM')));
+    },
+  };
+  try {
+    // One host first: it writes the cluster's metadata into the fresh database. Hosts that
+    // start together on an empty database race to write it, and the losers exit.
+    const [first, ...rest] = hosts;
+    start(first!);
+    await waitFor('the cluster metadata', 60_000, async () => {
+      const db = new Client({ host: o.pg.host, port: o.pg.port, user: o.pg.user, password: o.pg.password, database: o.database ?? 'temporal' });
+      await db.connect();
+      try {
+        const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM cluster_metadata_info');
+        if (!rows[0]?.n) throw new Error('not written yet');
+      } finally {
+        await db.end();
+      }
+    });
+    for (const h of rest) start(h);
+    for (const address of frontends) {
+      await waitFor(`the Temporal frontend at ${address}`, 120_000, async () => {
+        const c = await Connection.connect({ address, connectTimeout: 1000 });
+        try {
+          await c.workflowService.getSystemInfo({});
+        } finally {
+          await c.close();
+        }
+      });
+    }
+    await registerNamespace(o.cli, frontends[0]!, namespace, o.log);
+    o.log(`Temporal cluster: ${hosts.map((h) => `${h.service}#${h.index}`).join(', ')}; frontends ${frontends.join(', ')}`);
+    return cluster;
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+}
+
+async function registerNamespace(cli: string, address: string, namespace: string, log: (m: string) => void): Promise<void> {
+  const t = (...args: string[]) => run(cli, [...args, '--address', address]);
+  await t('operator', 'namespace', 'describe', '-n', namespace).catch(() => t('operator', 'namespace', 'create', '-n', namespace, '--retention', '1d'));
+  // A new namespace is usable once every frontend has loaded it (the namespace cache refreshes every few seconds).
+  for (let i = 0; ; i++) {
+    const listed = await t('operator', 'search-attribute', 'list', '--namespace', namespace).then(
+      (r) => r.stdout,
+      () => undefined,
+    );
+    if (listed !== undefined) {
+      for (const key of SAGA_SEARCH_ATTRIBUTES) {
+        if (!new RegExp(`\\b${key.name}\\b`).test(listed)) {
+          await t('operator', 'search-attribute', 'create', '--namespace', namespace, '--name', key.name, '--type', 'Keyword');
+        }
+      }
+      log(`Temporal cluster: namespace ${namespace} with ${SAGA_SEARCH_ATTRIBUTES.map((k) => k.name).join(', ')}`);
+      return;
+    }
+    if (i > 60) throw new Error(`namespace ${namespace} never became usable on ${address}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
