@@ -127,3 +127,29 @@ test('SIGKILL of a history, a matching and a frontend host mid-flight: every sag
   expect(rows[0]).toEqual({ charges: N, shipments: N, pending: 0 });
   expect((await auditBooks(ctx.db, { settled: true })).violations).toEqual([]);
 });
+
+test('throughput: the same sagas on the cluster and on the dev server, in one run (figures printed, not asserted)', async () => {
+  const sku = uniqueId('sku');
+  const N = 40;
+  await seedInventory(ctx.db, { [sku]: 2 * N });
+  const devQueue = uniqueId('dev');
+  const devWorker = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue: devQueue, deps: ctx.deps });
+  const stopDev = ctx.startWorker(devWorker);
+  try {
+    const figures: Record<string, string> = {};
+    for (const [name, c, queue] of [
+      ['cluster', client, taskQueue],
+      ['dev server', ctx.client, devQueue],
+    ] as const) {
+      const t0 = Date.now();
+      const handles = await Promise.all(Array.from({ length: N }, () => startOrderSaga(c, order(sku), queue)));
+      const results = await Promise.all(handles.map((h) => h.result()));
+      expect(results.map((r) => r.status)).toEqual(Array(N).fill('completed'));
+      figures[name] = `${(N / ((Date.now() - t0) / 1000)).toFixed(1)} sagas/s`;
+    }
+    log(`${N} sagas at once: ${JSON.stringify(figures)}`);
+    expect((await auditBooks(ctx.db, { settled: true })).violations).toEqual([]);
+  } finally {
+    await stopDev();
+  }
+});
