@@ -18,7 +18,7 @@ import { ensureServerTools, startTemporalCluster, type TemporalCluster } from '.
 import { createSagaWorker } from '../workers/worker';
 import { cancelUpdate, statusQuery } from '../workflows/order-saga';
 import type { OrderInput } from '../workflows/order/types';
-import { addFault, createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../test/helpers/context';
+import { addFault, createTestContext, databaseUrl, orderInput, seedInventory, uniqueId, type TestContext } from '../test/helpers/context';
 
 let ctx: TestContext;
 let cluster: TemporalCluster;
@@ -59,17 +59,8 @@ afterAll(async () => {
   await ctx?.close();
 });
 
-function order(sku: string, overrides: Partial<OrderInput> = {}): OrderInput {
-  return {
-    orderId: uniqueId('cl'),
-    customerId: 'cust-cluster',
-    items: [{ sku, quantity: 1 }],
-    amount: { amountMinor: 1_500, currency: 'EUR' },
-    paymentToken: 'tok_visa',
-    shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
-    ...overrides,
-  };
-}
+const order = (sku: string, overrides: Partial<OrderInput> = {}): OrderInput =>
+  orderInput({ orderId: uniqueId('cl'), customerId: 'cust-cluster', items: [{ sku, quantity: 1 }], amount: { amountMinor: 1_500, currency: 'EUR' }, ...overrides });
 
 test('the order saga on the cluster: completed, compensated and cancelled paths leave balanced books', async () => {
   const sku = uniqueId('sku');

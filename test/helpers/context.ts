@@ -8,6 +8,7 @@ import { startCarrier } from '../../dev/services/carrier';
 import { startPaymentProvider } from '../../dev/services/payment-provider';
 import type { RunningService } from '../../dev/services/http';
 import type { ActivityDeps } from '../../activities';
+import type { OrderInput } from '../../workflows/order/types';
 
 export const databaseUrl = (): string => {
   const url = process.env.DATABASE_URL;
@@ -134,6 +135,19 @@ export async function createTestContext(label: string): Promise<TestContext> {
 }
 
 export { addFault } from '../../dev/services/clients';
+
+/** A valid order for a saga, with a fresh order ID and SKU; tests override what they are about. */
+export function orderInput(overrides: Partial<OrderInput> = {}): OrderInput {
+  return {
+    orderId: uniqueId('o'),
+    customerId: 'cust-1',
+    items: [{ sku: uniqueId('sku'), quantity: 2 }],
+    amount: { amountMinor: 4_990, currency: 'EUR' },
+    paymentToken: 'tok_visa',
+    shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
+    ...overrides,
+  };
+}
 
 export async function seedInventory(db: Db, stock: Record<string, number>): Promise<void> {
   await db.query(

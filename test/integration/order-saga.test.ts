@@ -7,7 +7,7 @@ import { createLedger } from '../../src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
-import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { addFault, createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
 let worker: SagaWorker;
@@ -28,18 +28,7 @@ afterAll(async () => {
   await ctx?.close();
 });
 
-function order(overrides: Partial<OrderInput> = {}): OrderInput {
-  const sku = uniqueId('sku');
-  return {
-    orderId: uniqueId('o'),
-    customerId: 'cust-1',
-    items: [{ sku, quantity: 2 }],
-    amount: { amountMinor: 4_990, currency: 'EUR' },
-    paymentToken: 'tok_visa',
-    shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
-    ...overrides,
-  };
-}
+const order = orderInput;
 
 async function stockOf(sku: string) {
   return (await reconcileStock(ctx.db)).find((s) => s.sku === sku);
