@@ -17,7 +17,8 @@ SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.
 --temporal cluster: instead of the dev server, a self-hosted Temporal cluster on the
 stack's PostgreSQL (the production server built from its Go module once, its schema
 applied with temporal-sql-tool, 2 frontend, 2 history, 2 matching and 1 worker host
-as separate processes). Prints the frontends.`;
+as separate processes), the frontends behind one balanced address (7233 when free)
+and Temporal's Web UI on it (8233 when free). Prints the frontends.`;
 
 /** Starts the dev stack and keeps it up, printing how to point workers, the API and the CLIs at it. */
 runMain(USAGE, async () => {

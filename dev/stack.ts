@@ -9,6 +9,7 @@ import { startEmbeddedPostgres } from './postgres';
 import { preferredPort } from '../src/ports';
 import { findTemporalCli, startTemporalDevServer } from './temporal';
 import { ensureServerTools, startTemporalCluster } from './temporal-cluster';
+import { ensureUiServer, startTemporalUi } from './temporal-ui';
 import { StartupError } from '../src/config';
 
 export interface Stack {
@@ -91,10 +92,29 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
         namespace: config.TEMPORAL_NAMESPACE,
         stateDir: path.join(stateDir, 'cluster'),
         cli: cli.path,
+        port: await preferredPort(7233),
         log,
       });
       stops.push(cluster.stop);
-      temporal = { address: cluster.frontends[0]!, namespace: cluster.namespace, source: `cluster (frontends ${cluster.frontends.join(', ')})` };
+      // The Web UI is a convenience: without Go's module proxy it is left out, the cluster still runs.
+      const uiServer = await ensureUiServer(log);
+      const ui = uiServer
+        ? await startTemporalUi({
+            server: uiServer,
+            temporalAddress: cluster.address,
+            namespace: cluster.namespace,
+            stateDir: path.join(stateDir, 'cluster', 'ui'),
+            port: await preferredPort(8233),
+            log,
+          })
+        : undefined;
+      if (ui) stops.push(ui.stop);
+      temporal = {
+        address: cluster.address,
+        namespace: cluster.namespace,
+        uiUrl: ui?.url,
+        source: `cluster (frontends ${cluster.frontends.join(', ')} behind ${cluster.address})`,
+      };
     } else {
       const server = await startTemporalDevServer(
         opts.ephemeralTemporal

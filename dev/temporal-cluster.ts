@@ -10,6 +10,7 @@ import { PACKAGE_ROOT } from '../src/paths';
 import { freePort, waitFor } from '../src/ports';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 import { goBuild, isExecutable } from './go-build';
+import { startTcpBalancer, type TcpBalancer } from './tcp-balancer';
 
 const run = promisify(execFile);
 
@@ -75,6 +76,8 @@ export interface ClusterOptions {
   hosts?: Partial<Record<ClusterService, number>>;
   shards?: number;
   namespace?: string;
+  /** The balancer's port (any free one when absent). */
+  port?: number;
   /** Where per-host configs and logs go. */
   stateDir: string;
   /** A Temporal CLI, to register the namespace and the search attributes. */
@@ -86,18 +89,31 @@ export interface ClusterHost {
   service: ClusterService;
   index: number;
   grpcPort: number;
+  /** Where the host gossips with the others; the port it has in the cluster_membership table. */
+  membershipPort: number;
   process?: ChildProcess;
 }
 
 export interface TemporalCluster {
-  /** Every frontend, as host:port; clients may use any. */
+  /**
+   * The address clients and workers dial: a load balancer over every frontend, so losing
+   * one frontend costs a reconnect, not an outage.
+   */
+  address: string;
+  /** Every frontend, as host:port. */
   frontends: string[];
+  balancer: TcpBalancer;
   namespace: string;
   hosts: ClusterHost[];
   /** SIGKILLs one host (a lost node). */
   kill(host: ClusterHost): Promise<void>;
   /** Starts a stopped host again, with its config and ports. */
   restart(host: ClusterHost): Promise<void>;
+  /**
+   * Resolves once the host has (re)joined the cluster: its row in cluster_membership
+   * started after `since` (ms since the epoch) and has a heartbeat.
+   */
+  joined(host: ClusterHost, since: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -159,12 +175,16 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
   await setupClusterSchema(tools, o);
 
   const hosts: ClusterHost[] = [];
+  const membershipPorts = new Set<number>();
   for (const service of ['frontend', 'history', 'matching', 'worker'] as const) {
-    for (let index = 0; index < counts[service]; index++) hosts.push({ service, index, grpcPort: await freePort() });
+    for (let index = 0; index < counts[service]; index++) {
+      hosts.push({ service, index, grpcPort: await freePort(), membershipPort: await freeMembershipPort(membershipPorts) });
+    }
   }
   const frontends = hosts.filter((h) => h.service === 'frontend').map((h) => `127.0.0.1:${h.grpcPort}`);
+  // The cluster's own address (clients, workers and its internal worker service) is the balancer's.
+  const balancer = await startTcpBalancer({ upstreams: frontends, port: o.port });
   const configs = new Map<ClusterHost, string>();
-  const membershipPorts = new Set<number>();
   for (const h of hosts) {
     const dir = path.join(o.stateDir, `${h.service}-${h.index}`);
     fs.mkdirSync(dir, { recursive: true });
@@ -182,18 +202,23 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
           await Promise.all(
             (['frontend', 'history', 'matching', 'worker'] as const).flatMap((svc) => [
               (svc === h.service ? Promise.resolve(h.grpcPort) : freePort()).then((p) => [`${svc.toUpperCase()}_GRPC_PORT`, p] as const),
-              freeMembershipPort(membershipPorts).then((p) => [`${svc.toUpperCase()}_MEMBERSHIP_PORT`, p] as const),
+              (svc === h.service ? Promise.resolve(h.membershipPort) : freeMembershipPort(membershipPorts)).then(
+                (p) => [`${svc.toUpperCase()}_MEMBERSHIP_PORT`, p] as const,
+              ),
             ]),
           ),
         ),
         FRONTEND_HTTP_PORT: await freePort(),
-        FRONTEND_ADDRESS: frontends[0]!,
+        FRONTEND_ADDRESS: balancer.address,
         DYNAMIC_CONFIG: dynamicConfig,
       }),
     );
     configs.set(h, dir);
   }
 
+  // Hosts never outlive the process that started them, however it ends.
+  const killAll = () => hosts.forEach((h) => h.process?.kill('SIGKILL'));
+  process.once('exit', killAll);
   const start = (h: ClusterHost) => {
     const dir = configs.get(h)!;
     const out = fs.openSync(path.join(dir, 'server.log'), 'a');
@@ -201,6 +226,16 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
       cwd: dir,
       stdio: ['ignore', out, out],
     });
+    fs.closeSync(out);
+  };
+  const query = async <T extends object>(sql: string, params: unknown[]): Promise<T[]> => {
+    const db = new Client({ host: o.pg.host, port: o.pg.port, user: o.pg.user, password: o.pg.password, database: o.database ?? 'temporal' });
+    await db.connect();
+    try {
+      return (await db.query<T>(sql, params)).rows;
+    } finally {
+      await db.end();
+    }
   };
   const stopHost = async (h: ClusterHost, signal: NodeJS.Signals) => {
     const p = h.process;
@@ -210,7 +245,9 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
     await exited;
   };
   const cluster: TemporalCluster = {
+    address: balancer.address,
     frontends,
+    balancer,
     namespace,
     hosts,
     kill: (h) => stopHost(h, 'SIGKILL'),
@@ -218,8 +255,20 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
       await stopHost(h, 'SIGTERM');
       start(h);
     },
+    async joined(h, since, timeoutMs = 60_000) {
+      await waitFor(`${h.service}#${h.index} in cluster_membership`, timeoutMs, async () => {
+        const rows = await query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM cluster_membership
+            WHERE rpc_port = $1 AND session_start >= (to_timestamp($2 / 1000.0) AT TIME ZONE 'UTC') AND last_heartbeat >= session_start`,
+          [h.membershipPort, since - 1000],
+        );
+        if (!rows[0]?.n) throw new Error('not yet');
+      });
+    },
     async stop() {
       await Promise.all(hosts.map((h) => stopHost(h, 'SIGTERM')));
+      await balancer.close();
+      process.removeListener('exit', killAll);
     },
   };
   try {
@@ -228,14 +277,8 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
     const [first, ...rest] = hosts;
     start(first!);
     await waitFor('the cluster metadata', 60_000, async () => {
-      const db = new Client({ host: o.pg.host, port: o.pg.port, user: o.pg.user, password: o.pg.password, database: o.database ?? 'temporal' });
-      await db.connect();
-      try {
-        const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM cluster_metadata_info');
-        if (!rows[0]?.n) throw new Error('not written yet');
-      } finally {
-        await db.end();
-      }
+      const rows = await query<{ n: number }>('SELECT count(*)::int AS n FROM cluster_metadata_info', []);
+      if (!rows[0]?.n) throw new Error('not written yet');
     });
     for (const h of rest) start(h);
     for (const address of frontends) {
@@ -248,8 +291,8 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
         }
       });
     }
-    await registerNamespace(o.cli, frontends[0]!, namespace, o.log);
-    o.log(`Temporal cluster: ${hosts.map((h) => `${h.service}#${h.index}`).join(', ')}; frontends ${frontends.join(', ')}`);
+    await registerNamespace(o.cli, balancer.address, namespace, o.log);
+    o.log(`Temporal cluster: ${hosts.map((h) => `${h.service}#${h.index}`).join(', ')}; frontends ${frontends.join(', ')} behind ${balancer.address}`);
     return cluster;
   } catch (err) {
     await cluster.stop();

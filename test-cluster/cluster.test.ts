@@ -1,9 +1,10 @@
 /**
  * sagaflow on a self-hosted Temporal cluster on PostgreSQL (dev/temporal-cluster.ts):
  * 2 frontend, 2 history, 2 matching and 1 worker host as separate processes. The
- * order saga's paths run on it; then, with sagas in flight, one history host, one
- * matching host and one frontend are SIGKILLed and restarted in turn, and every
- * saga must finish exactly once with the books reconciled.
+ * order saga's paths run on it and replay from its histories; then, with sagas in
+ * flight, one history host, one matching host and one frontend are SIGKILLed and
+ * restarted in turn, and every saga must finish exactly once with the books
+ * reconciled. Clients and workers dial the cluster's balanced address.
  */
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -15,8 +16,12 @@ import { auditBooks } from '../src/orders/audit';
 import { startOrderSaga } from '../src/orders/start';
 import { findTemporalCli } from '../dev/temporal';
 import { ensureServerTools, startTemporalCluster, type TemporalCluster } from '../dev/temporal-cluster';
-import { createSagaWorker } from '../workers/worker';
+import { ensureUiServer, startTemporalUi } from '../dev/temporal-ui';
+import { replayFromServer } from '../src/replay/live';
+import { waitFor } from '../src/ports';
+import { createSagaWorker, orderSagaReplayOptions } from '../workers/worker';
 import { cancelUpdate, statusQuery } from '../workflows/order-saga';
+import { orderWorkflowId } from '../workflows/order/ids';
 import type { OrderInput } from '../workflows/order/types';
 import { addFault, createTestContext, databaseUrl, orderInput, seedInventory, uniqueId, type TestContext } from '../test/helpers/context';
 
@@ -43,10 +48,10 @@ beforeAll(async () => {
     cli: cli.path,
     log,
   });
-  // The client talks to the first frontend, the workers to the second.
-  connection = await Connection.connect({ address: cluster.frontends[0]! });
+  // Client and worker dial the cluster's balanced address, as they would a load balancer in production.
+  connection = await Connection.connect({ address: cluster.address });
   client = new Client({ connection, namespace: cluster.namespace });
-  workerConnection = await NativeConnection.connect({ address: cluster.frontends[1]! });
+  workerConnection = await NativeConnection.connect({ address: cluster.address });
   const worker = await createSagaWorker({ connection: workerConnection, namespace: cluster.namespace, taskQueue, deps: ctx.deps });
   stopWorker = ctx.startWorker(worker);
 }, 300_000);
@@ -80,42 +85,128 @@ test('the order saga on the cluster: completed, compensated and cancelled paths 
   expect(report.violations).toEqual([]);
 });
 
-test('SIGKILL of a history, a matching and a frontend host mid-flight: every saga finishes once, the books reconcile', async () => {
-  const sku = uniqueId('sku');
-  const N = 30;
-  await seedInventory(ctx.db, { [sku]: N });
-  // Slow charges keep sagas in flight across the kills.
-  const orders = Array.from({ length: N }, () => order(sku));
-  for (const o of orders) await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 400, keyPrefix: `order-${o.orderId}/` });
-  const started = Date.now();
-  const handles = await Promise.all(orders.map((o) => startOrderSaga(client, o, taskQueue)));
-  const finishedAt: number[] = [];
-  const results = Promise.all(handles.map((h) => h.result().finally(() => finishedAt.push(Date.now() - started))));
+test('recent histories from the live cluster replay against the current build, and fail against a changed one', async () => {
+  // The paths test's three sagas, once the cluster's SQL visibility store lists them closed.
+  const query = `TaskQueue = '${taskQueue}' AND ExecutionStatus != 'Running'`;
+  await waitFor('three closed sagas in visibility', 30_000, async () => {
+    const { count } = await client.workflow.count(query);
+    if (count < 3) throw new Error(`${count} listed`);
+  });
+  const outcomes = await replayFromServer(client, query, orderSagaReplayOptions());
+  expect(outcomes).toHaveLength(3);
+  expect(outcomes.filter((o) => !(o.ok && o.endingMatches === true))).toEqual([]);
 
-  const recovery: Record<string, number> = {};
+  const changed = await replayFromServer(client, query, { ...orderSagaReplayOptions(), workflowsPath: require.resolve('../test/replay/fixtures/changed-workflows') });
+  expect(changed.find((o) => !o.ok)?.errorName).toBe('DeterminismViolationError');
+});
+
+test('the Web UI, pointed at the cluster, lists its sagas', async () => {
+  const server = await ensureUiServer(log);
+  if (!server) throw new Error('no Temporal Web UI build (needs Go)');
+  const ui = await startTemporalUi({ server, temporalAddress: cluster.address, namespace: cluster.namespace, stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-ui-')), log });
+  try {
+    const query = encodeURIComponent(`TaskQueue = '${taskQueue}'`);
+    const res = await fetch(`${ui.url}/api/v1/namespaces/${cluster.namespace}/workflows?query=${query}`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { executions?: { execution: { workflowId: string } }[] };
+    expect(body.executions?.length).toBeGreaterThanOrEqual(3);
+    expect(body.executions!.every((e) => e.execution.workflowId.startsWith('order-cl-'))).toBe(true);
+    // The UI's pages themselves are served too.
+    const page = await fetch(`${ui.url}/namespaces/${cluster.namespace}/workflows`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<html/i);
+  } finally {
+    await ui.stop();
+  }
+});
+
+/**
+ * Sagas started every `everyMs` until stopped, each start retried with the same order
+ * until the cluster takes it (a retried start never makes a second saga).
+ */
+function steadyLoad(sku: string, everyMs: number) {
+  const started: { order: OrderInput; at: number; finished?: Promise<number> }[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const o = order(sku);
+      const at = Date.now();
+      for (;;) {
+        try {
+          const handle = await startOrderSaga(client, o, taskQueue);
+          started.push({ order: o, at, finished: handle.result().then(() => Date.now()) });
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    started,
+    async stop() {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+/** Starts `n` quick sagas and resolves with the ms until the last of them has finished. */
+async function probe(sku: string, n: number): Promise<number> {
+  const t0 = Date.now();
+  const handles = await Promise.all(Array.from({ length: n }, () => startOrderSaga(client, order(sku), taskQueue)));
+  const results = await Promise.all(handles.map((h) => h.result()));
+  expect(results.map((r) => r.status)).toEqual(Array(n).fill('completed'));
+  return Date.now() - t0;
+}
+
+test('SIGKILL of a history, a matching and a frontend host under load: every saga finishes once, the books reconcile', async () => {
+  const sku = uniqueId('sku');
+  const BATCH = 30;
+  const PROBES = 8;
+  await seedInventory(ctx.db, { [sku]: 1_000 });
+  // A batch with slow charges is in flight at the first kill; a steady stream keeps sagas in flight through all three.
+  const batch = Array.from({ length: BATCH }, () => order(sku));
+  for (const o of batch) await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 400, keyPrefix: `order-${o.orderId}/` });
+  const batchHandles = await Promise.all(batch.map((o) => startOrderSaga(client, o, taskQueue)));
+  const batchDone = Promise.all(batchHandles.map((h) => h.result()));
+  const load = steadyLoad(sku, 150);
+
+  // Per kill: how long until sagas started right after it have all finished through the
+  // surviving hosts (8 of them, so that some land on the lost host's shards or queues),
+  // how long the restarted host takes to rejoin, and the same probe once it has.
+  const figures: Record<string, { servedWithoutItMs: number; rejoinedMs: number; servedAfterRejoinMs: number }> = {};
   for (const service of ['history', 'matching', 'frontend'] as const) {
     const host = cluster.hosts.find((h) => h.service === service && h.index === 0)!;
-    const t0 = Date.now();
-    log(`${Date.now() - started} ms: SIGKILL ${service}#0 (${finishedAt.length}/${N} sagas done)`);
+    log(`SIGKILL ${service}#0 (${load.started.length} sagas started so far)`);
     await cluster.kill(host);
-    await new Promise((r) => setTimeout(r, 2000));
+    const servedWithoutItMs = await probe(sku, PROBES);
+    const restartedAt = Date.now();
     await cluster.restart(host);
-    recovery[service] = Date.now() - t0;
+    await cluster.joined(host, restartedAt);
+    const rejoinedMs = Date.now() - restartedAt;
+    figures[service] = { servedWithoutItMs, rejoinedMs, servedAfterRejoinMs: await probe(sku, PROBES) };
+    log(`${service}#0: ${JSON.stringify(figures[service])}`);
   }
-  log(`kill → restart issued (ms): ${JSON.stringify(recovery)}`);
-  const done = await results;
-  log(`saga completions (ms after start): ${finishedAt.sort((a, b) => a - b).join(' ')}`);
+  await load.stop();
+  const streamed = load.started;
+  const done = [...(await batchDone), ...(await Promise.all(streamed.map((s) => client.workflow.getHandle(orderWorkflowId(s.order.orderId)).result())))];
+  const latencies = (await Promise.all(streamed.map(async (s) => (await s.finished!) - s.at))).sort((x, y) => x - y);
+  log(`recovery per kill (ms): ${JSON.stringify(figures)}`);
+  log(`${streamed.length} streamed sagas, start to result seen by the client (ms): p50 ${latencies[latencies.length >> 1]}, max ${latencies[latencies.length - 1]}`);
 
-  expect(done.map((r) => r.status)).toEqual(Array(N).fill('completed'));
+  expect(done.map((r) => r.status)).toEqual(Array(BATCH + streamed.length).fill('completed'));
   // Exactly once: one charge and one label per order, every ledger row settled, the books balanced.
-  const ids = orders.map((o) => o.orderId);
-  const { rows } = await ctx.db.query<{ charges: number; shipments: number; pending: number }>(
-    `SELECT (SELECT count(*)::int FROM payments WHERE order_id = ANY($1) AND status = 'captured') AS charges,
+  const ids = [...batch, ...streamed.map((s) => s.order)].map((o) => o.orderId);
+  const { rows } = await ctx.db.query<{ orders: number; charges: number; shipments: number; pending: number }>(
+    `SELECT (SELECT count(*)::int FROM orders WHERE id = ANY($1)) AS orders,
+            (SELECT count(*)::int FROM payments WHERE order_id = ANY($1) AND status = 'captured') AS charges,
             (SELECT count(*)::int FROM shipments WHERE order_id = ANY($1) AND status = 'created') AS shipments,
             (SELECT count(*)::int FROM step_ledger WHERE workflow_id = ANY($2) AND state = 'pending') AS pending`,
-    [ids, ids.map((id) => `order-${id}`)],
+    [ids, ids.map((id) => orderWorkflowId(id))],
   );
-  expect(rows[0]).toEqual({ charges: N, shipments: N, pending: 0 });
+  expect(rows[0]).toEqual({ orders: ids.length, charges: ids.length, shipments: ids.length, pending: 0 });
   expect((await auditBooks(ctx.db, { settled: true })).violations).toEqual([]);
 });
 

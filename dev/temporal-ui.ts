@@ -1,0 +1,92 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { freePort, waitFor } from '../src/ports';
+import { goBuild, isExecutable } from './go-build';
+import { serverCacheDir } from './temporal-cluster';
+
+/**
+ * Temporal's Web UI for a self-hosted cluster: the UI server (with the UI's assets
+ * built in) from its Go module, the same version the Temporal CLI embeds in its dev
+ * server, pointed at the cluster's frontend address.
+ */
+export const TEMPORAL_UI_VERSION = 'v2.42.1';
+const UI_MODULE = 'github.com/temporalio/ui-server/v2';
+
+export function uiServerPath(): string {
+  return path.join(path.dirname(serverCacheDir()), `temporal-ui-server-${TEMPORAL_UI_VERSION}`, 'server');
+}
+
+/** The UI server, built once with go install into the cache (with progress). */
+export async function ensureUiServer(log: (m: string) => void): Promise<string | undefined> {
+  const out = uiServerPath();
+  if (isExecutable(out)) return out;
+  const dir = path.dirname(out);
+  const ok = await goBuild({
+    what: 'the Temporal Web UI',
+    announce: `the Temporal Web UI (${UI_MODULE}/cmd/server@${TEMPORAL_UI_VERSION}) with go install into ${dir}; under a minute, once`,
+    args: ['install', '-v', `${UI_MODULE}/cmd/server@${TEMPORAL_UI_VERSION}`],
+    env: { GOBIN: dir },
+    output: out,
+    log,
+  });
+  return ok ? out : undefined;
+}
+
+export interface TemporalUi {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startTemporalUi(o: {
+  server: string;
+  temporalAddress: string;
+  namespace: string;
+  stateDir: string;
+  port?: number;
+  log: (m: string) => void;
+}): Promise<TemporalUi> {
+  const port = o.port ?? (await freePort());
+  const configDir = path.join(o.stateDir, 'config');
+  fs.mkdirSync(configDir, { recursive: true });
+  fs.writeFileSync(
+    path.join(configDir, 'development.yaml'),
+    [
+      `temporalGrpcAddress: ${o.temporalAddress}`,
+      'host: 127.0.0.1',
+      `port: ${port}`,
+      'enableUi: true',
+      `defaultNamespace: ${o.namespace}`,
+      'notifyOnNewVersion: false',
+      'auth:',
+      '  enabled: false',
+      '',
+    ].join('\n'),
+  );
+  const out = fs.openSync(path.join(o.stateDir, 'ui-server.log'), 'a');
+  const child: ChildProcess = spawn(o.server, ['--root', o.stateDir, '--config', 'config', '--env', 'development', 'start'], {
+    stdio: ['ignore', out, out],
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    process.removeListener('exit', killOnExit);
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  try {
+    await waitFor(`the Temporal Web UI at ${url}`, 30_000, async () => {
+      if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode} (see ${path.join(o.stateDir, 'ui-server.log')})`);
+      const res = await fetch(`${url}/api/v1/settings`);
+      if (!res.ok) throw new Error(`GET /api/v1/settings: ${res.status}`);
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  o.log(`Temporal Web UI: ${url} (on ${o.temporalAddress})`);
+  return { url, stop };
+}
