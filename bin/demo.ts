@@ -9,7 +9,7 @@ import type { CreateOrderRequest, OrderView } from '../src/api/schemas';
 import { startApi } from '../src/api/server';
 import { createSagaWorker } from '../workers/worker';
 import { Step } from '../workflows/order/steps';
-import { runMain } from './run';
+import { runMain, untilStopSignal } from './run';
 
 interface Scenario {
   name: string;
@@ -187,10 +187,7 @@ runMain(USAGE, async () => {
 
   if (keepRunning) {
     console.log('Still running (--keep-running); Ctrl-C to stop.');
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await untilStopSignal();
   }
   await api.close();
   worker.shutdown();

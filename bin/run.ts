@@ -35,3 +35,35 @@ export function runMain(usage: string, main: () => Promise<number | void>): void
     },
   );
 }
+
+/**
+ * Resolves on the first SIGINT or SIGTERM, so a long-running command can stop
+ * what it started in order (workers, the API, Temporal, then its PostgreSQL) and
+ * exit 0. The embedded PostgreSQL package installs its own handlers for those
+ * signals, which stop the database first and exit 130 before the rest has
+ * stopped; they are taken off here. A second signal exits at once.
+ */
+export function untilStopSignal(): Promise<NodeJS.Signals> {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) embeddedPostgresExitHook()?.unhookEvent?.(signal);
+  return new Promise((resolve) => {
+    const first = (signal: NodeJS.Signals) => {
+      process.removeListener('SIGINT', first);
+      process.removeListener('SIGTERM', first);
+      const again = () => process.exit(130);
+      process.once('SIGINT', again);
+      process.once('SIGTERM', again);
+      resolve(signal);
+    };
+    process.on('SIGINT', first);
+    process.on('SIGTERM', first);
+  });
+}
+
+/** The exit hook the embedded PostgreSQL package loaded, if this process loaded it (a development dependency). */
+function embeddedPostgresExitHook(): { unhookEvent?: (event: string) => void } | undefined {
+  try {
+    return require.cache[require.resolve('async-exit-hook')]?.exports as { unhookEvent?: (event: string) => void } | undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -3,7 +3,7 @@ import { loadConfig, UsageError } from '../src/config';
 import { listStock } from '../src/inventory/stock';
 import { DEV_CATALOGUE, seedCatalogue } from '../dev/catalogue';
 import { redact, startStack } from '../dev/stack';
-import { runMain } from './run';
+import { runMain, untilStopSignal } from './run';
 
 const USAGE = `usage: npm run stack -- [--temporal dev|cluster]
 
@@ -42,9 +42,6 @@ runMain(USAGE, async () => {
   );
   if (stack.temporal.uiUrl) console.log(`Temporal UI: ${stack.temporal.uiUrl}`);
   console.log(`(database ${redact(stack.databaseUrl)}; Ctrl-C stops everything)`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await untilStopSignal();
   await stack.stop();
 });
