@@ -107,6 +107,8 @@ export interface TemporalCluster {
   hosts: ClusterHost[];
   /** SIGKILLs one host (a lost node). */
   kill(host: ClusterHost): Promise<void>;
+  /** SIGTERMs one host and waits for it to exit (a host taken down for an upgrade). */
+  terminate(host: ClusterHost): Promise<void>;
   /** Starts a stopped host again, with its config and ports. */
   restart(host: ClusterHost): Promise<void>;
   /**
@@ -251,6 +253,7 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
     namespace,
     hosts,
     kill: (h) => stopHost(h, 'SIGKILL'),
+    terminate: (h) => stopHost(h, 'SIGTERM'),
     async restart(h) {
       await stopHost(h, 'SIGTERM');
       start(h);
