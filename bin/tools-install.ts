@@ -1,43 +1,50 @@
-import { findTemporalCli } from '../dev/temporal';
-import { ensureComposeCheck, ensurePromtool } from '../dev/tools';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { UsageError } from '../src/config';
+import { findTemporalCli } from '../dev/temporal';
 import { ensureServerTools } from '../dev/temporal-cluster';
 import { ensureUiServer } from '../dev/temporal-ui';
+import { ensureComposeCheck, ensurePromtool } from '../dev/tools';
 import { runMain } from './run';
 
-const USAGE = `usage: npm run tools:install
+const USAGE = `usage: npm run tools:install [-- --only test|cluster]
 
 Makes sure the tools the tests and CI use are at hand, building or fetching each
-once into the cache (SAGAFLOW_CACHE_DIR, ~/.cache/sagaflow) with progress:
-the Temporal CLI (its dev server is the tests' Temporal), promtool (checks the alert
-rules and every /metrics), compose-check (Docker Compose's own parser, for
-docker-compose.yml), the Temporal server with temporal-sql-tool (the cluster
-suite's self-hosted cluster) and Temporal's Web UI server (the cluster's UI).
-Prints where each is.`;
+once into the cache (SAGAFLOW_CACHE_DIR, ~/.cache/sagaflow) with progress, and
+prints where each is:
+
+  for npm test:          the Temporal CLI (its dev server is the tests' Temporal),
+                         promtool (checks the alert rules and every /metrics) and
+                         compose-check (Docker Compose's own parser, for docker-compose.yml)
+  for npm run test:cluster and npm run stack -- --temporal cluster:
+                         the Temporal server with temporal-sql-tool, and Temporal's
+                         Web UI server
+
+--only test or --only cluster installs one of the two sets; both by default.`;
 
 runMain(USAGE, async () => {
+  const { values } = parseArgs({ options: { only: { type: 'string' } } });
+  if (values.only !== undefined && values.only !== 'test' && values.only !== 'cluster') {
+    throw new UsageError(`--only: test or cluster, not "${values.only}"`);
+  }
   const log = (m: string) => console.log(m);
-  const temporal = await findTemporalCli({ cliPath: process.env.TEMPORAL_CLI_PATH || undefined, log });
-  const promtool = await ensurePromtool(log);
-  const composeCheck = await ensureComposeCheck(log);
-  // The production server and its SQL tool, for the cluster suite and `npm run stack -- --temporal cluster`.
-  const server = await ensureServerTools(log);
-  const ui = await ensureUiServer(log);
-  const missing = Object.entries({
-    'Temporal CLI': temporal?.path,
-    promtool,
-    'compose-check': composeCheck,
-    'Temporal server': server?.server,
-    'Temporal Web UI': ui,
-  }).filter(([, p]) => !p);
-  console.log(`Temporal CLI: ${temporal ? `${temporal.path} (${temporal.source})` : 'none'}`);
-  console.log(`promtool: ${promtool ?? 'none'}`);
-  console.log(`compose-check: ${composeCheck ?? 'none'}`);
-  console.log(`Temporal server and temporal-sql-tool: ${server ? path.dirname(server.server) : 'none'}`);
-  console.log(`Temporal Web UI server: ${ui ?? 'none'}`);
+  const found: Record<string, string | undefined> = {};
+  if (values.only !== 'cluster') {
+    const temporal = await findTemporalCli({ cliPath: process.env.TEMPORAL_CLI_PATH || undefined, log });
+    found['Temporal CLI'] = temporal && `${temporal.path} (${temporal.source})`;
+    found.promtool = await ensurePromtool(log);
+    found['compose-check'] = await ensureComposeCheck(log);
+  }
+  if (values.only !== 'test') {
+    const server = await ensureServerTools(log);
+    found['Temporal server and temporal-sql-tool'] = server && path.dirname(server.server);
+    found['Temporal Web UI server'] = await ensureUiServer(log);
+  }
+  for (const [name, where] of Object.entries(found)) console.log(`${name}: ${where ?? 'none'}`);
+  const missing = Object.keys(found).filter((name) => !found[name]);
   if (missing.length) {
     console.error(
-      `missing: ${missing.map(([n]) => n).join(', ')}. They are built with Go (go env GOPROXY must reach the Go module proxy); ` +
+      `missing: ${missing.join(', ')}. They are built with Go (go env GOPROXY must reach the Go module proxy); ` +
         'or put temporal and promtool on PATH.',
     );
     return 1;
