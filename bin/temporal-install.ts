@@ -4,7 +4,7 @@ import { runMain } from './run';
 const USAGE = `usage: npm run temporal:install
 
 Makes sure a Temporal CLI is at hand: TEMPORAL_CLI_PATH, \`temporal\` on PATH, or
-the cache (SAGAFLOW_CACHE_DIR); otherwise builds it once with go install, showing
+the cache (SAGAFLOW_CACHE_DIR); otherwise builds it once with Go from tools/temporal, showing
 progress. Prints where it is.`;
 
 /** Makes sure a Temporal CLI is at hand (building it with Go into the cache if needed) and prints where. */

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../src/paths';
 
 export const clock = (ms: number) => `${Math.floor(ms / 60_000)}m${String(Math.floor((ms % 60_000) / 1000)).padStart(2, '0')}s`;
 
@@ -79,4 +80,25 @@ export function isExecutable(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The Go module (tools/temporal) that pins every Temporal program sagaflow builds: the
+ * CLI, the server, temporal-sql-tool and the Web UI server. One module means one set of
+ * dependency versions (the CLI's), so Go compiles what they share once: after the CLI
+ * (minutes on a new machine), each of the others is seconds.
+ */
+export const TEMPORAL_TOOLS_MODULE = path.join(PACKAGE_ROOT, 'tools', 'temporal');
+
+/** `go build -o output pkg` in tools/temporal, with goBuild's progress and failure report. */
+export function buildTemporalProgram(b: { what: string; pkg: string; version: string; output: string; takes: string; log: (m: string) => void; everyMs?: number }) {
+  return goBuild({
+    what: b.what,
+    announce: `${b.what} ${b.version} (${b.pkg}) with go build into ${path.dirname(b.output)}; ${b.takes}`,
+    args: ['build', '-v', '-o', b.output, b.pkg],
+    cwd: TEMPORAL_TOOLS_MODULE,
+    output: b.output,
+    log: b.log,
+    everyMs: b.everyMs,
+  });
 }

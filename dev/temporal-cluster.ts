@@ -9,7 +9,7 @@ import { Client } from 'pg';
 import { PACKAGE_ROOT } from '../src/paths';
 import { freePort, waitFor } from '../src/ports';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
-import { goBuild, isExecutable } from './go-build';
+import { buildTemporalProgram, isExecutable } from './go-build';
 import { startTcpBalancer, type TcpBalancer } from './tcp-balancer';
 
 const run = promisify(execFile);
@@ -21,7 +21,7 @@ const run = promisify(execFile);
  * own, several of each, finding each other through the cluster_membership table.
  */
 
-/** The server inside the Temporal CLI the dev stack uses. */
+/** The server inside the Temporal CLI the dev stack uses (pinned in tools/temporal/go.mod). */
 export const TEMPORAL_SERVER_VERSION = 'v1.29.1';
 const SERVER_MODULE = 'go.temporal.io/server';
 
@@ -39,7 +39,7 @@ export interface ServerTools {
   schemaDir: string;
 }
 
-/** The server and temporal-sql-tool, built once with go install into the cache (with progress). */
+/** The server and temporal-sql-tool, built once from tools/temporal into the cache (with progress). */
 export async function ensureServerTools(log: (m: string) => void): Promise<ServerTools | undefined> {
   const dir = serverCacheDir();
   const tools = { server: path.join(dir, 'server'), sqlTool: path.join(dir, 'sql'), schemaDir: path.join(dir, 'schema', 'postgresql', 'v12') };
@@ -48,12 +48,12 @@ export async function ensureServerTools(log: (m: string) => void): Promise<Serve
     ['temporal-sql-tool', 'cmd/tools/sql', tools.sqlTool],
   ] as const) {
     if (isExecutable(out)) continue;
-    const ok = await goBuild({
+    const ok = await buildTemporalProgram({
       what,
-      announce: `${what} (${SERVER_MODULE}/${pkg}@${TEMPORAL_SERVER_VERSION}) with go install into ${dir}; this takes minutes, once`,
-      args: ['install', '-v', `${SERVER_MODULE}/${pkg}@${TEMPORAL_SERVER_VERSION}`],
-      env: { GOBIN: dir },
+      pkg: `${SERVER_MODULE}/${pkg}`,
+      version: TEMPORAL_SERVER_VERSION,
       output: out,
+      takes: 'seconds after the Temporal CLI, minutes without it',
       log,
     });
     if (!ok) return undefined;

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort, waitFor } from '../src/ports';
-import { goBuild, isExecutable } from './go-build';
+import { buildTemporalProgram, isExecutable } from './go-build';
 import { serverCacheDir } from './temporal-cluster';
 
 /**
@@ -10,24 +10,23 @@ import { serverCacheDir } from './temporal-cluster';
  * built in) from its Go module, the same version the Temporal CLI embeds in its dev
  * server, pointed at the cluster's frontend address.
  */
-export const TEMPORAL_UI_VERSION = 'v2.42.1';
+export const TEMPORAL_UI_VERSION = 'v2.42.1'; // pinned in tools/temporal/go.mod
 const UI_MODULE = 'github.com/temporalio/ui-server/v2';
 
 export function uiServerPath(): string {
   return path.join(path.dirname(serverCacheDir()), `temporal-ui-server-${TEMPORAL_UI_VERSION}`, 'server');
 }
 
-/** The UI server, built once with go install into the cache (with progress). */
+/** The UI server, built once from tools/temporal into the cache (with progress). */
 export async function ensureUiServer(log: (m: string) => void): Promise<string | undefined> {
   const out = uiServerPath();
   if (isExecutable(out)) return out;
-  const dir = path.dirname(out);
-  const ok = await goBuild({
+  const ok = await buildTemporalProgram({
     what: 'the Temporal Web UI',
-    announce: `the Temporal Web UI (${UI_MODULE}/cmd/server@${TEMPORAL_UI_VERSION}) with go install into ${dir}; under a minute, once`,
-    args: ['install', '-v', `${UI_MODULE}/cmd/server@${TEMPORAL_UI_VERSION}`],
-    env: { GOBIN: dir },
+    pkg: `${UI_MODULE}/cmd/server`,
+    version: TEMPORAL_UI_VERSION,
     output: out,
+    takes: 'seconds after the Temporal CLI',
     log,
   });
   return ok ? out : undefined;

@@ -4,14 +4,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { freePort, waitFor } from '../src/ports';
-import { goBuild, isExecutable } from './go-build';
+import { buildTemporalProgram, isExecutable } from './go-build';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 
-/** The newest Temporal CLI release that `go install` can build (later tags carry a replace directive). */
+/** The newest Temporal CLI release Go can build as a dependency (later tags carry a replace directive). */
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
-const CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
+/** Its version is pinned in tools/temporal/go.mod, with the server's and the Web UI's. */
+const CLI_PACKAGE = 'github.com/temporalio/cli/cmd/temporal';
 
-export type CliSource = 'TEMPORAL_CLI_PATH' | 'PATH' | 'cache' | 'go install' | 'SDK download';
+export type CliSource = 'TEMPORAL_CLI_PATH' | 'PATH' | 'cache' | 'go build' | 'SDK download';
 
 export function cacheDir(): string {
   const base = process.env.SAGAFLOW_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'sagaflow');
@@ -29,7 +30,7 @@ function onPath(cmd: string): string | undefined {
 
 /**
  * Finds a Temporal CLI: TEMPORAL_CLI_PATH, `temporal` on PATH, the cached build,
- * then (unless allowBuild is false) a fresh `go install` into the cache, with
+ * then (unless allowBuild is false) a fresh build from tools/temporal into the cache, with
  * progress. Returns undefined if none can be had, leaving the SDK's own
  * download as the caller's last resort.
  */
@@ -40,7 +41,7 @@ export async function findTemporalCli(opts: { cliPath?: string; allowBuild?: boo
   const ready = findBuiltTemporalCli(opts.cliPath);
   if (ready) return ready;
   if (opts.allowBuild === false || !onPath('go')) return undefined;
-  return (await buildTemporalCli(log)) ? { path: path.join(cacheDir(), 'temporal'), source: 'go install' } : undefined;
+  return (await buildTemporalCli(log)) ? { path: path.join(cacheDir(), 'temporal'), source: 'go build' } : undefined;
 }
 
 /** A Temporal CLI that needs no build: TEMPORAL_CLI_PATH, PATH or the cache. */
@@ -57,17 +58,17 @@ export function findBuiltTemporalCli(cliPath?: string): { path: string; source: 
 }
 
 /**
- * `go install` of the CLI into the cache, with a line of progress every `everyMs`
- * and, on failure, Go's last lines and the settings that usually explain it
+ * Builds the CLI into the cache from tools/temporal, with a line of progress every
+ * `everyMs` and, on failure, Go's last lines and the settings that usually explain it
  * (dev/go-build.ts).
  */
 export async function buildTemporalCli(log: (m: string) => void, everyMs = 15_000): Promise<boolean> {
-  return goBuild({
+  return buildTemporalProgram({
     what: 'the Temporal CLI',
-    announce: `the Temporal CLI ${TEMPORAL_CLI_VERSION} (${CLI_MODULE}) with go install into ${cacheDir()}; this takes a few minutes, once`,
-    args: ['install', '-v', `${CLI_MODULE}@${TEMPORAL_CLI_VERSION}`],
-    env: { GOBIN: cacheDir() },
+    pkg: CLI_PACKAGE,
+    version: TEMPORAL_CLI_VERSION,
     output: path.join(cacheDir(), 'temporal'),
+    takes: 'this takes a few minutes, once',
     log,
     everyMs,
   });
@@ -182,7 +183,7 @@ async function startWithSdkDownload(
     throw new Error(
       `No Temporal server could be started: ${(err as Error).message}\n` +
         `Install one of: the Temporal CLI on PATH (or TEMPORAL_CLI_PATH=/path/to/temporal), ` +
-        `Go (then \`go install ${CLI_MODULE}@${TEMPORAL_CLI_VERSION}\` runs on first start), ` +
+        `Go (then the CLI ${TEMPORAL_CLI_VERSION} is built from tools/temporal on first start), ` +
         `or set TEMPORAL_ADDRESS to a running server.`,
     );
   }

@@ -34,6 +34,8 @@ test.each([
   ['worker.ts', ['--pollers', '1'], /^--pollers must be a whole number from 2 to 100\n\nusage: npm run worker/],
   ['audit.ts', ['--nope'], /^Unknown option '--nope'\n\nusage: npm run audit/],
   ['replay.ts', ['--limit'], /^Option '--limit <value>' argument missing\n\nusage: npm run replay/],
+  ['tools-install.ts', ['--only', 'everything'], /^--only: test or cluster, not "everything"\n\nusage: npm run tools:install/],
+  ['stack.ts', ['--temporal', 'k8s'], /^--temporal: dev or cluster, not "k8s"\n\nusage: npm run stack/],
 ])('%s %j exits 2 with what is wrong and the usage', async (file, args, message) => {
   const r = await run(file, args);
   expect(r.code).toBe(2);
