@@ -152,10 +152,15 @@ function steadyLoad(sku: string, everyMs: number) {
   };
 }
 
+/** Every probe's order, so the fault run's checks cover them too. */
+const probed: OrderInput[] = [];
+
 /** Starts `n` quick sagas and resolves with the ms until the last of them has finished. */
 async function probe(sku: string, n: number): Promise<number> {
   const t0 = Date.now();
-  const handles = await Promise.all(Array.from({ length: n }, () => startOrderSaga(client, order(sku), taskQueue)));
+  const orders = Array.from({ length: n }, () => order(sku));
+  probed.push(...orders);
+  const handles = await Promise.all(orders.map((o) => startOrderSaga(client, o, taskQueue)));
   const results = await Promise.all(handles.map((h) => h.result()));
   expect(results.map((r) => r.status)).toEqual(Array(n).fill('completed'));
   return Date.now() - t0;
@@ -225,7 +230,7 @@ test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the 
 
   expect(done.map((r) => r.status)).toEqual(Array(BATCH + streamed.length).fill('completed'));
   // Exactly once: one charge and one label per order, every ledger row settled, the books balanced.
-  const ids = [...batch, ...streamed.map((s) => s.order)].map((o) => o.orderId);
+  const ids = [...batch, ...streamed.map((s) => s.order), ...probed].map((o) => o.orderId);
   const { rows } = await ctx.db.query<{ orders: number; charges: number; shipments: number; pending: number }>(
     `SELECT (SELECT count(*)::int FROM orders WHERE id = ANY($1)) AS orders,
             (SELECT count(*)::int FROM payments WHERE order_id = ANY($1) AND status = 'captured') AS charges,
