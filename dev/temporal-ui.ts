@@ -66,6 +66,7 @@ export async function startTemporalUi(o: {
   const child: ChildProcess = spawn(o.server, ['--root', o.stateDir, '--config', 'config', '--env', 'development', 'start'], {
     stdio: ['ignore', out, out],
   });
+  fs.closeSync(out); // the child has its own copy
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
   const url = `http://127.0.0.1:${port}`;
