@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, ServiceError } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { auditBooks } from '../src/orders/audit';
 import { startOrderSaga } from '../src/orders/start';
@@ -20,7 +20,7 @@ import { ensureUiServer, startTemporalUi } from '../dev/temporal-ui';
 import { replayFromServer } from '../src/replay/live';
 import { waitFor } from '../src/ports';
 import { createSagaWorker, orderSagaReplayOptions } from '../workers/worker';
-import { cancelUpdate, statusQuery } from '../workflows/order-saga';
+import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-saga';
 import { orderWorkflowId } from '../workflows/order/ids';
 import type { OrderInput } from '../workflows/order/types';
 import { addFault, createTestContext, databaseUrl, orderInput, seedInventory, uniqueId, type TestContext } from '../test/helpers/context';
@@ -121,6 +121,25 @@ test('the Web UI, pointed at the cluster, lists its sagas', async () => {
 });
 
 /**
+ * What a careful client does while a host is lost: a start or a wait that fails in
+ * transport (a deadline passed while the run's shard had no owner yet, a connection
+ * reset) is tried again. The same order means the same workflow ID, so a start that
+ * did reach the server is attached to, never made twice.
+ */
+async function untilAnswered<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!(err instanceof ServiceError) || attempt >= 20) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+const startSaga = (o: OrderInput) => untilAnswered(() => startOrderSaga(client, o, taskQueue));
+const sagaResult = (o: OrderInput) => untilAnswered(() => client.workflow.getHandle<typeof orderSaga>(orderWorkflowId(o.orderId)).result());
+
+/**
  * Sagas started every `everyMs` until stopped, each start retried with the same order
  * until the cluster takes it (a retried start never makes a second saga).
  */
@@ -131,15 +150,8 @@ function steadyLoad(sku: string, everyMs: number) {
     while (running) {
       const o = order(sku);
       const at = Date.now();
-      for (;;) {
-        try {
-          const handle = await startOrderSaga(client, o, taskQueue);
-          started.push({ order: o, at, finished: handle.result().then(() => Date.now()) });
-          break;
-        } catch {
-          await new Promise((r) => setTimeout(r, 200));
-        }
-      }
+      await startSaga(o);
+      started.push({ order: o, at, finished: sagaResult(o).then(() => Date.now()) });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();
@@ -160,8 +172,8 @@ async function probe(sku: string, n: number): Promise<number> {
   const t0 = Date.now();
   const orders = Array.from({ length: n }, () => order(sku));
   probed.push(...orders);
-  const handles = await Promise.all(orders.map((o) => startOrderSaga(client, o, taskQueue)));
-  const results = await Promise.all(handles.map((h) => h.result()));
+  await Promise.all(orders.map(startSaga));
+  const results = await Promise.all(orders.map(sagaResult));
   expect(results.map((r) => r.status)).toEqual(Array(n).fill('completed'));
   return Date.now() - t0;
 }
@@ -177,8 +189,8 @@ test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the 
   log(`8 probes with every host up, under the stream: ${baselineMs} ms`);
   const batch = Array.from({ length: BATCH }, () => order(sku));
   for (const o of batch) await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 400, keyPrefix: `order-${o.orderId}/` });
-  const batchHandles = await Promise.all(batch.map((o) => startOrderSaga(client, o, taskQueue)));
-  const batchDone = Promise.all(batchHandles.map((h) => h.result()));
+  await Promise.all(batch.map(startSaga));
+  const batchDone = Promise.all(batch.map(sagaResult));
 
   // Per kill: how long until sagas started right after it have all finished through the
   // surviving hosts (8 of them, so that some land on the lost host's shards or queues),
@@ -209,7 +221,7 @@ test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the 
   }
   await load.stop();
   const streamed = load.started;
-  const done = [...(await batchDone), ...(await Promise.all(streamed.map((s) => client.workflow.getHandle(orderWorkflowId(s.order.orderId)).result())))];
+  const done = [...(await batchDone), ...(await Promise.all(streamed.map((s) => sagaResult(s.order))))];
   const latencies = (await Promise.all(streamed.map(async (s) => (await s.finished!) - s.at))).sort((x, y) => x - y);
   log(`recovery per host lost (ms): ${JSON.stringify(figures)}`);
   // The same as the server recorded it (start to close), to tell a stalled saga from a client that saw its result late.
