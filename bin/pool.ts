@@ -1,6 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { runMain } from './run';
 import { entryPoint } from '../src/paths';
+import { spawnTied } from '../src/tied-spawn';
 import { createLogger, lineLogger } from '../src/observability/log';
 import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 
@@ -9,6 +10,9 @@ import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
  * task queue (1 each by default). A process that dies is restarted with backoff;
  * SIGTERM/SIGINT is passed on to every worker, which drain and exit, then the
  * pool exits 0. Other flags (--concurrency, --payments-per-second) go to each worker.
+ * Workers never outlive the pool: if the pool itself is killed (SIGKILL, the OOM
+ * killer) the kernel sends each worker SIGTERM, so they drain and exit instead of
+ * polling on unsupervised and holding the metrics ports a restarted pool needs.
  */
 interface Slot {
   role: QueueRole;
@@ -49,9 +53,10 @@ runMain(USAGE, async () => {
 
   const start = (slot: Slot) => {
     slot.startedAt = Date.now();
-    const child = spawn(process.execPath, [...entryPoint('worker'), '--queues', slot.role, '--metrics-port', String(slot.metricsPort), ...passThrough], {
+    const child = spawnTied(process.execPath, [...entryPoint('worker'), '--queues', slot.role, '--metrics-port', String(slot.metricsPort), ...passThrough], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: process.env,
+      deathSignal: 'TERM',
     });
     slot.child = child;
     log({ msg: 'worker started', role: slot.role, index: slot.index, pid: child.pid });

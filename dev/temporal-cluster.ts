@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -11,6 +11,7 @@ import { freePort, waitFor } from '../src/ports';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 import { buildTemporalProgram, isExecutable } from './go-build';
 import { startTcpBalancer, type TcpBalancer } from './tcp-balancer';
+import { spawnTied } from '../src/tied-spawn';
 
 const run = promisify(execFile);
 
@@ -218,13 +219,14 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
     configs.set(h, dir);
   }
 
-  // Hosts never outlive the process that started them, however it ends.
+  // Hosts never outlive the process that started them, however it ends: the exit handler
+  // for a normal end, the kernel's parent-death signal (spawnTied) for a SIGKILL.
   const killAll = () => hosts.forEach((h) => h.process?.kill('SIGKILL'));
   process.once('exit', killAll);
   const start = (h: ClusterHost) => {
     const dir = configs.get(h)!;
     const out = fs.openSync(path.join(dir, 'server.log'), 'a');
-    h.process = spawn(tools.server, ['--root', dir, '--config', '.', '--env', 'development', '--allow-no-auth', 'start', '--service', h.service], {
+    h.process = spawnTied(tools.server, ['--root', dir, '--config', '.', '--env', 'development', '--allow-no-auth', 'start', '--service', h.service], {
       cwd: dir,
       stdio: ['ignore', out, out],
     });

@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort, waitFor } from '../src/ports';
 import { buildTemporalProgram, isExecutable } from './go-build';
 import { serverCacheDir } from './temporal-cluster';
+import { spawnTied } from '../src/tied-spawn';
 
 /**
  * Temporal's Web UI for a self-hosted cluster: the UI server (with the UI's assets
@@ -63,7 +64,7 @@ export async function startTemporalUi(o: {
     ].join('\n'),
   );
   const out = fs.openSync(path.join(o.stateDir, 'ui-server.log'), 'a');
-  const child: ChildProcess = spawn(o.server, ['--root', o.stateDir, '--config', 'config', '--env', 'development', 'start'], {
+  const child: ChildProcess = spawnTied(o.server, ['--root', o.stateDir, '--config', 'config', '--env', 'development', 'start'], {
     stdio: ['ignore', out, out],
   });
   fs.closeSync(out); // the child has its own copy

@@ -1,10 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { freePort, waitFor } from '../src/ports';
 import { buildTemporalProgram, isExecutable } from './go-build';
+import { spawnTied } from '../src/tied-spawn';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 
 /** The newest Temporal CLI release Go can build as a dependency (later tags carry a replace directive). */
@@ -112,7 +113,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
     args.push('--db-filename', opts.dbFilename);
   }
   log(`starting Temporal dev server from ${found.path} (found via ${found.source})`);
-  const child: ChildProcess = spawn(found.path, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawnTied(found.path, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => {
     stderr = (stderr + b.toString()).slice(-4000);

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../src/ports';
+import { isRunning, killAll, processesWith, untilGone } from '../test/helpers/processes';
 
 const ROOT = path.resolve(__dirname, '..');
 let stack: ChildProcess | undefined;
@@ -28,7 +29,16 @@ const refuses = (address: string) =>
     s.once('error', () => resolve(true));
   });
 
-test('npm run stack -- --temporal cluster: up with one command, its address and Web UI answer, everything stopped on Ctrl-C', async () => {
+function postmasterPid(stateDir: string): number | undefined {
+  try {
+    return Number(fs.readFileSync(path.join(stateDir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts the stack with its own state directory and ports; resolves once it says it is up. */
+async function startStack(): Promise<{ stateDir: string; pgPort: number; out: () => string; exited: Promise<number | null> }> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-stack-cluster-'));
   fs.chmodSync(stateDir, 0o755);
   const pgPort = await freePort();
@@ -43,7 +53,12 @@ test('npm run stack -- --temporal cluster: up with one command, its address and 
     const timer = setInterval(() => out.includes('The stack is up') && (clearInterval(timer), resolve()), 200);
     void exited.then((code) => (clearInterval(timer), reject(new Error(`the stack exited ${code}:\n${out}`))));
   });
+  return { stateDir, pgPort, out: () => out, exited };
+}
 
+test('npm run stack -- --temporal cluster: up with one command, its address and Web UI answer, everything stopped on Ctrl-C', async () => {
+  const { pgPort, out: said, exited } = await startStack();
+  const out = said();
   const address = /TEMPORAL_ADDRESS=(\S+)/.exec(out)?.[1];
   const frontends = /frontends (\S+), (\S+) behind (\S+)/.exec(out);
   const ui = /Temporal UI: (\S+)/.exec(out)?.[1];
@@ -63,8 +78,31 @@ test('npm run stack -- --temporal cluster: up with one command, its address and 
     await connection.close();
   }
 
-  stack.kill('SIGINT');
+  stack!.kill('SIGINT');
   expect(await exited).toBe(0);
   // Nothing it started is left listening: the balancer, both frontends, the UI, its PostgreSQL.
   for (const a of [address!, frontends![1]!, frontends![2]!, ui!.replace('http://', ''), `127.0.0.1:${pgPort}`]) expect(await refuses(a)).toBe(true);
+}, 240_000);
+
+test('a stack killed with SIGKILL leaves no Temporal host or Web UI running (no exit handler runs; the kernel ends them)', async () => {
+  const { stateDir, out: said, exited } = await startStack();
+  const cluster = path.join(stateDir, 'cluster');
+  const frontends = /frontends (\S+), (\S+) behind (\S+)/.exec(said())!;
+  const ui = /Temporal UI: (\S+)/.exec(said())![1]!.replace('http://', '');
+  // Two frontends, two history, two matching, the internal worker and the UI server.
+  expect(processesWith(cluster)).toHaveLength(8);
+
+  stack!.kill('SIGKILL');
+  await exited;
+  try {
+    await untilGone(() => processesWith(cluster), 15_000);
+    for (const a of [frontends[1]!, frontends[2]!, ui]) expect(await refuses(a)).toBe(true);
+  } finally {
+    // The embedded PostgreSQL is left running (a database is not killed; the next stack on
+    // this state directory names it and says to stop it). Stop it here, and anything left.
+    const postmaster = postmasterPid(stateDir);
+    if (postmaster && isRunning(postmaster)) killAll([postmaster], 'SIGINT');
+    killAll(processesWith(cluster));
+    await untilGone(() => processesWith(stateDir), 15_000);
+  }
 }, 240_000);
