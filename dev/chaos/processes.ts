@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { spawnTied } from '../../src/tied-spawn';
 
 export interface ProcessSpec {
   /** Short name, for the report and the log file. */
@@ -71,7 +72,8 @@ export class ManagedProcess {
     if (this.running) throw new Error(`${this.spec.name} is already running`);
     const log = fs.createWriteStream(this.spec.logFile, { flags: 'a' });
     log.write(`\n===== ${new Date().toISOString()} chaos: starting ${this.spec.name} (start #${this.starts + 1}) =====\n`);
-    const child = spawn(this.spec.command, this.spec.args, {
+    // Tied to this process: a soak that is itself killed leaves no API or worker behind.
+    const child = spawnTied(this.spec.command, this.spec.args, {
       cwd: this.spec.cwd,
       env: this.spec.env,
       stdio: ['ignore', 'pipe', 'pipe'],
