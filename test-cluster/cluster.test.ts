@@ -126,18 +126,20 @@ test('the Web UI, pointed at the cluster, lists its sagas', async () => {
  * reset) is tried again. The same order means the same workflow ID, so a start that
  * did reach the server is attached to, never made twice.
  */
-async function untilAnswered<T>(call: () => Promise<T>): Promise<T> {
+async function untilAnswered<T>(call: () => Promise<T>, onRetry?: () => void): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await call();
     } catch (err) {
       if (!(err instanceof ServiceError) || attempt >= 20) throw err;
+      onRetry?.();
       await new Promise((r) => setTimeout(r, 500));
     }
   }
 }
-const startSaga = (o: OrderInput) => untilAnswered(() => startOrderSaga(client, o, taskQueue));
-const sagaResult = (o: OrderInput) => untilAnswered(() => client.workflow.getHandle<typeof orderSaga>(orderWorkflowId(o.orderId)).result());
+const startSaga = (o: OrderInput, onRetry?: () => void) => untilAnswered(() => startOrderSaga(client, o, taskQueue), onRetry);
+const sagaResult = (o: OrderInput, onRetry?: () => void) =>
+  untilAnswered(() => client.workflow.getHandle<typeof orderSaga>(orderWorkflowId(o.orderId)).result(), onRetry);
 
 /**
  * Sagas started every `everyMs` until stopped, each start retried with the same order
@@ -167,15 +169,25 @@ function steadyLoad(sku: string, everyMs: number) {
 /** Every probe's order, so the fault run's checks cover them too. */
 const probed: OrderInput[] = [];
 
-/** Starts `n` quick sagas and resolves with the ms until the last of them has finished. */
-async function probe(sku: string, n: number): Promise<number> {
+/**
+ * Starts `n` quick sagas. `ms`: until the client has seen the last of them finish.
+ * `closedMs`: until the last closed on the server (a result can be seen late: see the
+ * stream's figures). `retries`: starts and result waits tried again after a transport error.
+ */
+async function probe(sku: string, n: number): Promise<{ ms: number; closedMs: number; retries: number }> {
   const t0 = Date.now();
+  let retries = 0;
+  const again = () => void retries++;
   const orders = Array.from({ length: n }, () => order(sku));
   probed.push(...orders);
-  await Promise.all(orders.map(startSaga));
-  const results = await Promise.all(orders.map(sagaResult));
+  await Promise.all(orders.map((o) => startSaga(o, again)));
+  const results = await Promise.all(orders.map((o) => sagaResult(o, again)));
+  const ms = Date.now() - t0;
   expect(results.map((r) => r.status)).toEqual(Array(n).fill('completed'));
-  return Date.now() - t0;
+  const closes = await Promise.all(
+    orders.map(async (o) => (await untilAnswered(() => client.workflow.getHandle(orderWorkflowId(o.orderId)).describe())).closeTime!.getTime()),
+  );
+  return { ms, closedMs: Math.max(...closes) - t0, retries };
 }
 
 test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the other history host, under load: every saga finishes once, the books reconcile', async () => {
@@ -185,18 +197,18 @@ test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the 
   await seedInventory(ctx.db, { [sku]: 1_000 });
   // A steady stream keeps sagas in flight through every kill; a batch with slow charges is in flight at the first.
   const load = steadyLoad(sku, 150);
-  const baselineMs = await probe(sku, PROBES);
-  log(`8 probes with every host up, under the stream: ${baselineMs} ms`);
+  const baseline = await probe(sku, PROBES);
+  log(`8 probes with every host up, under the stream: ${JSON.stringify(baseline)}`);
   const batch = Array.from({ length: BATCH }, () => order(sku));
   for (const o of batch) await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 400, keyPrefix: `order-${o.orderId}/` });
-  await Promise.all(batch.map(startSaga));
-  const batchDone = Promise.all(batch.map(sagaResult));
+  await Promise.all(batch.map((o) => startSaga(o)));
+  const batchDone = Promise.all(batch.map((o) => sagaResult(o)));
 
   // Per kill: how long until sagas started right after it have all finished through the
   // surviving hosts (8 of them, so that some land on the lost host's shards or queues),
   // how long the restarted host takes to rejoin, and the same probe once it has. Last, a
   // history host taken down with SIGTERM, as in a rolling upgrade, for comparison.
-  const figures: Record<string, { exitedMs: number; probesDoneMs: number; rejoinedMs: number; probesAfterRejoinMs: number }> = {};
+  const figures: Record<string, Record<string, number>> = {};
   for (const [service, index, signal] of [
     ['history', 0, 'SIGKILL'],
     ['matching', 0, 'SIGKILL'],
@@ -208,7 +220,7 @@ test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the 
     log(`${name} (${load.started.length} sagas started so far)`);
     // The probes start with the signal: a host stopped with SIGTERM may still serve while it drains.
     const t0 = Date.now();
-    const [exitedMs, probesDoneMs] = await Promise.all([
+    const [exitedMs, lost] = await Promise.all([
       (signal === 'SIGKILL' ? cluster.kill(host) : cluster.terminate(host)).then(() => Date.now() - t0),
       probe(sku, PROBES),
     ]);
@@ -216,7 +228,17 @@ test('SIGKILL of a history, a matching and a frontend host, then SIGTERM of the 
     await cluster.restart(host);
     await cluster.joined(host, restartedAt);
     const rejoinedMs = Date.now() - restartedAt;
-    figures[name] = { exitedMs, probesDoneMs, rejoinedMs, probesAfterRejoinMs: await probe(sku, PROBES) };
+    const back = await probe(sku, PROBES);
+    figures[name] = {
+      exitedMs,
+      probesDoneMs: lost.ms,
+      probesClosedMs: lost.closedMs,
+      probeRetries: lost.retries,
+      rejoinedMs,
+      probesAfterRejoinMs: back.ms,
+      afterRejoinClosedMs: back.closedMs,
+      afterRejoinRetries: back.retries,
+    };
     log(`${name}: ${JSON.stringify(figures[name])}`);
   }
   await load.stop();
