@@ -4,9 +4,9 @@ import { statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { waitFor } from '../../src/ports';
-import { addFault, createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { addFault, createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { isRunning, killAll, untilGone } from '../helpers/processes';
-import { spawnNode, urlWithSchema, type NodeProcess } from '../helpers/worker-process';
+import { spawnNode, workerEnv, type NodeProcess } from '../helpers/worker-process';
 
 /**
  * `npm run pool`: the supervisor of worker processes, as operators run it. Real
@@ -37,18 +37,7 @@ interface Pool extends NodeProcess {
 }
 
 function pool(taskQueue: string): Pool {
-  const p = spawnNode(
-    'bin/pool.ts',
-    {
-      DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
-      TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
-      PAYMENT_PROVIDER_URL: ctx.payment.url,
-      CARRIER_URL: ctx.carrier.url,
-      TEMPORAL_TASK_QUEUE: taskQueue,
-      SHUTDOWN_GRACE_MS: '10000',
-    },
-    '"msg":"pool up"',
-  );
+  const p = spawnNode('bin/pool.ts', workerEnv(ctx, taskQueue), '"msg":"pool up"');
   const lines = () =>
     p
       .output()
@@ -83,15 +72,18 @@ async function allReady(p: Pool): Promise<number[]> {
   return Promise.all(ROLES.map((r) => p.readyWorker(r)));
 }
 
+/** A pool on a queue of its own with every worker ready, and a SKU with 10 in stock. */
+async function readyPool(label: string) {
+  const taskQueue = uniqueId(label);
+  const p = pool(taskQueue);
+  const pids = await allReady(p);
+  const sku = uniqueId('sku');
+  await seedInventory(ctx.db, { [sku]: 10 });
+  return { taskQueue, p, pids, sku };
+}
+
 function orders(sku: string, n: number): OrderInput[] {
-  return Array.from({ length: n }, () => ({
-    orderId: uniqueId('pool'),
-    customerId: 'c',
-    items: [{ sku, quantity: 1 }],
-    amount: { amountMinor: 1_000, currency: 'EUR' },
-    paymentToken: 'tok_visa',
-    shippingAddress: { name: 'A', line1: 'B', city: 'C', postalCode: 'D', country: 'DE' },
-  }));
+  return Array.from({ length: n }, () => orderInput({ items: [{ sku, quantity: 1 }], amount: { amountMinor: 1_000, currency: 'EUR' } }));
 }
 
 /** Each order completed with one charge, one shipment, one unit taken, and no problem in its books. */
@@ -112,11 +104,7 @@ async function expectCompletedOnce(list: OrderInput[]) {
 }
 
 test('a pool serves sagas, starts a killed worker again, and on SIGTERM drains every worker and exits 0', async () => {
-  const taskQueue = uniqueId('pool');
-  const p = pool(taskQueue);
-  const first = await allReady(p);
-  const sku = uniqueId('sku');
-  await seedInventory(ctx.db, { [sku]: 10 });
+  const { taskQueue, p, pids: first, sku } = await readyPool('pool');
 
   const before = orders(sku, 2);
   await Promise.all(before.map(async (o) => (await startOrderSaga(ctx.client, o, taskQueue)).result()));
@@ -141,11 +129,7 @@ test('a pool serves sagas, starts a killed worker again, and on SIGTERM drains e
 });
 
 test('a pool killed with SIGKILL: its workers drain their in-flight charges and exit, and a new pool finishes the sagas once', async () => {
-  const taskQueue = uniqueId('pool-kill');
-  const p = pool(taskQueue);
-  const workers = await allReady(p);
-  const sku = uniqueId('sku');
-  await seedInventory(ctx.db, { [sku]: 10 });
+  const { taskQueue, p, pids: workers, sku } = await readyPool('pool-kill');
   await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges' });
   const list = orders(sku, 3);
   const handles = await Promise.all(list.map((o) => startOrderSaga(ctx.client, o, taskQueue)));

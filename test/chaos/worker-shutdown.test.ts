@@ -6,7 +6,7 @@ import { statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { addFault, createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
-import { spawnWorker, urlWithSchema, type WorkerProcess } from '../helpers/worker-process';
+import { spawnWorker, urlWithSchema, workerEnv, type WorkerProcess } from '../helpers/worker-process';
 
 /**
  * Worker processes die in the middle of sagas: gracefully (SIGTERM) and not
@@ -28,14 +28,7 @@ afterAll(async () => {
 });
 
 function worker(taskQueue: string): WorkerProcess {
-  const w = spawnWorker({
-    DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
-    TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
-    PAYMENT_PROVIDER_URL: ctx.payment.url,
-    CARRIER_URL: ctx.carrier.url,
-    TEMPORAL_TASK_QUEUE: taskQueue,
-    SHUTDOWN_GRACE_MS: '10000',
-  });
+  const w = spawnWorker(workerEnv(ctx, taskQueue));
   spawned.push(w);
   return w;
 }

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { databaseUrl, type TestContext } from './context';
 
 export interface NodeProcess {
   child: ChildProcess;
@@ -49,4 +50,16 @@ export function urlWithSchema(url: string, schema: string): string {
   const u = new URL(url);
   u.searchParams.set('options', `-c search_path=${schema},public`);
   return u.toString();
+}
+
+/** The environment of a worker (or a pool of them) on the test's schema, services and Temporal. */
+export function workerEnv(ctx: Pick<TestContext, 'schema' | 'payment' | 'carrier'>, taskQueue: string): Record<string, string> {
+  return {
+    DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
+    TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
+    PAYMENT_PROVIDER_URL: ctx.payment.url,
+    CARRIER_URL: ctx.carrier.url,
+    TEMPORAL_TASK_QUEUE: taskQueue,
+    SHUTDOWN_GRACE_MS: '10000',
+  };
 }
