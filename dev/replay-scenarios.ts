@@ -72,6 +72,25 @@ export const scenarios: Scenario[] = [
     },
   },
   {
+    name: 'cancel-during-local-step',
+    async run(ctx, o) {
+      // The ledger locked: record-order (a local activity) waits at its claim while the cancel is
+      // accepted. The saga's local steps run on through the cancel; it stops at the charge.
+      const lock = await ctx.db.connect();
+      try {
+        await lock.query('BEGIN');
+        await lock.query('LOCK TABLE step_ledger IN EXCLUSIVE MODE');
+        const handle = await start(ctx, o);
+        await waitForStatus(handle, (s) => s.currentStep === Step.recordOrder);
+        await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled at once' }] });
+        return handle;
+      } finally {
+        await lock.query('COMMIT');
+        lock.release();
+      }
+    },
+  },
+  {
     name: 'cancel-refused-after-pivot',
     async run(ctx, o) {
       await addFault(ctx.carrierUrl, { kind: 'latency', latency_ms: 1000, keyPrefix: prefix(o), path: '/shipments' });

@@ -96,6 +96,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     await saga.step({
       name: Step.recordOrder,
       kind: 'compensatable',
+      local: inWorkflowWorker,
       run: () => local.orders.recordOrder({ key: key(Step.recordOrder), order }),
       undo: (ctx) =>
         undo.orders.cancelOrder({
@@ -107,6 +108,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     await saga.step({
       name: Step.reserveInventory,
       kind: 'compensatable',
+      local: inWorkflowWorker,
       run: () => local.inventory.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
       undo: () => undo.inventory.releaseInventory(undoKeys(Step.reserveInventory)),
     });
@@ -116,6 +118,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
       await saga.step({
         name: Step.fraudCheck,
         kind: 'compensatable',
+        local: inWorkflowWorker,
         run: () =>
           local.orders.checkFraud({ key: key(Step.fraudCheck), orderId, amount: order.amount, paymentToken: order.paymentToken }),
         undo: () => undo.orders.voidFraudCheck(undoKeys(Step.fraudCheck)),

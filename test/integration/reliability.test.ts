@@ -21,6 +21,8 @@ import { orderWorkflowId } from '../../workflows/order/ids';
 import { Step } from '../../workflows/order/steps';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { eventually, expectProblem, request } from '../helpers/api';
+import { spawnNode, workerEnv } from '../helpers/worker-process';
+import { reconcileOrder } from '../../src/orders/audit';
 
 let ctx: TestContext;
 let client: { id: string; apiKey: string };
@@ -148,6 +150,47 @@ describe('every accepted cancel closes its order', () => {
     expect((await orderRow(order.id))!.status).toBe('cancelled');
     expect(await ledgerState(`${handle.workflowId}/${Step.recordOrder}`)).toBe('cancelled');
     expect(await stock(order.sku)).toEqual({ on_hand: 10, reserved: 0 });
+  });
+
+  test('a cancel delivered with the retry of a lost workflow task undoes the database steps that task committed', async () => {
+    // record-order, reserve-inventory and fraud-check run as local activities in one workflow
+    // task; the worker dies the moment fraud-check has committed, so that task never completes
+    // and the server's history holds none of the three while their rows are in PostgreSQL.
+    const queue = uniqueId('rel-lost-task');
+    const { url } = await api(queue);
+    const dying = spawnNode('test/helpers/scripts/worker-dies-after-step.ts', { ...workerEnv(ctx, queue), DIE_AFTER_STEP: 'checkFraud' }, 'worker ready');
+    cleanups.push(async () => {
+      if (dying.child.exitCode === null && dying.child.signalCode === null) dying.child.kill('SIGKILL');
+    });
+    await dying.ready;
+    const order = await createOrder(url);
+    await dying.exited;
+    expect(dying.child.signalCode).toBe('SIGKILL');
+    const wf = orderWorkflowId(order.id);
+    expect(await ledgerState(`${wf}/${Step.fraudCheck}`)).toBe('completed');
+    expect(await stock(order.sku)).toEqual({ on_hand: 10, reserved: 2 });
+
+    // The cancel waits on the server and reaches the saga with the task's retry, before the
+    // saga has run any step again: all it knows is that it was started.
+    const cancel = post(url, `/orders/${order.id}/cancel`, { reason: 'changed my mind' });
+    await new Promise((r) => setTimeout(r, 500));
+    await worker(queue);
+    expect((await cancel).status).toBe(202);
+    const result = await ctx.client.workflow.getHandle(wf).result();
+    expect(result.status).toBe('cancelled');
+    // Every step the lost task applied is undone; the charge, abandoned, is tombstoned.
+    expect(result.compensations.map((c: { step: string; status: string }) => [c.step, c.status])).toEqual([
+      [Step.chargePayment, 'done'],
+      [Step.fraudCheck, 'done'],
+      [Step.reserveInventory, 'done'],
+      [Step.recordOrder, 'done'],
+    ]);
+    expect(await stock(order.sku)).toEqual({ on_hand: 10, reserved: 0 });
+    const fraud = await ctx.db.query(`SELECT status FROM fraud_checks WHERE order_id = $1`, [order.id]);
+    expect(fraud.rows).toEqual([{ status: 'voided' }]);
+    expect(await ledgerState(`${wf}/${Step.chargePayment}`)).toBe('cancelled');
+    const books = await reconcileOrder(ctx.db, order.id);
+    expect({ status: books.status, problems: books.problems }).toEqual({ status: 'cancelled', problems: [] });
   });
 
   test('a cancel of an order whose saga was never started starts it, cancels it, and the order ends cancelled', async () => {

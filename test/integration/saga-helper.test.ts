@@ -424,6 +424,53 @@ describe('an undo that can never succeed is surfaced, not retried forever', () =
 });
 
 describe('a cancel accepted before the first step', () => {
+  /** Starts the script on a queue no worker polls yet, sends the cancel, then starts a worker: the cancel arrives with the first task. */
+  async function cancelledBeforeFirstTask(script: SagaScript): Promise<{ outcome: Awaited<ReturnType<Handle['result']>>; rows: JournalRow[] }> {
+    const queue = uniqueId('saga-helper-idle');
+    const handle = await ctx.client.workflow.start(scriptedSaga, { workflowId: uniqueId('scripted'), taskQueue: queue, args: [script] });
+    const cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too early' }] });
+    await new Promise((r) => setTimeout(r, 300));
+    const worker = await Worker.create({
+      connection: ctx.nativeConnection,
+      namespace: ctx.namespace,
+      taskQueue: queue,
+      workflowsPath: require.resolve('../fixtures/saga/workflows'),
+      activities: createJournalActivities(ctx.db),
+    });
+    const stop = ctx.startWorker(worker);
+    try {
+      await expect(cancel).resolves.toEqual({ accepted: true });
+      return { outcome: await handle.result(), rows: await journal(handle) };
+    } finally {
+      await stop();
+    }
+  }
+
+  test('local steps still run (their effects may be in the database from a lost task); the saga stops at the first step that is not local and undoes them all', async () => {
+    const { outcome, rows } = await cancelledBeforeFirstTask({
+      steps: [comp('a', { local: true }), comp('b', { local: true }), comp('c'), { name: 'p', kind: 'pivot' }],
+    });
+    expect(outcome.status).toBe('cancelled');
+    expect(calls(rows)).toEqual([
+      ['run', 'a', 'ok'],
+      ['run', 'b', 'ok'],
+      ['undo', 'c', 'ok'],
+      ['undo', 'b', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
+  });
+
+  test('a saga of local steps only runs to its end, and the accepted cancel still undoes every step', async () => {
+    const { outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true }), comp('b', { local: true })] });
+    expect(outcome).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'too early' } });
+    expect(calls(rows)).toEqual([
+      ['run', 'a', 'ok'],
+      ['run', 'b', 'ok'],
+      ['undo', 'b', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
+  });
+
   test('abandons the step but still runs its undo, so nothing it might leave behind survives', async () => {
     // No worker polls this queue yet: the update waits on the server and is delivered with the
     // workflow's first task, before execute() has run any step.

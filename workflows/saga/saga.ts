@@ -33,6 +33,9 @@ import { describeFailure, isNonRetryable, SagaFailure } from './failures';
 /** Marks sagas that compensate the step a cancel abandoned before it started. */
 export const UNDO_ABANDONED_STEP_PATCH = 'saga-undo-abandoned-step';
 
+/** Marks sagas whose local steps run through a cancel, up to the next step that is not local. */
+export const LOCAL_STEPS_THROUGH_CANCEL_PATCH = 'saga-local-steps-through-cancel';
+
 /** What a step definition's run resolves to. */
 export type StepResult<D> = D extends StepDefinition<infer R> ? R : never;
 
@@ -66,6 +69,16 @@ export interface StepDefinition<T> {
   run: () => Promise<T>;
   /** Required for compensatable steps; optional for a pivot (cleanup of an unknown outcome). */
   undo?: (ctx: CompensationContext) => Promise<unknown>;
+  /**
+   * The step runs as a local activity. Its effect commits while the workflow task is still open,
+   * and if that task is then lost (a worker killed, a task timed out) history keeps no trace of it:
+   * the retried task runs the steps again and the ledger answers them. A cancel that arrives with
+   * that retry would find the saga before steps whose effects are already in the database. So a
+   * compensatable local step is not interrupted by a cancel and still runs after one; the saga
+   * stops at the next step that is not local, the first one a lost task cannot have reached, and
+   * undoes everything before it.
+   */
+  local?: boolean;
 }
 
 export interface CompensationRecord {
@@ -141,6 +154,8 @@ export class Saga {
   private cancelReason = '';
   /** A bug in the saga's own definition: compensated like any failure, then rethrown so the workflow fails. */
   private definitionError: ApplicationFailure | undefined;
+  /** A local step has run under LOCAL_STEPS_THROUGH_CANCEL_PATCH: a cancel is honoured at a step boundary. */
+  private localStepsThroughCancel = false;
 
   constructor(private readonly options: SagaOptions = {}) {}
 
@@ -193,7 +208,12 @@ export class Saga {
   async execute<R>(body: (saga: this) => Promise<R>): Promise<SagaOutcome<R>> {
     this.scope = new CancellationScope();
     try {
-      const result = await this.scope.run(() => body(this));
+      const result = await this.scope.run(async () => {
+        const r = await body(this);
+        // Local steps ran on through an accepted cancel to the end of the body: it still stands.
+        if (this.state.cancelRequested && this.localStepsThroughCancel) throw new CancelledFailure(this.cancelReason);
+        return r;
+      });
       this.state.phase = 'completed';
       this.transition();
       return { status: 'completed', result, ...this.summary() };
@@ -241,12 +261,16 @@ export class Saga {
       this.definitionError = ApplicationFailure.nonRetryable(defect, SagaFailure.SagaDefinition);
       throw this.definitionError;
     }
+    // A compensatable local step runs whether or not a cancel has been accepted (see `local`).
+    // Sagas that ran their local steps before that rule replay without it.
+    const throughCancel = def.local === true && def.kind === 'compensatable' && patched(LOCAL_STEPS_THROUGH_CANCEL_PATCH);
+    if (throughCancel) this.localStepsThroughCancel = true;
     // A cancel accepted before this step (while the previous one finished anyway, or before the
     // saga's first step) stops the saga here, before the pivot can start. The step is abandoned
     // but its undo still runs: it tombstones the step, so no late attempt can apply it, and it
     // cleans up what was written on the saga's behalf before it started (the order row the API
     // inserted). Sagas that reached this point before that rule replay without it.
-    if (this.state.cancelRequested) {
+    if (this.state.cancelRequested && !throughCancel) {
       if (def.undo && patched(UNDO_ABANDONED_STEP_PATCH)) this.undos.push({ step: def.name, undo: def.undo });
       throw new CancelledFailure(this.cancelReason);
     }
@@ -257,7 +281,7 @@ export class Saga {
     let result: T;
     try {
       if (def.kind === 'compensatable') {
-        result = await def.run();
+        result = throughCancel ? await CancellationScope.nonCancellable(def.run) : await def.run();
       } else if (def.kind === 'pivot') {
         this.state.pivotStarted = true;
         // Once started, the pivot runs to its end even if the workflow is cancelled.

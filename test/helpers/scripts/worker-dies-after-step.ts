@@ -1,0 +1,50 @@
+/**
+ * Run as its own process by test/integration/reliability.test.ts: the saga's
+ * workflow worker (the database steps run in it, as local activities) with one
+ * step changed to SIGKILL the process the moment its transaction has committed.
+ * The workflow task that ran the steps so far never completes, so the server's
+ * history holds none of them while their rows are in PostgreSQL: the window
+ * between a local activity's commit and its workflow task's completion.
+ *
+ * DIE_AFTER_STEP names the activity (e.g. checkFraud); the rest of the
+ * environment is a worker's (DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE).
+ */
+import { NativeConnection } from '@temporalio/worker';
+import { activitiesBySystem } from '../../../activities';
+import { createPool } from '../../../src/db/pool';
+import { createSagaWorker } from '../../../workers/worker';
+
+async function main(): Promise<void> {
+  const step = process.env.DIE_AFTER_STEP!;
+  const db = createPool({ connectionString: process.env.DATABASE_URL! });
+  const deps = { db, paymentProviderUrl: 'http://127.0.0.1:1', carrierUrl: 'http://127.0.0.1:1', providerTimeoutMs: 1000 };
+  const systems = activitiesBySystem(deps);
+  const role = step in systems.orders ? 'orders' : 'inventory';
+  const real = (systems[role] as Record<string, (input: unknown) => Promise<unknown>>)[step];
+  if (!real) throw new Error(`no database step named ${step}`);
+  const dying = {
+    ...systems[role],
+    [step]: async (input: unknown) => {
+      await real(input);
+      process.kill(process.pid, 'SIGKILL');
+      await new Promise(() => undefined);
+    },
+  };
+  const connection = await NativeConnection.connect({ address: process.env.TEMPORAL_ADDRESS! });
+  const worker = await createSagaWorker({
+    connection,
+    namespace: 'default',
+    taskQueue: process.env.TEMPORAL_TASK_QUEUE!,
+    deps,
+    queues: ['workflows'],
+    activities: { ...systems, [role]: dying },
+    handleSignals: false,
+  });
+  process.stdout.write('worker ready\n');
+  await worker.run();
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`main failed: ${String(err)}\n`);
+  process.exit(3);
+});
