@@ -24,8 +24,6 @@ export async function migrate(databaseUrl: string, schema = 'public'): Promise<s
   client.on('error', () => undefined);
   await client.connect();
   try {
-    if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
-    await client.query(`SET search_path TO ${quoteIdent(schema)}`);
     await client.query(`SET lock_timeout = '${MIGRATION_LOCK_WAIT}'`);
     await client.query(`SELECT pg_advisory_lock(${MIGRATION_LOCK_ID})`).catch((err: { code?: string }) => {
       throw err.code === '55P03'
@@ -33,6 +31,9 @@ export async function migrate(databaseUrl: string, schema = 'public'): Promise<s
         : err;
     });
     await client.query('SET lock_timeout = 0');
+    // Under the lock: two CREATE SCHEMA IF NOT EXISTS at once can still collide on the catalog.
+    if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+    await client.query(`SET search_path TO ${quoteIdent(schema)}`);
     const applied = await runner({
       dbClient: client,
       dir: MIGRATIONS_DIR,

@@ -424,7 +424,10 @@ describe('an undo that can never succeed is surfaced, not retried forever', () =
 });
 
 describe('a cancel accepted before the first step', () => {
-  /** Starts the script on a queue no worker polls yet, sends the cancel, then starts a worker: the cancel arrives with the first task. */
+  /**
+   * Starts the script on a queue no worker polls yet, sends the cancel, then starts a worker: the
+   * update waits on the server and is delivered with the workflow's first task, before any step.
+   */
   async function cancelledBeforeFirstTask(script: SagaScript): Promise<{ outcome: Awaited<ReturnType<Handle['result']>>; rows: JournalRow[] }> {
     const queue = uniqueId('saga-helper-idle');
     const handle = await ctx.client.workflow.start(scriptedSaga, { workflowId: uniqueId('scripted'), taskQueue: queue, args: [script] });
@@ -472,33 +475,9 @@ describe('a cancel accepted before the first step', () => {
   });
 
   test('abandons the step but still runs its undo, so nothing it might leave behind survives', async () => {
-    // No worker polls this queue yet: the update waits on the server and is delivered with the
-    // workflow's first task, before execute() has run any step.
-    const queue = uniqueId('saga-helper-idle');
-    const handle = await ctx.client.workflow.start(scriptedSaga, {
-      workflowId: uniqueId('scripted'),
-      taskQueue: queue,
-      args: [{ steps: [comp('a'), comp('b')] }],
-    });
-    const cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too early' }] });
-    await new Promise((r) => setTimeout(r, 300));
-    const worker = await Worker.create({
-      connection: ctx.nativeConnection,
-      namespace: ctx.namespace,
-      taskQueue: queue,
-      workflowsPath: require.resolve('../fixtures/saga/workflows'),
-      activities: createJournalActivities(ctx.db),
-    });
-    const stop = ctx.startWorker(worker);
-    try {
-      await expect(cancel).resolves.toEqual({ accepted: true });
-      const outcome = await handle.result();
-      expect(outcome.status).toBe('cancelled');
-      const rows = (await journal(handle)).map((r) => [r.step, r.action, r.outcome]);
-      // 'a' never ran forward; its undo ran once (a no-op tombstone for an effect that never happened).
-      expect(rows).toEqual([['a', 'undo', 'ok']]);
-    } finally {
-      await stop();
-    }
+    const { outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a'), comp('b')] });
+    expect(outcome.status).toBe('cancelled');
+    // 'a' never ran forward; its undo ran once (a no-op tombstone for an effect that never happened).
+    expect(calls(rows)).toEqual([['undo', 'a', 'ok']]);
   });
 });
