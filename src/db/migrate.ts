@@ -6,7 +6,7 @@ import { quoteIdent } from './pool';
 export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
 
 /** node-pg-migrate's advisory lock (its runner's PG_MIGRATE_LOCK_ID, not exported). */
-const MIGRATION_LOCK_ID = '7241865325823964';
+export const MIGRATION_LOCK_ID = '7241865325823964';
 /** How long a process waits for another's migration run before it gives up. */
 const MIGRATION_LOCK_WAIT = '120s';
 

@@ -4,11 +4,10 @@
  * applied once. Real PostgreSQL; asserted from the migrations table and the schema.
  */
 import { Client } from 'pg';
-import { migrate } from '../../src/db/migrate';
+import { migrate, MIGRATION_LOCK_ID } from '../../src/db/migrate';
 import { quoteIdent } from '../../src/db/pool';
 import { databaseUrl, uniqueId } from '../helpers/context';
 
-const MIGRATION_LOCK_ID = '7241865325823964';
 const schemas: string[] = [];
 let admin: Client;
 

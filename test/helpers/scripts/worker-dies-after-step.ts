@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect({ address: process.env.TEMPORAL_ADDRESS! });
   const worker = await createSagaWorker({
     connection,
-    namespace: 'default',
+    namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
     taskQueue: process.env.TEMPORAL_TASK_QUEUE!,
     deps,
     queues: ['workflows'],
