@@ -127,7 +127,9 @@ describe('the API, the services and a worker under terminated connections', () =
         return rows[0]!.n === orderIds.length ? true : undefined;
       },
       'every order to complete',
-      240,
+      // A liveness bound, not a speed check: each local step may take ten attempts (about 30 s of
+      // backoff) through terminated connections, and another test file may share the machine.
+      720,
       250,
     );
     // Nothing exited; no answer was a server error.
