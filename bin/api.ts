@@ -5,7 +5,7 @@ import { startTracing } from '../src/observability/tracing';
 import { ConfigError, loadConfig } from '../src/config';
 import { migrate } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
-import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
+import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 import { createLogger, lineLogger } from '../src/observability/log';
 
@@ -27,7 +27,7 @@ runMain(USAGE, async () => {
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTargetOrExplain();
-  const connection = await connectPatiently(() => Connection.connect(target.connectionOptions), { log });
+  const connection = await connectPatiently(() => Connection.connect(clientConnectionOptions(target.connectionOptions)), { log });
   const api = await startApi({
     db,
     temporal: new Client({ connection, namespace: target.namespace, plugins: tracing ? [tracing.plugin] : [] }),

@@ -4,7 +4,7 @@ import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
 import { replayFromServer, summaryTable } from '../src/replay/live';
 import { orderSagaReplayOptions } from '../workers/worker';
-import { temporalTargetOrExplain } from '../src/temporal-connect';
+import { clientConnectionOptions, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run replay -- --query "LIST FILTER" [--limit N] [--address HOST:PORT]
@@ -31,7 +31,7 @@ runMain(USAGE, async () => {
     return 2;
   }
   Runtime.install({ logger: new DefaultLogger('ERROR') });
-  const connection = await Connection.connect(target.connectionOptions);
+  const connection = await Connection.connect(clientConnectionOptions(target.connectionOptions));
   try {
     const outcomes = await replayFromServer(new Client({ connection, namespace: target.namespace }), query, { ...orderSagaReplayOptions(), limit });
     if (outcomes.length === 0) {

@@ -1,3 +1,5 @@
+import { InterceptingCall, Metadata, status, type Interceptor } from '@grpc/grpc-js';
+import { defaultGrpcRetryOptions, makeGrpcRetryInterceptor, type ConnectionOptions } from '@temporalio/client';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import { ConfigError } from './config';
@@ -55,4 +57,46 @@ export async function connectPatiently<C>(
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }
+}
+
+/**
+ * Ends a call whose retry finds its connection closed, instead of letting it throw.
+ *
+ * The SDK's retry interceptor waits between attempts on a timer, and
+ * `Connection.close()` does not clear that timer. When it fires after the close,
+ * opening the next attempt throws "Channel has been shut down" inside the timer:
+ * an uncaught exception that kills the process, and the caller's promise never
+ * settles. That is what happens when the API drains on SIGTERM while a readiness
+ * probe is retrying an unreachable Temporal. Placed inside the retry interceptor,
+ * this guard turns that throw into a CANCELLED status, which the retry
+ * interceptor does not retry, so the caller gets a rejection.
+ */
+export const closedConnectionGuard: Interceptor = (options, nextCall) => {
+  try {
+    return new InterceptingCall(nextCall(options));
+  } catch (err) {
+    const details = `the connection to Temporal is closed (${(err as Error).message})`;
+    return new InterceptingCall({
+      start(_metadata, listener) {
+        setImmediate(() => listener?.onReceiveStatus?.({ code: status.CANCELLED, details, metadata: new Metadata() }));
+      },
+      sendMessage() {},
+      sendMessageWithContext() {},
+      startRead() {},
+      halfClose() {},
+      cancelWithStatus() {},
+      getPeer: () => '',
+      getAuthContext: () => null,
+    });
+  }
+};
+
+/**
+ * Options for a client `Connection` that is safe to close while calls are
+ * retrying: the SDK's default retries, with closedConnectionGuard inside them.
+ * Interceptors the caller passes take the place of the default retries.
+ */
+export function clientConnectionOptions<T extends ConnectionOptions>(options: T): T & { interceptors: Interceptor[] } {
+  const retries = options.interceptors ?? [makeGrpcRetryInterceptor(defaultGrpcRetryOptions())];
+  return { ...options, interceptors: [...retries, closedConnectionGuard] };
 }

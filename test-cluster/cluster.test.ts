@@ -24,6 +24,7 @@ import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-sa
 import { orderWorkflowId } from '../workflows/order/ids';
 import type { OrderInput } from '../workflows/order/types';
 import { addFault, createTestContext, databaseUrl, orderInput, seedInventory, uniqueId, type TestContext } from '../test/helpers/context';
+import { clientConnectionOptions } from '../src/temporal-connect';
 
 let ctx: TestContext;
 let cluster: TemporalCluster;
@@ -49,9 +50,9 @@ beforeAll(async () => {
     log,
   });
   // Client and worker dial the cluster's balanced address, as they would a load balancer in production.
-  connection = await Connection.connect({ address: cluster.address });
+  connection = await Connection.connect(clientConnectionOptions({ address: cluster.address }));
   client = new Client({ connection, namespace: cluster.namespace });
-  workerConnection = await NativeConnection.connect({ address: cluster.address });
+  workerConnection = await NativeConnection.connect(clientConnectionOptions({ address: cluster.address }));
   const worker = await createSagaWorker({ connection: workerConnection, namespace: cluster.namespace, taskQueue, deps: ctx.deps });
   stopWorker = ctx.startWorker(worker);
 }, 300_000);

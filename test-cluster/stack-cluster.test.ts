@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { freePort, waitFor } from '../src/ports';
 import { isRunning, killAll, processesWith, untilGone } from '../test/helpers/processes';
+import { clientConnectionOptions } from '../src/temporal-connect';
 
 const ROOT = path.resolve(__dirname, '..');
 let stack: ChildProcess | undefined;
@@ -66,7 +67,7 @@ test('npm run stack -- --temporal cluster: up with one command, its address and 
   expect(ui).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
 
   // The printed address is a working Temporal, and the UI shows its namespace.
-  const connection = await Connection.connect({ address: address! });
+  const connection = await Connection.connect(clientConnectionOptions({ address: address! }));
   try {
     const client = new Client({ connection });
     const { executions } = await client.workflowService.listWorkflowExecutions({ namespace: 'default', query: '' });

@@ -9,6 +9,7 @@ import { findBuiltTemporalCli } from '../temporal';
 import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
 import { QUEUE_ROLES } from '../../workflows/order/queues';
 import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
+import { clientConnectionOptions } from '../../src/temporal-connect';
 
 /** The application name of the driver's own PostgreSQL connections, which the terminator spares. */
 export const CHAOS_APPLICATION_NAME = 'sagaflow-chaos';
@@ -147,7 +148,7 @@ export class ChaosStack {
     this.temporal.onExit = (info) => this.onExit(this.temporal, info);
     log(`Temporal: dev server ${cli.path} on ${this.temporalAddress}, state in ${this.temporalDb}`);
     await this.startTemporal();
-    this.temporalConnection = await Connection.connect({ address: this.temporalAddress });
+    this.temporalConnection = await Connection.connect(clientConnectionOptions({ address: this.temporalAddress }));
     this.temporalClient = new Client({ connection: this.temporalConnection, namespace: NAMESPACE });
 
     step();

@@ -15,3 +15,4 @@ export {
   type ClaimRequest,
 } from './keys';
 export { fingerprint } from '../ledger/fingerprint';
+export { clientConnectionOptions, closedConnectionGuard } from '../temporal-connect';

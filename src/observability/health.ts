@@ -2,7 +2,11 @@
  * Readiness: named checks run side by side, each bounded by a timeout, so a
  * hung dependency answers "not ready" instead of hanging the probe. A check
  * with its own deadline (a gRPC call) should set it below the timeout, so it
- * ends by itself rather than going on in the background.
+ * ends by itself rather than going on in the background. A Temporal call can
+ * still outlive the timeout: the SDK's retries notice the deadline only at the
+ * next attempt, up to one backoff (at most 5 s) later. Closing the connection
+ * meanwhile is safe only on a connection built with clientConnectionOptions()
+ * (src/temporal-connect.ts).
  */
 export type Checks = Record<string, () => Promise<unknown>>;
 

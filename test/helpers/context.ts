@@ -9,6 +9,7 @@ import { startPaymentProvider } from '../../dev/services/payment-provider';
 import type { RunningService } from '../../dev/services/http';
 import type { ActivityDeps } from '../../activities';
 import type { OrderInput } from '../../workflows/order/types';
+import { clientConnectionOptions } from '../../src/temporal-connect';
 
 export const databaseUrl = (): string => {
   const url = process.env.DATABASE_URL;
@@ -96,9 +97,9 @@ export async function createTestContext(label: string): Promise<TestContext> {
   const { db, schema, drop } = await createTestSchema(label);
   const payment = await startPaymentProvider({ db });
   const carrier = await startCarrier({ db });
-  const connection = await Connection.connect({ address });
+  const connection = await Connection.connect(clientConnectionOptions({ address }));
   const client = new Client({ connection, namespace });
-  const nativeConnection = await NativeConnection.connect({ address });
+  const nativeConnection = await NativeConnection.connect(clientConnectionOptions({ address }));
   const running: Promise<void>[] = [];
   const stops: (() => void)[] = [];
   return {

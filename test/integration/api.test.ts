@@ -22,6 +22,7 @@ import type { OrderSagaResult } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { promtoolCheckMetrics } from '../helpers/promtool';
 import { eventually, expectProblem, rawHttp, request, rowCounts, type ApiResponse, type RequestOptions } from '../helpers/api';
+import { clientConnectionOptions } from '../../src/temporal-connect';
 
 let ctx: TestContext;
 let worker: SagaWorker;
@@ -422,7 +423,7 @@ describe('POST /orders', () => {
   });
 
   test('Temporal down: 503 unavailable, the lease is released, and a retry on a healthy API heals the same order', async () => {
-    const dead = new Client({ connection: Connection.lazy({ address: '127.0.0.1:1' }) });
+    const dead = new Client({ connection: Connection.lazy(clientConnectionOptions({ address: '127.0.0.1:1' })) });
     const deadApi = await startTestApi(dead);
     try {
       const body = await stockedBody();
@@ -671,7 +672,7 @@ describe('health and readiness', () => {
   });
 
   test('GET /readyz with Temporal unreachable: 503 naming temporal', async () => {
-    const dead = new Client({ connection: Connection.lazy({ address: '127.0.0.1:1' }) });
+    const dead = new Client({ connection: Connection.lazy(clientConnectionOptions({ address: '127.0.0.1:1' })) });
     const deadApi = await startTestApi(dead);
     try {
       const res = await request(deadApi.url, '/readyz');

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { temporalTarget } from '../../src/temporal-connect';
+import { Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor } from '@temporalio/client';
+import { clientConnectionOptions, closedConnectionGuard, temporalTarget } from '../../src/temporal-connect';
 
 const noFile = { TEMPORAL_CONFIG_FILE: path.join(os.tmpdir(), 'sagaflow-no-such-temporal.toml') };
 
@@ -50,4 +51,40 @@ test('a TOML profile supplies what the environment does not', () => {
 
 test('no address anywhere is a clear error', () => {
   expect(() => temporalTarget({ ...noFile })).toThrow(/TEMPORAL_ADDRESS/);
+});
+
+describe('a client connection closed while a call waits to retry', () => {
+  // Nothing listens on port 1: every attempt is refused at once (UNAVAILABLE), so
+  // the call spends its time in the retry interceptor's backoff timer.
+  const unreachable = { address: '127.0.0.1:1' };
+
+  /** The call's outcome, or 'never settled' if it has not settled within a generous bound (a liveness check). */
+  async function outcome(call: Promise<unknown>): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const never = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('never settled'), 15_000)));
+    try {
+      return await Promise.race([call.then(() => 'resolved', (err: Error & { code?: number }) => `rejected ${err.code}: ${err.message}`), never]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  test('the call is rejected as CANCELLED, naming the closed connection, and nothing throws from the retry timer', async () => {
+    const conn = Connection.lazy(clientConnectionOptions(unreachable));
+    const call = conn.withDeadline(Date.now() + 30_000, () => conn.workflowService.getSystemInfo({}));
+    await new Promise((r) => setTimeout(r, 400)); // a few refused attempts in: a retry is pending
+    await conn.close();
+    expect(await outcome(call)).toMatch(/^rejected 1: 1 CANCELLED: the connection to Temporal is closed \(Channel has been shut down\)$/);
+  });
+
+  test('interceptors of the caller replace the default retries and keep the guard inside them', async () => {
+    const retries = makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: 100, initialIntervalMs: () => 50 }));
+    const options = clientConnectionOptions({ ...unreachable, interceptors: [retries] });
+    expect(options.interceptors).toEqual([retries, closedConnectionGuard]);
+    const conn = Connection.lazy(options);
+    const call = conn.withDeadline(Date.now() + 30_000, () => conn.workflowService.getSystemInfo({}));
+    await new Promise((r) => setTimeout(r, 300));
+    await conn.close();
+    expect(await outcome(call)).toMatch(/CANCELLED: the connection to Temporal is closed/);
+  });
 });
