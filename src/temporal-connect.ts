@@ -69,16 +69,30 @@ export async function connectPatiently<C>(
  * settles. That is what happens when the API drains on SIGTERM while a readiness
  * probe is retrying an unreachable Temporal. Placed inside the retry interceptor,
  * this guard turns that throw into a CANCELLED status, which the retry
- * interceptor does not retry, so the caller gets a rejection.
+ * interceptor does not retry, so the caller gets a rejection. (A call made
+ * after the close throws at its first attempt, in the caller's own call, and
+ * is rejected without the guard.)
  */
+const attempted = new WeakSet<object>();
+
 export const closedConnectionGuard: Interceptor = (options, nextCall) => {
+  // Every attempt of one call passes the same options object through the interceptors.
+  if (!attempted.has(options)) {
+    // The first attempt runs in the caller's own call: a throw already reaches the caller as a rejection.
+    attempted.add(options);
+    return new InterceptingCall(nextCall(options));
+  }
   try {
     return new InterceptingCall(nextCall(options));
   } catch (err) {
-    const details = `the connection to Temporal is closed (${(err as Error).message})`;
+    const message = (err as Error).message;
+    // Any other failure to open a call ends it too, as INTERNAL, which is not retried either.
+    const closed = /shut down/i.test(message);
+    const code = closed ? status.CANCELLED : status.INTERNAL;
+    const details = closed ? `the connection to Temporal is closed (${message})` : `the call could not be opened (${message})`;
     return new InterceptingCall({
       start(_metadata, listener) {
-        setImmediate(() => listener?.onReceiveStatus?.({ code: status.CANCELLED, details, metadata: new Metadata() }));
+        setImmediate(() => listener?.onReceiveStatus?.({ code, details, metadata: new Metadata() }));
       },
       sendMessage() {},
       sendMessageWithContext() {},

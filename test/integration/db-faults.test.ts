@@ -58,6 +58,20 @@ describe('the API, the services and a worker under terminated connections', () =
     await admin?.end();
   });
 
+  /** For a failed wait: each unfinished order's status and ledger rows, and the end of each process's output. */
+  async function whereTheyWait(orderIds: string[], procs: Record<string, NodeProcess>): Promise<string> {
+    const orders = await db.query(
+      `SELECT o.id, o.status, o.created_at, o.updated_at,
+              coalesce(json_agg(json_build_object('step', l.step, 'state', l.state, 'attempts', l.attempts, 'at', l.updated_at)
+                       ORDER BY l.created_at) FILTER (WHERE l.key IS NOT NULL), '[]') AS steps
+         FROM orders o LEFT JOIN step_ledger l ON l.workflow_id = 'order-' || o.id
+        WHERE o.id = ANY($1) AND o.status <> 'completed' GROUP BY o.id ORDER BY o.created_at`,
+      [orderIds],
+    );
+    const tails = Object.entries(procs).map(([name, p]) => `--- ${name} (last lines)\n${p.output().split('\n').slice(-40).join('\n')}`);
+    return [`now ${new Date().toISOString()}; unfinished orders:`, JSON.stringify(orders.rows, null, 1), ...tails].join('\n');
+  }
+
   /** Terminates every connection to the test database but the admin's, and returns how many. */
   async function terminateAll(): Promise<number> {
     const res = await admin.query(
@@ -131,7 +145,14 @@ describe('the API, the services and a worker under terminated connections', () =
       // backoff) through terminated connections, and another test file may share the machine.
       720,
       250,
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}\n${await whereTheyWait(orderIds, { services, api, worker })}`);
+    });
+    const took = await db.query<{ s: number }>(
+      `SELECT extract(epoch FROM updated_at - created_at)::float AS s FROM orders WHERE id = ANY($1) ORDER BY created_at`,
+      [orderIds],
     );
+    console.log(`[db-faults] seconds from order to completion: ${took.rows.map((r) => r.s.toFixed(1)).join(' ')}`);
     // Nothing exited; no answer was a server error.
     for (const p of [services, api, worker]) expect(p.child.exitCode).toBeNull();
     expect(statuses.filter((s) => s >= 500 && s !== 503)).toEqual([]);

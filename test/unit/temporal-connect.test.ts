@@ -77,6 +77,12 @@ describe('a client connection closed while a call waits to retry', () => {
     expect(await outcome(call)).toMatch(/^rejected 1: 1 CANCELLED: the connection to Temporal is closed \(Channel has been shut down\)$/);
   });
 
+  test('a call made after the close is rejected at once, as without the guard', async () => {
+    const conn = Connection.lazy(clientConnectionOptions(unreachable));
+    await conn.close();
+    expect(await outcome(conn.workflowService.getSystemInfo({}))).toBe('rejected undefined: Channel has been shut down');
+  });
+
   test('interceptors of the caller replace the default retries and keep the guard inside them', async () => {
     const retries = makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: 100, initialIntervalMs: () => 50 }));
     const options = clientConnectionOptions({ ...unreachable, interceptors: [retries] });
