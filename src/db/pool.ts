@@ -16,6 +16,13 @@ export function createPool(opts: PoolOptions): Pool {
   const pool = new Pool(config);
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
+  // Nor may a client's error in the moment it changes hands. pg-pool takes its own listener off a
+  // client as it hands it over, and the taker's comes a tick later; a client released inside a
+  // socket read (pool.query releases in its callback) goes straight to a waiting connect(), and a
+  // terminate message in the same read is then emitted with no listener at all: an uncaught
+  // exception. With this listener for the client's whole life, the error only leaves the client
+  // unqueryable: its next query fails as a connection error and the client is discarded.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

@@ -32,6 +32,21 @@ test('a transaction whose connection is terminated fails; the process lives on a
   expect(result.after).toBe(1);
 });
 
+test('a busy pool whose connections are terminated over and over: the process lives, every failure is a connection error, and work goes on', async () => {
+  // Clients released inside a socket read go straight to waiting callers; a terminate message in
+  // the same read once reached such a client before its taker listened, and ended the process.
+  const script = path.resolve(__dirname, '../helpers/scripts/terminate-under-load.ts');
+  const { stdout } = await run(process.execPath, ['-r', 'ts-node/register/transpile-only', script], {
+    env: { ...process.env, DATABASE_URL: databaseUrl(), LOAD_MS: '5000' },
+    timeout: 60_000,
+  });
+  const result = JSON.parse(stdout.trim()) as { succeeded: number; terminated: number; failures: string[] };
+  expect(result.terminated).toBeGreaterThan(20);
+  expect(result.succeeded).toBeGreaterThan(100);
+  expect(result.failures.length).toBeGreaterThan(0);
+  for (const f of result.failures) expect(f).toMatch(/^connection: /);
+});
+
 describe('the API, the services and a worker under terminated connections', () => {
   const dbName = `faults_${randomBytes(4).toString('hex')}`;
   let dbUrl: string;
@@ -107,7 +122,16 @@ describe('the API, the services and a worker under terminated connections', () =
     const statuses: number[] = [];
     let terminated = 0;
     const orderIds: string[] = [];
+    // A run that takes far longer than usual (18-20 s) says where it stands, whatever it waits on.
+    let phase = 'placing orders';
+    const watchdog = setTimeout(() => {
+      void whereTheyWait(orderIds, { services, api, worker }).then(
+        (where) => console.log(`[db-faults] still ${phase} after 100 s; statuses so far ${statuses.join(' ')}\n${where}`),
+        (err: Error) => console.log(`[db-faults] still ${phase} after 100 s; could not read the rows: ${err.message}`),
+      );
+    }, 100_000);
     for (let i = 0; i < 8; i++) {
+      phase = `placing order ${i}`;
       terminated += await terminateAll();
       const key = uniqueId('key');
       const body = {
@@ -134,9 +158,16 @@ describe('the API, the services and a worker under terminated connections', () =
       terminated += await terminateAll();
     }
     expect(terminated).toBeGreaterThanOrEqual(8);
+    phase = 'waiting for every order to complete';
 
     await eventually(
       async () => {
+        // A process that died cannot finish the sagas: say so now, not at the end of the wait.
+        for (const [name, p] of Object.entries({ services, api, worker })) {
+          if (p.child.exitCode !== null || p.child.signalCode !== null) {
+            throw new Error(`${name} exited (${p.child.exitCode ?? p.child.signalCode}):\n${p.output().split('\n').slice(-40).join('\n')}`);
+          }
+        }
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM orders WHERE id = ANY($1) AND status = 'completed'`, [orderIds]);
         return rows[0]!.n === orderIds.length ? true : undefined;
       },
@@ -152,6 +183,7 @@ describe('the API, the services and a worker under terminated connections', () =
       `SELECT extract(epoch FROM updated_at - created_at)::float AS s FROM orders WHERE id = ANY($1) ORDER BY created_at`,
       [orderIds],
     );
+    clearTimeout(watchdog);
     console.log(`[db-faults] seconds from order to completion: ${took.rows.map((r) => r.s.toFixed(1)).join(' ')}`);
     // Nothing exited; no answer was a server error.
     for (const p of [services, api, worker]) expect(p.child.exitCode).toBeNull();
@@ -159,5 +191,5 @@ describe('the API, the services and a worker under terminated connections', () =
     for (const id of orderIds) expect((await reconcileOrder(db, id)).problems).toEqual([]);
     const pending = await db.query(`SELECT key FROM step_ledger WHERE state = 'pending'`);
     expect(pending.rows).toEqual([]);
-  });
+  }, 300_000);
 });
