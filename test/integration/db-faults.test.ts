@@ -41,8 +41,8 @@ test('a busy pool whose connections are terminated over and over: the process li
     timeout: 60_000,
   });
   const result = JSON.parse(stdout.trim()) as { succeeded: number; terminated: number; failures: string[] };
-  expect(result.terminated).toBeGreaterThan(20);
-  expect(result.succeeded).toBeGreaterThan(100);
+  expect(result.terminated).toBeGreaterThan(10);
+  expect(result.succeeded).toBeGreaterThan(10);
   expect(result.failures.length).toBeGreaterThan(0);
   for (const f of result.failures) expect(f).toMatch(/^connection: /);
 });

@@ -12,7 +12,11 @@ import { createPool, inTransaction, isConnectionError } from '../../../src/db/po
 async function main(): Promise<void> {
   const url = process.env.DATABASE_URL!;
   const durationMs = Number(process.env.LOAD_MS ?? 5000);
-  const db = createPool({ connectionString: url, max: 2 });
+  // Only this pool's connections are terminated: other test files share the database.
+  const name = `terminate-under-load-${process.pid}`;
+  const u = new URL(url);
+  u.searchParams.set('application_name', name);
+  const db = createPool({ connectionString: u.toString(), max: 2 });
   const admin = new Client({ connectionString: url });
   await admin.connect();
   let stop = false;
@@ -20,8 +24,8 @@ async function main(): Promise<void> {
   const terminator = (async () => {
     while (!stop) {
       const res = await admin.query<{ n: number }>(
-        `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+        `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = $1`,
+        [name],
       );
       terminated += res.rows[0]!.n;
       await new Promise((r) => setTimeout(r, 5 + Math.random() * 30));
