@@ -59,6 +59,9 @@ export async function connectPatiently<C>(
   }
 }
 
+/** The calls closedConnectionGuard has seen: every attempt of one call passes the same options object. */
+const attempted = new WeakSet<object>();
+
 /**
  * Ends a call whose retry finds its connection closed, instead of letting it throw.
  *
@@ -73,10 +76,7 @@ export async function connectPatiently<C>(
  * after the close throws at its first attempt, in the caller's own call, and
  * is rejected without the guard.)
  */
-const attempted = new WeakSet<object>();
-
 export const closedConnectionGuard: Interceptor = (options, nextCall) => {
-  // Every attempt of one call passes the same options object through the interceptors.
   if (!attempted.has(options)) {
     // The first attempt runs in the caller's own call: a throw already reaches the caller as a rejection.
     attempted.add(options);
