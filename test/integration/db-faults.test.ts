@@ -19,13 +19,23 @@ import { spawnNode, spawnWorker, type NodeProcess } from '../helpers/worker-proc
 
 const run = promisify(execFile);
 
-test('a transaction whose connection is terminated fails; the process lives on and the pool reconnects', async () => {
-  const script = path.resolve(__dirname, '../helpers/scripts/terminate-in-transaction.ts');
+/** Runs one of test/helpers/scripts against the test database as its own process, and parses the JSON line it prints. */
+async function runScript<T>(name: string, env: Record<string, string> = {}): Promise<T> {
+  const script = path.resolve(__dirname, '../helpers/scripts', name);
   const { stdout } = await run(process.execPath, ['-r', 'ts-node/register/transpile-only', script], {
-    env: { ...process.env, DATABASE_URL: databaseUrl() },
+    env: { ...process.env, DATABASE_URL: databaseUrl(), ...env },
     timeout: 60_000,
   });
-  const result = JSON.parse(stdout.trim()) as Record<string, unknown>;
+  return JSON.parse(stdout.trim()) as T;
+}
+
+/** The last lines a process printed. */
+function tail(p: NodeProcess): string {
+  return p.output().split('\n').slice(-40).join('\n');
+}
+
+test('a transaction whose connection is terminated fails; the process lives on and the pool reconnects', async () => {
+  const result = await runScript<Record<string, unknown>>('terminate-in-transaction.ts');
   expect(result.between).toMatch(/^failed: /);
   expect(result.during).toMatch(/^failed: 57P01 /);
   expect(result.idle).toBe('committed');
@@ -35,12 +45,7 @@ test('a transaction whose connection is terminated fails; the process lives on a
 test('a busy pool whose connections are terminated over and over: the process lives, every failure is a connection error, and work goes on', async () => {
   // Clients released inside a socket read go straight to waiting callers; a terminate message in
   // the same read once reached such a client before its taker listened, and ended the process.
-  const script = path.resolve(__dirname, '../helpers/scripts/terminate-under-load.ts');
-  const { stdout } = await run(process.execPath, ['-r', 'ts-node/register/transpile-only', script], {
-    env: { ...process.env, DATABASE_URL: databaseUrl(), LOAD_MS: '5000' },
-    timeout: 60_000,
-  });
-  const result = JSON.parse(stdout.trim()) as { succeeded: number; terminated: number; failures: string[] };
+  const result = await runScript<{ succeeded: number; terminated: number; failures: string[] }>('terminate-under-load.ts', { LOAD_MS: '5000' });
   expect(result.terminated).toBeGreaterThan(10);
   expect(result.succeeded).toBeGreaterThan(10);
   expect(result.failures.length).toBeGreaterThan(0);
@@ -53,6 +58,8 @@ describe('the API, the services and a worker under terminated connections', () =
   let db: Db;
   let admin: PgClient;
   const procs: NodeProcess[] = [];
+  /** Prints where a slow run stands; cleared however the test ends. */
+  let watchdog: NodeJS.Timeout | undefined;
 
   beforeAll(async () => {
     admin = new PgClient({ connectionString: databaseUrl() });
@@ -66,6 +73,7 @@ describe('the API, the services and a worker under terminated connections', () =
   });
 
   afterAll(async () => {
+    clearTimeout(watchdog);
     for (const p of procs) p.child.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
     await db?.end();
@@ -83,7 +91,7 @@ describe('the API, the services and a worker under terminated connections', () =
         WHERE o.id = ANY($1) AND o.status <> 'completed' GROUP BY o.id ORDER BY o.created_at`,
       [orderIds],
     );
-    const tails = Object.entries(procs).map(([name, p]) => `--- ${name} (last lines)\n${p.output().split('\n').slice(-40).join('\n')}`);
+    const tails = Object.entries(procs).map(([name, p]) => `--- ${name} (last lines)\n${tail(p)}`);
     return [`now ${new Date().toISOString()}; unfinished orders:`, JSON.stringify(orders.rows, null, 1), ...tails].join('\n');
   }
 
@@ -124,7 +132,7 @@ describe('the API, the services and a worker under terminated connections', () =
     const orderIds: string[] = [];
     // A run that takes far longer than usual (18-20 s) says where it stands, whatever it waits on.
     let phase = 'placing orders';
-    const watchdog = setTimeout(() => {
+    watchdog = setTimeout(() => {
       void whereTheyWait(orderIds, { services, api, worker }).then(
         (where) => console.log(`[db-faults] still ${phase} after 100 s; statuses so far ${statuses.join(' ')}\n${where}`),
         (err: Error) => console.log(`[db-faults] still ${phase} after 100 s; could not read the rows: ${err.message}`),
@@ -165,7 +173,7 @@ describe('the API, the services and a worker under terminated connections', () =
         // A process that died cannot finish the sagas: say so now, not at the end of the wait.
         for (const [name, p] of Object.entries({ services, api, worker })) {
           if (p.child.exitCode !== null || p.child.signalCode !== null) {
-            throw new Error(`${name} exited (${p.child.exitCode ?? p.child.signalCode}):\n${p.output().split('\n').slice(-40).join('\n')}`);
+            throw new Error(`${name} exited (${p.child.exitCode ?? p.child.signalCode}):\n${tail(p)}`);
           }
         }
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM orders WHERE id = ANY($1) AND status = 'completed'`, [orderIds]);
