@@ -27,7 +27,14 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
       });
     },
 
-    async cancelOrder(input: UndoInput & { status: 'cancelled' | 'failed'; reason: string }): Promise<{ changed: boolean }> {
+    /**
+     * Closes the order as `cancelled` or `failed`, with the reason, both from the saga's cause.
+     * Undos scheduled before the cause was added carry `status` and `reason` themselves.
+     */
+    async cancelOrder(input: UndoInput & { status?: 'cancelled' | 'failed'; reason?: string }): Promise<{ changed: boolean }> {
+      const { cause } = input;
+      const status = cause ? (cause.cancelled ? 'cancelled' : 'failed') : (input.status ?? 'failed');
+      const reason = cause ? `${cause.failure.type}: ${cause.failure.message}` : (input.reason ?? '');
       return record.localUndo(input.key, input, async (tx, { key }) => {
         // The row may have been written by the API before this saga's record step ever ran (a cancel
         // can arrive first), so ownership is the row's own word, not the forward step's ledger entry:
@@ -35,7 +42,7 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
         const res = await tx.query(
           `UPDATE orders SET status = $2, failure_reason = $3, updated_at = now()
             WHERE id = $1 AND status = 'pending' AND workflow_id = $4`,
-          [input.orderId, input.status, storableText(input.reason), parseStepKey(key).workflowId],
+          [input.orderId, status, storableText(reason), parseStepKey(key).workflowId],
         );
         return { changed: res.rowCount === 1 };
       });

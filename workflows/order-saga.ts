@@ -14,7 +14,7 @@ import {
 import type { SagaMetricsSinks } from './order/metrics-sinks';
 import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attributes';
 import type { SagaActivities } from '../activities';
-import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from './saga';
+import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type CompensationContext, type SagaStatus } from './saga';
 import { queueName, type ActivitySystem } from './order/queues';
 import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, localStep } from './order/activity-options';
 import { Step } from './order/steps';
@@ -37,7 +37,13 @@ function system(role: ActivitySystem, options: ActivityOptions) {
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const keys = sagaKeys(workflowInfo().workflowId);
   const key = keys.step;
-  const undoKeys = (step: string) => ({ key: keys.undo(step), orderId: order.orderId });
+  // Every undo carries the saga's cause: the ledger records it on the tombstone, so a workflow task
+  // retried after it was lost unwinds for the same cause (it is recorded, never fingerprinted).
+  const undoInput = (step: string, cause: CompensationContext) => ({
+    key: keys.undo(step),
+    orderId: order.orderId,
+    cause: { cancelled: cause.cancelled, failure: cause.failure },
+  });
   const { orderId } = order;
 
   // Sagas started since this patch run their database-only steps (and their undos) as local
@@ -98,19 +104,15 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
       kind: 'compensatable',
       local: inWorkflowWorker,
       run: () => local.orders.recordOrder({ key: key(Step.recordOrder), order }),
-      undo: (ctx) =>
-        undo.orders.cancelOrder({
-          ...undoKeys(Step.recordOrder),
-          status: ctx.cancelled ? 'cancelled' : 'failed',
-          reason: `${ctx.failure.type}: ${ctx.failure.message}`,
-        }),
+      // The order's status and reason come from the cause: the undo's input names only the order.
+      undo: (ctx) => undo.orders.cancelOrder(undoInput(Step.recordOrder, ctx)),
     });
     await saga.step({
       name: Step.reserveInventory,
       kind: 'compensatable',
       local: inWorkflowWorker,
       run: () => local.inventory.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
-      undo: () => undo.inventory.releaseInventory(undoKeys(Step.reserveInventory)),
+      undo: (ctx) => undo.inventory.releaseInventory(undoInput(Step.reserveInventory, ctx)),
     });
     // Added after sagas were already running: those replay on the old path, without it.
     // Life cycle (docs/versioning.md): patched -> deprecatePatch -> plain code.
@@ -121,7 +123,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
         local: inWorkflowWorker,
         run: () =>
           local.orders.checkFraud({ key: key(Step.fraudCheck), orderId, amount: order.amount, paymentToken: order.paymentToken }),
-        undo: () => undo.orders.voidFraudCheck(undoKeys(Step.fraudCheck)),
+        undo: (ctx) => undo.orders.voidFraudCheck(undoInput(Step.fraudCheck, ctx)),
       });
     }
     const charge = await saga.step({
@@ -134,7 +136,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
           amount: order.amount,
           paymentToken: order.paymentToken,
         }),
-      undo: () => undo.payments.refundPayment(undoKeys(Step.chargePayment)),
+      undo: (ctx) => undo.payments.refundPayment(undoInput(Step.chargePayment, ctx)),
     });
     // Creating the label is the point of no return. Its undo only voids a label
     // whose creation failed or timed out, so a late one can never ship.
@@ -148,7 +150,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
           address: order.shippingAddress,
           items: order.items,
         }),
-      undo: () => undo.shipping.voidShipment(undoKeys(Step.createShipment)),
+      undo: (ctx) => undo.shipping.voidShipment(undoInput(Step.createShipment, ctx)),
     });
     await saga.step({
       name: Step.completeOrder,

@@ -2,6 +2,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Db, Tx } from '../db/pool';
 import { inTransaction as runInTransaction, isPermanentDataError } from '../db/pool';
 import { assertStepName, InvalidStepKeyError, parseStepKey, type StepKey } from '../../workflows/saga/keys';
+import { isSagaCause, STEP_CANCELLED, type RecordedCauseDetail, type SagaCause } from '../../workflows/saga/failures';
 import { fingerprint } from './fingerprint';
 
 /**
@@ -15,14 +16,27 @@ import { fingerprint } from './fingerprint';
  * after it applies nothing. The same key with another input (by fingerprint) is
  * a conflict. Failures cross Temporal as ApplicationFailures typed with
  * LedgerFailure.
+ *
+ * A workflow task can be lost after its local steps committed (a worker killed,
+ * a task timed out); the retried task runs them again, and must reach the same
+ * decisions. So every attempt answers what was recorded for its step, its
+ * result or its business failure, even after a compensation tombstoned it (the
+ * tombstone keeps the state it replaced, and applies nothing). An attempt that
+ * finds no answer recorded, under a tombstone or in a saga that has started
+ * compensating, fails with StepCancelled carrying the cause the compensation
+ * recorded (an undo's input `cause`), and the saga helper unwinds for that
+ * cause. `cause` is recorded, never fingerprinted: it says why, not what.
  */
 
 /** Failure types the ledger raises; matched by these strings, never by class. */
 export const LedgerFailure = {
   /** The same key was used with a different input. */
   IdempotencyConflict: 'IdempotencyConflict',
-  /** The step was compensated before this attempt: it applies nothing. */
-  StepCancelled: 'StepCancelled',
+  /**
+   * The step was compensated before this attempt, which found no answer recorded for it: it applies
+   * nothing. Its details carry the saga's recorded cause ({ sagaCause }) when the compensation gave one.
+   */
+  StepCancelled: STEP_CANCELLED,
   /** PostgreSQL refused the step's data (SQLSTATE class 22 or 23): no retry can change that. */
   DataRejected: 'DataRejected',
   /** The key is not a key of this step (or not a step key at all). */
@@ -47,6 +61,10 @@ export interface LedgerEntry<R = unknown> {
   state: StepState;
   result: R | null;
   error: RecordedFailure | null;
+  /** For a tombstone: the state it replaced (null if the step never ran). */
+  undone: Exclude<StepState, 'cancelled'> | null;
+  /** For a tombstone: why its saga compensated, as the compensation said. */
+  cause: SagaCause | null;
 }
 
 /**
@@ -100,7 +118,10 @@ export interface StepLedger {
   readonly step: string;
   /** A local step: the effect and its record in one transaction, or neither. */
   local<T>(key: string, input: unknown, effect: (tx: Tx) => Promise<T>): Promise<T>;
-  /** A local compensation: tombstones the forward step and undoes its effect in one transaction. */
+  /**
+   * A local compensation: tombstones the forward step and undoes its effect in one transaction.
+   * An input's `cause` (the saga's CompensationContext) is recorded on the tombstone, not fingerprinted.
+   */
   localUndo<T, F = unknown>(key: string, input: unknown, undo: (tx: Tx, ctx: UndoContext<F>) => Promise<T>): Promise<T>;
   /** A step whose effect lives in another service: pending → call → confirmed. */
   external<R>(key: string, input: unknown, step: ExternalStep<R>): Promise<R>;
@@ -176,10 +197,20 @@ interface Row {
   state: StepState;
   result: unknown;
   error: RecordedFailure | null;
+  undone: Exclude<StepState, 'cancelled'> | null;
+  cause: unknown;
 }
 
-const SELECT_ROW = `SELECT key, workflow_id, step, fingerprint, state, result, error
-                      FROM step_ledger WHERE key = $1`;
+const COLUMNS = 'key, workflow_id, step, fingerprint, state, result, error, undone, cause';
+const SELECT_ROW = `SELECT ${COLUMNS} FROM step_ledger WHERE key = $1`;
+
+/**
+ * Inserts a forward step's row unless its saga has started compensating (any tombstone among its
+ * rows): from then on no forward step of that saga may apply, whichever task or attempt runs it.
+ * $1 key, $2 workflow ID, $3 step, $4 fingerprint; the caller adds state and its own columns.
+ */
+const UNLESS_COMPENSATING = `WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = $2 AND state = 'cancelled')
+  ON CONFLICT (key) DO NOTHING RETURNING key`;
 
 function toEntry(row: Row): LedgerEntry {
   return {
@@ -190,6 +221,8 @@ function toEntry(row: Row): LedgerEntry {
     state: row.state,
     result: row.result,
     error: row.error,
+    undone: row.undone,
+    cause: isSagaCause(row.cause) ? row.cause : null,
   };
 }
 
@@ -205,20 +238,46 @@ function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
   }
 }
 
+/**
+ * Claims a key with a 'pending' row, or returns the row already there. A forward key is not claimed
+ * once its saga has started compensating: that throws StepCancelled with the saga's cause.
+ */
 async function claim(tx: Tx, ref: StepKey, fp: string): Promise<Row | null> {
   // The insert is the lock: a concurrent duplicate waits here until this
   // transaction ends, then finds the committed row and replays it.
   const inserted = await tx.query(
-    `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
-     VALUES ($1, $2, $3, $4, 'pending')
-     ON CONFLICT (key) DO NOTHING RETURNING key`,
+    ref.undo
+      ? `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
+         VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (key) DO NOTHING RETURNING key`
+      : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
+         SELECT $1, $2, $3, $4, 'pending' ${UNLESS_COMPENSATING}`,
     [ref.key, ref.workflowId, ref.step, fp],
   );
   if (inserted.rowCount === 1) return null;
   const existing = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.key]);
   const row = existing.rows[0];
-  if (!row) throw new Error(`ledger row ${ref.key} vanished`);
+  if (!row) throw cancelled(ref.key, await sagaCause(tx, ref.workflowId));
   return row;
+}
+
+/** The cause recorded by the saga's compensation, if it has started one and gave a cause. */
+async function sagaCause(db: Db | Tx, workflowId: string): Promise<SagaCause | null> {
+  const res = await db.query<{ cause: unknown }>(
+    `SELECT cause FROM step_ledger WHERE workflow_id = $1 AND state = 'cancelled' AND cause IS NOT NULL
+      ORDER BY updated_at, key LIMIT 1`,
+    [workflowId],
+  );
+  const cause = res.rows[0]?.cause;
+  return isSagaCause(cause) ? cause : null;
+}
+
+/** An undo input's `cause`, apart from what identifies the undo (which alone is fingerprinted). */
+function splitCause(input: unknown): { identity: unknown; cause: SagaCause | null } {
+  if (input === null || typeof input !== 'object' || Array.isArray(input) || !('cause' in input)) {
+    return { identity: input, cause: null };
+  }
+  const { cause, ...identity } = input as { cause?: unknown };
+  return { identity, cause: isSagaCause(cause) ? { cancelled: cause.cancelled, failure: { type: cause.failure.type, message: cause.failure.message } } : null };
 }
 
 function conflict(ref: StepKey): ApplicationFailure {
@@ -228,19 +287,30 @@ function conflict(ref: StepKey): ApplicationFailure {
   );
 }
 
-function cancelled(key: string): ApplicationFailure {
-  return ApplicationFailure.nonRetryable(
-    `step ${key} was compensated; this late attempt applies nothing`,
-    LedgerFailure.StepCancelled,
-  );
+function cancelled(key: string, cause: SagaCause | null): ApplicationFailure {
+  const detail: RecordedCauseDetail | undefined = cause ? { sagaCause: cause } : undefined;
+  return ApplicationFailure.create({
+    message: `step ${key} was compensated${cause ? ` (${cause.cancelled ? 'cancelled' : `${cause.failure.type}: ${cause.failure.message}`})` : ''}; this late attempt applies nothing`,
+    type: LedgerFailure.StepCancelled,
+    nonRetryable: true,
+    details: detail ? [detail] : undefined,
+  });
 }
 
-/** Returns the recorded result or rethrows the recorded business failure. */
+/**
+ * Returns the recorded result or rethrows the recorded business failure, also
+ * through a tombstone: an attempt of a step undone since (a workflow task retried
+ * after it was lost) gets the answer the first attempt got, and applies nothing.
+ * A tombstone with no answer under it fails the attempt with StepCancelled.
+ */
 function replay<T>(row: Row, ref: StepKey, fp: string, hooks: LedgerHooks): T {
-  if (row.state === 'cancelled') throw cancelled(ref.key);
+  const state = row.state === 'cancelled' ? row.undone : row.state;
+  if (row.state === 'cancelled' && (state === null || state === 'pending')) {
+    throw cancelled(ref.key, isSagaCause(row.cause) ? row.cause : null);
+  }
   if (row.fingerprint !== null && row.fingerprint !== fp) throw conflict(ref);
   hooks.onReplay?.(ref.step, ref.key);
-  if (row.state === 'failed') {
+  if (state === 'failed') {
     const e = row.error ?? { type: 'Unknown', message: 'failed' };
     throw ApplicationFailure.create({ message: e.message, type: e.type, nonRetryable: true, details: e.details });
   }
@@ -260,8 +330,7 @@ function asBusinessFailure(err: unknown): RecordedFailure | null {
 async function recordFailure(db: Db, ref: StepKey, fp: string, failure: RecordedFailure): Promise<boolean> {
   const res = await db.query(
     `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, error)
-     VALUES ($1, $2, $3, $4, 'failed', $5)
-     ON CONFLICT (key) DO NOTHING RETURNING key`,
+     SELECT $1, $2, $3, $4, 'failed', $5::jsonb ${UNLESS_COMPENSATING}`,
     [ref.key, ref.workflowId, ref.step, fp, failure],
   );
   return res.rowCount === 1;
@@ -290,27 +359,25 @@ async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx
       const result = await effect(tx);
       const inserted = await tx.query(
         `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
-         VALUES ($1, $2, $3, $4, 'completed', $5)
-         ON CONFLICT (key) DO NOTHING RETURNING key`,
+         SELECT $1, $2, $3, $4, 'completed', $5::jsonb ${UNLESS_COMPENSATING}`,
         [ref.key, ref.workflowId, ref.step, fp, JSON.stringify(result ?? null)],
       );
       if (inserted.rowCount !== 1) throw new KeyTaken();
       return result;
     });
   } catch (err) {
-    if (err instanceof KeyTaken) {
+    // The key is taken, or the saga has started compensating: the record answers, or the saga's cause.
+    const answer = async (): Promise<T> => {
       const row = await recorded();
-      if (!row) throw new Error(`ledger row ${ref.key} vanished`);
+      if (!row) throw cancelled(ref.key, await sagaCause(db, ref.workflowId));
       return replay<T>(row, ref, fp, hooks);
-    }
+    };
+    if (err instanceof KeyTaken) return answer();
     const failure = asBusinessFailure(err);
     // The transaction rolled back, effect and all; record the business failure on
     // its own so a duplicate replays the same answer. If the key is already taken,
     // this attempt was the duplicate: the record answers it.
-    if (failure && !(await recordFailure(db, ref, fp, failure))) {
-      const row = await recorded();
-      if (row) return replay<T>(row, ref, fp, hooks);
-    }
+    if (failure && !(await recordFailure(db, ref, fp, failure))) return answer();
     throw err;
   }
 }
@@ -319,20 +386,25 @@ async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx
  * Tombstones the forward key inside tx and returns what it was before:
  * null if the forward step never ran (it now never will).
  */
-async function tombstone(tx: Tx, ref: StepKey): Promise<Row | null> {
+async function tombstone(tx: Tx, ref: StepKey, cause: SagaCause | null): Promise<Row | null> {
   for (;;) {
     const locked = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.forwardKey]);
     const prev = locked.rows[0];
     if (prev) {
-      if (prev.state !== 'cancelled') {
-        await tx.query(`UPDATE step_ledger SET state = 'cancelled', updated_at = now() WHERE key = $1`, [ref.forwardKey]);
-      }
+      // The tombstone keeps the state it replaces (its result or error stay too), and the first cause given.
+      await tx.query(
+        `UPDATE step_ledger
+            SET undone = CASE WHEN state = 'cancelled' THEN undone ELSE state END,
+                state = 'cancelled', cause = COALESCE(cause, $2), updated_at = now()
+          WHERE key = $1 AND (state <> 'cancelled' OR (cause IS NULL AND $2::jsonb IS NOT NULL))`,
+        [ref.forwardKey, cause],
+      );
       return prev;
     }
     const inserted = await tx.query(
-      `INSERT INTO step_ledger (key, workflow_id, step, state) VALUES ($1, $2, $3, 'cancelled')
+      `INSERT INTO step_ledger (key, workflow_id, step, state, cause) VALUES ($1, $2, $3, 'cancelled', $4)
        ON CONFLICT (key) DO NOTHING RETURNING key`,
-      [ref.forwardKey, ref.workflowId, ref.step],
+      [ref.forwardKey, ref.workflowId, ref.step, cause],
     );
     if (inserted.rowCount === 1) return null;
     // A forward attempt committed between our read and insert: lock it and undo it.
@@ -346,11 +418,12 @@ async function runLocalUndo<T, F>(
   undo: (tx: Tx, ctx: UndoContext<F>) => Promise<T>,
   hooks: LedgerHooks,
 ): Promise<T> {
-  const fp = fingerprint(input);
+  const { identity, cause } = splitCause(input);
+  const fp = fingerprint(identity);
   return inTransaction(db, async (tx) => {
     const existing = await claim(tx, ref, fp);
     if (existing) return replay<T>(existing, ref, fp, hooks);
-    const prev = await tombstone(tx, ref);
+    const prev = await tombstone(tx, ref, cause);
     const result = await undo(tx, { key: ref.key, forwardKey: ref.forwardKey, forward: forwardOutcome<F>(prev) });
     await tx.query(
       `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now() WHERE key = $1`,
@@ -404,12 +477,13 @@ async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: Ex
 }
 
 async function runExternalUndo<R, F>(db: Db, ref: StepKey, input: unknown, undo: ExternalUndo<R, F>, hooks: LedgerHooks): Promise<R> {
-  const fp = fingerprint(input);
+  const { identity, cause } = splitCause(input);
+  const fp = fingerprint(identity);
   const first = await inTransaction(db, async (tx): Promise<{ done: Row } | { forward: ForwardOutcome<F> }> => {
     const existing = await claim(tx, ref, fp);
     if (existing && existing.state !== 'pending') return { done: existing };
     if (existing && existing.fingerprint !== fp) throw conflict(ref);
-    return { forward: forwardOutcome<F>(await tombstone(tx, ref)) };
+    return { forward: forwardOutcome<F>(await tombstone(tx, ref, cause)) };
   });
   if ('done' in first) return replay<R>(first.done, ref, fp, hooks);
 
@@ -428,8 +502,7 @@ async function runExternalUndo<R, F>(db: Db, ref: StepKey, input: unknown, undo:
 
 async function readLedger(db: Db, workflowId: string): Promise<LedgerEntry[]> {
   const res = await db.query<Row>(
-    `SELECT key, workflow_id, step, fingerprint, state, result, error
-       FROM step_ledger WHERE workflow_id = $1 ORDER BY created_at, key`,
+    `SELECT ${COLUMNS} FROM step_ledger WHERE workflow_id = $1 ORDER BY created_at, key`,
     [workflowId],
   );
   return res.rows.map(toEntry);

@@ -132,6 +132,7 @@ describe('every accepted cancel closes its order', () => {
     await lock.query('LOCK TABLE step_ledger IN EXCLUSIVE MODE');
     let handle;
     let order;
+    let cancel: ReturnType<typeof post> | undefined;
     try {
       order = await createOrder(url);
       handle = ctx.client.workflow.getHandle(orderWorkflowId(order.id));
@@ -139,13 +140,18 @@ describe('every accepted cancel closes its order', () => {
         async () => ((await handle!.query(statusQuery)).currentStep === Step.recordOrder ? true : undefined),
         'record-order to be in flight',
       );
-      expect((await post(url, `/orders/${order.id}/cancel`, { reason: 'too slow' })).status).toBe(202);
+      // A cancel that comes while only local steps run is answered once they have: they may meet a
+      // failure that already decided how the saga ends. Nothing is answered while the ledger is locked.
+      cancel = post(url, `/orders/${order.id}/cancel`, { reason: 'too slow' });
+      const early = await Promise.race([cancel.then((r) => r.status), new Promise((r) => setTimeout(() => r('unanswered'), 1500))]);
+      expect(early).toBe('unanswered');
       // Nothing can touch the row while the ledger is locked: not the step, not its undo.
       expect((await orderRow(order.id))!.status).toBe('pending');
     } finally {
       await lock.query('COMMIT');
       lock.release();
     }
+    expect((await cancel!).status).toBe(202);
     expect((await handle.result()).status).toBe('cancelled');
     expect((await orderRow(order.id))!.status).toBe('cancelled');
     expect(await ledgerState(`${handle.workflowId}/${Step.recordOrder}`)).toBe('cancelled');

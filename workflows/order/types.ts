@@ -1,4 +1,5 @@
 /** Shapes shared by the workflow, the activities and the callers. Types only. */
+import type { SagaCause } from '../saga/failures';
 
 export interface OrderItem {
   sku: string;
@@ -45,5 +46,9 @@ export interface StepInput {
   orderId: string;
 }
 
-/** A compensation's input: `key` is `<workflowId>/<step>/undo`; the forward key is parsed from it. */
-export type UndoInput = StepInput;
+/**
+ * A compensation's input: `key` is `<workflowId>/<step>/undo`; the forward key is parsed from it.
+ * `cause` is why the saga compensates; the ledger records it and leaves it out of the fingerprint.
+ * Absent in undos scheduled before it was added.
+ */
+export type UndoInput = StepInput & { cause?: SagaCause };

@@ -10,7 +10,7 @@ import {
   type QueryDefinition,
 } from '@temporalio/workflow';
 import type { UpdateDefinition } from '@temporalio/common';
-import { describeFailure, isNonRetryable, SagaFailure } from './failures';
+import { describeFailure, isNonRetryable, recordedCause, SagaFailure, type SagaCause, type SagaFailureInfo } from './failures';
 
 /**
  * A generic saga (Garcia-Molina & Salem, 1987) for Temporal workflows.
@@ -36,6 +36,13 @@ export const UNDO_ABANDONED_STEP_PATCH = 'saga-undo-abandoned-step';
 /** Marks sagas whose local steps run through a cancel, up to the next step that is not local. */
 export const LOCAL_STEPS_THROUGH_CANCEL_PATCH = 'saga-local-steps-through-cancel';
 
+/**
+ * Marks sagas that answer a cancel by what it came to: a cancel that arrives while only local steps
+ * run (or before any step) is answered once the saga knows whether it unwinds for it or for a
+ * failure those steps met first.
+ */
+export const CANCEL_ANSWERED_BY_OUTCOME_PATCH = 'saga-cancel-answered-by-outcome';
+
 /** What a step definition's run resolves to. */
 export type StepResult<D> = D extends StepDefinition<infer R> ? R : never;
 
@@ -51,13 +58,15 @@ export interface CancelResponse {
 
 export type StepKind = 'compensatable' | 'pivot' | 'retriable';
 
-/** Why a saga unwound: the failure type and message of what stopped it. */
-export interface SagaFailureInfo {
-  type: string;
-  message: string;
-}
+export type { SagaCause, SagaFailureInfo };
 
-export interface CompensationContext {
+/**
+ * What an undo is told: why the saga compensates. Pass it on in the undo's input as `cause`
+ * (`undo: (ctx) => acts.refund({ key, cause: ctx })`): the ledger records it on the tombstone, and a
+ * workflow task retried after it was lost, meeting that tombstone, unwinds for the same cause.
+ * Derive nothing else in the input from it: what an undo does must not depend on the path taken.
+ */
+export interface CompensationContext extends SagaCause {
   /** True when the saga is unwinding because cancel was requested. */
   cancelled: boolean;
   failure: SagaFailureInfo;
@@ -156,6 +165,12 @@ export class Saga {
   private definitionError: ApplicationFailure | undefined;
   /** A local step has run under LOCAL_STEPS_THROUGH_CANCEL_PATCH: a cancel is honoured at a step boundary. */
   private localStepsThroughCancel = false;
+  /** Steps in flight that a cancel interrupts (every step but a compensatable local one under that patch). */
+  private interruptible = 0;
+  /** Why an earlier task of this saga compensated, read from a tombstone a step met (see SagaCause). */
+  private adoptedCause: SagaCause | undefined;
+  /** A cancel accepted but not yet answered: the saga has not yet unwound for it or for a failure. */
+  private pendingCancel: { settle: (refusal?: string) => void; promise: Promise<void> } | undefined;
 
   constructor(private readonly options: SagaOptions = {}) {}
 
@@ -182,8 +197,8 @@ export class Saga {
     setHandler(status, () => this.status());
     setHandler(
       cancel,
-      (req) => {
-        this.requestCancel(req.reason ?? 'cancelled by request');
+      async (req) => {
+        await this.requestCancel(req.reason ?? 'cancelled by request');
         return { accepted: true as const };
       },
       {
@@ -195,14 +210,38 @@ export class Saga {
     );
   }
 
-  /** Stops forward progress (the in-flight step is cancelled) and unwinds. */
-  requestCancel(reason: string): void {
-    if (this.state.cancelRequested) return;
+  /**
+   * Stops forward progress (the in-flight step is cancelled) and unwinds. Resolves once the cancel
+   * stands; rejects with CancelRefused if the saga unwinds for something else first.
+   *
+   * A cancel that interrupts a step in flight stands at once. One that arrives while only local
+   * steps run, or before any step, waits for them: they may meet a failure (or the tombstones a lost
+   * task of this saga left) that already decided how the saga unwinds, and then the cancel is
+   * refused, exactly as it would have been had it come after that task.
+   */
+  requestCancel(reason: string): Promise<void> {
+    if (this.state.cancelRequested) return this.pendingCancel?.promise ?? Promise.resolve();
     const check = this.cancellable();
     if (!check.ok) throw ApplicationFailure.nonRetryable(check.reason, SagaFailure.CancelRefused);
     this.state.cancelRequested = true;
     this.cancelReason = reason;
+    if (this.interruptible === 0 && patched(CANCEL_ANSWERED_BY_OUTCOME_PATCH)) {
+      let settle!: (refusal?: string) => void;
+      const promise = new Promise<void>((resolve, reject) => {
+        settle = (refusal) => (refusal === undefined ? resolve() : reject(ApplicationFailure.nonRetryable(refusal, SagaFailure.CancelRefused)));
+      });
+      this.pendingCancel = { settle, promise };
+    }
     this.scope?.cancel();
+    return this.pendingCancel?.promise ?? Promise.resolve();
+  }
+
+  /** Answers a cancel still waiting for its answer: it stands, or it is refused with the reason. */
+  private answerCancel(refusal?: string): void {
+    const pending = this.pendingCancel;
+    this.pendingCancel = undefined;
+    if (refusal !== undefined) this.state.cancelRequested = false;
+    pending?.settle(refusal);
   }
 
   async execute<R>(body: (saga: this) => Promise<R>): Promise<SagaOutcome<R>> {
@@ -214,6 +253,8 @@ export class Saga {
         if (this.state.cancelRequested && this.localStepsThroughCancel) throw new CancelledFailure(this.cancelReason);
         return r;
       });
+      // A cancel that came while the body finished with nothing left to stop.
+      this.answerCancel('the saga completed before the cancel could stop it');
       this.state.phase = 'completed';
       this.transition();
       return { status: 'completed', result, ...this.summary() };
@@ -225,10 +266,7 @@ export class Saga {
         this.showDetails();
         throw err;
       }
-      const cancelled = this.state.cancelRequested || isCancellation(err);
-      const failure = cancelled
-        ? { type: SagaFailure.SagaCancelled, message: this.cancelReason || 'cancelled' }
-        : describeFailure(err);
+      const { cancelled, failure } = this.causeOf(err);
       this.state.failure = failure;
       this.state.phase = 'compensating';
       this.transition();
@@ -255,6 +293,28 @@ export class Saga {
     }
   }
 
+  /**
+   * Why the saga unwinds, and the answer to a cancel waiting for one. A cause adopted from a
+   * tombstone comes first: an earlier task of this saga decided it. Then a cancel that stood (it
+   * interrupted a step, or the saga stopped for it at a step boundary); a cancel still waiting is
+   * refused when the steps it waited for failed first.
+   */
+  private causeOf(err: unknown): SagaCause {
+    const adopted = this.adoptedCause;
+    if (adopted) {
+      this.answerCancel(adopted.cancelled ? undefined : refusal(adopted.failure));
+      if (adopted.cancelled) {
+        this.state.cancelRequested = true;
+        this.cancelReason = adopted.failure.message;
+      }
+      return adopted;
+    }
+    const cancelled = this.state.cancelRequested && (this.pendingCancel === undefined || isCancellation(err));
+    const failure = cancelled ? { type: SagaFailure.SagaCancelled, message: this.cancelReason || 'cancelled' } : describeFailure(err);
+    this.answerCancel(cancelled ? undefined : refusal(failure));
+    return { cancelled, failure };
+  }
+
   async step<T>(def: StepDefinition<T>): Promise<T> {
     const defect = definitionDefect(def, this.state.pivotCompleted);
     if (defect) {
@@ -279,6 +339,7 @@ export class Saga {
     this.transition();
     if (def.undo) this.undos.push({ step: def.name, undo: def.undo });
     let result: T;
+    if (!throughCancel) this.interruptible += 1;
     try {
       if (def.kind === 'compensatable') {
         result = throughCancel ? await CancellationScope.nonCancellable(def.run) : await def.run();
@@ -291,7 +352,12 @@ export class Saga {
       } else {
         result = await CancellationScope.nonCancellable(() => this.retryUntilSuccess(def));
       }
+    } catch (err) {
+      // The step met a tombstone an earlier (lost) task of this saga left when it compensated.
+      this.adoptedCause ??= recordedCause(err);
+      throw err;
     } finally {
+      if (!throughCancel) this.interruptible -= 1;
       this.running.splice(this.running.indexOf(def.name), 1);
       this.state.currentStep = this.running.length ? this.running.join(', ') : null;
     }
@@ -395,6 +461,10 @@ export class Saga {
     const max = this.options.retryMaxIntervalMs ?? 60_000;
     return Math.min(max, initial * 2 ** Math.min(attempt - 1, 20));
   }
+}
+
+function refusal(failure: SagaFailureInfo): string {
+  return `the saga is already compensating for ${failure.type}: ${failure.message}`;
 }
 
 function definitionDefect(def: StepDefinition<unknown>, pivotCompleted: boolean): string | undefined {
