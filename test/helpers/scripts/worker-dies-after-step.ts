@@ -6,8 +6,11 @@
  * history holds none of them while their rows are in PostgreSQL: the window
  * between a local activity's commit and its workflow task's completion.
  *
- * DIE_AFTER_STEP names the activity (e.g. checkFraud); the rest of the
- * environment is a worker's (DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE).
+ * DIE_AFTER_STEP names the activity (e.g. checkFraud, or a compensation such as
+ * releaseInventory); the process dies once it has settled, whether it succeeded or
+ * failed (a business failure is recorded before it is thrown). WORKFLOW_BUNDLE, if
+ * set, is a prebuilt workflow bundle to start from. The rest of the environment is
+ * a worker's (DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE).
  */
 import { NativeConnection } from '@temporalio/worker';
 import { activitiesBySystem } from '../../../activities';
@@ -25,8 +28,11 @@ async function main(): Promise<void> {
   const dying = {
     ...systems[role],
     [step]: async (input: unknown) => {
-      await real(input);
-      process.kill(process.pid, 'SIGKILL');
+      try {
+        await real(input);
+      } finally {
+        process.kill(process.pid, 'SIGKILL');
+      }
       await new Promise(() => undefined);
     },
   };
@@ -37,6 +43,7 @@ async function main(): Promise<void> {
     taskQueue: process.env.TEMPORAL_TASK_QUEUE!,
     deps,
     queues: ['workflows'],
+    workflowBundle: process.env.WORKFLOW_BUNDLE ? { codePath: process.env.WORKFLOW_BUNDLE } : undefined,
     activities: { ...systems, [role]: dying },
     handleSignals: false,
   });

@@ -1,0 +1,275 @@
+/**
+ * A workflow task lost at every point of the order saga's local steps, against
+ * the real Temporal dev server and real PostgreSQL. record-order,
+ * reserve-inventory and fraud-check (and their undos) run as local activities:
+ * they commit while their workflow task is still open. A worker process is
+ * SIGKILLed the moment one of them settles, so the task never completes and the
+ * server's history holds none of them while their rows are in PostgreSQL; the
+ * task's retry runs on another worker and meets those rows.
+ *
+ * The retry must reach the lost task's decisions: each scenario's saga result
+ * (outcome, failure, steps done, compensations), order row (status and reason),
+ * ledger rows (state, the state a tombstone replaced, the recorded cause), stock,
+ * fraud checks and payments are compared with the same saga run without a loss.
+ * With a cancel that reaches the saga with the retry, the cancel is answered as
+ * it would have been had it come after the lost task: refused where that task
+ * had already met a business failure, and honoured (the order cancelled, every
+ * committed step undone) where it had not.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { createSagaWorker } from '../../workers/worker';
+import { WORKFLOWS_PATH } from '../../workers/worker';
+import { cancelUpdate } from '../../workflows/order-saga';
+import { orderWorkflowId } from '../../workflows/order/ids';
+import { Step } from '../../workflows/order/steps';
+import type { OrderInput, OrderSagaResult } from '../../workflows/order/types';
+import { createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { spawnNode, workerEnv } from '../helpers/worker-process';
+
+jest.setTimeout(600_000);
+
+let ctx: TestContext;
+let bundleDir: string;
+let bundlePath: string;
+
+beforeAll(async () => {
+  ctx = await createTestContext('lost_task');
+  bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-lost-task-'));
+  bundlePath = path.join(bundleDir, 'workflow-bundle.js');
+  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH })).code);
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  if (bundleDir) fs.rmSync(bundleDir, { recursive: true, force: true });
+});
+
+type Kind = 'completes' | 'out-of-stock' | 'fraud';
+
+/** Where the first workflow task is lost: the local activity whose commit kills its worker. */
+const LOSS_POINTS: Record<Kind, string[]> = {
+  completes: ['recordOrder', 'reserveInventory', 'checkFraud'],
+  'out-of-stock': ['recordOrder', 'reserveInventory', 'releaseInventory', 'cancelOrder'],
+  fraud: ['recordOrder', 'reserveInventory', 'checkFraud', 'voidFraudCheck', 'releaseInventory', 'cancelOrder'],
+};
+
+function newOrder(kind: Kind): { order: OrderInput; stock: number } {
+  const order = orderInput({ paymentToken: kind === 'fraud' ? 'tok_fraud' : 'tok_visa' });
+  return { order, stock: kind === 'out-of-stock' ? 1 : 10 };
+}
+
+/** Everything a saga leaves behind, with its own IDs replaced so two runs compare. */
+async function snapshot(order: OrderInput, result: OrderSagaResult) {
+  const wf = orderWorkflowId(order.orderId);
+  const sku = order.items[0]!.sku;
+  const norm = (v: unknown) => JSON.parse(JSON.stringify(v ?? null).replaceAll(sku, '<sku>').replaceAll(order.orderId, '<order>')) as unknown;
+  const q = async (sql: string, args: unknown[]) => (await ctx.db.query(sql, args)).rows;
+  return norm({
+    result: {
+      status: result.status,
+      failure: result.failure,
+      completedSteps: result.completedSteps,
+      compensations: result.compensations.map((c) => [c.step, c.status]),
+    },
+    order: (await q(`SELECT status, failure_reason FROM orders WHERE id = $1`, [order.orderId]))[0],
+    ledger: (await q(`SELECT key, state, undone, cause FROM step_ledger WHERE workflow_id = $1 ORDER BY key`, [wf])).map((r) => ({
+      ...r,
+      key: String(r.key).slice(wf.length + 1),
+    })),
+    stock: (await q(`SELECT on_hand, reserved FROM inventory WHERE sku = $1`, [sku]))[0],
+    reservations: await q(`SELECT status FROM reservations WHERE order_id = $1`, [order.orderId]),
+    fraud: await q(`SELECT decision, status FROM fraud_checks WHERE order_id = $1`, [order.orderId]),
+    payments: await q(`SELECT status FROM payments WHERE order_id = $1`, [order.orderId]),
+  });
+}
+
+async function start(order: OrderInput, taskQueue: string) {
+  // A short workflow task timeout: the lost task's retry is scheduled 2 s after its worker died.
+  return ctx.client.workflow.start<(o: OrderInput) => Promise<OrderSagaResult>>('orderSaga', {
+    workflowId: orderWorkflowId(order.orderId),
+    taskQueue,
+    args: [order],
+    workflowTaskTimeout: '2s',
+  });
+}
+
+async function worker(taskQueue: string): Promise<() => Promise<void>> {
+  const w = await createSagaWorker({
+    connection: ctx.nativeConnection,
+    namespace: ctx.namespace,
+    taskQueue,
+    deps: ctx.deps,
+    workflowBundle: { codePath: bundlePath },
+  });
+  return ctx.startWorker(w);
+}
+
+/** The saga of `kind` on a worker that never dies: what every lost-task run must match. */
+async function baseline(kind: Kind) {
+  const { order, stock } = newOrder(kind);
+  await seedInventory(ctx.db, { [order.items[0]!.sku]: stock });
+  const queue = uniqueId('lost-base');
+  const stop = await worker(queue);
+  try {
+    const result = await (await start(order, queue)).result();
+    return snapshot(order, result);
+  } finally {
+    await stop();
+  }
+}
+
+interface LossRun {
+  snapshot: unknown;
+  /** The answer to a cancel sent before the retry, if one was. */
+  cancel?: 'accepted' | string;
+}
+
+/** The saga of `kind`, its first workflow task lost when `dieAfter` settles; a cancel sent before its retry if asked. */
+async function withLostTask(kind: Kind, dieAfter: string, cancel: boolean): Promise<LossRun> {
+  const { order, stock } = newOrder(kind);
+  await seedInventory(ctx.db, { [order.items[0]!.sku]: stock });
+  const queue = uniqueId('lost');
+  const dying = spawnNode(
+    'test/helpers/scripts/worker-dies-after-step.ts',
+    { ...workerEnv(ctx, queue), DIE_AFTER_STEP: dieAfter, WORKFLOW_BUNDLE: bundlePath },
+    'worker ready',
+  );
+  try {
+    await dying.ready;
+    const handle = await start(order, queue);
+    await dying.exited;
+    if (dying.child.signalCode !== 'SIGKILL') throw new Error(`the worker did not die after ${dieAfter}:\n${dying.output()}`);
+    // The update waits on the server and reaches the saga with the retried task, before any step runs again.
+    const answer = cancel
+      ? handle.executeUpdate(cancelUpdate, { args: [{ reason: 'changed my mind' }] }).then(
+          () => 'accepted',
+          (err: unknown) => (err instanceof WorkflowUpdateFailedError ? `refused: ${err.cause?.message ?? err.message}` : Promise.reject(err)),
+        )
+      : undefined;
+    if (answer) await new Promise((r) => setTimeout(r, 500));
+    const stop = await worker(queue);
+    try {
+      const result = await handle.result();
+      return { snapshot: await snapshot(order, result), cancel: await answer };
+    } finally {
+      await stop();
+    }
+  } finally {
+    if (dying.child.exitCode === null && dying.child.signalCode === null) dying.child.kill('SIGKILL');
+  }
+}
+
+/** Runs at most `n` at once. */
+async function limited<T>(n: number, tasks: (() => Promise<T>)[]): Promise<T[]> {
+  const results: T[] = new Array(tasks.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < tasks.length) {
+        const i = next++;
+        results[i] = await tasks[i]!();
+      }
+    }),
+  );
+  return results;
+}
+
+const cases = (Object.keys(LOSS_POINTS) as Kind[]).flatMap((kind) =>
+  LOSS_POINTS[kind].flatMap((dieAfter) => [false, true].map((cancel) => ({ kind, dieAfter, cancel }))),
+);
+
+describe('a workflow task lost after local steps committed: the retry decides as the lost task did', () => {
+  let baselines: Record<Kind, unknown>;
+  let runs: Map<string, LossRun>;
+  const name = (c: { kind: Kind; dieAfter: string; cancel: boolean }) => `${c.kind}/${c.dieAfter}${c.cancel ? '+cancel' : ''}`;
+
+  beforeAll(async () => {
+    const kinds = Object.keys(LOSS_POINTS) as Kind[];
+    const base = await Promise.all(kinds.map((k) => baseline(k)));
+    baselines = Object.fromEntries(kinds.map((k, i) => [k, base[i]])) as Record<Kind, unknown>;
+    // Each run spawns a worker process; four at a time keep two cores from starving the server.
+    const done = await limited(4, cases.map((c) => () => withLostTask(c.kind, c.dieAfter, c.cancel)));
+    runs = new Map(cases.map((c, i) => [name(c), done[i]!]));
+  });
+
+  test('the runs without a loss end as designed', () => {
+    expect(baselines.completes).toMatchObject({
+      result: { status: 'completed', completedSteps: Object.values(Step) },
+      order: { status: 'completed', failure_reason: null },
+      stock: { on_hand: 8, reserved: 0 },
+      payments: [{ status: 'captured' }],
+    });
+    expect(baselines['out-of-stock']).toMatchObject({
+      result: {
+        status: 'compensated',
+        failure: { type: 'OutOfStock' },
+        completedSteps: [Step.recordOrder],
+        compensations: [[Step.reserveInventory, 'done'], [Step.recordOrder, 'done']],
+      },
+      order: { status: 'failed', failure_reason: 'OutOfStock: out of stock: <sku>' },
+      stock: { on_hand: 1, reserved: 0 },
+    });
+    expect(baselines.fraud).toMatchObject({
+      result: {
+        status: 'compensated',
+        failure: { type: 'FraudSuspected' },
+        completedSteps: [Step.recordOrder, Step.reserveInventory],
+        compensations: [[Step.fraudCheck, 'done'], [Step.reserveInventory, 'done'], [Step.recordOrder, 'done']],
+      },
+      order: { status: 'failed', failure_reason: expect.stringMatching(/^FraudSuspected: fraud suspected/) },
+      stock: { on_hand: 10, reserved: 0 },
+      fraud: [],
+    });
+  });
+
+  test.each(cases.filter((c) => !c.cancel).map((c) => [name(c), c] as const))('%s: the same outcome, reason, steps and rows as without the loss', (n) => {
+    const run = runs.get(n)!;
+    expect(run.snapshot).toEqual(baselines[n.split('/')[0] as Kind]);
+  });
+
+  test.each(cases.filter((c) => c.cancel && c.kind !== 'completes').map((c) => [name(c), c] as const))(
+    '%s: the cancel is refused for the failure the lost task met, and nothing else changes',
+    (n, c) => {
+      const run = runs.get(n)!;
+      const failure = c.kind === 'fraud' ? 'FraudSuspected' : 'OutOfStock';
+      expect(run.cancel).toMatch(new RegExp(`^refused: the saga is already compensating for ${failure}`));
+      expect(run.snapshot).toEqual(baselines[c.kind]);
+    },
+  );
+
+  test.each(cases.filter((c) => c.cancel && c.kind === 'completes').map((c) => [name(c), c] as const))(
+    '%s: the cancel is honoured: every committed step undone, the charge abandoned and tombstoned',
+    (n) => {
+      const run = runs.get(n)!;
+      const cause = { cancelled: true, failure: { type: 'SagaCancelled', message: 'changed my mind' } };
+      expect(run.cancel).toBe('accepted');
+      expect(run.snapshot).toEqual({
+        result: {
+          status: 'cancelled',
+          failure: cause.failure,
+          completedSteps: [Step.recordOrder, Step.reserveInventory, Step.fraudCheck],
+          compensations: [Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder].map((s) => [s, 'done']),
+        },
+        order: { status: 'cancelled', failure_reason: 'SagaCancelled: changed my mind' },
+        ledger: [
+          { key: Step.chargePayment, state: 'cancelled', undone: null, cause },
+          { key: `${Step.chargePayment}/undo`, state: 'completed', undone: null, cause: null },
+          { key: Step.fraudCheck, state: 'cancelled', undone: 'completed', cause },
+          { key: `${Step.fraudCheck}/undo`, state: 'completed', undone: null, cause: null },
+          { key: Step.recordOrder, state: 'cancelled', undone: 'completed', cause },
+          { key: `${Step.recordOrder}/undo`, state: 'completed', undone: null, cause: null },
+          { key: Step.reserveInventory, state: 'cancelled', undone: 'completed', cause },
+          { key: `${Step.reserveInventory}/undo`, state: 'completed', undone: null, cause: null },
+        ],
+        stock: { on_hand: 10, reserved: 0 },
+        reservations: [{ status: 'released' }],
+        fraud: [{ decision: 'approved', status: 'voided' }],
+        payments: [],
+      });
+    },
+  );
+});
