@@ -10,10 +10,10 @@ export interface FaultPlan {
   servicesRestartEveryMs: number;
   apiRestartEveryMs: number;
   providerFaultEveryMs: number;
-  /** Restart PostgreSQL once, when this fraction of the orders has been submitted; null: never. */
-  pgRestartAt: number | null;
-  /** SIGKILL the Temporal server once (and restart it on its SQLite file) at this fraction; null: never. */
-  temporalKillAt: number | null;
+  /** Restart PostgreSQL when each of these fractions of the orders has been submitted. */
+  pgRestartsAt: number[];
+  /** SIGKILL the Temporal server (and restart it on its SQLite file) at each of these fractions. */
+  temporalKillsAt: number[];
   /** How long a killed API, services process, PostgreSQL or Temporal stays down. */
   downtimeMs: number;
   /**
@@ -31,8 +31,10 @@ export const DEFAULT_FAULT_PLAN: FaultPlan = {
   servicesRestartEveryMs: 24_000,
   apiRestartEveryMs: 60_000,
   providerFaultEveryMs: 3_000,
-  pgRestartAt: 0.3,
-  temporalKillAt: 0.6,
+  // Two of each per run: a lost workflow task, a dead history or a database restart mid-task met
+  // more than once, at different moments of the sagas in flight.
+  pgRestartsAt: [0.25, 0.65],
+  temporalKillsAt: [0.4, 0.8],
   downtimeMs: 1_500,
   workerMinUptimeMs: 10_000,
 };
@@ -44,8 +46,8 @@ export const NO_FAULTS: FaultPlan = {
   servicesRestartEveryMs: 0,
   apiRestartEveryMs: 0,
   providerFaultEveryMs: 0,
-  pgRestartAt: null,
-  temporalKillAt: null,
+  pgRestartsAt: [],
+  temporalKillsAt: [],
   downtimeMs: 0,
   workerMinUptimeMs: 0,
 };
@@ -88,8 +90,8 @@ export class FaultInjector {
   private readonly loops: Promise<void>[] = [];
   private readonly inFlight = new Set<Promise<unknown>>();
   private heavy: Promise<unknown> = Promise.resolve();
-  private pgRestartDone = false;
-  private temporalKillDone = false;
+  private pgRestartsDone = 0;
+  private temporalKillsDone = 0;
 
   constructor(
     private readonly stack: ChaosStack,
@@ -121,14 +123,15 @@ export class FaultInjector {
   progress(fraction: number): void {
     if (!this.running) return;
     const p = this.plan;
-    if (p.pgRestartAt !== null && !this.pgRestartDone && fraction >= p.pgRestartAt) {
-      this.pgRestartDone = true;
+    const due = (at: number[], done: number) => done < at.length && fraction >= at[done]!;
+    if (due(p.pgRestartsAt, this.pgRestartsDone)) {
+      this.pgRestartsDone += 1;
       this.fire('postgres restart', () =>
         this.serialized(() => this.stack.restartPostgres(p.downtimeMs)),
       );
     }
-    if (p.temporalKillAt !== null && !this.temporalKillDone && fraction >= p.temporalKillAt) {
-      this.temporalKillDone = true;
+    if (due(p.temporalKillsAt, this.temporalKillsDone)) {
+      this.temporalKillsDone += 1;
       this.fire('temporal SIGKILL', () =>
         this.serialized(() => this.stack.killAndRestart(this.stack.temporal, 'SIGKILL', p.downtimeMs)),
       );

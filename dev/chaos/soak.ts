@@ -8,6 +8,7 @@ import { orderWorkflowId } from '../../workflows/order/ids';
 import { CurrentStepKey } from '../../workflows/order/search-attributes';
 import { DEFAULT_FAULT_PLAN, FaultInjector, NO_FAULTS, scalePlan, type FaultEvent, type FaultPlan } from './faults';
 import { Rng } from './rng';
+import { checkSagaAgainstLedger, type LedgerRowForAudit, type OrderForAudit, type SagaAccount } from './saga-audit';
 import { ChaosStack, type CrashRecord } from './stack';
 import { driveTraffic, planOrders, type OrderOutcome } from './traffic';
 
@@ -97,6 +98,10 @@ export interface ChaosReport {
   runningSagas: string[];
   /** The books audit (src/orders/audit) and what the client saw break. */
   violations: string[];
+  /** Each closed saga's result against its ledger rows and its order (dev/chaos/saga-audit). */
+  sagaViolations: string[];
+  /** How many closed sagas that check read. */
+  sagasChecked: number;
   clientViolations: string[];
   clientNotes: string[];
   audit?: AuditReport;
@@ -182,6 +187,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     stuck: [],
     runningSagas: [],
     violations: [],
+    sagaViolations: [],
+    sagasChecked: 0,
     clientViolations: [],
     clientNotes: [],
     deadlineHit: false,
@@ -273,6 +280,13 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     await withDeadline(summarize(stack, report, outcomes), 30_000, 'reading the outcome').catch((e: Error) =>
       report.processNotes.push(e.message),
     );
+    await withDeadline(auditSagas(stack), userAborted() ? 15_000 : 5 * MINUTE, 'checking every saga against its ledger').then(
+      (v) => {
+        report.sagaViolations = v.problems;
+        report.sagasChecked = v.checked;
+      },
+      (e: Error) => report.processNotes.push(e.message),
+    );
     try {
       const audit = auditBooks(stack.db, { settled: true, initialStock });
       report.audit = await withDeadline(audit, userAborted() ? 15_000 : 60_000, 'the books audit');
@@ -304,12 +318,44 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   report.ok =
     !report.auditError &&
     report.violations.length === 0 &&
+    report.sagaViolations.length === 0 &&
     report.clientViolations.length === 0 &&
     report.stuck.length === 0 &&
     report.runningSagas.length === 0 &&
     !report.aborted &&
     !report.deadlineHit;
   return report;
+}
+
+/**
+ * Every closed saga's result against its ledger rows and its order row: the steps and compensations
+ * it lists, the first business failure as its reason, its outcome as the order's status. A saga that
+ * failed (a compensation that failed for good) is a violation of its own.
+ */
+async function auditSagas(stack: ChaosStack): Promise<{ checked: number; problems: string[] }> {
+  const orders = (await stack.db.query<OrderForAudit>(`SELECT id, status, failure_reason FROM orders WHERE status <> 'pending' ORDER BY id`)).rows;
+  const rows = await stack.db.query<LedgerRowForAudit & { workflow_id: string }>(
+    `SELECT workflow_id, key, step, state, undone, error FROM step_ledger ORDER BY created_at, key`,
+  );
+  const ledger = new Map<string, LedgerRowForAudit[]>();
+  for (const r of rows.rows) ledger.set(r.workflow_id, [...(ledger.get(r.workflow_id) ?? []), r]);
+  const problems: string[] = [];
+  let next = 0;
+  const check = async () => {
+    while (next < orders.length) {
+      const order = orders[next++]!;
+      const wf = orderWorkflowId(order.id);
+      try {
+        const result = (await stack.temporalClient.workflow.getHandle(wf).result()) as SagaAccount;
+        problems.push(...checkSagaAgainstLedger(order, result, ledger.get(wf) ?? []));
+      } catch (err) {
+        const cause = (err as { cause?: { message?: string } }).cause?.message;
+        problems.push(`${order.id}: the saga did not complete: ${cause ?? (err as Error).message}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, check));
+  return { checked: orders.length, problems: problems.sort() };
 }
 
 /** After the faults: every server up again, so the sagas can finish. */
@@ -461,6 +507,9 @@ export function formatReport(r: ChaosReport): string {
     `  audit violations: ${r.auditError ? `audit failed: ${r.auditError}` : r.violations.length}`,
     ...r.violations.slice(0, 30).map((v) => `    - ${v}`),
     ...(r.violations.length > 30 ? [`    ... and ${r.violations.length - 30} more`] : []),
+    `  sagas against their ledger: ${r.sagasChecked} checked, ${r.sagaViolations.length} violations`,
+    ...r.sagaViolations.slice(0, 30).map((v) => `    - ${v}`),
+    ...(r.sagaViolations.length > 30 ? [`    ... and ${r.sagaViolations.length - 30} more`] : []),
     ...(r.clientViolations.length ? [`  client-side violations: ${r.clientViolations.length}`, ...r.clientViolations.map((v) => `    - ${v}`)] : []),
     ...(r.clientNotes.length ? [`  client notes: ${r.clientNotes.length}`, ...r.clientNotes.slice(0, 10).map((v) => `    - ${v}`)] : []),
     ...(r.deadlineHit ? ['  the deadline cut the traffic short'] : []),
@@ -479,8 +528,8 @@ function planLine(p: FaultPlan): string {
     ...every('services restart', p.servicesRestartEveryMs),
     ...every('API restart', p.apiRestartEveryMs),
     ...every('provider fault', p.providerFaultEveryMs),
-    ...(p.pgRestartAt !== null ? [`PostgreSQL restart at ${Math.round(p.pgRestartAt * 100)}%`] : []),
-    ...(p.temporalKillAt !== null ? [`Temporal SIGKILL at ${Math.round(p.temporalKillAt * 100)}%`] : []),
+    ...p.pgRestartsAt.map((at) => `PostgreSQL restart at ${Math.round(at * 100)}%`),
+    ...p.temporalKillsAt.map((at) => `Temporal SIGKILL at ${Math.round(at * 100)}%`),
   ].join(', ');
 }
 

@@ -1,12 +1,15 @@
 import path from 'node:path';
 import { Client } from 'pg';
 import { runner } from 'node-pg-migrate';
-import { quoteIdent } from './pool';
+import { StartupError } from '../config';
+import { isConnectionError, quoteIdent } from './pool';
 
 export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
 
 /** node-pg-migrate's advisory lock (its runner's PG_MIGRATE_LOCK_ID, not exported). */
 export const MIGRATION_LOCK_ID = '7241865325823964';
+/** The migration connection's application_name, so an operator (or a fault test) can pick it out. */
+export const MIGRATION_APPLICATION_NAME = 'sagaflow-migrate';
 /** How long a process waits for another's migration run before it gives up. */
 const MIGRATION_LOCK_WAIT = '120s';
 
@@ -19,7 +22,7 @@ const MIGRATION_LOCK_WAIT = '120s';
  * then succeeds), and the second process finds the files applied.
  */
 export async function migrate(databaseUrl: string, schema = 'public'): Promise<string[]> {
-  const client = new Client({ connectionString: databaseUrl });
+  const client = new Client({ connectionString: databaseUrl, application_name: MIGRATION_APPLICATION_NAME });
   // A connection terminated mid-run fails the run (the lock and the transaction go with it); it must not end the process.
   client.on('error', () => undefined);
   await client.connect();
@@ -47,4 +50,45 @@ export async function migrate(databaseUrl: string, schema = 'public'): Promise<s
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Tries `fn` again while it fails for want of a database connection (PostgreSQL
+ * restarting, a connection terminated mid-statement, the server not up yet),
+ * with backoff from 250 ms to 5 s, for up to `withinMs` (60 s). Then, or at once
+ * for any other error, it gives up: a connection failure as a StartupError that
+ * says what was tried and for how long. For what a process does before it serves
+ * (migrations, its own tables): a terminated connection must not end it.
+ */
+export async function patientlyAtStartup<T>(
+  what: string,
+  fn: () => Promise<T>,
+  opts: { withinMs?: number; log?: (line: Record<string, unknown>) => void } = {},
+): Promise<T> {
+  const started = Date.now();
+  const withinMs = opts.withinMs ?? 60_000;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isConnectionError(err)) throw err;
+      const elapsed = Date.now() - started;
+      if (elapsed >= withinMs) {
+        throw new StartupError(
+          `${what}: PostgreSQL could not be reached for ${Math.round(elapsed / 1000)} s (${attempt} attempts); last error: ${(err as Error).message}`,
+        );
+      }
+      const delayMs = Math.min(5000, 250 * 2 ** Math.min(attempt - 1, 5), Math.max(0, withinMs - elapsed));
+      opts.log?.({ msg: `${what}: database connection failed; retrying`, attempt, delayMs, error: (err as Error).message });
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}
+
+/** migrate(), tried again while the database is unreachable or its connection is terminated (patientlyAtStartup). */
+export function migratePatiently(
+  databaseUrl: string,
+  opts: { schema?: string; withinMs?: number; log?: (line: Record<string, unknown>) => void } = {},
+): Promise<string[]> {
+  return patientlyAtStartup('migrations', () => migrate(databaseUrl, opts.schema), opts);
 }
