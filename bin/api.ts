@@ -3,7 +3,7 @@ import { startApi } from '../src/api/server';
 import { SagaMetrics } from '../src/observability/metrics';
 import { startTracing } from '../src/observability/tracing';
 import { ConfigError, loadConfig } from '../src/config';
-import { migrate } from '../src/db/migrate';
+import { migratePatiently } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
@@ -23,7 +23,8 @@ runMain(USAGE, async () => {
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the API' }]);
   const logger = createLogger({ service: 'sagaflow-api', level: config.LOG_LEVEL });
   const log = lineLogger(logger);
-  await migrate(config.DATABASE_URL!);
+  // A database restarting or a connection terminated at start-up is waited out, then a clear error.
+  await migratePatiently(config.DATABASE_URL!, { log });
   const db = createPool({ connectionString: config.DATABASE_URL! });
   const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTargetOrExplain();

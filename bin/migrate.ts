@@ -1,5 +1,5 @@
 import { loadConfig, ConfigError } from '../src/config';
-import { migrate } from '../src/db/migrate';
+import { migratePatiently } from '../src/db/migrate';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run migrate
@@ -10,6 +10,6 @@ Applies sagaflow's database migrations to DATABASE_URL and prints which ran
 runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required to migrate' }]);
-  const applied = await migrate(config.DATABASE_URL);
+  const applied = await migratePatiently(config.DATABASE_URL, { log: (l) => console.error(`${String(l.msg)} (attempt ${String(l.attempt)}): ${String(l.error)}`) });
   console.log(applied.length ? `applied: ${applied.join(', ')}` : 'up to date');
 });

@@ -1,10 +1,10 @@
 import { ConfigError, loadConfig } from '../src/config';
-import { migrate } from '../src/db/migrate';
+import { migratePatiently, patientlyAtStartup } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { startCarrier } from '../dev/services/carrier';
 import { startPaymentProvider } from '../dev/services/payment-provider';
 import { runMain } from './run';
-import { createLogger } from '../src/observability/log';
+import { createLogger, lineLogger } from '../src/observability/log';
 
 const USAGE = `usage: npm run services
 
@@ -16,11 +16,15 @@ keep their own tables in DATABASE_URL. For development and compose only.`;
 runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the services' }]);
-  await migrate(config.DATABASE_URL);
+  const logger = createLogger({ service: 'sagaflow-services', level: config.LOG_LEVEL });
+  const log = lineLogger(logger);
+  // A database restarting or a connection terminated at start-up is waited out, then a clear error.
+  await migratePatiently(config.DATABASE_URL, { log });
   const db = createPool({ connectionString: config.DATABASE_URL });
-  const provider = await startPaymentProvider({ db, host: config.SERVICES_HOST, port: config.PAYMENT_PROVIDER_PORT });
-  const carrier = await startCarrier({ db, host: config.SERVICES_HOST, port: config.CARRIER_PORT });
-  createLogger({ service: 'sagaflow-services', level: config.LOG_LEVEL }).info({ paymentProvider: provider.url, carrier: carrier.url }, 'services listening');
+  // Each service creates its own tables as it starts: the same patience.
+  const provider = await patientlyAtStartup('the payment provider', () => startPaymentProvider({ db, host: config.SERVICES_HOST, port: config.PAYMENT_PROVIDER_PORT }), { log });
+  const carrier = await patientlyAtStartup('the carrier', () => startCarrier({ db, host: config.SERVICES_HOST, port: config.CARRIER_PORT }), { log });
+  logger.info({ paymentProvider: provider.url, carrier: carrier.url }, 'services listening');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -33,6 +33,14 @@ grace time, and exits 0.`;
  */
 runMain(USAGE, async () => {
   const started = Date.now();
+  // A signal before the worker polls ends the process cleanly: start-up stops at its next step
+  // (a wait for Temporal included) and what was opened is closed. Nothing was taken from a queue.
+  const startup = new AbortController();
+  const stopEarly = (signal: NodeJS.Signals) => {
+    if (!startup.signal.aborted) startup.abort(signal);
+  };
+  process.once('SIGINT', stopEarly);
+  process.once('SIGTERM', stopEarly);
   const config = loadConfig();
   const opts = workerOptions(process.argv.slice(2), config);
   const missing = (['DATABASE_URL', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL'] as const).filter(
@@ -72,10 +80,24 @@ runMain(USAGE, async () => {
     readiness: () => readiness,
   });
   const db = createPool({ connectionString: config.DATABASE_URL! });
+  const stoppedDuringStartup = async (opened: { close(): Promise<void> }[]): Promise<boolean> => {
+    if (!startup.signal.aborted) return false;
+    for (const o of opened) await o.close().catch(() => undefined);
+    await metricsServer.close();
+    await db.end();
+    logger.info({ signal: startup.signal.reason as string, pid: process.pid }, 'signal during start-up: stopped before polling');
+    return true;
+  };
   const target = temporalTargetOrExplain();
   const connection = await connectPatiently(() => NativeConnection.connect(target.connectionOptions), {
     log,
+    signal: startup.signal,
+  }).catch((err: unknown) => {
+    if (startup.signal.aborted) return undefined;
+    throw err;
   });
+  if (await stoppedDuringStartup(connection ? [connection] : [])) return 0;
+  if (!connection) throw new Error('no Temporal connection'); // unreachable: only an abort ends the wait without one
   // The tracing plugin adds workflow interceptors, which only a bundle built at start can contain.
   const bundle = tracing
     ? undefined
@@ -101,6 +123,10 @@ runMain(USAGE, async () => {
       providerTimeoutMs: config.PROVIDER_TIMEOUT_MS,
     },
   });
+  if (await stoppedDuringStartup([connection])) return 0;
+  // From here the SDK's own signal handling drains the running worker.
+  process.removeListener('SIGINT', stopEarly);
+  process.removeListener('SIGTERM', stopEarly);
   readiness = {
     database: () => db.query('SELECT 1'),
     temporal: () => connection.withDeadline(Date.now() + 1500, () => connection.workflowService.getSystemInfo({})),

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Config } from '../src/config';
-import { migrate } from '../src/db/migrate';
+import { migratePatiently } from '../src/db/migrate';
 import { createPool, type Db } from '../src/db/pool';
 import { startCarrier } from './services/carrier';
 import type { RunningService } from './services/http';
@@ -57,7 +57,7 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       databaseUrl = pg.url;
       log(`PostgreSQL: embedded, ${redact(pg.url)} (data in ${path.join(stateDir, 'pg')})`);
     }
-    const applied = await migrate(databaseUrl);
+    const applied = await migratePatiently(databaseUrl, { log: (l) => log(`${String(l.msg)}: ${String(l.error)}`) });
     if (applied.length) log(`migrations applied: ${applied.join(', ')}`);
     const db = createPool({ connectionString: databaseUrl });
     stops.push(() => db.end());

@@ -47,14 +47,25 @@ export async function connectPatiently<C>(
   connect: () => Promise<C>,
   opts: { log: (line: Record<string, unknown>) => void; signal?: AbortSignal },
 ): Promise<C> {
+  const { signal } = opts;
   for (let attempt = 1; ; attempt++) {
+    if (signal?.aborted) throw new Error(`stopped waiting for Temporal (${String(signal.reason)})`);
     try {
       return await connect();
     } catch (err) {
-      if (opts.signal?.aborted) throw err;
+      if (signal?.aborted) throw err;
       const delayMs = Math.min(5000, 500 * 2 ** Math.min(attempt - 1, 4));
       opts.log({ msg: 'Temporal unreachable; retrying', attempt, delayMs, error: (err as Error).message });
-      await new Promise((r) => setTimeout(r, delayMs));
+      // An abort ends the wait at once, not at the next attempt.
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, delayMs);
+        signal?.addEventListener('abort', done, { once: true });
+      });
     }
   }
 }

@@ -161,3 +161,27 @@ async function eventuallyTrue(check: () => boolean, what: string): Promise<void>
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+test('SIGTERM while the worker waits for Temporal at start-up: it stops waiting and exits 0 at once, having polled nothing', async () => {
+  const port = await freePort(); // nothing listens: Temporal stays unreachable
+  const w = spawnWorker({
+    DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
+    TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+    PAYMENT_PROVIDER_URL: ctx.payment.url,
+    CARRIER_URL: ctx.carrier.url,
+    TEMPORAL_TASK_QUEUE: uniqueId('term-at-start'),
+  });
+  spawned.push(w);
+  const neverReady = w.ready.then(() => 'ready', () => 'exited before ready');
+  // Long enough into the wait that its backoff is seconds, not milliseconds.
+  await eventuallyTrue(() => (w.output().match(/Temporal unreachable; retrying/g) ?? []).length >= 3, 'the worker to be waiting for Temporal');
+  const retries = () => (w.output().match(/Temporal unreachable; retrying/g) ?? []).length;
+  const before = retries();
+  w.child.kill('SIGTERM');
+  expect(await w.exited).toBe(0);
+  // The wait ends with the signal, not after another attempt of its backoff.
+  expect(retries()).toBe(before);
+  expect(w.output()).toContain('signal during start-up: stopped before polling');
+  expect(w.output()).not.toContain('worker ready');
+  expect(await neverReady).toBe('exited before ready');
+});

@@ -4,9 +4,12 @@
  * applied once. Real PostgreSQL; asserted from the migrations table and the schema.
  */
 import { Client } from 'pg';
-import { migrate, MIGRATION_LOCK_ID } from '../../src/db/migrate';
+import { StartupError } from '../../src/config';
+import { migrate, migratePatiently, MIGRATION_LOCK_ID } from '../../src/db/migrate';
+import { freePort } from '../../src/ports';
 import { quoteIdent } from '../../src/db/pool';
 import { databaseUrl, uniqueId } from '../helpers/context';
+import { spawnNode } from '../helpers/worker-process';
 
 const schemas: string[] = [];
 let admin: Client;
@@ -64,4 +67,77 @@ test('five processes migrating one new schema at once: none fails, each file is 
   expect(rows.map((r) => r.name)).toEqual([...applied.find((a) => a.length > 0)!].sort());
   const { rows: tables } = await admin.query(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = $1 AND tablename = 'step_ledger'`, [schema]);
   expect(tables[0].n).toBe(1);
+});
+
+/** The test database's URL with its own application_name, so only its connections are terminated. */
+const namedUrl = (name: string) => {
+  const u = new URL(databaseUrl());
+  u.searchParams.set('application_name', name);
+  return u.toString();
+};
+
+/** Terminates the connections of `name` that wait for the migration lock; resolves with how many. */
+async function terminateWaiting(name: string): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const res = await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE application_name = $1 AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock%'`,
+      [name],
+    );
+    if (res.rowCount) return res.rowCount;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no connection of ${name} waited for the migration lock`);
+}
+
+describe('a terminated connection at start-up is waited out, not fatal', () => {
+  test('a migration whose connection is terminated while it waits is tried again, and applies every file once', async () => {
+    const schema = fresh();
+    const name = uniqueId('migrate-term');
+    const holder = new Client({ connectionString: databaseUrl() });
+    await holder.connect();
+    const lines: Record<string, unknown>[] = [];
+    try {
+      await holder.query(`SELECT pg_advisory_lock(${MIGRATION_LOCK_ID})`);
+      const run = migratePatiently(namedUrl(name), { schema, log: (l) => lines.push(l) });
+      expect(await terminateWaiting(name)).toBe(1);
+      // It connects again and waits for the lock again, rather than failing.
+      await terminateWaiting(name);
+      await holder.query(`SELECT pg_advisory_unlock(${MIGRATION_LOCK_ID})`);
+      const applied = await run;
+      expect(applied.length).toBeGreaterThan(0);
+      expect((await appliedFiles(schema)).every((r) => r.n === 1)).toBe(true);
+      expect(lines.map((l) => l.msg)).toEqual(['migrations: database connection failed; retrying', 'migrations: database connection failed; retrying']);
+    } finally {
+      await holder.end();
+    }
+  });
+
+  test('a database that stays unreachable ends in a StartupError that says what and for how long', async () => {
+    const port = await freePort();
+    const err = await migratePatiently(`postgresql://postgres@127.0.0.1:${port}/none`, { withinMs: 1200 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StartupError);
+    expect((err as Error).message).toMatch(/^migrations: PostgreSQL could not be reached for \d+ s \(\d+ attempts\); last error: .*ECONNREFUSED/);
+  });
+
+  test('the services process outlives its start-up migration connection being terminated, then serves', async () => {
+    const name = uniqueId('services-term');
+    const holder = new Client({ connectionString: databaseUrl() });
+    await holder.connect();
+    await holder.query(`SELECT pg_advisory_lock(${MIGRATION_LOCK_ID})`);
+    const services = spawnNode('bin/services.ts', { DATABASE_URL: namedUrl(name), PAYMENT_PROVIDER_PORT: '0', CARRIER_PORT: '0' }, 'services listening');
+    try {
+      await terminateWaiting(name);
+      await holder.query(`SELECT pg_advisory_unlock(${MIGRATION_LOCK_ID})`);
+      await services.ready;
+      expect(services.child.exitCode).toBeNull();
+      expect(services.output()).toContain('migrations: database connection failed; retrying');
+      const provider = /"paymentProvider":"([^"]+)"/.exec(services.output())![1]!;
+      expect((await fetch(`${provider}/charges/none`)).status).toBe(404);
+    } finally {
+      await holder.end();
+      services.child.kill('SIGTERM');
+      await services.exited;
+    }
+  });
 });
