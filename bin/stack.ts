@@ -3,6 +3,7 @@ import { loadConfig, UsageError } from '../src/config';
 import { listStock } from '../src/inventory/stock';
 import { DEV_CATALOGUE, seedCatalogue } from '../dev/catalogue';
 import { redact, startStack } from '../dev/stack';
+import { watchStack } from '../dev/stack-watch';
 import { runMain, untilStopSignal } from './run';
 
 const USAGE = `usage: npm run stack -- [--temporal dev|cluster]
@@ -42,6 +43,9 @@ runMain(USAGE, async () => {
   );
   if (stack.temporal.uiUrl) console.log(`Temporal UI: ${stack.temporal.uiUrl}`);
   console.log(`(database ${redact(stack.databaseUrl)}; Ctrl-C stops everything)`);
+  // Reports PostgreSQL or Temporal going away and coming back, starts again what it started, and keeps the process up.
+  const watch = watchStack(stack.parts, (m) => console.log(`[stack] ${m}`));
   await untilStopSignal();
+  watch.stop();
   await stack.stop();
 });

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../src/config';
 import { migratePatiently } from '../src/db/migrate';
@@ -18,7 +19,19 @@ export interface Stack {
   temporal: { address: string; namespace: string; uiUrl?: string; source: string };
   paymentProviderUrl: string;
   carrierUrl: string;
+  /** PostgreSQL and Temporal, each with a probe, and a restart where this stack started it (dev/stack-watch.ts). */
+  parts: StackPart[];
   stop(): Promise<void>;
+}
+
+export interface StackPart {
+  name: string;
+  /** Resolves while the part answers. */
+  probe(): Promise<void>;
+  /** Starts the part again as this stack first did (same port, same state); absent for parts given by URL. */
+  restart?(): Promise<void>;
+  /** Whether the process this stack started for it has ended, and how. */
+  exit?(): string | undefined;
 }
 
 /**
@@ -45,16 +58,17 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
   try {
     const stateDir = path.resolve(config.SAGAFLOW_STATE_DIR);
     let databaseUrl = config.DATABASE_URL;
+    let restartPostgres: (() => Promise<void>) | undefined;
     if (databaseUrl) {
       log('PostgreSQL: DATABASE_URL');
     } else {
-      const pg = await startEmbeddedPostgres({
-        dataDir: path.join(stateDir, 'pg'),
-        port: config.SAGAFLOW_EMBEDDED_PG_PORT,
-        log,
-      });
+      const pgOptions = { dataDir: path.join(stateDir, 'pg'), port: config.SAGAFLOW_EMBEDDED_PG_PORT, log };
+      const pg = await startEmbeddedPostgres(pgOptions);
       stops.push(pg.stop);
       databaseUrl = pg.url;
+      restartPostgres = async () => {
+        stops.push((await startEmbeddedPostgres(pgOptions)).stop);
+      };
       log(`PostgreSQL: embedded, ${redact(pg.url)} (data in ${path.join(stateDir, 'pg')})`);
     }
     const applied = await migratePatiently(databaseUrl, { log: (l) => log(`${String(l.msg)}: ${String(l.error)}`) });
@@ -78,6 +92,7 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
     const carrierUrl = await service(config.CARRIER_URL, 'carrier', () => startCarrier({ db: servicesDb }));
 
     let temporal: Stack['temporal'];
+    let temporalPart: Pick<StackPart, 'restart' | 'exit'> = {};
     if (config.TEMPORAL_ADDRESS) {
       temporal = { address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, source: 'TEMPORAL_ADDRESS' };
       log(`Temporal: ${config.TEMPORAL_ADDRESS} (TEMPORAL_ADDRESS)`);
@@ -116,28 +131,60 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
         source: `cluster (frontends ${cluster.frontends.join(', ')} behind ${cluster.address})`,
       };
     } else {
-      const server = await startTemporalDevServer(
-        opts.ephemeralTemporal
-          ? { cliPath: config.TEMPORAL_CLI_PATH, namespace: config.TEMPORAL_NAMESPACE, log }
-          : {
-              cliPath: config.TEMPORAL_CLI_PATH,
-              namespace: config.TEMPORAL_NAMESPACE,
-              dbFilename: path.join(stateDir, 'temporal.sqlite'),
-              ui: true,
-              port: await preferredPort(7233),
-              uiPort: await preferredPort(8233),
-              log,
-            },
-      );
-      stops.push(server.stop);
+      const devOptions = opts.ephemeralTemporal
+        ? { cliPath: config.TEMPORAL_CLI_PATH, namespace: config.TEMPORAL_NAMESPACE, log }
+        : {
+            cliPath: config.TEMPORAL_CLI_PATH,
+            namespace: config.TEMPORAL_NAMESPACE,
+            dbFilename: path.join(stateDir, 'temporal.sqlite'),
+            ui: true,
+            port: await preferredPort(7233),
+            uiPort: await preferredPort(8233),
+            log,
+          };
+      let server = await startTemporalDevServer(devOptions);
+      stops.push(() => server.stop());
       temporal = server;
+      // A restart takes the same port, UI port and SQLite file: running sagas carry on.
+      const port = Number(server.address.split(':').pop());
+      const uiPort = server.uiUrl ? Number(new URL(server.uiUrl).port) : undefined;
+      temporalPart = {
+        restart: async () => {
+          server = await startTemporalDevServer({ ...devOptions, port, uiPort });
+        },
+        exit: () => {
+          const e = server.exit?.();
+          return e && (e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`);
+        },
+      };
       log(`Temporal: dev server at ${server.address} via ${server.source}`);
     }
-    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, stop };
+    const parts: StackPart[] = [
+      { name: 'PostgreSQL', probe: async () => void (await db.query('SELECT 1')), restart: restartPostgres },
+      { name: 'Temporal', probe: () => tcpProbe(temporal.address), ...temporalPart },
+    ];
+    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, parts, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** Resolves if something accepts a TCP connection at host:port within a second. */
+function tcpProbe(address: string): Promise<void> {
+  const i = address.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)), timeout: 1000 });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      reject(new Error('no answer within 1 s'));
+    });
+    socket.once('error', reject);
+  });
 }
 
 export function redact(url: string): string {

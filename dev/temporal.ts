@@ -81,6 +81,8 @@ export interface TemporalServer {
   uiUrl?: string;
   source: CliSource | 'TEMPORAL_ADDRESS';
   stop(): Promise<void>;
+  /** For a server this process started: whether it still runs, and how it ended if not. */
+  exit?(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
 }
 
 export interface StartTemporalOptions {
@@ -140,6 +142,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
     namespace,
     uiUrl: uiPort ? `http://127.0.0.1:${uiPort}` : undefined,
     source: found.source,
+    exit: () => (child.exitCode !== null || child.signalCode !== null ? { code: child.exitCode, signal: child.signalCode } : undefined),
     async stop() {
       process.removeListener('exit', killOnExit);
       if (child.exitCode !== null) return;

@@ -21,6 +21,7 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     temporal: { address: process.env.TEMPORAL_ADDRESS!, namespace: ctx.namespace, source: 'test' },
     paymentProviderUrl: ctx.payment.url,
     carrierUrl: ctx.carrier.url,
+    parts: [],
     stop: async () => undefined,
   };
   const report = await runBench(stack, { sagas: 2, inFlight: 2, rounds: 1, variants: [...VARIANTS], log: () => undefined });
