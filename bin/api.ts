@@ -25,7 +25,7 @@ runMain(USAGE, async () => {
   const log = lineLogger(logger);
   // A database restarting or a connection terminated at start-up is waited out, then a clear error.
   await migratePatiently(config.DATABASE_URL!, { log });
-  const db = createPool({ connectionString: config.DATABASE_URL! });
+  const db = createPool({ connectionString: config.DATABASE_URL!, max: config.DATABASE_POOL_MAX });
   const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTargetOrExplain();
   const connection = await connectPatiently(() => Connection.connect(clientConnectionOptions(target.connectionOptions)), { log });

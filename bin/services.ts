@@ -20,7 +20,7 @@ runMain(USAGE, async () => {
   const log = lineLogger(logger);
   // A database restarting or a connection terminated at start-up is waited out, then a clear error.
   await migratePatiently(config.DATABASE_URL, { log });
-  const db = createPool({ connectionString: config.DATABASE_URL });
+  const db = createPool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_MAX });
   // Each service creates its own tables as it starts: the same patience.
   const provider = await patientlyAtStartup('the payment provider', () => startPaymentProvider({ db, host: config.SERVICES_HOST, port: config.PAYMENT_PROVIDER_PORT }), { log });
   const carrier = await patientlyAtStartup('the carrier', () => startCarrier({ db, host: config.SERVICES_HOST, port: config.CARRIER_PORT }), { log });

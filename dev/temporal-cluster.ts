@@ -6,6 +6,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Connection } from '@temporalio/client';
 import { Client } from 'pg';
+import { StartupError } from '../src/config';
+import { describeBudget, planConnections, readConnectionLimits, type ConnectionClaim } from '../src/db/connection-budget';
 import { PACKAGE_ROOT } from '../src/paths';
 import { freePort, waitFor } from '../src/ports';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
@@ -75,6 +77,13 @@ export interface ClusterOptions {
   /** Temporal's database name (its visibility database is `<name>_visibility`); apart from sagaflow's. */
   database?: string;
   hosts?: Partial<Record<ClusterService, number>>;
+  /** Connections per host to each datastore (CLUSTER_MAX_CONNS by default). */
+  maxConns?: { default: number; visibility: number };
+  /**
+   * Connections the rest (sagaflow's processes) may open on the same PostgreSQL. The cluster does
+   * not start unless its hosts' pools and these fit the server's max_connections.
+   */
+  otherConnections?: ConnectionClaim[];
   shards?: number;
   namespace?: string;
   /** The balancer's port (any free one when absent). */
@@ -167,11 +176,49 @@ export async function setupClusterSchema(tools: ServerTools, o: Pick<ClusterOpti
   }
 }
 
+/** Connections per host to Temporal's datastores: the persistence store and the visibility store. */
+export const CLUSTER_MAX_CONNS = { default: 10, visibility: 4 } as const;
+
+/** The cluster's hosts, grouped by service, each with up to `maxConns` connections to its two datastores. */
+export function clusterConnectionClaims(
+  counts: Record<ClusterService, number>,
+  maxConns: { default: number; visibility: number } = CLUSTER_MAX_CONNS,
+): ConnectionClaim[] {
+  return (Object.entries(counts) as [ClusterService, number][])
+    .filter(([, n]) => n > 0)
+    .map(([service, n]) => ({ who: `Temporal ${service} hosts`, processes: n, each: maxConns.default + maxConns.visibility }));
+}
+
+/** Refuses to start hosts whose pools, with everything else on the server, would exceed max_connections. */
+async function checkConnectionBudget(o: ClusterOptions, hosts: ConnectionClaim[]): Promise<void> {
+  const admin = new Client({ host: o.pg.host, port: o.pg.port, user: o.pg.user, password: o.pg.password, database: 'postgres' });
+  await admin.connect();
+  let limits;
+  try {
+    limits = await readConnectionLimits(admin);
+  } finally {
+    await admin.end();
+  }
+  const budget = planConnections([...hosts, ...(o.otherConnections ?? [])], limits);
+  if (!budget.fits) {
+    throw new StartupError(
+      `the Temporal cluster's hosts and the rest could open more connections than PostgreSQL allows:\n${describeBudget(budget)}\n` +
+        `Raise max_connections (the dev stack starts its PostgreSQL with ${CLUSTER_PG_MAX_CONNECTIONS}) or lower the pools (docs/operations.md, "Connection budget").`,
+    );
+  }
+  o.log(`connection budget: ${budget.needed} of ${budget.allowed} that PostgreSQL allows`);
+}
+
+/** max_connections of the PostgreSQL the dev stack embeds in cluster mode: room for the hosts and sagaflow. */
+export const CLUSTER_PG_MAX_CONNECTIONS = 300;
+
 /** Starts the cluster's hosts (2 frontends, 2 history, 2 matching and 1 worker by default) and registers the namespace. */
 export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions): Promise<TemporalCluster> {
   const counts: Record<ClusterService, number> = { frontend: 2, history: 2, matching: 2, worker: 1, ...o.hosts };
   const namespace = o.namespace ?? 'default';
   const template = fs.readFileSync(path.join(PACKAGE_ROOT, 'deploy', 'temporal', 'cluster', 'server.yaml.tmpl'), 'utf8');
+  const maxConns = o.maxConns ?? CLUSTER_MAX_CONNS;
+  await checkConnectionBudget(o, clusterConnectionClaims(counts, maxConns));
   fs.mkdirSync(o.stateDir, { recursive: true });
   const dynamicConfig = path.join(o.stateDir, 'dynamicconfig.yaml');
   fs.writeFileSync(dynamicConfig, 'system.forceSearchAttributesCacheRefreshOnRead:\n  - value: true\n    constraints: {}\n');
@@ -195,6 +242,8 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
       path.join(dir, 'development.yaml'),
       fill(template, {
         SHARDS: o.shards ?? 4,
+        DEFAULT_MAX_CONNS: maxConns.default,
+        VISIBILITY_MAX_CONNS: maxConns.visibility,
         DB: o.database ?? 'temporal',
         PG_HOST: o.pg.host,
         PG_PORT: o.pg.port,

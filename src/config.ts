@@ -31,6 +31,8 @@ export const configSchema = z.object({
   PAYMENT_PROVIDER_URL: optionalUrl(['http', 'https']),
   CARRIER_URL: optionalUrl(['http', 'https']),
   PROVIDER_TIMEOUT_MS: positiveInt(5000),
+  /** Connections each process's pool may open (API, worker, services): see docs/operations.md, "Connection budget". */
+  DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
   API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().positive().max(24 * 365).default(24),

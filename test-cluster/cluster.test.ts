@@ -47,6 +47,8 @@ beforeAll(async () => {
     namespace: 'default',
     stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-cluster-')),
     cli: cli.path,
+    // This file's test context, worker and the processes its fault run starts.
+    otherConnections: [{ who: 'the cluster suite', processes: 1, each: 80 }],
     log,
   });
   // Client and worker dial the cluster's balanced address, as they would a load balancer in production.

@@ -3,6 +3,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { loadConfig } from '../../src/config';
 import { startEmbeddedPostgres, type RunningPostgres } from '../../dev/postgres';
+import { CLUSTER_PG_MAX_CONNECTIONS } from '../../dev/temporal-cluster';
 import { startTemporalDevServer, type TemporalServer } from '../../dev/temporal';
 import { freePort } from '../../src/ports';
 import { ensureComposeCheck, ensurePromtool } from '../../dev/tools';
@@ -25,6 +26,8 @@ export default async function globalSetup(): Promise<void> {
       dataDir: path.join(handles.dir, 'data'),
       port: await freePort(),
       persistent: false,
+      // The cluster suite's Temporal hosts keep their data here too (dev/temporal-cluster.ts checks the budget).
+      maxConnections: CLUSTER_PG_MAX_CONNECTIONS,
       log,
     });
     process.env.DATABASE_URL = handles.pg.url;
