@@ -5,12 +5,23 @@ import { runMain } from './run';
 
 const USAGE = `usage: npm run chaos -- [--orders N] [--concurrency N] [--workers N] [--seed N] [--rate N]
                         [--no-faults] [--fault-scale X|auto] [--deadline-minutes N] [--json FILE] [--keep-state]
+                        [--temporal dev|cluster]
 
 Brings up its own PostgreSQL, Temporal, services, API and worker pool, sends N
-orders through the HTTP API while it kills and restarts every part, waits for
-every saga to close and audits the books. Exits 1 on a violation or a stuck order.`;
+orders through the HTTP API while it kills and restarts every part (PostgreSQL
+restarted and Temporal killed twice), waits for every saga to close, audits the
+books and checks every saga's result against its ledger rows. Exits 1 on a
+violation or a stuck order.
+
+--temporal cluster: a self-hosted Temporal cluster (npm run tools:install -- --only
+cluster builds it) instead of the dev server; a history, a matching and a frontend
+host are SIGKILLed in turn every 30 s (scaled like every fault) and started again.`;
 
 class UsageError extends Error {}
+
+function badTemporal(v: string): never {
+  throw new UsageError(`--temporal: dev or cluster, not "${v}"`);
+}
 
 function parseOptions() {
   return parseArgs({
@@ -26,6 +37,7 @@ function parseOptions() {
       'deadline-minutes': { type: 'string' },
       json: { type: 'string' },
       'keep-state': { type: 'boolean' },
+      temporal: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -69,6 +81,7 @@ runMain(USAGE, async () => {
       faultScale: values['fault-scale'] === 'auto' ? 'auto' : num('fault-scale', values['fault-scale']),
       deadlineMs: deadlineMinutes === undefined ? undefined : deadlineMinutes * 60_000,
       keepState: values['keep-state'],
+      temporal: values.temporal === undefined || values.temporal === 'dev' ? 'dev' : values.temporal === 'cluster' ? 'cluster' : badTemporal(values.temporal),
     };
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;

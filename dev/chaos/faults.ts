@@ -14,6 +14,8 @@ export interface FaultPlan {
   pgRestartsAt: number[];
   /** SIGKILL the Temporal server (and restart it on its SQLite file) at each of these fractions. */
   temporalKillsAt: number[];
+  /** In cluster mode: SIGKILL a history, then a matching, then a frontend host, in turn, this often. */
+  clusterHostKillEveryMs: number;
   /** How long a killed API, services process, PostgreSQL or Temporal stays down. */
   downtimeMs: number;
   /**
@@ -35,6 +37,7 @@ export const DEFAULT_FAULT_PLAN: FaultPlan = {
   // more than once, at different moments of the sagas in flight.
   pgRestartsAt: [0.25, 0.65],
   temporalKillsAt: [0.4, 0.8],
+  clusterHostKillEveryMs: 30_000,
   downtimeMs: 1_500,
   workerMinUptimeMs: 10_000,
 };
@@ -48,6 +51,7 @@ export const NO_FAULTS: FaultPlan = {
   providerFaultEveryMs: 0,
   pgRestartsAt: [],
   temporalKillsAt: [],
+  clusterHostKillEveryMs: 0,
   downtimeMs: 0,
   workerMinUptimeMs: 0,
 };
@@ -63,6 +67,7 @@ export function scalePlan(plan: FaultPlan, scale: number): FaultPlan {
     servicesRestartEveryMs: s(plan.servicesRestartEveryMs),
     apiRestartEveryMs: s(plan.apiRestartEveryMs),
     providerFaultEveryMs: s(plan.providerFaultEveryMs),
+    clusterHostKillEveryMs: s(plan.clusterHostKillEveryMs),
   };
 }
 
@@ -117,6 +122,14 @@ export class FaultInjector {
       this.serialized(() => this.stack.killAndRestart(this.stack.api, 'SIGKILL', p.downtimeMs)),
     );
     this.every('provider fault', p.providerFaultEveryMs, (rng) => this.providerFault(rng));
+    if (this.stack.cluster) {
+      // One host at a time, history, matching and frontend in turn; whole-server restarts wait for it.
+      const order = ['history', 'matching', 'frontend'] as const;
+      let next = 0;
+      this.every('cluster host SIGKILL', p.clusterHostKillEveryMs, (rng) =>
+        this.serialized(() => this.stack.killClusterHost(order[next++ % order.length]!, (xs) => rng.pick(xs), p.downtimeMs)),
+      );
+    }
   }
 
   /** Told how far the traffic is (0..1): the one-off faults strike at their fraction. */
@@ -130,10 +143,12 @@ export class FaultInjector {
         this.serialized(() => this.stack.restartPostgres(p.downtimeMs)),
       );
     }
-    if (due(p.temporalKillsAt, this.temporalKillsDone)) {
+    // In cluster mode the hosts are killed one by one instead (cluster host SIGKILL).
+    const temporal = this.stack.temporal;
+    if (temporal && due(p.temporalKillsAt, this.temporalKillsDone)) {
       this.temporalKillsDone += 1;
       this.fire('temporal SIGKILL', () =>
-        this.serialized(() => this.stack.killAndRestart(this.stack.temporal, 'SIGKILL', p.downtimeMs)),
+        this.serialized(() => this.stack.killAndRestart(temporal, 'SIGKILL', p.downtimeMs)),
       );
     }
   }

