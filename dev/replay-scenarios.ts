@@ -74,20 +74,25 @@ export const scenarios: Scenario[] = [
   {
     name: 'cancel-during-local-step',
     async run(ctx, o) {
-      // The ledger locked: record-order (a local activity) waits at its claim while the cancel is
-      // accepted. The saga's local steps run on through the cancel; it stops at the charge.
+      // The ledger locked: record-order (a local activity) waits at its claim while the cancel
+      // arrives. The saga's local steps run on through the cancel, and it stops at the charge; the
+      // cancel is answered once they have run (it stands: none of them failed).
       const lock = await ctx.db.connect();
+      let cancel: Promise<unknown> | undefined;
+      let handle;
       try {
         await lock.query('BEGIN');
         await lock.query('LOCK TABLE step_ledger IN EXCLUSIVE MODE');
-        const handle = await start(ctx, o);
+        handle = await start(ctx, o);
         await waitForStatus(handle, (s) => s.currentStep === Step.recordOrder);
-        await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled at once' }] });
-        return handle;
+        cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled at once' }] });
+        await waitForStatus(handle, (s) => s.cancelRequested);
       } finally {
         await lock.query('COMMIT');
         lock.release();
       }
+      await cancel;
+      return handle;
     },
   },
   {

@@ -1,5 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { createLedger, LedgerFailure, type CallOutcome, type Db, type LedgerHooks } from 'sagaflow/ledger';
+import type { SagaCause } from 'sagaflow/workflow';
 import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput } from './types';
 
 export interface TripDeps {
@@ -15,6 +16,9 @@ interface Keyed {
   key: string;
   tripId: string;
 }
+
+/** An undo's input: `cause` is why the saga compensates (recorded by the ledger, never fingerprinted). */
+type UndoInput = Keyed & { cause?: SagaCause };
 
 /** The trip's activities: every one goes through the ledger, so each takes effect exactly once. */
 export function createTripActivities(deps: TripDeps) {
@@ -42,12 +46,16 @@ export function createTripActivities(deps: TripDeps) {
       });
     },
 
-    async closeTrip(input: Keyed & { status: 'cancelled' | 'failed'; reason: string }): Promise<{ closed: boolean }> {
+    /** Closes the trip as `cancelled` or `failed` with the reason, from the cause (older trips pass both themselves). */
+    async closeTrip(input: UndoInput & { status?: 'cancelled' | 'failed'; reason?: string }): Promise<{ closed: boolean }> {
+      const { cause } = input;
+      const status = cause ? (cause.cancelled ? 'cancelled' : 'failed') : (input.status ?? 'failed');
+      const reason = cause ? `${cause.failure.type}: ${cause.failure.message}` : (input.reason ?? '');
       return record.localUndo(input.key, input, async (tx) => {
         const res = await tx.query(`UPDATE trips SET status = $2, failure_reason = $3 WHERE id = $1 AND status = 'pending'`, [
           input.tripId,
-          input.status,
-          input.reason.replaceAll('\u0000', '\ufffd'),
+          status,
+          reason.replaceAll('\u0000', '\ufffd'),
         ]);
         return { closed: res.rowCount === 1 };
       });
@@ -73,7 +81,7 @@ export function createTripActivities(deps: TripDeps) {
     },
 
     /** Releases the hold if there is one; releasing a hold that never happened does nothing. */
-    async releaseItem(input: Keyed & { kind: HoldKind }): Promise<{ released: boolean }> {
+    async releaseItem(input: UndoInput & { kind: HoldKind }): Promise<{ released: boolean }> {
       return holds[input.kind].localUndo(input.key, input, async (tx) => {
         const res = await tx.query(
           `WITH released AS (
@@ -114,7 +122,7 @@ export function createTripActivities(deps: TripDeps) {
     },
 
     /** Refunds the deposit if it was taken, or tombstones its key at the provider if it was not. */
-    async refundDeposit(input: Keyed): Promise<{ status: string }> {
+    async refundDeposit(input: UndoInput): Promise<{ status: string }> {
       return deposit.externalUndo(input.key, input, {
         async call({ forwardKey }) {
           const res = await post('/refunds', input.key, { charge_key: forwardKey });

@@ -4,11 +4,13 @@ import {
   defineQuery,
   defineSignal,
   defineUpdate,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type SagaStatus } from 'sagaflow/workflow';
+import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type CompensationContext, type SagaStatus } from 'sagaflow/workflow';
 import type { TripActivities } from './activities';
 import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput, type TripResult } from './types';
 
@@ -17,11 +19,20 @@ export const cancelTripUpdate = defineUpdate<CancelResponse, [CancelRequest]>('c
 /** The traveller confirms the held trip; without it in time, everything is released. */
 export const confirmTripSignal = defineSignal('confirm');
 
+/** Marks trips whose database steps (record-trip, the holds) and their undos run as local activities. */
+export const TRIP_LOCAL_STEPS_PATCH = 'trip-database-steps-as-local-activities';
+
 const retry = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } as const;
 const local = proxyActivities<TripActivities>({ startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } });
 const external = proxyActivities<TripActivities>({ startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 6 } });
 // One round of a compensation; the saga keeps starting rounds until it succeeds.
 const undo = proxyActivities<TripActivities>({ startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 3 } });
+// The same database steps in the workflow's own worker: no task queue round trip per step.
+const inWorker = proxyLocalActivities<TripActivities>({ startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } });
+const undoInWorker = proxyLocalActivities<TripActivities>({ startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 3 } });
+
+/** Why the saga compensates, for the ledger to record on the tombstone (never fingerprinted). */
+const causeOf = (ctx: CompensationContext) => ({ cancelled: ctx.cancelled, failure: ctx.failure });
 
 /**
  * A trip booking: record the trip, hold a flight, a hotel and a car at once,
@@ -40,25 +51,39 @@ export async function tripSaga(trip: TripInput): Promise<TripResult> {
     confirmed = true;
   });
 
+  // Trips started since this patch run their database steps as local activities (`local: true`: they
+  // commit while the workflow task is open, so a lost task's retry runs them again and the ledger
+  // answers); older trips replay with every step as an activity of its own.
+  const localSteps = patched(TRIP_LOCAL_STEPS_PATCH);
+  const db = localSteps ? inWorker : local;
+  const dbUndo = localSteps ? undoInWorker : undo;
   const hold = (kind: HoldKind) => ({
     name: holdStep[kind],
     kind: 'compensatable' as const,
-    run: () => local.holdItem({ key: keys.step(holdStep[kind]), tripId, kind, item: trip[kind] }),
-    undo: () => undo.releaseItem({ key: keys.undo(holdStep[kind]), tripId, kind }),
+    local: localSteps,
+    run: () => db.holdItem({ key: keys.step(holdStep[kind]), tripId, kind, item: trip[kind] }),
+    undo: (ctx: CompensationContext) =>
+      localSteps
+        ? dbUndo.releaseItem({ key: keys.undo(holdStep[kind]), tripId, kind, cause: causeOf(ctx) })
+        : undo.releaseItem({ key: keys.undo(holdStep[kind]), tripId, kind }),
   });
 
   const outcome = await saga.execute(async () => {
     await saga.step({
       name: TripStep.recordTrip,
       kind: 'compensatable',
-      run: () => local.recordTrip({ key: keys.step(TripStep.recordTrip), trip }),
+      local: localSteps,
+      run: () => db.recordTrip({ key: keys.step(TripStep.recordTrip), trip }),
+      // The trip's status and reason come from the cause; the undo's input names only the trip.
       undo: (ctx) =>
-        undo.closeTrip({
-          key: keys.undo(TripStep.recordTrip),
-          tripId,
-          status: ctx.cancelled ? 'cancelled' : 'failed',
-          reason: `${ctx.failure.type}: ${ctx.failure.message}`,
-        }),
+        localSteps
+          ? dbUndo.closeTrip({ key: keys.undo(TripStep.recordTrip), tripId, cause: causeOf(ctx) })
+          : undo.closeTrip({
+              key: keys.undo(TripStep.recordTrip),
+              tripId,
+              status: ctx.cancelled ? 'cancelled' : 'failed',
+              reason: `${ctx.failure.type}: ${ctx.failure.message}`,
+            }),
     });
     await saga.all([hold('flight'), hold('hotel'), hold('car')]);
     const deposit = await saga.step({
@@ -66,7 +91,7 @@ export async function tripSaga(trip: TripInput): Promise<TripResult> {
       kind: 'compensatable',
       run: () =>
         external.chargeDeposit({ key: keys.step(TripStep.chargeDeposit), tripId, amount: trip.deposit, paymentToken: trip.paymentToken }),
-      undo: () => undo.refundDeposit({ key: keys.undo(TripStep.chargeDeposit), tripId }),
+      undo: (ctx) => undo.refundDeposit({ key: keys.undo(TripStep.chargeDeposit), tripId, ...(localSteps ? { cause: causeOf(ctx) } : {}) }),
     });
     // A cancel while we wait cancels this wait too, and the saga unwinds.
     if (!(await condition(() => confirmed, trip.confirmWithinMs))) {

@@ -41,6 +41,8 @@ test.each([
   ['v5', [...paths, 'fail-fraud-check']],
   // v7: local steps run on through a cancel, to the first step that is not local.
   ['v7', [...paths, 'fail-fraud-check', 'cancel-during-local-step']],
+  // v8: a cancel that comes while only local steps run is answered by what it came to; undos carry the saga's cause.
+  ['v8', [...paths, 'fail-fraud-check', 'cancel-during-local-step']],
 ])('there are committed %s histories for every saga path', (label, expected) => {
   const scenarios = cases.filter((c) => c.entry.file.startsWith(`${label}-`)).map((c) => c.scenario);
   expect([...scenarios].sort()).toEqual([...expected].sort());

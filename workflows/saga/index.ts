@@ -6,6 +6,8 @@ export {
   Saga,
   describeSagaStatus,
   UNDO_ABANDONED_STEP_PATCH,
+  LOCAL_STEPS_THROUGH_CANCEL_PATCH,
+  CANCEL_ANSWERED_BY_OUTCOME_PATCH,
   type CompensationContext,
   type CompensationRecord,
   type RetryRecord,
@@ -17,8 +19,9 @@ export {
   type StepKind,
   type StepResult,
   type SagaFailureInfo,
+  type SagaCause,
   type CancelRequest,
   type CancelResponse,
 } from './saga';
-export { SagaFailure, describeFailure, isNonRetryable } from './failures';
+export { SagaFailure, describeFailure, isNonRetryable, recordedCause, type RecordedCauseDetail } from './failures';
 export { InvalidStepKeyError, assertStepName, parseStepKey, sagaKeys, stepKey, undoKey, type StepKey } from './keys';
