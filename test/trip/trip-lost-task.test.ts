@@ -154,6 +154,8 @@ async function withLostTask(kind: Kind, at: { step: string; kind?: string }, can
       DIE_AFTER_STEP: at.step,
       ...(at.kind ? { DIE_AFTER_KIND: at.kind } : {}),
       WORKFLOW_BUNDLE: bundlePath,
+      // The example imports `sagaflow/*`: inside this repository, the sources (package.json's exports).
+      NODE_OPTIONS: '--conditions=sagaflow-source',
     },
     'worker ready',
   );
