@@ -90,8 +90,11 @@ export class ManagedProcess {
     let readyResolve: (() => void) | undefined;
     const readyPromise = new Promise<void>((resolve) => (readyResolve = resolve));
     let partial = '';
+    // A pipe can still deliver data after the exit that ended the log: a child's own children
+    // (a killed pool's workers) hold it open. Their last lines are dropped, never written after the end.
+    log.on('error', () => undefined);
     const onData = (b: Buffer) => {
-      log.write(b);
+      if (!log.writableEnded) log.write(b);
       const text = partial + b.toString('utf8');
       const lines = text.split('\n');
       partial = lines.pop() ?? '';

@@ -13,7 +13,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import {
   cancelTripUpdate,
@@ -26,9 +25,9 @@ import {
   type TripResult,
 } from '../../examples/trip-booking';
 import { bundleFromSource } from '../../dev/source-aliases';
-import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
+import { createTestContext, databaseUrl, uniqueId, type TestContext } from '../helpers/context';
 import { spawnNode, urlWithSchema } from '../helpers/worker-process';
-import { databaseUrl } from '../helpers/context';
+import { atMost, runWithLostTask } from '../helpers/lost-task';
 
 jest.setTimeout(600_000);
 
@@ -144,43 +143,27 @@ interface LossRun {
 async function withLostTask(kind: Kind, at: { step: string; kind?: string }, cancel: boolean): Promise<LossRun> {
   const trip = await newTrip(kind);
   const queue = uniqueId('trip-lost');
-  const dying = spawnNode(
-    'test/helpers/scripts/trip-worker-dies-after-step.ts',
-    {
-      DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
-      TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
-      TEMPORAL_TASK_QUEUE: queue,
-      PAYMENT_PROVIDER_URL: ctx.payment.url,
-      DIE_AFTER_STEP: at.step,
-      ...(at.kind ? { DIE_AFTER_KIND: at.kind } : {}),
-      WORKFLOW_BUNDLE: bundlePath,
-      // The example imports `sagaflow/*`: inside this repository, the sources (package.json's exports).
-      NODE_OPTIONS: '--conditions=sagaflow-source',
-    },
-    'worker ready',
-  );
-  try {
-    await dying.ready;
-    const handle = await start(trip, queue);
-    await dying.exited;
-    if (dying.child.signalCode !== 'SIGKILL') throw new Error(`the worker did not die after ${at.step}:\n${dying.output()}`);
-    const answer = cancel
-      ? handle.executeUpdate(cancelTripUpdate, { args: [{ reason: 'plans changed' }] }).then(
-          () => 'accepted',
-          (err: unknown) => (err instanceof WorkflowUpdateFailedError ? `refused: ${err.cause?.message ?? err.message}` : Promise.reject(err)),
-        )
-      : undefined;
-    if (answer) await new Promise((r) => setTimeout(r, 500));
-    const stop = await worker(queue);
-    try {
-      const result = await handle.result();
-      return { snapshot: await snapshot(trip, result), cancel: await answer };
-    } finally {
-      await stop();
-    }
-  } finally {
-    if (dying.child.exitCode === null && dying.child.signalCode === null) dying.child.kill('SIGKILL');
-  }
+  const run = await runWithLostTask<TripResult>({
+    dying: spawnNode(
+      'test/helpers/scripts/trip-worker-dies-after-step.ts',
+      {
+        DATABASE_URL: urlWithSchema(databaseUrl(), ctx.schema),
+        TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS!,
+        TEMPORAL_TASK_QUEUE: queue,
+        PAYMENT_PROVIDER_URL: ctx.payment.url,
+        DIE_AFTER_STEP: at.step,
+        ...(at.kind ? { DIE_AFTER_KIND: at.kind } : {}),
+        WORKFLOW_BUNDLE: bundlePath,
+        // The example imports `sagaflow/*`: inside this repository, the sources (package.json's exports).
+        NODE_OPTIONS: '--conditions=sagaflow-source',
+      },
+      'worker ready',
+    ),
+    start: () => start(trip, queue),
+    survivor: () => worker(queue),
+    cancel: cancel ? { update: cancelTripUpdate, reason: 'plans changed' } : undefined,
+  });
+  return { snapshot: await snapshot(trip, run.result), cancel: run.cancel };
 }
 
 const name = (c: { kind: Kind; at: { step: string; kind?: string }; cancel: boolean }) =>
@@ -196,16 +179,8 @@ describe("the trip saga's parallel local steps with a workflow task lost: the re
   beforeAll(async () => {
     const [timesOut, soldOut] = await Promise.all([baseline('times-out'), baseline('sold-out')]);
     baselines = { 'times-out': timesOut, 'sold-out': soldOut };
-    // Three at a time: each spawns a worker process.
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 3 }, async () => {
-        while (next < cases.length) {
-          const c = cases[next++]!;
-          runs.set(name(c), await withLostTask(c.kind, c.at, c.cancel));
-        }
-      }),
-    );
+    const done = await atMost(3, cases.map((c) => () => withLostTask(c.kind, c.at, c.cancel)));
+    cases.forEach((c, i) => runs.set(name(c), done[i]!));
   });
 
   test('the runs without a loss end as designed', () => {
@@ -235,7 +210,9 @@ describe("the trip saga's parallel local steps with a workflow task lost: the re
     '%s: the cancel is refused for the sold-out hotel the lost task met, and nothing else changes',
     (n, c) => {
       const run = runs.get(n)!;
-      expect(run.cancel).toMatch(/^refused: the saga is already compensating for SoldOut/);
+      // Refused by the saga's answer (the failure met again) or, where a heartbeat of the long task had
+      // already put the compensation in history before the loss, by its validator.
+      expect(run.cancel).toMatch(/^refused: (the saga is already compensating for SoldOut|saga already compensating$)/);
       expect(run.snapshot).toEqual(baselines[c.kind]);
     },
   );
