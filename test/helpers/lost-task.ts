@@ -24,12 +24,7 @@ export async function runWithLostTask<R>(opts: {
     await dying.exited;
     if (dying.child.signalCode !== 'SIGKILL') throw new Error(`the worker did not die where it should have:\n${dying.output()}`);
     const cancel = opts.cancel;
-    const answer = cancel
-      ? handle.executeUpdate(cancel.update, { args: [{ reason: cancel.reason }] }).then(
-          () => 'accepted',
-          (err: unknown) => (err instanceof WorkflowUpdateFailedError ? `refused: ${err.cause?.message ?? err.message}` : Promise.reject(err)),
-        )
-      : undefined;
+    const answer = cancel ? sendCancel(handle, cancel) : undefined;
     if (answer) await new Promise((r) => setTimeout(r, 500));
     const stop = await opts.survivor();
     try {
@@ -39,6 +34,29 @@ export async function runWithLostTask<R>(opts: {
     }
   } finally {
     if (dying.child.exitCode === null && dying.child.signalCode === null) dying.child.kill('SIGKILL');
+  }
+}
+
+/**
+ * The cancel, as a client sends it: accepted, or refused with the saga's reason. The server admits
+ * an update while the lost task's attempt still counts as running (until its workflow task timeout)
+ * and delivers it with the retry; once it has marked the task timed out it refuses updates
+ * (FAILED_PRECONDITION, "Workflow Task in failed state") until a retry completes, as the API's
+ * clients see as a 503. Then the cancel is sent again, as they would.
+ */
+async function sendCancel(
+  handle: WorkflowHandle,
+  cancel: { update: UpdateDefinition<CancelResponse, [CancelRequest]>; reason: string },
+): Promise<string> {
+  for (;;) {
+    try {
+      await handle.executeUpdate(cancel.update, { args: [{ reason: cancel.reason }] });
+      return 'accepted';
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) return `refused: ${err.cause?.message ?? err.message}`;
+      if (!/Workflow Task in failed state/.test(String((err as { cause?: unknown }).cause ?? err))) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }
 

@@ -88,12 +88,12 @@ async function snapshot(order: OrderInput, result: OrderSagaResult) {
 }
 
 async function start(order: OrderInput, taskQueue: string) {
-  // A short workflow task timeout: the lost task's retry is scheduled 2 s after its worker died.
+  // A short workflow task timeout: the lost task's retry is scheduled 4 s after its worker died.
   return ctx.client.workflow.start<(o: OrderInput) => Promise<OrderSagaResult>>('orderSaga', {
     workflowId: orderWorkflowId(order.orderId),
     taskQueue,
     args: [order],
-    workflowTaskTimeout: '2s',
+    workflowTaskTimeout: '4s',
   });
 }
 

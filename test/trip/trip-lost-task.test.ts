@@ -110,7 +110,7 @@ const start = (trip: TripInput, taskQueue: string) =>
     workflowId: tripWorkflowId(trip.tripId),
     taskQueue,
     args: [trip],
-    workflowTaskTimeout: '2s',
+    workflowTaskTimeout: '4s',
   });
 
 async function worker(taskQueue: string): Promise<() => Promise<void>> {
