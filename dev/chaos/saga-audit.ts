@@ -5,7 +5,8 @@
  * retried workflow task that decided differently from the task it replaced shows:
  *
  * - the steps the result lists as done ↔ the forward rows that completed (a
- *   tombstone that replaced a completed row counts: the step was done, then undone);
+ *   tombstone that replaced a completed row counts: the step was done, then undone;
+ *   a step completed after the saga stopped waiting for it must be compensated);
  * - the compensations it lists as done ↔ the undo rows that completed;
  * - the order's failure reason ↔ the first business failure the ledger recorded
  *   (when the saga compensated for one), and the result's failure ↔ the same;
@@ -49,10 +50,14 @@ export function checkSagaAgainstLedger(order: OrderForAudit, account: SagaAccoun
 
   const listed = new Set(account.completedSteps);
   const done = new Set(forward.filter(wasDone).map((r) => r.step));
-  for (const s of listed) if (!done.has(s)) add(`the saga lists ${s} as done, but the ledger has no completed ${s}`);
-  for (const s of done) if (!listed.has(s)) add(`the ledger has ${s} completed, but the saga does not list it as done`);
-
   const compensated = new Set(account.compensations.filter((c) => c.status === 'done').map((c) => c.step));
+  for (const s of listed) if (!done.has(s)) add(`the saga lists ${s} as done, but the ledger has no completed ${s}`);
+  // A step the saga stopped waiting for (a cancel while it was in flight) may have completed anyway;
+  // its undo was registered before the call, so it must be listed as compensated instead.
+  for (const s of done) {
+    if (!listed.has(s) && !compensated.has(s)) add(`the ledger has ${s} completed, but the saga lists it neither as done nor as compensated`);
+  }
+
   const undone = new Set(undos.filter((r) => r.state === 'completed').map((r) => r.step));
   for (const s of compensated) if (!undone.has(s)) add(`the saga lists ${s} as compensated, but its undo row is not completed`);
   for (const s of undone) if (!compensated.has(s)) add(`the ledger has ${s}'s undo completed, but the saga does not list it`);

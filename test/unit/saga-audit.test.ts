@@ -56,10 +56,19 @@ describe('a saga checked against its ledger', () => {
     ]);
   });
 
-  test('steps listed as done must have completed, and completed steps must be listed', () => {
-    const short = { ...account, completedSteps: ['record-order'] };
+  test('steps listed as done must have completed, and completed steps must be listed as done or compensated', () => {
+    const short = { ...account, completedSteps: ['record-order'], compensations: account.compensations.filter((c) => c.step !== 'reserve-inventory') };
     expect(checkSagaAgainstLedger(order, short, ledger)).toEqual([
-      'ord_1: the ledger has reserve-inventory completed, but the saga does not list it as done',
+      'ord_1: the ledger has reserve-inventory completed, but the saga lists it neither as done nor as compensated',
+      "ord_1: the ledger has reserve-inventory's undo completed, but the saga does not list it",
+    ]);
+    // A charge cancelled in flight that completed anyway: not done for the saga, but refunded.
+    const charged = [...ledger, row('charge-payment', 'cancelled', { undone: 'completed' }), undoRow('charge-payment')];
+    const cancelled = { ...account, compensations: [{ step: 'charge-payment', status: 'done' }, ...account.compensations] };
+    expect(checkSagaAgainstLedger(order, cancelled, charged)).toEqual([]);
+    expect(checkSagaAgainstLedger(order, account, charged)).toEqual([
+      'ord_1: the ledger has charge-payment completed, but the saga lists it neither as done nor as compensated',
+      "ord_1: the ledger has charge-payment's undo completed, but the saga does not list it",
     ]);
     const long = { ...account, completedSteps: [...account.completedSteps, 'fraud-check'] };
     expect(checkSagaAgainstLedger(order, long, ledger)).toEqual([
