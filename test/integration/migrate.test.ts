@@ -76,15 +76,24 @@ const namedUrl = (name: string) => {
   return u.toString();
 };
 
-/** Terminates the connections of `name` that wait for the migration lock; resolves with how many. */
+/** Backends already terminated by this file: a terminated backend can still show in pg_stat_activity, waiting, for a moment. */
+const terminated = new Set<number>();
+
+/**
+ * Terminates the connections of `name` that wait for the migration lock and were not terminated before;
+ * resolves with how many were terminated.
+ */
 async function terminateWaiting(name: string): Promise<number> {
   for (let i = 0; i < 100; i++) {
-    const res = await admin.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE application_name = $1 AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock%'`,
-      [name],
+    const res = await admin.query<{ pid: number; done: boolean }>(
+      `SELECT pid, pg_terminate_backend(pid) AS done FROM pg_stat_activity
+        WHERE application_name = $1 AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock%'
+          AND NOT (pid = ANY($2::int[]))`,
+      [name, [...terminated]],
     );
-    if (res.rowCount) return res.rowCount;
+    const done = res.rows.filter((r) => r.done);
+    for (const r of done) terminated.add(r.pid);
+    if (done.length) return done.length;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`no connection of ${name} waited for the migration lock`);
