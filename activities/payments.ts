@@ -1,13 +1,16 @@
 import { Step } from '../workflows/order/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/order/types';
+import { forwardEffect } from '../src/ledger/ledger';
 import { ledgerOf, type ActivityDeps } from './deps';
 import { paymentProviderClient } from './providers';
+
+type ChargeInput = StepInput & { amount: Money; paymentToken: string };
 
 export function createPaymentActivities(deps: ActivityDeps) {
   const ledger = ledgerOf(deps).step(Step.chargePayment);
   const provider = paymentProviderClient(deps);
   return {
-    async chargePayment(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ chargeId: string }> {
+    async chargePayment(input: ChargeInput): Promise<{ chargeId: string }> {
       return ledger.external(input.key, input, {
         async prepare(tx) {
           await tx.query(
@@ -27,12 +30,18 @@ export function createPaymentActivities(deps: ActivityDeps) {
       });
     },
 
-    async refundPayment(input: UndoInput): Promise<{ status: string }> {
-      return ledger.externalUndo(input.key, input, {
-        call: ({ forwardKey }) => provider.refund(input.key, forwardKey),
+    /** Refunds what the charge step took: nothing if it never charged or was declined. */
+    async refundPayment(input: UndoInput): Promise<{ status: 'refunded' | 'nothing_to_refund' }> {
+      return ledger.externalUndo<{ status: 'refunded' | 'nothing_to_refund' }, { chargeId: string }>(input.key, input, {
+        async call(ctx) {
+          const charge = await forwardEffect<{ chargeId: string }, ChargeInput>(ctx, async (forward) => {
+            const outcome = await provider.charge(ctx.forwardKey, { amount: forward.amount, source: forward.paymentToken });
+            return outcome.ok ? outcome.result : null;
+          });
+          return charge ? provider.refund(input.key, charge.chargeId) : { status: 'nothing_to_refund' };
+        },
         async confirm(tx, result, { forwardKey }) {
-          // The provider is the source of truth: 'refunded' means money came back;
-          // anything else means no money was ever taken under this key.
+          // 'refunded' means money came back; otherwise no money was ever taken under this key.
           await tx.query(
             `UPDATE payments SET status = CASE WHEN $2 = 'refunded' THEN 'refunded' ELSE 'voided' END,
                     updated_at = now()

@@ -97,10 +97,8 @@ function failOnIdempotencyAnswer(answer: HttpAnswer, key: string, pass: number[]
   if (pass.includes(answer.status)) return;
   const type = (answer.body as { error?: { type?: string } } | null)?.error?.type;
   if (answer.status === 409) {
-    throw ApplicationFailure.nonRetryable(
-      `key ${key} was cancelled at the service (${type ?? 'canceled'}); this late attempt applies nothing`,
-      LedgerFailure.StepCancelled,
-    );
+    // The service is still handling an earlier request with this key (a retry overtook it): ask again later.
+    throw ApplicationFailure.retryable(`key ${key} is in use by a request still in progress`, FailureType.ProviderUnavailable);
   }
   if (answer.status === 422) {
     throw ApplicationFailure.nonRetryable(`key ${key} reused with another request`, LedgerFailure.IdempotencyConflict);

@@ -27,10 +27,11 @@ export function paymentProviderClient(deps: ProviderDeps) {
       return { ok: true, result: { chargeId: String(answer.body.id) } };
     },
 
-    /** Refunds the charge made under `chargeKey`, or tombstones that key if no charge was made. */
-    async refund(key: string, chargeKey: string): Promise<{ status: string }> {
-      const answer = await callService<{ status: string }>(`${deps.paymentProviderUrl}/refunds`, key, { charge_key: chargeKey }, opts);
-      return { status: answer.body.status };
+    /** Refunds the charge `chargeId` under the refund's own key: a retry replays, never refunds twice. */
+    async refund(key: string, chargeId: string): Promise<{ status: 'refunded' }> {
+      const answer = await callService<{ status: string }>(`${deps.paymentProviderUrl}/refunds`, key, { charge: chargeId }, opts);
+      if (answer.body.status !== 'refunded') throw new Error(`the provider answered refund ${key} with status ${answer.body.status}`);
+      return { status: 'refunded' };
     },
   };
 }
@@ -52,10 +53,11 @@ export function carrierClient(deps: ProviderDeps) {
       return { shipmentId: answer.body.id, trackingNumber: answer.body.tracking_number };
     },
 
-    /** Voids the label made under `shipmentKey`, or tombstones that key if none was made. */
-    async voidLabel(key: string, shipmentKey: string): Promise<{ status: string }> {
-      const answer = await callService<{ status: string }>(`${deps.carrierUrl}/shipments/void`, key, { shipment_key: shipmentKey }, opts);
-      return { status: answer.body.status };
+    /** Voids the label `shipmentId` under the void's own key: a retry replays, never voids twice. */
+    async voidLabel(key: string, shipmentId: string): Promise<{ status: 'voided' }> {
+      const answer = await callService<{ status: string }>(`${deps.carrierUrl}/shipments/void`, key, { shipment: shipmentId }, opts);
+      if (answer.body.status !== 'voided') throw new Error(`the carrier answered void ${key} with status ${answer.body.status}`);
+      return { status: 'voided' };
     },
   };
 }

@@ -1,15 +1,17 @@
 import { Step } from '../workflows/order/steps';
 import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/order/types';
+import { forwardEffect } from '../src/ledger/ledger';
 import { ledgerOf, type ActivityDeps } from './deps';
 import { carrierClient } from './providers';
+
+type ShipmentInput = StepInput & { address: Address; items: OrderItem[] };
+type Label = { shipmentId: string; trackingNumber: string };
 
 export function createShippingActivities(deps: ActivityDeps) {
   const ledger = ledgerOf(deps).step(Step.createShipment);
   const carrier = carrierClient(deps);
   return {
-    async createShipment(
-      input: StepInput & { address: Address; items: OrderItem[] },
-    ): Promise<{ shipmentId: string; trackingNumber: string }> {
+    async createShipment(input: ShipmentInput): Promise<Label> {
       return ledger.external(input.key, input, {
         async prepare(tx) {
           await tx.query(
@@ -30,9 +32,13 @@ export function createShippingActivities(deps: ActivityDeps) {
       });
     },
 
-    async voidShipment(input: UndoInput): Promise<{ status: string }> {
-      return ledger.externalUndo(input.key, input, {
-        call: ({ forwardKey }) => carrier.voidLabel(input.key, forwardKey),
+    /** Voids the label the shipment step created: nothing if it never created one. */
+    async voidShipment(input: UndoInput): Promise<{ status: 'voided' | 'nothing_to_void' }> {
+      return ledger.externalUndo<{ status: 'voided' | 'nothing_to_void' }, Label>(input.key, input, {
+        async call(ctx) {
+          const label = await forwardEffect<Label, ShipmentInput>(ctx, (forward) => carrier.createLabel(ctx.forwardKey, forward));
+          return label ? carrier.voidLabel(input.key, label.shipmentId) : { status: 'nothing_to_void' };
+        },
         async confirm(tx, _result, { forwardKey }) {
           await tx.query(
             `UPDATE shipments SET status = 'voided', updated_at = now()

@@ -8,6 +8,7 @@ import { addFault, clearFaults } from '../dev/services/clients';
 import type { CreateOrderRequest, OrderView } from '../src/api/schemas';
 import { startApi } from '../src/api/server';
 import { createSagaWorker } from '../workers/worker';
+import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
 import { Step } from '../workflows/order/steps';
 import { runMain, untilStopSignal } from './run';
 
@@ -87,7 +88,12 @@ runMain(USAGE, async () => {
     },
     { name: 'out of stock', body: base({ items: [{ sku: sku('rare-gem'), quantity: 5 }] }) },
     { name: 'declined card', body: base({ paymentToken: 'tok_decline' }) },
-    { name: 'carrier outage', body: base(), fault: [stack.carrierUrl, { kind: 'error', path: '/shipments' }] },
+    // Down through every attempt of the shipment step, then back for its undo to learn there is no label to keep.
+    {
+      name: 'carrier outage',
+      body: base(),
+      fault: [stack.carrierUrl, { kind: 'error', path: '/shipments', times: EXTERNAL_STEP_ATTEMPTS }],
+    },
     {
       name: 'customer cancel',
       body: base(),

@@ -7,6 +7,7 @@ import { insertOrder } from '../src/orders/repository';
 import { addFault } from './services/clients';
 import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-saga';
 import type { SagaStatus } from '../workflows/saga';
+import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput } from '../workflows/order/types';
 
@@ -29,6 +30,11 @@ interface Scenario {
 }
 
 const prefix = (o: OrderInput) => `order-${o.orderId}/`;
+/**
+ * The carrier down through every attempt of the shipment step, then back: the step fails for good, and
+ * its undo can ask for the label again under its key (a real carrier keeps nothing for a key it never saw).
+ */
+const carrierOutage = (o: OrderInput) => ({ kind: 'error', path: '/shipments', keyPrefix: prefix(o), times: EXTERNAL_STEP_ATTEMPTS });
 const start = (ctx: ScenarioContext, o: OrderInput) => startOrderSaga(ctx.client, o, ctx.taskQueue);
 
 async function waitForStatus(handle: Handle, pred: (s: SagaStatus) => boolean) {
@@ -57,7 +63,7 @@ export const scenarios: Scenario[] = [
   {
     name: 'fail-create-shipment',
     async run(ctx, o) {
-      await addFault(ctx.carrierUrl, { kind: 'error', path: '/shipments', keyPrefix: prefix(o) });
+      await addFault(ctx.carrierUrl, carrierOutage(o));
       return start(ctx, o);
     },
   },
@@ -112,8 +118,8 @@ export const scenarios: Scenario[] = [
   {
     name: 'compensation-retried',
     async run(ctx, o) {
-      // The carrier is down for good, and the refund fails for a full round of attempts before it succeeds.
-      await addFault(ctx.carrierUrl, { kind: 'error', path: '/shipments', keyPrefix: prefix(o) });
+      // The carrier is down through the shipment's attempts, and the refund fails for a full round of attempts before it succeeds.
+      await addFault(ctx.carrierUrl, carrierOutage(o));
       await addFault(ctx.paymentProviderUrl, { kind: 'error', path: '/refunds', keyPrefix: prefix(o), times: 4 });
       return start(ctx, o);
     },

@@ -1,13 +1,12 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
-import { inTransaction, type Db, type Tx } from '../../src/db/pool';
+import type { Db, Tx } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import {
   answerExisting,
   FaultInjector,
-  lockOrTombstone,
   reverseOnce,
-  type EffectTable,
+  underKey,
   type ReversalTable,
   errorReply,
   fresh,
@@ -33,7 +32,7 @@ const shipmentRequest = z.object({
     .min(1),
 });
 
-const voidRequest = z.object({ shipment_key: z.string().min(1).max(255) });
+const voidRequest = z.object({ shipment: z.string().min(1).max(255) });
 
 type ShipmentStatus = 'created' | 'voided' | 'canceled';
 
@@ -69,11 +68,7 @@ function trackingNumber(): string {
   return `TRK${digits}`;
 }
 
-const SHIPMENTS: EffectTable = {
-  table: 'carrier_shipments',
-  canceled: { type: 'shipment_canceled', message: 'this idempotency key was voided before any shipment' },
-};
-const VOIDS: ReversalTable = { table: 'carrier_voids', targetColumn: 'shipment_key', what: 'a different shipment' };
+const VOIDS: ReversalTable = { table: 'carrier_voids', targetColumn: 'shipment_id', what: 'a different shipment' };
 
 async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
@@ -82,8 +77,7 @@ async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const shipment = { id: `shp_${randomBytes(12).toString('hex')}`, tracking_number: trackingNumber(), status: 'created' };
   const stored: StoredResponse = { status_code: 201, body: shipment };
 
-  return inTransaction(db, async (tx) => {
-    // Same-key requests serialise on this insert; the losers replay the winner's row.
+  return underKey(db, 'carrier_shipments', key, async (tx) => {
     const inserted = await tx.query(
       `INSERT INTO carrier_shipments (idempotency_key, id, fingerprint, tracking_number, status, response)
        VALUES ($1, $2, $3, $4, 'created', $5)
@@ -93,32 +87,27 @@ async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
     );
     if (inserted.rowCount === 1) return fresh(stored);
 
-    return answerExisting(tx, SHIPMENTS, key, fp);
+    return answerExisting(tx, 'carrier_shipments', key, fp);
   });
 }
 
+/** Voids a label named by its id, once: a voided label cannot be voided again (400), an unknown one is 404. */
 async function voidShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
-  const { shipment_key: shipmentKey } = parseBody(voidRequest, await readJson(ctx.req));
+  const { shipment: shipmentId } = parseBody(voidRequest, await readJson(ctx.req));
 
-  return reverseOnce(db, VOIDS, key, shipmentKey, (tx) => voidByKey(tx, shipmentKey));
+  return reverseOnce(db, VOIDS, key, shipmentId, (tx) => voidById(tx, shipmentId));
 }
 
-async function voidByKey(tx: Tx, shipmentKey: string): Promise<Record<string, unknown>> {
-  const shipment = await lockOrTombstone<ShipmentRow>(tx, SHIPMENTS, shipmentKey);
-  if (!shipment) return { status: 'canceled' };
-  switch (shipment.status) {
-    case 'created':
-      await tx.query(
-        `UPDATE carrier_shipments SET status = 'voided', updated_at = now() WHERE idempotency_key = $1`,
-        [shipmentKey],
-      );
-      return { status: 'voided', shipment_id: shipment.id };
-    case 'voided':
-      return { status: 'voided', shipment_id: shipment.id };
-    case 'canceled':
-      return { status: 'canceled' };
+async function voidById(tx: Tx, shipmentId: string): Promise<Record<string, unknown>> {
+  const found = await tx.query<ShipmentRow>(`SELECT * FROM carrier_shipments WHERE id = $1 FOR UPDATE`, [shipmentId]);
+  const shipment = found.rows[0];
+  if (!shipment) throw new HttpError(404, 'resource_missing', `no such shipment: ${shipmentId}`);
+  if (shipment.status !== 'created') {
+    throw new HttpError(400, 'shipment_already_voided', `shipment ${shipmentId} is ${shipment.status}`);
   }
+  await tx.query(`UPDATE carrier_shipments SET status = 'voided', updated_at = now() WHERE id = $1`, [shipmentId]);
+  return { status: 'voided', shipment_id: shipment.id };
 }
 
 async function getShipment(db: Db, ctx: RequestContext): Promise<Reply> {

@@ -271,37 +271,47 @@ export async function startService(opts: {
   };
 }
 
-/** The books of one effect endpoint: its table, and what its tombstone is called. */
-export interface EffectTable {
-  /** A constant from this code, never input: it is spliced into the SQL. */
-  table: 'provider_charges' | 'carrier_shipments';
-  /** The error type and message a key tombstoned before any effect gets: 409. */
-  canceled: { type: string; message: string };
+/** The books of one effect endpoint: a constant from this code, never input (it is spliced into the SQL). */
+export type EffectTable = 'provider_charges' | 'carrier_shipments';
+
+/**
+ * Runs a create under its Idempotency-Key: a request whose key is still being
+ * handled by another request is refused with 409 (retry later), as Stripe
+ * does, rather than queued behind it.
+ */
+export async function underKey(db: Db, books: EffectTable, key: string, create: (tx: Tx) => Promise<Reply>): Promise<Reply> {
+  return inTransaction(db, async (tx) => {
+    const free = await tx.query<{ ok: boolean }>(`SELECT pg_try_advisory_xact_lock(hashtext($1)) AS ok`, [`${books}:${key}`]);
+    if (!free.rows[0]?.ok) {
+      return errorReply(409, 'idempotency_key_in_use', {
+        message: 'another request with this Idempotency-Key is in progress; retry after it has ended',
+      });
+    }
+    return create(tx);
+  });
 }
 
 /**
- * The answer to a create whose key was already claimed: 409 if a reversal
- * tombstoned the key first, 422 if the key came with other parameters, else the
- * stored first answer, byte for byte.
+ * The answer to a create whose key was already used: 422 if the key came with
+ * other parameters, else the stored first answer, byte for byte.
  */
 export async function answerExisting(tx: Tx, books: EffectTable, key: string, fp: string): Promise<Reply> {
-  const existing = await tx.query<{ status: string; fingerprint: string | null; response: unknown }>(
-    `SELECT status, fingerprint, response FROM ${books.table} WHERE idempotency_key = $1`,
+  const existing = await tx.query<{ fingerprint: string | null; response: unknown }>(
+    `SELECT fingerprint, response FROM ${books} WHERE idempotency_key = $1`,
     [key],
   );
   const row = existing.rows[0];
   if (!row) throw new Error(`${key} conflicted but is not visible`);
-  if (row.status === 'canceled') return errorReply(409, books.canceled.type, { message: books.canceled.message });
-  if (row.fingerprint !== fp) {
+  if (row.fingerprint !== fp || row.response === null) {
     return errorReply(422, 'idempotency_mismatch', { message: 'Idempotency-Key was already used with different parameters' });
   }
   return replay(row.response);
 }
 
-/** The books of one reversal endpoint (a refund, a void): its table and the column naming its target key. */
+/** The books of one reversal endpoint (a refund, a void): its table and the column naming its target's id. */
 export interface ReversalTable {
   table: 'provider_refunds' | 'carrier_voids';
-  targetColumn: 'charge_key' | 'shipment_key';
+  targetColumn: 'charge_id' | 'shipment_id';
   /** For the 422: "a different charge". */
   what: string;
 }
@@ -310,6 +320,8 @@ export interface ReversalTable {
  * A reversal applied once per key: the reversal key is claimed first, so a
  * concurrent duplicate blocks until we commit and then replays, instead of
  * racing us on the target's row. The same key naming another target is a 422.
+ * A reversal the service refuses (an HttpError: no such target, already
+ * reversed) rolls back and stores nothing, so its key stays free.
  */
 export async function reverseOnce(
   db: Db,
@@ -325,7 +337,7 @@ export async function reverseOnce(
       [key, target],
     );
     if (claimed.rowCount !== 1) {
-      const prior = await tx.query<{ target: string; response: unknown }>(
+      const prior = await tx.query<{ target: string | null; response: unknown }>(
         `SELECT ${books.targetColumn} AS target, response FROM ${books.table} WHERE idempotency_key = $1`,
         [key],
       );
@@ -340,27 +352,4 @@ export async function reverseOnce(
     await tx.query(`UPDATE ${books.table} SET response = $2 WHERE idempotency_key = $1`, [key, JSON.stringify(stored)]);
     return fresh(stored);
   });
-}
-
-/**
- * Locks the effect a reversal targets, or, if there is none yet, tombstones its
- * key: a reversal can outrun a create whose answer was lost, and the tombstone
- * makes that late create fail. Returns the locked row, or undefined when this
- * call left the tombstone.
- */
-export async function lockOrTombstone<R>(tx: Tx, books: EffectTable, key: string): Promise<R | undefined> {
-  const lock = async () =>
-    (await tx.query<R & Record<string, unknown>>(`SELECT * FROM ${books.table} WHERE idempotency_key = $1 FOR UPDATE`, [key])).rows[0];
-  const row = await lock();
-  if (row) return row;
-  const tomb = await tx.query(
-    `INSERT INTO ${books.table} (idempotency_key, status) VALUES ($1, 'canceled')
-     ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`,
-    [key],
-  );
-  if (tomb.rowCount === 1) return undefined;
-  // A concurrent create committed between our read and our insert: lock what it made.
-  const created = await lock();
-  if (!created) throw new Error(`${key} conflicted but is not visible`);
-  return created;
 }

@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { inTransaction, type Db, type Tx } from '../../src/db/pool';
+import type { Db, Tx } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import {
   answerExisting,
   FaultInjector,
-  lockOrTombstone,
   reverseOnce,
-  type EffectTable,
+  underKey,
   type ReversalTable,
   errorReply,
   fresh,
@@ -35,7 +34,7 @@ const chargeRequest = z.object({
   description: z.string().optional(),
 });
 
-const refundRequest = z.object({ charge_key: z.string().min(1).max(255) });
+const refundRequest = z.object({ charge: z.string().min(1).max(255) });
 
 type ChargeStatus = 'succeeded' | 'declined' | 'refunded' | 'canceled';
 
@@ -67,11 +66,7 @@ export async function startPaymentProvider(opts: ServiceOptions): Promise<Runnin
   });
 }
 
-const CHARGES: EffectTable = {
-  table: 'provider_charges',
-  canceled: { type: 'charge_canceled', message: 'this idempotency key was refunded before any charge' },
-};
-const REFUNDS: ReversalTable = { table: 'provider_refunds', targetColumn: 'charge_key', what: 'a different charge' };
+const REFUNDS: ReversalTable = { table: 'provider_refunds', targetColumn: 'charge_id', what: 'a different charge' };
 
 async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
@@ -94,9 +89,7 @@ async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
       }
     : { status_code: 200, body: charge };
 
-  return inTransaction(db, async (tx) => {
-    // A concurrent insert of the same key makes this wait for that transaction,
-    // so exactly one request creates the charge and the others replay it.
+  return underKey(db, 'provider_charges', key, async (tx) => {
     const inserted = await tx.query(
       `INSERT INTO provider_charges
          (idempotency_key, id, fingerprint, amount_minor, currency, source, status, response)
@@ -107,33 +100,40 @@ async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
     );
     if (inserted.rowCount === 1) return fresh(stored);
 
-    return answerExisting(tx, CHARGES, key, fp);
+    return answerExisting(tx, 'provider_charges', key, fp);
   });
 }
 
+/**
+ * Refunds a charge named by its id, as a real provider does: once. A second
+ * refund of a refunded charge under another key is refused (400), a charge
+ * never made cannot be named at all (404): the provider keeps nothing for a
+ * key it never saw, so a refund can never stand in for a charge.
+ */
 async function createRefund(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
-  const { charge_key: chargeKey } = parseBody(refundRequest, await readJson(ctx.req));
+  const { charge: chargeId } = parseBody(refundRequest, await readJson(ctx.req));
 
-  return reverseOnce(db, REFUNDS, key, chargeKey, (tx) => refundCharge(tx, chargeKey));
+  return reverseOnce(db, REFUNDS, key, chargeId, (tx) => refundCharge(tx, chargeId));
 }
 
-async function refundCharge(tx: Tx, chargeKey: string): Promise<Record<string, unknown>> {
-  const charge = await lockOrTombstone<ChargeRow>(tx, CHARGES, chargeKey);
-  if (!charge) return { status: 'canceled' };
+async function refundCharge(tx: Tx, chargeId: string): Promise<Record<string, unknown>> {
+  const found = await tx.query<ChargeRow>(`SELECT * FROM provider_charges WHERE id = $1 FOR UPDATE`, [chargeId]);
+  const charge = found.rows[0];
+  if (!charge) throw new HttpError(404, 'resource_missing', `no such charge: ${chargeId}`);
   switch (charge.status) {
     case 'succeeded':
-      await tx.query(
-        `UPDATE provider_charges SET status = 'refunded', updated_at = now() WHERE idempotency_key = $1`,
-        [chargeKey],
-      );
-      return { status: 'refunded', charge_id: charge.id, amount_minor: Number(charge.amount_minor) };
+      await tx.query(`UPDATE provider_charges SET status = 'refunded', updated_at = now() WHERE id = $1`, [chargeId]);
+      return {
+        id: `re_${randomBytes(12).toString('hex')}`,
+        status: 'refunded',
+        charge_id: charge.id,
+        amount_minor: Number(charge.amount_minor),
+      };
     case 'refunded':
-      return { status: 'refunded', charge_id: charge.id, amount_minor: Number(charge.amount_minor) };
-    case 'declined':
-      return { status: 'nothing_to_refund' };
-    case 'canceled':
-      return { status: 'canceled' };
+      throw new HttpError(400, 'charge_already_refunded', `charge ${chargeId} has already been refunded`);
+    default:
+      throw new HttpError(400, 'charge_not_refundable', `charge ${chargeId} is ${charge.status}: nothing was captured`);
   }
 }
 

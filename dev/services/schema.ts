@@ -1,7 +1,10 @@
 import { inTransaction, type Db } from '../../src/db/pool';
 
 /**
- * The simulated payment provider's and carrier's own books. They share the dev
+ * The simulated payment provider's and carrier's own books. They keep what a
+ * real provider keeps: an effect per idempotency key that was used, a reversal
+ * per reversal key; nothing for a key never seen ('canceled' rows are from an
+ * older version that tombstoned such keys). They share the dev
  * database for convenience only; each service creates its tables when it starts.
  */
 const DEV_SERVICES_DDL = `
@@ -25,6 +28,10 @@ CREATE TABLE IF NOT EXISTS provider_refunds (
   created_at      timestamptz NOT NULL DEFAULT now()
 );
 
+-- Refunds name the charge by its id, as a real provider's do (an older table named its key).
+ALTER TABLE provider_refunds ADD COLUMN IF NOT EXISTS charge_id text;
+ALTER TABLE provider_refunds ALTER COLUMN charge_key DROP NOT NULL;
+
 CREATE TABLE IF NOT EXISTS carrier_shipments (
   idempotency_key text PRIMARY KEY,
   id              text UNIQUE,
@@ -42,6 +49,8 @@ CREATE TABLE IF NOT EXISTS carrier_voids (
   response        jsonb NOT NULL,
   created_at      timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE carrier_voids ADD COLUMN IF NOT EXISTS shipment_id text;
+ALTER TABLE carrier_voids ALTER COLUMN shipment_key DROP NOT NULL;
 `;
 
 /** Creates the services' tables in the first schema of the pool's search path, if they are not there. */

@@ -1,5 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { createLedger, LedgerFailure, type CallOutcome, type Db, type LedgerHooks } from 'sagaflow/ledger';
+import { createLedger, forwardEffect, LedgerFailure, type CallOutcome, type Db, type LedgerHooks } from 'sagaflow/ledger';
 import type { SagaCause } from 'sagaflow/workflow';
 import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput } from './types';
 
@@ -17,6 +17,8 @@ interface Keyed {
   tripId: string;
 }
 
+type DepositInput = Keyed & { amount: TripInput['deposit']; paymentToken: string };
+
 /** An undo's input: `cause` is why the saga compensates (recorded by the ledger, never fingerprinted). */
 type UndoInput = Keyed & { cause?: SagaCause };
 
@@ -33,6 +35,9 @@ export function createTripActivities(deps: TripDeps) {
   const book = ledger.step(TripStep.bookTrip);
   const itinerary = ledger.step(TripStep.issueItinerary);
   const post = (path: string, key: string, body: unknown) => postIdempotent(`${deps.paymentProviderUrl}${path}`, key, body, deps.providerTimeoutMs ?? 5000);
+  // The deposit's charge request: sent by the step, and sent again by its undo when the step is pending.
+  const chargeRequest = (key: string, input: DepositInput) =>
+    post('/charges', key, { amount_minor: input.amount.amountMinor, currency: input.amount.currency, source: input.paymentToken });
 
   return {
     async recordTrip(input: { key: string; trip: TripInput }): Promise<{ tripId: string }> {
@@ -94,7 +99,7 @@ export function createTripActivities(deps: TripDeps) {
     },
 
     /** The deposit, charged with the step key as the provider's Idempotency-Key. */
-    async chargeDeposit(input: Keyed & { amount: TripInput['deposit']; paymentToken: string }): Promise<{ chargeId: string }> {
+    async chargeDeposit(input: DepositInput): Promise<{ chargeId: string }> {
       return deposit.external(input.key, input, {
         async prepare(tx) {
           await tx.query(
@@ -104,11 +109,7 @@ export function createTripActivities(deps: TripDeps) {
           );
         },
         async call(): Promise<CallOutcome<{ chargeId: string }>> {
-          const res = await post('/charges', input.key, {
-            amount_minor: input.amount.amountMinor,
-            currency: input.amount.currency,
-            source: input.paymentToken,
-          });
+          const res = await chargeRequest(input.key, input);
           if (res.status === 402) return { ok: false, failure: { type: TripFailure.DepositDeclined, message: 'deposit declined' } };
           return { ok: true, result: { chargeId: String((res.body as { id: string }).id) } };
         },
@@ -121,11 +122,16 @@ export function createTripActivities(deps: TripDeps) {
       });
     },
 
-    /** Refunds the deposit if it was taken, or tombstones its key at the provider if it was not. */
+    /** Refunds the deposit if it was taken: what the charge step did decides (forwardEffect). */
     async refundDeposit(input: UndoInput): Promise<{ status: string }> {
-      return deposit.externalUndo(input.key, input, {
-        async call({ forwardKey }) {
-          const res = await post('/refunds', input.key, { charge_key: forwardKey });
+      return deposit.externalUndo<{ status: string }, { chargeId: string }>(input.key, input, {
+        async call(ctx) {
+          const charge = await forwardEffect<{ chargeId: string }, DepositInput>(ctx, async (forward) => {
+            const res = await chargeRequest(ctx.forwardKey, forward);
+            return res.status === 402 ? null : { chargeId: String((res.body as { id: string }).id) };
+          });
+          if (!charge) return { status: 'nothing_to_refund' };
+          const res = await post('/refunds', input.key, { charge: charge.chargeId });
           return { status: String((res.body as { status: string }).status) };
         },
         async confirm(tx, result, { forwardKey }) {
@@ -171,9 +177,9 @@ export function createTripActivities(deps: TripDeps) {
 export type TripActivities = ReturnType<typeof createTripActivities>;
 
 /**
- * POSTs with the step key as Idempotency-Key. Unreachable, timed out or 5xx:
- * retryable. 409 (the key was tombstoned by a refund) and 422 (the key reused
- * with another body) are the ledger's own answers; any other 4xx but 402 is a bug.
+ * POSTs with the step key as Idempotency-Key. Unreachable, timed out, 5xx, or
+ * 409 (a request with this key still in progress): retryable. 422 (the key
+ * reused with another body) is the ledger's own answer; any other 4xx but 402 is a bug.
  */
 async function postIdempotent(url: string, key: string, body: unknown, timeoutMs: number): Promise<{ status: number; body: unknown }> {
   let res: Response;
@@ -189,7 +195,7 @@ async function postIdempotent(url: string, key: string, body: unknown, timeoutMs
   }
   const text = await res.text();
   if (res.status >= 500) throw ApplicationFailure.retryable(`${url} answered ${res.status}`, TripFailure.PaymentUnavailable);
-  if (res.status === 409) throw ApplicationFailure.nonRetryable(`${key} was cancelled at the provider`, LedgerFailure.StepCancelled);
+  if (res.status === 409) throw ApplicationFailure.retryable(`${key} is in use by a request still in progress`, TripFailure.PaymentUnavailable);
   if (res.status === 422) throw ApplicationFailure.nonRetryable(`${key} reused with another request`, LedgerFailure.IdempotencyConflict);
   if (res.status >= 400 && res.status !== 402) throw ApplicationFailure.nonRetryable(`${url} refused ${key}: ${res.status} ${text}`, 'Rejected');
   return { status: res.status, body: text ? (JSON.parse(text) as unknown) : null };

@@ -13,6 +13,7 @@
  */
 export {
   createLedger,
+  forwardEffect,
   LedgerFailure,
   type CallOutcome,
   type ExternalStep,

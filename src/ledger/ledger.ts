@@ -41,6 +41,11 @@ export const LedgerFailure = {
   DataRejected: 'DataRejected',
   /** The key is not a key of this step (or not a step key at all). */
   InvalidStepKey: 'InvalidStepKey',
+  /**
+   * A compensation cannot tell what its external forward step did: the step was recorded pending, or
+   * tombstoned, before the ledger kept what it needs to find out. A person must check the service.
+   */
+  ForwardUnknown: 'ForwardUnknown',
 } as const;
 
 export type StepState = 'pending' | 'completed' | 'failed' | 'cancelled';
@@ -68,16 +73,21 @@ export interface LedgerEntry<R = unknown> {
 }
 
 /**
- * What the forward step had done when its compensation took over (the
- * compensation has just tombstoned it, so this can no longer change):
+ * What the forward step had done when its compensation took over (its tombstone
+ * remembers it, so every attempt of the compensation is told the same):
  * - `absent`: it never ran, and now never will;
- * - `pending`: an external call was made or may have been; the service decides;
+ * - `pending`: an external call was made, may still be in flight, or was never
+ *   sent. A real service keeps nothing for a key it never saw, so the
+ *   compensation repeats the forward request (`input`, the step's input) under
+ *   the forward key: the service answers what it did, or does it now, and the
+ *   compensation reverses that. `input` is null for a step claimed before the
+ *   ledger kept it;
  * - `completed` with its result, or `failed` with its recorded failure;
- * - `cancelled`: an earlier compensation (or an earlier attempt of this one) already tombstoned it.
+ * - `cancelled`: tombstoned before tombstones remembered what they replaced (an old row).
  */
 export type ForwardOutcome<F = unknown> =
   | { state: 'absent' }
-  | { state: 'pending' }
+  | { state: 'pending'; input: unknown }
   | { state: 'completed'; result: F }
   | { state: 'failed'; error: RecordedFailure }
   | { state: 'cancelled' };
@@ -107,10 +117,43 @@ export interface UndoContext<F = unknown> {
 }
 
 export interface ExternalUndo<R, F = unknown> {
-  /** Asks the service to reverse the forward key's effect, or tombstone it if it never happened. */
+  /**
+   * Reverses what `ctx.forward` says the forward step did: nothing when it is absent or failed, its
+   * result when completed; when pending, first repeats its request under `ctx.forwardKey` to learn the
+   * service's answer. Every attempt is given the same `ctx` and must send the same requests.
+   */
   call(ctx: UndoContext<F>): Promise<R>;
   /** Settles the local record from the service's answer, in the ledger's transaction. */
   confirm?(tx: Tx, result: R, ctx: UndoContext<F>): Promise<void>;
+}
+
+/**
+ * What an external compensation has to reverse, from what its forward step did: null when the step
+ * never ran or failed (nothing to reverse), its result when it completed. When it is pending, its call
+ * was made, is still in flight, or was never sent, and a real service keeps nothing for a key it never
+ * saw: `repeat` sends the forward request again, from the step's recorded input, under
+ * `ctx.forwardKey`, and returns what the service answers (null for a business failure such as a
+ * decline). The service replays what it did, or does it now; either way no later attempt of the
+ * forward step can apply anything, since the tombstone stops it before its call.
+ */
+export async function forwardEffect<F, I = unknown>(ctx: UndoContext<F>, repeat: (input: I) => Promise<F | null>): Promise<F | null> {
+  const { forward } = ctx;
+  switch (forward.state) {
+    case 'absent':
+    case 'failed':
+      return null;
+    case 'completed':
+      return forward.result;
+    case 'pending':
+      if (forward.input !== null && forward.input !== undefined) return repeat(forward.input as I);
+      break;
+    case 'cancelled':
+      break;
+  }
+  throw ApplicationFailure.nonRetryable(
+    `cannot tell whether ${ctx.forwardKey} took effect: it was recorded before the ledger kept its request; check the service and resolve it by hand`,
+    LedgerFailure.ForwardUnknown,
+  );
 }
 
 /** The ledger operations of one step; every key given must be a key of that step. */
@@ -199,10 +242,12 @@ interface Row {
   error: RecordedFailure | null;
   undone: Exclude<StepState, 'cancelled'> | null;
   cause: unknown;
+  /** An external step's input while it is pending (never read out of the ledger). */
+  input?: unknown;
 }
 
 const COLUMNS = 'key, workflow_id, step, fingerprint, state, result, error, undone, cause';
-const SELECT_ROW = `SELECT ${COLUMNS} FROM step_ledger WHERE key = $1`;
+const SELECT_ROW = `SELECT ${COLUMNS}, input FROM step_ledger WHERE key = $1`;
 
 /**
  * Inserts a forward step's row unless its saga has started compensating (any tombstone among its
@@ -226,15 +271,23 @@ function toEntry(row: Row): LedgerEntry {
   };
 }
 
+/**
+ * The forward step's outcome as its row (before or after its tombstone) tells it. A tombstone with
+ * nothing under it and no fingerprint is a step that never ran; one with a fingerprint but no
+ * `undone` was left before tombstones remembered (migration 008), and says only 'cancelled'.
+ */
 function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
   if (!row) return { state: 'absent' };
-  switch (row.state) {
+  const state = row.state === 'cancelled' ? (row.undone ?? (row.fingerprint === null ? 'absent' : 'cancelled')) : row.state;
+  switch (state) {
     case 'completed':
       return { state: 'completed', result: row.result as F };
     case 'failed':
       return { state: 'failed', error: row.error ?? { type: 'Unknown', message: 'failed' } };
+    case 'pending':
+      return { state: 'pending', input: row.input ?? null };
     default:
-      return { state: row.state };
+      return { state };
   }
 }
 
@@ -242,16 +295,16 @@ function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
  * Claims a key with a 'pending' row, or returns the row already there. A forward key is not claimed
  * once its saga has started compensating: that throws StepCancelled with the saga's cause.
  */
-async function claim(tx: Tx, ref: StepKey, fp: string): Promise<Row | null> {
+async function claim(tx: Tx, ref: StepKey, fp: string, input?: unknown): Promise<Row | null> {
   // The insert is the lock: a concurrent duplicate waits here until this
   // transaction ends, then finds the committed row and replays it.
   const inserted = await tx.query(
     ref.undo
       ? `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
          VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (key) DO NOTHING RETURNING key`
-      : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
-         SELECT $1, $2, $3, $4, 'pending' ${UNLESS_COMPENSATING}`,
-    [ref.key, ref.workflowId, ref.step, fp],
+      : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, input)
+         SELECT $1, $2, $3, $4, 'pending', $5::jsonb ${UNLESS_COMPENSATING}`,
+    ref.undo ? [ref.key, ref.workflowId, ref.step, fp] : [ref.key, ref.workflowId, ref.step, fp, JSON.stringify(input ?? null)],
   );
   if (inserted.rowCount === 1) return null;
   const existing = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.key]);
@@ -436,7 +489,7 @@ async function runLocalUndo<T, F>(
 async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: ExternalStep<R>, hooks: LedgerHooks): Promise<R> {
   const fp = fingerprint(input);
   const recorded = await inTransaction(db, async (tx) => {
-    const existing = await claim(tx, ref, fp);
+    const existing = await claim(tx, ref, fp, input);
     if (!existing) {
       await step.prepare?.(tx);
       return null;
@@ -452,7 +505,7 @@ async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: Ex
   const outcome = await step.call();
   const settled = await inTransaction(db, async (tx): Promise<CallOutcome<R>> => {
     const updated = await tx.query(
-      `UPDATE step_ledger SET state = $2, result = $3, error = $4, updated_at = now()
+      `UPDATE step_ledger SET state = $2, result = $3, error = $4, input = NULL, updated_at = now()
         WHERE key = $1 AND state = 'pending' RETURNING key`,
       [
         ref.key,
@@ -495,7 +548,11 @@ async function runExternalUndo<R, F>(db: Db, ref: StepKey, input: unknown, undo:
         WHERE key = $1 AND state = 'pending' RETURNING key`,
       [ref.key, JSON.stringify(result ?? null)],
     );
-    if (updated.rowCount === 1) await undo.confirm?.(tx, result, ctx);
+    if (updated.rowCount === 1) {
+      // The forward request has been answered for good: the tombstone no longer keeps it.
+      await tx.query(`UPDATE step_ledger SET input = NULL WHERE key = $1 AND input IS NOT NULL`, [ref.forwardKey]);
+      await undo.confirm?.(tx, result, ctx);
+    }
     return result;
   });
 }

@@ -5,7 +5,8 @@ import { inTransaction, type Db } from '../db/pool';
  * migrateLedger applies the same definition to a database of your own.
  * 'cancelled' is the tombstone a compensation leaves, whether or not the
  * forward effect had happened; `undone` keeps the state it replaced and
- * `cause` why the saga compensated (migration 008 added both).
+ * `cause` why the saga compensated (migration 008 added both); `input` is an
+ * external step's input while it is pending (migration 009).
  */
 export const LEDGER_DDL = `
 CREATE TABLE IF NOT EXISTS step_ledger (
@@ -24,6 +25,7 @@ CREATE INDEX IF NOT EXISTS step_ledger_workflow_idx ON step_ledger (workflow_id)
 CREATE INDEX IF NOT EXISTS step_ledger_created_idx ON step_ledger (created_at);
 ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS undone text CHECK (undone IN ('pending', 'completed', 'failed'));
 ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS cause jsonb;
+ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS input jsonb;
 `;
 
 /**

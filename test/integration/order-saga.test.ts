@@ -5,6 +5,7 @@ import { startOrderSaga } from '../../src/orders/start';
 import { reconcileOrder, reconcileStock } from '../../src/orders/audit';
 import { createLedger } from '../../src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
+import { EXTERNAL_STEP_ATTEMPTS as SHIPMENT_ATTEMPTS } from '../../workflows/order/activity-options';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { addFault, createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
@@ -171,7 +172,9 @@ test('an approved fraud check is voided when a later step fails', async () => {
 test('carrier outage: retried to the bound, then the charge is refunded and the label voided', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
-  await addFault(ctx.carrier.url, { kind: 'error', path: '/shipments', keyPrefix: `order-${o.orderId}/` });
+  // Down for every attempt of the shipment step, then back: its undo asks for the label again under
+  // its key (a real carrier keeps nothing for a key it never saw), so the carrier must answer.
+  await addFault(ctx.carrier.url, { kind: 'error', path: '/shipments', keyPrefix: `order-${o.orderId}/`, times: SHIPMENT_ATTEMPTS });
   const result = await (await startOrderSaga(ctx.client, o, taskQueue)).result();
 
   expect(result).toMatchObject({ status: 'compensated', failure: { type: 'ProviderUnavailable' } });
@@ -183,11 +186,12 @@ test('carrier outage: retried to the bound, then the charge is refunded and the 
   expect(charge.rows).toEqual([{ status: 'refunded' }]);
   const pay = await ctx.db.query('SELECT status FROM payments WHERE order_id = $1', [o.orderId]);
   expect(pay.rows).toEqual([{ status: 'refunded' }]);
-  // The void left a tombstone at the carrier: a label request arriving late for this key creates nothing.
+  // The void asked for the label under its key, and voided what that made: a label request arriving
+  // late for this key is answered with the voided label, and the ledger's tombstone records nothing.
   const label = await ctx.db.query(`SELECT status FROM carrier_shipments WHERE idempotency_key = $1`, [
     `order-${o.orderId}/${Step.createShipment}`,
   ]);
-  expect(label.rows).toEqual([{ status: 'canceled' }]);
+  expect(label.rows).toEqual([{ status: 'voided' }]);
   expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 2, reserved: 0, held: 0 });
 });
 

@@ -44,7 +44,7 @@ async function post(base: string, path: string, body: unknown, key?: string): Pr
 
 const charge = (key: string, body: Record<string, unknown> = {}) =>
   post(provider.url, '/charges', { amount_minor: 4200, currency: 'USD', source: 'tok_visa', ...body }, key);
-const refund = (key: string, chargeKey: string) => post(provider.url, '/refunds', { charge_key: chargeKey }, key);
+const refund = (key: string, chargeId: string) => post(provider.url, '/refunds', { charge: chargeId }, key);
 
 async function chargeRows(key: string) {
   const { rows } = await db.query('SELECT * FROM provider_charges WHERE idempotency_key = $1', [key]);
@@ -84,10 +84,13 @@ describe('payment provider', () => {
     const key = newKey('pay');
     const answers = await Promise.all(Array.from({ length: 10 }, () => charge(key)));
 
-    expect(answers.every((a) => a.status === 200)).toBe(true);
-    expect(new Set(answers.map((a) => a.body.id)).size).toBe(1);
-    expect(answers.filter((a) => !a.replayed)).toHaveLength(1);
+    // Each is the charge, or 409 while another request with the key is in progress (retry later).
+    expect(answers.filter((a) => a.status !== 200 && a.status !== 409)).toEqual([]);
+    const charged = answers.filter((a) => a.status === 200);
+    expect(new Set(charged.map((a) => a.body.id)).size).toBe(1);
+    expect(charged.filter((a) => !a.replayed)).toHaveLength(1);
     expect(await chargeRows(key)).toHaveLength(1);
+    expect(await charge(key)).toMatchObject({ status: 200, replayed: true, body: { id: charged[0]!.body.id } });
   });
 
   test('same key with a different body is rejected with 422 and the row is unchanged', async () => {
@@ -118,67 +121,72 @@ describe('payment provider', () => {
     expect(rows[0]).toMatchObject({ status: 'declined', id: first.body.charge.id });
   });
 
-  test('refunding a never-charged key leaves a tombstone that blocks a later charge', async () => {
+  test('a refund of a charge that does not exist is 404 and leaves nothing: no tombstone, a later charge goes through', async () => {
     const chargeKey = newKey('pay');
-    const answer = await refund(newKey('refund'), chargeKey);
-    expect(answer).toMatchObject({ status: 200, body: { status: 'canceled' } });
+    const refundKey = newKey('refund');
+    const answer = await refund(refundKey, 'ch_never_made');
+    expect(answer).toMatchObject({ status: 404, body: { error: { type: 'resource_missing' } } });
+    expect(await chargeRows(chargeKey)).toEqual([]);
+    expect((await db.query('SELECT 1 FROM provider_refunds WHERE idempotency_key = $1', [refundKey])).rowCount).toBe(0);
 
-    let rows = await chargeRows(chargeKey);
-    expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ status: 'canceled', id: null, fingerprint: null });
-
+    // A real provider keeps nothing for a key it never saw: a charge under any key is just a charge.
     const late = await charge(chargeKey);
-    expect(late.status).toBe(409);
-    expect(late.body.error.type).toBe('charge_canceled');
-
-    rows = await chargeRows(chargeKey);
-    expect(rows).toHaveLength(1);
-    expect(rows[0].status).toBe('canceled');
+    expect(late).toMatchObject({ status: 200, body: { status: 'succeeded' } });
   });
 
-  test('refunding a charge marks it refunded; the same refund key replays, a new one is a no-op', async () => {
+  test('refunding a charge marks it refunded; the same refund key replays; a second refund under another key is refused', async () => {
     const chargeKey = newKey('pay');
     const paid = await charge(chargeKey);
     const refundKey = newKey('refund');
 
-    const first = await refund(refundKey, chargeKey);
-    expect(first).toEqual({
-      status: 200,
-      body: { status: 'refunded', charge_id: paid.body.id, amount_minor: 4200 },
-      replayed: false,
-    });
-    const again = await refund(refundKey, chargeKey);
+    const first = await refund(refundKey, paid.body.id);
+    expect(first).toMatchObject({ status: 200, body: { status: 'refunded', charge_id: paid.body.id, amount_minor: 4200 }, replayed: false });
+    expect(first.body.id).toMatch(/^re_/);
+    const again = await refund(refundKey, paid.body.id);
     expect(again).toEqual({ ...first, replayed: true });
-    const otherKey = await refund(newKey('refund'), chargeKey);
-    expect(otherKey.body).toEqual(first.body);
+    const otherKey = await refund(newKey('refund'), paid.body.id);
+    expect(otherKey).toMatchObject({ status: 400, body: { error: { type: 'charge_already_refunded' } } });
 
     expect((await chargeRows(chargeKey))[0].status).toBe('refunded');
-    const { rows } = await db.query('SELECT * FROM provider_refunds WHERE idempotency_key = $1', [refundKey]);
+    const { rows } = await db.query('SELECT * FROM provider_refunds WHERE charge_id = $1', [paid.body.id]);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ charge_key: chargeKey, response: { status_code: 200, body: first.body } });
+    expect(rows[0]).toMatchObject({ idempotency_key: refundKey, response: { status_code: 200, body: first.body } });
   });
 
-  test('a refund racing a charge with the same key never leaves money captured', async () => {
-    const keys = Array.from({ length: 10 }, () => newKey('race'));
-    await Promise.all(keys.map((key) => Promise.all([charge(key), refund(newKey('refund'), key)])));
-    const { rows } = await db.query('SELECT status FROM provider_charges WHERE idempotency_key = ANY($1)', [keys]);
-    expect(rows).toHaveLength(keys.length);
-    for (const row of rows) expect(['refunded', 'canceled']).toContain(row.status);
+  test('a request whose key is still in progress is refused with 409, not queued; once it ends, the key replays', async () => {
+    const key = newKey('inuse');
+    const holder = await db.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`provider_charges:${key}`]);
+      const busy = await charge(key);
+      expect(busy).toMatchObject({ status: 409, body: { error: { type: 'idempotency_key_in_use' } } });
+      expect(await chargeRows(key)).toEqual([]);
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+    const first = await charge(key);
+    expect(first.status).toBe(200);
+    expect(await charge(key)).toEqual({ ...first, replayed: true });
   });
 
   test('a refund key reused for a different charge is rejected with 422', async () => {
     const refundKey = newKey('refund');
-    await refund(refundKey, newKey('pay'));
-    const reused = await refund(refundKey, newKey('pay'));
+    const a = await charge(newKey('pay'));
+    const b = await charge(newKey('pay'));
+    expect((await refund(refundKey, a.body.id)).status).toBe(200);
+    const reused = await refund(refundKey, b.body.id);
     expect(reused.status).toBe(422);
     expect(reused.body.error.type).toBe('idempotency_mismatch');
+    expect((await db.query('SELECT status FROM provider_charges WHERE id = $1', [b.body.id])).rows).toEqual([{ status: 'succeeded' }]);
   });
 
-  test('refunding a declined charge has nothing to refund and leaves it declined', async () => {
+  test('refunding a declined charge is refused: nothing was captured, and it stays declined', async () => {
     const chargeKey = newKey('pay');
-    await charge(chargeKey, { source: 'tok_chargeDeclined' });
-    const answer = await refund(newKey('refund'), chargeKey);
-    expect(answer).toMatchObject({ status: 200, body: { status: 'nothing_to_refund' } });
+    const declined = await charge(chargeKey, { source: 'tok_chargeDeclined' });
+    const answer = await refund(newKey('refund'), declined.body.charge.id);
+    expect(answer).toMatchObject({ status: 400, body: { error: { type: 'charge_not_refundable' } } });
     expect((await chargeRows(chargeKey))[0].status).toBe('declined');
   });
 
@@ -228,8 +236,9 @@ describe('payment provider', () => {
 
   test('fault rules only match their key prefix and path', async () => {
     await addFault(provider.url, { kind: 'error', keyPrefix: 'only-this-', path: '/charges' });
-    expect((await charge(newKey('other'))).status).toBe(200);
-    expect((await refund(newKey('only-this'), newKey('pay'))).status).toBe(200);
+    const other = await charge(newKey('other'));
+    expect(other.status).toBe(200);
+    expect((await refund(newKey('only-this'), other.body.id)).status).toBe(200);
     expect((await charge(newKey('only-this'))).status).toBe(503);
   });
 
@@ -295,7 +304,7 @@ describe('payment provider', () => {
     const answer = await post(provider.url, '/charges', { amount_minor: 100, currency: 'USD', source: 'tok_visa' }, key);
     expect(answer.status).toBe(400);
     expect(answer.body.error.type).toBe('invalid_request');
-    const refundAnswer = await post(provider.url, '/refunds', { charge_key: 'x' }, key);
+    const refundAnswer = await post(provider.url, '/refunds', { charge: 'ch_x' }, key);
     expect(refundAnswer.status).toBe(400);
     const after = await db.query('SELECT count(*)::int AS n FROM provider_charges');
     expect(after.rows[0].n).toBe(before.rows[0].n);
@@ -305,8 +314,7 @@ describe('payment provider', () => {
 describe('carrier', () => {
   const createShipment = (key: string, body: Record<string, unknown> = {}) =>
     post(carrier.url, '/shipments', { ...shipmentBody, ...body }, key);
-  const voidShipment = (key: string, shipmentKey: string) =>
-    post(carrier.url, '/shipments/void', { shipment_key: shipmentKey }, key);
+  const voidShipment = (key: string, shipmentId: string) => post(carrier.url, '/shipments/void', { shipment: shipmentId }, key);
 
   test('create returns 201 and a replay returns the same shipment', async () => {
     const key = newKey('ship');
@@ -327,7 +335,8 @@ describe('carrier', () => {
   test('concurrent creates with one key produce one shipment', async () => {
     const key = newKey('ship');
     const answers = await Promise.all(Array.from({ length: 10 }, () => createShipment(key)));
-    expect(new Set(answers.map((a) => a.body.id)).size).toBe(1);
+    expect(answers.filter((a) => a.status !== 201 && a.status !== 409)).toEqual([]);
+    expect(new Set(answers.filter((a) => a.status === 201).map((a) => a.body.id)).size).toBe(1);
     expect(await shipmentRows(key)).toHaveLength(1);
   });
 
@@ -341,31 +350,31 @@ describe('carrier', () => {
     expect(await shipmentRows(key)).toEqual(before);
   });
 
-  test('void marks a shipment voided and replays on the same void key', async () => {
+  test('void marks a shipment voided and replays on the same void key; a second void under another key is refused', async () => {
     const key = newKey('ship');
     const created = await createShipment(key);
     const voidKey = newKey('void');
 
-    const first = await voidShipment(voidKey, key);
+    const first = await voidShipment(voidKey, created.body.id);
     expect(first).toEqual({ status: 200, body: { status: 'voided', shipment_id: created.body.id }, replayed: false });
-    expect(await voidShipment(voidKey, key)).toEqual({ ...first, replayed: true });
-    expect((await voidShipment(newKey('void'), key)).body).toEqual(first.body);
+    expect(await voidShipment(voidKey, created.body.id)).toEqual({ ...first, replayed: true });
+    expect(await voidShipment(newKey('void'), created.body.id)).toMatchObject({
+      status: 400,
+      body: { error: { type: 'shipment_already_voided' } },
+    });
 
     expect((await shipmentRows(key))[0].status).toBe('voided');
-    const { rows } = await db.query('SELECT * FROM carrier_voids WHERE idempotency_key = $1', [voidKey]);
+    const { rows } = await db.query('SELECT * FROM carrier_voids WHERE shipment_id = $1', [created.body.id]);
     expect(rows).toHaveLength(1);
+    expect(rows[0].idempotency_key).toBe(voidKey);
   });
 
-  test('void before create leaves a tombstone; the late create gets 409', async () => {
+  test('a void of a label that does not exist is 404 and leaves nothing; a later create under any key goes through', async () => {
+    const voidKey = newKey('void');
+    expect(await voidShipment(voidKey, 'shp_never_made')).toMatchObject({ status: 404, body: { error: { type: 'resource_missing' } } });
+    expect((await db.query('SELECT 1 FROM carrier_voids WHERE idempotency_key = $1', [voidKey])).rowCount).toBe(0);
     const key = newKey('ship');
-    const voided = await voidShipment(newKey('void'), key);
-    expect(voided).toMatchObject({ status: 200, body: { status: 'canceled' } });
-    expect(await shipmentRows(key)).toEqual([expect.objectContaining({ status: 'canceled', id: null })]);
-
-    const late = await createShipment(key);
-    expect(late.status).toBe(409);
-    expect(late.body.error.type).toBe('shipment_canceled');
-    expect(await shipmentRows(key)).toEqual([expect.objectContaining({ status: 'canceled', id: null })]);
+    expect((await createShipment(key)).status).toBe(201);
   });
 
   test('GET /shipments/:key returns the row, 404 when absent', async () => {
@@ -417,7 +426,7 @@ describe('carrier', () => {
   test('missing Idempotency-Key on create and void → 400, no row', async () => {
     const before = await db.query('SELECT count(*)::int AS n FROM carrier_shipments');
     expect((await post(carrier.url, '/shipments', shipmentBody)).status).toBe(400);
-    expect((await post(carrier.url, '/shipments/void', { shipment_key: newKey('ship') })).status).toBe(400);
+    expect((await post(carrier.url, '/shipments/void', { shipment: 'shp_x' })).status).toBe(400);
     const after = await db.query('SELECT count(*)::int AS n FROM carrier_shipments');
     expect(after.rows[0].n).toBe(before.rows[0].n);
   });

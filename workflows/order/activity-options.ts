@@ -10,10 +10,12 @@ export const localStep: ActivityOptions = { startToCloseTimeout: '10s', retry: {
 // External steps: transient provider failures (and database blips around the call) are
 // retried with backoff up to a bound (about 6 s), then the saga compensates. A worker that dies mid-call stops
 // heartbeating, so its attempt moves to another worker within the heartbeat timeout.
+/** How many attempts an external step gets before the saga compensates. */
+export const EXTERNAL_STEP_ATTEMPTS = 6;
 export const externalStep: ActivityOptions = {
   startToCloseTimeout: '15s',
   heartbeatTimeout: '5s',
-  retry: { ...retry, maximumAttempts: 6 },
+  retry: { ...retry, maximumAttempts: EXTERNAL_STEP_ATTEMPTS },
 };
 // One round of a compensation; the saga helper keeps starting new rounds until it succeeds.
 export const compensationRound: ActivityOptions = {
