@@ -1,11 +1,14 @@
-import { createApiClient } from '../src/api/auth';
+import { createApiClient, revokeApiClient } from '../src/api/auth';
 import { withDatabase } from '../src/db/with-database';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run clients -- create NAME [--key-only]
+       npm run clients -- revoke NAME|ID
 
-Creates an API client and prints its key, once: only a hash is stored.
---key-only prints the key alone, for KEY=$(npm run -s clients -- create NAME --key-only).
+create: creates an API client and prints its key, once: only a hash is stored.
+  --key-only prints the key alone, for KEY=$(npm run -s clients -- create NAME --key-only).
+revoke: refuses the client's key from its next request on (401), as for a key
+  that leaked. Its orders and sagas are untouched. Exit 1 if no such client.
 NAME: 1-64 letters, digits, _ . -`;
 
 runMain(USAGE, async () => {
@@ -16,6 +19,22 @@ runMain(USAGE, async () => {
   }
   const keyOnly = args.includes('--key-only');
   const [command, name, ...rest] = args.filter((a) => a !== '--key-only');
+  if (command === 'revoke' && name && !rest.length && !keyOnly) {
+    return withDatabase(async (db) => {
+      const outcome = await revokeApiClient(db, name);
+      switch (outcome.kind) {
+        case 'unknown':
+          console.error(`no client named or with ID "${name}"`);
+          return 1;
+        case 'already-revoked':
+          console.log(`client ${outcome.client.name} (${outcome.client.id}) was already revoked at ${outcome.revokedAt.toISOString()}`);
+          return 0;
+        case 'revoked':
+          console.log(`client ${outcome.client.name} (${outcome.client.id}) revoked: its key is refused from now on`);
+          return 0;
+      }
+    });
+  }
   if (command !== 'create' || !name || rest.length) {
     console.error(USAGE);
     return 2;

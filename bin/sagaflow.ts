@@ -10,7 +10,7 @@ const COMMANDS: Record<string, string> = {
   worker: 'a worker process (all task queues, or --queues)',
   pool: 'N worker processes per task queue, restarted when they exit',
   migrate: "apply sagaflow's database migrations to DATABASE_URL",
-  clients: 'create API clients (their keys are shown once)',
+  clients: 'create API clients (their keys are shown once), revoke them',
   inventory: 'list, count and receive stock',
   audit: 'check the books: money, labels, stock, the step ledger',
   replay: "replay recorded or live histories against this build's workflow code",

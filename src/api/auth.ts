@@ -19,6 +19,31 @@ export async function createApiClient(db: Db, name: string): Promise<ApiClient &
   return { id, name, apiKey };
 }
 
+export type RevokeOutcome =
+  | { kind: 'revoked'; client: ApiClient }
+  | { kind: 'already-revoked'; client: ApiClient; revokedAt: Date }
+  | { kind: 'unknown' };
+
+/**
+ * Revokes a client's key, named by the client's name or ID: from the next
+ * request on it is refused (401), as an unknown key is. The answer to a leaked
+ * key. Revoking twice changes nothing and says when it was revoked.
+ */
+export async function revokeApiClient(db: Db, nameOrId: string): Promise<RevokeOutcome> {
+  const res = await db.query<ApiClient>(
+    `UPDATE api_clients SET revoked_at = now() WHERE (name = $1 OR id = $1) AND revoked_at IS NULL RETURNING id, name`,
+    [nameOrId],
+  );
+  if (res.rows[0]) return { kind: 'revoked', client: res.rows[0] };
+  const prior = await db.query<ApiClient & { revoked_at: Date }>(
+    `SELECT id, name, revoked_at FROM api_clients WHERE name = $1 OR id = $1`,
+    [nameOrId],
+  );
+  const row = prior.rows[0];
+  if (!row) return { kind: 'unknown' };
+  return { kind: 'already-revoked', client: { id: row.id, name: row.name }, revokedAt: row.revoked_at };
+}
+
 export async function authenticate(db: Db, req: IncomingMessage): Promise<ApiClient> {
   const header = req.headers.authorization;
   // The scheme is case-insensitive (RFC 9110 11.1, RFC 6750 2.1).

@@ -274,6 +274,116 @@ describe('no order is orphaned', () => {
     expect(metrics).toMatch(/^sagaflow_orders_recovered_total [1-9]/m);
   });
 
+  test('a saga start that fails releases the key at once: the client\'s retry is served, not told to wait out the lease', async () => {
+    const queue = uniqueId('rel-lease');
+    const refusing = new Client({ connection: ctx.client.connection, namespace: uniqueId('no-such-namespace') });
+    // A lease far longer than the test: only its release lets the retry through.
+    const broken = await api(queue, { temporal: refusing, leaseMs: 120_000 });
+    const b = await body();
+    const key = uniqueId('key');
+    expectProblem(await post(broken.url, '/orders', b, key), 503, 'unavailable');
+    const { rows: keys } = await ctx.db.query<{ released: boolean; state: string }>(
+      `SELECT locked_until <= now() AS released, state FROM idempotency_keys WHERE client_id = $1 AND key = $2`,
+      [client.id, key],
+    );
+    expect(keys).toEqual([{ released: true, state: 'in_flight' }]);
+    // Retried at once: tried again (and refused again), never 409 "in progress".
+    expectProblem(await post(broken.url, '/orders', b, key), 503, 'unavailable');
+
+    await worker(queue);
+    const healthy = await api(queue, { leaseMs: 120_000 });
+    const res = await post(healthy.url, '/orders', b, key);
+    expect(res.status).toBe(201);
+    const { rows } = await ctx.db.query<{ id: string }>(
+      `SELECT o.id FROM orders o JOIN order_items i ON i.order_id = o.id WHERE i.sku = $1`,
+      [b.items[0]!.sku],
+    );
+    expect(rows.map((r) => r.id)).toEqual([res.json.id]);
+  });
+
+  test('an order insert that fails after the key is claimed leaves neither row: the retry creates the order', async () => {
+    const queue = uniqueId('rel-atomic');
+    const b = await body();
+    const fn = uniqueId('refuse_order').replace(/-/g, '_');
+    // The order's insert fails inside the request's transaction, after its key was claimed.
+    await ctx.db.query(
+      `CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN IF NEW.customer_id = '${b.customerId}' THEN RAISE EXCEPTION 'order refused for the test'; END IF; RETURN NEW; END $$`,
+    );
+    await ctx.db.query(`CREATE TRIGGER ${fn} BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
+    const key = uniqueId('key');
+    const dropTrigger = async () => {
+      await ctx.db.query(`DROP TRIGGER IF EXISTS ${fn} ON orders`);
+      await ctx.db.query(`DROP FUNCTION IF EXISTS ${fn}()`);
+    };
+    cleanups.push(dropTrigger);
+    const served = await api(queue);
+    try {
+      expectProblem(await post(served.url, '/orders', b, key), 500, 'internal');
+      const keyRows = await ctx.db.query(`SELECT 1 FROM idempotency_keys WHERE client_id = $1 AND key = $2`, [client.id, key]);
+      expect(keyRows.rowCount).toBe(0);
+      const orders = await ctx.db.query(`SELECT 1 FROM orders WHERE customer_id = $1`, [b.customerId]);
+      expect(orders.rowCount).toBe(0);
+    } finally {
+      await dropTrigger();
+    }
+    await worker(queue);
+    const res = await post(served.url, '/orders', b, key);
+    expect(res.status).toBe(201);
+    const orders = await ctx.db.query<{ id: string }>(`SELECT id FROM orders WHERE customer_id = $1`, [b.customerId]);
+    expect(orders.rows.map((r) => r.id)).toEqual([res.json.id]);
+  });
+
+  test('a request still at work (its order younger than the recovery age) is left alone; the same order, older, is recovered', async () => {
+    const queue = uniqueId('rel-recover-age');
+    const id = await abandonedOrder(await body());
+    const recoverer = () => recoverAbandonedOrders({ db: ctx.db, temporal: ctx.client, taskQueue: queue, olderThanMs: 60_000 });
+    expect(await recoverer()).not.toContain(id);
+    expect((await orderRow(id))!.saga_started_at).toBeNull();
+    await expect(ctx.client.workflow.getHandle(orderWorkflowId(id)).describe()).rejects.toThrow(/not found/i);
+
+    await ctx.db.query(`UPDATE orders SET created_at = now() - interval '2 minutes' WHERE id = $1`, [id]);
+    expect(await recoverer()).toContain(id);
+    expect((await orderRow(id))!.saga_started_at).toEqual(expect.any(Date));
+    await ctx.client.workflow.getHandle(orderWorkflowId(id)).terminate('test: recovery checked, no worker on this queue');
+  });
+
+  test('an abandoned order locked by another recoverer is skipped, not waited for: the others are recovered meanwhile', async () => {
+    const queue = uniqueId('rel-recover-locked');
+    const ids = await Promise.all(Array.from({ length: 3 }, async () => abandonedOrder(await body())));
+    await ctx.db.query(`UPDATE orders SET created_at = now() - interval '1 minute' WHERE id = ANY($1)`, [ids]);
+    const [locked, ...free] = ids as [string, ...string[]];
+    const holder = await ctx.db.connect();
+    const recoverer = () => recoverAbandonedOrders({ db: ctx.db, temporal: ctx.client, taskQueue: queue, olderThanMs: 10_000 });
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, [locked]);
+      const round = recoverer();
+      // The round either ends, or waits on the held row lock; waiting is the defect.
+      const blocked = async () =>
+        (
+          await ctx.db.query(
+            `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%saga_started_at IS NULL%' AND pid <> pg_backend_pid()`,
+          )
+        ).rowCount! > 0;
+      const outcome = await eventually(
+        async () => (await blocked() ? 'blocked' : await Promise.race([round.then(() => 'done'), new Promise((r) => setTimeout(() => r(undefined), 50))])),
+        'the recovery round to end or block',
+        200,
+        0,
+      );
+      expect(outcome).toBe('done');
+      const recovered = await round;
+      expect(recovered).not.toContain(locked);
+      expect(recovered).toEqual(expect.arrayContaining(free));
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+    expect(await recoverer()).toContain(locked);
+    for (const id of ids) await ctx.client.workflow.getHandle(orderWorkflowId(id)).terminate('test: recovery checked, no worker on this queue');
+  });
+
   test('recoverers running at once share the abandoned orders: each saga is started once, none is missed', async () => {
     const queue = uniqueId('rel-recover-many');
     const ids = await Promise.all(Array.from({ length: 6 }, async () => abandonedOrder(await body())));
