@@ -36,6 +36,8 @@ async function postIdempotent<T>(
           signal: cancelled ? AbortSignal.any([timeout, cancelled]) : timeout,
         });
       } catch (err) {
+        // Cancelled by the saga (the activity's cancellation): say so, as the SDK's CancelledFailure.
+        if (cancelled?.aborted) throw cancelled.reason ?? err;
         throw ApplicationFailure.retryable(`${url} unreachable: ${(err as Error).message}`, FailureType.ProviderUnavailable);
       }
       span.setAttribute('http.response.status_code', res.status);

@@ -305,6 +305,42 @@ test('cancel after the pivot started is refused with a reason, and the saga comp
   await expectReconciled(o, 'completed');
 });
 
+test('a Temporal cancel (temporal workflow cancel) during the pivot does not abort it: the label is made and the saga completes', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await addFault(ctx.carrier.url, { kind: 'latency', latency_ms: 1500, path: '/shipments', keyPrefix: `order-${o.orderId}/` });
+  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  await waitForStatus(handle, (s) => s.pivotStarted);
+  await handle.cancel();
+
+  const result = await handle.result();
+  expect(result).toMatchObject({ status: 'completed', compensations: [] });
+  expect(result.completedSteps).toContain(Step.createShipment);
+  const books = await expectReconciled(o, 'completed');
+  expect(books).toMatchObject({ netChargedMinor: 4_990, activeShipments: 1 });
+  const label = await ctx.db.query(`SELECT status FROM carrier_shipments WHERE idempotency_key = $1`, [
+    `order-${o.orderId}/${Step.createShipment}`,
+  ]);
+  expect(label.rows).toEqual([{ status: 'created' }]);
+});
+
+test('a Temporal cancel before the pivot is a cancel: the charge in flight is refunded and the order cancelled', async () => {
+  const o = order();
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
+  await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges', keyPrefix: `order-${o.orderId}/` });
+  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
+  await handle.cancel();
+
+  // A cancel through Temporal is a cancel, as the cancel update is: the saga unwinds as cancelled.
+  const result = await handle.result();
+  expect(result).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled' } });
+  expect(result.compensations.map((c) => c.step)).toEqual([Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder]);
+  const books = await expectReconciled(o, 'cancelled');
+  expect(books).toMatchObject({ netChargedMinor: 0, activeShipments: 0 });
+  expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 2, reserved: 0, held: 0 });
+});
+
 test('a second start of the same order attaches to the running saga', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });

@@ -8,6 +8,7 @@ export {
   UNDO_ABANDONED_STEP_PATCH,
   LOCAL_STEPS_THROUGH_CANCEL_PATCH,
   CANCEL_ANSWERED_BY_OUTCOME_PATCH,
+  TEMPORAL_CANCEL_PATCH,
   type CompensationContext,
   type CompensationRecord,
   type RetryRecord,

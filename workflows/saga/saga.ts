@@ -43,6 +43,13 @@ export const LOCAL_STEPS_THROUGH_CANCEL_PATCH = 'saga-local-steps-through-cancel
  */
 export const CANCEL_ANSWERED_BY_OUTCOME_PATCH = 'saga-cancel-answered-by-outcome';
 
+/**
+ * Marks sagas that treat a cancel through Temporal (`temporal workflow cancel`, a handle's cancel())
+ * before the pivot as a cancel, like the cancel update: they unwind as cancelled. Before it, the
+ * interrupted step's failure was taken as the cause, and the saga ended compensated for it.
+ */
+export const TEMPORAL_CANCEL_PATCH = 'saga-temporal-cancel-is-a-cancel';
+
 /** What a step definition's run resolves to. */
 export type StepResult<D> = D extends StepDefinition<infer R> ? R : never;
 
@@ -308,6 +315,11 @@ export class Saga {
         this.cancelReason = adopted.failure.message;
       }
       return adopted;
+    }
+    // A cancel through Temporal reaches the saga only as its scope cancelled, with no request of its own.
+    if (!this.state.cancelRequested && this.scope?.consideredCancelled && patched(TEMPORAL_CANCEL_PATCH)) {
+      this.state.cancelRequested = true;
+      this.cancelReason = 'cancelled through Temporal (workflow cancel)';
     }
     const cancelled = this.state.cancelRequested && (this.pendingCancel === undefined || isCancellation(err));
     const failure = cancelled ? { type: SagaFailure.SagaCancelled, message: this.cancelReason || 'cancelled' } : describeFailure(err);
