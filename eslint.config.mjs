@@ -42,7 +42,7 @@ const workflowImports = (...extra) => [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js', 'jest.cluster.config.js'] },
+  { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js', 'jest.cluster.config.js', 'jest.mutation.config.js', 'stryker.config.mjs', '.stryker-tmp/', 'reports/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,4 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
+import type { Tx } from '../src/db/pool';
 import { insertOrder, orderMatches } from '../src/orders/repository';
 import { storableText } from '../src/text';
 import { FailureType } from '../workflows/order/failures';
@@ -6,6 +7,19 @@ import { parseStepKey } from '../workflows/saga/keys';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/order/types';
 import { ledgerOf, type ActivityDeps } from './deps';
+
+/** The first business failure a forward step of the saga recorded (also under its tombstone), if any. */
+async function firstRecordedFailure(tx: Tx, workflowId: string): Promise<{ type: string; message: string } | null> {
+  const res = await tx.query<{ error: { type: string; message: string } }>(
+    `SELECT error FROM step_ledger
+      WHERE workflow_id = $1 AND key NOT LIKE '%/undo' AND error IS NOT NULL
+        AND (state = 'failed' OR (state = 'cancelled' AND undone = 'failed'))
+      ORDER BY created_at, key LIMIT 1`,
+    [workflowId],
+  );
+  const error = res.rows[0]?.error;
+  return error && typeof error.type === 'string' && typeof error.message === 'string' ? error : null;
+}
 
 export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks' | 'ledger'>) {
   const ledger = ledgerOf(deps);
@@ -30,19 +44,26 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     /**
      * Closes the order as `cancelled` or `failed`, with the reason, both from the saga's cause.
      * Undos scheduled before the cause was added carry `status` and `reason` themselves.
+     *
+     * A failed order's reason is the first business failure the ledger recorded for the saga, when
+     * there is one: the saga may have stopped waiting for a step (its last attempt timed out, its
+     * answer lost on the way) after the step had recorded why it failed, a declined card say.
      */
     async cancelOrder(input: UndoInput & { status?: 'cancelled' | 'failed'; reason?: string }): Promise<{ changed: boolean }> {
       const { cause } = input;
       const status = cause ? (cause.cancelled ? 'cancelled' : 'failed') : (input.status ?? 'failed');
-      const reason = cause ? `${cause.failure.type}: ${cause.failure.message}` : (input.reason ?? '');
+      const given = cause ? `${cause.failure.type}: ${cause.failure.message}` : (input.reason ?? '');
       return record.localUndo(input.key, input, async (tx, { key }) => {
+        const workflowId = parseStepKey(key).workflowId;
+        const recorded = status === 'failed' ? await firstRecordedFailure(tx, workflowId) : null;
+        const reason = recorded ? `${recorded.type}: ${recorded.message}` : given;
         // The row may have been written by the API before this saga's record step ever ran (a cancel
         // can arrive first), so ownership is the row's own word, not the forward step's ledger entry:
         // an order another saga wrote is never closed by this one.
         const res = await tx.query(
           `UPDATE orders SET status = $2, failure_reason = $3, updated_at = now()
             WHERE id = $1 AND status = 'pending' AND workflow_id = $4`,
-          [input.orderId, status, storableText(reason), parseStepKey(key).workflowId],
+          [input.orderId, status, storableText(reason), workflowId],
         );
         return { changed: res.rowCount === 1 };
       });

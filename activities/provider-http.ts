@@ -97,7 +97,6 @@ async function withHeartbeat<T>(work: (signal?: AbortSignal) => Promise<T>): Pro
 /** Answers that mean the same thing from every service that takes an Idempotency-Key. */
 function failOnIdempotencyAnswer(answer: HttpAnswer, key: string, pass: number[]): void {
   if (pass.includes(answer.status)) return;
-  const type = (answer.body as { error?: { type?: string } } | null)?.error?.type;
   if (answer.status === 409) {
     // The service is still handling an earlier request with this key (a retry overtook it): ask again later.
     throw ApplicationFailure.retryable(`key ${key} is in use by a request still in progress`, FailureType.ProviderUnavailable);

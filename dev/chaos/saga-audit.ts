@@ -9,7 +9,10 @@
  *   a step completed after the saga stopped waiting for it must be compensated);
  * - the compensations it lists as done ↔ the undo rows that completed;
  * - the order's failure reason ↔ the first business failure the ledger recorded
- *   (when the saga compensated for one), and the result's failure ↔ the same;
+ *   (when the saga compensated for one), and the result's failure ↔ the same,
+ *   unless the saga stopped waiting for the step first (its last attempt timed
+ *   out, or its transient failures ran out of retries, while the step's answer
+ *   was lost): the saga cannot know that answer, the order still must;
  * - the order's status ↔ the saga's outcome.
  */
 
@@ -37,6 +40,12 @@ export interface OrderForAudit {
   status: string;
   failure_reason: string | null;
 }
+
+/**
+ * Failures that say the saga stopped waiting for a step rather than what the step decided: a timeout
+ * (described as Unknown: it carries no type) or a provider unreachable through every attempt.
+ */
+const STOPPED_WAITING = new Set(['Unknown', 'ProviderUnavailable']);
 
 const ORDER_STATUS: Record<string, string> = { completed: 'completed', compensated: 'failed', cancelled: 'cancelled' };
 
@@ -69,7 +78,8 @@ export function checkSagaAgainstLedger(order: OrderForAudit, account: SagaAccoun
     const first = forward.find((r) => r.state === 'failed' || (r.state === 'cancelled' && r.undone === 'failed'));
     if (first?.error) {
       const reason = `${first.error.type}: ${first.error.message}`;
-      if (account.failure?.type !== first.error.type || account.failure.message !== first.error.message) {
+      const sameFailure = account.failure?.type === first.error.type && account.failure.message === first.error.message;
+      if (!sameFailure && !STOPPED_WAITING.has(account.failure?.type ?? '')) {
         add(`the saga compensated for ${account.failure?.type ?? 'nothing'}, but the first failure recorded is ${reason}`);
       }
       // The reason is stored as storable text (NUL bytes and lone surrogates replaced), so compare what survives that.

@@ -145,11 +145,10 @@ export async function forwardEffect<F, I = unknown>(ctx: UndoContext<F>, repeat:
     case 'completed':
       return forward.result;
     case 'pending':
-      if (forward.input !== null && forward.input !== undefined) return repeat(forward.input as I);
-      break;
-    case 'cancelled':
+      if (forward.input !== null) return repeat(forward.input as I);
       break;
   }
+  // A pending step claimed before the ledger kept inputs, or a tombstone left before it kept what it replaced.
   throw ApplicationFailure.nonRetryable(
     `cannot tell whether ${ctx.forwardKey} took effect: it was recorded before the ledger kept its request; check the service and resolve it by hand`,
     LedgerFailure.ForwardUnknown,

@@ -6,7 +6,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import { reconcileOrder } from '../../src/orders/audit';
-import { LedgerFailure } from '../../src/ledger/ledger';
+import { createLedger, LedgerFailure } from '../../src/ledger/ledger';
 import { FailureType } from '../../workflows/order/failures';
 import { Step } from '../../workflows/order/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';
@@ -605,6 +605,32 @@ describe('a forward attempt after its compensation applies nothing', () => {
     expect(await one<{ status: string }>('SELECT status FROM orders WHERE id = $1', [s.orderId])).toEqual({ status: 'pending' });
   });
 
+  test('cancelOrder for a saga that stopped waiting for its charge gives the reason the charge recorded, not the timeout', async () => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    // The charge was declined and recorded, but its answer never reached the saga: the last attempt timed out.
+    await expectFailure(run(acts.chargePayment, chargeInput(s, { paymentToken: 'tok_decline' })), FailureType.PaymentDeclined, true);
+    const timedOut = { cancelled: false, failure: { type: 'Unknown', message: 'activity Heartbeat timeout' } };
+    expect(await run(acts.refundPayment, { ...s.undo(Step.chargePayment), cause: timedOut })).toEqual({ status: 'nothing_to_refund' });
+    expect(await run(acts.cancelOrder, { ...s.undo(Step.recordOrder), cause: timedOut })).toEqual({ changed: true });
+    expect(await one('SELECT status, failure_reason FROM orders WHERE id = $1', [s.orderId])).toEqual({
+      status: 'failed',
+      failure_reason: 'PaymentDeclined: card declined',
+    });
+  });
+
+  test('cancelOrder for a cancelled saga says cancelled, whatever a step had recorded', async () => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    await expectFailure(run(acts.chargePayment, chargeInput(s, { paymentToken: 'tok_decline' })), FailureType.PaymentDeclined, true);
+    const cancel = { cancelled: true, failure: { type: 'SagaCancelled', message: 'customer changed their mind' } };
+    expect(await run(acts.cancelOrder, { ...s.undo(Step.recordOrder), cause: cancel })).toEqual({ changed: true });
+    expect(await one('SELECT status, failure_reason FROM orders WHERE id = $1', [s.orderId])).toEqual({
+      status: 'cancelled',
+      failure_reason: 'SagaCancelled: customer changed their mind',
+    });
+  });
+
   test('cancelOrder before recordOrder → StepCancelled, no order row', async () => {
     const s = newSaga();
     const undo = { ...s.undo(Step.recordOrder), status: 'cancelled' as const, reason: 'customer changed their mind' };
@@ -896,6 +922,116 @@ describe('compensations a real provider would accept', () => {
     expect(await count('SELECT count(*) AS n FROM carrier_voids WHERE shipment_id = $1', [label!.id])).toBe(1);
     expect(await shipment(input.key)).toMatchObject({ status: 'voided' });
     expect((await reconcileOrder(ctx.db, s.orderId)).activeShipments).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 8c. The ledger's external steps as a saga of one's own writes them (sagaflow/ledger)
+
+describe('external steps on the ledger, as the toolkit is used', () => {
+  const counter = uniqueId('confirms').replace(/-/g, '_');
+  beforeAll(async () => {
+    await ctx.db.query(`CREATE TABLE ${counter} (key text PRIMARY KEY, n int NOT NULL)`);
+  });
+  const bump = (key: string) =>
+    `INSERT INTO ${counter} (key, n) VALUES ('${key}', 1) ON CONFLICT (key) DO UPDATE SET n = ${counter}.n + 1`;
+  const confirms = async (key: string) => (await one<{ n: number }>(`SELECT n FROM ${counter} WHERE key = $1`, [key]))?.n ?? 0;
+
+  test('a step and its undo with neither prepare nor confirm', async () => {
+    const ping = createLedger(ctx.db).step('ping');
+    const wf = uniqueId('wf');
+    expect(await ping.external(`${wf}/ping`, { n: 1 }, { call: async () => ({ ok: true, result: { pong: 1 } }) })).toEqual({ pong: 1 });
+    expect(await ping.externalUndo(`${wf}/ping/undo`, { n: 1 }, { call: async ({ forward }) => ({ undid: forward }) })).toEqual({
+      undid: { state: 'completed', result: { pong: 1 } },
+    });
+    expect(await ledgerState(`${wf}/ping`)).toBe('cancelled');
+  });
+
+  test('two attempts of one undo racing: both may call the service, its confirm runs once', async () => {
+    const ping = createLedger(ctx.db).step('ping');
+    const wf = uniqueId('wf');
+    await ping.external(`${wf}/ping`, {}, { call: async () => ({ ok: true, result: 'made' }) });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const undo = () =>
+      ping.externalUndo(`${wf}/ping/undo`, {}, {
+        async call() {
+          calls += 1;
+          if (calls === 2) release();
+          await gate;
+          return 'undone';
+        },
+        confirm: async (tx) => void (await tx.query(bump(`${wf}/undo`))),
+      });
+    expect(await Promise.all([undo(), undo()])).toEqual(['undone', 'undone']);
+    expect(calls).toBe(2);
+    expect(await confirms(`${wf}/undo`)).toBe(1);
+  });
+
+  test('two attempts of one step racing: its confirm runs once', async () => {
+    const ping = createLedger(ctx.db).step('ping');
+    const wf = uniqueId('wf');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const step = () =>
+      ping.external(`${wf}/ping`, {}, {
+        async call() {
+          calls += 1;
+          if (calls === 2) release();
+          await gate;
+          return { ok: true as const, result: 'made' };
+        },
+        confirm: async (tx) => void (await tx.query(bump(`${wf}/step`))),
+      });
+    expect(await Promise.all([step(), step()])).toEqual(['made', 'made']);
+    expect(await confirms(`${wf}/step`)).toBe(1);
+  });
+
+  test('a row purged while its call is in flight fails the attempt loudly, not with a wrong answer', async () => {
+    const ping = createLedger(ctx.db).step('ping');
+    const key = `${uniqueId('wf')}/ping`;
+    const attempt = ping.external(key, {}, {
+      async call() {
+        await ctx.db.query('DELETE FROM step_ledger WHERE key = $1', [key]);
+        return { ok: true, result: 'made' };
+      },
+    });
+    await expect(attempt).rejects.toThrow(`ledger row ${key} vanished`);
+  });
+
+  test('a completed refund retried answers from the ledger: the provider is not asked again', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await run(acts.chargePayment, input);
+    const undo = s.undo(Step.chargePayment);
+    expect(await run(acts.refundPayment, undo)).toEqual({ status: 'refunded' });
+    await addFault(ctx.payment.url, { kind: 'error', path: '/refunds', times: 1 });
+    await addFault(ctx.payment.url, { kind: 'error', path: '/charges', times: 1 });
+    expect(await run(acts.refundPayment, undo)).toEqual({ status: 'refunded' });
+    expect(await faultsConsumed(ctx.payment.url)).toBe(false);
+  });
+
+  test('a declined charge is not refunded: the provider is not asked', async () => {
+    const s = newSaga();
+    await expectFailure(run(acts.chargePayment, chargeInput(s, { paymentToken: 'tok_decline' })), FailureType.PaymentDeclined, true);
+    await addFault(ctx.payment.url, { kind: 'error', times: 2 });
+    expect(await run(acts.refundPayment, s.undo(Step.chargePayment))).toEqual({ status: 'nothing_to_refund' });
+    expect(await faultsConsumed(ctx.payment.url)).toBe(false);
+    expect(await payment(s.key(Step.chargePayment))).toMatchObject({ status: 'declined' });
+  });
+
+  test('a tombstone left before tombstones remembered what they replaced → ForwardUnknown, the provider untouched', async () => {
+    const s = newSaga();
+    const key = s.key(Step.chargePayment);
+    // As a compensation before migration 008 left it: the forward step had run (a fingerprint), nothing says how.
+    await ctx.db.query(
+      `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state) VALUES ($1, $2, $3, 'fp', 'cancelled')`,
+      [key, s.wfId, Step.chargePayment],
+    );
+    await expectFailure(run(acts.refundPayment, s.undo(Step.chargePayment)), LedgerFailure.ForwardUnknown, true);
+    expect(await providerCharges(key)).toEqual([]);
   });
 });
 

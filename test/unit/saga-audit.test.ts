@@ -45,6 +45,17 @@ describe('a saga checked against its ledger', () => {
     ]);
   });
 
+  test('a saga that stopped waiting for a step (its last attempt timed out, its answer lost) may say so; its order must still give the recorded reason', () => {
+    const timedOut = { ...account, failure: { type: 'Unknown', message: 'activity Heartbeat timeout' } };
+    expect(checkSagaAgainstLedger(order, timedOut, ledger)).toEqual([]);
+    const unreachable = { ...account, failure: { type: 'ProviderUnavailable', message: 'charges unreachable' } };
+    expect(checkSagaAgainstLedger(order, unreachable, ledger)).toEqual([]);
+    const wrongOrder = { ...order, failure_reason: 'Unknown: activity Heartbeat timeout' };
+    expect(checkSagaAgainstLedger(wrongOrder, timedOut, ledger)).toEqual([
+      expect.stringContaining(`the order's reason is "Unknown: activity Heartbeat timeout", but the first failure recorded is FraudSuspected`),
+    ]);
+  });
+
   test('a compensation the ledger shows but the result leaves out is caught, and the other way round', () => {
     const missing = { ...account, compensations: account.compensations.filter((c) => c.step !== 'fraud-check') };
     expect(checkSagaAgainstLedger(order, missing, ledger)).toEqual([
