@@ -6,7 +6,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import { reconcileOrder } from '../../src/orders/audit';
-import { createLedger, LedgerFailure } from '../../src/ledger/ledger';
+import { createLedger, forwardEffect, LedgerFailure } from '../../src/ledger/ledger';
 import { FailureType } from '../../workflows/order/failures';
 import { Step } from '../../workflows/order/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';
@@ -937,6 +937,17 @@ describe('external steps on the ledger, as the toolkit is used', () => {
     `INSERT INTO ${counter} (key, n) VALUES ('${key}', 1) ON CONFLICT (key) DO UPDATE SET n = ${counter}.n + 1`;
   const confirms = async (key: string) => (await one<{ n: number }>(`SELECT n FROM ${counter} WHERE key = $1`, [key]))?.n ?? 0;
 
+  test('forwardEffect: null when the step never ran or failed, its result when it completed, the repeated answer when pending', async () => {
+    const at = (forward: Parameters<typeof forwardEffect>[0]['forward']) => ({ key: 'wf/ping/undo', forwardKey: 'wf/ping', forward });
+    const repeat = async (input: unknown) => ({ repeatedWith: input });
+    expect(await forwardEffect(at({ state: 'absent' }), repeat)).toBeNull();
+    expect(await forwardEffect(at({ state: 'failed', error: { type: 'Declined', message: 'no' } }), repeat)).toBeNull();
+    expect(await forwardEffect(at({ state: 'completed', result: { id: 'x' } }), repeat)).toEqual({ id: 'x' });
+    expect(await forwardEffect(at({ state: 'pending', input: { n: 1 } }), repeat)).toEqual({ repeatedWith: { n: 1 } });
+    await expect(forwardEffect(at({ state: 'pending', input: null }), repeat)).rejects.toMatchObject({ type: LedgerFailure.ForwardUnknown });
+    await expect(forwardEffect(at({ state: 'cancelled' }), repeat)).rejects.toMatchObject({ type: LedgerFailure.ForwardUnknown });
+  });
+
   test('a step and its undo with neither prepare nor confirm', async () => {
     const ping = createLedger(ctx.db).step('ping');
     const wf = uniqueId('wf');
@@ -951,8 +962,9 @@ describe('external steps on the ledger, as the toolkit is used', () => {
     const ping = createLedger(ctx.db).step('ping');
     const wf = uniqueId('wf');
     await ping.external(`${wf}/ping`, {}, { call: async () => ({ ok: true, result: 'made' }) });
+    // Each call waits (up to 2 s) for the other to start, so both are in flight at once.
     let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
+    const gate = Promise.race([new Promise<void>((r) => (release = r)), new Promise<void>((r) => setTimeout(r, 2000))]);
     let calls = 0;
     const undo = () =>
       ping.externalUndo(`${wf}/ping/undo`, {}, {
@@ -973,7 +985,7 @@ describe('external steps on the ledger, as the toolkit is used', () => {
     const ping = createLedger(ctx.db).step('ping');
     const wf = uniqueId('wf');
     let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
+    const gate = Promise.race([new Promise<void>((r) => (release = r)), new Promise<void>((r) => setTimeout(r, 2000))]);
     let calls = 0;
     const step = () =>
       ping.external(`${wf}/ping`, {}, {
@@ -986,6 +998,7 @@ describe('external steps on the ledger, as the toolkit is used', () => {
         confirm: async (tx) => void (await tx.query(bump(`${wf}/step`))),
       });
     expect(await Promise.all([step(), step()])).toEqual(['made', 'made']);
+    expect(calls).toBe(2);
     expect(await confirms(`${wf}/step`)).toBe(1);
   });
 
