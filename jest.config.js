@@ -16,6 +16,8 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  // The bounded mutation run has a command of its own (npm run test:mutation), run alone after the suites.
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/mutation/'],
   moduleNameMapper: sourceAliases,
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',

@@ -4,7 +4,7 @@ import fs from 'node:fs';
  * Mutation testing of the core (npm run mutate; bin/mutate.ts brings up the real
  * PostgreSQL and Temporal server once and runs this). SAGAFLOW_MUTATION_SCOPE
  * picks what is mutated: `core` (the default: everything below), or `ci`, the
- * bounded part CI runs (the ledger's external steps and their compensations,
+ * bounded part CI runs, npm run test:mutation (the ledger's external steps and their compensations,
  * tested by the activity suite alone).
  */
 /** The lines of `file` from the line starting with `from` up to (not including) the one starting with `to`. */

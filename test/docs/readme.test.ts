@@ -79,7 +79,7 @@ test("the README's HTTP examples run verbatim: the first order completes, its st
   const orders = await db.query<{ id: string; status: string; failure_reason: string | null; client: string }>(
     `SELECT o.id, o.status, o.failure_reason, c.name AS client FROM orders o JOIN api_clients c ON c.id = o.client_id`,
   );
-  expect(orders.rows).toEqual([{ id: expect.stringMatching(/^ord_/), status: 'completed', failure_reason: null, client: 'acme' }]);
+  expect(orders.rows).toEqual([{ id: expect.stringMatching(/^ord_/), status: 'completed', failure_reason: null, client: 'shop' }]);
   const order = orders.rows[0]!.id;
   // Every response the block printed, in order: the order view, the cancel refused (it has shipped), health, the stock list.
   expect(stdout).toContain(`"id":"${order}"`);

@@ -1,5 +1,5 @@
 /**
- * The bounded part of the mutation run that CI does (npm run mutate -- --scope ci):
+ * The bounded part of the mutation run (npm run mutate -- --scope ci), run by npm run test:mutation, alone after the other suites:
  * StrykerJS plants each defect it can in the ledger's external steps and their
  * compensations, and the activity suite must kill every one, on the real
  * PostgreSQL and Temporal server this suite brought up, or the mutant must be
