@@ -1,28 +1,32 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../src/config';
-import { freePort } from '../src/ports';
-import { startEmbeddedPostgres, type RunningPostgres } from '../dev/postgres';
-import { startTemporalDevServer, type TemporalServer } from '../dev/temporal';
+import { startTestStack } from '../dev/test-stack';
 import { runMain } from './run';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { scopes, CORE } = require('../test/mutation/scopes') as { scopes: Record<string, { mutate: string[] }>; CORE: string[] };
 
-const USAGE = `usage: npm run mutate [-- --scope core|ci]
+const USAGE = `usage: npm run mutate [-- --scope core|${Object.keys(scopes).join('|')}] [--mutate FILE[:LINES]]
 
 Mutation testing of the core with StrykerJS and its Jest runner: one small defect
 at a time is planted in the ledger, the Idempotency-Key records, the API's use
-case and auth and the activities, and the tests that cover it run on the real
-PostgreSQL and Temporal server (DATABASE_URL and TEMPORAL_ADDRESS, or an
-embedded PostgreSQL and the dev server, started once for the whole run).
+case and auth, the activities and the saga helper, and the tests that cover it
+run on the real PostgreSQL and Temporal server (DATABASE_URL and
+TEMPORAL_ADDRESS, or an embedded PostgreSQL and the dev server, started once for
+the whole run). test/mutation/scopes.js says what each scope mutates and tests.
 
---scope core   everything above (the default; hours on two cores)
---scope ci     the bounded part CI runs: the ledger against the activity suite
+--scope core      every scope below but ci, one after the other (the default; hours on two cores)
+--scope ledger    the ledger and fingerprints
+--scope api       the Idempotency-Key records, the API's use case and auth
+--scope activities  the order saga's activities and their provider calls
+--scope saga      the saga helper, inside the workflow sandbox
+--scope ci        the bounded part CI runs: the ledger's external steps against the activity suite
+--mutate F[:L-M]  only this file (or these lines) of the scope: to retry a survivor
 
-Prints the mutation score and every surviving mutant not listed, with its
-reason, in test/mutation/equivalent.json; exit 1 if there is one.
-Report: reports/mutation/<scope>.json`;
+Prints each scope's mutation score and every surviving mutant not listed, with
+its reason, in test/mutation/equivalent.json; exit 1 if there is one.
+Reports: reports/mutation/<scope>.json`;
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -45,51 +49,43 @@ interface Equivalent {
 }
 
 runMain(USAGE, async () => {
-  const { values } = parseArgs({ options: { scope: { type: 'string', default: 'core' } } });
+  const { values } = parseArgs({ options: { scope: { type: 'string', default: 'core' }, mutate: { type: 'string' } } });
   const scope = values.scope!;
-  if (scope !== 'core' && scope !== 'ci') {
-    console.error(`--scope: core or ci, not "${scope}"\n\n${USAGE}`);
+  if (scope !== 'core' && !(scope in scopes)) {
+    console.error(`--scope: core or ${Object.keys(scopes).join(', ')}, not "${scope}"\n\n${USAGE}`);
     return 2;
   }
-  const config = loadConfig();
+  const run = scope === 'core' ? CORE : [scope];
   const log = (m: string) => process.stderr.write(`[mutate] ${m}\n`);
-  const stack: { pg?: RunningPostgres; temporal?: TemporalServer; dir?: string } = {};
+  const stack = await startTestStack({ log });
   try {
-    let databaseUrl = config.DATABASE_URL;
-    if (!databaseUrl) {
-      stack.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-mutate-pg-'));
-      fs.chmodSync(stack.dir, 0o755);
-      stack.pg = await startEmbeddedPostgres({ dataDir: path.join(stack.dir, 'data'), port: await freePort(), persistent: false, log });
-      databaseUrl = stack.pg.url;
-    }
-    let temporalAddress = config.TEMPORAL_ADDRESS;
-    if (!temporalAddress) {
-      stack.temporal = await startTemporalDevServer({ cliPath: config.TEMPORAL_CLI_PATH, log });
-      temporalAddress = stack.temporal.address;
-    }
-    log(`PostgreSQL ${databaseUrl}, Temporal ${temporalAddress}; scope ${scope}`);
-    const code = await new Promise<number | null>((resolve) => {
-      const child = spawn(process.execPath, [path.join(ROOT, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js'), 'run', 'stryker.config.mjs'], {
-        cwd: ROOT,
-        stdio: 'inherit',
-        env: { ...process.env, DATABASE_URL: databaseUrl, TEMPORAL_ADDRESS: temporalAddress, SAGAFLOW_MUTATION_SCOPE: scope },
+    let failed = 0;
+    for (const name of run) {
+      log(`scope ${name}: PostgreSQL ${stack.databaseUrl}, Temporal ${stack.temporalAddress}`);
+      const code = await new Promise<number | null>((resolve) => {
+        const stryker = path.join(ROOT, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js');
+        const child = spawn(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...(values.mutate ? ['--mutate', values.mutate] : [])], {
+          cwd: ROOT,
+          stdio: 'inherit',
+          env: { ...process.env, DATABASE_URL: stack.databaseUrl, TEMPORAL_ADDRESS: stack.temporalAddress, SAGAFLOW_MUTATION_SCOPE: name },
+        });
+        child.once('exit', (c) => resolve(c));
       });
-      child.once('exit', (c) => resolve(c));
-    });
-    if (code !== 0) {
-      console.error(`stryker exited ${code}`);
-      return 1;
+      if (code !== 0) {
+        console.error(`scope ${name}: stryker exited ${code}`);
+        failed += 1;
+        continue;
+      }
+      failed += summarize(name, path.join(ROOT, 'reports', 'mutation', `${name}.json`));
     }
-    return summarize(path.join(ROOT, 'reports', 'mutation', `${scope}.json`));
+    return failed ? 1 : 0;
   } finally {
-    await stack.temporal?.stop();
-    await stack.pg?.stop();
-    if (stack.dir) fs.rmSync(stack.dir, { recursive: true, force: true });
+    await stack.stop();
   }
 });
 
 /** Prints the score and the survivors no reason accounts for; 1 if there is one. */
-function summarize(reportPath: string): number {
+function summarize(scope: string, reportPath: string): number {
   const report = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as Report;
   const equivalents = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'mutation', 'equivalent.json'), 'utf8')) as Equivalent[];
   const counts: Record<string, number> = {};
@@ -112,11 +108,11 @@ function summarize(reportPath: string): number {
   const undetected = (counts.Survived ?? 0) + (counts.NoCoverage ?? 0);
   const total = detected + undetected;
   const pct = (n: number, d: number) => (d ? ((100 * n) / d).toFixed(1) : '100.0');
-  console.log(`mutants: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-  console.log(`mutation score: ${pct(detected, total)}% (${detected} of ${total} detected); ` +
+  console.log(`${scope}: mutants: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  console.log(`${scope}: mutation score: ${pct(detected, total)}% (${detected} of ${total} detected); ` +
     `${pct(detected, total - equivalent)}% of the ${total - equivalent} that are not equivalent (${equivalent} named in test/mutation/equivalent.json)`);
   if (unexplained.length) {
-    console.log(`${unexplained.length} surviving mutant(s) neither killed nor named as equivalent:`);
+    console.log(`${scope}: ${unexplained.length} surviving mutant(s) neither killed nor named as equivalent:`);
     for (const u of unexplained) console.log(`  ${u}`);
     return 1;
   }

@@ -1,11 +1,5 @@
-import os from 'node:os';
-import path from 'node:path';
-import fs from 'node:fs';
-import { loadConfig } from '../../src/config';
-import { startEmbeddedPostgres, type RunningPostgres } from '../../dev/postgres';
 import { CLUSTER_PG_MAX_CONNECTIONS } from '../../dev/temporal-cluster';
-import { startTemporalDevServer, type TemporalServer } from '../../dev/temporal';
-import { freePort } from '../../src/ports';
+import { startTestStack } from '../../dev/test-stack';
 import { ensureComposeCheck, ensurePromtool } from '../../dev/tools';
 
 /**
@@ -15,38 +9,15 @@ import { ensureComposeCheck, ensurePromtool } from '../../dev/tools';
  * and task queues.
  */
 export default async function globalSetup(): Promise<void> {
-  const config = loadConfig();
   const log = (m: string) => process.stderr.write(`[test stack] ${m}\n`);
-  const handles: { pg?: RunningPostgres; temporal?: TemporalServer; dir?: string } = {};
-
-  if (!config.DATABASE_URL) {
-    handles.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-test-pg-'));
-    fs.chmodSync(handles.dir, 0o755);
-    handles.pg = await startEmbeddedPostgres({
-      dataDir: path.join(handles.dir, 'data'),
-      port: await freePort(),
-      persistent: false,
-      // The cluster suite's Temporal hosts keep their data here too (dev/temporal-cluster.ts checks the budget).
-      maxConnections: CLUSTER_PG_MAX_CONNECTIONS,
-      log,
-    });
-    process.env.DATABASE_URL = handles.pg.url;
-    log(`embedded PostgreSQL at ${handles.pg.url}`);
-  } else {
-    log('PostgreSQL from DATABASE_URL');
-  }
-
-  if (!config.TEMPORAL_ADDRESS) {
-    handles.temporal = await startTemporalDevServer({ cliPath: config.TEMPORAL_CLI_PATH, log });
-    process.env.TEMPORAL_ADDRESS = handles.temporal.address;
-    log(`Temporal dev server at ${handles.temporal.address} (${handles.temporal.source})`);
-  } else {
-    log(`Temporal at ${config.TEMPORAL_ADDRESS} from TEMPORAL_ADDRESS`);
-  }
+  // The cluster suite's Temporal hosts keep their data in the same PostgreSQL (dev/temporal-cluster.ts checks the budget).
+  const stack = await startTestStack({ log, maxConnections: CLUSTER_PG_MAX_CONNECTIONS });
+  process.env.DATABASE_URL = stack.databaseUrl;
+  process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
   // The checkers some tests run (built or fetched once into the cache; `npm run tools:install`).
   const promtool = await ensurePromtool(log);
   if (promtool) process.env.SAGAFLOW_PROMTOOL = promtool;
   const composeCheck = await ensureComposeCheck(log);
   if (composeCheck) process.env.SAGAFLOW_COMPOSE_CHECK = composeCheck;
-  (globalThis as Record<string, unknown>).__sagaflowStack = handles;
+  (globalThis as Record<string, unknown>).__sagaflowStack = stack;
 }

@@ -1,0 +1,64 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../src/config';
+import { freePort } from '../src/ports';
+import { startEmbeddedPostgres, type RunningPostgres } from './postgres';
+import { startTemporalDevServer, type TemporalServer } from './temporal';
+
+/**
+ * The real stack a test run (or a mutation run) shares: PostgreSQL from
+ * DATABASE_URL or an embedded one in a temporary directory, and Temporal from
+ * TEMPORAL_ADDRESS or the CLI's dev server. What it started, it stops.
+ */
+export interface TestStack {
+  databaseUrl: string;
+  temporalAddress: string;
+  stop(): Promise<void>;
+}
+
+export interface TestStackOptions {
+  log: (message: string) => void;
+  /** max_connections of an embedded PostgreSQL (its default otherwise). */
+  maxConnections?: number;
+}
+
+export async function startTestStack({ log, maxConnections }: TestStackOptions): Promise<TestStack> {
+  const config = loadConfig();
+  const started: { pg?: RunningPostgres; temporal?: TemporalServer; dir?: string } = {};
+  const stop = async () => {
+    await started.temporal?.stop();
+    await started.pg?.stop();
+    if (started.dir) fs.rmSync(started.dir, { recursive: true, force: true });
+  };
+  try {
+    let databaseUrl = config.DATABASE_URL;
+    if (!databaseUrl) {
+      started.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-test-pg-'));
+      fs.chmodSync(started.dir, 0o755);
+      started.pg = await startEmbeddedPostgres({
+        dataDir: path.join(started.dir, 'data'),
+        port: await freePort(),
+        persistent: false,
+        maxConnections,
+        log,
+      });
+      databaseUrl = started.pg.url;
+      log(`embedded PostgreSQL at ${databaseUrl}`);
+    } else {
+      log('PostgreSQL from DATABASE_URL');
+    }
+    let temporalAddress = config.TEMPORAL_ADDRESS;
+    if (!temporalAddress) {
+      started.temporal = await startTemporalDevServer({ cliPath: config.TEMPORAL_CLI_PATH, log });
+      temporalAddress = started.temporal.address;
+      log(`Temporal dev server at ${temporalAddress} (${started.temporal.source})`);
+    } else {
+      log(`Temporal at ${temporalAddress} from TEMPORAL_ADDRESS`);
+    }
+    return { databaseUrl, temporalAddress, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,79 @@
+// @ts-check
+const fs = require('node:fs');
+const path = require('node:path');
+
+/**
+ * What the mutation run (npm run mutate) plants defects in, scope by scope, and
+ * the test files that must catch them, on the real PostgreSQL and Temporal
+ * server. Read by stryker.config.mjs (what to mutate, how) and
+ * jest.mutation.config.js (what to run). `core` is every scope but `ci`, one
+ * after the other; `ci` is the bounded part CI runs (npm run test:mutation).
+ */
+const ROOT = path.resolve(__dirname, '../..');
+
+/** The lines of `file` from the line starting with `from` up to (not including) the one starting with `to`. */
+function between(file, from, to) {
+  const lines = fs.readFileSync(path.join(ROOT, file), 'utf8').split('\n');
+  const start = lines.findIndex((l) => l.startsWith(from));
+  const end = lines.findIndex((l, i) => i > start && l.startsWith(to));
+  if (start < 0 || end < 0) throw new Error(`${file}: no lines from "${from}" to "${to}"`);
+  return `${file}:${start + 1}-${end}`;
+}
+
+/**
+ * @typedef {object} Scope
+ * @property {string[]} mutate files (or line ranges) to plant defects in
+ * @property {string[]} tests test files, relative to test/
+ * @property {boolean} [inWorkflows] the code runs inside Temporal's workflow sandbox: Stryker cannot see which
+ *   test covers a mutant there, so every mutant runs every test of the scope, and test/mutation/carry-active-mutant.ts
+ *   writes the planted mutant into each workflow bundle
+ * @property {number} [timeoutMS] how long past the dry run's time a mutant may make a test wait before it counts as a timeout
+ * @property {number} [concurrency] test processes at once
+ */
+
+/** @type {Record<string, Scope>} */
+const scopes = {
+  ledger: {
+    mutate: ['src/ledger/ledger.ts', 'src/ledger/fingerprint.ts'],
+    tests: ['integration/activities.test.ts', 'integration/ledger-retention.test.ts', 'integration/services.test.ts', 'unit/fingerprint.test.ts'],
+  },
+  api: {
+    mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
+    tests: ['integration/api.test.ts', 'integration/clients.test.ts', 'integration/reliability.test.ts'],
+  },
+  activities: {
+    mutate: [
+      'activities/payments.ts', 'activities/shipping.ts', 'activities/inventory.ts', 'activities/orders.ts',
+      'activities/fraud.ts', 'activities/provider-http.ts', 'activities/providers.ts',
+    ],
+    tests: ['integration/activities.test.ts', 'integration/services.test.ts', 'integration/order-saga.test.ts'],
+  },
+  saga: {
+    mutate: ['workflows/saga/saga.ts', 'workflows/saga/failures.ts', 'workflows/saga/keys.ts'],
+    tests: ['integration/saga-helper.test.ts'],
+    inWorkflows: true,
+    timeoutMS: 30_000,
+  },
+  // The ledger's external steps and their compensations, and what an undo is told of its forward step.
+  ci: {
+    mutate: [
+      between('src/ledger/ledger.ts', 'export async function forwardEffect', '/** The ledger operations of one step'),
+      between('src/ledger/ledger.ts', 'async function runExternalStep', 'async function readLedger'),
+    ],
+    tests: ['integration/activities.test.ts'],
+    concurrency: 1,
+    timeoutMS: 15_000,
+  },
+};
+
+/** The scopes `core` runs, in order. */
+const CORE = ['ledger', 'api', 'activities', 'saga'];
+
+/** @param {string} name */
+function scope(name) {
+  const s = scopes[name];
+  if (!s) throw new Error(`mutation scope: one of ${[...Object.keys(scopes), 'core'].join(', ')}, not "${name}"`);
+  return s;
+}
+
+module.exports = { scopes, CORE, scope };
