@@ -651,6 +651,32 @@ describe('authentication', () => {
     expect(await rowCounts(ctx.db)).toEqual(before);
   });
 
+  test.each([
+    ['a valid key after another scheme word', () => `Token Bearer ${clientA.apiKey}`],
+    ['a valid key with text after it', () => `Bearer ${clientA.apiKey},${clientA.apiKey}`],
+  ])('POST /orders with %s: the header must be exactly "Bearer <key>", 401, nothing written', async (_name, authorization) => {
+    const before = await rowCounts(ctx.db);
+    const res = await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers: { authorization: authorization() } });
+    expectProblem(res, 401, 'unauthorized');
+    expect(await rowCounts(ctx.db)).toEqual(before);
+  });
+
+  test('the 401 says what to send: the scheme when no key came, "unknown or revoked" for a key not on file', async () => {
+    const none = expectProblem(await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers: {} }), 401, 'unauthorized');
+    expect(none.detail).toBe('send Authorization: Bearer <api key>');
+    const unknown = expectProblem(
+      await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers: { authorization: 'Bearer sk_thisisnotarealkey' } }),
+      401,
+      'unauthorized',
+    );
+    expect(unknown.detail).toBe('unknown or revoked API key');
+  });
+
+  test('spaces between the scheme and the key are allowed (RFC 9110: one or more)', async () => {
+    const res = await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers: { authorization: `bearer   ${clientA.apiKey}` } });
+    expect(res.status).toBe(201);
+  });
+
   test('GET and cancel without a valid key are 401 too', async () => {
     expectProblem(await request(api.url, '/orders/ord_x'), 401, 'unauthorized');
     expectProblem(await getOrder('ord_x', 'sk_unknown'), 401, 'unauthorized');
