@@ -2,6 +2,7 @@
  * `npm run clients`: creating a client and revoking its key, as an operator
  * would after a leak, through the real command, the real API and PostgreSQL.
  */
+import { createApiClient, revokeApiClient } from '../../src/api/auth';
 import { startApi, type RunningApi } from '../../src/api/server';
 import { createTestContext, databaseUrl, uniqueId, type TestContext } from '../helpers/context';
 import { expectProblem, request } from '../helpers/api';
@@ -61,4 +62,22 @@ test('a revoked key is refused from its next request on; other keys are not; rev
   expect(unknown.out).toContain('no client named or with ID');
   const usage = await clients('revoke');
   expect(usage.code).toBe(2);
+});
+
+// The same operations in this process, beside the command: what the command prints is read from these answers.
+test('revokeApiClient by name and by ID: revoked once, then already-revoked with its time; an unknown client is unknown; names are checked', async () => {
+  const a = await createApiClient(ctx.db, uniqueId('by-name'));
+  const b = await createApiClient(ctx.db, uniqueId('by-id'));
+  expect(await revokeApiClient(ctx.db, a.name)).toEqual({ kind: 'revoked', client: { id: a.id, name: a.name } });
+  expect(await revokeApiClient(ctx.db, b.id)).toEqual({ kind: 'revoked', client: { id: b.id, name: b.name } });
+  const rows = await ctx.db.query<{ id: string; revoked_at: Date | null }>(
+    'SELECT id, revoked_at FROM api_clients WHERE id = ANY($1) ORDER BY id',
+    [[a.id, b.id]],
+  );
+  expect(rows.rows.every((r) => r.revoked_at instanceof Date)).toBe(true);
+  const again = await revokeApiClient(ctx.db, a.id);
+  expect(again).toEqual({ kind: 'already-revoked', client: { id: a.id, name: a.name }, revokedAt: rows.rows.find((r) => r.id === a.id)!.revoked_at });
+  expect(await revokeApiClient(ctx.db, 'nobody-' + uniqueId('x'))).toEqual({ kind: 'unknown' });
+  expectProblem(await probe(a.apiKey), 401, 'unauthorized');
+  await expect(createApiClient(ctx.db, 'no spaces allowed')).rejects.toThrow('client name: 1-64 letters, digits, _ . -');
 });
