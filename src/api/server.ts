@@ -93,6 +93,10 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         throw new Problem('request-in-flight', undefined, {}, { 'Retry-After': String(outcome.retryAfterSeconds) });
       case 'unavailable':
         throw new Problem('unavailable', outcome.message, {}, { 'Retry-After': '1' });
+      case 'answer':
+        break;
+      default:
+        throw new Error(`createOrder: no answer for the outcome ${JSON.stringify(outcome satisfies never)}`);
     }
     const headers: Record<string, string> = { 'Content-Type': JSON_TYPE, Location: `/orders/${outcome.orderId}` };
     if (outcome.replayed) {

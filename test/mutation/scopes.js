@@ -39,7 +39,7 @@ const scopes = {
   },
   api: {
     mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
-    tests: ['integration/api.test.ts', 'integration/clients.test.ts', 'integration/reliability.test.ts'],
+    tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/clients.test.ts', 'integration/reliability.test.ts'],
   },
   activities: {
     mutate: [
