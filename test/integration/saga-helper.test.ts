@@ -6,7 +6,7 @@
  */
 import { WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
 import { cancelUpdate, scriptedSaga, statusQuery } from '../fixtures/saga/workflows';
@@ -14,16 +14,19 @@ import type { SagaStatus } from '../../workflows/saga';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
+/** The scripted sagas, bundled once for every worker of this file. */
+let workflowBundle: WorkflowBundle;
 const taskQueue = uniqueId('saga-helper');
 
 beforeAll(async () => {
   ctx = await createTestContext('saga_helper');
   await ctx.db.query(JOURNAL_DDL);
+  workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/saga/workflows') });
   const worker = await Worker.create({
     connection: ctx.nativeConnection,
     namespace: ctx.namespace,
     taskQueue,
-    workflowsPath: require.resolve('../fixtures/saga/workflows'),
+    workflowBundle,
     activities: createJournalActivities(ctx.db),
     maxConcurrentActivityTaskExecutions: 50,
   });
@@ -73,7 +76,7 @@ async function failureOfResult(handle: Handle): Promise<{ err: unknown; app: App
   return { err, app: applicationFailureOf(err) };
 }
 
-test('forward path: every step runs once, in order, nothing is undone', async () => {
+test.concurrent('forward path: every step runs once, in order, nothing is undone', async () => {
   const handle = await start({
     steps: [comp('a'), comp('b'), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }],
   });
@@ -99,7 +102,7 @@ test('forward path: every step runs once, in order, nothing is undone', async ()
 
 describe('a business failure at each position of a 3-step compensatable saga', () => {
   const names = ['a', 'b', 'c'] as const;
-  test.each([0, 1, 2])('failure at step %i: it and the steps before it are undone in reverse order', async (failAt) => {
+  test.concurrent.each([0, 1, 2])('failure at step %i: it and the steps before it are undone in reverse order', async (failAt) => {
     const handle = await start({
       steps: names.map((n, i) => comp(n, i === failAt ? { failWith: 'business' } : {})),
     });
@@ -141,7 +144,7 @@ describe('parallel compensation', () => {
     ],
   });
 
-  test('all undos run, overlapping in time', async () => {
+  test.concurrent('all undos run, overlapping in time', async () => {
     const handle = await start(script(true));
     const outcome = await handle.result();
 
@@ -166,7 +169,7 @@ describe('parallel compensation', () => {
     expect(span).toBeLessThan(sum * (2 / 3));
   });
 
-  test('control: sequential compensation runs the same undos one after another, in reverse order', async () => {
+  test.concurrent('control: sequential compensation runs the same undos one after another, in reverse order', async () => {
     const handle = await start(script(false));
     expect((await handle.result()).status).toBe('compensated');
     const undos = (await journal(handle)).filter((r) => r.action === 'undo');
@@ -177,7 +180,7 @@ describe('parallel compensation', () => {
   });
 });
 
-test('a compensation that fails twice is retried until it succeeds, each attempt visible', async () => {
+test.concurrent('a compensation that fails twice is retried until it succeeds, each attempt visible', async () => {
   const handle = await start({ steps: [comp('a', { undoFailsTimes: 2 }), comp('b', { failWith: 'business' })] });
   const outcome = await handle.result();
 
@@ -203,7 +206,7 @@ test('a compensation that fails twice is retried until it succeeds, each attempt
 });
 
 describe('a compensation that fails permanently', () => {
-  test.each([false, true])('does not stop the others, and fails the workflow with CompensationFailed (parallel: %s)', async (parallel) => {
+  test.concurrent.each([false, true])('does not stop the others, and fails the workflow with CompensationFailed (parallel: %s)', async (parallel) => {
     const handle = await start({
       parallelCompensation: parallel,
       steps: [comp('a'), comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
@@ -246,7 +249,7 @@ describe('a compensation that fails permanently', () => {
   });
 });
 
-test('the pivot refuses cancel: once it started, the cancel update is rejected and nothing is compensated', async () => {
+test.concurrent('the pivot refuses cancel: once it started, the cancel update is rejected and nothing is compensated', async () => {
   const handle = await start({
     steps: [comp('a'), { name: 'p', kind: 'pivot', slowMs: 2000 }, { name: 'r', kind: 'retriable' }],
   });
@@ -278,7 +281,7 @@ test('the pivot refuses cancel: once it started, the cancel update is rejected a
   expect(status.compensations).toEqual([]);
 });
 
-test('cancel before the pivot: accepted; the in-flight step is cancelled and undone, later steps never run', async () => {
+test.concurrent('cancel before the pivot: accepted; the in-flight step is cancelled and undone, later steps never run', async () => {
   const handle = await start({
     steps: [comp('a'), comp('b', { slowMs: 30_000 }), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }],
   });
@@ -314,7 +317,7 @@ test('cancel before the pivot: accepted; the in-flight step is cancelled and und
   expect(status).toMatchObject({ phase: 'cancelled', cancelRequested: true, pivotStarted: false });
 });
 
-test('a cancel accepted while an uninterruptible step is in flight still stops the saga before the pivot', async () => {
+test.concurrent('a cancel accepted while an uninterruptible step is in flight still stops the saga before the pivot', async () => {
   const handle = await start({
     steps: [comp('a', { slowMs: 1500, uninterruptible: true }), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }],
   });
@@ -339,7 +342,7 @@ test('a cancel accepted while an uninterruptible step is in flight still stops t
 });
 
 describe('retriable steps after the pivot', () => {
-  test.each(['transient', 'business'] as const)('are retried until they succeed (%s failures, twice) and never compensated', async (failWith) => {
+  test.concurrent.each(['transient', 'business'] as const)('are retried until they succeed (%s failures, twice) and never compensated', async (failWith) => {
     const handle = await start({
       steps: [comp('a'), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable', failWith, failTimes: 2 }],
     });
@@ -366,7 +369,7 @@ describe('retriable steps after the pivot', () => {
     expect(status.compensations).toEqual([]);
   });
 
-  test('the retry record is visible in status() while the step is still failing', async () => {
+  test.concurrent('the retry record is visible in status() while the step is still failing', async () => {
     const handle = await start({
       steps: [{ name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable', failWith: 'transient', failTimes: 3 }],
     });
@@ -385,7 +388,7 @@ describe('retriable steps after the pivot', () => {
 });
 
 describe('definition errors fail the workflow with type SagaDefinition', () => {
-  test.each<[string, ScriptedStep[], string]>([
+  test.concurrent.each<[string, ScriptedStep[], string]>([
     ['a retriable step first', [{ name: 'r', kind: 'retriable' }], 'r'],
     ['a retriable step before any pivot', [comp('a'), { name: 'r', kind: 'retriable' }], 'r'],
     ['a compensatable step after the pivot', [{ name: 'p', kind: 'pivot' }, comp('late')], 'late'],
@@ -402,7 +405,7 @@ describe('definition errors fail the workflow with type SagaDefinition', () => {
 });
 
 describe('an undo that can never succeed is surfaced, not retried forever', () => {
-  test('text PostgreSQL refuses (a NUL byte) fails the compensation once, as DataRejected, and the saga with CompensationFailed', async () => {
+  test.concurrent('text PostgreSQL refuses (a NUL byte) fails the compensation once, as DataRejected, and the saga with CompensationFailed', async () => {
     const handle = await start({ steps: [comp('a', { undoWritesUnstorable: true }), comp('b', { failWith: 'business' })] });
     const { err, app } = await failureOfResult(handle);
 
@@ -437,7 +440,7 @@ describe('a cancel accepted before the first step', () => {
       connection: ctx.nativeConnection,
       namespace: ctx.namespace,
       taskQueue: queue,
-      workflowsPath: require.resolve('../fixtures/saga/workflows'),
+      workflowBundle,
       activities: createJournalActivities(ctx.db),
     });
     const stop = ctx.startWorker(worker);
@@ -449,7 +452,7 @@ describe('a cancel accepted before the first step', () => {
     }
   }
 
-  test('local steps still run (their effects may be in the database from a lost task); the saga stops at the first step that is not local and undoes them all', async () => {
+  test.concurrent('local steps still run (their effects may be in the database from a lost task); the saga stops at the first step that is not local and undoes them all', async () => {
     const { outcome, rows } = await cancelledBeforeFirstTask({
       steps: [comp('a', { local: true }), comp('b', { local: true }), comp('c'), { name: 'p', kind: 'pivot' }],
     });
@@ -463,7 +466,7 @@ describe('a cancel accepted before the first step', () => {
     ]);
   });
 
-  test('a saga of local steps only runs to its end, and the accepted cancel still undoes every step', async () => {
+  test.concurrent('a saga of local steps only runs to its end, and the accepted cancel still undoes every step', async () => {
     const { outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true }), comp('b', { local: true })] });
     expect(outcome).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'too early' } });
     expect(calls(rows)).toEqual([
@@ -474,7 +477,7 @@ describe('a cancel accepted before the first step', () => {
     ]);
   });
 
-  test('abandons the step but still runs its undo, so nothing it might leave behind survives', async () => {
+  test.concurrent('abandons the step but still runs its undo, so nothing it might leave behind survives', async () => {
     const { outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a'), comp('b')] });
     expect(outcome.status).toBe('cancelled');
     // 'a' never ran forward; its undo ran once (a no-op tombstone for an effect that never happened).

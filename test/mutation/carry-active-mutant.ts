@@ -4,7 +4,7 @@
  * planted in a run in this process's environment; workflow code runs in a V8
  * context of its own, which has no `process`, so every mutant there would
  * survive untested. This writes the mutant's id at the top of each workflow
- * bundle a test's worker builds, as a `process.env` of the sandbox's own, where
+ * bundle a test's worker builds or is given, as a `process.env` of the sandbox's own, where
  * Stryker's instrumented code looks for it. Not as Stryker's namespace object:
  * the sandbox freezes every global that exists once the bundle has loaded, and
  * the instrumented code writes its coverage into that object.
@@ -16,8 +16,12 @@ const ACTIVE_MUTANT_ENV = '__STRYKER_ACTIVE_MUTANT__';
 
 function withActiveMutant(options: WorkerOptions): WorkerOptions {
   const id = process.env[ACTIVE_MUTANT_ENV];
-  if (id === undefined || !options.workflowsPath) return options;
+  if (id === undefined) return options;
   const banner = `globalThis.process = { env: { ${ACTIVE_MUTANT_ENV}: ${JSON.stringify(id)} } };`;
+  // A bundle a test built once for all its workers (the instrumented code, every mutant in it): the banner goes first.
+  const prebuilt = options.workflowBundle;
+  if (prebuilt && 'code' in prebuilt) return { ...options, workflowBundle: { ...prebuilt, code: `${banner}\n${prebuilt.code}` } };
+  if (!options.workflowsPath) return options;
   const hook = options.bundlerOptions?.webpackConfigHook;
   return {
     ...options,
