@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 
-/** JSON with object keys sorted at every depth, so key order never changes a fingerprint. */
+/**
+ * JSON with object keys sorted at every depth, so key order never changes a
+ * fingerprint. Members whose value is undefined are dropped, as JSON.stringify drops them.
+ */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(sortKeys(value));
 }
@@ -11,7 +14,6 @@ function sortKeys(value: unknown): unknown {
     const obj = value as Record<string, unknown>;
     return Object.fromEntries(
       Object.keys(obj)
-        .filter((k) => obj[k] !== undefined)
         .sort()
         .map((k) => [k, sortKeys(obj[k])]),
     );

@@ -184,12 +184,13 @@ export function createLedger(db: Db, hooks: LedgerHooks = {}): Ledger {
     step(name) {
       assertStepName(name);
       const keyOf = (key: string, undo: boolean) => checkKey(key, name, undo);
+      // Async, so that a key refused is a rejected promise like every other failure, never a throw.
       return {
         step: name,
-        local: (key, input, effect) => runLocalStep(db, keyOf(key, false), input, effect, hooks),
-        localUndo: (key, input, undo) => runLocalUndo(db, keyOf(key, true), input, undo, hooks),
-        external: (key, input, step) => runExternalStep(db, keyOf(key, false), input, step, hooks),
-        externalUndo: (key, input, undo) => runExternalUndo(db, keyOf(key, true), input, undo, hooks),
+        local: async (key, input, effect) => runLocalStep(db, keyOf(key, false), input, effect, hooks),
+        localUndo: async (key, input, undo) => runLocalUndo(db, keyOf(key, true), input, undo, hooks),
+        external: async (key, input, step) => runExternalStep(db, keyOf(key, false), input, step, hooks),
+        externalUndo: async (key, input, undo) => runExternalUndo(db, keyOf(key, true), input, undo, hooks),
       };
     },
     read: (workflowId) => readLedger(db, workflowId),
@@ -357,10 +358,12 @@ function cancelled(key: string, cause: SagaCause | null): ApplicationFailure {
  */
 function replay<T>(row: Row, ref: StepKey, fp: string, hooks: LedgerHooks): T {
   const state = row.state === 'cancelled' ? row.undone : row.state;
-  if (row.state === 'cancelled' && (state === null || state === 'pending')) {
+  // Only a tombstone can stand over nothing, or over a call never answered (a row still pending is never replayed).
+  if (state === null || state === 'pending') {
     throw cancelled(ref.key, isSagaCause(row.cause) ? row.cause : null);
   }
-  if (row.fingerprint !== null && row.fingerprint !== fp) throw conflict(ref);
+  // (A row without a fingerprint is a tombstone over a step that never ran: refused above.)
+  if (row.fingerprint !== fp) throw conflict(ref);
   hooks.onReplay?.(ref.step, ref.key);
   if (state === 'failed') {
     const e = row.error ?? { type: 'Unknown', message: 'failed' };

@@ -35,7 +35,7 @@ function between(file, from, to) {
 const scopes = {
   ledger: {
     mutate: ['src/ledger/ledger.ts', 'src/ledger/fingerprint.ts'],
-    tests: ['integration/activities.test.ts', 'integration/ledger-retention.test.ts', 'integration/services.test.ts', 'unit/fingerprint.test.ts'],
+    tests: ['integration/ledger.test.ts', 'integration/activities.test.ts', 'integration/ledger-retention.test.ts', 'integration/services.test.ts', 'unit/fingerprint.test.ts'],
   },
   api: {
     mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
