@@ -271,6 +271,11 @@ function toEntry(row: Row): LedgerEntry {
   };
 }
 
+/** A failed row's failure: written with the row (recordFailure, an external step's settle), never null but in a row edited by hand. */
+function recordedError(row: Row): RecordedFailure {
+  return row.error ?? { type: 'Unknown', message: 'failed' };
+}
+
 /**
  * The forward step's outcome as its row (before or after its tombstone) tells it. A tombstone with
  * nothing under it and no fingerprint is a step that never ran; one with a fingerprint but no
@@ -283,7 +288,7 @@ function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
     case 'completed':
       return { state: 'completed', result: row.result as F };
     case 'failed':
-      return { state: 'failed', error: row.error ?? { type: 'Unknown', message: 'failed' } };
+      return { state: 'failed', error: recordedError(row) };
     case 'pending':
       return { state: 'pending', input: row.input ?? null };
     default:
@@ -366,7 +371,7 @@ function replay<T>(row: Row, ref: StepKey, fp: string, hooks: LedgerHooks): T {
   if (row.fingerprint !== fp) throw conflict(ref);
   hooks.onReplay?.(ref.step, ref.key);
   if (state === 'failed') {
-    const e = row.error ?? { type: 'Unknown', message: 'failed' };
+    const e = recordedError(row);
     throw ApplicationFailure.create({ message: e.message, type: e.type, nonRetryable: true, details: e.details });
   }
   return row.result as T;
@@ -461,7 +466,7 @@ async function tombstone(tx: Tx, ref: StepKey, cause: SagaCause | null): Promise
        ON CONFLICT (key) DO NOTHING RETURNING key`,
       [ref.forwardKey, ref.workflowId, ref.step, cause],
     );
-    if (inserted.rowCount === 1) return null;
+    if (inserted.rowCount === 1) return null; // the step never ran, and now never will
     // A forward attempt committed between our read and insert: lock it and undo it.
   }
 }
