@@ -5,7 +5,11 @@ import { parseArgs } from 'node:util';
 import { startTestStack } from '../dev/test-stack';
 import { runMain } from './run';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { scopes, CORE } = require('../test/mutation/scopes') as { scopes: Record<string, { mutate: string[] }>; CORE: string[] };
+const { scopes, CORE } = require('../test/mutation/scopes') as { scopes: Record<string, { about: string; mutate: string[] }>; CORE: string[] };
+
+const scopeLines = Object.entries(scopes)
+  .map(([name, s]) => `--scope ${name.padEnd(11)} ${s.about}`)
+  .join('\n');
 
 const USAGE = `usage: npm run mutate [-- --scope core|${Object.keys(scopes).join('|')}] [--mutate FILE[:LINES]]
 
@@ -16,13 +20,9 @@ run on the real PostgreSQL and Temporal server (DATABASE_URL and
 TEMPORAL_ADDRESS, or an embedded PostgreSQL and the dev server, started once for
 the whole run). test/mutation/scopes.js says what each scope mutates and tests.
 
---scope core      every scope below but ci, one after the other (the default; hours on two cores)
---scope ledger    the ledger and fingerprints
---scope api       the Idempotency-Key records, the API's use case and auth
---scope activities  the order saga's activities and their provider calls
---scope saga      the saga helper, inside the workflow sandbox
---scope ci        the bounded part CI runs: the ledger's external steps against the activity suite
---mutate F[:L-M]  only this file (or these lines) of the scope: to retry a survivor
+--scope core        every scope below but ci, one after the other (the default; hours on two cores)
+${scopeLines}
+--mutate F[:L-M]    only this file (or lines L to M of it, both given) of the scope: to retry a survivor
 
 Prints each scope's mutation score and every surviving mutant not listed, with
 its reason, in test/mutation/equivalent.json; exit 1 if there is one.

@@ -22,6 +22,7 @@ function between(file, from, to) {
 
 /**
  * @typedef {object} Scope
+ * @property {string} about what the scope covers, in a few words (npm run mutate's usage lists it)
  * @property {string[]} mutate files (or line ranges) to plant defects in
  * @property {string[]} tests test files, relative to test/
  * @property {boolean} [inWorkflows] the code runs inside Temporal's workflow sandbox: Stryker cannot see which
@@ -34,14 +35,17 @@ function between(file, from, to) {
 /** @type {Record<string, Scope>} */
 const scopes = {
   ledger: {
+    about: 'the ledger and fingerprints',
     mutate: ['src/ledger/ledger.ts', 'src/ledger/fingerprint.ts'],
     tests: ['integration/ledger.test.ts', 'integration/activities.test.ts', 'integration/ledger-retention.test.ts', 'integration/services.test.ts', 'unit/fingerprint.test.ts'],
   },
   api: {
+    about: "the Idempotency-Key records, the API's use case and auth",
     mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
     tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/clients.test.ts', 'integration/reliability.test.ts'],
   },
   activities: {
+    about: "the order saga's activities and their provider calls",
     mutate: [
       'activities/payments.ts', 'activities/shipping.ts', 'activities/inventory.ts', 'activities/orders.ts',
       'activities/fraud.ts', 'activities/provider-http.ts', 'activities/providers.ts',
@@ -49,6 +53,7 @@ const scopes = {
     tests: ['integration/activities.test.ts', 'integration/services.test.ts', 'integration/order-saga.test.ts'],
   },
   saga: {
+    about: 'the saga helper, inside the workflow sandbox',
     mutate: ['workflows/saga/saga.ts', 'workflows/saga/failures.ts', 'workflows/saga/keys.ts'],
     tests: ['integration/saga-helper.test.ts'],
     inWorkflows: true,
@@ -56,6 +61,7 @@ const scopes = {
   },
   // The ledger's external steps and their compensations, and what an undo is told of its forward step.
   ci: {
+    about: "the bounded part CI runs: the ledger's external steps against the activity suite",
     mutate: [
       between('src/ledger/ledger.ts', 'export async function forwardEffect', '/** The ledger operations of one step'),
       between('src/ledger/ledger.ts', 'async function runExternalStep', 'async function readLedger'),
