@@ -57,7 +57,8 @@ export function sagaKeys(workflowId: string): { step(step: string): string; undo
 /** Parses a key built by stepKey or undoKey; throws InvalidStepKeyError for anything else. */
 export function parseStepKey(key: string): StepKey {
   const parts = key.split('/');
-  const undo = parts.length >= 3 && parts[parts.length - 1] === UNDO;
+  // A last part "undo" with too few parts before it leaves no workflow ID or step, refused below.
+  const undo = parts[parts.length - 1] === UNDO;
   if (undo) parts.pop();
   const step = parts.pop() ?? '';
   const workflowId = parts.join('/');
