@@ -52,10 +52,10 @@ const scopes = {
     ],
     tests: ['integration/activities.test.ts', 'integration/services.test.ts', 'integration/order-saga.test.ts'],
   },
-  // The saga helper's pure parts, outside the sandbox (so with coverage): its step keys and how it reads failures.
+  // The saga helper's pure parts, outside the sandbox (so with coverage): step keys, failure reading, status, backoff.
   'saga-parts': {
-    about: "the saga helper's step keys and failure reading, outside the sandbox",
-    mutate: ['workflows/saga/keys.ts', 'workflows/saga/failures.ts'],
+    about: "the saga helper's step keys, failure reading, status and backoff, outside the sandbox",
+    mutate: ['workflows/saga/keys.ts', 'workflows/saga/failures.ts', 'workflows/saga/status.ts'],
     tests: ['unit/saga-parts.test.ts', 'integration/ledger.test.ts'],
   },
   saga: {

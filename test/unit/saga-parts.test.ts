@@ -1,11 +1,13 @@
 /**
- * The saga helper's pure parts: step keys (workflows/saga/keys.ts) and how it
- * reads failures (workflows/saga/failures.ts). The workflow code and the ledger
+ * The saga helper's pure parts: step keys (workflows/saga/keys.ts), how it
+ * reads failures (workflows/saga/failures.ts) and what it reports and waits
+ * (workflows/saga/status.ts). The workflow code and the ledger
  * both rely on them, so each rule is pinned here, message included.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { assertStepName, InvalidStepKeyError, parseStepKey, sagaKeys, stepKey, undoKey } from '../../workflows/saga/keys';
 import { describeFailure, isNonRetryable, isSagaCause, recordedCause, STEP_CANCELLED } from '../../workflows/saga/failures';
+import { backoffMs, cloneStatus, describeSagaStatus, type SagaStatus } from '../../workflows/saga/status';
 
 describe('step keys', () => {
   test('forward and undo keys, and both parsed back, with workflow IDs that hold slashes', () => {
@@ -125,5 +127,74 @@ describe('failures', () => {
     let deep: object = { nonRetryable: true };
     for (let i = 0; i < 10; i++) deep = { cause: deep };
     expect(isNonRetryable(deep)).toBe(false);
+  });
+});
+
+describe('status', () => {
+  const base: SagaStatus = {
+    phase: 'running',
+    currentStep: null,
+    completedSteps: [],
+    pivotStarted: false,
+    pivotCompleted: false,
+    cancelRequested: false,
+    compensations: [],
+    retries: [],
+  };
+
+  test('describeSagaStatus: the phase in words, then the cause, the step in flight, what is done, undone and retried', () => {
+    expect(describeSagaStatus(base)).toBe('**Running**');
+    expect(describeSagaStatus({ ...base, currentStep: 'a, b', completedSteps: ['x', 'y'] })).toBe('**Running**\n\nStep in flight: a, b\n\nDone: x, y');
+    expect(
+      describeSagaStatus({
+        ...base,
+        phase: 'failed',
+        failure: { type: 'OutOfStock', message: 'none left' },
+        completedSteps: ['a'],
+        compensations: [
+          { step: 'b', status: 'done', attempts: 1 },
+          { step: 'a', status: 'failed', attempts: 3, lastError: 'no' },
+        ],
+        retries: [
+          { step: 'r1', attempts: 2 },
+          { step: 'r2', attempts: 1 },
+        ],
+      }),
+    ).toBe(
+      '**FAILED: needs an operator**\n\nCause: OutOfStock: none left\n\nDone: a\n\nUndone: b (done), a (failed, 3 attempts)\n\nRetrying: r1, r2',
+    );
+    const words = (['compensating', 'completed', 'compensated', 'cancelled'] as const).map((phase) => describeSagaStatus({ ...base, phase }));
+    expect(words).toEqual([
+      '**Compensating (undoing its steps)**',
+      '**Completed: every step done**',
+      '**Compensated: a step failed for good and the steps before it were undone**',
+      '**Cancelled on request: the steps done were undone**',
+    ]);
+  });
+
+  test('cloneStatus: an equal copy sharing nothing with the original', () => {
+    const s: SagaStatus = {
+      ...base,
+      completedSteps: ['a'],
+      compensations: [{ step: 'a', status: 'running', attempts: 1 }],
+      retries: [{ step: 'r', attempts: 1 }],
+      failure: { type: 'T', message: 'm' },
+    };
+    const c = cloneStatus(s);
+    expect(c).toEqual(s);
+    c.completedSteps.push('b');
+    c.compensations[0]!.attempts = 9;
+    c.retries[0]!.attempts = 9;
+    c.failure!.message = 'changed';
+    expect(s).toEqual({ ...base, completedSteps: ['a'], compensations: [{ step: 'a', status: 'running', attempts: 1 }], retries: [{ step: 'r', attempts: 1 }], failure: { type: 'T', message: 'm' } });
+    expect(cloneStatus(base).failure).toBeUndefined();
+  });
+
+  test('backoffMs: doubling from the initial wait (1 s by default), capped (60 s by default), even after many rounds', () => {
+    expect([1, 2, 3, 4, 5].map((n) => backoffMs(n, 100, 400))).toEqual([100, 200, 400, 400, 400]);
+    expect([1, 2, 7, 8].map((n) => backoffMs(n))).toEqual([1000, 2000, 60_000, 60_000]);
+    expect(backoffMs(1, 250)).toBe(250);
+    expect(backoffMs(3, undefined, 3000)).toBe(3000);
+    expect(backoffMs(1_000, 1, Number.MAX_SAFE_INTEGER)).toBe(2 ** 20);
   });
 });

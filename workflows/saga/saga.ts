@@ -11,6 +11,10 @@ import {
 } from '@temporalio/workflow';
 import type { UpdateDefinition } from '@temporalio/common';
 import { describeFailure, isNonRetryable, recordedCause, SagaFailure, type SagaCause, type SagaFailureInfo } from './failures';
+import { backoffMs, cloneStatus, describeSagaStatus, type CompensationRecord, type RetryRecord, type SagaStatus } from './status';
+
+export { describeSagaStatus };
+export type { CompensationRecord, RetryRecord, SagaPhase, SagaStatus } from './status';
 
 /**
  * A generic saga (Garcia-Molina & Salem, 1987) for Temporal workflows.
@@ -97,35 +101,6 @@ export interface StepDefinition<T> {
   local?: boolean;
 }
 
-export interface CompensationRecord {
-  step: string;
-  status: 'pending' | 'running' | 'retrying' | 'done' | 'failed';
-  attempts: number;
-  lastError?: string;
-}
-
-export interface RetryRecord {
-  step: string;
-  attempts: number;
-  lastError?: string;
-}
-
-export type SagaPhase = 'running' | 'compensating' | 'completed' | 'compensated' | 'cancelled' | 'failed';
-
-export interface SagaStatus {
-  phase: SagaPhase;
-  /** The step in flight; several, comma-separated, while steps run in parallel (Saga.all). */
-  currentStep: string | null;
-  completedSteps: string[];
-  pivotStarted: boolean;
-  pivotCompleted: boolean;
-  cancelRequested: boolean;
-  compensations: CompensationRecord[];
-  /** Retriable steps still being retried after the pivot. */
-  retries: RetryRecord[];
-  failure?: SagaFailureInfo;
-}
-
 export type SagaOutcome<R> =
   | { status: 'completed'; result: R; completedSteps: string[]; compensations: CompensationRecord[] }
   | {
@@ -182,7 +157,7 @@ export class Saga {
   constructor(private readonly options: SagaOptions = {}) {}
 
   status(): SagaStatus {
-    return structuredCloneStatus(this.state);
+    return cloneStatus(this.state);
   }
 
   /** Whether a cancel request would be honoured now, and if not, why. */
@@ -469,9 +444,7 @@ export class Saga {
   }
 
   private backoff(attempt: number): number {
-    const initial = this.options.retryInitialIntervalMs ?? 1000;
-    const max = this.options.retryMaxIntervalMs ?? 60_000;
-    return Math.min(max, initial * 2 ** Math.min(attempt - 1, 20));
+    return backoffMs(attempt, this.options.retryInitialIntervalMs, this.options.retryMaxIntervalMs);
   }
 }
 
@@ -484,36 +457,4 @@ function definitionDefect(def: StepDefinition<unknown>, pivotCompleted: boolean)
   if (def.kind !== 'retriable' && pivotCompleted) return `step ${def.name} cannot follow the pivot: only retriable steps can`;
   if (def.kind === 'compensatable' && !def.undo) return `compensatable step ${def.name} needs an undo`;
   return undefined;
-}
-
-function structuredCloneStatus(s: SagaStatus): SagaStatus {
-  return {
-    ...s,
-    completedSteps: [...s.completedSteps],
-    compensations: s.compensations.map((c) => ({ ...c })),
-    retries: s.retries.map((r) => ({ ...r })),
-    failure: s.failure ? { ...s.failure } : undefined,
-  };
-}
-
-const PHASE_WORDS: Record<SagaPhase, string> = {
-  running: 'Running',
-  compensating: 'Compensating (undoing its steps)',
-  completed: 'Completed: every step done',
-  compensated: 'Compensated: a step failed for good and the steps before it were undone',
-  cancelled: 'Cancelled on request: the steps done were undone',
-  failed: 'FAILED: needs an operator',
-};
-
-/** A saga's status as Temporal markdown, for the UI's current details (and anyone else who shows it). */
-export function describeSagaStatus(s: SagaStatus): string {
-  const lines = [`**${PHASE_WORDS[s.phase]}**`];
-  if (s.failure) lines.push(`Cause: ${s.failure.type}: ${s.failure.message}`);
-  if (s.currentStep) lines.push(`Step in flight: ${s.currentStep}`);
-  if (s.completedSteps.length) lines.push(`Done: ${s.completedSteps.join(', ')}`);
-  if (s.compensations.length) {
-    lines.push(`Undone: ${s.compensations.map((c) => `${c.step} (${c.status}${c.attempts > 1 ? `, ${c.attempts} attempts` : ''})`).join(', ')}`);
-  }
-  if (s.retries.length) lines.push(`Retrying: ${s.retries.map((r) => r.step).join(', ')}`);
-  return lines.join('\n\n');
 }
