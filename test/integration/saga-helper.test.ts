@@ -219,6 +219,14 @@ describe('a compensation that fails permanently', () => {
     expect(app!.nonRetryable).toBe(true);
     expect(app!.message).toContain('1 compensation(s) failed');
     expect(app!.message).toContain('b: undo of b is impossible');
+    // Its details say what the saga unwound for and how each compensation ended.
+    const [detail] = (app!.details ?? []) as { failure: { type: string }; compensations: { step: string; status: string }[] }[];
+    expect(detail?.failure.type).toBe(ScriptedFailureType.business);
+    expect(detail?.compensations.map((c) => [c.step, c.status]).sort()).toEqual([
+      ['a', 'done'],
+      ['b', 'failed'],
+      ['c', 'done'],
+    ]);
 
     const undos = (await journal(handle)).filter((r) => r.action === 'undo');
     const seen = undos.map((r) => [r.step, r.outcome]);
@@ -388,19 +396,110 @@ describe('retriable steps after the pivot', () => {
 });
 
 describe('definition errors fail the workflow with type SagaDefinition', () => {
-  test.concurrent.each<[string, ScriptedStep[], string]>([
-    ['a retriable step first', [{ name: 'r', kind: 'retriable' }], 'r'],
-    ['a retriable step before any pivot', [comp('a'), { name: 'r', kind: 'retriable' }], 'r'],
-    ['a compensatable step after the pivot', [{ name: 'p', kind: 'pivot' }, comp('late')], 'late'],
-  ])('%s', async (_label, steps, offending) => {
+  test.concurrent.each<[string, SagaScript['steps'], string, string]>([
+    ['a retriable step first', [{ name: 'r', kind: 'retriable' }], 'r', 'retriable step r must follow a completed pivot'],
+    ['a retriable step before any pivot', [comp('a'), { name: 'r', kind: 'retriable' }], 'r', 'retriable step r must follow a completed pivot'],
+    ['a compensatable step after the pivot', [{ name: 'p', kind: 'pivot' }, comp('late')], 'late', 'step late cannot follow the pivot: only retriable steps can'],
+    ['a compensatable step without an undo', [comp('a'), comp('bare', { noUndo: true })], 'bare', 'compensatable step bare needs an undo'],
+    ['a pivot among steps run at once', [comp('a'), [comp('b'), { name: 'p', kind: 'pivot' }]], 'p', 'step p is pivot: only compensatable steps run in parallel'],
+  ])('%s', async (_label, steps, offending, message) => {
     const handle = await start({ steps });
     const { err, app } = await failureOfResult(handle);
 
     expect(err).toBeInstanceOf(WorkflowFailedError);
-    expect(app?.type).toBe('SagaDefinition');
-    expect(app?.message).toContain(offending);
-    // The offending step is never run.
-    expect((await journal(handle)).some((r) => r.step === offending)).toBe(false);
+    expect([app?.type, app?.message]).toEqual(['SagaDefinition', message]);
+    // The offending step is never run (nor, in a group, any step of it), and what ran before is undone.
+    const rows = await journal(handle);
+    expect(rows.some((r) => r.step === offending || (r.step === 'b' && r.action === 'run'))).toBe(false);
+    const ranA = steps.some((st) => !Array.isArray(st) && st.name === 'a');
+    expect(calls(rows).filter(([action]) => action === 'undo')).toEqual(ranA ? [['undo', 'a', 'ok']] : []);
+  });
+});
+
+describe('steps at once (all)', () => {
+  test.concurrent('run overlapping, both shown in flight, answered in the order given, then the saga goes on', async () => {
+    const handle = await start({ steps: [comp('a'), [comp('b', { slowMs: 1200 }), comp('c', { slowMs: 1200 })], comp('d')] });
+    const during = await eventually(() => handle.query(statusQuery), (st) => st.currentStep === 'b, c', 'b and c in flight');
+    expect(during.completedSteps).toEqual(['a']);
+    const outcome = await handle.result();
+    expect(outcome).toMatchObject({ status: 'completed', result: ['a', 'b', 'c', 'd'], compensations: [] });
+    expect(outcome.status === 'completed' && [outcome.completedSteps[0], [...outcome.completedSteps.slice(1, 3)].sort(), outcome.completedSteps[3]]).toEqual([
+      'a',
+      ['b', 'c'],
+      'd',
+    ]);
+    const rows = await journal(handle);
+    const [b, c] = ['b', 'c'].map((step) => rows.find((r) => r.step === step && r.action === 'run')!);
+    expect(b!.startedAt.getTime()).toBeLessThan(c!.finishedAt!.getTime());
+    expect(c!.startedAt.getTime()).toBeLessThan(b!.finishedAt!.getTime());
+  });
+
+  test.concurrent('one fails for good: the other settles first, every step of the group and before it is undone, nothing after runs', async () => {
+    const handle = await start({ steps: [comp('a'), [comp('b', { slowMs: 800 }), comp('c', { failWith: 'business' })], comp('d')] });
+    const outcome = await handle.result();
+    expect(outcome).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.business } });
+    const rows = await journal(handle);
+    expect(rows.find((r) => r.step === 'b' && r.action === 'run')?.outcome).toBe('ok');
+    const bDone = rows.find((r) => r.step === 'b' && r.action === 'run')!.finishedAt!.getTime();
+    expect(rows.filter((r) => r.action === 'undo').every((r) => r.startedAt.getTime() >= bDone)).toBe(true);
+    expect(calls(rows).filter(([action]) => action === 'undo')).toEqual([
+      ['undo', 'c', 'ok'],
+      ['undo', 'b', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
+    expect(rows.some((r) => r.step === 'd')).toBe(false);
+  });
+});
+
+describe('what status() and the cancel update say while compensating', () => {
+  test.concurrent('compensations done, running and pending; a first cancel is refused as "saga already compensating"', async () => {
+    const handle = await start({ steps: [comp('a'), comp('b', { undoSlowMs: 1500 }), comp('c', { failWith: 'business' })] });
+    const during = await eventually(
+      () => handle.query(statusQuery),
+      (st) => st.compensations.some((c) => c.step === 'b' && c.status === 'running'),
+      'the undo of b running',
+    );
+    expect(during).toMatchObject({ phase: 'compensating', currentStep: null, completedSteps: ['a', 'b'], failure: { type: ScriptedFailureType.business } });
+    expect(during.compensations).toEqual([
+      { step: 'c', status: 'done', attempts: 1 },
+      { step: 'b', status: 'running', attempts: 1 },
+      { step: 'a', status: 'pending', attempts: 0 },
+    ]);
+    const err = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'late' }] }).then(
+      (r) => {
+        throw new Error(`cancel was accepted: ${JSON.stringify(r)}`);
+      },
+      (e: unknown) => e,
+    );
+    expect((err as WorkflowUpdateFailedError).cause?.message).toBe('saga already compensating');
+    expect((await handle.result()).status).toBe('compensated');
+  });
+
+  test.concurrent('a compensation between failed rounds shows as retrying', async () => {
+    const handle = await start({ steps: [comp('a', { undoFailsTimes: 4 }), comp('b', { failWith: 'business' })] });
+    const retrying = await eventually(
+      () => handle.query(statusQuery),
+      (st) => st.compensations.some((c) => c.step === 'a' && c.status === 'retrying'),
+      'the undo of a between rounds',
+    );
+    expect(retrying.compensations.find((c) => c.step === 'a')).toMatchObject({ status: 'retrying', lastError: expect.stringContaining('undo of a failed') });
+    expect((await handle.result()).status).toBe('compensated');
+  });
+
+  test.concurrent('a cancel accepted once is accepted again while the saga unwinds for it; the first reason stands', async () => {
+    const handle = await start({ steps: [comp('a', { undoSlowMs: 1500 }), comp('b', { slowMs: 30_000 })] });
+    await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'b' && r.action === 'run'), 'step b in flight');
+    expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'first' }] })).toEqual({ accepted: true });
+    await eventually(() => handle.query(statusQuery), (st) => st.phase === 'compensating', 'compensating');
+    expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'second' }] })).toEqual({ accepted: true });
+    expect(await handle.result()).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'first' } });
+  });
+
+  test.concurrent('a cancel without a reason is cancelled by request', async () => {
+    const handle = await start({ steps: [comp('a', { slowMs: 30_000 })] });
+    await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'a' && r.action === 'run'), 'step a in flight');
+    expect(await handle.executeUpdate(cancelUpdate, { args: [{}] })).toEqual({ accepted: true });
+    expect(await handle.result()).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'cancelled by request' } });
   });
 });
 
