@@ -19,23 +19,35 @@ export const databaseUrl = (): string => {
 
 export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(5).toString('hex')}`;
 
-/** A fresh schema with all migrations applied; dropped by the returned cleanup. */
-export async function createTestSchema(label: string): Promise<{ db: Db; schema: string; drop(): Promise<void> }> {
+/** Runs one statement on the test server on a connection of its own (schemas and databases come and go). */
+async function adminQuery(sql: string): Promise<void> {
+  const client = new PgClient({ connectionString: databaseUrl() });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * A fresh schema with all migrations applied (or, with `migrations: false`, empty: for a toolkit
+ * test that creates its own tables); dropped by the returned cleanup.
+ */
+export async function createTestSchema(
+  label: string,
+  { migrations = true }: { migrations?: boolean } = {},
+): Promise<{ db: Db; schema: string; drop(): Promise<void> }> {
   const schema = `t_${label}_${randomBytes(4).toString('hex')}`;
-  await migrate(databaseUrl(), schema);
+  if (migrations) await migrate(databaseUrl(), schema);
+  else await adminQuery(`CREATE SCHEMA ${quoteIdent(schema)}`);
   const db = createPool({ connectionString: databaseUrl(), schema, max: 20 });
   return {
     db,
     schema,
     async drop() {
       await db.end();
-      const admin = new PgClient({ connectionString: databaseUrl() });
-      await admin.connect();
-      try {
-        await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
-      } finally {
-        await admin.end();
-      }
+      await adminQuery(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
     },
   };
 }
@@ -43,22 +55,12 @@ export async function createTestSchema(label: string): Promise<{ db: Db; schema:
 /** A database of its own on the test server (for processes that migrate `public` themselves); dropped by the cleanup. */
 export async function createTestDatabase(label: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `${label}_${randomBytes(4).toString('hex')}`;
-  const admin = async (sql: string) => {
-    const client = new PgClient({ connectionString: databaseUrl() });
-    await client.connect();
-    try {
-      await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-  await admin(`CREATE DATABASE ${quoteIdent(name)}`);
+  await adminQuery(`CREATE DATABASE ${quoteIdent(name)}`);
   const url = new URL(databaseUrl());
   url.pathname = `/${name}`;
-  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`) };
+  return { url: url.toString(), drop: () => adminQuery(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`) };
 }
 
-/** A Temporal Worker, or a SagaWorker that runs several. */
 export interface Runnable {
   run(): Promise<void>;
   shutdown(): void;

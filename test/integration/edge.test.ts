@@ -4,33 +4,20 @@
  * no sagaflow migrations, no API. Every claim's outcome is read back from the
  * rows it leaves.
  */
-import { randomBytes } from 'node:crypto';
-import { Client as PgClient } from 'pg';
 import { claimKey, completeKey, migrateEdge, purgeExpiredKeys, releaseLease, type Claim, type ClaimRequest } from '../../src/edge/keys';
-import { createPool, inTransaction, quoteIdent, type Db } from '../../src/db/pool';
-import { databaseUrl, uniqueId } from '../helpers/context';
+import { inTransaction, type Db } from '../../src/db/pool';
+import { createTestSchema, uniqueId } from '../helpers/context';
 
-const schema = `t_edge_${randomBytes(4).toString('hex')}`;
+let own: Awaited<ReturnType<typeof createTestSchema>>;
 let db: Db;
 
-async function admin(sql: string): Promise<void> {
-  const client = new PgClient({ connectionString: databaseUrl() });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
 beforeAll(async () => {
-  await admin(`CREATE SCHEMA ${quoteIdent(schema)}`);
-  db = createPool({ connectionString: databaseUrl(), schema, max: 12 });
+  own = await createTestSchema('edge', { migrations: false });
+  db = own.db;
 });
 
 afterAll(async () => {
-  await db?.end();
-  await admin(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+  await own?.drop();
 });
 
 /** A request for a fresh key of a fresh client; each test claims its own. */
@@ -74,10 +61,10 @@ describe('migrateEdge', () => {
     await Promise.all(Array.from({ length: 8 }, () => migrateEdge(db)));
     const tables = await db.query(
       `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
-      [schema],
+      [own.schema],
     );
     expect(tables.rows).toEqual([{ table_name: 'idempotency_keys' }]);
-    const indexes = await db.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`, [schema]);
+    const indexes = await db.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`, [own.schema]);
     expect(indexes.rows.map((r) => r.indexname)).toEqual(['idempotency_keys_expiry_idx', 'idempotency_keys_pkey']);
     await migrateEdge(db);
   });

@@ -5,34 +5,23 @@
  * is read back from those rows and from the ledger's.
  */
 import { randomBytes } from 'node:crypto';
-import { Client as PgClient } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { createLedger, LedgerFailure, type Ledger, type LedgerEntry, type UndoContext } from '../../src/ledger/ledger';
 import { migrateLedger } from '../../src/ledger/schema';
 import { fingerprint } from '../../src/ledger/fingerprint';
-import { createPool, quoteIdent, type Db, type Tx } from '../../src/db/pool';
+import type { Db, Tx } from '../../src/db/pool';
 import { stepKey, undoKey } from '../../workflows/saga/keys';
 import type { SagaCause } from '../../workflows/saga/failures';
-import { databaseUrl, uniqueId } from '../helpers/context';
+import { createTestSchema, uniqueId } from '../helpers/context';
 
-const schema = `t_ledger_${randomBytes(4).toString('hex')}`;
+let own: Awaited<ReturnType<typeof createTestSchema>>;
 let db: Db;
 let ledger: Ledger;
 const replays: [string, string][] = [];
 
-async function admin(sql: string): Promise<void> {
-  const client = new PgClient({ connectionString: databaseUrl() });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
 beforeAll(async () => {
-  await admin(`CREATE SCHEMA ${quoteIdent(schema)}`);
-  db = createPool({ connectionString: databaseUrl(), schema, max: 12 });
+  own = await createTestSchema('ledger', { migrations: false });
+  db = own.db;
   await migrateLedger(db);
   await db.query('CREATE TABLE effects (key text PRIMARY KEY, note text NOT NULL)');
 });
@@ -44,8 +33,7 @@ beforeEach(() => {
 });
 
 afterAll(async () => {
-  await db?.end();
-  await admin(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+  await own?.drop();
 });
 
 /** A local step's effect: one row of `effects` under its key. */
