@@ -10,7 +10,9 @@ import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/wor
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
 import { cancelUpdate, scriptedSaga, statusQuery } from '../fixtures/saga/workflows';
-import type { SagaStatus } from '../../workflows/saga';
+import type { SagaCause, SagaStatus } from '../../workflows/saga';
+import { undoKey } from '../../workflows/saga/keys';
+import { createLedger } from '../../src/ledger/ledger';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
@@ -39,8 +41,14 @@ afterAll(async () => {
 
 type Handle = WorkflowHandle<typeof scriptedSaga>;
 
-function start(script: SagaScript): Promise<Handle> {
-  return ctx.client.workflow.start(scriptedSaga, { workflowId: uniqueId('scripted'), taskQueue, args: [script] });
+function start(script: SagaScript, workflowId = uniqueId('scripted')): Promise<Handle> {
+  return ctx.client.workflow.start(scriptedSaga, { workflowId, taskQueue, args: [script] });
+}
+
+/** The updates the run's history accepted: a cancel its validator refused never reaches history. */
+async function acceptedUpdates(handle: Handle): Promise<number> {
+  const { events } = await handle.fetchHistory();
+  return (events ?? []).filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length;
 }
 
 const journal = (handle: Handle): Promise<JournalRow[]> => readJournal(ctx.db, handle.workflowId);
@@ -271,6 +279,8 @@ test.concurrent('the pivot refuses cancel: once it started, the cancel update is
   );
   expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
   expect((err as WorkflowUpdateFailedError).cause?.message).toContain('point of no return');
+  // Refused by the validator, before the update could enter the saga's history.
+  expect(await acceptedUpdates(handle)).toBe(0);
 
   const outcome = await handle.result();
   expect(outcome).toEqual({
@@ -473,6 +483,7 @@ describe('what status() and the cancel update say while compensating', () => {
     );
     expect((err as WorkflowUpdateFailedError).cause?.message).toBe('saga already compensating');
     expect((await handle.result()).status).toBe('compensated');
+    expect(await acceptedUpdates(handle)).toBe(0);
   });
 
   test.concurrent('a compensation between failed rounds shows as retrying', async () => {
@@ -525,36 +536,43 @@ describe('an undo that can never succeed is surfaced, not retried forever', () =
   });
 });
 
-describe('a cancel accepted before the first step', () => {
-  /**
-   * Starts the script on a queue no worker polls yet, sends the cancel, then starts a worker: the
-   * update waits on the server and is delivered with the workflow's first task, before any step.
-   */
-  async function cancelledBeforeFirstTask(script: SagaScript): Promise<{ outcome: Awaited<ReturnType<Handle['result']>>; rows: JournalRow[] }> {
-    const queue = uniqueId('saga-helper-idle');
-    const handle = await ctx.client.workflow.start(scriptedSaga, { workflowId: uniqueId('scripted'), taskQueue: queue, args: [script] });
-    const cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too early' }] });
-    await new Promise((r) => setTimeout(r, 300));
-    const worker = await Worker.create({
-      connection: ctx.nativeConnection,
-      namespace: ctx.namespace,
-      taskQueue: queue,
-      workflowBundle,
-      activities: createJournalActivities(ctx.db),
-    });
-    const stop = ctx.startWorker(worker);
-    try {
-      await expect(cancel).resolves.toEqual({ accepted: true });
-      return { outcome: await handle.result(), rows: await journal(handle) };
-    } finally {
-      await stop();
-    }
+/**
+ * Starts the script on a queue no worker polls yet, sends the cancel, then starts a worker: the
+ * update waits on the server and is delivered with the workflow's first task, before any step.
+ * Returns the cancel's answer ('accepted', or the refusal's message), the outcome and the journal.
+ */
+async function cancelledBeforeFirstTask(
+  script: SagaScript,
+  workflowId = uniqueId('scripted'),
+): Promise<{ cancel: string; outcome: Awaited<ReturnType<Handle['result']>>; rows: JournalRow[] }> {
+  const queue = uniqueId('saga-helper-idle');
+  const handle = await ctx.client.workflow.start(scriptedSaga, { workflowId, taskQueue: queue, args: [script] });
+  const cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too early' }] }).then(
+    (r) => (r.accepted ? 'accepted' : JSON.stringify(r)),
+    (e: unknown) => (e instanceof WorkflowUpdateFailedError ? `refused: ${e.cause?.message}` : Promise.reject(e)),
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  const worker = await Worker.create({
+    connection: ctx.nativeConnection,
+    namespace: ctx.namespace,
+    taskQueue: queue,
+    workflowBundle,
+    activities: createJournalActivities(ctx.db),
+  });
+  const stop = ctx.startWorker(worker);
+  try {
+    return { cancel: await cancel, outcome: await handle.result(), rows: await journal(handle) };
+  } finally {
+    await stop();
   }
+}
 
+describe('a cancel accepted before the first step', () => {
   test.concurrent('local steps still run (their effects may be in the database from a lost task); the saga stops at the first step that is not local and undoes them all', async () => {
-    const { outcome, rows } = await cancelledBeforeFirstTask({
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({
       steps: [comp('a', { local: true }), comp('b', { local: true }), comp('c'), { name: 'p', kind: 'pivot' }],
     });
+    expect(cancel).toBe('accepted');
     expect(outcome.status).toBe('cancelled');
     expect(calls(rows)).toEqual([
       ['run', 'a', 'ok'],
@@ -566,7 +584,8 @@ describe('a cancel accepted before the first step', () => {
   });
 
   test.concurrent('a saga of local steps only runs to its end, and the accepted cancel still undoes every step', async () => {
-    const { outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true }), comp('b', { local: true })] });
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true }), comp('b', { local: true })] });
+    expect(cancel).toBe('accepted');
     expect(outcome).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'too early' } });
     expect(calls(rows)).toEqual([
       ['run', 'a', 'ok'],
@@ -577,9 +596,89 @@ describe('a cancel accepted before the first step', () => {
   });
 
   test.concurrent('abandons the step but still runs its undo, so nothing it might leave behind survives', async () => {
-    const { outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a'), comp('b')] });
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a'), comp('b')] });
+    expect(cancel).toBe('accepted');
     expect(outcome.status).toBe('cancelled');
     // 'a' never ran forward; its undo ran once (a no-op tombstone for an effect that never happened).
     expect(calls(rows)).toEqual([['undo', 'a', 'ok']]);
+  });
+});
+
+describe('a tombstone an earlier task of this saga left (it compensated, then was lost)', () => {
+  const outOfStock = { cancelled: false, failure: { type: 'OutOfStock', message: 'out of stock: sku-1' } };
+  const changedMind = { cancelled: true, failure: { type: 'SagaCancelled', message: 'changed my mind' } };
+
+  /** What the lost task's compensation committed: step b tombstoned before it ran, with the saga's cause. */
+  async function tombstoneB(workflowId: string, cause: SagaCause): Promise<void> {
+    await createLedger(ctx.db).step('b').localUndo(undoKey(workflowId, 'b'), { step: 'b', cause }, async () => undefined);
+  }
+  const ledgerRows = async (workflowId: string) =>
+    (await ctx.db.query(`SELECT step, state, undone, cause FROM step_ledger WHERE workflow_id = $1 AND key NOT LIKE '%/undo' ORDER BY step`, [workflowId])).rows;
+  const undos = (rows: JournalRow[]) => rows.filter((r) => r.action === 'undo').map((r) => [r.step, r.outcome, r.detail]);
+
+  test.concurrent('a step that meets it stops the saga, which unwinds for the cause recorded, not for StepCancelled', async () => {
+    const workflowId = uniqueId('scripted');
+    await tombstoneB(workflowId, outOfStock);
+    const handle = await start({ steps: [comp('a', { ledger: true }), comp('b', { ledger: true }), { name: 'p', kind: 'pivot' }] }, workflowId);
+    expect(await handle.result()).toEqual({
+      status: 'compensated',
+      failure: outOfStock.failure,
+      completedSteps: [],
+      compensations: [{ step: 'a', status: 'done', attempts: 1 }],
+    });
+    const rows = await journal(handle);
+    expect(calls(rows)).toEqual([
+      ['run', 'a', 'failed'],
+      ['undo', 'a', 'ok'],
+    ]);
+    expect(undos(rows)).toEqual([['a', 'ok', 'failed:OutOfStock']]);
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'compensated', cancelRequested: false, failure: outOfStock.failure });
+    expect(await ledgerRows(workflowId)).toEqual([
+      { step: 'a', state: 'cancelled', undone: null, cause: outOfStock },
+      { step: 'b', state: 'cancelled', undone: null, cause: outOfStock },
+    ]);
+  });
+
+  test.concurrent('a recorded cancel: the saga ends cancelled for it, with its reason', async () => {
+    const workflowId = uniqueId('scripted');
+    await tombstoneB(workflowId, changedMind);
+    const handle = await start({ steps: [comp('a', { ledger: true }), comp('b', { ledger: true })] }, workflowId);
+    expect(await handle.result()).toEqual({
+      status: 'cancelled',
+      failure: changedMind.failure,
+      completedSteps: [],
+      compensations: [{ step: 'a', status: 'done', attempts: 1 }],
+    });
+    expect(undos(await journal(handle))).toEqual([['a', 'ok', 'cancelled:SagaCancelled']]);
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'cancelled', cancelRequested: true });
+  });
+
+  test.concurrent('an ordinary step that meets it (an activity failure around StepCancelled) reads the cause just the same', async () => {
+    const workflowId = uniqueId('scripted');
+    await tombstoneB(workflowId, outOfStock);
+    const handle = await start({ steps: [comp('a'), comp('b', { ledger: true })] }, workflowId);
+    expect(await handle.result()).toMatchObject({ status: 'compensated', failure: outOfStock.failure, completedSteps: ['a'] });
+    expect(undos(await journal(handle))).toEqual([
+      ['b', 'ok', 'failed:OutOfStock'],
+      ['a', 'ok', 'failed:OutOfStock'],
+    ]);
+  });
+
+  test.concurrent('a cancel waiting on local steps is refused for the failure the earlier task met', async () => {
+    const workflowId = uniqueId('scripted');
+    await tombstoneB(workflowId, outOfStock);
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, ledger: true }), comp('b', { ledger: true })] }, workflowId);
+    expect(cancel).toBe('refused: the saga is already compensating for OutOfStock: out of stock: sku-1');
+    expect(outcome).toEqual({ status: 'compensated', failure: outOfStock.failure, completedSteps: [], compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
+    expect(undos(rows)).toEqual([['a', 'ok', 'failed:OutOfStock']]);
+  });
+
+  test.concurrent('a cancel waiting on local steps stands when the earlier task was cancelled, and the earlier reason is the one kept', async () => {
+    const workflowId = uniqueId('scripted');
+    await tombstoneB(workflowId, changedMind);
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, ledger: true }), comp('b', { ledger: true })] }, workflowId);
+    expect(cancel).toBe('accepted');
+    expect(outcome).toEqual({ status: 'cancelled', failure: changedMind.failure, completedSteps: [], compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
+    expect(undos(rows)).toEqual([['a', 'ok', 'cancelled:SagaCancelled']]);
   });
 });

@@ -4,17 +4,17 @@
  * planted in a run in this process's environment; workflow code runs in a V8
  * context of its own, which has no `process`, so every mutant there would
  * survive untested. This writes the mutant's id at the top of each workflow
- * bundle a test's worker builds or is given, as a `process.env` of the sandbox's own, where
+ * bundle a test's worker (or replay of recorded histories) builds or is given, as a `process.env` of the sandbox's own, where
  * Stryker's instrumented code looks for it. Not as Stryker's namespace object:
  * the sandbox freezes every global that exists once the bundle has loaded, and
  * the instrumented code writes its coverage into that object.
  */
-import { Worker, type WorkerOptions } from '@temporalio/worker';
+import { Worker, type ReplayWorkerOptions, type WorkerOptions } from '@temporalio/worker';
 import { BannerPlugin } from 'webpack';
 
 const ACTIVE_MUTANT_ENV = '__STRYKER_ACTIVE_MUTANT__';
 
-function withActiveMutant(options: WorkerOptions): WorkerOptions {
+function withActiveMutant<O extends WorkerOptions | ReplayWorkerOptions>(options: O): O {
   const id = process.env[ACTIVE_MUTANT_ENV];
   if (id === undefined) return options;
   const banner = `globalThis.process = { env: { ${ACTIVE_MUTANT_ENV}: ${JSON.stringify(id)} } };`;
@@ -27,7 +27,7 @@ function withActiveMutant(options: WorkerOptions): WorkerOptions {
     ...options,
     bundlerOptions: {
       ...options.bundlerOptions,
-      webpackConfigHook: (config) => {
+      webpackConfigHook: (config: Parameters<NonNullable<NonNullable<O['bundlerOptions']>['webpackConfigHook']>>[0]) => {
         const c = hook ? hook(config) : config;
         return { ...c, plugins: [...(c.plugins ?? []), new BannerPlugin({ banner, raw: true, entryOnly: true })] };
       },
@@ -37,3 +37,6 @@ function withActiveMutant(options: WorkerOptions): WorkerOptions {
 
 const create = Worker.create.bind(Worker);
 Worker.create = (options: WorkerOptions) => create(withActiveMutant(options));
+// Replaying recorded histories (runReplayHistory goes through runReplayHistories too).
+const replay = Worker.runReplayHistories.bind(Worker);
+Worker.runReplayHistories = (options: ReplayWorkerOptions, histories) => replay(withActiveMutant(options), histories);
