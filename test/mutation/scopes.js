@@ -20,6 +20,14 @@ function between(file, from, to) {
   return `${file}:${start + 1}-${end}`;
 }
 
+/** One `file:N-N` range for each line of `file` that matches `pattern`. */
+function linesMatching(file, pattern) {
+  const lines = fs.readFileSync(path.join(ROOT, file), 'utf8').split('\n');
+  const ranges = lines.flatMap((l, i) => (pattern.test(l) ? [`${file}:${i + 1}-${i + 1}`] : []));
+  if (!ranges.length) throw new Error(`${file}: no line matches ${pattern}`);
+  return ranges;
+}
+
 /**
  * @typedef {object} Scope
  * @property {string} about what the scope covers, in a few words (npm run mutate's usage lists it)
@@ -66,6 +74,15 @@ const scopes = {
     inWorkflows: true,
     timeoutMS: 30_000,
   },
+  // A patch (its marker's name, the condition it guards) decides how a saga already in flight replays;
+  // a fresh run takes the patched path whatever the name, so only recorded histories tell them apart.
+  'saga-replay': {
+    about: "the saga helper's patches, against the recorded histories of the order saga",
+    mutate: linesMatching('workflows/saga/saga.ts', /patched\(|_PATCH = '/),
+    tests: ['replay/replay.test.ts'],
+    inWorkflows: true,
+    timeoutMS: 30_000,
+  },
   // The ledger's external steps and their compensations, and what an undo is told of its forward step.
   ci: {
     about: "the bounded part CI runs: the ledger's external steps against the activity suite",
@@ -80,7 +97,7 @@ const scopes = {
 };
 
 /** The scopes `core` runs, in order. */
-const CORE = ['ledger', 'api', 'activities', 'saga-parts', 'saga'];
+const CORE = ['ledger', 'api', 'activities', 'saga-parts', 'saga', 'saga-replay'];
 
 /** @param {string} name */
 function scope(name) {
