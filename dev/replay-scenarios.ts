@@ -78,6 +78,18 @@ export const scenarios: Scenario[] = [
     },
   },
   {
+    name: 'temporal-cancel-before-pivot',
+    async run(ctx, o) {
+      // What `temporal workflow cancel` does: no update, the run's scope cancelled. It is a cancel all
+      // the same: the charge in flight is abandoned and undone, and the saga ends cancelled.
+      await addFault(ctx.paymentProviderUrl, { kind: 'latency', latency_ms: 1500, keyPrefix: prefix(o), path: '/charges' });
+      const handle = await start(ctx, o);
+      await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
+      await handle.cancel();
+      return handle;
+    },
+  },
+  {
     name: 'cancel-during-local-step',
     async run(ctx, o) {
       // The ledger locked: record-order (a local activity) waits at its claim while the cancel

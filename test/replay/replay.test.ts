@@ -43,6 +43,8 @@ test.each([
   ['v7', [...paths, 'fail-fraud-check', 'cancel-during-local-step']],
   // v8: a cancel that comes while only local steps run is answered by what it came to; undos carry the saga's cause.
   ['v8', [...paths, 'fail-fraud-check', 'cancel-during-local-step']],
+  // v9: a cancel through Temporal (workflow cancel, no update) before the pivot ends the saga cancelled.
+  ['v9', [...paths, 'fail-fraud-check', 'cancel-during-local-step', 'temporal-cancel-before-pivot']],
 ])('there are committed %s histories for every saga path', (label, expected) => {
   const scenarios = cases.filter((c) => c.entry.file.startsWith(`${label}-`)).map((c) => c.scenario);
   expect([...scenarios].sort()).toEqual([...expected].sort());
