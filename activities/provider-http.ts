@@ -7,7 +7,6 @@ import { FailureType } from '../workflows/order/failures';
 export interface HttpAnswer<T = unknown> {
   status: number;
   body: T;
-  replayed: boolean;
 }
 
 /**
@@ -49,7 +48,7 @@ async function postIdempotent<T>(
       } catch {
         throw ApplicationFailure.retryable(`${url} sent a body that is not JSON`, FailureType.ProviderUnavailable);
       }
-      return { status: res.status, body: parsed as T, replayed: res.headers.get('idempotent-replayed') === 'true' };
+      return { status: res.status, body: parsed as T };
     },
     SpanKind.CLIENT,
   );

@@ -11,6 +11,7 @@ import {
   errorReply,
   fresh,
   parseBody,
+  readJsonBody,
   requireIdempotencyKey,
   startService,
   type Reply,
@@ -19,7 +20,7 @@ import {
   type ServiceOptions,
   type StoredResponse,
 } from './http';
-import { HttpError, readJson } from '../../src/http';
+import { HttpError } from '../../src/http';
 import { migrateDevServices } from './schema';
 
 export type { RunningService, ServiceOptions } from './http';
@@ -72,7 +73,7 @@ const VOIDS: ReversalTable = { table: 'carrier_voids', targetColumn: 'shipment_i
 
 async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
-  const input = parseBody(shipmentRequest, await readJson(ctx.req));
+  const input = parseBody(shipmentRequest, await readJsonBody(ctx.req));
   const fp = fingerprint({ order_id: input.order_id, address: input.address, items: input.items });
   const shipment = { id: `shp_${randomBytes(12).toString('hex')}`, tracking_number: trackingNumber(), status: 'created' };
   const stored: StoredResponse = { status_code: 201, body: shipment };
@@ -94,7 +95,7 @@ async function createShipment(db: Db, ctx: RequestContext): Promise<Reply> {
 /** Voids a label named by its id, once: a voided label cannot be voided again (400), an unknown one is 404. */
 async function voidShipment(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
-  const { shipment: shipmentId } = parseBody(voidRequest, await readJson(ctx.req));
+  const { shipment: shipmentId } = parseBody(voidRequest, await readJsonBody(ctx.req));
 
   return reverseOnce(db, VOIDS, key, shipmentId, (tx) => voidById(tx, shipmentId));
 }

@@ -72,6 +72,18 @@ export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.inf
   throw new HttpError(400, 'invalid_request', message);
 }
 
+/**
+ * The JSON body of an effect request, as a real provider reads it: a body not declared
+ * `application/json` is refused (415) before it is parsed.
+ */
+export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    throw new HttpError(415, 'invalid_request', `Content-Type must be application/json, got "${type}"`);
+  }
+  return readJson(req);
+}
+
 export function idempotencyKeyOf(req: IncomingMessage): string | undefined {
   const value = req.headers['idempotency-key'];
   return typeof value === 'string' ? value : undefined;

@@ -11,6 +11,7 @@ import {
   errorReply,
   fresh,
   parseBody,
+  readJsonBody,
   requireIdempotencyKey,
   startService,
   type Reply,
@@ -19,7 +20,7 @@ import {
   type ServiceOptions,
   type StoredResponse,
 } from './http';
-import { HttpError, readJson } from '../../src/http';
+import { HttpError } from '../../src/http';
 import { migrateDevServices } from './schema';
 
 export type { RunningService, ServiceOptions } from './http';
@@ -70,7 +71,7 @@ const REFUNDS: ReversalTable = { table: 'provider_refunds', targetColumn: 'charg
 
 async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
-  const input = parseBody(chargeRequest, await readJson(ctx.req));
+  const input = parseBody(chargeRequest, await readJsonBody(ctx.req));
   // description is cosmetic, so changing it on a retry is not a different charge.
   const fp = fingerprint({ amount_minor: input.amount_minor, currency: input.currency, source: input.source });
   const declined = DECLINING_SOURCES.has(input.source) || ctx.fault?.kind === 'decline';
@@ -112,7 +113,7 @@ async function createCharge(db: Db, ctx: RequestContext): Promise<Reply> {
  */
 async function createRefund(db: Db, ctx: RequestContext): Promise<Reply> {
   const key = requireIdempotencyKey(ctx.req);
-  const { charge: chargeId } = parseBody(refundRequest, await readJson(ctx.req));
+  const { charge: chargeId } = parseBody(refundRequest, await readJsonBody(ctx.req));
 
   return reverseOnce(db, REFUNDS, key, chargeId, (tx) => refundCharge(tx, chargeId));
 }

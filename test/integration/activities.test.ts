@@ -4,7 +4,12 @@
  */
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CancelledFailure } from '@temporalio/common';
 import { createActivities, type SagaActivities } from '../../activities';
+import { assessRisk, FRAUD_AMOUNT_LIMIT_MINOR } from '../../activities/fraud';
+import { carrierClient, paymentProviderClient } from '../../activities/providers';
 import { reconcileOrder } from '../../src/orders/audit';
 import { createLedger, forwardEffect, LedgerFailure } from '../../src/ledger/ledger';
 import { FailureType } from '../../workflows/order/failures';
@@ -498,7 +503,9 @@ describe('business failures are recorded and replayed', () => {
     };
 
     const err = await expectFailure(run(acts.reserveInventory, input), FailureType.OutOfStock, true);
-    expect(String(err.message)).toContain(scarce);
+    // Only the line that is short is named, in the message and in the details the order's reason is built from.
+    expect(err.message).toBe(`out of stock: ${scarce}`);
+    expect((err as { details?: unknown }).details).toEqual([{ skus: [scarce] }]);
 
     // All or nothing: the in-stock line's hold rolled back with the rest.
     expect(await stock(plenty)).toEqual({ on_hand: 10, reserved: 0 });
@@ -522,7 +529,11 @@ describe('business failures are recorded and replayed', () => {
     await expectFailure(run(acts.chargePayment, input), FailureType.PaymentDeclined, true);
     expect(await payment(input.key)).toMatchObject({ status: 'declined', provider_charge_id: null });
     expect(await providerCharges(input.key)).toMatchObject([{ status: 'declined' }]);
-    expect(await ledgerRow(input.key)).toMatchObject({ state: 'failed', error: { type: FailureType.PaymentDeclined } });
+    // The provider's answer is kept with the failure: why the card was declined is the provider's word.
+    expect(await ledgerRow(input.key)).toMatchObject({
+      state: 'failed',
+      error: { type: FailureType.PaymentDeclined, details: [{ error: { code: 'card_declined' }, charge: { status: 'declined' } }] },
+    });
 
     // Were the duplicate to reach the provider, this 5xx would turn it into ProviderUnavailable.
     await addFault(ctx.payment.url, { kind: 'error', keyPrefix: input.key, times: 1 });
@@ -601,6 +612,10 @@ describe('a forward attempt after its compensation applies nothing', () => {
       true,
     );
     const undo = { ...s.undo(Step.recordOrder), status: 'failed' as const, reason: 'record failed' };
+    expect(await ledgerRow(s.key(Step.recordOrder))).toMatchObject({
+      state: 'failed',
+      error: { type: FailureType.InvalidInput, message: `order ${s.orderId} already exists with other contents` },
+    });
     expect(await run(acts.cancelOrder, undo)).toEqual({ changed: false });
     expect(await one<{ status: string }>('SELECT status FROM orders WHERE id = $1', [s.orderId])).toEqual({ status: 'pending' });
   });
@@ -1224,5 +1239,234 @@ describe('a key that does not name its step is InvalidStepKey', () => {
     expect(await ledgerState(victimShipment.key)).toBe('completed');
     expect(await carrierShipments(victimShipment.key)).toMatchObject([{ id: shipmentId, status: 'created' }]);
     expect(await shipment(victimShipment.key)).toMatchObject({ status: 'created' });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 9. What a provider may answer, read alike from every service with an Idempotency-Key
+
+describe('what a provider may answer', () => {
+  /** A provider of one scripted answer, on real HTTP: what the simulated services never say. */
+  async function answering(status: number, body: string): Promise<{ url: string; close(): Promise<void> }> {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(status, { 'content-type': 'application/json' }).end(body));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    return { url: `http://127.0.0.1:${port}`, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  test.each([
+    [500, false, FailureType.ProviderUnavailable, (url: string) => `${url}/charges answered 500`],
+    [409, false, FailureType.ProviderUnavailable, (_: string, key: string) => `key ${key} is in use by a request still in progress`],
+    [422, true, LedgerFailure.IdempotencyConflict, (_: string, key: string) => `key ${key} reused with another request`],
+    [
+      400,
+      true,
+      FailureType.InvalidInput,
+      (_: string, key: string) => `service rejected ${key} with 400: {"error":{"type":"unavailable","message":"injected fault"}}`,
+    ],
+  ])('%i → %s %s, with what happened in the message; nothing charged', async (status, nonRetryable, type, message) => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'error', status, keyPrefix: input.key, times: 1 });
+    const err = await expectFailure(run(acts.chargePayment, input), type, nonRetryable);
+    expect(err.message).toBe(message(ctx.payment.url, input.key));
+    expect(await providerCharges(input.key)).toEqual([]);
+  });
+
+  test('no provider listening → retryable ProviderUnavailable naming the address, nothing recorded as done', async () => {
+    const gone = await answering(200, '{}');
+    await gone.close();
+    const offline = createActivities({ ...ctx.deps, paymentProviderUrl: gone.url });
+    const s = newSaga();
+    const err = await expectFailure(run(offline.chargePayment, chargeInput(s)), FailureType.ProviderUnavailable, false);
+    expect(err.message).toMatch(new RegExp(`^${gone.url}/charges unreachable: `));
+    expect(await ledgerState(s.key(Step.chargePayment))).toBe('pending');
+  });
+
+  test('a body that is not JSON → retryable ProviderUnavailable', async () => {
+    const odd = await answering(200, '<html>maintenance</html>');
+    try {
+      const s = newSaga();
+      const err = await expectFailure(
+        run(createActivities({ ...ctx.deps, paymentProviderUrl: odd.url }).chargePayment, chargeInput(s)),
+        FailureType.ProviderUnavailable,
+        false,
+      );
+      expect(err.message).toBe(`${odd.url}/charges sent a body that is not JSON`);
+    } finally {
+      await odd.close();
+    }
+  });
+
+  test('a refund or a void the service answers with another status (a refund still pending) is an error, never taken as done', async () => {
+    const pending = await answering(200, '{"status":"pending"}');
+    try {
+      // Called outside an activity, as a script would: no heartbeat, the same reading.
+      const deps = { paymentProviderUrl: pending.url, carrierUrl: pending.url, providerTimeoutMs: 3000 };
+      await expect(paymentProviderClient(deps).refund('wf/charge-payment/undo', 'ch_1')).rejects.toThrow(
+        'the provider answered refund wf/charge-payment/undo with status pending',
+      );
+      await expect(carrierClient(deps).voidLabel('wf/create-shipment/undo', 'shp_1')).rejects.toThrow(
+        'the carrier answered void wf/create-shipment/undo with status pending',
+      );
+    } finally {
+      await pending.close();
+    }
+  });
+
+  test('the provider clients work outside an activity too (a script, a one-off repair)', async () => {
+    const key = `${newSaga().wfId}/${Step.chargePayment}`;
+    const outcome = await paymentProviderClient(ctx.deps).charge(key, { amount: money, source: 'tok_visa' });
+    expect(outcome).toEqual({ ok: true, result: { chargeId: expect.stringMatching(/^ch_/) } });
+    expect(await providerCharges(key)).toMatchObject([{ status: 'succeeded' }]);
+  });
+
+  test('a cancelled activity abandons its call at once, as a CancelledFailure, and settles nothing', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 5_000, keyPrefix: input.key, times: 1 });
+    const env = new MockActivityEnvironment(undefined, { logger: activityLogger });
+    const attempt = env.run(acts.chargePayment, input);
+    await waitFor('the call to reach the provider', () => faultsConsumed(ctx.payment.url));
+    env.cancel();
+    const err = await rejection(attempt);
+    expect(err).toBeInstanceOf(CancelledFailure);
+    // Settled nothing: the ledger still says pending, the payment row too.
+    expect(await ledgerState(input.key)).toBe('pending');
+    expect(await payment(input.key)).toMatchObject({ status: 'pending', provider_charge_id: null });
+  });
+
+  test('a call that takes more than a second heartbeats while it waits, and stops once it has its answer', async () => {
+    const s = newSaga();
+    const input = chargeInput(s);
+    await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2_300, keyPrefix: input.key, times: 1 });
+    const env = new MockActivityEnvironment(undefined, { logger: activityLogger });
+    let beats = 0;
+    env.on('heartbeat', () => {
+      beats += 1;
+    });
+    await env.run(acts.chargePayment, input);
+    const during = beats;
+    expect(during).toBeGreaterThanOrEqual(1);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(beats).toBe(during);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 10. The fraud check: its decision, its row, and its undo
+
+describe('the fraud check', () => {
+  const fraudInput = (s: Saga, overrides: { amount?: Money; paymentToken?: string } = {}) => ({
+    key: s.key(Step.fraudCheck),
+    orderId: s.orderId,
+    amount: overrides.amount ?? money,
+    paymentToken: overrides.paymentToken ?? 'tok_visa',
+  });
+  const fraudRows = async (orderId: string) =>
+    (await ctx.db.query('SELECT decision, score, reasons, status FROM fraud_checks WHERE order_id = $1', [orderId])).rows;
+  const over = { amountMinor: FRAUD_AMOUNT_LIMIT_MINOR + 1, currency: 'EUR' };
+
+  test('the risk score: a base of 10, a stolen card +90, an amount above the limit +60, at most 100', () => {
+    expect(assessRisk({ amount: money, paymentToken: 'tok_visa' })).toEqual({ score: 10, reasons: [] });
+    expect(assessRisk({ amount: { amountMinor: FRAUD_AMOUNT_LIMIT_MINOR, currency: 'EUR' }, paymentToken: 'tok_visa' })).toEqual({ score: 10, reasons: [] });
+    expect(assessRisk({ amount: over, paymentToken: 'tok_visa' })).toEqual({ score: 70, reasons: ['amount above 500000 minor units'] });
+    expect(assessRisk({ amount: money, paymentToken: 'tok_fraud' })).toEqual({ score: 100, reasons: ['payment method reported as stolen'] });
+    expect(assessRisk({ amount: over, paymentToken: 'tok_fraud' })).toEqual({
+      score: 100,
+      reasons: ['payment method reported as stolen', 'amount above 500000 minor units'],
+    });
+  });
+
+  test('an ordinary order is approved: its score returned and an active check recorded', async () => {
+    const s = newSaga();
+    expect(await run(acts.checkFraud, fraudInput(s))).toEqual({ score: 10 });
+    expect(await fraudRows(s.orderId)).toEqual([{ decision: 'approved', score: 10, reasons: [], status: 'active' }]);
+  });
+
+  test('a score of 70 (the threshold) → FraudSuspected for good, with score and reasons; no check recorded', async () => {
+    const s = newSaga();
+    const input = fraudInput(s, { amount: over });
+    const err = await expectFailure(run(acts.checkFraud, input), FailureType.FraudSuspected, true);
+    expect(err.message).toBe('fraud suspected (score 70): amount above 500000 minor units');
+    expect((err as { details?: unknown }).details).toEqual([{ score: 70, reasons: ['amount above 500000 minor units'] }]);
+    expect(await fraudRows(s.orderId)).toEqual([]);
+    expect(await ledgerRow(input.key)).toMatchObject({ state: 'failed', error: { type: FailureType.FraudSuspected } });
+  });
+
+  test('a stolen card → FraudSuspected', async () => {
+    const s = newSaga();
+    const err = await expectFailure(run(acts.checkFraud, fraudInput(s, { paymentToken: 'tok_fraud' })), FailureType.FraudSuspected, true);
+    expect(err.message).toBe('fraud suspected (score 100): payment method reported as stolen');
+  });
+
+  test('its undo voids the check once; an undo before the check voids nothing and stops a late check', async () => {
+    const s = newSaga();
+    await run(acts.checkFraud, fraudInput(s));
+    const undo = s.undo(Step.fraudCheck);
+    expect(await run(acts.voidFraudCheck, undo)).toEqual({ voided: true });
+    expect(await run(acts.voidFraudCheck, undo)).toEqual({ voided: true });
+    expect(await fraudRows(s.orderId)).toEqual([{ decision: 'approved', score: 10, reasons: [], status: 'voided' }]);
+
+    const early = newSaga();
+    expect(await run(acts.voidFraudCheck, early.undo(Step.fraudCheck))).toEqual({ voided: false });
+    await expectFailure(run(acts.checkFraud, fraudInput(early)), LedgerFailure.StepCancelled, true);
+    expect(await fraudRows(early.orderId)).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// 11. The order row: who wrote it, and how it is closed
+
+describe('the order row', () => {
+  const orderRow = (orderId: string) =>
+    one<{ status: string; failure_reason: string | null; workflow_id: string; saga_started: boolean }>(
+      'SELECT status, failure_reason, workflow_id, saga_started_at IS NOT NULL AS saga_started FROM orders WHERE id = $1',
+      [orderId],
+    );
+
+  test('recordOrder writes the order as its saga\'s, already started: the API\'s recovery never starts another saga for it', async () => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    expect(await orderRow(s.orderId)).toEqual({ status: 'pending', failure_reason: null, workflow_id: s.wfId, saga_started: true });
+  });
+
+  test.each([
+    ['cancelled with its reason', { status: 'cancelled' as const, reason: 'customer cancelled' }, { status: 'cancelled', failure_reason: 'customer cancelled' }],
+    ['failed, with no reason of its own', {}, { status: 'failed', failure_reason: '' }],
+  ])('an undo scheduled before undos carried the cause closes the order as it says: %s', async (_name, given, want) => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    expect(await run(acts.cancelOrder, { ...s.undo(Step.recordOrder), ...given })).toEqual({ changed: true });
+    expect(await orderRow(s.orderId)).toMatchObject(want);
+  });
+
+  test('a failed saga with no business failure recorded: the reason is the cause\'s', async () => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    const cause = { cancelled: false, failure: { type: 'Unknown', message: 'activity StartToClose timeout' } };
+    expect(await run(acts.cancelOrder, { ...s.undo(Step.recordOrder), cause })).toEqual({ changed: true });
+    expect(await orderRow(s.orderId)).toMatchObject({ status: 'failed', failure_reason: 'Unknown: activity StartToClose timeout' });
+  });
+
+  test.each([
+    ['no message', { type: 'PaymentDeclined' }],
+    ['no type', { message: 'card declined' }],
+    ['a type that is not text', { type: 7, message: 'card declined' }],
+  ])('a failure row written by hand with %s is not taken for the reason', async (_name, error) => {
+    const s = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    await ctx.db.query(`INSERT INTO step_ledger (key, workflow_id, step, state, error) VALUES ($1, $2, $3, 'failed', $4)`, [
+      s.key(Step.chargePayment),
+      s.wfId,
+      Step.chargePayment,
+      JSON.stringify(error),
+    ]);
+    const cause = { cancelled: false, failure: { type: 'Unknown', message: 'activity StartToClose timeout' } };
+    expect(await run(acts.cancelOrder, { ...s.undo(Step.recordOrder), cause })).toEqual({ changed: true });
+    expect(await orderRow(s.orderId)).toMatchObject({ status: 'failed', failure_reason: 'Unknown: activity StartToClose timeout' });
   });
 });

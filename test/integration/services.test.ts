@@ -276,11 +276,29 @@ describe('payment provider', () => {
     expect(await chargeRows(key)).toHaveLength(0);
   });
 
+  test.each([
+    ['the payment provider', () => provider.url, '/charges'],
+    ['the carrier', () => carrier.url, '/shipments'],
+  ])('%s refuses a body not declared JSON (415), as a real one does, and writes nothing', async (_name, url, path) => {
+    const key = newKey('untyped');
+    for (const headers of [{}, { 'content-type': 'text/plain' }, { 'content-type': 'application/jsonp' }] as Record<string, string>[]) {
+      const res = await fetch(`${url()}${path}`, {
+        method: 'POST',
+        headers: { ...headers, 'idempotency-key': key },
+        body: JSON.stringify(path === '/charges' ? { amount_minor: 100, currency: 'USD', source: 'tok_visa' } : shipmentBody),
+      });
+      expect(res.status).toBe(415);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/^Content-Type must be application\/json/);
+    }
+    expect(await chargeRows(key)).toHaveLength(0);
+    expect(await shipmentRows(key)).toHaveLength(0);
+  });
+
   test('malformed JSON → 400, oversized body → 413, no row', async () => {
     const key = newKey('bad');
     const malformed = await fetch(`${provider.url}/charges`, {
       method: 'POST',
-      headers: { 'idempotency-key': key },
+      headers: { 'content-type': 'application/json', 'idempotency-key': key },
       body: '{"amount_minor":',
     });
     expect(malformed.status).toBe(400);
