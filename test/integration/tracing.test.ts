@@ -14,6 +14,7 @@ interface Received {
   parentSpanId?: string;
   name: string;
   serviceName: string;
+  attributes?: { key: string; value: { stringValue?: string; intValue?: string | number } }[];
 }
 const spans: Received[] = [];
 let receiver: http.Server;
@@ -103,4 +104,12 @@ test('one trace runs from the API through the workflow and its activities to the
   const charge = spans.find((s) => s.traceId === root!.traceId && s.name === 'POST /charges')!;
   const parent = spans.find((s) => s.spanId === charge.parentSpanId);
   expect(parent?.name).toBe('RunActivity:chargePayment');
+  // What an operator searches a provider call by: its method, address, step key and answer.
+  const attributes = Object.fromEntries((charge.attributes ?? []).map((a) => [a.key, a.value.stringValue ?? String(a.value.intValue)]));
+  expect(attributes).toMatchObject({
+    'http.request.method': 'POST',
+    'url.full': `${ctx.deps.paymentProviderUrl}/charges`,
+    'sagaflow.idempotency_key': expect.stringMatching(/^order-.+\/charge-payment$/),
+    'http.response.status_code': '200',
+  });
 });
