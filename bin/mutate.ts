@@ -5,7 +5,10 @@ import { parseArgs } from 'node:util';
 import { startTestStack } from '../dev/test-stack';
 import { runMain } from './run';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { scopes, CORE } = require('../test/mutation/scopes') as { scopes: Record<string, { about: string; mutate: string[] }>; CORE: string[] };
+const { scopes, CORE } = require('../test/mutation/scopes') as {
+  scopes: Record<string, { about: string; mutate: string[]; alsoDetectedBy?: string[] }>;
+  CORE: string[];
+};
 
 const scopeLines = Object.entries(scopes)
   .map(([name, s]) => `--scope ${name.padEnd(11)} ${s.about}`)
@@ -23,6 +26,8 @@ the whole run). test/mutation/scopes.js says what each scope mutates and tests.
 --scope core        every scope below but ci, one after the other (the default; hours on two cores)
 ${scopeLines}
 --mutate F[:L-M]    only this file (or lines L to M of it, both given) of the scope: to retry a survivor
+--summarize         read the scopes' last reports again, without running anything (scopes whose
+                    detections count for each other: saga and saga-replay)
 
 Prints each scope's mutation score and every surviving mutant not listed, with
 its reason, in test/mutation/equivalent.json; exit 1 if there is one.
@@ -48,14 +53,29 @@ interface Equivalent {
   reason: string;
 }
 
+const reportPath = (scope: string) => path.join(ROOT, 'reports', 'mutation', `${scope}.json`);
+const mutantId = (file: string, m: Mutant) =>
+  `${file}:${m.location.start.line}:${m.location.start.column} ${m.mutatorName} ${m.replacement ?? ''}`;
+const isDetected = (m: Mutant) => m.status === 'Killed' || m.status === 'Timeout';
+
 runMain(USAGE, async () => {
-  const { values } = parseArgs({ options: { scope: { type: 'string', default: 'core' }, mutate: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { scope: { type: 'string', default: 'core' }, mutate: { type: 'string' }, summarize: { type: 'boolean' } },
+  });
   const scope = values.scope!;
   if (scope !== 'core' && !(scope in scopes)) {
     console.error(`--scope: core or ${Object.keys(scopes).join(', ')}, not "${scope}"\n\n${USAGE}`);
     return 2;
   }
   const run = scope === 'core' ? CORE : [scope];
+  if (values.summarize) {
+    const missing = run.filter((name) => !fs.existsSync(reportPath(name)));
+    if (missing.length) {
+      console.error(`no report yet for scope ${missing.join(', ')}: run npm run mutate -- --scope ${missing[0]}`);
+      return 2;
+    }
+    return run.reduce((failed, name) => failed + summarize(name), 0) ? 1 : 0;
+  }
   const log = (m: string) => process.stderr.write(`[mutate] ${m}\n`);
   const stack = await startTestStack({ log });
   try {
@@ -76,7 +96,7 @@ runMain(USAGE, async () => {
         failed += 1;
         continue;
       }
-      failed += summarize(name, path.join(ROOT, 'reports', 'mutation', `${name}.json`));
+      failed += summarize(name);
     }
     return failed ? 1 : 0;
   } finally {
@@ -84,9 +104,30 @@ runMain(USAGE, async () => {
   }
 });
 
+/**
+ * The mutants other scopes' reports show detected: scopes that plant the same defects and run other
+ * tests (the saga helper's patches, against recorded histories). A report that is missing counts nothing.
+ */
+function detectedElsewhere(scope: string): { ids: Set<string>; from: string[] } {
+  const ids = new Set<string>();
+  const from: string[] = [];
+  for (const other of scopes[scope]?.alsoDetectedBy ?? []) {
+    if (!fs.existsSync(reportPath(other))) {
+      console.log(`${scope}: no report of scope ${other} yet (npm run mutate -- --scope ${other}): its detections are not counted`);
+      continue;
+    }
+    from.push(other);
+    const report = JSON.parse(fs.readFileSync(reportPath(other), 'utf8')) as Report;
+    for (const [file, { mutants }] of Object.entries(report.files)) for (const m of mutants) if (isDetected(m)) ids.add(mutantId(file, m));
+  }
+  return { ids, from };
+}
+
 /** Prints the score and the survivors no reason accounts for; 1 if there is one. */
-function summarize(scope: string, reportPath: string): number {
-  const report = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as Report;
+function summarize(scope: string): number {
+  const report = JSON.parse(fs.readFileSync(reportPath(scope), 'utf8')) as Report;
+  const elsewhere = detectedElsewhere(scope);
+  let detectedByOthers = 0;
   const equivalents = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'mutation', 'equivalent.json'), 'utf8')) as Equivalent[];
   const counts: Record<string, number> = {};
   const unexplained: string[] = [];
@@ -96,6 +137,10 @@ function summarize(scope: string, reportPath: string): number {
     for (const m of mutants) {
       counts[m.status] = (counts[m.status] ?? 0) + 1;
       if (m.status !== 'Survived' && m.status !== 'NoCoverage') continue;
+      if (elsewhere.ids.has(mutantId(file, m))) {
+        detectedByOthers += 1;
+        continue;
+      }
       const line = (lines[m.location.start.line - 1] ?? '').trim();
       const known = equivalents.find(
         (e) => e.file === file && e.mutator === m.mutatorName && e.replacement === (m.replacement ?? '') && e.line === line,
@@ -104,11 +149,12 @@ function summarize(scope: string, reportPath: string): number {
       else unexplained.push(`${file}:${m.location.start.line}  ${m.mutatorName} → ${JSON.stringify(m.replacement ?? '')}  (${m.status})\n    ${line}`);
     }
   }
-  const detected = (counts.Killed ?? 0) + (counts.Timeout ?? 0);
-  const undetected = (counts.Survived ?? 0) + (counts.NoCoverage ?? 0);
+  const detected = (counts.Killed ?? 0) + (counts.Timeout ?? 0) + detectedByOthers;
+  const undetected = (counts.Survived ?? 0) + (counts.NoCoverage ?? 0) - detectedByOthers;
   const total = detected + undetected;
   const pct = (n: number, d: number) => (d ? ((100 * n) / d).toFixed(1) : '100.0');
   console.log(`${scope}: mutants: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  if (elsewhere.from.length) console.log(`${scope}: ${detectedByOthers} of its survivors detected by scope ${elsewhere.from.join(', ')}`);
   console.log(`${scope}: mutation score: ${pct(detected, total)}% (${detected} of ${total} detected); ` +
     `${pct(detected, total - equivalent)}% of the ${total - equivalent} that are not equivalent (${equivalent} named in test/mutation/equivalent.json)`);
   if (unexplained.length) {

@@ -38,6 +38,8 @@ function linesMatching(file, pattern) {
  *   writes the planted mutant into each workflow bundle
  * @property {number} [timeoutMS] how long past the dry run's time a mutant may make a test wait before it counts as a timeout
  * @property {number} [concurrency] test processes at once
+ * @property {string[]} [alsoDetectedBy] scopes that plant the same defects and run other tests: a mutant their
+ *   report (reports/mutation/<scope>.json) shows detected counts as detected here
  */
 
 /** @type {Record<string, Scope>} */
@@ -72,6 +74,7 @@ const scopes = {
     about: 'the saga helper, inside the workflow sandbox',
     mutate: ['workflows/saga/saga.ts'],
     tests: ['integration/saga-helper.test.ts'],
+    alsoDetectedBy: ['saga-replay'],
     inWorkflows: true,
     timeoutMS: 30_000,
   },
@@ -81,6 +84,7 @@ const scopes = {
     about: "the saga helper's patches, against the recorded histories of the order saga",
     mutate: linesMatching('workflows/saga/saga.ts', /patched\(|_PATCH = '/),
     tests: ['replay/replay.test.ts'],
+    alsoDetectedBy: ['saga'],
     inWorkflows: true,
     timeoutMS: 30_000,
   },
