@@ -359,6 +359,22 @@ test.concurrent('a cancel accepted while an uninterruptible step is in flight st
   expect(rows.some((r) => r.step === 'p' && r.action === 'run')).toBe(false);
 });
 
+test.concurrent('a cancel accepted while an uninterruptible step runs stands at once: that step failing afterwards does not turn it into a refusal', async () => {
+  const handle = await start({
+    steps: [comp('a'), comp('b', { slowMs: 2500, uninterruptible: true, failWith: 'business' }), { name: 'p', kind: 'pivot' }],
+  });
+  await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'b' && r.action === 'run'), 'step b in flight');
+  expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] })).toEqual({ accepted: true });
+  const outcome = await handle.result();
+  expect(outcome).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'stop' }, completedSteps: ['a'] });
+  const rows = await journal(handle);
+  expect(rows.find((r) => r.step === 'b' && r.action === 'run')?.outcome).toBe('failed');
+  expect(rows.filter((r) => r.action === 'undo').map((r) => [r.step, r.detail])).toEqual([
+    ['b', 'cancelled:SagaCancelled'],
+    ['a', 'cancelled:SagaCancelled'],
+  ]);
+});
+
 describe('retriable steps after the pivot', () => {
   test.concurrent.each(['transient', 'business'] as const)('are retried until they succeed (%s failures, twice) and never compensated', async (failWith) => {
     const handle = await start({
@@ -591,6 +607,19 @@ describe('a cancel accepted before the first step', () => {
       ['run', 'a', 'ok'],
       ['run', 'b', 'ok'],
       ['undo', 'b', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
+  });
+
+  test.concurrent('only compensatable local steps run on: a local pivot is not started, the saga stops before it', async () => {
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({
+      steps: [comp('a', { local: true }), { name: 'p', kind: 'pivot', local: true }, { name: 'r', kind: 'retriable' }],
+    });
+    expect(cancel).toBe('accepted');
+    expect(outcome).toMatchObject({ status: 'cancelled', completedSteps: ['a'] });
+    expect(calls(rows)).toEqual([
+      ['run', 'a', 'ok'],
+      ['undo', 'p', 'ok'],
       ['undo', 'a', 'ok'],
     ]);
   });
