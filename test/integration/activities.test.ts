@@ -22,6 +22,10 @@ let acts: SagaActivities;
 
 beforeAll(async () => {
   ctx = await createTestContext('acts');
+});
+
+// Built for each test, not once: a defect planted in the factories must reach the test that runs.
+beforeEach(() => {
   acts = createActivities(ctx.deps);
 });
 
@@ -520,6 +524,15 @@ describe('business failures are recorded and replayed', () => {
     expect(await stock(scarce)).toEqual({ on_hand: 50, reserved: 0 });
     expect(await reservations(s.orderId)).toEqual([]);
     expect(await ledgerState(input.key)).toBe('failed');
+  });
+
+  test('reserveInventory short of several lines names each of them', async () => {
+    const s = newSaga();
+    const [a, b] = [await newSku(1), await newSku(1)];
+    const input = { key: s.key(Step.reserveInventory), orderId: s.orderId, items: [{ sku: a, quantity: 2 }, { sku: b, quantity: 2 }] };
+    const err = await expectFailure(run(acts.reserveInventory, input), FailureType.OutOfStock, true);
+    expect(err.message).toBe(`out of stock: ${a}, ${b}`);
+    expect((err as { details?: unknown }).details).toEqual([{ skus: [a, b] }]);
   });
 
   test('chargePayment with tok_decline → PaymentDeclined, payment declined, replayed without a second call', async () => {
@@ -1317,11 +1330,20 @@ describe('what a provider may answer', () => {
     }
   });
 
-  test('the provider clients work outside an activity too (a script, a one-off repair)', async () => {
+  test('the provider clients work outside an activity too (a script, a one-off repair), and read a failure the same', async () => {
     const key = `${newSaga().wfId}/${Step.chargePayment}`;
     const outcome = await paymentProviderClient(ctx.deps).charge(key, { amount: money, source: 'tok_visa' });
     expect(outcome).toEqual({ ok: true, result: { chargeId: expect.stringMatching(/^ch_/) } });
     expect(await providerCharges(key)).toMatchObject([{ status: 'succeeded' }]);
+
+    const gone = await answering(200, '{}');
+    await gone.close();
+    const offline = paymentProviderClient({ ...ctx.deps, paymentProviderUrl: gone.url });
+    await expect(offline.charge(key, { amount: money, source: 'tok_visa' })).rejects.toMatchObject({
+      type: FailureType.ProviderUnavailable,
+      nonRetryable: false,
+      message: expect.stringMatching(new RegExp(`^${gone.url}/charges unreachable: `)),
+    });
   });
 
   test('a cancelled activity abandons its call at once, as a CancelledFailure, and settles nothing', async () => {
@@ -1397,10 +1419,12 @@ describe('the fraud check', () => {
     expect(await ledgerRow(input.key)).toMatchObject({ state: 'failed', error: { type: FailureType.FraudSuspected } });
   });
 
-  test('a stolen card → FraudSuspected', async () => {
+  test('a stolen card → FraudSuspected; with a large amount too, both reasons given', async () => {
     const s = newSaga();
     const err = await expectFailure(run(acts.checkFraud, fraudInput(s, { paymentToken: 'tok_fraud' })), FailureType.FraudSuspected, true);
     expect(err.message).toBe('fraud suspected (score 100): payment method reported as stolen');
+    const both = await expectFailure(run(acts.checkFraud, fraudInput(newSaga(), { paymentToken: 'tok_fraud', amount: over })), FailureType.FraudSuspected, true);
+    expect(both.message).toBe('fraud suspected (score 100): payment method reported as stolen; amount above 500000 minor units');
   });
 
   test('its undo voids the check once; an undo before the check voids nothing and stops a late check', async () => {
