@@ -25,7 +25,8 @@ the whole run). test/mutation/scopes.js says what each scope mutates and tests.
 
 --scope core        every scope below but ci, one after the other (the default; hours on two cores)
 ${scopeLines}
---mutate F[:L-M]    only this file (or lines L to M of it, both given) of the scope: to retry a survivor
+--mutate F[:L-M]    only this file (or lines L to M of it, both given) of the scope: to retry a survivor;
+                    the scope's report keeps the mutants of its last run outside that part
 --summarize         read the scopes' last reports again, without running anything (scopes whose
                     detections count for each other: saga and saga-replay)
 
@@ -77,11 +78,13 @@ runMain(USAGE, async () => {
     return run.reduce((failed, name) => failed + summarize(name), 0) ? 1 : 0;
   }
   const log = (m: string) => process.stderr.write(`[mutate] ${m}\n`);
+  const part = values.mutate ? parsePart(values.mutate) : undefined;
   const stack = await startTestStack({ log });
   try {
     let failed = 0;
     for (const name of run) {
       log(`scope ${name}: PostgreSQL ${stack.databaseUrl}, Temporal ${stack.temporalAddress}`);
+      const previous = part && fs.existsSync(reportPath(name)) ? readReport(reportPath(name)) : undefined;
       const code = await new Promise<number | null>((resolve) => {
         const stryker = path.join(ROOT, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js');
         const child = spawn(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...(values.mutate ? ['--mutate', values.mutate] : [])], {
@@ -96,6 +99,11 @@ runMain(USAGE, async () => {
         failed += 1;
         continue;
       }
+      if (part && previous) {
+        const kept = keepOutside(previous, readReport(reportPath(name)), part);
+        fs.writeFileSync(reportPath(name), JSON.stringify(kept.report));
+        log(`scope ${name}: the report keeps ${kept.count} mutant(s) of its last run outside ${values.mutate}`);
+      }
       failed += summarize(name);
     }
     return failed ? 1 : 0;
@@ -103,6 +111,39 @@ runMain(USAGE, async () => {
     await stack.stop();
   }
 });
+
+/** A part of a scope given by --mutate: a file, or lines of it. */
+interface Part {
+  file: string;
+  lines?: { from: number; to: number };
+}
+
+function parsePart(spec: string): Part {
+  const m = /^(.*?):(\d+)-(\d+)$/.exec(spec);
+  return m ? { file: m[1]!, lines: { from: Number(m[2]), to: Number(m[3]) } } : { file: spec };
+}
+
+const readReport = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
+
+/**
+ * The fresh report of a part, with the last run's mutants outside that part kept, so a retried
+ * survivor updates the scope's figures instead of replacing them. A file whose source changed since
+ * the last run keeps nothing of it (its mutants may not be the same any more).
+ */
+function keepOutside(previous: Report, fresh: Report, part: Part): { report: Report; count: number } {
+  const files = { ...previous.files };
+  let count = 0;
+  for (const [file, entry] of Object.entries(fresh.files)) {
+    const old = files[file];
+    const outside =
+      old && old.source === entry.source && part.lines && file === part.file
+        ? old.mutants.filter((m) => m.location.start.line < part.lines!.from || m.location.start.line > part.lines!.to)
+        : [];
+    files[file] = { ...entry, mutants: [...outside, ...entry.mutants] };
+  }
+  for (const [file, entry] of Object.entries(files)) count += entry.mutants.length - (fresh.files[file]?.mutants.length ?? 0);
+  return { report: { ...fresh, files }, count };
+}
 
 /**
  * The mutants other scopes' reports show detected: scopes that plant the same defects and run other
