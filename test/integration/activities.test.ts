@@ -6,6 +6,8 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { SpanKind, trace } from '@opentelemetry/api';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { CancelledFailure } from '@temporalio/common';
 import { createActivities, type SagaActivities } from '../../activities';
 import { assessRisk, FRAUD_AMOUNT_LIMIT_MINOR } from '../../activities/fraud';
@@ -1344,6 +1346,31 @@ describe('what a provider may answer', () => {
       nonRetryable: false,
       message: expect.stringMatching(new RegExp(`^${gone.url}/charges unreachable: `)),
     });
+  });
+
+  test('each call is a client span carrying its method, address, step key and answer', async () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    trace.setGlobalTracerProvider(tracing);
+    try {
+      const input = chargeInput(newSaga());
+      await run(acts.chargePayment, input);
+      const spans = exporter.getFinishedSpans().filter((sp) => sp.name === 'POST /charges');
+      expect(spans.map((sp) => ({ kind: sp.kind, attributes: sp.attributes }))).toEqual([
+        {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            'http.request.method': 'POST',
+            'url.full': `${ctx.payment.url}/charges`,
+            'sagaflow.idempotency_key': input.key,
+            'http.response.status_code': 200,
+          },
+        },
+      ]);
+    } finally {
+      trace.disable();
+      await tracing.shutdown();
+    }
   });
 
   test('a cancelled activity abandons its call at once, as a CancelledFailure, and settles nothing', async () => {

@@ -60,9 +60,8 @@ const scopes = {
       'activities/payments.ts', 'activities/shipping.ts', 'activities/inventory.ts', 'activities/orders.ts',
       'activities/fraud.ts', 'activities/provider-http.ts', 'activities/providers.ts',
     ],
-    // The activities' own suite, not the order saga's (each of its tests would build a worker per mutant);
-    // the one traced saga checks what the provider calls' spans say.
-    tests: ['integration/activities.test.ts', 'integration/services.test.ts', 'integration/tracing.test.ts'],
+    // The activities' own suite, not the order saga's: each of its tests would build a worker per mutant.
+    tests: ['integration/activities.test.ts', 'integration/services.test.ts'],
   },
   // The saga helper's pure parts, outside the sandbox (so with coverage): step keys, failure reading, status, backoff.
   'saga-parts': {
