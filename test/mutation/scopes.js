@@ -52,7 +52,17 @@ const scopes = {
   api: {
     about: "the Idempotency-Key records, the API's use case and auth",
     mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
-    tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/clients.test.ts', 'integration/reliability.test.ts'],
+    tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/clients.test.ts'],
+    alsoDetectedBy: ['api-faults'],
+  },
+  // The use case's failure paths (a saga that cannot start, an insert that fails after the claim, lost
+  // requests recovered), against the fault tests; apart from api, since every request goes through
+  // the use case and each fault test stops or starves a worker or server.
+  'api-faults': {
+    about: "the API's use case, against the fault and recovery tests",
+    mutate: ['src/api/create-order.ts'],
+    tests: ['integration/reliability.test.ts'],
+    alsoDetectedBy: ['api'],
   },
   activities: {
     about: "the order saga's activities and their provider calls",
@@ -101,7 +111,7 @@ const scopes = {
 };
 
 /** The scopes `core` runs, in order. */
-const CORE = ['ledger', 'api', 'activities', 'saga-parts', 'saga', 'saga-replay'];
+const CORE = ['ledger', 'api', 'api-faults', 'activities', 'saga-parts', 'saga', 'saga-replay'];
 
 /** @param {string} name */
 function scope(name) {
