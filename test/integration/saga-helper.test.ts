@@ -560,12 +560,15 @@ describe('an undo that can never succeed is surfaced, not retried forever', () =
 async function cancelledBeforeFirstTask(
   script: SagaScript,
   workflowId = uniqueId('scripted'),
-): Promise<{ cancel: string; outcome: Awaited<ReturnType<Handle['result']>>; rows: JournalRow[] }> {
+  howMany = 1,
+): Promise<{ cancel: string; cancels: string[]; outcome: Awaited<ReturnType<Handle['result']>>; rows: JournalRow[]; status: SagaStatus }> {
   const queue = uniqueId('saga-helper-idle');
   const handle = await ctx.client.workflow.start(scriptedSaga, { workflowId, taskQueue: queue, args: [script] });
-  const cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too early' }] }).then(
-    (r) => (r.accepted ? 'accepted' : JSON.stringify(r)),
-    (e: unknown) => (e instanceof WorkflowUpdateFailedError ? `refused: ${e.cause?.message}` : Promise.reject(e)),
+  const answers = Array.from({ length: howMany }, (_, i) =>
+    handle.executeUpdate(cancelUpdate, { args: [{ reason: i === 0 ? 'too early' : `again ${i}` }] }).then(
+      (r) => (r.accepted ? 'accepted' : JSON.stringify(r)),
+      (e: unknown) => (e instanceof WorkflowUpdateFailedError ? `refused: ${e.cause?.message}` : Promise.reject(e)),
+    ),
   );
   await new Promise((r) => setTimeout(r, 300));
   const worker = await Worker.create({
@@ -577,7 +580,9 @@ async function cancelledBeforeFirstTask(
   });
   const stop = ctx.startWorker(worker);
   try {
-    return { cancel: await cancel, outcome: await handle.result(), rows: await journal(handle) };
+    const cancels = await Promise.all(answers);
+    const outcome = await handle.result();
+    return { cancel: cancels[0]!, cancels, outcome, rows: await journal(handle), status: await handle.query(statusQuery) };
   } finally {
     await stop();
   }
@@ -709,5 +714,102 @@ describe('a tombstone an earlier task of this saga left (it compensated, then wa
     expect(cancel).toBe('accepted');
     expect(outcome).toEqual({ status: 'cancelled', failure: changedMind.failure, completedSteps: [], compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
     expect(undos(rows)).toEqual([['a', 'ok', 'cancelled:SagaCancelled']]);
+  });
+});
+
+describe('the edges of a cancel', () => {
+  test.concurrent('a saga of local steps with no cancel completes: running local steps is no cancel', async () => {
+    const handle = await start({ steps: [comp('a', { local: true }), comp('b', { local: true })] });
+    expect(await handle.result()).toEqual({ status: 'completed', result: ['a', 'b'], completedSteps: ['a', 'b'], compensations: [] });
+  });
+
+  test.concurrent('a cancel that reaches a saga with no step left to stop is refused, and the saga completes', async () => {
+    const { cancel, outcome } = await cancelledBeforeFirstTask({ steps: [] });
+    expect(cancel).toBe('refused: the saga completed before the cancel could stop it');
+    expect(outcome).toEqual({ status: 'completed', result: [], completedSteps: [], compensations: [] });
+  });
+
+  test.concurrent('a cancel waiting on a local step that fails is refused for that failure; the saga is not marked as cancel requested', async () => {
+    const { cancel, outcome, status } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, failWith: 'business' }), comp('b')] });
+    expect(cancel).toBe(`refused: the saga is already compensating for ${ScriptedFailureType.business}: a refused (attempt 1)`);
+    expect(outcome).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.business } });
+    expect(status).toMatchObject({ phase: 'compensated', cancelRequested: false });
+  });
+
+  test.concurrent('a second cancel waiting with the first gets the same answer', async () => {
+    const { cancels } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, failWith: 'business' }), comp('b')] }, undefined, 2);
+    expect(cancels).toEqual([0, 1].map(() => `refused: the saga is already compensating for ${ScriptedFailureType.business}: a refused (attempt 1)`));
+  });
+
+  test.concurrent('a step without an undo that a cancel abandons leaves nothing to compensate', async () => {
+    const { outcome } = await cancelledBeforeFirstTask({
+      steps: [comp('a', { local: true }), { name: 'p', kind: 'pivot', noUndo: true }, { name: 'r', kind: 'retriable' }],
+    });
+    expect(outcome).toEqual({
+      status: 'cancelled',
+      failure: { type: 'SagaCancelled', message: 'too early' },
+      completedSteps: ['a'],
+      compensations: [{ step: 'a', status: 'done', attempts: 1 }],
+    });
+  });
+
+  test.concurrent('a cancel with an empty reason is cancelled all the same', async () => {
+    const handle = await start({ steps: [comp('a', { slowMs: 30_000 })] });
+    await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'a' && r.action === 'run'), 'step a in flight');
+    expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: '' }] })).toEqual({ accepted: true });
+    expect(await handle.result()).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'cancelled' } });
+  });
+
+  test.concurrent('a cancel through Temporal (workflow cancel, no update) before the pivot: the step in flight is abandoned and everything undone, as for the update', async () => {
+    const handle = await start({ steps: [comp('a'), comp('b', { slowMs: 30_000 }), { name: 'p', kind: 'pivot' }] });
+    await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'b' && r.action === 'run'), 'step b in flight');
+    await handle.cancel();
+    expect(await handle.result()).toEqual({
+      status: 'cancelled',
+      failure: { type: 'SagaCancelled', message: 'cancelled through Temporal (workflow cancel)' },
+      completedSteps: ['a'],
+      compensations: [
+        { step: 'b', status: 'done', attempts: 1 },
+        { step: 'a', status: 'done', attempts: 1 },
+      ],
+    });
+    const rows = await journal(handle);
+    expect(rows.filter((r) => r.action === 'undo').map((r) => [r.step, r.detail])).toEqual([
+      ['b', 'cancelled:SagaCancelled'],
+      ['a', 'cancelled:SagaCancelled'],
+    ]);
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'cancelled', cancelRequested: true });
+  });
+});
+
+describe('failures past the steps', () => {
+  test.concurrent('workflow code that fails after the pivot completed fails the workflow: nothing is compensated, nothing reported as compensated', async () => {
+    const handle = await start({ steps: [comp('a'), { name: 'p', kind: 'pivot' }, { name: 'r', kind: 'retriable' }], throwAtEnd: true });
+    const { err, app } = await failureOfResult(handle);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect([app?.type, app?.message]).toEqual([ScriptedFailureType.body, 'the body failed after its steps']);
+    expect(calls(await journal(handle)).filter(([action]) => action === 'undo')).toEqual([]);
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'failed', compensations: [], pivotCompleted: true });
+  });
+
+  test.concurrent('a definition error whose compensation also fails for good is reported as CompensationFailed, the saga failed', async () => {
+    const handle = await start({ steps: [comp('a', { undoFailsPermanently: true }), { name: 'r', kind: 'retriable' }] });
+    const { app } = await failureOfResult(handle);
+    expect([app?.type, app?.message]).toEqual(['CompensationFailed', '1 compensation(s) failed: a: undo of a is impossible']);
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'failed' });
+  });
+
+  test.concurrent('a definition error leaves the saga failed', async () => {
+    const handle = await start({ steps: [comp('a'), { name: 'r', kind: 'retriable' }] });
+    expect((await failureOfResult(handle)).app?.type).toBe('SagaDefinition');
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'failed', compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
+  });
+
+  test.concurrent('several compensations failing for good are each named in the failure', async () => {
+    const handle = await start({
+      steps: [comp('a', { undoFailsPermanently: true }), comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
+    });
+    const { app } = await failureOfResult(handle);
+    expect(app?.message).toBe('2 compensation(s) failed: b: undo of b is impossible; a: undo of a is impossible');
   });
 });
