@@ -375,6 +375,21 @@ test.concurrent('a cancel accepted while an uninterruptible step runs stands at 
   ]);
 });
 
+test.concurrent('a cancel accepted while the last step runs on uninterruptibly is honoured once it ends: every step undone', async () => {
+  const handle = await start({ steps: [comp('a'), comp('b', { slowMs: 2000, uninterruptible: true })] });
+  await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'b' && r.action === 'run'), 'step b in flight');
+  expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] })).toEqual({ accepted: true });
+  expect(await handle.result()).toEqual({
+    status: 'cancelled',
+    failure: { type: 'SagaCancelled', message: 'stop' },
+    completedSteps: ['a', 'b'],
+    compensations: [
+      { step: 'b', status: 'done', attempts: 1 },
+      { step: 'a', status: 'done', attempts: 1 },
+    ],
+  });
+});
+
 describe('retriable steps after the pivot', () => {
   test.concurrent.each(['transient', 'business'] as const)('are retried until they succeed (%s failures, twice) and never compensated', async (failWith) => {
     const handle = await start({

@@ -9,6 +9,7 @@ export {
   LOCAL_STEPS_THROUGH_CANCEL_PATCH,
   CANCEL_ANSWERED_BY_OUTCOME_PATCH,
   TEMPORAL_CANCEL_PATCH,
+  ACCEPTED_CANCEL_STANDS_PATCH,
   type CompensationContext,
   type CompensationRecord,
   type RetryRecord,

@@ -54,6 +54,13 @@ export const CANCEL_ANSWERED_BY_OUTCOME_PATCH = 'saga-cancel-answered-by-outcome
  */
 export const TEMPORAL_CANCEL_PATCH = 'saga-temporal-cancel-is-a-cancel';
 
+/**
+ * Marks sagas that honour a cancel accepted at once (it came while a step that is not local was in
+ * flight) even when that step ran to its end anyway (uninterruptible) and no step followed to stop
+ * at. Before it, such a saga completed with its cancel accepted but ignored.
+ */
+export const ACCEPTED_CANCEL_STANDS_PATCH = 'saga-accepted-cancel-stands';
+
 /** What a step definition's run resolves to. */
 export type StepResult<D> = D extends StepDefinition<infer R> ? R : never;
 
@@ -218,6 +225,11 @@ export class Saga {
     return this.pendingCancel?.promise ?? Promise.resolve();
   }
 
+  /** A cancel that stood at once (none waits for its answer), under ACCEPTED_CANCEL_STANDS_PATCH. */
+  private acceptedCancelStands(): boolean {
+    return this.pendingCancel === undefined && patched(ACCEPTED_CANCEL_STANDS_PATCH);
+  }
+
   /** Answers a cancel still waiting for its answer: it stands, or it is refused with the reason. */
   private answerCancel(refusal?: string): void {
     const pending = this.pendingCancel;
@@ -231,8 +243,11 @@ export class Saga {
     try {
       const result = await this.scope.run(async () => {
         const r = await body(this);
-        // Local steps ran on through an accepted cancel to the end of the body: it still stands.
-        if (this.state.cancelRequested && this.localStepsThroughCancel) throw new CancelledFailure(this.cancelReason);
+        // Steps ran on through an accepted cancel to the end of the body (local steps, or an
+        // uninterruptible one with no step after it to stop at): the cancel still stands.
+        if (this.state.cancelRequested && (this.localStepsThroughCancel || this.acceptedCancelStands())) {
+          throw new CancelledFailure(this.cancelReason);
+        }
         return r;
       });
       // A cancel that came while the body finished with nothing left to stop.
