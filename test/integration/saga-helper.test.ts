@@ -361,18 +361,15 @@ test.concurrent('a cancel accepted while an uninterruptible step is in flight st
 
 test.concurrent('a cancel accepted while an uninterruptible step runs stands at once: that step failing afterwards does not turn it into a refusal', async () => {
   const handle = await start({
-    steps: [comp('a'), comp('b', { slowMs: 2500, uninterruptible: true, failWith: 'business' }), { name: 'p', kind: 'pivot' }],
+    steps: [comp('b', { slowMs: 2500, uninterruptible: true, failWith: 'business' }), { name: 'p', kind: 'pivot' }],
   });
   await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'b' && r.action === 'run'), 'step b in flight');
   expect(await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] })).toEqual({ accepted: true });
   const outcome = await handle.result();
-  expect(outcome).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'stop' }, completedSteps: ['a'] });
+  expect(outcome).toMatchObject({ status: 'cancelled', failure: { type: 'SagaCancelled', message: 'stop' }, completedSteps: [] });
   const rows = await journal(handle);
   expect(rows.find((r) => r.step === 'b' && r.action === 'run')?.outcome).toBe('failed');
-  expect(rows.filter((r) => r.action === 'undo').map((r) => [r.step, r.detail])).toEqual([
-    ['b', 'cancelled:SagaCancelled'],
-    ['a', 'cancelled:SagaCancelled'],
-  ]);
+  expect(rows.filter((r) => r.action === 'undo').map((r) => [r.step, r.detail])).toEqual([['b', 'cancelled:SagaCancelled']]);
 });
 
 test.concurrent('a cancel accepted while the last step runs on uninterruptibly is honoured once it ends: every step undone', async () => {
@@ -754,6 +751,24 @@ describe('the edges of a cancel', () => {
   test.concurrent('a second cancel waiting with the first gets the same answer', async () => {
     const { cancels } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, failWith: 'business' }), comp('b')] }, undefined, 2);
     expect(cancels).toEqual([0, 1].map(() => `refused: the saga is already compensating for ${ScriptedFailureType.business}: a refused (attempt 1)`));
+  });
+
+  test.concurrent('a cancel that comes while only a local step runs, after a step that was not local, waits for it: refused when it fails', async () => {
+    // A short workflow task timeout: the worker heartbeats the task that runs the local step, so the
+    // update is delivered while that step is still in flight.
+    const handle = await ctx.client.workflow.start(scriptedSaga, {
+      workflowId: uniqueId('scripted'),
+      taskQueue,
+      workflowTaskTimeout: '2s',
+      args: [{ steps: [comp('x'), comp('a', { local: true, slowMs: 5000, failWith: 'business' }), comp('b')] }],
+    });
+    await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'a' && r.action === 'run'), 'step a in flight');
+    const answer = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] }).then(
+      () => 'accepted',
+      (e: unknown) => `refused: ${(e as WorkflowUpdateFailedError).cause?.message}`,
+    );
+    expect(answer).toBe(`refused: the saga is already compensating for ${ScriptedFailureType.business}: a refused (attempt 1)`);
+    expect(await handle.result()).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.business } });
   });
 
   test.concurrent('a step without an undo that a cancel abandons leaves nothing to compensate', async () => {
