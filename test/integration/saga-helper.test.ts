@@ -9,7 +9,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
-import { cancelUpdate, scriptedSaga, statusQuery } from '../fixtures/saga/workflows';
+import { cancelUpdate, requestCancelAnswersQuery, requestCancelSignal, scriptedSaga, statusQuery } from '../fixtures/saga/workflows';
 import type { SagaCause, SagaStatus } from '../../workflows/saga';
 import { undoKey } from '../../workflows/saga/keys';
 import { createLedger } from '../../src/ledger/ledger';
@@ -741,6 +741,18 @@ describe('the edges of a cancel', () => {
     expect(outcome).toEqual({ status: 'completed', result: [], completedSteps: [], compensations: [] });
   });
 
+  test.concurrent('a cancel that comes after the last step, while the workflow code finishes, is refused: nothing is left to stop', async () => {
+    const handle = await start({ steps: [comp('a')], holdAtEndMs: 2000 });
+    await eventually(() => handle.query(statusQuery), (st) => st.completedSteps.length === 1, 'step a done');
+    const answer = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'late' }] }).then(
+      () => 'accepted',
+      (e: unknown) => `refused: ${(e as WorkflowUpdateFailedError).cause?.message}`,
+    );
+    expect(answer).toBe('refused: the saga completed before the cancel could stop it');
+    expect(await handle.result()).toEqual({ status: 'completed', result: ['a'], completedSteps: ['a'], compensations: [] });
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'completed', cancelRequested: false });
+  });
+
   test.concurrent('a cancel waiting on a local step that fails is refused for that failure; the saga is not marked as cancel requested', async () => {
     const { cancel, outcome, status } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, failWith: 'business' }), comp('b')] });
     expect(cancel).toBe(`refused: the saga is already compensating for ${ScriptedFailureType.business}: a refused (attempt 1)`);
@@ -781,6 +793,16 @@ describe('the edges of a cancel', () => {
       completedSteps: ['a'],
       compensations: [{ step: 'a', status: 'done', attempts: 1 }],
     });
+  });
+
+  test.concurrent('requestCancel called by the workflow itself once the pivot has started is refused, as the update is, and the saga completes', async () => {
+    const handle = await start({ steps: [comp('a'), { name: 'p', kind: 'pivot', slowMs: 2000 }, { name: 'r', kind: 'retriable' }] });
+    await eventually(() => handle.query(statusQuery), (st) => st.pivotStarted, 'pivotStarted');
+    await handle.signal(requestCancelSignal, 'too late');
+    expect(await eventually(() => handle.query(requestCancelAnswersQuery), (a) => a.length === 1, 'an answer')).toEqual([
+      'past the point of no return: the pivot step has started',
+    ]);
+    expect(await handle.result()).toMatchObject({ status: 'completed', completedSteps: ['a', 'p', 'r'] });
   });
 
   test.concurrent('a cancel with an empty reason is cancelled all the same', async () => {
