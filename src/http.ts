@@ -19,6 +19,11 @@ export class HttpError extends Error {
 }
 
 /** Drains the whole body even past the limit, so the client reads our 413 instead of a reset. */
+/** Whether a Content-Type header names JSON (`application/json`, parameters allowed). */
+export function isJsonContentType(type: string): boolean {
+  return /^application\/json\s*(;|$)/i.test(type);
+}
+
 export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;

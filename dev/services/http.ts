@@ -2,7 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { HttpError, matchPath, readJson } from '../../src/http';
+import { HttpError, isJsonContentType, matchPath, readJson } from '../../src/http';
 import { inTransaction, type Db, type Tx } from '../../src/db/pool';
 
 export interface RunningService {
@@ -78,7 +78,7 @@ export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.inf
  */
 export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const type = req.headers['content-type'] ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(type)) {
+  if (!isJsonContentType(type)) {
     throw new HttpError(415, 'invalid_request', `Content-Type must be application/json, got "${type}"`);
   }
   return readJson(req);

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
 import type { z } from 'zod';
 import { isConnectionError, isPermanentDataError, type Db } from '../db/pool';
-import { HttpError, matchPath, readJson } from '../http';
+import { HttpError, isJsonContentType, matchPath, readJson } from '../http';
 import { findOrder, type OrderRow } from '../orders/repository';
 import { recoverAbandonedOrders } from '../orders/recovery';
 import { orderWorkflowId } from '../../workflows/order/ids';
@@ -287,7 +287,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
 
 async function readBody(req: IncomingMessage): Promise<unknown> {
   const type = req.headers['content-type'] ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(type)) throw new Problem('unsupported-media-type', `got "${type}"`);
+  if (!isJsonContentType(type)) throw new Problem('unsupported-media-type', `got "${type}"`);
   return readJson(req);
 }
 
