@@ -710,22 +710,16 @@ describe('a tombstone an earlier task of this saga left (it compensated, then wa
     ]);
   });
 
-  test.concurrent('a cancel waiting on local steps is refused for the failure the earlier task met', async () => {
+  test.concurrent.each([
+    ['is refused for the failure the earlier task met', outOfStock, 'refused: the saga is already compensating for OutOfStock: out of stock: sku-1', 'compensated', 'failed:OutOfStock'],
+    ['stands when the earlier task was cancelled, and the earlier reason is the one kept', changedMind, 'accepted', 'cancelled', 'cancelled:SagaCancelled'],
+  ] as const)('a cancel waiting on local steps %s', async (_name, cause, answer, status, undoDetail) => {
     const workflowId = uniqueId('scripted');
-    await tombstoneB(workflowId, outOfStock);
+    await tombstoneB(workflowId, cause);
     const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, ledger: true }), comp('b', { ledger: true })] }, workflowId);
-    expect(cancel).toBe('refused: the saga is already compensating for OutOfStock: out of stock: sku-1');
-    expect(outcome).toEqual({ status: 'compensated', failure: outOfStock.failure, completedSteps: [], compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
-    expect(undos(rows)).toEqual([['a', 'ok', 'failed:OutOfStock']]);
-  });
-
-  test.concurrent('a cancel waiting on local steps stands when the earlier task was cancelled, and the earlier reason is the one kept', async () => {
-    const workflowId = uniqueId('scripted');
-    await tombstoneB(workflowId, changedMind);
-    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [comp('a', { local: true, ledger: true }), comp('b', { ledger: true })] }, workflowId);
-    expect(cancel).toBe('accepted');
-    expect(outcome).toEqual({ status: 'cancelled', failure: changedMind.failure, completedSteps: [], compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
-    expect(undos(rows)).toEqual([['a', 'ok', 'cancelled:SagaCancelled']]);
+    expect(cancel).toBe(answer);
+    expect(outcome).toEqual({ status, failure: cause.failure, completedSteps: [], compensations: [{ step: 'a', status: 'done', attempts: 1 }] });
+    expect(undos(rows)).toEqual([['a', 'ok', undoDetail]]);
   });
 });
 
