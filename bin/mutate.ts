@@ -31,20 +31,30 @@ ${scopeLines}
                     detections count for each other: saga and saga-replay)
 
 Prints each scope's mutation score and every surviving mutant not listed, with
-its reason, in test/mutation/equivalent.json; exit 1 if there is one.
-Reports: reports/mutation/<scope>.json`;
+its reason, in test/mutation/equivalent.json, and every file that changed since
+its scope's report; exit 1 if there is one.
+Reports: reports/mutation/<scope>.json, committed with the code they measured
+(all but ci's): a run of one part keeps the rest of its scope's last run, and
+--summarize gives the figures from a clean clone.`;
 
 const ROOT = path.resolve(__dirname, '..');
 
 interface Mutant {
   mutatorName: string;
+  statusReason?: string;
   replacement?: string;
   status: string;
   location: { start: { line: number; column: number } };
 }
 interface Report {
   files: Record<string, { source: string; mutants: Mutant[] }>;
+  schemaVersion?: string;
+  thresholds?: unknown;
+  testFiles?: Record<string, { tests: unknown[]; source?: string }>;
 }
+
+const mapValues = <A, B>(o: Record<string, A>, f: (a: A) => B): Record<string, B> =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v)]));
 /** A surviving mutant that no test can kill, and why. Matched by file, mutator, replacement and its line's text. */
 interface Equivalent {
   file: string;
@@ -99,11 +109,13 @@ runMain(USAGE, async () => {
         failed += 1;
         continue;
       }
+      let report = readReport(reportPath(name));
       if (part && previous) {
-        const kept = keepOutside(previous, readReport(reportPath(name)), part);
-        fs.writeFileSync(reportPath(name), JSON.stringify(kept.report));
+        const kept = keepOutside(previous, report, part);
+        report = kept.report;
         log(`scope ${name}: the report keeps ${kept.count} mutant(s) of its last run outside ${values.mutate}`);
       }
+      writeReport(reportPath(name), report);
       failed += summarize(name);
     }
     return failed ? 1 : 0;
@@ -124,6 +136,33 @@ function parsePart(spec: string): Part {
 }
 
 const readReport = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
+
+/**
+ * Keeps what the figures are made of (the mutants, the sources they were planted in, the tests),
+ * not where and with what the run happened (Stryker's config, the project root, stack traces): the
+ * reports are committed, one line per mutant so that a re-run's diff shows what changed.
+ */
+function writeReport(file: string, { files, schemaVersion, thresholds, testFiles }: Report): void {
+  const entry = (key: string, value: unknown, indent: string) => `${indent}${JSON.stringify(key)}: ${value}`;
+  const fileEntries = Object.entries(files).map(([name, { source, mutants, ...rest }]) => {
+    // A killed mutant's reason is a stack trace through this run's sandbox: where, not what.
+    const kept = mutants.map(({ statusReason: _, ...m }) => `      ${JSON.stringify(m)}`);
+    const fields = [
+      entry('mutants', `[\n${kept.join(',\n')}\n    ]`, '    '),
+      entry('source', JSON.stringify(source), '    '),
+      ...Object.entries(rest).map(([k, v]) => entry(k, JSON.stringify(v), '    ')),
+    ];
+    return entry(name, `{\n${fields.join(',\n')}\n  }`, '  ');
+  });
+  const top = [
+    entry('files', `{\n${fileEntries.join(',\n')}\n}`, ''),
+    // The tests by name; their source is in git, as of the commit that brought the report.
+    ...Object.entries({ schemaVersion, thresholds, testFiles: testFiles && mapValues(testFiles, ({ tests }) => ({ tests })) })
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => entry(k, JSON.stringify(v), '')),
+  ];
+  fs.writeFileSync(file, `{\n${top.join(',\n')}\n}\n`);
+}
 
 /**
  * The fresh report of a part, with the last run's mutants outside that part kept, so a retried
@@ -173,7 +212,10 @@ function summarize(scope: string): number {
   const counts: Record<string, number> = {};
   const unexplained: string[] = [];
   let equivalent = 0;
+  const stale: string[] = [];
   for (const [file, { source, mutants }] of Object.entries(report.files)) {
+    const now = fs.existsSync(path.join(ROOT, file)) ? fs.readFileSync(path.join(ROOT, file), 'utf8') : undefined;
+    if (now !== source) stale.push(file);
     const lines = source.split('\n');
     for (const m of mutants) {
       counts[m.status] = (counts[m.status] ?? 0) + 1;
@@ -201,7 +243,10 @@ function summarize(scope: string): number {
   if (unexplained.length) {
     console.log(`${scope}: ${unexplained.length} surviving mutant(s) neither killed nor named as equivalent:`);
     for (const u of unexplained) console.log(`  ${u}`);
-    return 1;
   }
-  return 0;
+  // A report measured another version of a file: its figures no longer say anything of the code.
+  for (const file of stale) {
+    console.log(`${scope}: ${file} changed since this report: npm run mutate -- --scope ${scope} --mutate ${file}`);
+  }
+  return unexplained.length || stale.length ? 1 : 0;
 }
