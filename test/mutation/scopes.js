@@ -52,7 +52,7 @@ const scopes = {
   api: {
     about: "the Idempotency-Key records, the API's use case and auth",
     mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
-    tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/clients.test.ts'],
+    tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/create-order.test.ts', 'integration/clients.test.ts'],
     alsoDetectedBy: ['api-faults'],
   },
   // The use case's failure paths (a saga that cannot start, an insert that fails after the claim, lost
