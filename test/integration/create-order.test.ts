@@ -16,6 +16,7 @@ import { claimKey } from '../../src/edge/keys';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { orderWorkflowId } from '../../workflows/order/ids';
+import { OrderIdKey } from '../../workflows/order/search-attributes';
 import { createSagaWorker } from '../../workers/worker';
 import { createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
@@ -168,4 +169,38 @@ test('a wait cut short by the saga ending without a result (terminated) answers 
   if (outcome.kind !== 'answer') return;
   expect(JSON.parse(outcome.body).saga).toEqual({ workflowId, status: 'terminated' });
   expect(await keyRow(cmd)).toMatchObject({ state: 'completed', response_body: outcome.body });
+});
+
+test('a wait that sees the saga end answers with its result, and the order row as the saga left it', async () => {
+  const cmd = await command({ waitMs: 20_000 });
+  const outcome = await run(deps(), cmd);
+  if (outcome.kind !== 'answer') throw new Error(`expected an answer, got ${JSON.stringify(outcome)}`);
+  const body = JSON.parse(outcome.body);
+  expect(body.status).toBe('completed');
+  // The saga's own result (no current step: it has none left), not a status query after it.
+  expect(body.saga).toEqual({
+    workflowId: orderWorkflowId(outcome.orderId),
+    status: 'completed',
+    completedSteps: expect.arrayContaining(['record-order']),
+    compensations: [],
+  });
+});
+
+test('a wait that runs out while the saga still runs answers then, with the saga running', async () => {
+  const cmd = await command({ waitMs: 300 });
+  const outcome = await run(deps({ taskQueue: idleQueue }), cmd);
+  if (outcome.kind !== 'answer') throw new Error(`expected an answer, got ${JSON.stringify(outcome)}`);
+  expect(JSON.parse(outcome.body).saga).toMatchObject({ workflowId: orderWorkflowId(outcome.orderId), status: 'running' });
+  expect(await keyRow(cmd)).toMatchObject({ state: 'completed', response_body: outcome.body });
+});
+
+test.each([
+  [true, 'ord'],
+  [false, undefined],
+])('searchAttributes %s: the saga is started with its search attributes, or without them', async (searchAttributes, expected) => {
+  const cmd = await command();
+  const outcome = await run(deps({ searchAttributes }), cmd);
+  if (outcome.kind !== 'answer') throw new Error(`expected an answer, got ${JSON.stringify(outcome)}`);
+  const described = await ctx.client.workflow.getHandle(orderWorkflowId(outcome.orderId)).describe();
+  expect(described.typedSearchAttributes.get(OrderIdKey)?.slice(0, 3)).toBe(expected);
 });
