@@ -472,6 +472,13 @@ describe('steps at once (all)', () => {
     expect(c!.startedAt.getTime()).toBeLessThan(b!.finishedAt!.getTime());
   });
 
+  test.concurrent('one of the group ends first: the others are still shown in flight, as one list', async () => {
+    const handle = await start({ steps: [[comp('b', { slowMs: 200 }), comp('c', { slowMs: 2500 }), comp('e', { slowMs: 2500 })]] });
+    const after = await eventually(() => handle.query(statusQuery), (st) => st.completedSteps.includes('b'), 'b done');
+    expect(after.currentStep).toBe('c, e');
+    expect(await handle.result()).toMatchObject({ status: 'completed', result: ['b', 'c', 'e'] });
+  });
+
   test.concurrent('one fails for good: the other settles first, every step of the group and before it is undone, nothing after runs', async () => {
     const handle = await start({ steps: [comp('a'), [comp('b', { slowMs: 800 }), comp('c', { failWith: 'business' })], comp('d')] });
     const outcome = await handle.result();
