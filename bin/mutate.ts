@@ -138,7 +138,9 @@ function parsePart(spec: string): Part {
   return m ? { file: m[1]!, lines: { from: Number(m[2]), to: Number(m[3]) } } : { file: spec };
 }
 
-const readReport = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
+function readReport(file: string): Report {
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
+}
 
 /**
  * Keeps what the figures are made of (the mutants, the sources they were planted in, the tests),
@@ -200,7 +202,7 @@ function detectedElsewhere(scope: string): { ids: Set<string>; from: string[] } 
       continue;
     }
     from.push(other);
-    const report = JSON.parse(fs.readFileSync(reportPath(other), 'utf8')) as Report;
+    const report = readReport(reportPath(other));
     for (const [file, { mutants }] of Object.entries(report.files)) for (const m of mutants) if (isDetected(m)) ids.add(mutantId(file, m));
   }
   return { ids, from };
@@ -208,7 +210,7 @@ function detectedElsewhere(scope: string): { ids: Set<string>; from: string[] } 
 
 /** Prints the score and the survivors no reason accounts for; 1 if there is one. */
 function summarize(scope: string): number {
-  const report = JSON.parse(fs.readFileSync(reportPath(scope), 'utf8')) as Report;
+  const report = readReport(reportPath(scope));
   const elsewhere = detectedElsewhere(scope);
   let detectedByOthers = 0;
   const equivalents = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'mutation', 'equivalent.json'), 'utf8')) as Equivalent[];
