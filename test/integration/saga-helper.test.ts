@@ -9,7 +9,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
-import { cancelUpdate, requestCancelAnswersQuery, requestCancelSignal, scriptedSaga, statusQuery } from '../fixtures/saga/workflows';
+import { cancelUpdate, requestCancelAnswersQuery, requestCancelSignal, scriptedSaga, statusQuery, transitionsQuery } from '../fixtures/saga/workflows';
 import type { SagaCause, SagaStatus } from '../../workflows/saga';
 import { undoKey } from '../../workflows/saga/keys';
 import { createLedger } from '../../src/ledger/ledger';
@@ -784,6 +784,25 @@ describe('the edges of a cancel', () => {
     expect(await handle.result()).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.business } });
   });
 
+  test.concurrent('a cancel that comes while a local step runs, after another local step, waits for it too: refused when it fails', async () => {
+    // The first local step ran through no cancel: it leaves nothing counted as in flight behind it,
+    // so the cancel that reaches the second still waits for that step's outcome.
+    const handle = await ctx.client.workflow.start(scriptedSaga, {
+      workflowId: uniqueId('scripted'),
+      taskQueue,
+      workflowTaskTimeout: '2s',
+      args: [{ steps: [comp('x', { local: true }), comp('a', { local: true, slowMs: 5000, failWith: 'business' }), comp('b')] }],
+    });
+    await eventually(() => journal(handle), (rows) => rows.some((r) => r.step === 'a' && r.action === 'run'), 'step a in flight');
+    const answer = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'stop' }] }).then(
+      () => 'accepted',
+      (e: unknown) => `refused: ${(e as WorkflowUpdateFailedError).cause?.message}`,
+    );
+    expect(answer).toBe(`refused: the saga is already compensating for ${ScriptedFailureType.business}: a refused (attempt 1)`);
+    expect(await handle.result()).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.business }, completedSteps: ['x'] });
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'compensated', cancelRequested: false });
+  });
+
   test.concurrent('a step without an undo that a cancel abandons leaves nothing to compensate', async () => {
     const { outcome } = await cancelledBeforeFirstTask({
       steps: [comp('a', { local: true }), { name: 'p', kind: 'pivot', noUndo: true }, { name: 'r', kind: 'retriable' }],
@@ -832,6 +851,36 @@ describe('the edges of a cancel', () => {
       ['a', 'cancelled:SagaCancelled'],
     ]);
     expect(await handle.query(statusQuery)).toMatchObject({ phase: 'cancelled', cancelRequested: true });
+  });
+});
+
+describe('what the saga reports as it moves', () => {
+  test.concurrent('onTransition hears every step start and every phase, in order; the current details say the phase in words', async () => {
+    const handle = await start({ steps: [comp('a'), comp('b'), comp('c', { failWith: 'business' })] });
+    expect(await handle.result()).toMatchObject({ status: 'compensated' });
+    expect(await handle.query(transitionsQuery)).toEqual(['running a', 'running b', 'running c', 'compensating', 'compensated']);
+    const { currentDetails } = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(currentDetails?.split('\n\n')).toEqual([
+      '**Compensated: a step failed for good and the steps before it were undone**',
+      `Cause: ${ScriptedFailureType.business}: c refused (attempt 1)`,
+      'Done: a, b',
+      'Undone: c (done), b (done), a (done)',
+    ]);
+  });
+
+  test.concurrent('a saga that completes reports it, and its details say so', async () => {
+    const handle = await start({ steps: [comp('a'), { name: 'p', kind: 'pivot' }] });
+    await handle.result();
+    expect(await handle.query(transitionsQuery)).toEqual(['running a', 'running p', 'completed']);
+    const { currentDetails } = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(currentDetails).toBe('**Completed: every step done**\n\nDone: a, p');
+  });
+
+  test.concurrent('a saga that fails past its pivot shows FAILED in its details', async () => {
+    const handle = await start({ steps: [comp('a'), { name: 'p', kind: 'pivot' }], throwAtEnd: true });
+    await failureOfResult(handle);
+    const { currentDetails } = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(currentDetails).toBe('**FAILED: needs an operator**\n\nDone: a, p');
   });
 });
 
