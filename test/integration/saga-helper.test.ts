@@ -856,7 +856,7 @@ describe('the edges of a cancel', () => {
 
 describe('what the saga reports as it moves', () => {
   test.concurrent('onTransition hears every step start and every phase, in order; the current details say the phase in words', async () => {
-    const handle = await start({ steps: [comp('a'), comp('b'), comp('c', { failWith: 'business' })] });
+    const handle = await start({ steps: [comp('a'), comp('b'), comp('c', { failWith: 'business' })], recordTransitions: true });
     expect(await handle.result()).toMatchObject({ status: 'compensated' });
     expect(await handle.query(transitionsQuery)).toEqual(['running a', 'running b', 'running c', 'compensating', 'compensated']);
     const { currentDetails } = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
@@ -869,7 +869,7 @@ describe('what the saga reports as it moves', () => {
   });
 
   test.concurrent('a saga that completes reports it, and its details say so', async () => {
-    const handle = await start({ steps: [comp('a'), { name: 'p', kind: 'pivot' }] });
+    const handle = await start({ steps: [comp('a'), { name: 'p', kind: 'pivot' }], recordTransitions: true });
     await handle.result();
     expect(await handle.query(transitionsQuery)).toEqual(['running a', 'running p', 'completed']);
     const { currentDetails } = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
