@@ -103,7 +103,7 @@ runMain(USAGE, async () => {
         const child = spawn(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...(values.mutate ? ['--mutate', values.mutate] : [])], {
           cwd: ROOT,
           stdio: 'inherit',
-          env: { ...process.env, DATABASE_URL: stack.databaseUrl, TEMPORAL_ADDRESS: stack.temporalAddress, SAGAFLOW_MUTATION_SCOPE: name },
+          env: { ...process.env, DATABASE_URL: stack.databaseUrl, TEMPORAL_ADDRESS: stack.temporalAddress, NATS_URL: stack.natsUrl, SAGAFLOW_MUTATION_SCOPE: name },
         });
         child.once('exit', (c) => resolve(c));
       });

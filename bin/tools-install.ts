@@ -5,6 +5,7 @@ import { findTemporalCli } from '../dev/temporal';
 import { ensureServerTools } from '../dev/temporal-cluster';
 import { ensureUiServer } from '../dev/temporal-ui';
 import { ensureComposeCheck, ensurePromtool } from '../dev/tools';
+import { ensureNatsServer } from '../dev/nats';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run tools:install [-- --only test|cluster]
@@ -15,7 +16,9 @@ prints where each is:
 
   for npm test:          the Temporal CLI (its dev server is the tests' Temporal),
                          promtool (checks the alert rules and every /metrics) and
-                         compose-check (Docker Compose's own parser, for docker-compose.yml)
+                         compose-check (Docker Compose's own parser, for docker-compose.yml),
+                         nats-server (the stream intake's broker when NATS_URL is unset;
+                         Debian's package)
   for npm run test:cluster and npm run stack -- --temporal cluster:
                          the Temporal server with temporal-sql-tool, and Temporal's
                          Web UI server
@@ -34,6 +37,7 @@ runMain(USAGE, async () => {
     found['Temporal CLI'] = temporal && `${temporal.path} (${temporal.source})`;
     found.promtool = await ensurePromtool(log);
     found['compose-check'] = await ensureComposeCheck(log);
+    found['nats-server'] = await ensureNatsServer(log);
   }
   if (values.only !== 'test') {
     const server = await ensureServerTools(log);

@@ -5,15 +5,18 @@ import { loadConfig } from '../src/config';
 import { freePort } from '../src/ports';
 import { startEmbeddedPostgres, type RunningPostgres } from './postgres';
 import { startTemporalDevServer, type TemporalServer } from './temporal';
+import { startNatsServer, type NatsServer } from './nats';
 
 /**
  * The real stack a test run (or a mutation run) shares: PostgreSQL from
  * DATABASE_URL or an embedded one in a temporary directory, and Temporal from
- * TEMPORAL_ADDRESS or the CLI's dev server. What it started, it stops.
+ * TEMPORAL_ADDRESS or the CLI's dev server, NATS from NATS_URL or a nats-server
+ * of its own. What it started, it stops.
  */
 export interface TestStack {
   databaseUrl: string;
   temporalAddress: string;
+  natsUrl: string;
   stop(): Promise<void>;
 }
 
@@ -25,8 +28,10 @@ export interface TestStackOptions {
 
 export async function startTestStack({ log, maxConnections }: TestStackOptions): Promise<TestStack> {
   const config = loadConfig();
-  const started: { pg?: RunningPostgres; temporal?: TemporalServer; dir?: string } = {};
+  const started: { pg?: RunningPostgres; temporal?: TemporalServer; nats?: NatsServer; dir?: string } = {};
   const stop = async () => {
+    await started.nats?.stop();
+    if (started.nats) fs.rmSync(started.nats.storeDir, { recursive: true, force: true });
     await started.temporal?.stop();
     await started.pg?.stop();
     if (started.dir) fs.rmSync(started.dir, { recursive: true, force: true });
@@ -56,7 +61,14 @@ export async function startTestStack({ log, maxConnections }: TestStackOptions):
     } else {
       log(`Temporal at ${temporalAddress} from TEMPORAL_ADDRESS`);
     }
-    return { databaseUrl, temporalAddress, stop };
+    let natsUrl = config.NATS_URL;
+    if (!natsUrl) {
+      started.nats = await startNatsServer({ log });
+      natsUrl = started.nats.url;
+    } else {
+      log(`NATS at ${natsUrl} from NATS_URL`);
+    }
+    return { databaseUrl, temporalAddress, natsUrl, stop };
   } catch (err) {
     await stop();
     throw err;

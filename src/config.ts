@@ -63,6 +63,21 @@ export const configSchema = z.object({
   OTEL_SERVICE_NAME: z.string().trim().min(1).optional(),
   METRICS_HOST: z.string().trim().min(1).default('127.0.0.1'),
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+  /** The broker of the stream intake: nats://host:port, or several separated by commas (a cluster). */
+  NATS_URL: z
+    .string()
+    .trim()
+    .regex(/^nats:\/\/[^,\s]+(,nats:\/\/[^,\s]+)*$/, 'must be nats://host:port, or several separated by commas')
+    .optional(),
+  NATS_SERVER_PATH: z.string().trim().min(1).optional(),
+  /** Deliveries of an order message that keeps failing (PostgreSQL or Temporal down) before it is dead-lettered. */
+  INTAKE_MAX_DELIVER: z.coerce.number().int().min(1).max(1000).default(5),
+  /** Order messages delivered to the intake and not yet acked, at most (bounds its memory). */
+  INTAKE_MAX_ACK_PENDING: z.coerce.number().int().min(1).max(100_000).default(256),
+  /** Order messages each intake process works on at once. */
+  INTAKE_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(8),
+  /** How long a message's inbox record is kept: any redelivery or producer retry within it creates nothing twice. */
+  INBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(30),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

@@ -4,7 +4,8 @@ import { ensureComposeCheck, ensurePromtool } from '../../dev/tools';
 
 /**
  * Brings up the real stack once for the whole run: PostgreSQL (DATABASE_URL, or
- * an embedded one) and the Temporal dev server (TEMPORAL_ADDRESS, or the CLI).
+ * an embedded one), the Temporal dev server (TEMPORAL_ADDRESS, or the CLI) and
+ * NATS with JetStream (NATS_URL, or a nats-server of its own).
  * Test files read the addresses from the environment; each uses its own schema
  * and task queues.
  */
@@ -14,6 +15,7 @@ export default async function globalSetup(): Promise<void> {
   const stack = await startTestStack({ log, maxConnections: CLUSTER_PG_MAX_CONNECTIONS });
   process.env.DATABASE_URL = stack.databaseUrl;
   process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
+  process.env.NATS_URL = stack.natsUrl;
   // The checkers some tests run (built or fetched once into the cache; `npm run tools:install`).
   const promtool = await ensurePromtool(log);
   if (promtool) process.env.SAGAFLOW_PROMTOOL = promtool;

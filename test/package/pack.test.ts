@@ -1,6 +1,6 @@
 /**
  * The published package: `npm pack` builds it, a scratch project installs the
- * tarball from scratch, and its four subpath exports type-check and load there
+ * tarball from scratch, and its five subpath exports type-check and load there
  * as any user's would, and its `sagaflow` executable runs. No TypeScript source is shipped.
  */
 import { execFile } from 'node:child_process';
@@ -26,7 +26,7 @@ test('npm pack ships compiled JavaScript and declarations whose subpath exports 
   const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
   const files = packed!.files.map((f) => f.path);
   expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
-  expect(files).toEqual(expect.arrayContaining(['dist/workflows/saga/index.js', 'dist/src/ledger/index.d.ts', 'dist/src/edge/index.js', 'dist/src/replay/index.d.ts']));
+  expect(files).toEqual(expect.arrayContaining(['dist/workflows/saga/index.js', 'dist/src/ledger/index.d.ts', 'dist/src/edge/index.js', 'dist/src/replay/index.d.ts', 'dist/src/inbox/index.js']));
 
   fs.writeFileSync(path.join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', version: '1.0.0', private: true }));
   await run('npm', ['install', path.join(scratch, packed!.filename), '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], {
@@ -41,18 +41,27 @@ test('npm pack ships compiled JavaScript and declarations whose subpath exports 
 import { createLedger, LedgerFailure, migrateLedger, type ForwardOutcome } from 'sagaflow/ledger';
 import { claimKey, clientConnectionOptions, completeKey, IDEMPOTENCY_KEY_PATTERN, type Claim } from 'sagaflow/edge';
 import { loadHistories, replayHistories, type ReplayOutcome } from 'sagaflow/replay';
+import { InvalidMessage, processMessage, runJetStreamInbox, type InboxHandler } from 'sagaflow/inbox';
+const handler: InboxHandler<{ n: number }> = {
+  source: 'greetings',
+  parse: () => { throw new InvalidMessage('never'); },
+  newResourceId: (p) => String(p.n),
+  apply: async (tx) => { await tx.query('SELECT 1'); },
+};
 const key: string = sagaKeys('trip-1').undo('hold-flight');
 const phase: SagaStatus['phase'] = 'running';
 const forward: ForwardOutcome<{ id: string }> = { state: 'completed', result: { id: 'x' } };
 const claim: Claim | undefined = undefined;
 const outcomes: ReplayOutcome[] = [];
 export const used = [Saga, key, phase, SagaFailure.CompensationFailed, createLedger, LedgerFailure.StepCancelled, migrateLedger,
-  forward, claimKey, completeKey, clientConnectionOptions({ address: '127.0.0.1:7233' }).interceptors.length, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes];
+  forward, claimKey, completeKey, clientConnectionOptions({ address: '127.0.0.1:7233' }).interceptors.length, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes, handler, processMessage, runJetStreamInbox];
 // The declarations are real types, not any: these must be errors.
 // @ts-expect-error a step name is a string
 sagaKeys('trip-1').step(42);
 // @ts-expect-error a forward outcome has no state 'maybe'
 export const bad: ForwardOutcome = { state: 'maybe' };
+// @ts-expect-error a dead letter's reason is one of four
+export const reason: import('sagaflow/inbox').DeadLetterReason = 'whatever';
 `,
   );
   fs.writeFileSync(
@@ -69,18 +78,18 @@ export const bad: ForwardOutcome = { state: 'maybe' };
 
   // And they load, from the compiled JavaScript, with what each promises.
   const probe = `
-    const w = require('sagaflow/workflow'), l = require('sagaflow/ledger'), e = require('sagaflow/edge'), r = require('sagaflow/replay');
+    const w = require('sagaflow/workflow'), l = require('sagaflow/ledger'), e = require('sagaflow/edge'), r = require('sagaflow/replay'), i = require('sagaflow/inbox');
     console.log(JSON.stringify({
       key: w.sagaKeys('trip-1').step('hold-car'),
       parsed: w.parseStepKey('trip-1/hold-car/undo'),
-      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, e.clientConnectionOptions, r.replayHistories, r.captureHistories].map((f) => typeof f),
+      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, e.clientConnectionOptions, r.replayHistories, r.captureHistories, i.processMessage, i.runJetStreamInbox, i.migrateInbox].map((f) => typeof f),
       from: require.resolve('sagaflow/ledger'),
     }));`;
   const loaded = await run(process.execPath, ['-e', probe], { cwd: scratch });
   const out = JSON.parse(loaded.stdout) as { key: string; parsed: unknown; functions: string[]; from: string };
   expect(out.key).toBe('trip-1/hold-car');
   expect(out.parsed).toEqual({ key: 'trip-1/hold-car/undo', workflowId: 'trip-1', step: 'hold-car', undo: true, forwardKey: 'trip-1/hold-car' });
-  expect(out.functions).toEqual(Array(8).fill('function'));
+  expect(out.functions).toEqual(Array(11).fill('function'));
   expect(out.from).toBe(path.join(fs.realpathSync(scratch), 'node_modules/sagaflow/dist/src/ledger/index.js'));
 
   // The package's executable: `npx sagaflow <command>` runs the compiled commands, migrations shipped with them.
@@ -90,6 +99,8 @@ export const bad: ForwardOutcome = { state: 'maybe' };
   expect(help.stdout).toMatch(/^usage: sagaflow <command>/);
   const workerHelp = await run('npx', ['--no-install', 'sagaflow', 'worker', '--help'], { cwd: scratch });
   expect(workerHelp.stdout).toMatch(/^usage: npm run worker/);
+  const intakeHelp = await run('npx', ['--no-install', 'sagaflow', 'intake', '--help'], { cwd: scratch });
+  expect(intakeHelp.stdout).toMatch(/^usage: npm run intake/);
   const unknown = await run('npx', ['--no-install', 'sagaflow', 'stack'], { cwd: scratch }).then(
     () => 'exit 0',
     (err: { code?: number; stderr?: string }) => `exit ${err.code}: ${err.stderr?.split('\n').find((l) => !l.startsWith('npm warn'))}`,
