@@ -10,7 +10,8 @@ const USAGE = `usage: npm run stack -- [--temporal dev|cluster]
 
 The development stack in one process: an embedded PostgreSQL (or DATABASE_URL)
 with migrations and a small catalogue (widget, gadget, gizmo), the simulated
-provider and carrier, and the Temporal dev server with its UI. Prints the
+provider and carrier, the Temporal dev server with its UI, and a nats-server with
+JetStream for the stream intake (or NATS_URL). Prints the
 variables to export in other shells. State lives in SAGAFLOW_STATE_DIR
 (.sagaflow); a second stack beside it needs its own SAGAFLOW_STATE_DIR and
 SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.
@@ -33,9 +34,9 @@ runMain(USAGE, async () => {
   console.log('\nThe stack is up. In every other shell, first run:\n');
   console.log(
     `  export DATABASE_URL='${stack.databaseUrl}' TEMPORAL_ADDRESS=${stack.temporal.address} ` +
-      `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl}\n`,
+      `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl} NATS_URL=${stack.natsUrl}\n`,
   );
-  console.log('then `npm run worker`, `npm run api`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');
+  console.log('then `npm run worker`, `npm run api`, `npm run intake`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');
   console.log(
     `Free stock: ${stock.map((s) => `${s.sku} ${s.available}`).join(', ')}` +
       (skus > stock.length ? ` and ${skus - stock.length} more SKUs` : '') +
@@ -43,7 +44,7 @@ runMain(USAGE, async () => {
   );
   if (stack.temporal.uiUrl) console.log(`Temporal UI: ${stack.temporal.uiUrl}`);
   console.log(`(database ${redact(stack.databaseUrl)}; Ctrl-C stops everything)`);
-  // Reports PostgreSQL or Temporal going away and coming back, starts again what it started, and keeps the process up.
+  // Reports PostgreSQL, Temporal or NATS going away and coming back, starts again what it started, and keeps the process up.
   const watch = watchStack(stack.parts, (m) => console.log(`[stack] ${m}`));
   await untilStopSignal();
   watch.stop();

@@ -19,6 +19,9 @@ export interface NatsServer {
   storeDir: string;
   /** SIGKILL (what a crash does) or SIGTERM; resolves once the process is gone. */
   stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /** How the process ended, once it has. */
+  exit(): string | undefined;
+  pid: number | undefined;
 }
 
 export function findNatsServer(explicit = process.env.NATS_SERVER_PATH): string | undefined {
@@ -70,7 +73,9 @@ export async function startNatsServer(opts: { port?: number; storeDir?: string; 
     throw err;
   }
   opts.log?.(`nats-server (${bin}) at nats://127.0.0.1:${port}, JetStream store ${storeDir}`);
-  return { url: `nats://127.0.0.1:${port}`, port, storeDir, stop };
+  const exit = () =>
+    child.signalCode ? `killed by ${child.signalCode}` : child.exitCode !== null ? `exit code ${child.exitCode}` : undefined;
+  return { url: `nats://127.0.0.1:${port}`, port, storeDir, stop, exit, pid: child.pid };
 }
 
 /** nats-server, installed from Debian's package (apt-get, as root) where it is missing. */

@@ -9,6 +9,7 @@ import { startPaymentProvider } from './services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
 import { preferredPort } from '../src/ports';
 import { findTemporalCli, startTemporalDevServer } from './temporal';
+import { startNatsServer } from './nats';
 import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster } from './temporal-cluster';
 import { ensureUiServer, startTemporalUi } from './temporal-ui';
 import { StartupError } from '../src/config';
@@ -20,7 +21,9 @@ export interface Stack {
   temporal: { address: string; namespace: string; uiUrl?: string; source: string };
   paymentProviderUrl: string;
   carrierUrl: string;
-  /** PostgreSQL and Temporal, each with a probe, and a restart where this stack started it (dev/stack-watch.ts). */
+  /** The stream intake's broker: NATS_URL, or a nats-server of this stack's own. */
+  natsUrl: string;
+  /** PostgreSQL, Temporal and NATS, each with a probe, and a restart where this stack started it (dev/stack-watch.ts). */
   parts: StackPart[];
   stop(): Promise<void>;
 }
@@ -38,8 +41,10 @@ export interface StackPart {
 /**
  * Brings up what is missing and connects to what exists: PostgreSQL
  * (DATABASE_URL or embedded), migrations, the payment provider and carrier
- * (their URLs or in-process services), and Temporal (TEMPORAL_ADDRESS or the
- * CLI dev server, its state kept in SQLite so a restart keeps running sagas).
+ * (their URLs or in-process services), Temporal (TEMPORAL_ADDRESS or the
+ * CLI dev server, its state kept in SQLite so a restart keeps running sagas) and
+ * NATS with JetStream for the stream intake (NATS_URL or a nats-server, its store
+ * in the state directory).
  */
 export interface StackOptions {
   /** Temporal in memory, no UI, any free port: for a throwaway run such as capturing histories. */
@@ -167,11 +172,30 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       };
       log(`Temporal: dev server at ${server.address} via ${server.source}`);
     }
+    let natsUrl = config.NATS_URL;
+    let natsPart: Pick<StackPart, 'restart' | 'exit'> = {};
+    if (natsUrl) {
+      log('NATS: NATS_URL');
+    } else {
+      // Its JetStream store in the state directory: a restart keeps the streams and what they hold.
+      const natsOptions = { port: await preferredPort(4222), storeDir: path.join(stateDir, 'nats'), log: (m: string) => log(`NATS: ${m}`) };
+      let nats = await startNatsServer(natsOptions);
+      stops.push(() => nats.stop());
+      natsUrl = nats.url;
+      natsPart = {
+        restart: async () => {
+          nats = await startNatsServer(natsOptions);
+        },
+        exit: () => nats.exit(),
+      };
+    }
+    const natsAddress = natsUrl.split(',')[0]!.replace(/^nats:\/\//, '');
     const parts: StackPart[] = [
       { name: 'PostgreSQL', probe: async () => void (await db.query('SELECT 1')), restart: restartPostgres },
       { name: 'Temporal', probe: () => tcpProbe(temporal.address), ...temporalPart },
+      { name: 'NATS', probe: () => tcpProbe(natsAddress), ...natsPart },
     ];
-    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, parts, stop };
+    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, natsUrl, parts, stop };
   } catch (err) {
     await stop();
     throw err;

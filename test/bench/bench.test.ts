@@ -21,6 +21,7 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     temporal: { address: process.env.TEMPORAL_ADDRESS!, namespace: ctx.namespace, source: 'test' },
     paymentProviderUrl: ctx.payment.url,
     carrierUrl: ctx.carrier.url,
+    natsUrl: process.env.NATS_URL!,
     parts: [],
     stop: async () => undefined,
   };

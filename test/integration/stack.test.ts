@@ -7,6 +7,8 @@
  * Ctrl-C. Real processes, real PostgreSQL, the real Temporal dev server.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,9 +43,9 @@ function pgCtl(args: string[]): void {
   }
 }
 
-/** The test run's own DATABASE_URL and TEMPORAL_ADDRESS would make the stack use them instead of starting its own. */
+/** The test run's own DATABASE_URL, TEMPORAL_ADDRESS and NATS_URL would make the stack use them instead of starting its own. */
 function withoutStackVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const { DATABASE_URL: _db, TEMPORAL_ADDRESS: _t, ...rest } = env;
+  const { DATABASE_URL: _db, TEMPORAL_ADDRESS: _t, NATS_URL: _n, ...rest } = env;
   return rest;
 }
 
@@ -55,7 +57,7 @@ async function until(check: () => boolean | Promise<boolean>, what: string, outp
   }
 }
 
-test('the stack outlives its Temporal killed and its PostgreSQL restarted by someone else, and says so', async () => {
+test('the stack outlives its Temporal and its NATS killed and its PostgreSQL restarted by someone else, and says so', async () => {
   const pgPort = await freePort();
   const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/stack.ts'], {
     cwd: ROOT,
@@ -79,6 +81,14 @@ test('the stack outlives its Temporal killed and its PostgreSQL restarted by som
     const address = /TEMPORAL_ADDRESS=(\S+)/.exec(out)![1]!;
     const sqlite = path.join(dir, 'temporal.sqlite');
     const serverPid = Number(execFileSync('pgrep', ['-f', '--', `--db-filename ${sqlite}`]).toString().trim().split('\n')[0]);
+    // A stream with one message in the stack's own NATS, before that server is killed too.
+    const natsUrl = /NATS_URL=(\S+)/.exec(out)![1]!;
+    const nc = await connect({ servers: natsUrl });
+    await (await jetstreamManager(nc)).streams.add({ name: 'KEPT', subjects: ['kept.>'] });
+    await jetstream(nc).publish('kept.one', 'still here');
+    await nc.close();
+    const natsPid = Number(execFileSync('pgrep', ['-f', '--', `-sd ${path.join(dir, 'nats')}`]).toString().trim().split('\n')[0]);
+    process.kill(natsPid, 'SIGKILL');
 
     // Someone else: the dev server SIGKILLed, PostgreSQL stopped and, a few seconds later, started again.
     process.kill(serverPid, 'SIGKILL');
@@ -89,6 +99,16 @@ test('the stack outlives its Temporal killed and its PostgreSQL restarted by som
     await until(() => out.includes('Temporal: started again'), 'the stack to start its Temporal again', () => out);
     await until(() => out.includes('PostgreSQL: answering again'), 'the stack to see PostgreSQL back', () => out);
     expect(out).toContain('Temporal: the process this stack started has ended (killed by SIGKILL)');
+    await until(() => out.includes('NATS: started again'), 'the stack to start its NATS again', () => out);
+    expect(out).toContain('NATS: the process this stack started has ended (killed by SIGKILL)');
+    // Same address, same store: the stream and its message are still there.
+    const again = await connect({ servers: natsUrl });
+    try {
+      const kept = await (await jetstreamManager(again)).streams.getMessage('KEPT', { seq: 1 });
+      expect(kept?.string()).toBe('still here');
+    } finally {
+      await again.close();
+    }
     // Long past the pool's 10 s idle timeout: still up.
     await new Promise((r) => setTimeout(r, 12_000));
     expect(child.exitCode).toBeNull();
