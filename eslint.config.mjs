@@ -73,9 +73,9 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE] }] },
   },
   {
-    // The toolkit (sagaflow/workflow, /ledger, /edge, /replay) knows no domain: a second saga
+    // The toolkit (sagaflow/workflow, /ledger, /edge, /inbox, /replay) knows no domain: a second saga
     // can use it exactly as the order saga does.
-    files: ['src/ledger/**/*.ts', 'src/edge/**/*.ts', 'src/replay/**/*.ts'],
+    files: ['src/ledger/**/*.ts', 'src/edge/**/*.ts', 'src/inbox/**/*.ts', 'src/replay/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE, ORDER_DOMAIN_FENCE] }] },
   },
   {

@@ -2,7 +2,8 @@
  * The README's HTTP examples, run verbatim with bash against a live stack:
  * a database of its own (seeded with the dev stack's catalogue, as `npm run
  * stack` does), the real Temporal server, a worker, the API on a real port, the
- * provider and carrier. What they do is asserted in the rows they leave.
+ * provider and carrier, and the stream intake on the real NATS server. What
+ * they do is asserted in the rows they leave.
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -15,6 +16,9 @@ import { startCarrier } from '../../dev/services/carrier';
 import { startPaymentProvider } from '../../dev/services/payment-provider';
 import type { RunningService } from '../../dev/services/http';
 import { createSagaWorker } from '../../workers/worker';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../../src/inbox/jetstream';
+import { orderIntakeHandler, orderIntakeTopology } from '../../src/orders/intake';
 import { createTestContext, createTestDatabase, uniqueId, type TestContext } from '../helpers/context';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -35,6 +39,8 @@ let db: Db;
 let services: RunningService[] = [];
 let api: RunningApi;
 let stopWorker: () => Promise<void>;
+let nc: NatsConnection;
+let intake: RunningInbox;
 
 beforeAll(async () => {
   ctx = await createTestContext('readme');
@@ -53,9 +59,22 @@ beforeAll(async () => {
   });
   stopWorker = ctx.startWorker(worker);
   api = await startApi({ db, temporal: ctx.client, taskQueue, log: () => undefined, recoveryIntervalMs: 0 });
+  // The intake as `npm run intake` runs it: the default stream, consumer and dead letters.
+  nc = await connect({ servers: process.env.NATS_URL!.split(',') });
+  const topology = orderIntakeTopology();
+  await ensureInboxTopology(nc, topology);
+  intake = await runJetStreamInbox({
+    nc,
+    db,
+    topology,
+    retentionMs: 86_400_000,
+    handler: orderIntakeHandler({ db, temporal: ctx.client, taskQueue, source: topology.stream }),
+  });
 }, 60_000);
 
 afterAll(async () => {
+  await intake?.stop();
+  await nc?.close();
   await api?.close();
   await stopWorker?.();
   for (const s of services) await s.close();
@@ -90,4 +109,33 @@ test("the README's HTTP examples run verbatim: the first order completes, its st
   expect(stock).toEqual([{ on_hand: DEV_CATALOGUE.widget! - 2, reserved: 0 }]);
   const { rows: charges } = await db.query(`SELECT status FROM payments WHERE order_id = $1`, [order]);
   expect(charges).toEqual([{ status: 'captured' }]);
+}, 180_000);
+
+test("the README's stream example runs verbatim: the published order completes once, no dead letter", async () => {
+  const script = shellBlockAfter(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), '### Orders from a stream');
+  const runIt = () =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        'bash',
+        ['-euo', 'pipefail', '-c', script],
+        { cwd: ROOT, env: { ...process.env, DATABASE_URL: url }, timeout: 120_000 },
+        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+  const { code, stdout, stderr } = await runIt();
+  if (code !== 0) throw new Error(`the README's stream example exited ${code}\n${stderr}\n${stdout}`);
+  expect(stdout).toMatch(/stream: 'SAGAFLOW_ORDERS'/);
+  const done = async () => (await db.query<{ status: string }>(`SELECT status FROM orders WHERE customer_id = 'cust-2'`)).rows;
+  for (let i = 0; i < 400 && (await done())[0]?.status !== 'completed'; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await done()).toEqual([{ status: 'completed' }]);
+  const { rows: inbox } = await db.query('SELECT message_id FROM inbox_messages');
+  expect(inbox).toEqual([{ message_id: 'checkout-42' }]);
+  // The dead-letter listing printed nothing: the example's only output is the publish acknowledgement.
+  expect(stdout.trim().split('\n').filter((l) => /^\d+\t/.test(l))).toEqual([]);
+
+  // Followed again (a producer's retry of the same message): still one order.
+  const again = await runIt();
+  expect(again.code).toBe(0);
+  for (let i = 0; i < 40; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await done()).toEqual([{ status: 'completed' }]);
 }, 180_000);
