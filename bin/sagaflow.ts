@@ -8,6 +8,7 @@
 const COMMANDS: Record<string, string> = {
   api: 'the HTTP API',
   intake: 'order requests from a NATS JetStream stream; dead letters and their requeue',
+  relay: "the outbox relay: order events to JetStream, in order per order; its lag",
   worker: 'a worker process (all task queues, or --queues)',
   pool: 'N worker processes per task queue, restarted when they exit',
   migrate: "apply sagaflow's database migrations to DATABASE_URL",

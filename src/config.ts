@@ -78,6 +78,8 @@ export const configSchema = z.object({
   INTAKE_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(8),
   /** How long a message's inbox record is kept: any redelivery or producer retry within it creates nothing twice. */
   INBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(30),
+  /** How long a published order event stays in the outbox table before it is purged. */
+  OUTBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(7),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

@@ -35,3 +35,4 @@ export {
   type RunningInbox,
 } from './jetstream';
 export { fingerprint } from '../ledger/fingerprint';
+export type { Db, Tx } from '../db/pool';

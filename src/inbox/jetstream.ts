@@ -16,6 +16,8 @@ export interface InboxTopology {
   subjects: string[];
   /** The durable pull consumer's name. */
   consumer: string;
+  /** Only the messages on this subject (a stream shared with other consumers). */
+  filterSubject?: string;
   deadLetterStream: string;
   deadLetterSubject: string;
   /** Deliveries before a message that keeps failing is dead-lettered with its last error. */
@@ -57,6 +59,7 @@ export async function ensureInboxTopology(nc: NatsConnection, t: InboxTopology):
     max_deliver: -1,
     max_ack_pending: t.maxAckPending,
     ack_wait: nanos(t.ackWaitMs),
+    ...(t.filterSubject ? { filter_subject: t.filterSubject } : {}),
   };
   let exists = true;
   try {

@@ -1,0 +1,70 @@
+import { parseArgs } from 'node:util';
+import { connect } from '@nats-io/transport-node';
+import { ConfigError, loadConfig, UsageError } from '../src/config';
+import { migratePatiently } from '../src/db/migrate';
+import { createPool } from '../src/db/pool';
+import { createLogger } from '../src/observability/log';
+import { ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
+import { runMain } from './run';
+
+const USAGE = `usage: npm run relay [-- lag]
+
+The outbox relay: publishes every order event (created, completed, cancelled,
+compensated; written in the transaction of the change) to the JetStream stream
+SAGAFLOW_ORDER_EVENTS, subject sagaflow.orders.events.<type>, as a CloudEvent
+whose ID is its Nats-Msg-Id; in order per order, at least once, never lost. Run
+one or several: each event is in one relay's hands at a time. Published events
+older than OUTBOX_RETENTION_DAYS (7) are purged every ten minutes.
+
+  (no command)   relay until SIGTERM or SIGINT
+  lag            print the events not yet published and the age of the oldest, in ms
+
+Needs DATABASE_URL and NATS_URL (\`npm run stack\` prints both).`;
+
+runMain(USAGE, async () => {
+  const { positionals } = parseArgs({ allowPositionals: true, options: {} });
+  const [command, ...extra] = positionals;
+  if (extra.length || (command !== undefined && command !== 'lag')) throw new UsageError(`unknown command "${positionals.join(' ')}"`);
+  const config = loadConfig();
+  if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the relay' }]);
+  if (command === 'lag') {
+    const db = createPool({ connectionString: config.DATABASE_URL, max: 1 });
+    try {
+      const lag = await relayLag(db);
+      console.log(`${lag.unpublished}\t${lag.oldestMs}`);
+    } finally {
+      await db.end();
+    }
+    return 0;
+  }
+  if (!config.NATS_URL) throw new ConfigError([{ variable: 'NATS_URL', message: 'required by the relay (npm run stack prints one)' }]);
+  const logger = createLogger({ service: 'sagaflow-relay', level: config.LOG_LEVEL });
+  await migratePatiently(config.DATABASE_URL, { log: (l) => logger.info(l) });
+  const db = createPool({ connectionString: config.DATABASE_URL, max: Math.min(config.DATABASE_POOL_MAX, 4) });
+  const nc = await connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-relay', maxReconnectAttempts: -1 });
+  await ensureEventStream(nc);
+  const relay = runRelay({
+    db,
+    nc,
+    onError: (err) => logger.warn({ err: err.message }, 'relay round failed; retrying'),
+    onPublished: (n) => logger.debug({ published: n }, 'events published'),
+  });
+  logger.info({ stream: ORDER_EVENTS.stream, nats: config.NATS_URL }, 'relay publishing');
+  const retentionMs = config.OUTBOX_RETENTION_DAYS * 86_400_000;
+  const purge = () =>
+    purgePublishedEvents(db, retentionMs).then(
+      (n) => n && logger.info({ purged: n }, 'published events purged'),
+      (err: Error) => logger.warn({ err: err.message }, 'event purge failed'),
+    );
+  void purge();
+  const timer = setInterval(() => void purge(), 600_000);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  clearInterval(timer);
+  await relay.stop();
+  await nc.drain().catch(() => undefined);
+  await db.end();
+  return 0;
+});
