@@ -7,6 +7,7 @@ import { migratePatiently } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
+import { parseSealingKey } from '../src/webhooks/signing';
 import { createLogger, lineLogger } from '../src/observability/log';
 
 const USAGE = `usage: npm run api
@@ -38,6 +39,10 @@ runMain(USAGE, async () => {
     port: config.API_PORT,
     metrics: new SagaMetrics({ processMetrics: true, role: 'api' }),
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+    webhooks: {
+      sealingKey: config.WEBHOOK_SECRETS_KEY ? parseSealingKey(config.WEBHOOK_SECRETS_KEY) : undefined,
+      allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_URLS,
+    },
     log,
   });
   logger.info({ url: api.url, docs: `${api.url}/docs`, temporalUi: config.TEMPORAL_UI_URL }, 'api listening');

@@ -6,6 +6,8 @@ import { createPool } from '../src/db/pool';
 import { createLogger } from '../src/observability/log';
 import { ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
 import { runMain } from './run';
+import { runWebhookSender } from '../src/webhooks/sender';
+import { parseSealingKey } from '../src/webhooks/signing';
 
 const USAGE = `usage: npm run relay [-- lag]
 
@@ -15,6 +17,9 @@ SAGAFLOW_ORDER_EVENTS, subject sagaflow.orders.events.<type>, as a CloudEvent
 whose ID is its Nats-Msg-Id; in order per order, at least once, never lost. Run
 one or several: each event is in one relay's hands at a time. Published events
 older than OUTBOX_RETENTION_DAYS (7) are purged every ten minutes.
+
+With WEBHOOK_SECRETS_KEY set it also sends the API clients' webhook deliveries
+(signed, retried, every attempt recorded; README, "Webhooks").
 
   (no command)   relay until SIGTERM or SIGINT
   lag            print the events not yet published and the age of the oldest, in ms
@@ -50,6 +55,17 @@ runMain(USAGE, async () => {
     onPublished: (n) => logger.debug({ published: n }, 'events published'),
   });
   logger.info({ stream: ORDER_EVENTS.stream, nats: config.NATS_URL }, 'relay publishing');
+  const webhooks = config.WEBHOOK_SECRETS_KEY
+    ? runWebhookSender({
+        db,
+        sealingKey: parseSealingKey(config.WEBHOOK_SECRETS_KEY),
+        allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_URLS,
+        onAttempt: (a) => (a.ok ? logger.debug(a, 'webhook delivered') : logger.warn(a, 'webhook attempt failed')),
+        onDisabled: (endpointId, reason) => logger.warn({ endpointId, reason }, 'webhook endpoint disabled'),
+        onError: (err) => logger.warn({ err: err.message }, 'webhook round failed; retrying'),
+      })
+    : undefined;
+  if (!webhooks) logger.info('WEBHOOK_SECRETS_KEY unset: no webhook deliveries from this relay');
   const retentionMs = config.OUTBOX_RETENTION_DAYS * 86_400_000;
   const purge = () =>
     purgePublishedEvents(db, retentionMs).then(
@@ -64,6 +80,7 @@ runMain(USAGE, async () => {
   });
   clearInterval(timer);
   await relay.stop();
+  await webhooks?.stop();
   await nc.drain().catch(() => undefined);
   await db.end();
   return 0;

@@ -34,9 +34,10 @@ runMain(USAGE, async () => {
   console.log('\nThe stack is up. In every other shell, first run:\n');
   console.log(
     `  export DATABASE_URL='${stack.databaseUrl}' TEMPORAL_ADDRESS=${stack.temporal.address} ` +
-      `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl} NATS_URL=${stack.natsUrl}\n`,
+      `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl} NATS_URL=${stack.natsUrl} ` +
+      `WEBHOOK_SECRETS_KEY=${stack.webhookSecretsKey} WEBHOOK_ALLOW_PRIVATE_URLS=true\n`,
   );
-  console.log('then `npm run worker`, `npm run api`, `npm run intake`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');
+  console.log('then `npm run worker`, `npm run api`, `npm run intake`, `npm run relay`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');
   console.log(
     `Free stock: ${stock.map((s) => `${s.sku} ${s.available}`).join(', ')}` +
       (skus > stock.length ? ` and ${skus - stock.length} more SKUs` : '') +

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../src/config';
@@ -23,6 +25,8 @@ export interface Stack {
   carrierUrl: string;
   /** The stream intake's broker: NATS_URL, or a nats-server of this stack's own. */
   natsUrl: string;
+  /** WEBHOOK_SECRETS_KEY, or one made once and kept in the state directory. */
+  webhookSecretsKey: string;
   /** PostgreSQL, Temporal and NATS, each with a probe, and a restart where this stack started it (dev/stack-watch.ts). */
   parts: StackPart[];
   stop(): Promise<void>;
@@ -195,11 +199,22 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       { name: 'Temporal', probe: () => tcpProbe(temporal.address), ...temporalPart },
       { name: 'NATS', probe: () => tcpProbe(natsAddress), ...natsPart },
     ];
-    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, natsUrl, parts, stop };
+    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, natsUrl, webhookSecretsKey: devSecretsKey(config, stateDir), parts, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** The dev stack's key for webhook secrets: made once, kept (mode 600) beside its other state. */
+function devSecretsKey(config: Config, stateDir: string): string {
+  if (config.WEBHOOK_SECRETS_KEY) return config.WEBHOOK_SECRETS_KEY;
+  const file = path.join(stateDir, 'webhook-secrets.key');
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(stateDir, { recursive: true });
+    fs.writeFileSync(file, randomBytes(32).toString('base64'), { mode: 0o600 });
+  }
+  return fs.readFileSync(file, 'utf8').trim();
 }
 
 /** Resolves if something accepts a TCP connection at host:port within a second. */

@@ -78,6 +78,14 @@ export const configSchema = z.object({
   INTAKE_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(8),
   /** How long a message's inbox record is kept: any redelivery or producer retry within it creates nothing twice. */
   INBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(30),
+  /** 32 bytes, base64 (openssl rand -base64 32): seals webhook signing secrets at rest. Without it, no webhook can be registered. */
+  WEBHOOK_SECRETS_KEY: z
+    .string()
+    .trim()
+    .refine((v) => Buffer.from(v, 'base64').length === 32, 'must be 32 bytes in base64 (openssl rand -base64 32)')
+    .optional(),
+  /** Let webhook endpoints point at loopback and private addresses: the dev stack only, never in production (SSRF). */
+  WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** How long a published order event stays in the outbox table before it is purged. */
   OUTBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(7),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { problems, problemTypeUri } from './problem';
-import { cancelRequest, createOrderRequest, orderView, problemDetails, WAIT_MAX_MS } from './schemas';
+import { cancelRequest, createOrderRequest, orderView, problemDetails, WAIT_MAX_MS, webhookDeliveries, webhookEndpoint, webhookEndpointCreated, webhookRequest } from './schemas';
 
 const schema = (s: z.ZodType) => {
   const { $schema: _ignored, ...rest } = z.toJSONSchema(s, { target: 'draft-2020-12', io: 'input' }) as Record<string, unknown>;
@@ -11,7 +11,7 @@ type Name = keyof typeof problems;
 
 const HEADERS = {
   'Retry-After': { description: 'Seconds to wait before retrying with the same Idempotency-Key', schema: { type: 'integer', minimum: 0 } },
-  Location: { description: 'The order created: /orders/{id}', schema: { type: 'string' } },
+  Location: { description: 'The resource created: /orders/{id} or /webhooks/{endpoint}', schema: { type: 'string' } },
   'Idempotent-Replayed': {
     description: 'true when this is the first answer to this Idempotency-Key, replayed byte for byte',
     schema: { type: 'string', enum: ['true'] },
@@ -55,6 +55,13 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
     description: 'The order ID (ord_…); any other value is a 404',
     schema: { type: 'string' },
   };
+  const endpointParam = {
+    name: 'endpoint',
+    in: 'path',
+    required: true,
+    description: 'The webhook endpoint ID (whe_…)',
+    schema: { type: 'string' },
+  };
   const problemSchema = schema(problemDetails) as { properties: Record<string, Record<string, unknown>> };
   problemSchema.properties.type = {
     type: 'string',
@@ -80,6 +87,10 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
         Cancel: schema(cancelRequest),
         Order: schema(orderView),
         Problem: problemSchema,
+        CreateWebhook: schema(webhookRequest),
+        WebhookEndpoint: schema(webhookEndpoint),
+        WebhookEndpointCreated: schema(webhookEndpointCreated),
+        WebhookDeliveries: schema(webhookDeliveries),
         Readiness: {
           type: 'object',
           required: ['status', 'checks'],
@@ -157,6 +168,97 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
             '409': problem('Refused: past the point of no return, or the order already ended', ['cancel-refused']),
             '413': problem('Body over 64 KiB', ['payload-too-large']),
             '415': problem('Body is not application/json', ['unsupported-media-type']),
+            ...common,
+          },
+        },
+      },
+      '/webhooks': {
+        post: {
+          operationId: 'createWebhook',
+          summary: "Register an endpoint for the client's order events (Standard Webhooks; the secret is shown once)",
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/CreateWebhook' } } } },
+          responses: {
+            '201': {
+              description: 'Registered; the signing secret is in this answer only',
+              headers: headerRefs(['Location']),
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/WebhookEndpointCreated' } } },
+            },
+            '400': problem('Malformed body, or a URL refused (not http(s), credentials, a private address in production)', ['invalid-request']),
+            ...authenticated,
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
+            '501': problem('The server has no key to keep signing secrets with', ['webhooks-not-configured']),
+            ...common,
+          },
+        },
+        get: {
+          operationId: 'listWebhooks',
+          summary: "The client's endpoints (no secrets)",
+          responses: {
+            '200': {
+              description: 'The endpoints',
+              content: {
+                'application/json': {
+                  schema: { type: 'object', required: ['endpoints'], properties: { endpoints: { type: 'array', items: { $ref: '#/components/schemas/WebhookEndpoint' } } } },
+                },
+              },
+            },
+            ...authenticated,
+            ...common,
+          },
+        },
+      },
+      '/webhooks/{endpoint}': {
+        delete: {
+          operationId: 'deleteWebhook',
+          summary: 'Delete an endpoint: nothing more is sent to it',
+          parameters: [endpointParam],
+          responses: {
+            '204': { description: 'Deleted' },
+            ...authenticated,
+            '404': problem('No such endpoint for this client', ['not-found']),
+            ...common,
+          },
+        },
+      },
+      '/webhooks/{endpoint}/enable': {
+        post: {
+          operationId: 'enableWebhook',
+          summary: 'Enable an endpoint disabled after failing; its waiting deliveries go out',
+          parameters: [endpointParam],
+          responses: {
+            '200': { description: 'Enabled', content: { 'application/json': { schema: { $ref: '#/components/schemas/WebhookEndpoint' } } } },
+            ...authenticated,
+            '404': problem('No such endpoint for this client', ['not-found']),
+            ...common,
+          },
+        },
+      },
+      '/webhooks/{endpoint}/deliveries': {
+        get: {
+          operationId: 'listWebhookDeliveries',
+          summary: "The endpoint's latest deliveries, each with every attempt",
+          parameters: [endpointParam],
+          responses: {
+            '200': { description: 'The deliveries, newest first', content: { 'application/json': { schema: { $ref: '#/components/schemas/WebhookDeliveries' } } } },
+            ...authenticated,
+            '404': problem('No such endpoint for this client', ['not-found']),
+            ...common,
+          },
+        },
+      },
+      '/webhooks/{endpoint}/deliveries/{delivery}/replay': {
+        post: {
+          operationId: 'replayWebhookDelivery',
+          summary: 'Send a delivery again, with the same webhook-id and a fresh round of retries',
+          parameters: [
+            endpointParam,
+            { name: 'delivery', in: 'path', required: true, description: 'The delivery ID (msg_…)', schema: { type: 'string' } },
+          ],
+          responses: {
+            '202': { description: 'Accepted: the delivery is due now' },
+            ...authenticated,
+            '404': problem('No such delivery of this endpoint for this client', ['not-found']),
             ...common,
           },
         },

@@ -17,6 +17,7 @@ export const problems = {
     status: 422,
     title: 'This Idempotency-Key was already used with a different request body',
   },
+  'webhooks-not-configured': { status: 501, title: 'Webhooks are not configured on this server' },
   unavailable: { status: 503, title: 'A dependency is unavailable; retry with the same Idempotency-Key' },
   internal: { status: 500, title: 'Internal error' },
 } as const;

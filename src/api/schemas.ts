@@ -7,6 +7,37 @@ export type CreateOrderRequest = z.infer<typeof createOrderRequest>;
 
 export const cancelRequest = z.object({ reason: text(500).optional() }).strict();
 
+/** The body of POST /webhooks: where to send the client's order events. */
+export const webhookRequest = z.object({ url: text(2048).describe('http(s) URL; loopback and private addresses are refused in production') }).strict();
+
+export const webhookEndpoint = z.object({
+  id: z.string(),
+  url: z.string(),
+  status: z.enum(['enabled', 'disabled']),
+  disabledReason: z.string().nullable(),
+  createdAt: z.string(),
+});
+
+export const webhookEndpointCreated = webhookEndpoint.extend({
+  secret: z.string().describe('whsec_…: the signing secret, shown this once (Standard Webhooks)'),
+});
+
+export const webhookDeliveries = z.object({
+  deliveries: z.array(
+    z.object({
+      id: z.string().describe('the webhook-id header of every attempt'),
+      eventId: z.string(),
+      type: z.string(),
+      orderId: z.string(),
+      state: z.enum(['pending', 'delivered', 'failed']),
+      attempts: z.array(
+        z.object({ attempt: z.number().int(), at: z.string(), status: z.number().int().nullable(), error: z.string().nullable(), durationMs: z.number().int() }),
+      ),
+      nextAttemptAt: z.string().nullable(),
+    }),
+  ),
+});
+
 const sagaView = z.object({
   workflowId: z.string(),
   status: z.string().describe('running, completed, compensated, cancelled, or the workflow status'),

@@ -19,7 +19,8 @@ import { createOrder as createOrderUseCase } from './create-order';
 import { liveSaga, orderView } from './views';
 import { buildOpenApi } from './openapi';
 import { Problem } from './problem';
-import { cancelRequest, createOrderRequest, WAIT_MAX_MS } from './schemas';
+import { cancelRequest, createOrderRequest, WAIT_MAX_MS, webhookRequest } from './schemas';
+import { createEndpoint, deleteEndpoint, enableEndpoint, EndpointRefused, listDeliveries, listEndpoints, replayDelivery } from '../webhooks/endpoints';
 
 export interface ApiOptions {
   db: Db;
@@ -39,6 +40,11 @@ export interface ApiOptions {
   searchAttributes?: boolean;
   /** Request and replay metrics, served on GET /metrics. */
   metrics?: SagaMetrics;
+  /**
+   * Webhook endpoints: the key their signing secrets are sealed with (without it, POST /webhooks
+   * answers 501), and whether they may point at loopback or private addresses (the dev stack only).
+   */
+  webhooks?: { sealingKey?: Buffer; allowPrivate?: boolean };
 }
 
 export interface RunningApi {
@@ -137,6 +143,51 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     }
   };
 
+  // Webhook endpoints: each client sees, changes and replays only its own.
+  const WEBHOOK_ID = /^whe_[0-9a-f]{20}$/;
+  const notFoundEndpoint = (id: string | undefined) => new Problem('not-found', `no webhook endpoint ${JSON.stringify(id ?? '')}`);
+  const createWebhook: Handler = async (req) => {
+    const client = await authenticate(db, req);
+    const { url } = validate(webhookRequest, await readBody(req));
+    const sealingKey = opts.webhooks?.sealingKey;
+    if (!sealingKey) throw new Problem('webhooks-not-configured', 'this server has no WEBHOOK_SECRETS_KEY to keep signing secrets with');
+    try {
+      const endpoint = await createEndpoint(db, { clientId: client.id, url, sealingKey, allowPrivate: opts.webhooks?.allowPrivate ?? false });
+      log({ msg: 'webhook endpoint created', endpointId: endpoint.id, clientId: client.id });
+      return json(201, endpoint, { Location: `/webhooks/${endpoint.id}` });
+    } catch (err) {
+      if (err instanceof EndpointRefused) throw new Problem('invalid-request', `url: ${err.message}`, { errors: [{ path: 'url', message: err.message }] });
+      throw err;
+    }
+  };
+  const listWebhooks: Handler = async (req) => json(200, { endpoints: await listEndpoints(db, (await authenticate(db, req)).id) });
+  const deleteWebhook: Handler = async (req, params) => {
+    const client = await authenticate(db, req);
+    if (!WEBHOOK_ID.test(params.endpoint ?? '') || !(await deleteEndpoint(db, client.id, params.endpoint!))) throw notFoundEndpoint(params.endpoint);
+    return { status: 204, body: '' };
+  };
+  const enableWebhook: Handler = async (req, params) => {
+    const client = await authenticate(db, req);
+    if (!WEBHOOK_ID.test(params.endpoint ?? '') || !(await enableEndpoint(db, client.id, params.endpoint!))) throw notFoundEndpoint(params.endpoint);
+    const endpoint = (await listEndpoints(db, client.id)).find((e) => e.id === params.endpoint);
+    return json(200, endpoint);
+  };
+  const webhookDeliveries: Handler = async (req, params) => {
+    const client = await authenticate(db, req);
+    const found = WEBHOOK_ID.test(params.endpoint ?? '') ? await listDeliveries(db, client.id, params.endpoint!) : undefined;
+    if (!found) throw notFoundEndpoint(params.endpoint);
+    return json(200, { deliveries: found });
+  };
+  const replayWebhook: Handler = async (req, params) => {
+    const client = await authenticate(db, req);
+    const ok =
+      WEBHOOK_ID.test(params.endpoint ?? '') &&
+      /^msg_[0-9a-f]{32}$/.test(params.delivery ?? '') &&
+      (await replayDelivery(db, client.id, params.endpoint!, params.delivery!));
+    if (!ok) throw new Problem('not-found', `no delivery ${JSON.stringify(params.delivery ?? '')} of this endpoint`);
+    return json(202, { id: params.delivery, replay: 'accepted' });
+  };
+
   const ready: Handler = async () => {
     const r = await checkReadiness({
       database: () => db.query('SELECT 1'),
@@ -164,6 +215,12 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     { method: 'POST', path: '/orders', handler: createOrder },
     { method: 'GET', path: '/orders/:id', handler: getOrder },
     { method: 'POST', path: '/orders/:id/cancel', handler: cancelOrder },
+    { method: 'POST', path: '/webhooks', handler: createWebhook },
+    { method: 'GET', path: '/webhooks', handler: listWebhooks },
+    { method: 'DELETE', path: '/webhooks/:endpoint', handler: deleteWebhook },
+    { method: 'POST', path: '/webhooks/:endpoint/enable', handler: enableWebhook },
+    { method: 'GET', path: '/webhooks/:endpoint/deliveries', handler: webhookDeliveries },
+    { method: 'POST', path: '/webhooks/:endpoint/deliveries/:delivery/replay', handler: replayWebhook },
   ];
 
   const server = http.createServer((req, res) => {

@@ -6,6 +6,7 @@
  * they do is asserted in the rows they leave.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startApi, type RunningApi } from '../../src/api/server';
@@ -58,7 +59,14 @@ beforeAll(async () => {
     deps: { db, paymentProviderUrl: services[0]!.url, carrierUrl: services[1]!.url, providerTimeoutMs: 3000 },
   });
   stopWorker = ctx.startWorker(worker);
-  api = await startApi({ db, temporal: ctx.client, taskQueue, log: () => undefined, recoveryIntervalMs: 0 });
+  api = await startApi({
+    db,
+    temporal: ctx.client,
+    taskQueue,
+    log: () => undefined,
+    recoveryIntervalMs: 0,
+    webhooks: { sealingKey: randomBytes(32), allowPrivate: true },
+  });
   // The intake as `npm run intake` runs it: the default stream, consumer and dead letters.
   nc = await connect({ servers: process.env.NATS_URL!.split(',') });
   const topology = orderIntakeTopology();
@@ -138,4 +146,26 @@ test("the README's stream example runs verbatim: the published order completes o
   expect(again.code).toBe(0);
   for (let i = 0; i < 40; i++) await new Promise((r) => setTimeout(r, 50));
   expect(await done()).toEqual([{ status: 'completed' }]);
+}, 180_000);
+
+test("the README's webhook example runs verbatim: an endpoint registered, listed without its secret, deleted", async () => {
+  const script = shellBlockAfter(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), '### Webhooks');
+  const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      'bash',
+      ['-euo', 'pipefail', '-c', script],
+      { cwd: ROOT, env: { ...process.env, DATABASE_URL: url, API: api.url }, timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+  if (code !== 0) throw new Error(`the README's webhook example exited ${code}\n${stderr}\n${stdout}`);
+  const lines = stdout.trim().split('\n');
+  const created = JSON.parse(lines[0]!) as { id: string; secret: string };
+  expect(created.secret).toMatch(/^whsec_/);
+  expect(JSON.parse(lines[1]!)).toEqual({ endpoints: [expect.objectContaining({ id: created.id, status: 'enabled' })] });
+  expect(lines[1]).not.toContain(created.secret);
+  expect(JSON.parse(lines[2]!)).toEqual({ deliveries: [] });
+  expect(lines[3]).toBe('204');
+  const { rows } = await db.query('SELECT deleted_at IS NOT NULL AS deleted FROM webhook_endpoints WHERE id = $1', [created.id]);
+  expect(rows).toEqual([{ deleted: true }]);
 }, 180_000);

@@ -815,7 +815,8 @@ describe('GET /openapi.json', () => {
     expect(Object.keys(doc.paths['/orders'].post.responses['503'].headers)).toEqual(['Retry-After']);
     expect(doc.servers).toEqual([{ url: '/', description: 'the API that serves this document' }]);
     expect(Object.values(doc.paths).flatMap((p: any) => Object.values(p).map((o: any) => o.operationId))).toEqual([
-      'createOrder', 'getOrder', 'cancelOrder', 'health', 'ready',
+      'createOrder', 'getOrder', 'cancelOrder', 'createWebhook', 'listWebhooks', 'deleteWebhook', 'enableWebhook',
+      'listWebhookDeliveries', 'replayWebhookDelivery', 'health', 'ready',
     ]);
   });
 
