@@ -10,7 +10,8 @@ import { runMain } from './run';
 const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--pollers N] [--json FILE]
        npm run bench -- --growth 1000,10000,100000,1000000 [--sagas 300]   (step latency as step_ledger grows)
 
-Runs the order saga as sagaflow runs it, through the HTTP API, as a naive samples-style
+Runs the order saga as sagaflow runs it, through the HTTP API, through the stream intake
+(an order message on JetStream), as a naive samples-style
 saga over the same rows without the ledger (every activity remote), as that saga with
 sagaflow's kinds of activity (no-ledger), as the engine floor (no-ledger's shape, no-op
 activities) and as DBOS Transact, interleaved over rounds on one Temporal dev server and

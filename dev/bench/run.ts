@@ -9,12 +9,20 @@ import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import type { OrderInput } from '../../workflows/order/types';
 import { noopActivities, passThroughLedger } from './activities';
 import { startDbosVariant } from './dbos';
+import { jetstream } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../../src/inbox/jetstream';
+import { orderIntakeHandler, orderIntakeTopology } from '../../src/orders/intake';
+import { orderWorkflowId } from '../../workflows/order/ids';
 
 /**
  * The variants, each on task queues of its own, driven in turn within each round:
  * - sagaflow: the order saga as it runs in production (saga helper, search
  *   attributes, the ledger, the provider and carrier over HTTP);
  * - sagaflow-http: the same, started through POST /orders?wait=30s;
+ * - sagaflow-stream: the same, started by an order message on a JetStream stream of
+ *   the bench's own through the intake (inbox claim, order row, saga start, ack),
+ *   timed from the publish to the saga's result;
  * - naive: a saga as the Temporal samples write one (every activity remote on
  *   its system's queue) over the same activities writing the same rows, with
  *   no ledger (no record, no fingerprint, no tombstone);
@@ -25,7 +33,7 @@ import { startDbosVariant } from './dbos';
  *   costs for the saga's six activities;
  * - dbos: the same six steps' code as DBOS Transact steps of one workflow (./dbos.ts).
  */
-export const VARIANTS = ['sagaflow', 'sagaflow-http', 'naive', 'no-ledger', 'floor', 'dbos'] as const;
+export const VARIANTS = ['sagaflow', 'sagaflow-http', 'sagaflow-stream', 'naive', 'no-ledger', 'floor', 'dbos'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 export interface BenchOptions {
@@ -72,7 +80,8 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   const client = new Client({ connection, namespace: stack.temporal.namespace });
   const deps = { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl, providerTimeoutMs: 5000 };
   const sampleSaga = require.resolve('./workflows');
-  const queue = (v: Variant) => `bench-${v === 'sagaflow-http' ? 'sagaflow' : v}-${run}`;
+  const viaSagaflow = (v: Variant) => v === 'sagaflow-http' || v === 'sagaflow-stream';
+  const queue = (v: Variant) => `bench-${viaSagaflow(v) ? 'sagaflow' : v}-${run}`;
 
   const workers: SagaWorker[] = [];
   const running: Promise<void>[] = [];
@@ -82,7 +91,7 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
     running.push(worker.run());
   };
   const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false, pollers: opts.pollers };
-  const wants = new Set(opts.variants.map((v) => (v === 'sagaflow-http' ? 'sagaflow' : v)));
+  const wants = new Set(opts.variants.map((v) => (viaSagaflow(v) ? 'sagaflow' : v)));
   if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
   for (const v of ['naive', 'no-ledger'] as const) {
     if (!wants.has(v)) continue;
@@ -102,6 +111,35 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   if (opts.variants.includes('sagaflow-http')) {
     api = await startApi({ db: stack.db, temporal: client, taskQueue: queue('sagaflow'), log: () => undefined, recoveryIntervalMs: 0 });
     apiKey = (await createApiClient(stack.db, `bench-${run}`)).apiKey;
+  }
+
+  // The stream door: the intake in this process, on streams of the bench's own; each message's
+  // outcome (the order it made) settles the saga waiting for it.
+  let nc: NatsConnection | undefined;
+  let intake: RunningInbox | undefined;
+  const streamTopology = orderIntakeTopology({
+    stream: `BENCH_ORDERS_${run}`,
+    subjects: [`bench.${run}.orders`],
+    consumer: `bench-${run}`,
+    deadLetterStream: `BENCH_ORDERS_DLQ_${run}`,
+    deadLetterSubject: `bench.${run}.dead`,
+  });
+  const awaiting = new Map<string, (orderId: string | Error) => void>();
+  if (opts.variants.includes('sagaflow-stream')) {
+    nc = await connect({ servers: stack.natsUrl.split(',') });
+    await ensureInboxTopology(nc, streamTopology);
+    intake = await runJetStreamInbox({
+      nc,
+      db: stack.db,
+      topology: streamTopology,
+      retentionMs: 86_400_000,
+      concurrency: opts.inFlight,
+      handler: orderIntakeHandler({ db: stack.db, temporal: client, taskQueue: queue('sagaflow'), source: streamTopology.stream }),
+      onOutcome: (o) => {
+        if (!o.messageId || o.kind === 'retry') return;
+        awaiting.get(o.messageId)?.(o.kind === 'ack' ? o.resourceId : new Error(`${o.messageId}: dead-lettered (${o.reason}: ${o.detail})`));
+      },
+    });
   }
 
   const sku = `bench-${run}`;
@@ -132,6 +170,15 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
       });
       const view = (await res.json()) as { saga?: { status?: string } };
       if (res.status !== 201 || view.saga?.status !== 'completed') throw new Error(`${id}: ${res.status} ${JSON.stringify(view)}`);
+    } else if (variant === 'sagaflow-stream') {
+      const { orderId: _drop, ...body } = order(id);
+      const made = new Promise<string | Error>((resolve) => awaiting.set(id, resolve));
+      await jetstream(nc!).publish(streamTopology.subjects[0]!, JSON.stringify(body), { msgID: id });
+      const orderId = await made;
+      awaiting.delete(id);
+      if (orderId instanceof Error) throw orderId;
+      const result = await client.workflow.getHandle(orderWorkflowId(orderId)).result();
+      if ((result as { status: string }).status !== 'completed') throw new Error(`${id}: ${(result as { status: string }).status}`);
     } else if (variant === 'dbos') {
       await dbos!.run(order(id), `order-${id}`);
     } else {
@@ -183,6 +230,12 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
       }
     }
   } finally {
+    await intake?.stop();
+    if (nc) {
+      const jsm = await jetstream(nc).jetstreamManager();
+      for (const s of [streamTopology.stream, streamTopology.deadLetterStream]) await jsm.streams.delete(s).catch(() => undefined);
+      await nc.close();
+    }
     await api?.close();
     await dbos?.stop();
     for (const w of workers) w.shutdown();
@@ -223,6 +276,7 @@ function summarize(rounds: RoundResult[], variants: Variant[]): Pick<BenchReport
   ratio('sagaflow / no-ledger, throughput (what exactly-once costs)', 'sagaflow', 'no-ledger', tput);
   ratio('no-ledger / floor, throughput (what the steps\' own work costs)', 'no-ledger', 'floor', tput);
   ratio('sagaflow-http / sagaflow, throughput', 'sagaflow-http', 'sagaflow', tput);
+  ratio('sagaflow-stream / sagaflow-http, throughput (the stream door against the HTTP door)', 'sagaflow-stream', 'sagaflow-http', tput);
   ratio('sagaflow / DBOS, throughput', 'sagaflow', 'dbos', tput);
   ratio('sagaflow / DBOS, p50 speed (DBOS p50 / sagaflow p50)', 'sagaflow', 'dbos', p50, true);
   return { summary, ratios };

@@ -33,10 +33,10 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     const s = report.summary[v]!;
     expect([s.sagasPerSecond, s.p50Ms, s.p95Ms, s.p99Ms].every((x) => Number.isFinite(x) && x > 0)).toBe(true);
   }
-  expect(report.ratios.map((r) => r.name)).toHaveLength(9);
+  expect(report.ratios.map((r) => r.name)).toHaveLength(10);
   // Same rows for sagaflow, the naive and no-ledger sagas and DBOS; the ledger's only for sagaflow; nothing for the floor.
   const { rows } = await ctx.db.query<{ variant: string; orders: number; completed: number; ledger: number }>(
-    `SELECT CASE WHEN o.id LIKE 'ord\\_%' THEN 'sagaflow-http' ELSE substring(o.id from '^(.*)-[0-9a-f]{6}-') END AS variant, count(*)::int AS orders,
+    `SELECT CASE WHEN o.id LIKE 'ord\\_%' AND o.client_id IS NULL THEN 'sagaflow-stream' WHEN o.id LIKE 'ord\\_%' THEN 'sagaflow-http' ELSE substring(o.id from '^(.*)-[0-9a-f]{6}-') END AS variant, count(*)::int AS orders,
             count(*) FILTER (WHERE o.status = 'completed')::int AS completed,
             sum((SELECT count(*) FROM step_ledger l WHERE l.workflow_id = 'order-' || o.id))::int AS ledger
        FROM orders o WHERE o.customer_id = 'bench' AND o.id NOT LIKE '%warm%' GROUP BY 1 ORDER BY 1`,
@@ -48,5 +48,7 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     { variant: 'sagaflow', orders: 2, completed: 2, ledger: 12 },
     // Through the API: its own order IDs, the warm-up's among them.
     { variant: 'sagaflow-http', orders: 4, completed: 4, ledger: 24 },
+    // Through the stream: the intake's own order IDs too, the warm-up's among them.
+    { variant: 'sagaflow-stream', orders: 4, completed: 4, ledger: 24 },
   ]);
 }, 300_000);
