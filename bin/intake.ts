@@ -31,7 +31,11 @@ Settings: INTAKE_MAX_DELIVER (5), INTAKE_MAX_ACK_PENDING (256), INTAKE_CONCURREN
 INBOX_RETENTION_DAYS (30).`;
 
 function topologyOf(config: Config) {
-  return orderIntakeTopology({ maxDeliver: config.INTAKE_MAX_DELIVER, maxAckPending: config.INTAKE_MAX_ACK_PENDING });
+  return orderIntakeTopology({
+    maxDeliver: config.INTAKE_MAX_DELIVER,
+    maxAckPending: config.INTAKE_MAX_ACK_PENDING,
+    replicas: config.NATS_STREAM_REPLICAS,
+  });
 }
 
 async function natsOf(config: Config): Promise<NatsConnection> {

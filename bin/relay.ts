@@ -47,10 +47,12 @@ runMain(USAGE, async () => {
   await migratePatiently(config.DATABASE_URL, { log: (l) => logger.info(l) });
   const db = createPool({ connectionString: config.DATABASE_URL, max: Math.min(config.DATABASE_POOL_MAX, 4) });
   const nc = await connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-relay', maxReconnectAttempts: -1 });
-  await ensureEventStream(nc);
+  const stream = { ...ORDER_EVENTS, replicas: config.NATS_STREAM_REPLICAS };
+  await ensureEventStream(nc, stream);
   const relay = runRelay({
     db,
     nc,
+    stream,
     onError: (err) => logger.warn({ err: err.message }, 'relay round failed; retrying'),
     onPublished: (n) => logger.debug({ published: n }, 'events published'),
   });

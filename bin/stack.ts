@@ -35,6 +35,7 @@ runMain(USAGE, async () => {
   console.log(
     `  export DATABASE_URL='${stack.databaseUrl}' TEMPORAL_ADDRESS=${stack.temporal.address} ` +
       `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl} NATS_URL=${stack.natsUrl} ` +
+      (stack.natsReplicas > 1 ? `NATS_STREAM_REPLICAS=${stack.natsReplicas} ` : '') +
       `WEBHOOK_SECRETS_KEY=${stack.webhookSecretsKey} WEBHOOK_ALLOW_PRIVATE_URLS=true\n`,
   );
   console.log('then `npm run worker`, `npm run api`, `npm run intake`, `npm run relay`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');

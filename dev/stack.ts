@@ -11,7 +11,7 @@ import { startPaymentProvider } from './services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
 import { preferredPort } from '../src/ports';
 import { findTemporalCli, startTemporalDevServer } from './temporal';
-import { startNatsServer } from './nats';
+import { startNatsCluster, startNatsServer } from './nats';
 import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster } from './temporal-cluster';
 import { ensureUiServer, startTemporalUi } from './temporal-ui';
 import { StartupError } from '../src/config';
@@ -25,6 +25,8 @@ export interface Stack {
   carrierUrl: string;
   /** The stream intake's broker: NATS_URL, or a nats-server of this stack's own. */
   natsUrl: string;
+  /** Copies of each stream: 3 on the cluster stack's 3-node JetStream cluster, else 1. */
+  natsReplicas: number;
   /** WEBHOOK_SECRETS_KEY, or one made once and kept in the state directory. */
   webhookSecretsKey: string;
   /** PostgreSQL, Temporal and NATS, each with a probe, and a restart where this stack started it (dev/stack-watch.ts). */
@@ -177,9 +179,16 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       log(`Temporal: dev server at ${server.address} via ${server.source}`);
     }
     let natsUrl = config.NATS_URL;
+    let natsReplicas = config.NATS_STREAM_REPLICAS;
     let natsPart: Pick<StackPart, 'restart' | 'exit'> = {};
     if (natsUrl) {
       log('NATS: NATS_URL');
+    } else if (opts.temporal === 'cluster') {
+      // Beside the Temporal cluster, a 3-node JetStream cluster: the intake's and the relay's streams are R3.
+      const nats = await startNatsCluster({ dir: path.join(stateDir, 'cluster', 'nats'), log: (m: string) => log(`NATS: ${m}`) });
+      stops.push(() => nats.stop());
+      natsUrl = nats.url;
+      natsReplicas = 3;
     } else {
       // Its JetStream store in the state directory: a restart keeps the streams and what they hold.
       const natsOptions = { port: await preferredPort(4222), storeDir: path.join(stateDir, 'nats'), log: (m: string) => log(`NATS: ${m}`) };
@@ -199,7 +208,7 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       { name: 'Temporal', probe: () => tcpProbe(temporal.address), ...temporalPart },
       { name: 'NATS', probe: () => tcpProbe(natsAddress), ...natsPart },
     ];
-    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, natsUrl, webhookSecretsKey: devSecretsKey(config, stateDir), parts, stop };
+    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, natsUrl, natsReplicas, webhookSecretsKey: devSecretsKey(config, stateDir), parts, stop };
   } catch (err) {
     await stop();
     throw err;

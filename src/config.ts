@@ -70,6 +70,8 @@ export const configSchema = z.object({
     .regex(/^nats:\/\/[^,\s]+(,nats:\/\/[^,\s]+)*$/, 'must be nats://host:port, or several separated by commas')
     .optional(),
   NATS_SERVER_PATH: z.string().trim().min(1).optional(),
+  /** Copies of each stream the intake and the relay create: 3 on a 3-node JetStream cluster. */
+  NATS_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   /** Deliveries of an order message that keeps failing (PostgreSQL or Temporal down) before it is dead-lettered. */
   INTAKE_MAX_DELIVER: z.coerce.number().int().min(1).max(1000).default(5),
   /** Order messages delivered to the intake and not yet acked, at most (bounds its memory). */

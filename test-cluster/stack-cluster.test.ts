@@ -1,6 +1,7 @@
 /**
  * `npm run stack -- --temporal cluster`, the one command: it brings up its embedded
- * PostgreSQL, the cluster's seven hosts behind one address and the Web UI, prints
+ * PostgreSQL, the cluster's seven hosts behind one address and the Web UI, a
+ * 3-node NATS JetStream cluster, prints
  * what to export, and on Ctrl-C stops every process it started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -44,7 +45,7 @@ async function startStack(): Promise<{ stateDir: string; pgPort: number; out: ()
   fs.chmodSync(stateDir, 0o755);
   const pgPort = await freePort();
   const env: NodeJS.ProcessEnv = { ...process.env, SAGAFLOW_STATE_DIR: stateDir, SAGAFLOW_EMBEDDED_PG_PORT: String(pgPort) };
-  for (const k of ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL']) delete env[k];
+  for (const k of ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL', 'NATS_URL']) delete env[k];
   stack = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/stack.ts', '--temporal', 'cluster'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   stack.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -65,6 +66,10 @@ test('npm run stack -- --temporal cluster: up with one command, its address and 
   const ui = /Temporal UI: (\S+)/.exec(out)?.[1];
   expect(frontends?.[3]).toBe(address);
   expect(ui).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+  // Three NATS nodes, every one in the URL to export, with the streams' replica count.
+  const nats = /NATS_URL=(\S+)/.exec(out)?.[1]?.split(',') ?? [];
+  expect(nats).toHaveLength(3);
+  expect(out).toContain('NATS_STREAM_REPLICAS=3');
 
   // The printed address is a working Temporal, and the UI shows its namespace.
   const connection = await Connection.connect(clientConnectionOptions({ address: address! }));
@@ -82,7 +87,8 @@ test('npm run stack -- --temporal cluster: up with one command, its address and 
   stack!.kill('SIGINT');
   expect(await exited).toBe(0);
   // Nothing it started is left listening: the balancer, both frontends, the UI, its PostgreSQL.
-  for (const a of [address!, frontends![1]!, frontends![2]!, ui!.replace('http://', ''), `127.0.0.1:${pgPort}`]) expect(await refuses(a)).toBe(true);
+  const natsAddresses = nats.map((u) => u.replace('nats://', ''));
+  for (const a of [address!, frontends![1]!, frontends![2]!, ui!.replace('http://', ''), `127.0.0.1:${pgPort}`, ...natsAddresses]) expect(await refuses(a)).toBe(true);
 }, 240_000);
 
 test('a stack killed with SIGKILL leaves no Temporal host or Web UI running (no exit handler runs; the kernel ends them)', async () => {
@@ -90,8 +96,8 @@ test('a stack killed with SIGKILL leaves no Temporal host or Web UI running (no 
   const cluster = path.join(stateDir, 'cluster');
   const frontends = /frontends (\S+), (\S+) behind (\S+)/.exec(said())!;
   const ui = /Temporal UI: (\S+)/.exec(said())![1]!.replace('http://', '');
-  // Two frontends, two history, two matching, the internal worker and the UI server.
-  expect(processesWith(cluster)).toHaveLength(8);
+  // Two frontends, two history, two matching, the internal worker, the UI server and three NATS nodes.
+  expect(processesWith(cluster)).toHaveLength(11);
 
   stack!.kill('SIGKILL');
   await exited;

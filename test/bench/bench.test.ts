@@ -22,6 +22,7 @@ test('every variant completes its sagas and reports sagas/s and percentiles; onl
     paymentProviderUrl: ctx.payment.url,
     carrierUrl: ctx.carrier.url,
     natsUrl: process.env.NATS_URL!,
+    natsReplicas: 1,
     webhookSecretsKey: '',
     parts: [],
     stop: async () => undefined,
