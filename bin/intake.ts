@@ -8,6 +8,7 @@ import { purgeInbox } from '../src/inbox/inbox';
 import { ensureInboxTopology, listDeadLetters, requeueDeadLetter, runJetStreamInbox } from '../src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology } from '../src/orders/intake';
 import { createLogger } from '../src/observability/log';
+import { recoverAbandonedOrders } from '../src/orders/recovery';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
@@ -20,7 +21,9 @@ the same transaction as the order row, the saga starts by the order's workflow
 ID, and the message is acked only after that. A message that can never be
 processed (not JSON, not an order, its ID reused with another body) goes at once
 to the dead-letter stream SAGAFLOW_ORDERS_DLQ with the reason; one that keeps
-failing (PostgreSQL or Temporal down) after INTAKE_MAX_DELIVER deliveries.
+failing (PostgreSQL or Temporal down) after INTAKE_MAX_DELIVER deliveries. Every
+30 s it starts the saga of any order committed a minute ago or more whose saga
+never started, as the API's recovery job does.
 
   (no command)        run the intake until SIGTERM or SIGINT
   dead-letters        list the dead letters: sequence, reason, deliveries, message ID, detail
@@ -98,6 +101,20 @@ runMain(USAGE, async () => {
   const purge = () => purgeInbox(db).then((n) => n && logger.info({ purged: n }, 'inbox records purged'), (err: Error) => logger.warn({ err: err.message }, 'inbox purge failed'));
   void purge();
   const timer = setInterval(() => void purge(), 600_000);
+  // An order committed whose saga never started (its message dead-lettered after Temporal stayed
+  // down, or the intake killed after the commit and the message never redelivered) gets its saga
+  // here, as the API's recovery job does for its requests; rows are shared with SKIP LOCKED.
+  let recovering = false;
+  const recovery = setInterval(() => {
+    if (recovering) return;
+    recovering = true;
+    recoverAbandonedOrders({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, olderThanMs: 60_000, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES })
+      .then(
+        (ids) => ids.length && logger.info({ orderIds: ids }, 'abandoned orders recovered: sagas started'),
+        (err: Error) => logger.warn({ err: err.message }, 'order recovery failed; retrying next round'),
+      )
+      .finally(() => (recovering = false));
+  }, 30_000);
   await Promise.race([
     new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
@@ -106,6 +123,7 @@ runMain(USAGE, async () => {
     intake.done,
   ]);
   clearInterval(timer);
+  clearInterval(recovery);
   await intake.stop();
   await nc.drain().catch(() => undefined);
   await connection.close();
