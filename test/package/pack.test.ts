@@ -101,6 +101,8 @@ export const reason: import('sagaflow/inbox').DeadLetterReason = 'whatever';
   expect(workerHelp.stdout).toMatch(/^usage: npm run worker/);
   const intakeHelp = await run('npx', ['--no-install', 'sagaflow', 'intake', '--help'], { cwd: scratch });
   expect(intakeHelp.stdout).toMatch(/^usage: npm run intake/);
+  const relayHelp = await run('npx', ['--no-install', 'sagaflow', 'relay', '--help'], { cwd: scratch });
+  expect(relayHelp.stdout).toMatch(/^usage: npm run relay/);
   const unknown = await run('npx', ['--no-install', 'sagaflow', 'stack'], { cwd: scratch }).then(
     () => 'exit 0',
     (err: { code?: number; stderr?: string }) => `exit ${err.code}: ${err.stderr?.split('\n').find((l) => !l.startsWith('npm warn'))}`,

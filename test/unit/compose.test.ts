@@ -39,10 +39,10 @@ const ENVCONFIG_VARS = new Set([
 ]);
 const GRPC_META = /^TEMPORAL_GRPC_META_[A-Z0-9_]+$/;
 
-const INFRA = ['postgres', 'temporal-db', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'prometheus', 'grafana'];
+const INFRA = ['postgres', 'temporal-db', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'nats', 'prometheus', 'grafana'];
 const workerService = (role: QueueRole) => `worker-${role}`;
 const WORKERS = QUEUE_ROLES.map(workerService);
-const APP = ['migrate', 'services', 'api', ...WORKERS];
+const APP = ['migrate', 'services', 'api', 'intake', 'relay', ...WORKERS];
 const REPLICAS: Record<string, number> = {
   'worker-workflows': 2,
   'worker-orders': 1,
@@ -55,6 +55,8 @@ const SCRIPT_OF: Record<string, string> = {
   migrate: 'migrate',
   services: 'services',
   api: 'api',
+  intake: 'intake',
+  relay: 'relay',
   ...Object.fromEntries(WORKERS.map((w) => [w, 'worker'])),
 };
 /** Variables a process refuses to start without (its own `missing` check). */
@@ -62,6 +64,8 @@ const REQUIRED: Record<string, (keyof Config)[]> = {
   migrate: ['DATABASE_URL'],
   services: ['DATABASE_URL'],
   api: ['DATABASE_URL', 'TEMPORAL_ADDRESS'],
+  intake: ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'NATS_URL'],
+  relay: ['DATABASE_URL', 'NATS_URL'],
   ...Object.fromEntries(
     WORKERS.map((w) => [w, ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'PAYMENT_PROVIDER_URL', 'CARRIER_URL'] as (keyof Config)[]]),
   ),
