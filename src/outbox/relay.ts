@@ -1,6 +1,7 @@
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { inTransaction, type Db } from '../db/pool';
+import { wakeablePause } from '../pause';
 
 /**
  * The outbox relay: publishes the rows of `order_events` (written by a trigger in
@@ -158,15 +159,7 @@ export function runRelay(opts: {
 }): RunningRelay {
   const js = jetstream(opts.nc);
   let stopping = false;
-  let wake: (() => void) | undefined;
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+  const { pause, wake } = wakeablePause();
   const done = (async () => {
     while (!stopping) {
       try {
@@ -183,7 +176,7 @@ export function runRelay(opts: {
     done,
     async stop() {
       stopping = true;
-      wake?.();
+      wake();
       await done;
     },
   };

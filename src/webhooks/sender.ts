@@ -1,4 +1,5 @@
 import type { Db } from '../db/pool';
+import { wakeablePause } from '../pause';
 import { toCloudEvent, type OrderEventType } from '../outbox/relay';
 import { storableText } from '../text';
 import { endpointProblem } from './addresses';
@@ -161,15 +162,7 @@ export function runWebhookSender(opts: WebhookSenderOptions): RunningSender {
   const leaseMs = (opts.timeoutMs ?? 10_000) + 30_000;
   const inFlight = new Set<Promise<void>>();
   let stopping = false;
-  let wake: (() => void) | undefined;
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+  const { pause, wake } = wakeablePause();
   const send = async (d: Claimed) => {
     const r = await attempt(d, opts);
     await record(opts.db, d, r, opts);
@@ -191,7 +184,7 @@ export function runWebhookSender(opts: WebhookSenderOptions): RunningSender {
           .catch((err: Error) => opts.onError?.(err))
           .finally(() => {
             inFlight.delete(p);
-            wake?.();
+            wake();
           });
         inFlight.add(p);
       }
@@ -203,7 +196,7 @@ export function runWebhookSender(opts: WebhookSenderOptions): RunningSender {
     done,
     async stop() {
       stopping = true;
-      wake?.();
+      wake();
       await done;
     },
   };

@@ -33,6 +33,16 @@ function shellBlockAfter(markdown: string, heading: string): string {
   return block[1];
 }
 
+/** Runs the README's block after `heading` with bash, strict, as a reader pastes it. */
+function runBlock(heading: string, env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  const script = shellBlockAfter(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), heading);
+  return new Promise((resolve) => {
+    execFile('bash', ['-euo', 'pipefail', '-c', script], { cwd: ROOT, env, timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
 let ctx: TestContext;
 let database: Awaited<ReturnType<typeof createTestDatabase>>;
 let url: string;
@@ -92,15 +102,7 @@ afterAll(async () => {
 });
 
 test("the README's HTTP examples run verbatim: the first order completes, its stock leaves the shelf, the cancel is refused", async () => {
-  const script = shellBlockAfter(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), '## HTTP API');
-  const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile(
-      'bash',
-      ['-euo', 'pipefail', '-c', script],
-      { cwd: ROOT, env: { ...process.env, DATABASE_URL: url, API: api.url }, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
+  const { code, stdout, stderr } = await runBlock('## HTTP API', { ...process.env, DATABASE_URL: url, API: api.url });
   if (code !== 0) throw new Error(`the README's examples exited ${code}\n${stderr}\n${stdout}`);
 
   const orders = await db.query<{ id: string; status: string; failure_reason: string | null; client: string }>(
@@ -120,16 +122,7 @@ test("the README's HTTP examples run verbatim: the first order completes, its st
 }, 180_000);
 
 test("the README's stream example runs verbatim: the published order completes once, no dead letter", async () => {
-  const script = shellBlockAfter(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), '### Orders from a stream');
-  const runIt = () =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        'bash',
-        ['-euo', 'pipefail', '-c', script],
-        { cwd: ROOT, env: { ...process.env, DATABASE_URL: url }, timeout: 120_000 },
-        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-      );
-    });
+  const runIt = () => runBlock('### Orders from a stream', { ...process.env, DATABASE_URL: url });
   const { code, stdout, stderr } = await runIt();
   if (code !== 0) throw new Error(`the README's stream example exited ${code}\n${stderr}\n${stdout}`);
   expect(stdout).toMatch(/stream: 'SAGAFLOW_ORDERS'/);
@@ -149,15 +142,7 @@ test("the README's stream example runs verbatim: the published order completes o
 }, 180_000);
 
 test("the README's webhook example runs verbatim: an endpoint registered, listed without its secret, deleted", async () => {
-  const script = shellBlockAfter(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), '### Webhooks');
-  const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile(
-      'bash',
-      ['-euo', 'pipefail', '-c', script],
-      { cwd: ROOT, env: { ...process.env, DATABASE_URL: url, API: api.url }, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
+  const { code, stdout, stderr } = await runBlock('### Webhooks', { ...process.env, DATABASE_URL: url, API: api.url });
   if (code !== 0) throw new Error(`the README's webhook example exited ${code}\n${stderr}\n${stdout}`);
   const lines = stdout.trim().split('\n');
   const created = JSON.parse(lines[0]!) as { id: string; secret: string };

@@ -1,4 +1,6 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { waitFor } from '../../src/ports';
 
 /** Alive and not a zombie (an orphan's zombie lingers until its new parent reaps it). Linux /proc. */
@@ -43,4 +45,29 @@ export function killAll(pids: number[], signal: NodeJS.Signals = 'SIGKILL'): voi
       // already gone
     }
   }
+}
+
+/**
+ * Starts a command's entry file (bin/<name>.ts) as its own process, as `npm run <name>` does,
+ * and resolves once its output says `ready`; rejects with that output if it exits first.
+ */
+export async function startEntry(
+  entry: string,
+  env: NodeJS.ProcessEnv,
+  ready: string,
+  cwd = path.resolve(__dirname, '../..'),
+): Promise<{ child: ChildProcess; out: () => string }> {
+  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', entry], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  for (let i = 0; i < 1200 && !out.includes(ready); i++) {
+    if (child.exitCode !== null) throw new Error(`${entry} exited ${child.exitCode}:\n${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!out.includes(ready)) {
+    child.kill('SIGKILL');
+    throw new Error(`${entry} never said "${ready}":\n${out}`);
+  }
+  return { child, out: () => out };
 }

@@ -5,7 +5,7 @@
  * and requeues a dead letter, is SIGKILLed and started again without making
  * anything twice, and stops on SIGTERM with exit 0.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { jetstream } from '@nats-io/jetstream';
@@ -13,6 +13,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { createPool, type Db } from '../../src/db/pool';
 import { createTestDatabase, uniqueId } from '../helpers/context';
+import { startEntry } from '../helpers/processes';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
@@ -49,17 +50,9 @@ const env = () => ({
 
 /** Starts the intake; resolves once it says it consumes. */
 async function startIntake(): Promise<{ child: ChildProcess; out: () => string }> {
-  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/intake.ts'], { cwd: ROOT, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  for (let i = 0; i < 1200 && !out.includes('intake consuming'); i++) {
-    if (child.exitCode !== null) throw new Error(`the intake exited ${child.exitCode}:\n${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  if (!out.includes('intake consuming')) throw new Error(`the intake never said it consumes:\n${out}`);
-  return { child, out: () => out };
+  const started = await startEntry('bin/intake.ts', env(), 'intake consuming');
+  children.push(started.child);
+  return started;
 }
 
 const command = (...args: string[]) => run(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/intake.ts', ...args], { cwd: ROOT, env: env() });

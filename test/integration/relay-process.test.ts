@@ -4,7 +4,7 @@
  * event reaches SAGAFLOW_ORDER_EVENTS and the client's webhook endpoint, signed;
  * `lag` reads zero after; SIGKILLed with events waiting, the next relay sends them.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -21,6 +21,7 @@ import { createEndpoint } from '../../src/webhooks/endpoints';
 import { parseSealingKey, verify } from '../../src/webhooks/signing';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { createTestDatabase } from '../helpers/context';
+import { startEntry } from '../helpers/processes';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
@@ -63,16 +64,8 @@ afterAll(async () => {
 const env = () => ({ ...process.env, DATABASE_URL: database.url, NATS_URL: nats.url, WEBHOOK_SECRETS_KEY: keyBase64, WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
 
 async function startRelay(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/relay.ts'], { cwd: ROOT, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const { child } = await startEntry('bin/relay.ts', env(), 'relay publishing');
   children.push(child);
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  for (let i = 0; i < 1200 && !out.includes('relay publishing'); i++) {
-    if (child.exitCode !== null) throw new Error(`the relay exited ${child.exitCode}:\n${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  if (!out.includes('relay publishing')) throw new Error(`the relay never said it publishes:\n${out}`);
   return child;
 }
 
