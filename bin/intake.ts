@@ -8,7 +8,7 @@ import { purgeInbox } from '../src/inbox/inbox';
 import { ensureInboxTopology, listDeadLetters, requeueDeadLetter, runJetStreamInbox } from '../src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology } from '../src/orders/intake';
 import { createLogger } from '../src/observability/log';
-import { recoverAbandonedOrders } from '../src/orders/recovery';
+import { startRecoveryLoop } from '../src/orders/recovery';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
 
@@ -104,17 +104,16 @@ runMain(USAGE, async () => {
   // An order committed whose saga never started (its message dead-lettered after Temporal stayed
   // down, or the intake killed after the commit and the message never redelivered) gets its saga
   // here, as the API's recovery job does for its requests; rows are shared with SKIP LOCKED.
-  let recovering = false;
-  const recovery = setInterval(() => {
-    if (recovering) return;
-    recovering = true;
-    recoverAbandonedOrders({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, olderThanMs: 60_000, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES })
-      .then(
-        (ids) => ids.length && logger.info({ orderIds: ids }, 'abandoned orders recovered: sagas started'),
-        (err: Error) => logger.warn({ err: err.message }, 'order recovery failed; retrying next round'),
-      )
-      .finally(() => (recovering = false));
-  }, 30_000);
+  const recovery = startRecoveryLoop({
+    db,
+    temporal,
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    olderThanMs: 60_000,
+    searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+    intervalMs: 30_000,
+    onRecovered: (ids) => logger.info({ orderIds: ids }, 'abandoned orders recovered: sagas started'),
+    onError: (err) => logger.warn({ err: err.message }, 'order recovery failed; retrying next round'),
+  });
   await Promise.race([
     new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
@@ -123,7 +122,7 @@ runMain(USAGE, async () => {
     intake.done,
   ]);
   clearInterval(timer);
-  clearInterval(recovery);
+  recovery.stop();
   await intake.stop();
   await nc.drain().catch(() => undefined);
   await connection.close();

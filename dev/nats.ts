@@ -8,6 +8,7 @@ import path from 'node:path';
 import { freePort, waitFor } from '../src/ports';
 import { spawnTied } from '../src/tied-spawn';
 import { isExecutable } from './go-build';
+import { onPath } from './temporal';
 
 /**
  * A NATS server with JetStream of the stack's own, for when NATS_URL is unset: the
@@ -31,12 +32,8 @@ export function findNatsServer(explicit = process.env.NATS_SERVER_PATH): string 
     if (!isExecutable(explicit)) throw new Error(`NATS_SERVER_PATH=${explicit} is not an executable file`);
     return explicit;
   }
-  const dirs = [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin'];
-  for (const dir of dirs) {
-    const candidate = dir && path.join(dir, 'nats-server');
-    if (candidate && isExecutable(candidate)) return candidate;
-  }
-  return undefined;
+  // Debian installs it in /usr/sbin, which a non-root PATH often leaves out.
+  return onPath('nats-server') ?? ['/usr/sbin/nats-server', '/usr/local/sbin/nats-server'].find(isExecutable);
 }
 
 export async function startNatsServer(

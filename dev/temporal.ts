@@ -20,7 +20,8 @@ export function cacheDir(): string {
   return path.join(base, `temporal-cli-${TEMPORAL_CLI_VERSION}`);
 }
 
-function onPath(cmd: string): string | undefined {
+/** An executable `cmd` on PATH, or undefined. */
+export function onPath(cmd: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     const candidate = path.join(dir, cmd);
     if (dir && isExecutable(candidate)) return candidate;

@@ -8,7 +8,7 @@ import type { z } from 'zod';
 import { isConnectionError, isPermanentDataError, type Db } from '../db/pool';
 import { HttpError, isJsonContentType, matchPath, readJson } from '../http';
 import { findOrder, type OrderRow } from '../orders/repository';
-import { recoverAbandonedOrders } from '../orders/recovery';
+import { startRecoveryLoop } from '../orders/recovery';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { SagaMetrics } from '../observability/metrics';
 import { inSpan, SpanKind } from '../observability/tracing';
@@ -311,31 +311,30 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   timer.unref();
   // Orders whose request died between its commit and the saga's start get their saga here,
   // whether or not the client ever comes back. Several API processes may run this at once.
-  let recovering = false;
-  const recover = () => {
-    if (recovering) return;
-    recovering = true;
-    recoverAbandonedOrders({ db, temporal, taskQueue, olderThanMs: leaseMs, searchAttributes: opts.searchAttributes })
-      .then(
-        (ids) => {
-          if (ids.length === 0) return;
-          metrics.ordersRecovered.inc(ids.length);
-          log({ msg: 'abandoned orders recovered: sagas started', count: ids.length, orderIds: ids });
-        },
-        (e: Error) => log({ level: 'warn', msg: 'order recovery failed; retrying next round', error: e.message }),
-      )
-      .finally(() => (recovering = false));
-  };
   const recoveryIntervalMs = opts.recoveryIntervalMs ?? Math.max(1000, Math.round(leaseMs / 2));
-  const recoveryTimer = recoveryIntervalMs > 0 ? setInterval(recover, recoveryIntervalMs) : undefined;
-  recoveryTimer?.unref();
+  const recovery =
+    recoveryIntervalMs > 0
+      ? startRecoveryLoop({
+          db,
+          temporal,
+          taskQueue,
+          olderThanMs: leaseMs,
+          searchAttributes: opts.searchAttributes,
+          intervalMs: recoveryIntervalMs,
+          onRecovered: (ids) => {
+            metrics.ordersRecovered.inc(ids.length);
+            log({ msg: 'abandoned orders recovered: sagas started', count: ids.length, orderIds: ids });
+          },
+          onError: (e) => log({ level: 'warn', msg: 'order recovery failed; retrying next round', error: e.message }),
+        })
+      : undefined;
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://${opts.host ?? '127.0.0.1'}:${port}`,
     close: () =>
       new Promise<void>((resolve, reject) => {
         clearInterval(timer);
-        clearInterval(recoveryTimer);
+        recovery?.stop();
         server.close((e) => (e ? reject(e) : resolve()));
         server.closeAllConnections();
       }),

@@ -72,7 +72,8 @@ export async function ensureInboxTopology(nc: NatsConnection, t: InboxTopology):
   else await jsm.consumers.add(t.stream, config);
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number, duplicateWindowMs?: number): Promise<void> {
+/** Creates the stream, or brings its subjects, replicas and duplicate window up to date. */
+export async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number, duplicateWindowMs?: number): Promise<void> {
   const config = { subjects, num_replicas: replicas, ...(duplicateWindowMs ? { duplicate_window: nanos(duplicateWindowMs) } : {}) };
   let exists = true;
   try {

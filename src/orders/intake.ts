@@ -80,9 +80,12 @@ export function orderIntakeHandler(deps: {
         throw new Error(`fresh order ID ${orderId} already taken`);
       }
     },
-    async afterCommit(orderId) {
-      const started = await deps.db.query<{ started: boolean }>('SELECT saga_started_at IS NOT NULL AS started FROM orders WHERE id = $1', [orderId]);
-      if (started.rows[0]?.started) return;
+    async afterCommit(orderId, _payload, claim) {
+      // A redelivery's order may have its saga already; a new one's cannot.
+      if (claim === 'duplicate') {
+        const started = await deps.db.query<{ started: boolean }>('SELECT saga_started_at IS NOT NULL AS started FROM orders WHERE id = $1', [orderId]);
+        if (started.rows[0]?.started) return;
+      }
       const row = await findOrder(deps.db, orderId);
       if (!row) throw new Error(`order ${orderId} missing under its inbox record`);
       // Temporal unreachable: the client would retry for long; the broker's redelivery retries instead.

@@ -31,3 +31,22 @@ export async function recoverAbandonedOrders(opts: RecoveryOptions): Promise<str
     return rows.map((r) => r.id);
   });
 }
+
+/**
+ * Runs recoverAbandonedOrders every `intervalMs`, one round at a time (a round still running
+ * when the next is due is not started twice). The API and the intake each run one.
+ */
+export function startRecoveryLoop(
+  opts: RecoveryOptions & { intervalMs: number; onRecovered(ids: string[]): void; onError(err: Error): void },
+): { stop(): void } {
+  let recovering = false;
+  const timer = setInterval(() => {
+    if (recovering) return;
+    recovering = true;
+    recoverAbandonedOrders(opts)
+      .then((ids) => ids.length > 0 && opts.onRecovered(ids), opts.onError)
+      .finally(() => (recovering = false));
+  }, opts.intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}

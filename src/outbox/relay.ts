@@ -2,6 +2,7 @@ import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jets
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { inTransaction, type Db } from '../db/pool';
 import { wakeablePause } from '../pause';
+import { ensureStream } from '../inbox/jetstream';
 
 /**
  * The outbox relay: publishes the rows of `order_events` (written by a trigger in
@@ -70,16 +71,7 @@ export function toCloudEvent(row: EventRow): CloudEvent {
 }
 
 export async function ensureEventStream(nc: NatsConnection, s: EventStream = ORDER_EVENTS): Promise<void> {
-  const jsm = await jetstreamManager(nc);
-  const config = { subjects: [`${s.subjectPrefix}.>`], num_replicas: s.replicas ?? 1 };
-  try {
-    await jsm.streams.info(s.stream);
-  } catch (err) {
-    if (!/not found/i.test((err as Error).message)) throw err;
-    await jsm.streams.add({ name: s.stream, ...config });
-    return;
-  }
-  await jsm.streams.update(s.stream, config);
+  await ensureStream(await jetstreamManager(nc), s.stream, [`${s.subjectPrefix}.>`], s.replicas ?? 1);
 }
 
 /**

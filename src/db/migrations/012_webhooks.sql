@@ -1,8 +1,8 @@
 -- Up Migration
 
 -- Webhooks: an API client's endpoints, and one delivery per (endpoint, order event)
--- of the client's own orders, written by the outbox trigger in the transaction of
--- the order change itself, so no event is ever missed or delivered to another
+-- of the client's own orders, written by a trigger on the outbox in the transaction
+-- of the order change itself, so no event is ever missed or delivered to another
 -- client. Every attempt is recorded. See src/webhooks/.
 CREATE TABLE webhook_endpoints (
   id                   text PRIMARY KEY,
@@ -52,67 +52,24 @@ CREATE TABLE webhook_attempts (
   PRIMARY KEY (delivery_id, attempt)
 );
 
--- The outbox trigger now also fans each event of a client's order out to the
--- client's live endpoints, in the same transaction.
-CREATE OR REPLACE FUNCTION order_event() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  kind text;
-  ev order_events;
+-- Each event of a client's order fans out to the client's live endpoints, in the
+-- transaction that wrote the event (and so the order change itself).
+CREATE FUNCTION webhook_fanout() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    kind := 'created';
-  ELSE
-    kind := CASE NEW.status WHEN 'completed' THEN 'completed' WHEN 'cancelled' THEN 'cancelled' WHEN 'failed' THEN 'compensated' END;
-  END IF;
-  IF kind IS NULL THEN
-    RETURN NULL;
-  END IF;
-  INSERT INTO order_events (order_id, client_id, type, data)
-  VALUES (NEW.id, NEW.client_id, kind, jsonb_build_object(
-    'orderId', NEW.id,
-    'status', NEW.status,
-    'customerId', NEW.customer_id,
-    'amount', jsonb_build_object('amountMinor', NEW.amount_minor, 'currency', NEW.currency),
-    'items', coalesce((SELECT jsonb_agg(jsonb_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
-                         FROM order_items i WHERE i.order_id = NEW.id), '[]'::jsonb),
-    'failureReason', NEW.failure_reason))
-  RETURNING * INTO ev;
-  IF NEW.client_id IS NOT NULL THEN
-    INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_position, order_id, type, data, occurred_at)
-    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, ev.event_id, ev.position, ev.order_id, ev.type, ev.data, ev.occurred_at
-      FROM webhook_endpoints e
-     WHERE e.client_id = NEW.client_id AND e.deleted_at IS NULL AND e.disabled_at IS NULL;
-  END IF;
+  INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_position, order_id, type, data, occurred_at)
+  SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, NEW.event_id, NEW.position, NEW.order_id, NEW.type, NEW.data, NEW.occurred_at
+    FROM webhook_endpoints e
+   WHERE e.client_id = NEW.client_id AND e.deleted_at IS NULL AND e.disabled_at IS NULL;
   RETURN NULL;
 END;
 $$;
+
+CREATE TRIGGER order_event_webhooks AFTER INSERT ON order_events FOR EACH ROW
+  WHEN (NEW.client_id IS NOT NULL) EXECUTE FUNCTION webhook_fanout();
 
 -- Down Migration
-CREATE OR REPLACE FUNCTION order_event() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  kind text;
-BEGIN
-  IF TG_OP = 'INSERT' THEN
-    kind := 'created';
-  ELSE
-    kind := CASE NEW.status WHEN 'completed' THEN 'completed' WHEN 'cancelled' THEN 'cancelled' WHEN 'failed' THEN 'compensated' END;
-  END IF;
-  IF kind IS NULL THEN
-    RETURN NULL;
-  END IF;
-  INSERT INTO order_events (order_id, client_id, type, data)
-  VALUES (NEW.id, NEW.client_id, kind, jsonb_build_object(
-    'orderId', NEW.id,
-    'status', NEW.status,
-    'customerId', NEW.customer_id,
-    'amount', jsonb_build_object('amountMinor', NEW.amount_minor, 'currency', NEW.currency),
-    'items', coalesce((SELECT jsonb_agg(jsonb_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
-                         FROM order_items i WHERE i.order_id = NEW.id), '[]'::jsonb),
-    'failureReason', NEW.failure_reason));
-  RETURN NULL;
-END;
-$$;
-
+DROP TRIGGER order_event_webhooks ON order_events;
+DROP FUNCTION webhook_fanout();
 DROP TABLE webhook_attempts;
 DROP TABLE webhook_deliveries;
 DROP TABLE webhook_endpoints;
