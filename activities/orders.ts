@@ -69,6 +69,28 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
       });
     },
 
+    /**
+     * Writes on the order that the compensation under `key` failed for good (the saga's
+     * onCompensationFailed), once per step: the write is its own record, conditional on the step
+     * not being there yet, so a retried attempt or a workflow task run again adds nothing, whatever
+     * message it carries. The outbox's trigger turns it into a `compensation_failed` event, and the
+     * order then closes as `failed`. An order another saga wrote is left alone.
+     */
+    async recordCompensationFailure(input: StepInput & { failure: { type: string; message: string } }): Promise<{ recorded: boolean }> {
+      const { workflowId, step, undo } = parseStepKey(input.key);
+      if (!undo) throw ApplicationFailure.nonRetryable(`${input.key} is not a compensation's key`, FailureType.InvalidInput);
+      const entry = { step, type: input.failure.type, message: storableText(input.failure.message) };
+      const res = await deps.db.query(
+        `UPDATE orders
+            SET compensation_failures = coalesce(compensation_failures, '[]'::jsonb) || jsonb_build_array($3::jsonb || jsonb_build_object('at', now())),
+                updated_at = now()
+          WHERE id = $1 AND workflow_id = $2
+            AND NOT coalesce(compensation_failures, '[]'::jsonb) @> jsonb_build_array(jsonb_build_object('step', $4::text))`,
+        [input.orderId, workflowId, JSON.stringify(entry), step],
+      );
+      return { recorded: res.rowCount === 1 };
+    },
+
     /** The last, retriable step: the order is done and its held stock leaves the shelf. */
     async completeOrder(input: StepInput): Promise<{ completed: true }> {
       return complete.local(input.key, input, async (tx) => {

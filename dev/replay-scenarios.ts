@@ -137,6 +137,15 @@ export const scenarios: Scenario[] = [
     },
   },
   {
+    name: 'compensation-failed',
+    async run(ctx, o) {
+      // The shipment fails for good, then the provider refuses the refund for good: the failure is written on the order.
+      await addFault(ctx.carrierUrl, carrierOutage(o));
+      await addFault(ctx.paymentProviderUrl, { kind: 'error', status: 400, path: '/refunds', keyPrefix: prefix(o) });
+      return start(ctx, o);
+    },
+  },
+  {
     name: 'duplicate-start',
     async run(ctx, o) {
       const first = await start(ctx, o);

@@ -25,6 +25,7 @@ export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
 export const PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH = 'search-attributes-on-phase-change';
 export const LOCAL_DATABASE_STEPS_PATCH = 'database-steps-as-local-activities';
 export const WAIT_FOR_CANCELLED_ACTIVITIES_PATCH = 'wait-for-cancelled-activities';
+export const RECORD_COMPENSATION_FAILURES_PATCH = 'record-compensation-failures';
 
 export const statusQuery = defineQuery<SagaStatus>('status');
 export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
@@ -95,6 +96,14 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
         }
       : undefined,
     onCompensationFailure: (step) => sagaMetrics.compensationFailed(step),
+    // A compensation that failed for good is written on the order before the next one runs, so
+    // the order closes (the record step's undo runs last) as failed, not as compensated, and the
+    // outbox tells the books' readers which step was left done. Sagas started before this wrote
+    // nothing; their orders closed as compensated or cancelled.
+    onCompensationFailed: async (step, failure) => {
+      if (!patched(RECORD_COMPENSATION_FAILURES_PATCH)) return;
+      await local.orders.recordCompensationFailure({ key: keys.undo(step), orderId, failure });
+    },
   });
   saga.bindHandlers(statusQuery, cancelUpdate);
 

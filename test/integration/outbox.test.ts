@@ -18,8 +18,9 @@ import { ensureEventStream, purgePublishedEvents, relayLag, relayOnce, runRelay,
 import { orderWorkflowId } from '../../workflows/order/ids';
 import type { OrderInput } from '../../workflows/order/types';
 import { createSagaWorker } from '../../workers/worker';
+import { createOrderActivities } from '../../activities/orders';
 import { notificationsTopology, startNotifications } from '../../examples/shipping-notifications/projection';
-import { createTestContext, createTestSchema, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { addFault, createTestContext, createTestSchema, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
 let nc: NatsConnection;
@@ -132,6 +133,89 @@ test('every change of an order writes its event in the same transaction: created
     items: c.items,
     failureReason: 'PaymentDeclined: no',
   });
+});
+
+test('a compensation that failed for good: one compensation_failed event per step, written once, and the order ends failed, not compensated or cancelled', async () => {
+  const db = await schema();
+  const [c, d] = [order(), order()];
+  for (const o of [c, d]) await insert(db, o);
+  const fail = (o: OrderInput, step: string) =>
+    db.query(
+      `UPDATE orders SET compensation_failures = coalesce(compensation_failures, '[]'::jsonb) || jsonb_build_array(jsonb_build_object('step', $2::text, 'type', 'InvalidInput', 'message', 'refused'))
+        WHERE id = $1`,
+      [o.orderId, step],
+    );
+  await fail(c, 'charge-payment');
+  await fail(c, 'create-shipment');
+  await db.query(`UPDATE orders SET status = 'failed', failure_reason = 'ShipmentFailed: no' WHERE id = $1`, [c.orderId]);
+  await fail(d, 'charge-payment');
+  await db.query(`UPDATE orders SET status = 'cancelled', failure_reason = 'SagaCancelled: stop' WHERE id = $1`, [d.orderId]);
+  // Neither a change of the reason nor a write that leaves the failures as they were writes an event.
+  await db.query(`UPDATE orders SET failure_reason = 'edited', compensation_failures = compensation_failures WHERE id = $1`, [c.orderId]);
+
+  const rows = await eventRows(db);
+  expect(rows.map((r) => [r.order_id, r.type])).toEqual([
+    [c.orderId, 'created'],
+    [d.orderId, 'created'],
+    [c.orderId, 'compensation_failed'],
+    [c.orderId, 'compensation_failed'],
+    [c.orderId, 'failed'],
+    [d.orderId, 'compensation_failed'],
+    [d.orderId, 'failed'],
+  ]);
+  const { rows: data } = await db.query<{ type: string; data: Record<string, unknown> }>(
+    `SELECT type, data FROM order_events WHERE order_id = $1 ORDER BY position`,
+    [c.orderId],
+  );
+  const entry = (step: string) => ({ step, type: 'InvalidInput', message: 'refused' });
+  expect(data[0]!.data).not.toHaveProperty('compensationFailures');
+  expect(data[1]!.data).toMatchObject({ status: 'pending', compensationFailure: entry('charge-payment'), compensationFailures: [entry('charge-payment')] });
+  expect(data[2]!.data).toMatchObject({ status: 'pending', compensationFailure: entry('create-shipment') });
+  expect(data[3]!.data).toMatchObject({
+    status: 'failed',
+    failureReason: 'ShipmentFailed: no',
+    compensationFailures: [entry('charge-payment'), entry('create-shipment')],
+  });
+  expect(data[3]!.data).not.toHaveProperty('compensationFailure');
+});
+
+test('a saga whose refund the provider refuses writes the failure on its order before the order closes: created, compensation_failed, failed; the recording is applied once', async () => {
+  const o = order();
+  const wf = orderWorkflowId(o.orderId);
+  await seedInventory(ctx.db, { [o.items[0]!.sku]: 10 });
+  // The label is refused (the pivot fails for good), then so is the refund of the charge before it.
+  // (Once: the label's undo asks the carrier under the same key whether a label exists.)
+  await addFault(ctx.carrier.url, { kind: 'error', status: 400, path: '/shipments', keyPrefix: `${wf}/create-shipment`, times: 1 });
+  await addFault(ctx.payment.url, { kind: 'error', status: 400, path: '/refunds', keyPrefix: `${wf}/charge-payment/undo` });
+  await insert(ctx.db, o);
+  await startOrderSaga(ctx.client, o, taskQueue);
+  const failure = await ctx.client.workflow.getHandle(wf).result().catch((err: { cause?: { type?: string; message?: string } }) => err.cause);
+  expect(failure).toMatchObject({ type: 'CompensationFailed' });
+  expect(failure?.message).toContain('charge-payment');
+
+  const { rows: orderRows } = await ctx.db.query<{ status: string; compensation_failures: { step: string; type: string }[] }>(
+    `SELECT status, compensation_failures FROM orders WHERE id = $1`,
+    [o.orderId],
+  );
+  expect(orderRows).toEqual([
+    { status: 'failed', compensation_failures: [expect.objectContaining({ step: 'charge-payment', type: 'InvalidInput' })] },
+  ]);
+  expect((await eventRows(ctx.db, o.orderId)).map((r) => r.type)).toEqual(['created', 'compensation_failed', 'failed']);
+  // Every other step was still undone: the stock is back on the shelf; the charge stands, as the failure says.
+  const { rows: held } = await ctx.db.query(`SELECT status FROM reservations WHERE order_id = $1`, [o.orderId]);
+  expect(held).toEqual([{ status: 'released' }]);
+  const { rows: charge } = await ctx.db.query(`SELECT status FROM provider_charges WHERE idempotency_key = $1`, [`${wf}/charge-payment`]);
+  expect(charge).toEqual([{ status: 'succeeded' }]);
+
+  // The activity run again (a retried attempt, a workflow task run again) adds nothing.
+  const { recordCompensationFailure } = createOrderActivities({ db: ctx.db });
+  await expect(
+    recordCompensationFailure({ key: `${wf}/charge-payment/undo`, orderId: o.orderId, failure: { type: 'Other', message: 'again' } }),
+  ).resolves.toEqual({ recorded: false });
+  await expect(
+    recordCompensationFailure({ key: `${wf}/charge-payment`, orderId: o.orderId, failure: { type: 'Other', message: 'a forward key' } }),
+  ).rejects.toThrow('is not a compensation');
+  expect((await eventRows(ctx.db, o.orderId)).map((r) => r.type)).toEqual(['created', 'compensation_failed', 'failed']);
 });
 
 test('the relay publishes each event as a versioned CloudEvent, its ID as Nats-Msg-Id, and marks it; the lag reads zero after', async () => {

@@ -263,6 +263,45 @@ describe('a compensation that fails permanently', () => {
       { step: 'c', status: 'done', attempts: 1 },
     ]);
   });
+
+  test.concurrent('is handed to onCompensationFailed before the next compensation runs, and handed again until the record succeeds', async () => {
+    const handle = await start({
+      recordFailedCompensations: { failsTimes: 2 },
+      steps: [comp('a'), comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
+    });
+    const { app } = await failureOfResult(handle);
+    expect(app?.type).toBe('CompensationFailed');
+
+    const seen = (await journal(handle)).filter((r) => r.action !== 'run').map((r) => [r.step, r.action, r.outcome]);
+    expect(seen).toEqual([
+      ['c', 'undo', 'ok'],
+      ['b', 'undo', 'failed'],
+      ['b', 'record', 'failed'],
+      ['b', 'record', 'failed'],
+      ['b', 'record', 'ok'],
+      ['a', 'undo', 'ok'],
+    ]);
+    // The hook is told the failure the compensation met, not the one the saga unwound for.
+    const { rows } = await ctx.db.query<{ detail: string }>(`SELECT DISTINCT detail FROM journal WHERE run_key = $1 AND action = 'record'`, [handle.workflowId]);
+    expect(rows).toEqual([{ detail: ScriptedFailureType.undoPermanent }]);
+  });
+
+  test.concurrent('whose record fails for good too: the saga goes on unwinding and ends CompensationFailed, naming the step', async () => {
+    const handle = await start({
+      recordFailedCompensations: { failsPermanently: true },
+      steps: [comp('a'), comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
+    });
+    const { app } = await failureOfResult(handle);
+    expect(app?.type).toBe('CompensationFailed');
+    expect(app?.message).toContain('b: undo of b is impossible');
+    const seen = (await journal(handle)).filter((r) => r.action !== 'run').map((r) => [r.step, r.action, r.outcome]);
+    expect(seen).toEqual([
+      ['c', 'undo', 'ok'],
+      ['b', 'undo', 'failed'],
+      ['b', 'record', 'failed'],
+      ['a', 'undo', 'ok'],
+    ]);
+  });
 });
 
 test.concurrent('the pivot refuses cancel: once it started, the cancel update is rejected and nothing is compensated', async () => {

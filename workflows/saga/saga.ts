@@ -127,6 +127,13 @@ export interface SagaOptions {
   onTransition?: (status: SagaStatus) => void;
   /** Told of every failed compensation round, so it can be counted and alerted on. */
   onCompensationFailure?: (step: string, message: string) => void;
+  /**
+   * Awaited when a compensation fails for good, before the next one runs: record it durably (an
+   * activity), so what reads the books learns that the step was left done. Retried with the saga's
+   * backoff until it succeeds or fails non-retryably. Added to a saga already running, call its activity behind patched():
+   * it adds commands to the history of every saga whose compensation fails.
+   */
+  onCompensationFailed?: (step: string, failure: SagaFailureInfo) => Promise<void>;
 }
 
 interface Registered {
@@ -434,10 +441,25 @@ export class Saga {
         this.options.onCompensationFailure?.(u.step, record.lastError);
         if (isNonRetryable(err)) {
           record.status = 'failed';
+          await this.recordFailedCompensation(u.step, describeFailure(err));
           return;
         }
         record.status = 'retrying';
         await sleep(this.backoff(record.attempts));
+      }
+    }
+  }
+
+  private async recordFailedCompensation(step: string, failure: SagaFailureInfo): Promise<void> {
+    const record = this.options.onCompensationFailed;
+    if (!record) return;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await record(step, failure);
+      } catch (err) {
+        // One a retry cannot help is left to the saga's own failure, CompensationFailed, which names the step.
+        if (isNonRetryable(err)) return;
+        await sleep(this.backoff(attempt));
       }
     }
   }
