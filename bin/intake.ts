@@ -5,9 +5,11 @@ import { ConfigError, loadConfig, UsageError, type Config } from '../src/config'
 import { migratePatiently } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { purgeInbox } from '../src/inbox/inbox';
-import { ensureInboxTopology, listDeadLetters, requeueDeadLetter, runJetStreamInbox } from '../src/inbox/jetstream';
+import { ensureInboxTopology, inboxBacklog, listDeadLetters, requeueDeadLetter, runJetStreamInbox, type InboxOutcome } from '../src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology } from '../src/orders/intake';
 import { createLogger } from '../src/observability/log';
+import type { Checks } from '../src/observability/health';
+import { SagaMetrics, serveMetrics, type IntakeOutcome } from '../src/observability/metrics';
 import { startRecoveryLoop } from '../src/orders/recovery';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
@@ -31,7 +33,11 @@ never started, as the API's recovery job does.
 
 Needs NATS_URL, DATABASE_URL and TEMPORAL_ADDRESS (\`npm run stack\` prints them).
 Settings: INTAKE_MAX_DELIVER (5), INTAKE_MAX_ACK_PENDING (256), INTAKE_CONCURRENCY (8),
-INBOX_RETENTION_DAYS (30).`;
+INBOX_RETENTION_DAYS (30). With METRICS_PORT set (0: any free port) it serves
+/metrics, /healthz and /readyz on METRICS_HOST:METRICS_PORT.`;
+
+const outcomeOf = (o: InboxOutcome): IntakeOutcome =>
+  o.kind === 'ack' ? (o.claim === 'new' ? 'started' : 'duplicate') : o.kind === 'retry' ? 'retried' : 'dead_lettered';
 
 function topologyOf(config: Config) {
   return orderIntakeTopology({
@@ -41,9 +47,10 @@ function topologyOf(config: Config) {
   });
 }
 
-async function natsOf(config: Config): Promise<NatsConnection> {
+/** patient: a NATS not up yet is waited for, as PostgreSQL and Temporal are (the intake itself); else it fails at once (the commands). */
+async function natsOf(config: Config, patient = false): Promise<NatsConnection> {
   if (!config.NATS_URL) throw new ConfigError([{ variable: 'NATS_URL', message: 'required by the intake (npm run stack prints one)' }]);
-  return connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-intake', maxReconnectAttempts: -1 });
+  return connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-intake', maxReconnectAttempts: -1, waitOnFirstConnect: patient });
 }
 
 runMain(USAGE, async () => {
@@ -73,6 +80,12 @@ runMain(USAGE, async () => {
 
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the intake' }]);
   const logger = createLogger({ service: 'sagaflow-intake', level: config.LOG_LEVEL });
+  const metrics = new SagaMetrics({ processMetrics: true, role: 'intake' });
+  let readiness: Checks = { intake: () => Promise.reject(new Error('starting')) };
+  // Only when asked: several intakes often share a host with a worker, which takes 9464 by default.
+  const metricsServer = process.env.METRICS_PORT
+    ? await serveMetrics(metrics, { host: config.METRICS_HOST, port: config.METRICS_PORT, readiness: () => readiness })
+    : undefined;
   await migratePatiently(config.DATABASE_URL, { log: (l) => logger.info(l) });
   const db = createPool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_MAX });
   const target = temporalTargetOrExplain();
@@ -80,7 +93,7 @@ runMain(USAGE, async () => {
     log: (l) => logger.info(l),
   });
   const temporal = new Client({ connection, namespace: target.namespace });
-  const nc = await natsOf(config);
+  const nc = await natsOf(config, true);
   const topology = topologyOf(config);
   await ensureInboxTopology(nc, topology);
   const intake = await runJetStreamInbox({
@@ -91,12 +104,25 @@ runMain(USAGE, async () => {
     concurrency: config.INTAKE_CONCURRENCY,
     handler: orderIntakeHandler({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, source: topology.stream, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES }),
     onOutcome: (o) => {
+      metrics.intakeMessages.inc({ outcome: outcomeOf(o) });
+      if (o.kind === 'dead-letter') metrics.intakeDeadLetters.inc({ reason: o.reason });
       if (o.kind === 'ack') logger.debug({ sequence: o.sequence, orderId: o.resourceId, claim: o.claim }, 'message processed');
       else if (o.kind === 'retry') logger.warn({ sequence: o.sequence, deliveries: o.deliveries, error: o.error }, 'message to be redelivered');
       else logger.warn({ sequence: o.sequence, deliveries: o.deliveries, reason: o.reason, detail: o.detail }, 'message dead-lettered');
     },
   });
-  logger.info({ stream: topology.stream, consumer: topology.consumer, nats: config.NATS_URL }, 'intake consuming');
+  metrics.onScrape(async () => {
+    metrics.intakeInFlight.set(intake.inFlight);
+    const backlog = await inboxBacklog(nc, topology);
+    metrics.intakePending.set(backlog.pending);
+    metrics.intakeDeadLetterDepth.set(backlog.deadLetters);
+  });
+  readiness = {
+    database: () => db.query('SELECT 1'),
+    nats: () => nc.flush(),
+    temporal: () => connection.withDeadline(Date.now() + 1500, () => connection.workflowService.getSystemInfo({})),
+  };
+  logger.info({ stream: topology.stream, consumer: topology.consumer, nats: config.NATS_URL, metrics: metricsServer?.url ?? 'off (METRICS_PORT unset)' }, 'intake consuming');
   // Inbox records past their retention go in batches, every ten minutes and once at start.
   const purge = () => purgeInbox(db).then((n) => n && logger.info({ purged: n }, 'inbox records purged'), (err: Error) => logger.warn({ err: err.message }, 'inbox purge failed'));
   void purge();
@@ -125,6 +151,7 @@ runMain(USAGE, async () => {
   recovery.stop();
   await intake.stop();
   await nc.drain().catch(() => undefined);
+  await metricsServer?.close();
   await connection.close();
   await db.end();
   return 0;

@@ -4,9 +4,11 @@ import { ConfigError, loadConfig, UsageError } from '../src/config';
 import { migratePatiently } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { createLogger } from '../src/observability/log';
+import type { Checks } from '../src/observability/health';
+import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
 import { runMain } from './run';
-import { runWebhookSender } from '../src/webhooks/sender';
+import { runWebhookSender, webhookBacklog } from '../src/webhooks/sender';
 import { parseSealingKey } from '../src/webhooks/signing';
 
 const USAGE = `usage: npm run relay [-- lag]
@@ -24,7 +26,9 @@ With WEBHOOK_SECRETS_KEY set it also sends the API clients' webhook deliveries
   (no command)   relay until SIGTERM or SIGINT
   lag            print the events not yet published and the age of the oldest, in ms
 
-Needs DATABASE_URL and NATS_URL (\`npm run stack\` prints both).`;
+Needs DATABASE_URL and NATS_URL (\`npm run stack\` prints both). With METRICS_PORT
+set (0: any free port) it serves /metrics, /healthz and /readyz on
+METRICS_HOST:METRICS_PORT.`;
 
 runMain(USAGE, async () => {
   const { positionals } = parseArgs({ allowPositionals: true, options: {} });
@@ -44,26 +48,59 @@ runMain(USAGE, async () => {
   }
   if (!config.NATS_URL) throw new ConfigError([{ variable: 'NATS_URL', message: 'required by the relay (npm run stack prints one)' }]);
   const logger = createLogger({ service: 'sagaflow-relay', level: config.LOG_LEVEL });
+  const metrics = new SagaMetrics({ processMetrics: true, role: 'relay' });
+  let readiness: Checks = { relay: () => Promise.reject(new Error('starting')) };
+  // Only when asked: several relays often share a host with a worker, which takes 9464 by default.
+  const metricsServer = process.env.METRICS_PORT
+    ? await serveMetrics(metrics, { host: config.METRICS_HOST, port: config.METRICS_PORT, readiness: () => readiness })
+    : undefined;
   await migratePatiently(config.DATABASE_URL, { log: (l) => logger.info(l) });
   const db = createPool({ connectionString: config.DATABASE_URL, max: Math.min(config.DATABASE_POOL_MAX, 4) });
-  const nc = await connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-relay', maxReconnectAttempts: -1 });
+  // A NATS not up yet is waited for, as PostgreSQL is.
+  const nc = await connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-relay', maxReconnectAttempts: -1, waitOnFirstConnect: true });
   const stream = { ...ORDER_EVENTS, replicas: config.NATS_STREAM_REPLICAS };
   await ensureEventStream(nc, stream);
   const relay = runRelay({
     db,
     nc,
     stream,
-    onError: (err) => logger.warn({ err: err.message }, 'relay round failed; retrying'),
-    onPublished: (n) => logger.debug({ published: n }, 'events published'),
+    onError: (err) => {
+      metrics.relayFailures.inc();
+      logger.warn({ err: err.message }, 'relay round failed; retrying');
+    },
+    onPublished: (types) => {
+      for (const type of types) metrics.eventsPublished.inc({ type });
+      logger.debug({ published: types.length }, 'events published');
+    },
   });
-  logger.info({ stream: ORDER_EVENTS.stream, nats: config.NATS_URL }, 'relay publishing');
+  // Read at each scrape, from the table itself: the lag of every relay together, and the
+  // webhook backlog even where no relay sends (WEBHOOK_SECRETS_KEY unset by mistake).
+  metrics.onScrape(async () => {
+    const [lag, hooks] = await Promise.all([relayLag(db), webhookBacklog(db)]);
+    metrics.relayUnpublished.set(lag.unpublished);
+    metrics.relayOldestAge.set(lag.oldestMs / 1000);
+    metrics.webhookPending.set(hooks.pending);
+    metrics.webhookOldestPendingAge.set(hooks.oldestMs / 1000);
+    metrics.webhookDisabledEndpoints.set(hooks.disabledEndpoints);
+  });
+  readiness = { database: () => db.query('SELECT 1'), nats: () => nc.flush() };
+  logger.info({ stream: ORDER_EVENTS.stream, nats: config.NATS_URL, metrics: metricsServer?.url ?? 'off (METRICS_PORT unset)' }, 'relay publishing');
   const webhooks = config.WEBHOOK_SECRETS_KEY
     ? runWebhookSender({
         db,
         sealingKey: parseSealingKey(config.WEBHOOK_SECRETS_KEY),
         allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_URLS,
-        onAttempt: (a) => (a.ok ? logger.debug(a, 'webhook delivered') : logger.warn(a, 'webhook attempt failed')),
-        onDisabled: (endpointId, reason) => logger.warn({ endpointId, reason }, 'webhook endpoint disabled'),
+        retryScheduleMs: config.WEBHOOK_RETRY_SCHEDULE_MS,
+        onAttempt: (a) => {
+          metrics.webhookAttempts.inc({ result: a.ok ? 'delivered' : a.status === undefined ? 'unreachable' : 'rejected' });
+          if (a.state === 'failed') metrics.webhookDeliveriesFailed.inc();
+          if (a.ok) logger.debug(a, 'webhook delivered');
+          else logger.warn(a, 'webhook attempt failed');
+        },
+        onDisabled: (endpointId, reason) => {
+          metrics.webhookEndpointsDisabled.inc();
+          logger.warn({ endpointId, reason }, 'webhook endpoint disabled');
+        },
         onError: (err) => logger.warn({ err: err.message }, 'webhook round failed; retrying'),
       })
     : undefined;
@@ -84,6 +121,7 @@ runMain(USAGE, async () => {
   await relay.stop();
   await webhooks?.stop();
   await nc.drain().catch(() => undefined);
+  await metricsServer?.close();
   await db.end();
   return 0;
 });

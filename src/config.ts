@@ -88,6 +88,16 @@ export const configSchema = z.object({
     .optional(),
   /** Let webhook endpoints point at loopback and private addresses: the dev stack only, never in production (SSRF). */
   WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  /**
+   * The waits between a webhook delivery's attempts, in ms, comma-separated; its length + 1 is
+   * the attempts a delivery gets. Unset: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+   */
+  WEBHOOK_RETRY_SCHEDULE_MS: z
+    .string()
+    .trim()
+    .regex(/^\d+(,\d+)*$/, 'comma-separated waits in ms, e.g. 1000,5000,60000')
+    .transform((v) => v.split(',').map(Number))
+    .optional(),
   /** How long a published order event stays in the outbox table before it is purged. */
   OUTBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(7),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -111,6 +111,8 @@ export interface RunningInbox {
   stop(): Promise<void>;
   /** Settles when the consumer ends (by stop() or a failure of the subscription). */
   done: Promise<void>;
+  /** Messages in hand now. */
+  readonly inFlight: number;
 }
 
 export async function runJetStreamInbox<P>(opts: InboxRunOptions<P>): Promise<RunningInbox> {
@@ -173,6 +175,9 @@ export async function runJetStreamInbox<P>(opts: InboxRunOptions<P>): Promise<Ru
 
   return {
     done,
+    get inFlight() {
+      return inHand.size;
+    },
     async stop() {
       stopping = true;
       await messages.close();
@@ -222,6 +227,16 @@ export interface DeadLetter {
   subject: string;
   messageId?: string;
   body: Uint8Array;
+}
+
+/**
+ * What waits: messages the consumer has not settled (not yet delivered, or delivered and
+ * not yet acked) and the dead letters held. Two requests to the server, none per message.
+ */
+export async function inboxBacklog(nc: NatsConnection, t: InboxTopology): Promise<{ pending: number; deadLetters: number }> {
+  const jsm = await jetstreamManager(nc);
+  const [consumer, dlq] = await Promise.all([jsm.consumers.info(t.stream, t.consumer), jsm.streams.info(t.deadLetterStream)]);
+  return { pending: consumer.num_pending + consumer.num_ack_pending, deadLetters: dlq.state.messages };
 }
 
 /** The dead letters held now, oldest first (at most `limit`). */

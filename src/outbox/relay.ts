@@ -29,7 +29,7 @@ export const ORDER_EVENTS: EventStream = { stream: 'SAGAFLOW_ORDER_EVENTS', subj
 /** The CloudEvents `source` of every order event. */
 export const EVENT_SOURCE = 'sagaflow/orders';
 
-export type OrderEventType = 'created' | 'completed' | 'cancelled' | 'compensated';
+export type OrderEventType = 'created' | 'completed' | 'cancelled' | 'compensated' | 'failed' | 'compensation_failed';
 
 /** A CloudEvents 1.0 event in its JSON format; `type` carries a version (io.sagaflow.order.completed.v1). */
 export interface CloudEvent<D = unknown> {
@@ -79,6 +79,11 @@ export async function ensureEventStream(nc: NatsConnection, s: EventStream = ORD
  * then marks them in the same transaction that locked them. Returns how many.
  */
 export async function relayOnce(db: Db, js: JetStreamClient, opts: { stream?: EventStream; batch?: number } = {}): Promise<number> {
+  return (await relayBatch(db, js, opts)).length;
+}
+
+/** relayOnce, answering the type of each event it published (for the metrics). */
+async function relayBatch(db: Db, js: JetStreamClient, opts: { stream?: EventStream; batch?: number }): Promise<OrderEventType[]> {
   const s = opts.stream ?? ORDER_EVENTS;
   return inTransaction(db, async (tx) => {
     const { rows } = await tx.query<EventRow>(
@@ -92,7 +97,7 @@ export async function relayOnce(db: Db, js: JetStreamClient, opts: { stream?: Ev
         FOR UPDATE SKIP LOCKED`,
       [opts.batch ?? 100],
     );
-    if (!rows.length) return 0;
+    if (!rows.length) return [];
     await Promise.all(
       rows.map((r) => {
         const h = natsHeaders();
@@ -101,7 +106,7 @@ export async function relayOnce(db: Db, js: JetStreamClient, opts: { stream?: Ev
       }),
     );
     await tx.query('UPDATE order_events SET published_at = now() WHERE position = ANY($1::bigint[])', [rows.map((r) => r.position)]);
-    return rows.length;
+    return rows.map((r) => r.type);
   });
 }
 
@@ -147,7 +152,8 @@ export function runRelay(opts: {
   batch?: number;
   idleMs?: number;
   onError?: (err: Error) => void;
-  onPublished?: (n: number) => void;
+  /** After each batch is marked: the type of each event in it. */
+  onPublished?: (types: OrderEventType[]) => void;
 }): RunningRelay {
   const js = jetstream(opts.nc);
   let stopping = false;
@@ -155,8 +161,8 @@ export function runRelay(opts: {
   const done = (async () => {
     while (!stopping) {
       try {
-        const n = await relayOnce(opts.db, js, opts);
-        if (n) opts.onPublished?.(n);
+        const types = await relayBatch(opts.db, js, opts);
+        if (types.length) opts.onPublished?.(types);
         else await pause(opts.idleMs ?? 200);
       } catch (err) {
         opts.onError?.(err as Error);

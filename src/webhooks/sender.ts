@@ -29,10 +29,13 @@ export interface WebhookSenderOptions {
   disableAfterFailures?: number;
   allowPrivate?: boolean;
   idleMs?: number;
-  onAttempt?: (a: { deliveryId: string; endpointId: string; ok: boolean; status?: number; error?: string }) => void;
+  /** Each attempt, once recorded; `state` is the delivery's after it (`failed`: no retry left). */
+  onAttempt?: (a: { deliveryId: string; endpointId: string; ok: boolean; status?: number; error?: string; state: DeliveryState }) => void;
   onDisabled?: (endpointId: string, reason: string) => void;
   onError?: (err: Error) => void;
 }
+
+export type DeliveryState = 'pending' | 'delivered' | 'failed';
 
 export const DEFAULT_RETRY_SCHEDULE_MS = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
 
@@ -117,7 +120,7 @@ async function attempt(d: Claimed, opts: WebhookSenderOptions): Promise<{ ok: bo
   }
 }
 
-async function record(db: Db, d: Claimed, r: Awaited<ReturnType<typeof attempt>>, opts: WebhookSenderOptions): Promise<void> {
+async function record(db: Db, d: Claimed, r: Awaited<ReturnType<typeof attempt>>, opts: WebhookSenderOptions): Promise<DeliveryState> {
   const schedule = opts.retryScheduleMs ?? DEFAULT_RETRY_SCHEDULE_MS;
   const n = d.attempts + 1;
   const error = r.error === undefined ? null : storableText(r.error).slice(0, 1000);
@@ -135,7 +138,7 @@ async function record(db: Db, d: Claimed, r: Awaited<ReturnType<typeof attempt>>
       [d.id, n, r.status],
     );
     await db.query(`UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1`, [d.endpoint_id]);
-    return;
+    return 'delivered';
   }
   const wait = schedule[n - d.round_start - 1];
   await db.query(
@@ -154,6 +157,22 @@ async function record(db: Db, d: Claimed, r: Awaited<ReturnType<typeof attempt>>
     [d.endpoint_id, limit, `${limit} consecutive failed attempts; the last: ${error}`],
   );
   if (rows[0]?.disabled) opts.onDisabled?.(d.endpoint_id, `${limit} consecutive failed attempts`);
+  return wait === undefined ? 'failed' : 'pending';
+}
+
+/**
+ * The deliveries waiting on enabled endpoints (retries included) and the age of the
+ * oldest, and the endpoints disabled now: what an operator watches for the sender.
+ */
+export async function webhookBacklog(db: Db): Promise<{ pending: number; oldestMs: number; disabledEndpoints: number }> {
+  const { rows } = await db.query<{ pending: string; age_ms: string | null; disabled: string }>(
+    `SELECT count(*) AS pending, (extract(epoch FROM now() - min(d.created_at)) * 1000)::bigint AS age_ms,
+            (SELECT count(*) FROM webhook_endpoints WHERE disabled_at IS NOT NULL AND deleted_at IS NULL) AS disabled
+       FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+      WHERE d.state = 'pending' AND e.disabled_at IS NULL AND e.deleted_at IS NULL`,
+  );
+  const r = rows[0]!;
+  return { pending: Number(r.pending), oldestMs: Number(r.age_ms ?? 0), disabledEndpoints: Number(r.disabled) };
 }
 
 export function runWebhookSender(opts: WebhookSenderOptions): RunningSender {
@@ -165,8 +184,8 @@ export function runWebhookSender(opts: WebhookSenderOptions): RunningSender {
   const { pause, wake } = wakeablePause();
   const send = async (d: Claimed) => {
     const r = await attempt(d, opts);
-    await record(opts.db, d, r, opts);
-    opts.onAttempt?.({ deliveryId: d.id, endpointId: d.endpoint_id, ok: r.ok, status: r.status, error: r.error });
+    const state = await record(opts.db, d, r, opts);
+    opts.onAttempt?.({ deliveryId: d.id, endpointId: d.endpoint_id, ok: r.ok, status: r.status, error: r.error, state });
   };
   const done = (async () => {
     while (!stopping) {

@@ -133,7 +133,7 @@ function metricNames(expr: string): string[] {
   return [...expr.matchAll(/\b((?:sagaflow|temporal)_[a-z_]+)/g)].map((m) => m[1]!.replace(/_(bucket|count|sum)$/, ''));
 }
 
-test('every metric the alert rules and the Grafana dashboard use is one a worker or the API exports', async () => {
+test('every metric the alert rules and the Grafana dashboard use is one a worker, the API, the intake or the relay exports', async () => {
   const families = new Set<string>();
   const collect = (text: string) => {
     for (const m of text.matchAll(/^# TYPE (\S+) /gm)) families.add(m[1]!);
@@ -146,6 +146,9 @@ test('every metric the alert rules and the Grafana dashboard use is one a worker
   } finally {
     await api.close();
   }
+  // The intake's and the relay's own, as their processes export them (test/integration/intake-metrics.test.ts
+  // and relay-metrics.test.ts scrape the real processes).
+  for (const role of ['intake', 'relay'] as const) collect(await new SagaMetrics({ role }).text());
   // Temporal Core exports these only once one happens (a workflow task failure is a bad deploy).
   const onlyOnceHappened = new Set(['temporal_workflow_task_execution_failed_total']);
   const rules = parse(fs.readFileSync(path.join(ROOT, 'deploy/prometheus/alerts.yml'), 'utf8')) as { groups: { rules: { expr: string }[] }[] };
