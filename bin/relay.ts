@@ -6,7 +6,7 @@ import { createPool } from '../src/db/pool';
 import { createLogger } from '../src/observability/log';
 import type { Checks } from '../src/observability/health';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
-import { ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
+import { ENDPOINT_EVENTS, ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
 import { runMain } from './run';
 import { runWebhookSender, webhookBacklog } from '../src/webhooks/sender';
 import { parseSealingKey } from '../src/webhooks/signing';
@@ -14,11 +14,14 @@ import { parseSealingKey } from '../src/webhooks/signing';
 const USAGE = `usage: npm run relay [-- lag]
 
 The outbox relay: publishes every order event (created, completed, cancelled,
-compensated; written in the transaction of the change) to the JetStream stream
-SAGAFLOW_ORDER_EVENTS, subject sagaflow.orders.events.<type>, as a CloudEvent
-whose ID is its Nats-Msg-Id; in order per order, at least once, never lost. Run
-one or several: each event is in one relay's hands at a time. Published events
-older than OUTBOX_RETENTION_DAYS (7) are purged every ten minutes.
+compensated, compensation_failed, failed; written in the transaction of the
+change) to the JetStream stream SAGAFLOW_ORDER_EVENTS, subject
+sagaflow.orders.events.<type>, as a CloudEvent whose ID is its Nats-Msg-Id; in
+order per order, at least once, never lost. A webhook endpoint disabled (or
+enabled again) goes the same way to SAGAFLOW_WEBHOOK_EVENTS, subject
+sagaflow.webhooks.events.<disabled|enabled>. Run one or several: each event is in
+one relay's hands at a time. Published events older than OUTBOX_RETENTION_DAYS
+(7) are purged every ten minutes.
 
 With WEBHOOK_SECRETS_KEY set it also sends the API clients' webhook deliveries
 (signed, retried, every attempt recorded; README, "Webhooks").
@@ -60,10 +63,13 @@ runMain(USAGE, async () => {
   const nc = await connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-relay', maxReconnectAttempts: -1, waitOnFirstConnect: true });
   const stream = { ...ORDER_EVENTS, replicas: config.NATS_STREAM_REPLICAS };
   await ensureEventStream(nc, stream);
+  const endpointEvents = { ...ENDPOINT_EVENTS, replicas: config.NATS_STREAM_REPLICAS };
+  await ensureEventStream(nc, endpointEvents);
   const relay = runRelay({
     db,
     nc,
     stream,
+    endpointEvents,
     onError: (err) => {
       metrics.relayFailures.inc();
       logger.warn({ err: err.message }, 'relay round failed; retrying');

@@ -48,21 +48,54 @@ export interface CloudEvent<D = unknown> {
 interface EventRow {
   position: string;
   event_id: string;
-  order_id: string;
-  type: OrderEventType;
+  /** What the event is about (an order ID, an endpoint ID): its events go out in order. */
+  subject: string;
+  type: string;
   data: unknown;
   occurred_at: Date;
 }
 
+/**
+ * A table the relay publishes from: rows written by a trigger in the transaction of the change
+ * (position, event_id, type, data, occurred_at, published_at, and the column naming what each
+ * event is about).
+ */
+interface OutboxTable {
+  table: string;
+  subjectColumn: string;
+  source: string;
+  typeName(type: string): string;
+}
+
 export const eventTypeName = (type: OrderEventType): string => `io.sagaflow.order.${type}.v1`;
 
-export function toCloudEvent(row: EventRow): CloudEvent {
+const ORDER_OUTBOX: OutboxTable = {
+  table: 'order_events',
+  subjectColumn: 'order_id',
+  source: EVENT_SOURCE,
+  typeName: (type) => eventTypeName(type as OrderEventType),
+};
+
+/**
+ * A webhook endpoint disabled after its attempts kept failing, or enabled again (migration 014):
+ * io.sagaflow.webhook_endpoint.disabled.v1 on `sagaflow.webhooks.events.disabled`, the endpoint
+ * as its subject.
+ */
+export const ENDPOINT_EVENTS: EventStream = { stream: 'SAGAFLOW_WEBHOOK_EVENTS', subjectPrefix: 'sagaflow.webhooks.events' };
+const ENDPOINT_OUTBOX: OutboxTable = {
+  table: 'webhook_endpoint_events',
+  subjectColumn: 'endpoint_id',
+  source: 'sagaflow/webhooks',
+  typeName: (type) => `io.sagaflow.webhook_endpoint.${type}.v1`,
+};
+
+export function toCloudEvent(row: EventRow, outbox: OutboxTable = ORDER_OUTBOX): CloudEvent {
   return {
     specversion: '1.0',
     id: row.event_id,
-    source: EVENT_SOURCE,
-    type: eventTypeName(row.type),
-    subject: row.order_id,
+    source: outbox.source,
+    type: outbox.typeName(row.type),
+    subject: row.subject,
     time: row.occurred_at.toISOString(),
     datacontenttype: 'application/json',
     sequence: String(row.position),
@@ -84,28 +117,37 @@ export async function relayOnce(db: Db, js: JetStreamClient, opts: { stream?: Ev
 
 /** relayOnce, answering the type of each event it published (for the metrics). */
 async function relayBatch(db: Db, js: JetStreamClient, opts: { stream?: EventStream; batch?: number }): Promise<OrderEventType[]> {
-  const s = opts.stream ?? ORDER_EVENTS;
+  return (await relayTable(db, js, ORDER_OUTBOX, opts.stream ?? ORDER_EVENTS, opts.batch ?? 100)) as OrderEventType[];
+}
+
+/** relayOnce for the webhook endpoints' events (to ENDPOINT_EVENTS unless told otherwise). */
+export async function relayEndpointEventsOnce(db: Db, js: JetStreamClient, opts: { stream?: EventStream; batch?: number } = {}): Promise<number> {
+  return (await relayTable(db, js, ENDPOINT_OUTBOX, opts.stream ?? ENDPOINT_EVENTS, opts.batch ?? 100)).length;
+}
+
+async function relayTable(db: Db, js: JetStreamClient, outbox: OutboxTable, s: EventStream, batch: number): Promise<string[]> {
+  const { table, subjectColumn: subject } = outbox;
   return inTransaction(db, async (tx) => {
     const { rows } = await tx.query<EventRow>(
-      `SELECT e.position, e.event_id, e.order_id, e.type, e.data, e.occurred_at
-         FROM order_events e
+      `SELECT e.position, e.event_id, e.${subject} AS subject, e.type, e.data, e.occurred_at
+         FROM ${table} e
         WHERE e.published_at IS NULL
-          AND NOT EXISTS (SELECT 1 FROM order_events p
-                           WHERE p.order_id = e.order_id AND p.published_at IS NULL AND p.position < e.position)
+          AND NOT EXISTS (SELECT 1 FROM ${table} p
+                           WHERE p.${subject} = e.${subject} AND p.published_at IS NULL AND p.position < e.position)
         ORDER BY e.position
         LIMIT $1
         FOR UPDATE SKIP LOCKED`,
-      [opts.batch ?? 100],
+      [batch],
     );
     if (!rows.length) return [];
     await Promise.all(
       rows.map((r) => {
         const h = natsHeaders();
         h.set('Content-Type', 'application/cloudevents+json');
-        return js.publish(`${s.subjectPrefix}.${r.type}`, JSON.stringify(toCloudEvent(r)), { msgID: r.event_id, headers: h });
+        return js.publish(`${s.subjectPrefix}.${r.type}`, JSON.stringify(toCloudEvent(r, outbox)), { msgID: r.event_id, headers: h });
       }),
     );
-    await tx.query('UPDATE order_events SET published_at = now() WHERE position = ANY($1::bigint[])', [rows.map((r) => r.position)]);
+    await tx.query(`UPDATE ${table} SET published_at = now() WHERE position = ANY($1::bigint[])`, [rows.map((r) => r.position)]);
     return rows.map((r) => r.type);
   });
 }
@@ -113,17 +155,20 @@ async function relayBatch(db: Db, js: JetStreamClient, opts: { stream?: EventStr
 /** Deletes published events older than `retentionMs`, `batch` rows per statement. Returns how many. */
 export async function purgePublishedEvents(db: Db, retentionMs: number, batch = 1000): Promise<number> {
   let total = 0;
-  for (;;) {
-    const res = await db.query(
-      `DELETE FROM order_events WHERE position IN (
-         SELECT position FROM order_events
-          WHERE published_at IS NOT NULL AND published_at < now() - $1 * interval '1 ms'
-          LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-      [retentionMs, batch],
-    );
-    total += res.rowCount ?? 0;
-    if ((res.rowCount ?? 0) < batch) return total;
+  for (const { table } of [ORDER_OUTBOX, ENDPOINT_OUTBOX]) {
+    for (;;) {
+      const res = await db.query(
+        `DELETE FROM ${table} WHERE position IN (
+           SELECT position FROM ${table}
+            WHERE published_at IS NOT NULL AND published_at < now() - $1 * interval '1 ms'
+            LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+        [retentionMs, batch],
+      );
+      total += res.rowCount ?? 0;
+      if ((res.rowCount ?? 0) < batch) break;
+    }
   }
+  return total;
 }
 
 /** Events written and not yet published, and the age of the oldest (the relay's lag). */
@@ -154,6 +199,8 @@ export function runRelay(opts: {
   onError?: (err: Error) => void;
   /** After each batch is marked: the type of each event in it. */
   onPublished?: (types: OrderEventType[]) => void;
+  /** Also publish the webhook endpoints' events, to this stream. */
+  endpointEvents?: EventStream;
 }): RunningRelay {
   const js = jetstream(opts.nc);
   let stopping = false;
@@ -163,7 +210,8 @@ export function runRelay(opts: {
       try {
         const types = await relayBatch(opts.db, js, opts);
         if (types.length) opts.onPublished?.(types);
-        else await pause(opts.idleMs ?? 200);
+        const endpoints = opts.endpointEvents ? await relayEndpointEventsOnce(opts.db, js, { stream: opts.endpointEvents }) : 0;
+        if (!types.length && !endpoints) await pause(opts.idleMs ?? 200);
       } catch (err) {
         opts.onError?.(err as Error);
         if (!stopping) await pause(1000);

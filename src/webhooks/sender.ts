@@ -86,7 +86,7 @@ async function claim(db: Db, limit: number, leaseMs: number): Promise<Claimed[]>
 /** The body of a delivery: the order event as a CloudEvent, the same bytes on every attempt. */
 export function deliveryBody(d: Pick<Claimed, 'event_id' | 'event_position' | 'order_id' | 'type' | 'data' | 'occurred_at'>): string {
   return JSON.stringify(
-    toCloudEvent({ position: d.event_position, event_id: d.event_id, order_id: d.order_id, type: d.type, data: d.data, occurred_at: d.occurred_at }),
+    toCloudEvent({ position: d.event_position, event_id: d.event_id, subject: d.order_id, type: d.type, data: d.data, occurred_at: d.occurred_at }),
   );
 }
 

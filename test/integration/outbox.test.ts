@@ -12,6 +12,7 @@ import { Pool } from 'pg';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { inTransaction, quoteIdent, type Db } from '../../src/db/pool';
+import { createApiClient } from '../../src/api/auth';
 import { insertOrder } from '../../src/orders/repository';
 import { startOrderSaga } from '../../src/orders/start';
 import { ensureEventStream, purgePublishedEvents, relayLag, relayOnce, runRelay, type CloudEvent, type EventStream } from '../../src/outbox/relay';
@@ -245,6 +246,32 @@ test('the relay publishes each event as a versioned CloudEvent, its ID as Nats-M
   expect(Number.isNaN(Date.parse(msgs[1]!.event.time))).toBe(false);
   expect(rows.every((r) => r.published)).toBe(true);
   expect(await relayLag(db)).toEqual({ unpublished: 0, oldestMs: 0 });
+});
+
+test("a webhook endpoint's disabled and enabled events go out in order to their own stream, as versioned CloudEvents, and are marked", async () => {
+  const db = await schema();
+  const orders = await eventStream();
+  const s = await eventStream();
+  const client = await createApiClient(db, uniqueId('hooks'));
+  await db.query(`INSERT INTO webhook_endpoints (id, client_id, url, secret_sealed) VALUES ('ep_1', $1, 'https://example.com/h', 'x')`, [client.id]);
+  await db.query(`UPDATE webhook_endpoints SET disabled_at = now(), disabled_reason = 'failing' WHERE id = 'ep_1'`);
+  await db.query(`UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL WHERE id = 'ep_1'`);
+  // A write that leaves the endpoint as disabled or enabled as it was writes nothing.
+  await db.query(`UPDATE webhook_endpoints SET disabled_at = NULL WHERE id = 'ep_1'`);
+  const relay = runRelay({ db, nc, stream: orders, endpointEvents: s, idleMs: 20 });
+  cleanups.push(() => relay.stop());
+  for (let i = 0; i < 400 && (await messages(s)).length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+  const { rows } = await db.query<{ event_id: string; published: boolean }>(
+    `SELECT event_id, published_at IS NOT NULL AS published FROM webhook_endpoint_events ORDER BY position`,
+  );
+  expect(rows.map((r) => r.published)).toEqual([true, true]);
+  const got = await messages(s);
+  expect(got.map((m) => [m.subject, m.msgId, m.event.type, m.event.subject, m.event.source])).toEqual([
+    [`${s.subjectPrefix}.disabled`, rows[0]!.event_id, 'io.sagaflow.webhook_endpoint.disabled.v1', 'ep_1', 'sagaflow/webhooks'],
+    [`${s.subjectPrefix}.enabled`, rows[1]!.event_id, 'io.sagaflow.webhook_endpoint.enabled.v1', 'ep_1', 'sagaflow/webhooks'],
+  ]);
+  expect(got[0]!.event.data).toMatchObject({ endpointId: 'ep_1', clientId: client.id, reason: 'failing' });
+  expect(await messages(orders)).toEqual([]);
 });
 
 test('a relay that dies between publish and mark loses nothing: the next one publishes again, the copy has the same ID, and the order of each order holds', async () => {

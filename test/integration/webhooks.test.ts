@@ -202,6 +202,17 @@ test('an endpoint that keeps failing is disabled with the reason; its events wai
   behave = () => 200;
   expect(await enableEndpoint(db, a.client.id, a.endpoint.id)).toBe(true);
   await until(() => deliveries(a.endpoint.id), (d) => d[0]?.state === 'delivered', 'delivered once enabled');
+  // Each change is an event in the outbox, written with the change (the relay publishes them).
+  const { rows: events } = await db.query<{ type: string; client_id: string; data: Record<string, unknown> }>(
+    `SELECT type, client_id, data FROM webhook_endpoint_events WHERE endpoint_id = $1 ORDER BY position`,
+    [a.endpoint.id],
+  );
+  expect(events.map((e) => [e.type, e.client_id])).toEqual([
+    ['disabled', a.client.id],
+    ['enabled', a.client.id],
+  ]);
+  expect(events[0]!.data).toMatchObject({ endpointId: a.endpoint.id, clientId: a.client.id, reason: ep!.disabledReason, disabledAt: expect.any(String) });
+  expect(events[1]!.data).toMatchObject({ endpointId: a.endpoint.id, reason: null, disabledAt: null });
 });
 
 test("a hanging endpoint holds back no other client's deliveries", async () => {
