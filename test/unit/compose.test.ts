@@ -495,6 +495,12 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
     expect(staticTargets).toContain(`api:${api.API_PORT}`);
     const dns = config.scrape_configs.flatMap((j) => (j.dns_sd_configs ?? []).flatMap((c) => c.names.map((n) => `${n}:${c.port}`)));
     for (const name of WORKERS) expect(dns).toContain(`${name}:9464`);
+    // The intake and the relay serve their metrics only when METRICS_PORT is set: here, on the port scraped.
+    for (const name of ['intake', 'relay']) {
+      expect(dns).toContain(`${name}:9464`);
+      const env = envOf(service(compose, name));
+      expect({ name, host: env.METRICS_HOST, port: env.METRICS_PORT }).toEqual({ name, host: '0.0.0.0', port: '9464' });
+    }
     expect(config.scrape_configs.every((j) => j.job_name.startsWith('sagaflow-'))).toBe(true);
   },
 
@@ -657,6 +663,12 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   }],
   ['a worker pool not scraped', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
     c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace('worker-payments, ', '');
+  }],
+  ['the relay not scraped', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace('[intake, relay]', '[intake]');
+  }],
+  ['the intake serving no metrics', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
+    delete (svc(c, 'intake').environment as Record<string, unknown>).METRICS_PORT;
   }],
   ['no alert rules loaded', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
     c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace(/rule_files:\n {2}- alerts.yml/, '');
