@@ -79,7 +79,7 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     async recordCompensationFailure(input: StepInput & { failure: { type: string; message: string } }): Promise<{ recorded: boolean }> {
       const { workflowId, step, undo } = parseStepKey(input.key);
       if (!undo) throw ApplicationFailure.nonRetryable(`${input.key} is not a compensation's key`, FailureType.InvalidInput);
-      const entry = { step, type: input.failure.type, message: storableText(input.failure.message) };
+      const entry = { step, type: storableText(input.failure.type), message: storableText(input.failure.message) };
       const res = await deps.db.query(
         `UPDATE orders
             SET compensation_failures = coalesce(compensation_failures, '[]'::jsonb) || jsonb_build_array($3::jsonb || jsonb_build_object('at', now())),

@@ -661,6 +661,32 @@ describe('a forward attempt after its compensation applies nothing', () => {
     });
   });
 
+  test('recordCompensationFailure writes each failed step on its own order once, then the order closes failed with them', async () => {
+    const s = newSaga();
+    const other = newSaga();
+    await run(acts.recordOrder, { key: s.key(Step.recordOrder), order: orderInput(s, [{ sku: 'sku-a', quantity: 1 }]) });
+    const refused = { type: 'InvalidInput', message: 'refund refused' };
+    const record = (key: string, failure = refused, orderId = s.orderId) => run(acts.recordCompensationFailure, { key, orderId, failure });
+
+    expect(await record(s.undo(Step.chargePayment).key)).toEqual({ recorded: true });
+    // Again (a retried attempt, a task run again, another message): nothing more.
+    expect(await record(s.undo(Step.chargePayment).key, { type: 'Other', message: 'said otherwise' })).toEqual({ recorded: false });
+    expect(await record(s.undo(Step.createShipment).key, { type: 'InvalidInput', message: 'bad\u0000byte' })).toEqual({ recorded: true });
+    // Another saga's key never writes on this order; a forward key is refused.
+    expect(await record(other.undo(Step.chargePayment).key)).toEqual({ recorded: false });
+    await expectFailure(record(s.key(Step.chargePayment)), FailureType.InvalidInput, true);
+
+    const row = await one<{ compensation_failures: unknown }>('SELECT compensation_failures FROM orders WHERE id = $1', [s.orderId]);
+    expect(row?.compensation_failures).toEqual([
+      { step: Step.chargePayment, type: 'InvalidInput', message: 'refund refused', at: expect.any(String) },
+      { step: Step.createShipment, type: 'InvalidInput', message: 'bad\ufffdbyte', at: expect.any(String) },
+    ]);
+    const failed = { cancelled: false, failure: { type: 'ShipmentFailed', message: 'no' } };
+    expect(await run(acts.cancelOrder, { ...s.undo(Step.recordOrder), cause: failed })).toEqual({ changed: true });
+    const { rows } = await ctx.db.query<{ type: string }>('SELECT type FROM order_events WHERE order_id = $1 ORDER BY position', [s.orderId]);
+    expect(rows.map((r) => r.type)).toEqual(['created', 'compensation_failed', 'compensation_failed', 'failed']);
+  });
+
   test('cancelOrder before recordOrder → StepCancelled, no order row', async () => {
     const s = newSaga();
     const undo = { ...s.undo(Step.recordOrder), status: 'cancelled' as const, reason: 'customer changed their mind' };
