@@ -44,7 +44,7 @@ interface Mutant {
   statusReason?: string;
   replacement?: string;
   status: string;
-  location: { start: { line: number; column: number } };
+  location: { start: { line: number; column: number }; end: { line: number; column: number } };
 }
 interface Report {
   files: Record<string, { source: string; mutants: Mutant[] }>;
@@ -171,8 +171,10 @@ function writeReport(file: string, { files, schemaVersion, thresholds, testFiles
 
 /**
  * The fresh report of a part, with the last run's mutants outside that part kept, so a retried
- * survivor updates the scope's figures instead of replacing them. A file whose source changed since
- * the last run keeps nothing of it (its mutants may not be the same any more).
+ * survivor updates the scope's figures instead of replacing them. In a file whose source changed
+ * since the last run, a mutant is kept only where every line it spans is unchanged (moved to where
+ * those lines are now): the part run must cover every line the change touched, or its mutants are
+ * missing from the report and --summarize counts fewer.
  */
 function keepOutside(previous: Report, fresh: Report, part: Part): { report: Report; count: number } {
   const files = { ...previous.files };
@@ -180,13 +182,44 @@ function keepOutside(previous: Report, fresh: Report, part: Part): { report: Rep
   for (const [file, entry] of Object.entries(fresh.files)) {
     const old = files[file];
     const outside =
-      old && old.source === entry.source && part.lines && file === part.file
-        ? old.mutants.filter((m) => m.location.start.line < part.lines!.from || m.location.start.line > part.lines!.to)
+      old && part.lines && file === part.file
+        ? movedMutants(old, entry.source).filter((m) => m.location.start.line < part.lines!.from || m.location.start.line > part.lines!.to)
         : [];
     files[file] = { ...entry, mutants: [...outside, ...entry.mutants] };
   }
   for (const [file, entry] of Object.entries(files)) count += entry.mutants.length - (fresh.files[file]?.mutants.length ?? 0);
   return { report: { ...fresh, files }, count };
+}
+
+/** The mutants of `old` whose lines are all unchanged in `source`, at their new line numbers. */
+function movedMutants(old: Report['files'][string], source: string): Mutant[] {
+  const moved = unchangedLines(old.source, source);
+  return old.mutants.flatMap((m) => {
+    const { start, end } = m.location;
+    const delta = (moved.get(start.line) ?? NaN) - start.line;
+    for (let line = start.line; line <= end.line; line++) if (moved.get(line) !== line + delta) return [];
+    return [{ ...m, location: { start: { ...start, line: start.line + delta }, end: { ...end, line: end.line + delta } } }];
+  });
+}
+
+/** Old line number → new line number (1-based) for every line a longest common subsequence of the two keeps. */
+function unchangedLines(before: string, after: string): Map<number, number> {
+  const a = before.split('\n');
+  const b = after.split('\n');
+  // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+  const lcs = Array.from({ length: a.length + 1 }, () => new Uint32Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+    }
+  }
+  const map = new Map<number, number>();
+  for (let i = 0, j = 0; i < a.length && j < b.length; ) {
+    if (a[i] === b[j]) map.set(++i, ++j);
+    else if (lcs[i + 1]![j]! >= lcs[i]![j + 1]!) i++;
+    else j++;
+  }
+  return map;
 }
 
 /**

@@ -674,6 +674,7 @@ describe('a forward attempt after its compensation applies nothing', () => {
     expect(await record(s.undo(Step.createShipment).key, { type: 'InvalidInput', message: 'bad\u0000byte' })).toEqual({ recorded: true });
     // Another saga's key never writes on this order; a forward key is refused.
     expect(await record(other.undo(Step.chargePayment).key)).toEqual({ recorded: false });
+    await expect(record(s.key(Step.chargePayment))).rejects.toThrow(`${s.key(Step.chargePayment)} is not a compensation's key`);
     await expectFailure(record(s.key(Step.chargePayment)), FailureType.InvalidInput, true);
 
     const row = await one<{ compensation_failures: unknown }>('SELECT compensation_failures FROM orders WHERE id = $1', [s.orderId]);
