@@ -32,7 +32,7 @@ never started, as the API's recovery job does.
   requeue SEQUENCE    put dead letter SEQUENCE back on its subject (after a fix)
 
 Needs NATS_URL, DATABASE_URL and TEMPORAL_ADDRESS (\`npm run stack\` prints them).
-Settings: INTAKE_MAX_DELIVER (5), INTAKE_MAX_ACK_PENDING (256), INTAKE_CONCURRENCY (8),
+Settings: INTAKE_MAX_DELIVER (10), INTAKE_MAX_ACK_PENDING (256), INTAKE_CONCURRENCY (8),
 INBOX_RETENTION_DAYS (30). With METRICS_PORT set (0: any free port) it serves
 /metrics, /healthz and /readyz on METRICS_HOST:METRICS_PORT.`;
 
@@ -103,6 +103,7 @@ runMain(USAGE, async () => {
     retentionMs: config.INBOX_RETENTION_DAYS * 86_400_000,
     concurrency: config.INTAKE_CONCURRENCY,
     handler: orderIntakeHandler({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, source: topology.stream, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES }),
+    onTopologyLost: (err) => logger.warn({ err: err.message, stream: topology.stream, consumer: topology.consumer }, 'intake stream or consumer missing; creating them again'),
     onOutcome: (o) => {
       metrics.intakeMessages.inc({ outcome: outcomeOf(o) });
       if (o.kind === 'dead-letter') metrics.intakeDeadLetters.inc({ reason: o.reason });

@@ -73,7 +73,7 @@ export const configSchema = z.object({
   /** Copies of each stream the intake and the relay create: 3 on a 3-node JetStream cluster. */
   NATS_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   /** Deliveries of an order message that keeps failing (PostgreSQL or Temporal down) before it is dead-lettered. */
-  INTAKE_MAX_DELIVER: z.coerce.number().int().min(1).max(1000).default(5),
+  INTAKE_MAX_DELIVER: z.coerce.number().int().min(1).max(1000).default(10),
   /** Order messages delivered to the intake and not yet acked, at most (bounds its memory). */
   INTAKE_MAX_ACK_PENDING: z.coerce.number().int().min(1).max(100_000).default(256),
   /** Order messages each intake process works on at once. */

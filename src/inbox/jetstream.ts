@@ -102,6 +102,11 @@ export interface InboxRunOptions<P> {
   backoffMs?: (deliveries: number) => number;
   /** Each message's outcome, once the broker was told (for metrics and logs). */
   onOutcome?: (outcome: InboxOutcome) => void;
+  /**
+   * The stream or the consumer went missing (a NATS server back with an empty store, a stream
+   * deleted by hand): told before the topology is created again and consuming resumes.
+   */
+  onTopologyLost?: (err: Error) => void;
 }
 
 export type InboxOutcome = InboxVerdict & { stream: string; sequence: number; deliveries: number; messageId?: string };
@@ -118,9 +123,15 @@ export interface RunningInbox {
 export async function runJetStreamInbox<P>(opts: InboxRunOptions<P>): Promise<RunningInbox> {
   const { topology: t } = opts;
   const js = jetstream(opts.nc);
-  const consumer = await js.consumers.get(t.stream, t.consumer);
   const concurrency = Math.max(1, opts.concurrency ?? 8);
-  const messages = await consumer.consume({ max_messages: Math.min(t.maxAckPending, concurrency * 2) });
+  // Stopped (the iterator ends with the error) when the stream or the consumer is missing: the
+  // library's default would wait for someone else to create them again, consuming nothing meanwhile.
+  const consume = async () =>
+    (await js.consumers.get(t.stream, t.consumer)).consume({
+      max_messages: Math.min(t.maxAckPending, concurrency * 2),
+      abort_on_missing_resource: true,
+    });
+  let messages = await consume();
   let stopping = false;
   const inHand = new Set<Promise<void>>();
 
@@ -159,7 +170,7 @@ export async function runJetStreamInbox<P>(opts: InboxRunOptions<P>): Promise<Ru
     opts.onOutcome?.({ ...verdict, stream: t.stream, sequence: m.seq, deliveries, messageId });
   };
 
-  const done = (async () => {
+  const take = async () => {
     for await (const m of messages) {
       if (stopping) {
         // Handed over after stop(): give it back at once rather than after its ack wait.
@@ -169,6 +180,30 @@ export async function runJetStreamInbox<P>(opts: InboxRunOptions<P>): Promise<Ru
       const p: Promise<void> = settle(m).finally(() => inHand.delete(p));
       inHand.add(p);
       if (inHand.size >= concurrency) await Promise.race(inHand);
+    }
+    const lost = await messages.closed();
+    if (!stopping) throw lost ?? new Error('the consumer ended');
+  };
+  const done = (async () => {
+    while (!stopping) {
+      try {
+        await take();
+      } catch (err) {
+        if (stopping) break;
+        opts.onTopologyLost?.(err as Error);
+        // Create them again as at start, and consume from there; NATS away meanwhile: ask again.
+        for (;;) {
+          await new Promise((r) => setTimeout(r, 1000));
+          if (stopping) break;
+          try {
+            await ensureInboxTopology(opts.nc, t);
+            messages = await consume();
+            break;
+          } catch (again) {
+            opts.onTopologyLost?.(again as Error);
+          }
+        }
+      }
     }
     await Promise.all(inHand);
   })();

@@ -368,6 +368,35 @@ test('two intakes on one consumer share the messages; duplicates published to bo
   expect(await inboxRows(t)).toHaveLength(6);
 });
 
+test('its stream and consumer gone under a running intake (a NATS server back with an empty store): it creates them again and consumes what comes next', async () => {
+  const t = await topology();
+  const lost: string[] = [];
+  const r = await runJetStreamInbox({
+    nc,
+    db: ctx.db,
+    topology: t,
+    handler: orderIntakeHandler({ db: ctx.db, temporal: ctx.client, taskQueue, source: t.stream, startTimeoutMs: 1000 }),
+    retentionMs: 86_400_000,
+    backoffMs: () => 100,
+    onTopologyLost: (err) => lost.push(err.message),
+  });
+  running.push(r);
+  const before = await order();
+  await publish(t, JSON.stringify(before), { brokerId: 'before-loss' });
+  await eventually(() => ordersOf(before.customerId), (rows) => rows.length === 1, 'the order before the loss');
+
+  await jsm.streams.delete(t.stream);
+  await jsm.streams.delete(t.deadLetterStream);
+  await eventually(() => jsm.consumers.info(t.stream, t.consumer).then(() => true, () => false), (back) => back, 'the consumer created again', 600);
+  expect(lost.length).toBeGreaterThan(0);
+  expect((await jsm.streams.info(t.deadLetterStream)).config.subjects).toEqual([t.deadLetterSubject]);
+  const after = await order();
+  await publish(t, JSON.stringify(after), { brokerId: 'after-loss' });
+  await eventually(() => ordersOf(after.customerId), (rows) => rows.length === 1 && rows[0]!.saga_started_at !== null, 'the order after the loss');
+  expect((await inboxRows(t)).map((x) => x.message_id)).toEqual(['after-loss', 'before-loss']);
+  await settled(t);
+});
+
 test('the consumer is durable, explicit-ack, with max_ack_pending bounding what is in flight', async () => {
   const t = await topology({ maxAckPending: 7 });
   const info = await jsm.consumers.info(t.stream, t.consumer);
