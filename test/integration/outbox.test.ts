@@ -16,6 +16,7 @@ import { createApiClient } from '../../src/api/auth';
 import { insertOrder } from '../../src/orders/repository';
 import { startOrderSaga } from '../../src/orders/start';
 import { ensureEventStream, purgePublishedEvents, relayLag, relayOnce, runRelay, type CloudEvent, type EventStream } from '../../src/outbox/relay';
+import { outboxLag, outboxTableDdl, purgePublished, runOutboxRelay, type OutboxTable } from '../../src/outbox';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import type { OrderInput } from '../../workflows/order/types';
 import { createSagaWorker } from '../../workers/worker';
@@ -272,6 +273,43 @@ test("a webhook endpoint's disabled and enabled events go out in order to their 
   ]);
   expect(got[0]!.event.data).toMatchObject({ endpointId: 'ep_1', clientId: client.id, reason: 'failing' });
   expect(await messages(orders)).toEqual([]);
+});
+
+test("sagaflow/outbox for a saga's own events: written in the change's transaction, published in order per subject as the table's CloudEvents, marked; the lag and the purge", async () => {
+  const db = await schema();
+  const s = await eventStream();
+  const trips: OutboxTable = { table: 'trip_events', subjectColumn: 'trip_id', source: 'trips', typeName: (t) => `io.example.trip.${t}.v1` };
+  await db.query(outboxTableDdl(trips.table, trips.subjectColumn));
+  await db.query(outboxTableDdl(trips.table, trips.subjectColumn)); // again: nothing changes
+  expect(() => outboxTableDdl('trip events; DROP TABLE orders')).toThrow('invalid SQL identifier');
+  await db.query('CREATE TABLE trips (id text PRIMARY KEY, status text NOT NULL)');
+  const change = (id: string, status: string, fail = false) =>
+    inTransaction(db, async (tx) => {
+      await tx.query('INSERT INTO trips (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET status = $2', [id, status]);
+      await tx.query('INSERT INTO trip_events (trip_id, type, data) VALUES ($1, $2, $3)', [id, status, { id, status }]);
+      if (fail) throw new Error('rolled back');
+    });
+  await change('t1', 'held');
+  await change('t2', 'held');
+  await change('t1', 'booked');
+  await expect(change('t2', 'booked', true)).rejects.toThrow('rolled back');
+  expect(await outboxLag(db, trips)).toEqual({ unpublished: 3, oldestMs: expect.any(Number) });
+
+  const relay = runOutboxRelay({ db, nc, outboxes: [{ outbox: trips, stream: s }], idleMs: 20 });
+  cleanups.push(() => relay.stop());
+  for (let i = 0; i < 400 && (await outboxLag(db, trips)).unpublished > 0; i++) await new Promise((r) => setTimeout(r, 25));
+  const got = await messages(s);
+  expect(got.map((m) => [m.subject, m.event.type, m.event.subject, m.event.source, m.event.data])).toEqual([
+    [`${s.subjectPrefix}.held`, 'io.example.trip.held.v1', 't1', 'trips', { id: 't1', status: 'held' }],
+    [`${s.subjectPrefix}.held`, 'io.example.trip.held.v1', 't2', 'trips', { id: 't2', status: 'held' }],
+    [`${s.subjectPrefix}.booked`, 'io.example.trip.booked.v1', 't1', 'trips', { id: 't1', status: 'booked' }],
+  ]);
+  const { rows } = await db.query<{ event_id: string }>('SELECT event_id FROM trip_events ORDER BY position');
+  expect(got.map((m) => m.msgId)).toEqual(rows.map((r) => r.event_id));
+  expect(await outboxLag(db, trips)).toEqual({ unpublished: 0, oldestMs: 0 });
+  await db.query(`UPDATE trip_events SET published_at = now() - interval '2 days' WHERE trip_id = 't1'`);
+  expect(await purgePublished(db, trips, 86_400_000, 1)).toBe(2);
+  expect((await db.query('SELECT trip_id FROM trip_events')).rows).toEqual([{ trip_id: 't2' }]);
 });
 
 test('a relay that dies between publish and mark loses nothing: the next one publishes again, the copy has the same ID, and the order of each order holds', async () => {

@@ -26,7 +26,7 @@ test('npm pack ships compiled JavaScript and declarations whose subpath exports 
   const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
   const files = packed!.files.map((f) => f.path);
   expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
-  expect(files).toEqual(expect.arrayContaining(['dist/workflows/saga/index.js', 'dist/src/ledger/index.d.ts', 'dist/src/edge/index.js', 'dist/src/replay/index.d.ts', 'dist/src/inbox/index.js']));
+  expect(files).toEqual(expect.arrayContaining(['dist/workflows/saga/index.js', 'dist/src/ledger/index.d.ts', 'dist/src/edge/index.js', 'dist/src/replay/index.d.ts', 'dist/src/inbox/index.js', 'dist/src/outbox/index.js']));
 
   fs.writeFileSync(path.join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', version: '1.0.0', private: true }));
   await run('npm', ['install', path.join(scratch, packed!.filename), '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], {
@@ -42,6 +42,8 @@ import { createLedger, LedgerFailure, migrateLedger, type ForwardOutcome } from 
 import { claimKey, clientConnectionOptions, completeKey, IDEMPOTENCY_KEY_PATTERN, type Claim } from 'sagaflow/edge';
 import { loadHistories, replayHistories, type ReplayOutcome } from 'sagaflow/replay';
 import { InvalidMessage, processMessage, runJetStreamInbox, type InboxHandler } from 'sagaflow/inbox';
+import { outboxTableDdl, runOutboxRelay, type OutboxTable } from 'sagaflow/outbox';
+const trips: OutboxTable = { table: 'trip_events', subjectColumn: 'trip_id', source: 'trips', typeName: (t) => \`io.example.trip.\${t}.v1\` };
 const handler: InboxHandler<{ n: number }> = {
   source: 'greetings',
   parse: () => { throw new InvalidMessage('never'); },
@@ -54,7 +56,7 @@ const forward: ForwardOutcome<{ id: string }> = { state: 'completed', result: { 
 const claim: Claim | undefined = undefined;
 const outcomes: ReplayOutcome[] = [];
 export const used = [Saga, key, phase, SagaFailure.CompensationFailed, createLedger, LedgerFailure.StepCancelled, migrateLedger,
-  forward, claimKey, completeKey, clientConnectionOptions({ address: '127.0.0.1:7233' }).interceptors.length, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes, handler, processMessage, runJetStreamInbox];
+  forward, claimKey, completeKey, clientConnectionOptions({ address: '127.0.0.1:7233' }).interceptors.length, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes, handler, processMessage, runJetStreamInbox, outboxTableDdl('trip_events', 'trip_id'), runOutboxRelay, trips];
 // The declarations are real types, not any: these must be errors.
 // @ts-expect-error a step name is a string
 sagaKeys('trip-1').step(42);
@@ -62,6 +64,8 @@ sagaKeys('trip-1').step(42);
 export const bad: ForwardOutcome = { state: 'maybe' };
 // @ts-expect-error a dead letter's reason is one of four
 export const reason: import('sagaflow/inbox').DeadLetterReason = 'whatever';
+// @ts-expect-error an outbox table names its CloudEvents type
+export const untyped: OutboxTable = { table: 't', subjectColumn: 's', source: 'x' };
 `,
   );
   fs.writeFileSync(
@@ -78,18 +82,18 @@ export const reason: import('sagaflow/inbox').DeadLetterReason = 'whatever';
 
   // And they load, from the compiled JavaScript, with what each promises.
   const probe = `
-    const w = require('sagaflow/workflow'), l = require('sagaflow/ledger'), e = require('sagaflow/edge'), r = require('sagaflow/replay'), i = require('sagaflow/inbox');
+    const w = require('sagaflow/workflow'), l = require('sagaflow/ledger'), e = require('sagaflow/edge'), r = require('sagaflow/replay'), i = require('sagaflow/inbox'), o = require('sagaflow/outbox');
     console.log(JSON.stringify({
       key: w.sagaKeys('trip-1').step('hold-car'),
       parsed: w.parseStepKey('trip-1/hold-car/undo'),
-      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, e.clientConnectionOptions, r.replayHistories, r.captureHistories, i.processMessage, i.runJetStreamInbox, i.migrateInbox].map((f) => typeof f),
+      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, e.clientConnectionOptions, r.replayHistories, r.captureHistories, i.processMessage, i.runJetStreamInbox, i.migrateInbox, o.runOutboxRelay, o.relayOutboxOnce, o.outboxTableDdl].map((f) => typeof f),
       from: require.resolve('sagaflow/ledger'),
     }));`;
   const loaded = await run(process.execPath, ['-e', probe], { cwd: scratch });
   const out = JSON.parse(loaded.stdout) as { key: string; parsed: unknown; functions: string[]; from: string };
   expect(out.key).toBe('trip-1/hold-car');
   expect(out.parsed).toEqual({ key: 'trip-1/hold-car/undo', workflowId: 'trip-1', step: 'hold-car', undo: true, forwardKey: 'trip-1/hold-car' });
-  expect(out.functions).toEqual(Array(11).fill('function'));
+  expect(out.functions).toEqual(Array(14).fill('function'));
   expect(out.from).toBe(path.join(fs.realpathSync(scratch), 'node_modules/sagaflow/dist/src/ledger/index.js'));
 
   // The package's executable: `npx sagaflow <command>` runs the compiled commands, migrations shipped with them.
