@@ -286,6 +286,20 @@ describe('a compensation that fails permanently', () => {
     expect(rows).toEqual([{ detail: ScriptedFailureType.undoPermanent }]);
   });
 
+  test.concurrent("whose record keeps failing is handed again after the saga's growing backoff", async () => {
+    const handle = await start({
+      recordFailedCompensations: { failsTimes: 4 },
+      steps: [comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
+    });
+    await failureOfResult(handle);
+    const records = (await journal(handle)).filter((r) => r.action === 'record');
+    expect(records.map((r) => r.outcome)).toEqual(['failed', 'failed', 'failed', 'failed', 'ok']);
+    // Timers never fire early: between the first failure and the last try lie at least the waits
+    // after attempts 1 to 4 (100, 200, 400, then 400 ms at the script's cap).
+    const waited = records[4]!.startedAt.getTime() - records[0]!.finishedAt!.getTime();
+    expect(waited).toBeGreaterThanOrEqual(100 + 200 + 400 + 400);
+  });
+
   test.concurrent('whose record fails for good too: the saga goes on unwinding and ends CompensationFailed, naming the step', async () => {
     const handle = await start({
       recordFailedCompensations: { failsPermanently: true },
