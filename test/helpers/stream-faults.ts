@@ -4,29 +4,15 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Client } from '@temporalio/client';
 import type { Db } from '../../src/db/pool';
 import { orderWorkflowId } from '../../workflows/order/ids';
+import { until } from './until';
+
+export { until };
 
 /**
  * What the stream-door fault tests (a broker or a database taken away under the running
  * intake and relay processes) share: a producer that retries as a real one does, polls on
  * durable state, and the read-back of what the streams, the rows and Temporal hold.
  */
-
-/** Polls `read` until `pred` holds, every `everyMs`, at most `rounds` times; a failed read counts as a round. */
-export async function until<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string, rounds = 1200, everyMs = 100): Promise<T> {
-  let last: T | undefined;
-  let lastError: unknown;
-  for (let i = 0; i <= rounds; i++) {
-    try {
-      last = await read();
-      lastError = undefined;
-      if (pred(last)) return last;
-    } catch (err) {
-      lastError = err;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`never reached: ${what} (last: ${lastError ? String(lastError) : JSON.stringify(last)})`);
-}
 
 /** An order request as the stream carries it, for a customer named after the message. */
 export function orderMessageBody(customerId: string, sku: string): string {

@@ -15,6 +15,7 @@ import { createTestDatabase, uniqueId } from '../helpers/context';
 import { metricsUrlIn, scrape } from '../helpers/metrics';
 import { startEntry } from '../helpers/processes';
 import { promtoolCheckMetrics } from '../helpers/promtool';
+import { until } from '../helpers/until';
 
 let nats: NatsServer;
 let nc: NatsConnection;
@@ -54,16 +55,6 @@ const ownId = (id: string) => {
   h.set(DeadLetterHeaders.messageId, id);
   return { headers: h };
 };
-
-async function until<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 600 && !pred(v); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await read();
-  }
-  if (!pred(v)) throw new Error(`never reached: ${what} (last: ${JSON.stringify(v)})`);
-  return v;
-}
 
 test('the intake counts each outcome and reads its backlog: started, duplicate, dead letters by reason, a retried message in hand', async () => {
   const started = await startEntry(

@@ -14,6 +14,7 @@ import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { createPool, type Db } from '../../src/db/pool';
 import { createTestDatabase, uniqueId } from '../helpers/context';
 import { startEntry } from '../helpers/processes';
+import { until } from '../helpers/until';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
@@ -69,16 +70,6 @@ const order = (customerId: string) =>
 async function orders(): Promise<{ customer_id: string; started: boolean }[]> {
   db ??= createPool({ connectionString: database.url, max: 2 });
   return (await db.query<{ customer_id: string; started: boolean }>('SELECT customer_id, saga_started_at IS NOT NULL AS started FROM orders ORDER BY customer_id')).rows;
-}
-
-async function until<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 600 && !pred(v); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await read();
-  }
-  if (!pred(v)) throw new Error(`never reached: ${what} (last: ${JSON.stringify(v)})`);
-  return v;
 }
 
 test('the intake process: orders from the stream, a dead letter listed and requeued, a SIGKILL survived, SIGTERM exits 0', async () => {

@@ -25,6 +25,7 @@ import { createTestDatabase } from '../helpers/context';
 import { metricsUrlIn, scrape } from '../helpers/metrics';
 import { startEntry } from '../helpers/processes';
 import { promtoolCheckMetrics } from '../helpers/promtool';
+import { until } from '../helpers/until';
 
 let nats: NatsServer;
 let nc: NatsConnection;
@@ -60,16 +61,6 @@ afterAll(async () => {
   await nats?.stop();
   await database?.drop();
 });
-
-async function until<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 600 && !pred(v); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await read();
-  }
-  if (!pred(v)) throw new Error(`never reached: ${what} (last: ${JSON.stringify(v)})`);
-  return v;
-}
 
 async function place(clientId: string, customerId: string): Promise<string> {
   const orderId = `ord_${randomBytes(6).toString('hex')}`;

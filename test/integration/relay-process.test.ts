@@ -22,6 +22,7 @@ import { parseSealingKey, verify } from '../../src/webhooks/signing';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { createTestDatabase } from '../helpers/context';
 import { startEntry } from '../helpers/processes';
+import { until } from '../helpers/until';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
@@ -70,16 +71,6 @@ async function startRelay(): Promise<ChildProcess> {
 }
 
 const lag = async () => (await run(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/relay.ts', 'lag'], { cwd: ROOT, env: env() })).stdout.trim();
-
-async function until<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 600 && !pred(v); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await read();
-  }
-  if (!pred(v)) throw new Error(`never reached: ${what} (last: ${JSON.stringify(v)})`);
-  return v;
-}
 
 async function place(clientId: string, customerId: string): Promise<string> {
   const orderId = `ord_${randomBytes(6).toString('hex')}`;
