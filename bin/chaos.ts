@@ -5,13 +5,21 @@ import { runMain } from './run';
 
 const USAGE = `usage: npm run chaos -- [--orders N] [--concurrency N] [--workers N] [--seed N] [--rate N]
                         [--no-faults] [--fault-scale X|auto] [--deadline-minutes N] [--json FILE] [--keep-state]
-                        [--temporal dev|cluster]
+                        [--temporal dev|cluster] [--no-streams]
 
-Brings up its own PostgreSQL, Temporal, services, API and worker pool, sends N
-orders through the HTTP API while it kills and restarts every part (PostgreSQL
-restarted and Temporal killed twice), waits for every saga to close, audits the
-books and checks every saga's result against its ledger rows. Exits 1 on a
-violation or a stuck order.
+Brings up its own PostgreSQL, Temporal, services, API and worker pool, and its
+own NATS with the stream intake, the outbox relay (sending webhooks), the event
+consumers and a webhook receiver; sends N orders, half through the HTTP API and
+half as messages on the order stream (some published again minutes later with
+the same message ID), while it kills and restarts every part (PostgreSQL
+restarted and Temporal killed twice, NATS killed and restarted twice, the intake
+and the relay SIGKILLed) and the webhook receiver flaps; waits for every saga to
+close and every event to be published, consumed and delivered; audits the books,
+checks every saga's result against its ledger rows, every accepted message
+against its one order, every order change against its one event, every event
+against the consumers and the receiver. Exits 1 on a violation or a stuck order.
+
+--no-streams: the HTTP API alone, without NATS, the intake, the relay or webhooks.
 
 --temporal cluster: a self-hosted Temporal cluster (npm run tools:install -- --only
 cluster builds it) instead of the dev server; a history, a matching and a frontend
@@ -38,6 +46,7 @@ function parseOptions() {
       json: { type: 'string' },
       'keep-state': { type: 'boolean' },
       temporal: { type: 'string' },
+      'no-streams': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -81,6 +90,7 @@ runMain(USAGE, async () => {
       faultScale: values['fault-scale'] === 'auto' ? 'auto' : num('fault-scale', values['fault-scale']),
       deadlineMs: deadlineMinutes === undefined ? undefined : deadlineMinutes * 60_000,
       keepState: values['keep-state'],
+      streams: !values['no-streams'],
       temporal: values.temporal === undefined || values.temporal === 'dev' ? 'dev' : values.temporal === 'cluster' ? 'cluster' : badTemporal(values.temporal),
     };
   } catch (err) {

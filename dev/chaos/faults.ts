@@ -1,6 +1,7 @@
 import { addFault, clearFaults } from '../services/clients';
 import type { Rng } from './rng';
 import type { ChaosStack } from './stack';
+import { FLAP_MODES } from './webhook-receiver';
 
 /** How often each fault fires (0 turns it off), and when the one-off faults strike. */
 export interface FaultPlan {
@@ -16,6 +17,16 @@ export interface FaultPlan {
   temporalKillsAt: number[];
   /** In cluster mode: SIGKILL a history, then a matching, then a frontend host, in turn, this often. */
   clusterHostKillEveryMs: number;
+  /** SIGKILL the stream intake (and start it again) this often. */
+  intakeKillEveryMs: number;
+  /** SIGKILL the outbox relay, which also sends the webhooks (and start it again) this often. */
+  relayKillEveryMs: number;
+  /** SIGKILL the nats-server and start it again on the same port and store at each of these fractions. */
+  natsRestartsAt: number[];
+  /** The webhook receiver starts flapping (500s, hangs, down, answers lost) this often... */
+  receiverFlapEveryMs: number;
+  /** ...for about this long each time. */
+  receiverFlapMs: number;
   /** How long a killed API, services process, PostgreSQL or Temporal stays down. */
   downtimeMs: number;
   /**
@@ -38,6 +49,11 @@ export const DEFAULT_FAULT_PLAN: FaultPlan = {
   pgRestartsAt: [0.25, 0.65],
   temporalKillsAt: [0.4, 0.8],
   clusterHostKillEveryMs: 30_000,
+  intakeKillEveryMs: 20_000,
+  relayKillEveryMs: 20_000,
+  natsRestartsAt: [0.3, 0.7],
+  receiverFlapEveryMs: 20_000,
+  receiverFlapMs: 8_000,
   downtimeMs: 1_500,
   workerMinUptimeMs: 10_000,
 };
@@ -52,6 +68,11 @@ export const NO_FAULTS: FaultPlan = {
   pgRestartsAt: [],
   temporalKillsAt: [],
   clusterHostKillEveryMs: 0,
+  intakeKillEveryMs: 0,
+  relayKillEveryMs: 0,
+  natsRestartsAt: [],
+  receiverFlapEveryMs: 0,
+  receiverFlapMs: 0,
   downtimeMs: 0,
   workerMinUptimeMs: 0,
 };
@@ -68,6 +89,10 @@ export function scalePlan(plan: FaultPlan, scale: number): FaultPlan {
     apiRestartEveryMs: s(plan.apiRestartEveryMs),
     providerFaultEveryMs: s(plan.providerFaultEveryMs),
     clusterHostKillEveryMs: s(plan.clusterHostKillEveryMs),
+    intakeKillEveryMs: s(plan.intakeKillEveryMs),
+    relayKillEveryMs: s(plan.relayKillEveryMs),
+    receiverFlapEveryMs: s(plan.receiverFlapEveryMs),
+    receiverFlapMs: s(plan.receiverFlapMs),
   };
 }
 
@@ -97,6 +122,9 @@ export class FaultInjector {
   private heavy: Promise<unknown> = Promise.resolve();
   private pgRestartsDone = 0;
   private temporalKillsDone = 0;
+  private natsRestartsDone = 0;
+  /** Ends a receiver flap under way when the faults stop. */
+  private readonly flapAbort = new AbortController();
 
   constructor(
     private readonly stack: ChaosStack,
@@ -122,6 +150,20 @@ export class FaultInjector {
       this.serialized(() => this.stack.killAndRestart(this.stack.api, 'SIGKILL', p.downtimeMs)),
     );
     this.every('provider fault', p.providerFaultEveryMs, (rng) => this.providerFault(rng));
+    // The stream doors: the intake and the relay die at any moment (what they hold is redelivered or
+    // published again); the receiver flaps on its own timer.
+    const { intake, relay, receiver } = this.stack;
+    if (intake) this.every('intake SIGKILL', p.intakeKillEveryMs, () => this.stack.killAndRestart(intake, 'SIGKILL', p.downtimeMs));
+    if (relay) this.every('relay SIGKILL', p.relayKillEveryMs, () => this.stack.killAndRestart(relay, 'SIGKILL', p.downtimeMs));
+    if (receiver) {
+      this.every('receiver flap', p.receiverFlapEveryMs, async (rng) => {
+        const mode = rng.pick(FLAP_MODES);
+        const ms = rng.jitter(p.receiverFlapMs, 0.5);
+        // The flap goes on while the timer counts to the next one; one that finds a flap under way is skipped.
+        this.fire(`receiver flap ${mode}`, async () => ((await receiver.flap(mode, ms, this.flapAbort.signal)) ? `for ${(ms / 1000).toFixed(1)} s` : false));
+        return true;
+      }, false);
+    }
     if (this.stack.cluster) {
       // One host at a time, history, matching and frontend in turn; whole-server restarts wait for it.
       const order = ['history', 'matching', 'frontend'] as const;
@@ -143,6 +185,11 @@ export class FaultInjector {
         this.serialized(() => this.stack.restartPostgres(p.downtimeMs)),
       );
     }
+    const nats = this.stack.nats;
+    if (nats && due(p.natsRestartsAt, this.natsRestartsDone)) {
+      this.natsRestartsDone += 1;
+      this.fire('nats restart', () => this.serialized(() => this.stack.killAndRestart(nats, 'SIGKILL', p.downtimeMs)));
+    }
     // In cluster mode the hosts are killed one by one instead (cluster host SIGKILL).
     const temporal = this.stack.temporal;
     if (temporal && due(p.temporalKillsAt, this.temporalKillsDone)) {
@@ -157,6 +204,7 @@ export class FaultInjector {
   async stop(): Promise<void> {
     this.running = false;
     this.wake?.();
+    this.flapAbort.abort();
     await Promise.all(this.loops);
     await Promise.all([...this.inFlight]);
     await Promise.all([
@@ -166,7 +214,7 @@ export class FaultInjector {
   }
 
   /** Each timer draws from its own stream, so one fault's timing does not shift another's choices. */
-  private every(name: string, intervalMs: number, action: (rng: Rng) => Promise<boolean | string>): void {
+  private every(name: string, intervalMs: number, action: (rng: Rng) => Promise<boolean | string>, counted = true): void {
     if (!(intervalMs > 0)) return;
     const rng = this.rng.fork(name);
     const loop = (async () => {
@@ -176,7 +224,8 @@ export class FaultInjector {
         await Promise.race([this.stopped, new Promise((r) => (timer = setTimeout(r, delay)))]);
         clearTimeout(timer);
         if (!this.running) return;
-        await this.run(name, () => action(rng));
+        if (counted) await this.run(name, () => action(rng));
+        else await action(rng).catch(() => undefined);
       }
     })();
     this.loops.push(loop);

@@ -1,16 +1,23 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { Client, Connection } from '@temporalio/client';
 import { Pool } from 'pg';
 import { migrate } from '../../src/db/migrate';
+import { ensureInboxTopology } from '../../src/inbox/jetstream';
+import { orderIntakeTopology } from '../../src/orders/intake';
 import { freePort, waitFor } from '../../src/ports';
+import { findNatsServer } from '../nats';
 import { findBuiltTemporalCli } from '../temporal';
 import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster, type ClusterHost, type TemporalCluster } from '../temporal-cluster';
 import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
 import { QUEUE_ROLES } from '../../workflows/order/queues';
 import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
 import { clientConnectionOptions } from '../../src/temporal-connect';
+import { EVENTS_SEEN_DDL, ORDER_STREAM_DUPLICATE_WINDOW_MS } from './doors';
+import { WebhookReceiver } from './webhook-receiver';
 
 /** The application name of the driver's own PostgreSQL connections, which the terminator spares. */
 export const CHAOS_APPLICATION_NAME = 'sagaflow-chaos';
@@ -21,7 +28,7 @@ const NAMESPACE = 'default';
 const TASK_QUEUE = 'sagaflow';
 
 export interface CrashRecord {
-  /** api, services, pool, temporal, or worker. */
+  /** api, services, pool, temporal, worker, nats, intake, relay or consumers. */
   process: string;
   pid: number;
   code: number | null;
@@ -51,6 +58,22 @@ export interface StackOptions {
   signal?: AbortSignal;
   /** 'cluster': a self-hosted Temporal cluster on the stack's PostgreSQL, whose hosts the faults kill. */
   temporal?: 'dev' | 'cluster';
+  /**
+   * The stream doors (true by default): a nats-server with JetStream, the intake, the relay
+   * (sending webhooks), the event consumers and a webhook receiver.
+   */
+  streams?: boolean;
+}
+
+/** Waits between a webhook delivery's attempts in the soak: seconds, not the production schedule's hours. */
+export const CHAOS_WEBHOOK_RETRY_SCHEDULE_MS = [1_000, 2_000, 4_000, 8_000, 15_000, 15_000, 15_000, 15_000, 15_000, 15_000, 15_000, 15_000];
+
+/** What the consumer process said of each delivery, and the intake of each message, by outcome. */
+export interface DoorCounters {
+  /** The counting consumer: new, duplicate, retry, dead-letter. */
+  counter: Record<string, number>;
+  /** The intake: new, duplicate, retry, dead-letter. */
+  intake: Record<string, number>;
 }
 
 interface WorkerInfo {
@@ -63,9 +86,12 @@ interface WorkerInfo {
  * A whole sagaflow deployment the chaos driver owns and can kill piece by
  * piece: an embedded PostgreSQL and a Temporal dev server (on a SQLite file)
  * that it restarts in place, and the services, the API and a worker pool as
- * child processes. The API, services, pool and Temporal are restarted when they
- * die on their own (and the death recorded as a crash); the pool restarts its
- * own workers.
+ * child processes; with the stream doors, a nats-server (JetStream, its store in
+ * the run's directory, restarted on the same port), the intake, the relay (which
+ * sends the webhooks) and the event consumers as child processes too, and a
+ * webhook receiver in the driver's own process. Every child is restarted when it
+ * dies on its own (and the death recorded as a crash); the pool restarts its own
+ * workers.
  */
 export class ChaosStack {
   readonly logDir: string;
@@ -90,6 +116,18 @@ export class ChaosStack {
   services!: ManagedProcess;
   api!: ManagedProcess;
   pool!: ManagedProcess;
+  /** The stream doors (absent with streams: false). */
+  nats: ManagedProcess | undefined;
+  natsUrl = '';
+  /** The driver's own NATS connection: publishes the stream's orders, reads the streams for the audit. */
+  nc: NatsConnection | undefined;
+  intake: ManagedProcess | undefined;
+  relay: ManagedProcess | undefined;
+  consumers: ManagedProcess | undefined;
+  receiver: WebhookReceiver | undefined;
+  /** WEBHOOK_SECRETS_KEY of the API and the relay. */
+  readonly webhookKey = randomBytes(32).toString('base64');
+  readonly doorCounters: DoorCounters = { counter: {}, intake: {} };
   readonly crashes: CrashRecord[] = [];
   /** Notes on things that went wrong that are not crashes: a worker that did not drain, a failed restart. */
   readonly notes: string[] = [];
@@ -157,7 +195,15 @@ export class ChaosStack {
         stateDir: path.join(this.opts.dir, 'cluster'),
         cli: cli.path,
         // The driver's pool, the API, the services and the pool's workers at their default pool size.
-        otherConnections: [{ who: 'the soak (driver, API, services, workers)', processes: 3 + this.opts.workers, each: 10 }],
+        otherConnections: [
+          { who: 'the soak (driver, API, services, workers)', processes: 3 + this.opts.workers, each: 10 },
+          ...(this.opts.streams !== false
+            ? [
+                { who: 'the intake', processes: 1, each: 10 },
+                { who: 'the relay and the event consumers', processes: 2, each: 4 },
+              ]
+            : []),
+        ],
         log,
       });
       this.temporalAddress = this.cluster.address;
@@ -206,11 +252,32 @@ export class ChaosStack {
       LOG_LEVEL: 'info',
     });
 
+    if (this.opts.streams !== false) {
+      step();
+      await this.startNats();
+      Object.assign(this.env, {
+        NATS_URL: this.natsUrl,
+        WEBHOOK_SECRETS_KEY: this.webhookKey,
+        WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+        WEBHOOK_RETRY_SCHEDULE_MS: CHAOS_WEBHOOK_RETRY_SCHEDULE_MS.join(','),
+      });
+    }
+
     this.services = this.tsProcess('services', 'bin/services.ts', [], /"msg":"services listening"/);
     this.api = this.tsProcess('api', 'bin/api.ts', [], /"msg":"api listening"/);
     const poolArgs = [`workflows=${this.opts.workers}`, '--queues', QUEUE_ROLES.join(',')];
     this.pool = this.tsProcess('pool', 'bin/pool.ts', poolArgs, /"msg":"pool up"/, (line) => this.onPoolLine(line));
     for (const p of [this.services, this.api, this.pool]) p.onExit = (info) => this.onExit(p, info);
+    if (this.opts.streams !== false) {
+      // The intake at debug: its line per message says whether the inbox found it new or a duplicate.
+      this.intake = this.tsProcess('intake', 'bin/intake.ts', [], /"msg":"intake consuming"/, (line) => this.onDoorLine('intake', line), { LOG_LEVEL: 'debug' });
+      this.relay = this.tsProcess('relay', 'bin/relay.ts', [], /"msg":"relay publishing"/);
+      this.consumers = this.tsProcess('consumers', 'dev/chaos/event-consumers.ts', [], /"msg":"consumers running"/, (line) => this.onDoorLine('counter', line), {}, [
+        // The example projection imports sagaflow/inbox: this repository's source, as in its tests.
+        '--conditions=sagaflow-source',
+      ]);
+      for (const p of [this.intake, this.relay, this.consumers]) p.onExit = (info) => this.onExit(p, info);
+    }
 
     step();
     await this.services.start();
@@ -219,6 +286,14 @@ export class ChaosStack {
     await Promise.all([this.api.start(), this.pool.start()]);
     log(`API: ${this.apiUrl}; worker pool: ${this.opts.workers} processes, each polling every queue`);
     step();
+    if (this.intake && this.relay && this.consumers) {
+      await this.db.query(EVENTS_SEEN_DDL);
+      await Promise.all([this.intake.start(), this.relay.start(), this.consumers.start()]);
+      this.receiver = new WebhookReceiver(path.join(this.logDir, 'webhook-receiver.jsonl'));
+      await this.receiver.start();
+      log(`stream doors: the intake, the relay (sending webhooks) and the event consumers; a webhook receiver at ${this.receiver.url('/')}`);
+    }
+    step();
     for (const until = Date.now() + 90_000; ; ) {
       step();
       const ready = [...this.workers.values()].filter((w) => w.ready).length;
@@ -226,6 +301,46 @@ export class ChaosStack {
       if (Date.now() > until) throw new Error(`only ${ready}/${this.opts.workers} workers ready after 90 s; see ${this.pool.spec.logFile}`);
       await sleep(200);
     }
+  }
+
+  /**
+   * A nats-server with JetStream on a fixed port and a store in the run's directory, so a
+   * restart (SIGKILL, then a start on the same port and store) keeps the URL and the streams;
+   * then the order intake's streams and consumer, with the soak's short duplicate window.
+   */
+  private async startNats(): Promise<void> {
+    const bin = findNatsServer();
+    if (!bin) throw new Error('nats-server not found: set NATS_SERVER_PATH, or run `npm run tools:install` (installs Debian\'s nats-server)');
+    const port = await freePort();
+    const storeDir = path.join(this.opts.dir, 'nats');
+    fs.mkdirSync(storeDir, { recursive: true });
+    this.natsUrl = `nats://127.0.0.1:${port}`;
+    const nats = this.process('nats', bin, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir], {}, /Server is ready/);
+    this.nats = nats;
+    nats.onExit = (info) => this.onExit(nats, info);
+    await nats.start(30_000);
+    this.opts.log(`NATS: ${bin} at ${this.natsUrl}, JetStream store in ${storeDir}`);
+    this.nc = await natsConnect({ servers: this.natsUrl, name: 'sagaflow-chaos', maxReconnectAttempts: -1, reconnectTimeWait: 250, waitOnFirstConnect: true });
+    await ensureInboxTopology(this.nc, orderIntakeTopology({ duplicateWindowMs: ORDER_STREAM_DUPLICATE_WINDOW_MS }));
+  }
+
+  /** Counts the intake's and the counting consumer's outcomes from their lines. */
+  private onDoorLine(which: keyof DoorCounters, line: string): void {
+    if (!line.startsWith('{')) return;
+    let msg: { msg?: string; claim?: string; kind?: string };
+    try {
+      msg = JSON.parse(line) as typeof msg;
+    } catch {
+      return;
+    }
+    let key: string | undefined;
+    if (which === 'counter' && msg.msg === 'event outcome') key = msg.kind === 'ack' ? (msg.claim ?? 'ack') : msg.kind;
+    else if (which === 'intake' && msg.msg === 'message processed') key = msg.claim ?? 'ack';
+    else if (which === 'intake' && msg.msg === 'message to be redelivered') key = 'retry';
+    else if (which === 'intake' && msg.msg === 'message dead-lettered') key = 'dead-letter';
+    if (!key) return;
+    const counts = this.doorCounters[which];
+    counts[key] = (counts[key] ?? 0) + 1;
   }
 
   private async startTemporal(temporal: ManagedProcess): Promise<void> {
@@ -264,9 +379,17 @@ export class ChaosStack {
     });
   }
 
-  private tsProcess(name: string, file: string, args: string[], readyLine: RegExp | undefined, onLine?: (l: string) => void): ManagedProcess {
-    const p = this.process(name, process.execPath, ['-r', 'ts-node/register/transpile-only', path.join(REPO_ROOT, file), ...args], this.env, readyLine, onLine);
-    return p;
+  private tsProcess(
+    name: string,
+    file: string,
+    args: string[],
+    readyLine: RegExp | undefined,
+    onLine?: (l: string) => void,
+    env: NodeJS.ProcessEnv = {},
+    nodeArgs: string[] = [],
+  ): ManagedProcess {
+    const argv = [...nodeArgs, '-r', 'ts-node/register/transpile-only', path.join(REPO_ROOT, file), ...args];
+    return this.process(name, process.execPath, argv, { ...this.env, ...env }, readyLine, onLine);
   }
 
   private onPoolLine(line: string): void {
@@ -483,8 +606,11 @@ export class ChaosStack {
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.hostWatch);
-    const procs = [this.pool, this.api, this.services].filter((p): p is ManagedProcess => p !== undefined);
+    const procs = [this.pool, this.api, this.services, this.intake, this.relay, this.consumers].filter((p): p is ManagedProcess => p !== undefined);
     await Promise.all(procs.map((p) => p.stop(p === this.pool ? this.opts.shutdownGraceMs + 5000 : 5000).catch(() => undefined)));
+    await this.receiver?.stop().catch(() => undefined);
+    await this.nc?.close().catch(() => undefined);
+    await this.nats?.stop(5000).catch(() => undefined);
     await this.temporalConnection?.close().catch(() => undefined);
     await this.temporal?.stop(5000).catch(() => undefined);
     await this.cluster?.stop().catch(() => undefined);
@@ -500,7 +626,8 @@ export class ChaosStack {
  */
 function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  const foreign = /^(TEMPORAL_|SAGAFLOW_|OTEL_|DATABASE_URL$|PAYMENT_PROVIDER_|CARRIER_|API_|SERVICES_HOST$|METRICS_|PROVIDER_TIMEOUT_MS$|SHUTDOWN_GRACE_MS$|PAYMENTS_PER_SECOND$|IDEMPOTENCY_KEY_TTL_HOURS$|LOG_LEVEL$)/;
+  const foreign =
+    /^(TEMPORAL_|SAGAFLOW_|OTEL_|DATABASE_URL$|DATABASE_POOL_MAX$|PAYMENT_PROVIDER_|CARRIER_|API_|SERVICES_HOST$|METRICS_|PROVIDER_TIMEOUT_MS$|SHUTDOWN_GRACE_MS$|PAYMENTS_PER_SECOND$|IDEMPOTENCY_KEY_TTL_HOURS$|LOG_LEVEL$|NATS_|INTAKE_|INBOX_|OUTBOX_|WEBHOOK_)/;
   for (const [k, v] of Object.entries(process.env)) if (!foreign.test(k)) env[k] = v;
   return { ...env, ...vars };
 }

@@ -1,5 +1,8 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { headers as natsHeaders } from '@nats-io/transport-node';
 import type { Pool } from 'pg';
 import type { CreateOrderRequest } from '../../src/api/schemas';
+import type { OrderMessage } from '../../src/orders/intake';
 import type { Rng } from './rng';
 
 export type OrderKind = 'success' | 'scarce' | 'decline' | 'out-of-stock' | 'cancel';
@@ -18,7 +21,47 @@ export interface OrderPlan {
    */
   abandonOnError?: boolean;
   cancel?: { moment: CancelMoment; delayMs: number };
+  /** Published to the order stream instead of POSTed (assignDoors). */
+  stream?: StreamPlan;
 }
+
+export interface StreamPlan {
+  messageId: string;
+  /** Where the message's ID travels: the Nats-Msg-Id header (the broker dedupes within its window too), or the body's messageId (only the inbox does). */
+  idIn: 'header' | 'body';
+  /** Published again, the same body and ID, this long after the first publish was acked. */
+  duplicateAfterMs?: number;
+}
+
+/**
+ * Sends a share of the orders (seeded) through the stream door instead of the HTTP API: the
+ * order request as a message on sagaflow.orders.requested. A cancel needs the API (a stream
+ * order belongs to no API client), so the orders planned to be cancelled stay HTTP, and
+ * `share` is of the others. A stream order's customer is unique to it, so the audit finds the
+ * orders each message made without trusting the inbox it checks. Some messages are published
+ * again much later with the same ID (`duplicateShare` of them, `duplicateDelayMs` after).
+ */
+export function assignDoors(
+  plans: OrderPlan[],
+  rng: Rng,
+  runTag: string,
+  opts: { share: number; duplicateShare: number; duplicateDelayMs: (plan: OrderPlan, rng: Rng) => number },
+): void {
+  for (const plan of plans) {
+    const toStream = rng.chance(opts.share);
+    const idIn = rng.chance(2 / 3) ? 'header' : 'body';
+    const duplicate = rng.chance(opts.duplicateShare);
+    const delay = opts.duplicateDelayMs(plan, rng);
+    if (plan.cancel || !toStream) continue;
+    plan.stream = { messageId: `chaos-${runTag}-msg-${plan.index}`, idIn, duplicateAfterMs: duplicate ? delay : undefined };
+    plan.body = { ...plan.body, customerId: `stream-${runTag}-${plan.index}` };
+    delete plan.duplicate;
+    delete plan.abandonOnError;
+  }
+}
+
+/** The subject the intake consumes. */
+export const ORDER_SUBJECT = 'sagaflow.orders.requested';
 
 export const SKUS = { widget: 'chaos-widget', gadget: 'chaos-gadget', scarce: 'chaos-scarce', rare: 'chaos-rare' } as const;
 
@@ -96,6 +139,15 @@ export interface OrderOutcome {
   cancel?: string;
   cancelMoment?: CancelMoment;
   duplicate?: 'concurrent' | 'after';
+  /** Stream orders: the message, whether the broker acked it, and its repeat. */
+  stream?: {
+    messageId: string;
+    customerId: string;
+    idIn: 'header' | 'body';
+    acked: boolean;
+    /** The repeat with the same ID: acked (stored, or dropped by the broker as a duplicate), how long after the first. */
+    repeat?: { acked: boolean; droppedByBroker: boolean; afterMs: number };
+  };
 }
 
 export interface TrafficOptions {
@@ -116,6 +168,31 @@ export interface TrafficOptions {
   /** Called as orders are submitted (POST answered and cancel sent): the fraction done. */
   onSubmitted: (fraction: number) => void;
   rng: Rng;
+  /** The stream door, for the plans that have `stream`. */
+  js?: JetStreamClient;
+}
+
+export interface StreamTrafficStats {
+  planned: number;
+  /** Messages the broker acked (stored; a retry after a lost ack is acked as a duplicate). */
+  published: number;
+  /** Messages never acked after giveUpMs of retries. */
+  gaveUp: number;
+  publishAttempts: number;
+  publishRetries: number;
+  idInHeader: number;
+  idInBody: number;
+  duplicatesPlanned: number;
+  /** Repeats acked by the broker; those it stored reach the intake, whose inbox must drop them. */
+  duplicatesPublished: number;
+  /** Repeats the broker answered as duplicates (inside its window): these never reach the inbox. */
+  duplicatesDroppedByBroker: number;
+  /** First publishes retried after a lost ack that the broker answered as duplicates. */
+  retriesDroppedByBroker: number;
+  /** The shortest and longest time between a message and its repeat. */
+  duplicateDelayMs: { min: number; max: number };
+  /** Every publish attempt's outcome: acked, duplicate, or the error. */
+  publishes: Record<string, number>;
 }
 
 export interface TrafficStats {
@@ -128,6 +205,7 @@ export interface TrafficStats {
   violations: string[];
   /** Odd answers that are not broken promises (a client that gave up while the API was down). */
   notes: string[];
+  stream: StreamTrafficStats;
 }
 
 interface Answer {
@@ -145,19 +223,36 @@ interface Answer {
  * `pending` (bounded), so concurrency is the number of sagas in flight.
  */
 export async function driveTraffic(opts: TrafficOptions): Promise<{ outcomes: OrderOutcome[]; stats: TrafficStats }> {
-  const stats: TrafficStats = { http: {}, retries: 0, duplicatePosts: 0, abandoned: 0, violations: [], notes: [] };
+  const stream: StreamTrafficStats = {
+    planned: 0,
+    published: 0,
+    gaveUp: 0,
+    publishAttempts: 0,
+    publishRetries: 0,
+    idInHeader: 0,
+    idInBody: 0,
+    duplicatesPlanned: 0,
+    duplicatesPublished: 0,
+    duplicatesDroppedByBroker: 0,
+    retriesDroppedByBroker: 0,
+    duplicateDelayMs: { min: 0, max: 0 },
+    publishes: {},
+  };
+  const stats: TrafficStats = { http: {}, retries: 0, duplicatePosts: 0, abandoned: 0, violations: [], notes: [], stream };
   const outcomes: OrderOutcome[] = [];
   const watcher = new ClosureWatcher(opts.db, opts.signal);
   const started = Date.now();
   let submitted = 0;
   let next = 0;
-  const total = opts.plans.length;
+  // A repeated publish counts as a submission of its own: the faults go on until the last one is out.
+  const total = opts.plans.length + opts.plans.filter((p) => p.stream?.duplicateAfterMs !== undefined).length;
+  const repeats: Promise<void>[] = [];
   const submittedOne = () => {
     submitted += 1;
     opts.onSubmitted(submitted / total);
   };
 
-  const count = (label: string) => (stats.http[label] = (stats.http[label] ?? 0) + 1);
+  const count = (label: string, into: Record<string, number> = stats.http) => (into[label] = (into[label] ?? 0) + 1);
 
   const send = async (method: 'POST', path: string, label: string, body: unknown, key?: string): Promise<Answer | Error> => {
     try {
@@ -216,6 +311,89 @@ export async function driveTraffic(opts: TrafficOptions): Promise<{ outcomes: Or
     }
   };
 
+  /**
+   * Publishes an order message until the broker acks it, with the same ID every time (a
+   * producer's retry); the ack says whether the broker stored it or took it for a duplicate.
+   */
+  const publishOrder = async (plan: OrderPlan, s: StreamPlan): Promise<{ duplicate: boolean } | Error> => {
+    const js = opts.js;
+    if (!js) return new Error('no stream door');
+    const message: OrderMessage = s.idIn === 'body' ? { ...plan.body, messageId: s.messageId } : plan.body;
+    const data = JSON.stringify(message);
+    const deadline = Date.now() + opts.giveUpMs;
+    for (let attempt = 0; ; attempt++) {
+      stream.publishAttempts += 1;
+      let result: { duplicate: boolean } | Error;
+      try {
+        const h = natsHeaders();
+        h.set('content-type', 'application/json');
+        const ack = await js.publish(ORDER_SUBJECT, data, { headers: h, timeout: 5_000, ...(s.idIn === 'header' ? { msgID: s.messageId } : {}) });
+        result = { duplicate: ack.duplicate };
+        count(`publish ${ack.duplicate ? 'acked as a duplicate' : 'acked'}`, stream.publishes);
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        count(`publish ${e.code ?? e.name}`, stream.publishes);
+        result = new Error(`${e.code ?? e.name}: ${e.message}`);
+      }
+      if (!(result instanceof Error) || opts.signal.aborted || Date.now() > deadline) return result;
+      stream.publishRetries += 1;
+      await sleep(opts.rng.jitter(Math.min(3_000, 250 * 1.6 ** attempt), 0.2), opts.signal);
+    }
+  };
+
+  const runStreamOrder = async (plan: OrderPlan, s: StreamPlan, outcome: OrderOutcome): Promise<void> => {
+    stream.planned += 1;
+    if (s.idIn === 'header') stream.idInHeader += 1;
+    else stream.idInBody += 1;
+    const info: NonNullable<OrderOutcome['stream']> = { messageId: s.messageId, customerId: plan.body.customerId, idIn: s.idIn, acked: false };
+    outcome.stream = info;
+    const first = await publishOrder(plan, s);
+    outcome.postAttempts = 1;
+    const ackedAt = Date.now();
+    if (first instanceof Error) {
+      outcome.post = first.message;
+      if (!opts.signal.aborted) {
+        stream.gaveUp += 1;
+        stats.notes.push(`message ${s.messageId} (${plan.kind}): never acked after ${(opts.giveUpMs / 1000).toFixed(0)} s: ${first.message}`);
+      }
+    } else {
+      outcome.post = 'acked';
+      info.acked = true;
+      stream.published += 1;
+      if (first.duplicate) stream.retriesDroppedByBroker += 1;
+    }
+    if (s.duplicateAfterMs !== undefined) {
+      stream.duplicatesPlanned += 1;
+      const delayMs = s.duplicateAfterMs;
+      // The repeat goes on in the background; this order's slot moves on.
+      repeats.push(
+        (async () => {
+          await sleep(Math.max(0, ackedAt + delayMs - Date.now()), opts.signal);
+          if (opts.signal.aborted) return;
+          const again = await publishOrder(plan, s);
+          const afterMs = Date.now() - ackedAt;
+          info.repeat = { acked: !(again instanceof Error), droppedByBroker: !(again instanceof Error) && again.duplicate, afterMs };
+          if (!(again instanceof Error)) {
+            // A message first never acked, acked the second time, is accepted all the same.
+            if (!info.acked) {
+              info.acked = true;
+              stream.published += 1;
+              stream.gaveUp = Math.max(0, stream.gaveUp - 1);
+            }
+            stream.duplicatesPublished += 1;
+            if (again.duplicate) stream.duplicatesDroppedByBroker += 1;
+            const d = stream.duplicateDelayMs;
+            d.min = d.min === 0 ? afterMs : Math.min(d.min, afterMs);
+            d.max = Math.max(d.max, afterMs);
+          }
+          submittedOne();
+        })(),
+      );
+    }
+    submittedOne();
+    if (info.acked) await watcher.closed({ customerId: info.customerId }, opts.orderSettleMs);
+  };
+
   const idOf = (a: Answer | Error): string | undefined =>
     a instanceof Error || a.status !== 201 ? undefined : (a.body as { id?: string } | null)?.id;
   const describe = (a: Answer | Error): string => (a instanceof Error ? a.message : String(a.status));
@@ -232,6 +410,7 @@ export async function driveTraffic(opts: TrafficOptions): Promise<{ outcomes: Or
       cancelMoment: plan.cancel?.moment,
     };
     outcomes.push(outcome);
+    if (plan.stream) return runStreamOrder(plan, plan.stream, outcome);
     let answer: Answer | Error;
     if (plan.duplicate === 'concurrent') {
       stats.duplicatePosts += 1;
@@ -272,7 +451,7 @@ export async function driveTraffic(opts: TrafficOptions): Promise<{ outcomes: Or
       if (!opts.signal.aborted) outcome.cancel = await cancelOrder(orderId);
     }
     submittedOne();
-    await watcher.closed(orderId, opts.orderSettleMs);
+    await watcher.closed({ orderId }, opts.orderSettleMs);
   };
 
   const slots = Array.from({ length: Math.max(1, opts.concurrency) }, async () => {
@@ -288,12 +467,14 @@ export async function driveTraffic(opts: TrafficOptions): Promise<{ outcomes: Or
     }
   });
   await Promise.all(slots);
+  await Promise.all(repeats);
   watcher.stop();
   return { outcomes: outcomes.sort((a, b) => a.index - b.index), stats };
 }
 
 /** One poller for every order waiting to close, so twenty waiting clients cost one query. */
 class ClosureWatcher {
+  /** By order ID (HTTP orders) or by customer (a stream order's ID is the intake's to choose). */
   private readonly waiting = new Map<string, (() => void)[]>();
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
@@ -303,7 +484,8 @@ class ClosureWatcher {
     private readonly signal: AbortSignal,
   ) {}
 
-  closed(orderId: string, timeoutMs: number): Promise<void> {
+  closed(which: { orderId: string } | { customerId: string }, timeoutMs: number): Promise<void> {
+    const key = 'orderId' in which ? `id:${which.orderId}` : `customer:${which.customerId}`;
     return new Promise<void>((resolve) => {
       if (this.signal.aborted) return resolve();
       let done = false;
@@ -312,14 +494,14 @@ class ClosureWatcher {
         done = true;
         clearTimeout(timeout);
         this.signal.removeEventListener('abort', finish);
-        const list = this.waiting.get(orderId)?.filter((f) => f !== finish);
-        if (list?.length) this.waiting.set(orderId, list);
-        else this.waiting.delete(orderId);
+        const list = this.waiting.get(key)?.filter((f) => f !== finish);
+        if (list?.length) this.waiting.set(key, list);
+        else this.waiting.delete(key);
         resolve();
       };
       const timeout = setTimeout(finish, timeoutMs);
       this.signal.addEventListener('abort', finish, { once: true });
-      this.waiting.set(orderId, [...(this.waiting.get(orderId) ?? []), finish]);
+      this.waiting.set(key, [...(this.waiting.get(key) ?? []), finish]);
       this.schedule();
     });
   }
@@ -338,10 +520,17 @@ class ClosureWatcher {
     this.timer = undefined;
     this.polling = true;
     try {
-      const ids = [...this.waiting.keys()];
-      if (ids.length) {
-        const res = await this.db.query<{ id: string }>(`SELECT id FROM orders WHERE id = ANY($1) AND status <> 'pending'`, [ids]);
-        for (const { id } of res.rows) for (const f of this.waiting.get(id) ?? []) f();
+      const keys = [...this.waiting.keys()];
+      const ids = keys.filter((k) => k.startsWith('id:')).map((k) => k.slice(3));
+      const customers = keys.filter((k) => k.startsWith('customer:')).map((k) => k.slice(9));
+      if (keys.length) {
+        const res = await this.db.query<{ key: string }>(
+          `SELECT 'id:' || id AS key FROM orders WHERE id = ANY($1) AND status <> 'pending'
+           UNION ALL
+           SELECT 'customer:' || customer_id FROM orders WHERE customer_id = ANY($2) AND status <> 'pending'`,
+          [ids, customers],
+        );
+        for (const { key } of res.rows) for (const f of this.waiting.get(key) ?? []) f();
       }
     } catch {
       // The database is restarting: the next poll will see.

@@ -1,4 +1,4 @@
-import type { Db } from '../db/pool';
+import { inTransaction, type Db } from '../db/pool';
 import { wakeablePause } from '../pause';
 import { toCloudEvent, type OrderEventType } from '../outbox/relay';
 import { storableText } from '../text';
@@ -120,43 +120,54 @@ async function attempt(d: Claimed, opts: WebhookSenderOptions): Promise<{ ok: bo
   }
 }
 
+/**
+ * Records one attempt: its row, its delivery's new state and its endpoint's count of failures, in one
+ * transaction. In pieces, a failure after the first (the sender killed, its connection terminated)
+ * left an attempt row whose number every later attempt of the delivery collided with: the delivery
+ * was sent again at every lease and never marked, and held back every later event of its endpoint.
+ * Now a failed recording leaves nothing: the claim runs out, and the attempt is made and recorded again.
+ */
 async function record(db: Db, d: Claimed, r: Awaited<ReturnType<typeof attempt>>, opts: WebhookSenderOptions): Promise<DeliveryState> {
   const schedule = opts.retryScheduleMs ?? DEFAULT_RETRY_SCHEDULE_MS;
   const n = d.attempts + 1;
   const error = r.error === undefined ? null : storableText(r.error).slice(0, 1000);
-  await db.query(`INSERT INTO webhook_attempts (delivery_id, attempt, status, error, duration_ms) VALUES ($1, $2, $3, $4, $5)`, [
-    d.id,
-    n,
-    r.status ?? null,
-    error,
-    r.ms,
-  ]);
-  if (r.ok) {
-    await db.query(
-      `UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), attempts = $2, last_status = $3, last_error = NULL, locked_until = NULL
-        WHERE id = $1`,
-      [d.id, n, r.status],
-    );
-    await db.query(`UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1`, [d.endpoint_id]);
-    return 'delivered';
-  }
-  const wait = schedule[n - d.round_start - 1];
-  await db.query(
-    `UPDATE webhook_deliveries SET attempts = $2, last_status = $3, last_error = $4, locked_until = NULL,
-            state = CASE WHEN $5::bigint IS NULL THEN 'failed' ELSE 'pending' END,
-            next_attempt_at = CASE WHEN $5::bigint IS NULL THEN next_attempt_at ELSE now() + $5 * interval '1 ms' END
-      WHERE id = $1`,
-    [d.id, n, r.status ?? null, error, wait ?? null],
-  );
   const limit = opts.disableAfterFailures ?? 30;
-  const { rows } = await db.query<{ disabled: boolean }>(
-    `UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1,
-            disabled_at = CASE WHEN consecutive_failures + 1 >= $2 THEN now() END,
-            disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 THEN $3 END
-      WHERE id = $1 AND disabled_at IS NULL RETURNING disabled_at IS NOT NULL AS disabled`,
-    [d.endpoint_id, limit, `${limit} consecutive failed attempts; the last: ${error}`],
-  );
-  if (rows[0]?.disabled) opts.onDisabled?.(d.endpoint_id, `${limit} consecutive failed attempts`);
+  const wait = r.ok ? undefined : schedule[n - d.round_start - 1];
+  const disabled = await inTransaction(db, async (tx) => {
+    await tx.query(`INSERT INTO webhook_attempts (delivery_id, attempt, status, error, duration_ms) VALUES ($1, $2, $3, $4, $5)`, [
+      d.id,
+      n,
+      r.status ?? null,
+      error,
+      r.ms,
+    ]);
+    if (r.ok) {
+      await tx.query(
+        `UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), attempts = $2, last_status = $3, last_error = NULL, locked_until = NULL
+          WHERE id = $1`,
+        [d.id, n, r.status],
+      );
+      await tx.query(`UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1`, [d.endpoint_id]);
+      return false;
+    }
+    await tx.query(
+      `UPDATE webhook_deliveries SET attempts = $2, last_status = $3, last_error = $4, locked_until = NULL,
+              state = CASE WHEN $5::bigint IS NULL THEN 'failed' ELSE 'pending' END,
+              next_attempt_at = CASE WHEN $5::bigint IS NULL THEN next_attempt_at ELSE now() + $5 * interval '1 ms' END
+        WHERE id = $1`,
+      [d.id, n, r.status ?? null, error, wait ?? null],
+    );
+    const { rows } = await tx.query<{ disabled: boolean }>(
+      `UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1,
+              disabled_at = CASE WHEN consecutive_failures + 1 >= $2 THEN now() END,
+              disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 THEN $3 END
+        WHERE id = $1 AND disabled_at IS NULL RETURNING disabled_at IS NOT NULL AS disabled`,
+      [d.endpoint_id, limit, `${limit} consecutive failed attempts; the last: ${error}`],
+    );
+    return rows[0]?.disabled === true;
+  });
+  if (disabled) opts.onDisabled?.(d.endpoint_id, `${limit} consecutive failed attempts`);
+  if (r.ok) return 'delivered';
   return wait === undefined ? 'failed' : 'pending';
 }
 

@@ -2,12 +2,18 @@ import fs from 'node:fs';
 import { formatReport, runChaos, type ChaosReport } from '../../dev/chaos/soak';
 
 /**
- * A small fault soak (dev/chaos/soak.ts) on a stack of its own: 40 orders
- * through the HTTP API while workers are killed and terminated, PostgreSQL
- * connections reset and the server restarted twice, the services and the API
- * killed and restarted, provider faults armed, and the Temporal server killed
- * twice. Afterwards the rows must say that every saga closed and the books
- * balance, and every saga's result must agree with its ledger rows.
+ * A small fault soak (dev/chaos/soak.ts) on a stack of its own: 40 orders, about
+ * half through the HTTP API and half as messages on the order stream (some
+ * published again, with the same message ID, long after the broker's duplicate
+ * window), while workers are killed and terminated, PostgreSQL connections reset
+ * and the server restarted twice, the services and the API killed and restarted,
+ * provider faults armed, the Temporal server killed twice, NATS killed and
+ * restarted twice, the intake and the relay SIGKILLed, and the webhook receiver
+ * flaps. Afterwards the rows must say that every saga closed and the books
+ * balance, every saga's result must agree with its ledger rows, every accepted
+ * message made exactly one order, every order change exactly one event, published
+ * and seen once by the consumers, and every webhook was delivered and applied once
+ * after the receiver's dedupe.
  */
 const SOAK_DEADLINE_MS = 5 * 60_000;
 let report: ChaosReport;
@@ -45,6 +51,37 @@ test('the soak ran to the end under every fault', () => {
   expect(report.faults['postgres restart']).toBe(2);
   expect(report.faults['temporal SIGKILL']).toBe(2);
   expect(report.faults['services restart'] ?? 0).toBeGreaterThan(0);
+});
+
+test('the stream doors ran under their own faults: the intake and the relay killed, NATS restarted, the receiver flapping', () => {
+  expect(report.faults['intake SIGKILL'] ?? 0).toBeGreaterThan(0);
+  expect(report.faults['relay SIGKILL'] ?? 0).toBeGreaterThan(0);
+  expect(report.faults['nats restart']).toBe(2);
+  const flaps = Object.entries(report.faults).filter(([k]) => k.startsWith('receiver flap '));
+  expect(flaps.reduce((n, [, v]) => n + v, 0)).toBeGreaterThan(0);
+  const d = report.doors!;
+  expect(d.messages.published).toBeGreaterThan(0);
+  expect(d.orders.viaStream).toBeGreaterThan(0);
+  expect(d.orders.viaHttp).toBeGreaterThan(0);
+  // Repeats published after the broker's window: stored again, left to the intake's inbox.
+  expect(d.messages.duplicatesPublished).toBeGreaterThan(0);
+  expect(d.messages.duplicatesDroppedByBroker).toBe(0);
+  expect(d.events.total).toBeGreaterThan(0);
+  expect(d.webhooks.deliveries).toBeGreaterThan(0);
+  // The flaps met the sender: some attempts failed (answered 500, refused, answer lost) and were made again.
+  expect(Object.values(d.webhooks.attemptsFailed).reduce((n, v) => n + v, 0)).toBeGreaterThan(0);
+  expect(d.webhooks.receiver.hits).toBeGreaterThan(d.webhooks.deliveries);
+});
+
+test('the stream doors audit finds no violation: messages → one order each, changes → one event each, published, consumed and delivered once', () => {
+  expect(report.doorViolations).toEqual([]);
+  const d = report.doors!;
+  expect(d.events.published).toBe(d.events.total);
+  expect(d.events.counted).toBe(d.events.total);
+  expect(d.events.countedRows).toBe(d.events.total);
+  expect(d.events.notifications).toBe(d.events.completed);
+  expect(d.webhooks.byState).toEqual({ delivered: d.webhooks.deliveries });
+  expect(d.webhooks.receiver.applied).toBe(d.webhooks.deliveries);
 });
 
 test('no order is left pending and every saga closed', () => {
