@@ -18,32 +18,98 @@ export class HttpError extends Error {
   }
 }
 
-/** Drains the whole body even past the limit, so the client reads our 413 instead of a reset. */
 /** Whether a Content-Type header names JSON (`application/json`, parameters allowed). */
 export function isJsonContentType(type: string): boolean {
   return /^application\/json\s*(;|$)/i.test(type);
 }
 
-export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size <= limit) chunks.push(chunk);
-  }
-  if (size > limit) throw new HttpError(413, 'request_too_large', `body exceeds ${limit} bytes`);
-  let text: string;
-  try {
-    // Fatal: invalid UTF-8 is refused, never stored as U+FFFD, so what is stored is what was sent.
-    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
-  } catch {
-    throw new HttpError(400, 'invalid_request', 'body must be valid UTF-8');
-  }
+/** Whether the request declares a body over `limit` bytes: refused before a byte of it is read. */
+export function declaredTooLarge(req: IncomingMessage, limit = MAX_BODY_BYTES): boolean {
+  return Number(req.headers['content-length'] ?? 0) > limit;
+}
+
+const tooLarge = (limit: number) => new HttpError(413, 'request_too_large', `body exceeds ${limit} bytes`);
+
+/**
+ * The body as UTF-8 text, at most `limit` bytes. A larger Content-Length is refused at once, and
+ * reading stops as soon as a body without one passes the limit: the rest is never read, so the
+ * answer must close the connection (answer `Connection: close` while `req.complete` is false).
+ */
+export function readText(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<string> {
+  if (declaredTooLarge(req, limit)) return Promise.reject(tooLarge(limit));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (err: unknown, text?: string) => {
+      req.off('data', onData).off('end', onEnd).off('error', settle).off('close', onClose);
+      if (err) reject(err);
+      else resolve(text ?? '');
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      chunks.push(chunk);
+      if (size <= limit) return;
+      req.pause();
+      settle(tooLarge(limit));
+    };
+    const onEnd = () => {
+      try {
+        // Fatal: invalid UTF-8 is refused, never stored as U+FFFD, so what is stored is what was sent.
+        settle(undefined, new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks)));
+      } catch {
+        settle(new HttpError(400, 'invalid_request', 'body must be valid UTF-8'));
+      }
+    };
+    const onClose = () => settle(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+    req.on('data', onData).on('end', onEnd).on('error', settle).on('close', onClose);
+  });
+}
+
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch {
     throw new HttpError(400, 'invalid_request', 'body must be valid JSON');
   }
+}
+
+export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
+  return parseJson(await readText(req, limit));
+}
+
+const STRING = /"[^"\\]*(?:\\.[^"\\]*)*"/y;
+const NUMBER = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
+const COLON = /\s*:/y;
+
+/**
+ * Where valid JSON text writes an integer as something else (`1.0`, `1e3`, `1999.00000000000001`):
+ * JSON.parse hands all three over as integers, so only the text tells. Paths as zod writes them (`items.0.quantity`).
+ */
+export function integersNotWrittenAsIntegers(text: string): string[] {
+  const found: string[] = [];
+  const path: (string | number)[] = [];
+  for (let i = 0; i < text.length; ) {
+    const c = text[i];
+    if (c === '"') {
+      STRING.lastIndex = i;
+      STRING.exec(text);
+      COLON.lastIndex = STRING.lastIndex;
+      if (COLON.test(text)) path[path.length - 1] = JSON.parse(text.slice(i, STRING.lastIndex)) as string;
+      i = STRING.lastIndex;
+    } else if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) {
+      NUMBER.lastIndex = i;
+      const m = NUMBER.exec(text)!;
+      if ((m[1] || m[2]) && Number.isInteger(Number(m[0]))) found.push(path.join('.'));
+      i = NUMBER.lastIndex;
+    } else {
+      if (c === '{') path.push('');
+      else if (c === '[') path.push(0);
+      else if (c === '}' || c === ']') path.pop();
+      else if (c === ',' && typeof path[path.length - 1] === 'number') path[path.length - 1] = (path[path.length - 1] as number) + 1;
+      i++;
+    }
+  }
+  return found;
 }
 
 export function matchPath(pattern: string, path: string): Record<string, string> | undefined {

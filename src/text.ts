@@ -5,8 +5,9 @@
  * arbitrary failure messages are made storable instead.
  */
 
+/** C0, DEL and C1 (U+0080–U+009F): none belongs in text a person typed. */
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
-const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 export const hasControlCharacters = (s: string): boolean => CONTROL.test(s);

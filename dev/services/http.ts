@@ -200,6 +200,8 @@ function send(res: ServerResponse, reply: Reply): void {
     'Content-Type': 'application/json',
     'Content-Length': Buffer.byteLength(payload),
     ...reply.headers,
+    // A body left unread (readJson stops at its limit) is not drained: the connection closes after the answer.
+    ...(res.req.complete ? {} : { Connection: 'close' }),
   });
   res.end(payload);
 }

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
 import type { z } from 'zod';
 import { isConnectionError, isPermanentDataError, type Db } from '../db/pool';
-import { HttpError, isJsonContentType, matchPath, readJson } from '../http';
+import { declaredTooLarge, HttpError, MAX_BODY_BYTES, integersNotWrittenAsIntegers, isJsonContentType, matchPath, parseJson, readText } from '../http';
 import { findOrder, type OrderRow } from '../orders/repository';
 import { startRecoveryLoop } from '../orders/recovery';
 import { orderWorkflowId } from '../../workflows/order/ids';
@@ -62,10 +62,21 @@ interface Reply {
   headers?: Record<string, string>;
 }
 
-type Handler = (req: IncomingMessage, params: Record<string, string>, url: URL) => Promise<Reply>;
+type Handler = (req: IncomingMessage, params: Record<string, string>, query: URLSearchParams) => Promise<Reply>;
 
 /** Routes probed by orchestrators and scrapers: their access lines are debug. */
 const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
+
+/**
+ * The request target as routed: origin-form only (RFC 9112 3.2.1), visible ASCII, one leading '/'
+ * and no '\\' or '#'. Never resolved as a URL: `//host/orders`, `http://host/orders` and
+ * `/orders\\x` would otherwise reach a route a path rule in front of the API does not see.
+ */
+export function originForm(target: string | undefined): { path: string; query: URLSearchParams } | undefined {
+  if (target === undefined || !/^\/(?!\/)[\x21-\x7e]*$/.test(target) || /[\\#]/.test(target)) return undefined;
+  const q = target.indexOf('?');
+  return q < 0 ? { path: target, query: new URLSearchParams() } : { path: target.slice(0, q), query: new URLSearchParams(target.slice(q + 1)) };
+}
 
 const json = (status: number, value: unknown, headers: Record<string, string> = {}): Reply => ({
   status,
@@ -81,14 +92,21 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const metrics = opts.metrics ?? new SagaMetrics({ role: 'api' });
 
   const useCaseDeps = { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes };
-  const createOrder: Handler = async (req, _params, url) => {
-    const client = await authenticate(db, req);
+  /** The caller, named by exactly one Authorization header: two are ambiguous (RFC 6750 3.1), whatever they hold. */
+  const caller = (req: IncomingMessage) => {
+    const count = req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization').length;
+    if (count > 1) throw new Problem('invalid-request', `send one Authorization header, not ${count}`);
+    return authenticate(db, req);
+  };
+
+  const createOrder: Handler = async (req, _params, query) => {
+    const client = await caller(req);
     const key = req.headers['idempotency-key'];
     if (key === undefined) throw new Problem('idempotency-key-missing');
     if (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key)) {
       throw new Problem('idempotency-key-invalid', '1 to 255 visible ASCII characters');
     }
-    const waitMs = parseWait(url.searchParams.get('wait'));
+    const waitMs = parseWait(query.get('wait'));
     const raw = await readBody(req);
     const order = validate(createOrderRequest, raw);
     const outcome = await createOrderUseCase(useCaseDeps, { clientId: client.id, idempotencyKey: key, raw, order, waitMs });
@@ -122,13 +140,13 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   }
 
   const getOrder: Handler = async (req, params) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     const row = await ownOrder(client.id, params.id);
     return json(200, orderView(row, await liveSaga(temporal, row.id)));
   };
 
   const cancelOrder: Handler = async (req, params) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     const row = await ownOrder(client.id, params.id);
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
     const { reason } = hasBody ? validate(cancelRequest, await readBody(req)) : { reason: undefined };
@@ -147,7 +165,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const WEBHOOK_ID = /^whe_[0-9a-f]{20}$/;
   const notFoundEndpoint = (id: string | undefined) => new Problem('not-found', `no webhook endpoint ${JSON.stringify(id ?? '')}`);
   const createWebhook: Handler = async (req) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     const { url } = validate(webhookRequest, await readBody(req));
     const sealingKey = opts.webhooks?.sealingKey;
     if (!sealingKey) throw new Problem('webhooks-not-configured', 'this server has no WEBHOOK_SECRETS_KEY to keep signing secrets with');
@@ -160,26 +178,26 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       throw err;
     }
   };
-  const listWebhooks: Handler = async (req) => json(200, { endpoints: await listEndpoints(db, (await authenticate(db, req)).id) });
+  const listWebhooks: Handler = async (req) => json(200, { endpoints: await listEndpoints(db, (await caller(req)).id) });
   const deleteWebhook: Handler = async (req, params) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     if (!WEBHOOK_ID.test(params.endpoint ?? '') || !(await deleteEndpoint(db, client.id, params.endpoint!))) throw notFoundEndpoint(params.endpoint);
     return { status: 204, body: '' };
   };
   const enableWebhook: Handler = async (req, params) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     if (!WEBHOOK_ID.test(params.endpoint ?? '') || !(await enableEndpoint(db, client.id, params.endpoint!))) throw notFoundEndpoint(params.endpoint);
     const endpoint = (await listEndpoints(db, client.id)).find((e) => e.id === params.endpoint);
     return json(200, endpoint);
   };
   const webhookDeliveries: Handler = async (req, params) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     const found = WEBHOOK_ID.test(params.endpoint ?? '') ? await listDeliveries(db, client.id, params.endpoint!) : undefined;
     if (!found) throw notFoundEndpoint(params.endpoint);
     return json(200, { deliveries: found });
   };
   const replayWebhook: Handler = async (req, params) => {
-    const client = await authenticate(db, req);
+    const client = await caller(req);
     const ok =
       WEBHOOK_ID.test(params.endpoint ?? '') &&
       /^msg_[0-9a-f]{32}$/.test(params.delivery ?? '') &&
@@ -226,10 +244,15 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const server = http.createServer((req, res) => {
     void handle(req, res);
   });
+  // Expect: 100-continue: no 100 for a body over the limit, so it is never sent (handle answers 413).
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!declaredTooLarge(req)) res.writeContinue();
+    void handle(req, res);
+  });
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     let reply: Reply | undefined;
-    let url: URL | undefined;
+    let path: string | undefined;
     let route = 'unmatched';
     let orderId: string | undefined;
     // One access-log line per request, after the answer: probes and assets at debug, the rest at info.
@@ -241,7 +264,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         msg: 'request',
         method: req.method,
         route,
-        path: url?.pathname,
+        path,
         status,
         durationMs: Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10,
         ...(id ? { orderId: id, workflowId: orderWorkflowId(id) } : {}),
@@ -251,10 +274,13 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       });
     };
     try {
-      url = new URL(req.url ?? '/', 'http://localhost');
-      const path = url.pathname;
+      const target = originForm(req.url);
+      if (!target) throw new Problem('invalid-request', 'the request target must be a path: one leading "/", visible ASCII, no "\\" or "#"');
+      const at = target.path;
+      path = at;
+      if (declaredTooLarge(req)) throw new Problem('payload-too-large', `Content-Length over ${MAX_BODY_BYTES} bytes`);
       const candidates = routes
-        .map((r) => ({ r, params: matchPath(r.path, path) }))
+        .map((r) => ({ r, params: matchPath(r.path, at) }))
         .filter((c) => c.params !== undefined);
       // HEAD is answered wherever GET is (RFC 9110 9.3.2); Node sends the headers without the body.
       const method = req.method === 'HEAD' ? 'GET' : req.method;
@@ -262,18 +288,17 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       if (!hit && candidates.length) {
         const methods = candidates.map((c) => c.r.method);
         const allow = (methods.includes('GET') ? [...methods, 'HEAD'] : methods).join(', ');
-        throw new Problem('method-not-allowed', `${req.method} is not allowed on ${path}`, {}, { Allow: allow });
+        throw new Problem('method-not-allowed', `${req.method} is not allowed on ${at}`, {}, { Allow: allow });
       }
-      if (!hit) throw new Problem('not-found', `no route ${path}`);
+      if (!hit) throw new Problem('not-found', `no route ${at}`);
       const { r, params } = hit;
       route = r.path;
       orderId = params?.id;
-      const target = url;
       reply = await inSpan(
         `${req.method} ${route}`,
         { 'http.request.method': req.method ?? '?', 'http.route': route },
         async (span) => {
-          const answer = await r.handler(req, params ?? {}, target);
+          const answer = await r.handler(req, params ?? {}, target.query);
           span.setAttribute('http.response.status_code', answer.status);
           return answer;
         },
@@ -288,9 +313,11 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         access(499);
         return;
       }
-      reply = problemReply(err, url?.pathname, log);
+      reply = problemReply(err, path, log);
     }
-    res.writeHead(reply.status, { 'Content-Length': Buffer.byteLength(reply.body), ...reply.headers });
+    // A body left unread (over the limit, or never wanted) is not drained: the connection closes after the answer.
+    const close = req.complete ? {} : { Connection: 'close' };
+    res.writeHead(reply.status, { 'Content-Length': Buffer.byteLength(reply.body), ...reply.headers, ...close });
     res.end(reply.body);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     metrics.httpRequests.observe({ method: req.method ?? '?', route, status: String(reply.status) }, seconds);
@@ -341,10 +368,18 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   };
 }
 
+/** A JSON body; an integer written otherwise (`1.0`, `1e3`, `1999.00000000000001`) is refused, never rounded. */
 async function readBody(req: IncomingMessage): Promise<unknown> {
   const type = req.headers['content-type'] ?? '';
   if (!isJsonContentType(type)) throw new Problem('unsupported-media-type', `got "${type}"`);
-  return readJson(req);
+  const text = await readText(req);
+  const value = parseJson(text);
+  const inexact = integersNotWrittenAsIntegers(text);
+  if (inexact.length) {
+    const errors = inexact.map((path) => ({ path: path || '(body)', message: 'must be an integer written without a fraction or exponent' }));
+    throw new Problem('invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
+  }
+  return value;
 }
 
 function validate<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {

@@ -87,3 +87,57 @@ export async function eventually<T>(fn: () => Promise<T | undefined>, what: stri
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/** What a raw exchange got back: every byte, the final status and its JSON body, and how long it took. */
+export interface RawAnswer {
+  /** Everything the server sent, interim answers (100 Continue) included. */
+  text: string;
+  status: number;
+  json: any;
+  ms: number;
+}
+
+/**
+ * A raw request on a socket, for what fetch cannot send (a `//host` or absolute-form target, a
+ * backslash, a repeated header, a body that never ends). `feed` may keep writing after the head;
+ * it gets a signal that fires once the server answered or closed. The socket is ended after
+ * `timeoutMs` at the latest; a reset by the server still returns what arrived before it.
+ */
+export function rawExchange(
+  baseUrl: string,
+  head: string,
+  feed?: (socket: net.Socket, answered: AbortSignal) => void,
+  timeoutMs = 10_000,
+): Promise<RawAnswer> {
+  const { hostname, port } = new URL(baseUrl);
+  const started = Date.now();
+  const answered = new AbortController();
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      socket.write(head);
+      feed?.(socket, answered.signal);
+    });
+    let buf = '';
+    const timer = setTimeout(() => socket.destroy(), timeoutMs);
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => {
+      buf += d;
+      if (/\r\n\r\n/.test(buf.replace(/^HTTP\/1\.1 1\d\d [^\r]*\r\n(?:[^\r]+\r\n)*\r\n/, ''))) answered.abort();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      answered.abort();
+      const final = buf.replace(/^(?:HTTP\/1\.1 1\d\d [^\r]*\r\n(?:[^\r]+\r\n)*\r\n)+/, '');
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(final)?.[1] ?? 0);
+      const body = final.slice(final.indexOf('\r\n\r\n') + 4);
+      let json: unknown;
+      try {
+        json = JSON.parse(body);
+      } catch {
+        json = undefined;
+      }
+      resolve({ text: buf, status, json, ms: Date.now() - started });
+    });
+  });
+}

@@ -21,7 +21,7 @@ import { Step } from '../../workflows/order/steps';
 import type { OrderSagaResult } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { promtoolCheckMetrics } from '../helpers/promtool';
-import { eventually, expectProblem, rawHttp, request, rowCounts, type ApiResponse, type RequestOptions } from '../helpers/api';
+import { eventually, expectProblem, rawExchange, rawHttp, request, rowCounts, type ApiResponse, type RawAnswer, type RequestOptions } from '../helpers/api';
 import { clientConnectionOptions } from '../../src/temporal-connect';
 
 let ctx: TestContext;
@@ -1011,6 +1011,22 @@ const malformed: Malformed[] = [
   { name: 'a lone high surrogate in the city', body: withAddress({ city: 'Berl\ud800in' }), status: 400 },
   { name: 'a lone low surrogate in the name', body: withAddress({ name: '\udc00Ada' }), status: 400 },
   { name: 'a control character in line1', body: withAddress({ line1: '1 Main\u0007St' }), status: 400 },
+  // C1 controls (U+0080–U+009F) are control characters too.
+  { name: 'a C1 control (U+009B, CSI) in line1', body: withAddress({ line1: '1 Main\u009b31mSt' }), status: 400 },
+  { name: 'a C1 control (U+0085, NEL) in the name', body: withAddress({ name: 'Ada\u0085Lovelace' }), status: 400 },
+  { name: 'U+0080 in paymentToken', body: { ...valid(), paymentToken: 'tok_\u0080visa' }, status: 400 },
+  { name: 'U+009F in the city', body: withAddress({ city: 'Berlin\u009f' }), status: 400 },
+  // An integer is written as one: JSON.parse would round these to integers, and money is never rounded.
+  ...['1999.00000000000001', '1999.0', '1.999e3', '1999E0'].map((amount) => ({
+    name: `amountMinor written as ${amount}`,
+    body: JSON.stringify(withAmount({ amountMinor: 1999 })).replace('"amountMinor":1999', `"amountMinor":${amount}`),
+    status: 400,
+  })),
+  ...['1.0000000000000001', '1.0', '1e0'].map((quantity) => ({
+    name: `quantity written as ${quantity}`,
+    body: JSON.stringify(withItem({ quantity: 1 })).replace('"quantity":1', `"quantity":${quantity}`),
+    status: 400,
+  })),
 ];
 
 describe('malformed POST /orders bodies', () => {
@@ -1129,5 +1145,178 @@ describe('hostile requests get a 4xx, never a 500', () => {
     expect(result.status).toBe('completed');
     const row = await ctx.db.query(`SELECT status FROM orders WHERE id = $1`, [created.json.id]);
     expect(row.rows[0].status).toBe('completed');
+  });
+});
+
+describe('hostile requests, second round: targets, body limits, credentials, numbers', () => {
+  const auth = (key: string) => `Authorization: Bearer ${key}\r\n`;
+  const jsonHead = (target: string, body: string, extra = '') =>
+    `POST ${target} HTTP/1.1\r\nHost: x\r\n${extra}Idempotency-Key: ${uniqueId('raw')}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  const expectRawProblem = (res: RawAnswer, status: number, name: string) => {
+    if (res.status !== status) throw new Error(`expected ${status}, got: ${res.text.slice(0, 500)}`);
+    expect(res.json?.type).toBe(`urn:sagaflow:problem:${name}`);
+  };
+
+  describe('the request target is routed only as an origin-form path', () => {
+    let orderId: string;
+    beforeAll(async () => {
+      const created = await postOrder(await stockedBody(), uniqueId('target'));
+      expect(created.status).toBe(201);
+      orderId = created.json.id;
+    });
+
+    test.each([
+      ['//a:b/orders', 'a URL authority with an empty port'],
+      ['//[/orders', 'an unclosed IPv6 literal'],
+      ['http://127.0.0.1:99999/orders/:id', 'the absolute form with an invalid port'],
+      ['http://127.0.0.1/orders/:id', 'the absolute form'],
+      ['//evil.example/orders/:id', 'a network-path reference'],
+      ['/orders\\:id', 'a backslash'],
+      ['/orders/:id#x', 'a fragment'],
+      ['*', 'the asterisk form'],
+    ])('GET %s (%s): 400 before authentication, the order is not shown', async (target, _what) => {
+      const t = target.replace(':id', orderId);
+      for (const key of [clientA.apiKey, undefined]) {
+        const res = await rawExchange(api.url, `GET ${t} HTTP/1.1\r\nHost: x\r\n${key ? auth(key) : ''}Connection: close\r\n\r\n`);
+        expectRawProblem(res, 400, 'invalid-request');
+        expect(res.text).not.toContain(orderId);
+      }
+    });
+
+    test.each(['//evil.example/orders', 'http://evil.example/orders', '/orders\\', '/\\orders'])(
+      'POST %s: 400, no order and no key written',
+      async (target) => {
+        const before = await rowCounts(ctx.db);
+        const res = await rawExchange(api.url, jsonHead(target, JSON.stringify(await stockedBody()), auth(clientA.apiKey)));
+        expectRawProblem(res, 400, 'invalid-request');
+        expect(await rowCounts(ctx.db)).toEqual(before);
+      },
+    );
+
+    test('an origin-form path still routes, its query string parsed apart, and dot segments are not resolved', async () => {
+      expect((await getOrder(orderId)).status).toBe(200);
+      const res = await rawExchange(api.url, `GET /orders/${orderId}?x=1 HTTP/1.1\r\nHost: x\r\n${auth(clientA.apiKey)}Connection: close\r\n\r\n`);
+      expect(res.status).toBe(200);
+      const dots = await rawExchange(api.url, `GET /x/../orders/${orderId} HTTP/1.1\r\nHost: x\r\n${auth(clientA.apiKey)}Connection: close\r\n\r\n`);
+      expectRawProblem(dots, 404, 'not-found');
+      expectProblem(await postOrder(orderBody(), uniqueId('wait'), { query: '?wait=soon' }), 400, 'invalid-request');
+    });
+  });
+
+  describe('the 64 KiB body limit holds before and while the body is read', () => {
+    const head = (headers: string) =>
+      `POST /orders HTTP/1.1\r\nHost: x\r\n${auth(clientA.apiKey)}Idempotency-Key: ${uniqueId('big')}\r\nContent-Type: application/json\r\n${headers}\r\n`;
+
+    test('Content-Length: 1073741824 with no body sent: 413 at once, nothing written', async () => {
+      const before = await rowCounts(ctx.db);
+      const res = await rawExchange(api.url, head('Content-Length: 1073741824\r\n'), undefined, 5000);
+      expectRawProblem(res, 413, 'payload-too-large');
+      expect(res.ms).toBeLessThan(3000);
+      expect(await rowCounts(ctx.db)).toEqual(before);
+    });
+
+    test('an endless chunked body: 413 soon after 64 KiB, the connection closed, nothing written', async () => {
+      const before = await rowCounts(ctx.db);
+      let sent = 0;
+      const chunk = `4000\r\n${'x'.repeat(0x4000)}\r\n`;
+      const res = await rawExchange(
+        api.url,
+        head('Transfer-Encoding: chunked\r\n'),
+        (socket, answered) => {
+          const pump = () => {
+            while (!answered.aborted && !socket.destroyed && sent < 256 * 1024 * 1024) {
+              sent += 0x4000;
+              if (!socket.write(chunk)) return void socket.once('drain', pump);
+            }
+          };
+          pump();
+        },
+        20_000,
+      );
+      expectRawProblem(res, 413, 'payload-too-large');
+      expect(res.ms).toBeLessThan(5000);
+      expect(sent).toBeLessThan(64 * 1024 * 1024);
+      expect(await rowCounts(ctx.db)).toEqual(before);
+    });
+
+    test('Expect: 100-continue with 10 MiB declared: 413 without a 100, nothing written', async () => {
+      const before = await rowCounts(ctx.db);
+      const res = await rawExchange(api.url, head(`Expect: 100-continue\r\nContent-Length: ${10 * 1024 * 1024}\r\n`), undefined, 5000);
+      expect(res.text).not.toMatch(/^HTTP\/1\.1 100/);
+      expectRawProblem(res, 413, 'payload-too-large');
+      expect(res.ms).toBeLessThan(3000);
+      expect(await rowCounts(ctx.db)).toEqual(before);
+    });
+
+    test('Expect: 100-continue with a body under the limit: 100, then the order', async () => {
+      const body = JSON.stringify(await stockedBody());
+      const res = await rawExchange(
+        api.url,
+        head(`Expect: 100-continue\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n`),
+        (socket) => socket.once('data', () => socket.write(body)),
+      );
+      expect(res.text).toMatch(/^HTTP\/1\.1 100 Continue\r\n/);
+      expect(res.status).toBe(201);
+      started.add(`order-${res.json.id}`);
+    });
+
+    test('64 MiB with Content-Length: 413 before the body is read, nothing written, the API serves on', async () => {
+      const before = await rowCounts(ctx.db);
+      const t0 = Date.now();
+      const res = await request(api.url, '/orders', {
+        method: 'POST',
+        apiKey: clientA.apiKey,
+        idempotencyKey: uniqueId('huge'),
+        body: 'x'.repeat(64 * 1024 * 1024),
+      }).catch((e: Error) => e);
+      // The answer comes before the body is read; a client still writing may see the close instead.
+      if (!(res instanceof Error)) expectProblem(res, 413, 'payload-too-large');
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(await rowCounts(ctx.db)).toEqual(before);
+      expect((await request(api.url, '/healthz')).status).toBe(200);
+    });
+  });
+
+  describe('two Authorization headers are ambiguous', () => {
+    test.each([
+      ['A then B', () => [clientA.apiKey, clientB.apiKey]],
+      ['B then A', () => [clientB.apiKey, clientA.apiKey]],
+      ['A twice', () => [clientA.apiKey, clientA.apiKey]],
+      ['A then an unknown key', () => [clientA.apiKey, 'sk_thisisnotarealkey']],
+    ])('POST /orders with %s: 400, no order and no key written', async (_name, keys) => {
+      const before = await rowCounts(ctx.db);
+      const body = JSON.stringify(await stockedBody());
+      const key = uniqueId('twoauth');
+      const res = await rawExchange(api.url, jsonHead('/orders', body, keys().map(auth).join('')).replace(/Idempotency-Key: [^\r]*/, `Idempotency-Key: ${key}`));
+      expectRawProblem(res, 400, 'invalid-request');
+      expect(res.json.detail).toContain('one Authorization header');
+      expect(await rowCounts(ctx.db)).toEqual(before);
+      expect(await keyRow(clientA.id, key)).toBeUndefined();
+      expect(await keyRow(clientB.id, key)).toBeUndefined();
+    });
+
+    test('GET /orders/:id with two: 400, the order is not shown', async () => {
+      const created = await postOrder(await stockedBody(), uniqueId('twoauth'));
+      const res = await rawExchange(
+        api.url,
+        `GET /orders/${created.json.id} HTTP/1.1\r\nHost: x\r\n${auth(clientA.apiKey)}${auth(clientA.apiKey)}Connection: close\r\n\r\n`,
+      );
+      expectRawProblem(res, 400, 'invalid-request');
+      expect(res.text).not.toContain(`"id":"${created.json.id}"`);
+    });
+  });
+
+  test('an amount written 1999.00000000000001: 400 naming the field, nothing stored as 1999', async () => {
+    const body = await stockedBody({ amount: { amountMinor: 1999, currency: 'EUR' } });
+    const text = JSON.stringify(body).replace('"amountMinor":1999', '"amountMinor":1999.00000000000001').replace('"quantity":1', '"quantity":1.0000000000000001');
+    const before = await rowCounts(ctx.db);
+    const key = uniqueId('round');
+    const res = await post('/orders', { apiKey: clientA.apiKey, idempotencyKey: key, body: text });
+    const problem = expectProblem(res, 400, 'invalid-request');
+    expect((problem.errors as { path: string }[]).map((e) => e.path)).toEqual(['items.0.quantity', 'amount.amountMinor']);
+    expect(await rowCounts(ctx.db)).toEqual(before);
+    expect(await ordersOf(body.customerId)).toEqual([]);
+    expect(await keyRow(clientA.id, key)).toBeUndefined();
   });
 });
