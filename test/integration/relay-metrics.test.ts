@@ -14,17 +14,16 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { createApiClient } from '../../src/api/auth';
 import { migrate } from '../../src/db/migrate';
-import { createPool, inTransaction, type Db, type Tx } from '../../src/db/pool';
-import { insertOrder } from '../../src/orders/repository';
+import { createPool, type Db, type Tx } from '../../src/db/pool';
 import { ensureEventStream } from '../../src/outbox/relay';
 import { createEndpoint } from '../../src/webhooks/endpoints';
 import { DEFAULT_RETRY_SCHEDULE_MS } from '../../src/webhooks/sender';
 import { parseSealingKey } from '../../src/webhooks/signing';
-import { orderWorkflowId } from '../../workflows/order/ids';
 import { createTestDatabase } from '../helpers/context';
 import { metricsUrlIn, scrape } from '../helpers/metrics';
 import { startEntry } from '../helpers/processes';
 import { promtoolCheckMetrics } from '../helpers/promtool';
+import { placeClientOrder } from '../helpers/client-orders';
 import { until } from '../helpers/until';
 
 let nats: NatsServer;
@@ -62,24 +61,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-async function place(clientId: string, customerId: string): Promise<string> {
-  const orderId = `ord_${randomBytes(6).toString('hex')}`;
-  await inTransaction(db, (tx) =>
-    insertOrder(
-      tx,
-      {
-        orderId,
-        customerId,
-        items: [{ sku: 'widget', quantity: 1 }],
-        amount: { amountMinor: 700, currency: 'EUR' },
-        paymentToken: 'tok_visa',
-        shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
-      },
-      { clientId, workflowId: orderWorkflowId(orderId) },
-    ),
-  );
-  return orderId;
-}
+const place = (clientId: string, customerId: string) => placeClientOrder(db, clientId, customerId);
 
 async function endpointFor(name: string, path: string): Promise<{ clientId: string; endpointId: string }> {
   const client = await createApiClient(db, name);

@@ -15,13 +15,12 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { createApiClient } from '../../src/api/auth';
 import { migrate } from '../../src/db/migrate';
-import { createPool, inTransaction, type Db } from '../../src/db/pool';
-import { insertOrder } from '../../src/orders/repository';
+import { createPool, type Db } from '../../src/db/pool';
 import { createEndpoint } from '../../src/webhooks/endpoints';
 import { parseSealingKey, verify } from '../../src/webhooks/signing';
-import { orderWorkflowId } from '../../workflows/order/ids';
 import { createTestDatabase } from '../helpers/context';
 import { startEntry } from '../helpers/processes';
+import { placeClientOrder } from '../helpers/client-orders';
 import { until } from '../helpers/until';
 
 const run = promisify(execFile);
@@ -72,24 +71,7 @@ async function startRelay(): Promise<ChildProcess> {
 
 const lag = async () => (await run(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/relay.ts', 'lag'], { cwd: ROOT, env: env() })).stdout.trim();
 
-async function place(clientId: string, customerId: string): Promise<string> {
-  const orderId = `ord_${randomBytes(6).toString('hex')}`;
-  await inTransaction(db, (tx) =>
-    insertOrder(
-      tx,
-      {
-        orderId,
-        customerId,
-        items: [{ sku: 'widget', quantity: 1 }],
-        amount: { amountMinor: 700, currency: 'EUR' },
-        paymentToken: 'tok_visa',
-        shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
-      },
-      { clientId, workflowId: orderWorkflowId(orderId) },
-    ),
-  );
-  return orderId;
-}
+const place = (clientId: string, customerId: string) => placeClientOrder(db, clientId, customerId);
 
 const streamCount = async () => (await (await jetstreamManager(nc)).streams.info('SAGAFLOW_ORDER_EVENTS')).state.messages;
 

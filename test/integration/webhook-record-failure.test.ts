@@ -11,13 +11,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createApiClient } from '../../src/api/auth';
-import { inTransaction, type Db } from '../../src/db/pool';
-import { insertOrder } from '../../src/orders/repository';
+import type { Db } from '../../src/db/pool';
 import { createEndpoint } from '../../src/webhooks/endpoints';
 import { runWebhookSender, type RunningSender } from '../../src/webhooks/sender';
 import { parseSealingKey } from '../../src/webhooks/signing';
-import { orderWorkflowId } from '../../workflows/order/ids';
 import { createTestSchema, uniqueId } from '../helpers/context';
+import { placeClientOrder } from '../helpers/client-orders';
+import { until } from '../helpers/until';
 
 let schema: Awaited<ReturnType<typeof createTestSchema>>;
 let db: Db;
@@ -46,35 +46,11 @@ afterAll(async () => {
   await schema?.drop();
 });
 
-async function until<T>(read: () => Promise<T>, pred: (v: T) => boolean, what: string): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 400 && !pred(v); i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    v = await read();
-  }
-  if (!pred(v)) throw new Error(`never reached: ${what} (last: ${JSON.stringify(v)})`);
-  return v;
-}
-
 test('an attempt whose recording failed halfway is made again, recorded once, and delivered', async () => {
   const client = await createApiClient(db, uniqueId('rec'));
   const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
   const endpoint = await createEndpoint(db, { clientId: client.id, url, sealingKey, allowPrivate: true });
-  const orderId = `ord_${randomBytes(6).toString('hex')}`;
-  await inTransaction(db, (tx) =>
-    insertOrder(
-      tx,
-      {
-        orderId,
-        customerId: 'rec',
-        items: [{ sku: 'widget', quantity: 1 }],
-        amount: { amountMinor: 500, currency: 'EUR' },
-        paymentToken: 'tok_visa',
-        shippingAddress: { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' },
-      },
-      { clientId: client.id, workflowId: orderWorkflowId(orderId) },
-    ),
-  );
+  await placeClientOrder(db, client.id, 'rec', 500);
   // The first update of a delivery fails, as a terminated connection or a killed sender would make it
   // fail: after whatever the sender wrote before it. (A sequence: its count survives the rollback.)
   await db.query(`CREATE SEQUENCE delivery_update_failures`);
