@@ -13,6 +13,7 @@ import { SagaMetrics, serveMetrics, type IntakeOutcome } from '../src/observabil
 import { startRecoveryLoop } from '../src/orders/recovery';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
+import { patiently } from '../src/patiently';
 
 const USAGE = `usage: npm run intake [-- dead-letters | requeue SEQUENCE]
 
@@ -95,23 +96,31 @@ runMain(USAGE, async () => {
   const temporal = new Client({ connection, namespace: target.namespace });
   const nc = await natsOf(config, true);
   const topology = topologyOf(config);
-  await ensureInboxTopology(nc, topology);
-  const intake = await runJetStreamInbox({
-    nc,
-    db,
-    topology,
-    retentionMs: config.INBOX_RETENTION_DAYS * 86_400_000,
-    concurrency: config.INTAKE_CONCURRENCY,
-    handler: orderIntakeHandler({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, source: topology.stream, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES }),
-    onTopologyLost: (err) => logger.warn({ err: err.message, stream: topology.stream, consumer: topology.consumer }, 'intake stream or consumer missing; creating them again'),
-    onOutcome: (o) => {
-      metrics.intakeMessages.inc({ outcome: outcomeOf(o) });
-      if (o.kind === 'dead-letter') metrics.intakeDeadLetters.inc({ reason: o.reason });
-      if (o.kind === 'ack') logger.debug({ sequence: o.sequence, orderId: o.resourceId, claim: o.claim }, 'message processed');
-      else if (o.kind === 'retry') logger.warn({ sequence: o.sequence, deliveries: o.deliveries, error: o.error }, 'message to be redelivered');
-      else logger.warn({ sequence: o.sequence, deliveries: o.deliveries, reason: o.reason, detail: o.detail }, 'message dead-lettered');
+  // Connected is not ready: a NATS just restarted (or a cluster electing its leaders) answers
+  // JetStream requests with timeouts for a while. Waited for, not a reason to exit.
+  const intake = await patiently(
+    'NATS JetStream',
+    async () => {
+      await ensureInboxTopology(nc, topology);
+      return runJetStreamInbox({
+        nc,
+        db,
+        topology,
+        retentionMs: config.INBOX_RETENTION_DAYS * 86_400_000,
+        concurrency: config.INTAKE_CONCURRENCY,
+        handler: orderIntakeHandler({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, source: topology.stream, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES }),
+        onTopologyLost: (err) => logger.warn({ err: err.message, stream: topology.stream, consumer: topology.consumer }, 'intake stream or consumer missing; creating them again'),
+        onOutcome: (o) => {
+          metrics.intakeMessages.inc({ outcome: outcomeOf(o) });
+          if (o.kind === 'dead-letter') metrics.intakeDeadLetters.inc({ reason: o.reason });
+          if (o.kind === 'ack') logger.debug({ sequence: o.sequence, orderId: o.resourceId, claim: o.claim }, 'message processed');
+          else if (o.kind === 'retry') logger.warn({ sequence: o.sequence, deliveries: o.deliveries, error: o.error }, 'message to be redelivered');
+          else logger.warn({ sequence: o.sequence, deliveries: o.deliveries, reason: o.reason, detail: o.detail }, 'message dead-lettered');
+        },
+      });
     },
-  });
+    { log: (l) => logger.info(l) },
+  );
   metrics.onScrape(async () => {
     metrics.intakeInFlight.set(intake.inFlight);
     const backlog = await inboxBacklog(nc, topology);

@@ -8,6 +8,7 @@ import type { Checks } from '../src/observability/health';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { ENDPOINT_EVENTS, ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
 import { runMain } from './run';
+import { patiently } from '../src/patiently';
 import { runWebhookSender, webhookBacklog } from '../src/webhooks/sender';
 import { parseSealingKey } from '../src/webhooks/signing';
 
@@ -62,9 +63,17 @@ runMain(USAGE, async () => {
   // A NATS not up yet is waited for, as PostgreSQL is.
   const nc = await connect({ servers: config.NATS_URL.split(','), name: 'sagaflow-relay', maxReconnectAttempts: -1, waitOnFirstConnect: true });
   const stream = { ...ORDER_EVENTS, replicas: config.NATS_STREAM_REPLICAS };
-  await ensureEventStream(nc, stream);
   const endpointEvents = { ...ENDPOINT_EVENTS, replicas: config.NATS_STREAM_REPLICAS };
-  await ensureEventStream(nc, endpointEvents);
+  // Connected is not ready: a NATS just restarted (or a cluster electing its leaders) answers
+  // JetStream requests with timeouts for a while. Waited for, not a reason to exit.
+  await patiently(
+    'NATS JetStream',
+    async () => {
+      await ensureEventStream(nc, stream);
+      await ensureEventStream(nc, endpointEvents);
+    },
+    { log: (l) => logger.info(l) },
+  );
   const relay = runRelay({
     db,
     nc,

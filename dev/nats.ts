@@ -37,13 +37,13 @@ export function findNatsServer(explicit = process.env.NATS_SERVER_PATH): string 
 }
 
 export async function startNatsServer(
-  opts: { port?: number; storeDir?: string; log?: (m: string) => void; extraArgs?: string[] } = {},
+  opts: { port?: number; storeDir?: string; log?: (m: string) => void; extraArgs?: string[]; jetstream?: boolean } = {},
 ): Promise<NatsServer> {
   const bin = findNatsServer();
   if (!bin) throw new Error('nats-server not found: set NATS_URL, or NATS_SERVER_PATH, or run `npm run tools:install` (installs Debian\'s nats-server)');
   const port = opts.port ?? (await freePort());
   const storeDir = opts.storeDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-nats-'));
-  const child: ChildProcess = spawnTied(bin, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir, ...(opts.extraArgs ?? [])], {
+  const child: ChildProcess = spawnTied(bin, ['-a', '127.0.0.1', '-p', String(port), ...(opts.jetstream === false ? [] : ['-js', '-sd', storeDir]), ...(opts.extraArgs ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -3,6 +3,7 @@ import { defaultGrpcRetryOptions, makeGrpcRetryInterceptor, type ConnectionOptio
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import { ConfigError } from './config';
+import { patiently } from './patiently';
 
 export interface TemporalTarget {
   connectionOptions: NativeConnectionOptions & { address: string };
@@ -43,31 +44,11 @@ export function temporalTargetOrExplain(env: NodeJS.ProcessEnv = process.env): T
  * with it. Retries with backoff (0.5 s doubling to 5 s), telling `log` each
  * time, until it connects or `signal` aborts.
  */
-export async function connectPatiently<C>(
+export function connectPatiently<C>(
   connect: () => Promise<C>,
   opts: { log: (line: Record<string, unknown>) => void; signal?: AbortSignal },
 ): Promise<C> {
-  const { signal } = opts;
-  for (let attempt = 1; ; attempt++) {
-    if (signal?.aborted) throw new Error(`stopped waiting for Temporal (${String(signal.reason)})`);
-    try {
-      return await connect();
-    } catch (err) {
-      if (signal?.aborted) throw err;
-      const delayMs = Math.min(5000, 500 * 2 ** Math.min(attempt - 1, 4));
-      opts.log({ msg: 'Temporal unreachable; retrying', attempt, delayMs, error: (err as Error).message });
-      // An abort ends the wait at once, not at the next attempt.
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, delayMs);
-        signal?.addEventListener('abort', done, { once: true });
-      });
-    }
-  }
+  return patiently('Temporal', connect, opts);
 }
 
 /** The calls closedConnectionGuard has seen: every attempt of one call passes the same options object. */

@@ -115,3 +115,29 @@ test('the intake process: orders from the stream, a dead letter listed and reque
   const code = await new Promise<number | null>((r) => second.child.once('exit', (c) => r(c)));
   expect(code).toBe(0);
 }, 180_000);
+
+test('a NATS without JetStream yet (just restarted, a cluster electing): the intake waits instead of exiting, and consumes once JetStream answers', async () => {
+  const bare = await startNatsServer({ jetstream: false });
+  let late: NatsServer | undefined;
+  try {
+    const { child, out } = await startEntry('bin/intake.ts', { ...env(), NATS_URL: bare.url }, 'NATS JetStream unreachable; retrying');
+    children.push(child);
+    await until(async () => (out().match(/NATS JetStream unreachable; retrying/g) ?? []).length, (n) => n >= 2, 'a second try');
+    expect(child.exitCode).toBeNull();
+    await bare.stop();
+    late = await startNatsServer({ port: bare.port });
+    await until(async () => out().includes('intake consuming'), (v) => v, 'the intake to start consuming');
+    const lateNc = await connect({ servers: late.url });
+    try {
+      await jetstream(lateNc).publish('sagaflow.orders.requested', order('late-js'), { msgID: 'late-js-1' });
+    } finally {
+      await lateNc.close();
+    }
+    await until(orders, (rows) => rows.some((r) => r.customer_id === 'late-js'), 'the order from the stream');
+    child.kill('SIGTERM');
+    expect(await new Promise<number | null>((r) => child.once('exit', (code) => r(code)))).toBe(0);
+  } finally {
+    await bare.stop();
+    await late?.stop();
+  }
+}, 120_000);

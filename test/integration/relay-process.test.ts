@@ -102,3 +102,34 @@ test('the relay process publishes events and sends webhooks; SIGKILLed with even
   second.kill('SIGTERM');
   expect(await new Promise<number | null>((r) => second.once('exit', (c) => r(c)))).toBe(0);
 }, 180_000);
+
+test('a NATS without JetStream yet (just restarted, a cluster electing): the relay waits instead of exiting, and publishes once JetStream answers', async () => {
+  // A server of its own, first without JetStream: connected, every JetStream request refused.
+  const bare = await startNatsServer({ jetstream: false });
+  let late: NatsServer | undefined;
+  try {
+    const { child, out } = await startEntry('bin/relay.ts', { ...env(), NATS_URL: bare.url }, 'NATS JetStream unreachable; retrying');
+    children.push(child);
+    await until(async () => (out().match(/NATS JetStream unreachable; retrying/g) ?? []).length, (n) => n >= 2, 'a second try');
+    expect(child.exitCode).toBeNull();
+    const client = await createApiClient(db, 'relay-late-js');
+    const c = await place(client.id, 'relay-late-js');
+    await bare.stop();
+    late = await startNatsServer({ port: bare.port });
+    const lateNc = await connect({ servers: late.url });
+    try {
+      await until(async () => out().includes('relay publishing'), (v) => v, 'the relay to start publishing');
+      const jsm = await jetstreamManager(lateNc);
+      await until(async () => (await jsm.streams.info('SAGAFLOW_ORDER_EVENTS').catch(() => undefined))?.state.messages ?? 0, (n) => n >= 1, 'the waiting event published');
+      const sm = await jsm.streams.getMessage('SAGAFLOW_ORDER_EVENTS', { seq: 1 });
+      expect(JSON.parse(sm!.string())).toMatchObject({ type: 'io.sagaflow.order.created.v1', subject: c });
+    } finally {
+      await lateNc.close();
+    }
+    child.kill('SIGTERM');
+    expect(await new Promise<number | null>((r) => child.once('exit', (code) => r(code)))).toBe(0);
+  } finally {
+    await bare.stop();
+    await late?.stop();
+  }
+}, 120_000);
