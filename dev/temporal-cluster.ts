@@ -9,7 +9,7 @@ import { Client } from 'pg';
 import { StartupError } from '../src/config';
 import { describeBudget, planConnections, readConnectionLimits, type ConnectionClaim } from '../src/db/connection-budget';
 import { PACKAGE_ROOT } from '../src/paths';
-import { freePort, waitFor } from '../src/ports';
+import { waitFor } from '../src/ports';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 import { buildTemporalProgram, isExecutable } from './go-build';
 import { startTcpBalancer, type TcpBalancer } from './tcp-balancer';
@@ -130,22 +130,23 @@ export interface TemporalCluster {
 }
 
 /**
- * A free port below 32768: Temporal stores membership ports in a PostgreSQL smallint
- * (cluster_membership.rpc_port), and the OS hands out ephemeral ports above that.
+ * A free port below 32768, outside the range the OS hands out as the local port of
+ * outgoing connections: a host restarted after a kill binds its ports again, and a port
+ * from that range may by then be held by any connection on the machine, refusing the
+ * restart for as long as it lives. (Temporal also stores membership ports in a
+ * PostgreSQL smallint, cluster_membership.rpc_port.)
  */
-async function freeMembershipPort(taken: Set<number>): Promise<number> {
+async function freeHostPort(taken: Set<number>): Promise<number> {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
     if (taken.has(port)) continue;
+    taken.add(port); // before the probe: calls made at once never pick the same port
     const free = await new Promise<boolean>((resolve) => {
       const probe = net.createServer();
       probe.once('error', () => resolve(false));
       probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
     });
-    if (free) {
-      taken.add(port);
-      return port;
-    }
+    if (free) return port;
   }
 }
 
@@ -225,10 +226,10 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
   await setupClusterSchema(tools, o);
 
   const hosts: ClusterHost[] = [];
-  const membershipPorts = new Set<number>();
+  const hostPorts = new Set<number>();
   for (const service of ['frontend', 'history', 'matching', 'worker'] as const) {
     for (let index = 0; index < counts[service]; index++) {
-      hosts.push({ service, index, grpcPort: await freePort(), membershipPort: await freeMembershipPort(membershipPorts) });
+      hosts.push({ service, index, grpcPort: await freeHostPort(hostPorts), membershipPort: await freeHostPort(hostPorts) });
     }
   }
   const frontends = hosts.filter((h) => h.service === 'frontend').map((h) => `127.0.0.1:${h.grpcPort}`);
@@ -253,14 +254,14 @@ export async function startTemporalCluster(tools: ServerTools, o: ClusterOptions
         ...Object.fromEntries(
           await Promise.all(
             (['frontend', 'history', 'matching', 'worker'] as const).flatMap((svc) => [
-              (svc === h.service ? Promise.resolve(h.grpcPort) : freePort()).then((p) => [`${svc.toUpperCase()}_GRPC_PORT`, p] as const),
-              (svc === h.service ? Promise.resolve(h.membershipPort) : freeMembershipPort(membershipPorts)).then(
+              (svc === h.service ? Promise.resolve(h.grpcPort) : freeHostPort(hostPorts)).then((p) => [`${svc.toUpperCase()}_GRPC_PORT`, p] as const),
+              (svc === h.service ? Promise.resolve(h.membershipPort) : freeHostPort(hostPorts)).then(
                 (p) => [`${svc.toUpperCase()}_MEMBERSHIP_PORT`, p] as const,
               ),
             ]),
           ),
         ),
-        FRONTEND_HTTP_PORT: await freePort(),
+        FRONTEND_HTTP_PORT: await freeHostPort(hostPorts),
         FRONTEND_ADDRESS: balancer.address,
         DYNAMIC_CONFIG: dynamicConfig,
       }),

@@ -18,6 +18,8 @@ import { ManagedProcess, pidAlive, type ExitInfo } from './processes';
 import { clientConnectionOptions } from '../../src/temporal-connect';
 import { EVENTS_SEEN_DDL, ORDER_STREAM_DUPLICATE_WINDOW_MS } from './doors';
 import { WebhookReceiver } from './webhook-receiver';
+import { EncryptionCodec } from '../../src/codec/encryption-codec';
+import { parsePayloadKeys } from '../../src/codec/keys';
 
 /** The application name of the driver's own PostgreSQL connections, which the terminator spares. */
 export const CHAOS_APPLICATION_NAME = 'sagaflow-chaos';
@@ -127,6 +129,8 @@ export class ChaosStack {
   receiver: WebhookReceiver | undefined;
   /** WEBHOOK_SECRETS_KEY of the API and the relay. */
   readonly webhookKey = randomBytes(32).toString('base64');
+  /** Every saga of the soak is sealed with a key of its own, as in production. */
+  readonly payloadKeys = `chaos:${randomBytes(32).toString('base64')}`;
   readonly doorCounters: DoorCounters = { counter: {}, intake: {} };
   readonly crashes: CrashRecord[] = [];
   /** Notes on things that went wrong that are not crashes: a worker that did not drain, a failed restart. */
@@ -222,7 +226,11 @@ export class ChaosStack {
       await this.startTemporal(temporal);
     }
     this.temporalConnection = await Connection.connect(clientConnectionOptions({ address: this.temporalAddress }));
-    this.temporalClient = new Client({ connection: this.temporalConnection, namespace: NAMESPACE });
+    this.temporalClient = new Client({
+      connection: this.temporalConnection,
+      namespace: NAMESPACE,
+      dataConverter: { payloadCodecs: [new EncryptionCodec(parsePayloadKeys(this.payloadKeys))] },
+    });
 
     step();
     const bundle = this.opts.workflowBundle ?? (await this.buildBundle());
@@ -235,6 +243,7 @@ export class ChaosStack {
       TEMPORAL_ADDRESS: this.temporalAddress,
       TEMPORAL_NAMESPACE: NAMESPACE,
       TEMPORAL_TASK_QUEUE: TASK_QUEUE,
+      SAGAFLOW_PAYLOAD_KEYS: this.payloadKeys,
       PAYMENT_PROVIDER_URL: this.providerUrl,
       CARRIER_URL: this.carrierUrl,
       SERVICES_HOST: '127.0.0.1',
@@ -545,6 +554,8 @@ export class ChaosStack {
           uptimeMs: 0,
           atMs: this.opts.clock(),
           lastOutput: tail(path.join(this.opts.dir, 'cluster', `${h.service}-${h.index}`, 'server.log'), 2000),
+          // A host that fails to start ends its log with a stack trace longer than any tail: the reason is above it.
+          headline: hostFailure(tail(path.join(this.opts.dir, 'cluster', `${h.service}-${h.index}`, 'server.log'), 64_000) ?? ''),
         });
         this.opts.log(`cluster host ${h.service}#${h.index} died on its own (code ${p.exitCode}, signal ${p.signalCode}); starting it again`);
         restarting.add(h);
@@ -633,6 +644,16 @@ function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** The last line that names an error: `error: terminating connection...`, `TypeError: ...`, `Uncaught ...`. */
+/** The last line of a Temporal host's log that says why it stopped (`Unable to start server. Error: ...`, a fatal or error entry). */
+export function hostFailure(output: string): string | undefined {
+  const lines = output.split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i]!.trim();
+    if (/Unable to|level=(ERROR|FATAL)|"level":"(error|fatal)"|^panic:/.test(line)) return line.slice(0, 600);
+  }
+  return undefined;
+}
+
 export function crashHeadline(output: string): string | undefined {
   const lines = output.split('\n');
   for (let i = lines.length - 1; i >= 0; i--) {
