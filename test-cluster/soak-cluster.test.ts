@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { formatReport, runChaos, type ChaosReport } from '../dev/chaos/soak';
 
 /**
- * The fault soak (dev/chaos/soak.ts) in cluster mode, small: 50 orders through
+ * The fault soak (dev/chaos/soak.ts) in cluster mode, small: 32 orders through
  * the HTTP API on a self-hosted Temporal cluster while a history, a matching
  * and a frontend host are SIGKILLed in turn (every 6 s here, 30 s in a full
  * run) and started again, beside every other fault of the soak: workers killed,
@@ -16,7 +16,7 @@ let report: ChaosReport;
 beforeAll(async () => {
   const lines: string[] = [];
   report = await runChaos({
-    orders: 50,
+    orders: 32,
     concurrency: 15,
     workers: 2,
     seed: 1919,
