@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Tx } from '../src/db/pool';
 import { insertOrder, orderMatches } from '../src/orders/repository';
+import { redactAddresses } from '../src/redact';
 import { storableText } from '../src/text';
 import { FailureType } from '../workflows/order/failures';
 import { parseStepKey } from '../workflows/saga/keys';
@@ -56,7 +57,8 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
       return record.localUndo(input.key, input, async (tx, { key }) => {
         const workflowId = parseStepKey(key).workflowId;
         const recorded = status === 'failed' ? await firstRecordedFailure(tx, workflowId) : null;
-        const reason = recorded ? `${recorded.type}: ${recorded.message}` : given;
+        // Clients read the reason (the API, webhooks): whatever a lower layer wrote, no address of ours.
+        const reason = redactAddresses(recorded ? `${recorded.type}: ${recorded.message}` : given);
         // The row may have been written by the API before this saga's record step ever ran (a cancel
         // can arrive first), so ownership is the row's own word, not the forward step's ledger entry:
         // an order another saga wrote is never closed by this one.
@@ -79,7 +81,7 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHoo
     async recordCompensationFailure(input: StepInput & { failure: { type: string; message: string } }): Promise<{ recorded: boolean }> {
       const { workflowId, step, undo } = parseStepKey(input.key);
       if (!undo) throw ApplicationFailure.nonRetryable(`${input.key} is not a compensation's key`, FailureType.InvalidInput);
-      const entry = { step, type: storableText(input.failure.type), message: storableText(input.failure.message) };
+      const entry = { step, type: storableText(input.failure.type), message: storableText(redactAddresses(input.failure.message)) };
       const res = await deps.db.query(
         `UPDATE orders
             SET compensation_failures = coalesce(compensation_failures, '[]'::jsonb) || jsonb_build_array($3::jsonb || jsonb_build_object('at', now())),

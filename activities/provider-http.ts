@@ -3,10 +3,49 @@ import { Context } from '@temporalio/activity';
 import { LedgerFailure } from '../src/ledger/ledger';
 import { inSpan, SpanKind, traceHeaders } from '../src/observability/tracing';
 import { FailureType } from '../workflows/order/failures';
+import { parseStepKey } from '../workflows/saga/keys';
 
 export interface HttpAnswer<T = unknown> {
   status: number;
   body: T;
+}
+
+/**
+ * Whom a call is for, as its failures name it: the service ("carrier") and the step the key
+ * belongs to ("create-shipment", "charge-payment undo"). A failure's message reaches the
+ * order's failure reason and API clients, so it never carries the URL, host or port; those go
+ * in the failure's details (the Temporal UI and the worker's log show them to operators).
+ */
+interface Callee {
+  service: string;
+  step: string;
+}
+
+/** The step a key names, `<step>` or `<step> undo`; the key itself if it is not a step key. */
+function stepOf(key: string): string {
+  try {
+    const k = parseStepKey(key);
+    return k.undo ? `${k.step} undo` : k.step;
+  } catch {
+    return key;
+  }
+}
+
+/** What went wrong on the way, by code only (ECONNREFUSED, ENOTFOUND, ...): messages name hosts and ports. */
+function networkCode(err: unknown): string {
+  const e = err as { code?: unknown; name?: unknown; cause?: unknown } | undefined;
+  const cause = e?.cause as { code?: unknown; errors?: { code?: unknown }[] } | undefined;
+  const code = cause?.code ?? cause?.errors?.[0]?.code ?? e?.code;
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'connection failed';
+}
+
+/** The error with its causes, for operators (a failure's details). */
+function explain(err: unknown): string {
+  const parts: string[] = [];
+  for (let e = err as { message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.message === 'string' && e.message) parts.push(e.message);
+  }
+  return parts.join(': ') || String(err);
 }
 
 /**
@@ -18,16 +57,18 @@ async function postIdempotent<T>(
   idempotencyKey: string,
   body: unknown,
   timeoutMs: number,
+  callee: Callee,
   cancelled?: AbortSignal,
 ): Promise<HttpAnswer<T>> {
   const attributes = { 'http.request.method': 'POST', 'url.full': url, 'sagaflow.idempotency_key': idempotencyKey };
+  const { service, step } = callee;
   return inSpan(
     `POST ${new URL(url).pathname}`,
     attributes,
     async (span) => {
       let res: Response;
+      const timeout = AbortSignal.timeout(timeoutMs);
       try {
-        const timeout = AbortSignal.timeout(timeoutMs);
         res = await fetch(url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey, ...traceHeaders() },
@@ -37,16 +78,25 @@ async function postIdempotent<T>(
       } catch (err) {
         // Cancelled by the saga (the activity's cancellation): say so, as the SDK's CancelledFailure.
         if (cancelled?.aborted) throw cancelled.reason ?? err;
-        throw ApplicationFailure.retryable(`${url} unreachable: ${(err as Error).message}`, FailureType.ProviderUnavailable);
+        const message = timeout.aborted
+          ? `${service} did not answer ${step} within ${timeoutMs} ms`
+          : `${service} unreachable for ${step} (${networkCode(err)})`;
+        throw ApplicationFailure.retryable(message, FailureType.ProviderUnavailable, { url, error: explain(err) });
       }
       span.setAttribute('http.response.status_code', res.status);
       const text = await res.text();
-      if (res.status >= 500) throw ApplicationFailure.retryable(`${url} answered ${res.status}`, FailureType.ProviderUnavailable);
+      if (res.status >= 500) {
+        throw ApplicationFailure.retryable(`${service} answered ${res.status} to ${step}`, FailureType.ProviderUnavailable, { url, status: res.status, body: text.slice(0, 2000) });
+      }
       let parsed: unknown;
       try {
         parsed = text ? JSON.parse(text) : null;
       } catch {
-        throw ApplicationFailure.retryable(`${url} sent a body that is not JSON`, FailureType.ProviderUnavailable);
+        throw ApplicationFailure.retryable(`${service} answered ${step} with a body that is not JSON`, FailureType.ProviderUnavailable, {
+          url,
+          status: res.status,
+          body: text.slice(0, 2000),
+        });
       }
       return { status: res.status, body: parsed as T };
     },
@@ -63,10 +113,11 @@ export async function callService<T>(
   url: string,
   key: string,
   body: unknown,
-  opts: { timeoutMs: number; pass?: number[] },
+  opts: { timeoutMs: number; pass?: number[]; /** The service as failures name it ("carrier"). */ service: string },
 ): Promise<HttpAnswer<T>> {
-  const answer = await withHeartbeat((signal) => postIdempotent<T>(url, key, body, opts.timeoutMs, signal));
-  failOnIdempotencyAnswer(answer, key, opts.pass ?? []);
+  const callee = { service: opts.service, step: stepOf(key) };
+  const answer = await withHeartbeat((signal) => postIdempotent<T>(url, key, body, opts.timeoutMs, callee, signal));
+  failOnIdempotencyAnswer(answer, key, callee, url, opts.pass ?? []);
   return answer;
 }
 
@@ -94,20 +145,17 @@ async function withHeartbeat<T>(work: (signal?: AbortSignal) => Promise<T>): Pro
 }
 
 /** Answers that mean the same thing from every service that takes an Idempotency-Key. */
-function failOnIdempotencyAnswer(answer: HttpAnswer, key: string, pass: number[]): void {
+function failOnIdempotencyAnswer(answer: HttpAnswer, key: string, { service, step }: Callee, url: string, pass: number[]): void {
   if (pass.includes(answer.status)) return;
   if (answer.status === 409) {
     // The service is still handling an earlier request with this key (a retry overtook it): ask again later.
-    throw ApplicationFailure.retryable(`key ${key} is in use by a request still in progress`, FailureType.ProviderUnavailable);
+    throw ApplicationFailure.retryable(`${service} is still handling ${step} under key ${key}`, FailureType.ProviderUnavailable, { url });
   }
   if (answer.status === 422) {
-    throw ApplicationFailure.nonRetryable(`key ${key} reused with another request`, LedgerFailure.IdempotencyConflict);
+    throw ApplicationFailure.nonRetryable(`key ${key} reused with another request`, LedgerFailure.IdempotencyConflict, { url, body: answer.body });
   }
   if (answer.status >= 400) {
-    throw ApplicationFailure.nonRetryable(
-      `service rejected ${key} with ${answer.status}: ${JSON.stringify(answer.body)}`,
-      FailureType.InvalidInput,
-    );
+    // The service's own words stay in the details: they are another system's text, not ours to show clients.
+    throw ApplicationFailure.nonRetryable(`${service} refused ${step} with ${answer.status}`, FailureType.InvalidInput, { url, body: answer.body });
   }
 }
-

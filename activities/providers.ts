@@ -11,7 +11,7 @@ export interface ProviderDeps {
 
 /** The payment provider, called with each step's key as its Idempotency-Key. */
 export function paymentProviderClient(deps: ProviderDeps) {
-  const opts = { timeoutMs: deps.providerTimeoutMs };
+  const opts = { timeoutMs: deps.providerTimeoutMs, service: 'payment provider' };
   return {
     /** A declined card (402) is a business outcome, recorded and replayed like a success. */
     async charge(key: string, req: { amount: Money; source: string }): Promise<CallOutcome<{ chargeId: string }>> {
@@ -38,7 +38,7 @@ export function paymentProviderClient(deps: ProviderDeps) {
 
 /** The carrier, called with each step's key as its Idempotency-Key. */
 export function carrierClient(deps: ProviderDeps) {
-  const opts = { timeoutMs: deps.providerTimeoutMs };
+  const opts = { timeoutMs: deps.providerTimeoutMs, service: 'carrier' };
   return {
     async createLabel(
       key: string,

@@ -39,6 +39,12 @@ runMain(USAGE, async () => {
     port: config.API_PORT,
     metrics: new SagaMetrics({ processMetrics: true, role: 'api' }),
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+    throttle: {
+      perSecond: config.API_RATE_LIMIT_PER_SECOND,
+      burst: config.API_RATE_BURST,
+      authFailures: config.API_AUTH_FAILURE_LIMIT,
+      authWindowMs: config.API_AUTH_FAILURE_WINDOW_SECONDS * 1000,
+    },
     webhooks: {
       sealingKey: config.WEBHOOK_SECRETS_KEY ? parseSealingKey(config.WEBHOOK_SECRETS_KEY) : undefined,
       allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_URLS,

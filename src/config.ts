@@ -36,6 +36,13 @@ export const configSchema = z.object({
   API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
+  /** Requests per second each API client may send on average (a token bucket per client, per API process); 0 turns it off. */
+  API_RATE_LIMIT_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(50),
+  /** Requests an API client may send at once above that rate: the size of its bucket. */
+  API_RATE_BURST: z.coerce.number().int().min(1).max(1_000_000).default(100),
+  /** Unknown or revoked keys one address may send within API_AUTH_FAILURE_WINDOW_SECONDS before it gets 429 for that long; 0 turns it off. */
+  API_AUTH_FAILURE_LIMIT: z.coerce.number().int().min(0).max(1_000_000).default(20),
+  API_AUTH_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   /** Ledger rows of sagas idle this long are purged: longer than any saga lives, the namespace retention and activity timeouts. */
   LEDGER_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(30),
   /** How often each worker process runs the ledger purge; 0 turns it off. */

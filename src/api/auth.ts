@@ -8,7 +8,8 @@ export interface ApiClient {
   name: string;
 }
 
-const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
+/** How an API key is stored and looked up: its SHA-256, never the key. */
+export const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
 
 /** Creates a client and returns its API key: the only time the key is ever seen. */
 export async function createApiClient(db: Db, name: string): Promise<ApiClient & { apiKey: string }> {
@@ -44,16 +45,27 @@ export async function revokeApiClient(db: Db, nameOrId: string): Promise<RevokeO
   return { kind: 'already-revoked', client: { id: row.id, name: row.name }, revokedAt: row.revoked_at };
 }
 
-export async function authenticate(db: Db, req: IncomingMessage): Promise<ApiClient> {
+/** The key of an `Authorization: Bearer <key>` header, or undefined if there is none or it is malformed. */
+export function bearerKey(req: IncomingMessage): string | undefined {
   const header = req.headers.authorization;
   // The scheme is case-insensitive (RFC 9110 11.1, RFC 6750 2.1).
   const match = typeof header === 'string' ? /^bearer +([A-Za-z0-9_-]{1,200}) *$/i.exec(header) : null;
-  if (!match?.[1]) throw new Problem('unauthorized', 'send Authorization: Bearer <api key>', {}, { 'WWW-Authenticate': 'Bearer' });
-  const res = await db.query<ApiClient>(
-    'SELECT id, name FROM api_clients WHERE key_hash = $1 AND revoked_at IS NULL',
-    [hashKey(match[1])],
-  );
-  const client = res.rows[0];
-  if (!client) throw new Problem('unauthorized', 'unknown or revoked API key', {}, { 'WWW-Authenticate': 'Bearer' });
+  return match?.[1] || undefined;
+}
+
+/** The client whose key has this hash, unless the key is unknown or revoked. */
+export async function findClientByKeyHash(db: Db, keyHash: string): Promise<ApiClient | undefined> {
+  const res = await db.query<ApiClient>('SELECT id, name FROM api_clients WHERE key_hash = $1 AND revoked_at IS NULL', [keyHash]);
+  return res.rows[0];
+}
+
+export const missingKey = () => new Problem('unauthorized', 'send Authorization: Bearer <api key>', {}, { 'WWW-Authenticate': 'Bearer' });
+export const unknownKey = () => new Problem('unauthorized', 'unknown or revoked API key', {}, { 'WWW-Authenticate': 'Bearer' });
+
+export async function authenticate(db: Db, req: IncomingMessage): Promise<ApiClient> {
+  const key = bearerKey(req);
+  if (key === undefined) throw missingKey();
+  const client = await findClientByKeyHash(db, hashKey(key));
+  if (!client) throw unknownKey();
   return client;
 }

@@ -6,6 +6,7 @@ import { fingerprint } from '../ledger/fingerprint';
 import { findOrder, insertOrder, markSagaStarted, toOrderInput } from '../orders/repository';
 import { startOrderSaga } from '../orders/start';
 import { orderWorkflowId } from '../../workflows/order/ids';
+import type { OrderSagaResult } from '../../workflows/order/types';
 import type { CreateOrderRequest } from './schemas';
 import { liveSaga, orderView, sagaFromResult, type SagaView } from './views';
 
@@ -26,7 +27,20 @@ export interface CreateOrderCommand {
   order: CreateOrderRequest;
   /** How long to wait for the saga to end before answering (0: answer at once). */
   waitMs: number;
+  /**
+   * When the request arrived (ms since the epoch; now if unset). The wait is bounded from here:
+   * time spent queueing for the database or starting the saga comes out of it.
+   */
+  arrivedAt?: number;
 }
+
+/**
+ * The end of a wait kept for reading the saga's live state when it has not ended: 1 s, or a
+ * fifth of a shorter wait. A status query can take that long when workers are busy.
+ */
+const liveReadReserve = (waitMs: number) => Math.min(1000, Math.floor(waitMs / 5));
+/** The least time a live read gets when the wait is already spent (the database was slow): enough for a describe. */
+const LIVE_READ_MIN_MS = 500;
 
 /** What the request comes to; the caller turns it into its protocol's answer. */
 export type CreateOrderOutcome =
@@ -44,6 +58,7 @@ export type CreateOrderOutcome =
  */
 export async function createOrder(deps: CreateOrderDeps, cmd: CreateOrderCommand): Promise<CreateOrderOutcome> {
   const { db, temporal } = deps;
+  const answerBy = (cmd.arrivedAt ?? Date.now()) + cmd.waitMs;
   const claim = await inTransaction(db, async (tx) => {
     const c = await claimKey(tx, {
       clientId: cmd.clientId,
@@ -82,11 +97,12 @@ export async function createOrder(deps: CreateOrderDeps, cmd: CreateOrderCommand
   }
   await markSagaStarted(db, orderId);
   // The saga is started: whatever happens to it now, the order exists and this key answers 201.
-  const outcome = cmd.waitMs > 0 ? await withTimeout(handle.result(), cmd.waitMs).catch(() => undefined) : undefined;
+  const outcome = cmd.waitMs > 0 ? await resultBy(temporal, handle, answerBy - liveReadReserve(cmd.waitMs)) : undefined;
   let saga: SagaView;
   if (outcome) saga = sagaFromResult(outcome);
   // A healed request's saga may have run for a while (or ended): report what it is, not what we started.
-  else if (cmd.waitMs > 0 || claim.kind === 'heal') saga = await liveSaga(temporal, orderId);
+  else if (cmd.waitMs > 0) saga = await liveSaga(temporal, orderId, Math.max(answerBy, Date.now() + LIVE_READ_MIN_MS));
+  else if (claim.kind === 'heal') saga = await liveSaga(temporal, orderId);
   else saga = { status: 'running' };
   const fresh = saga.status === 'running' ? row : ((await findOrder(db, orderId)) ?? row);
   const body = JSON.stringify(orderView(fresh, saga));
@@ -94,12 +110,12 @@ export async function createOrder(deps: CreateOrderDeps, cmd: CreateOrderCommand
   return { kind: 'answer', orderId, status: 201, body, replayed: false, healed: claim.kind === 'heal' };
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), ms);
-    }),
-  ]);
+/**
+ * The saga's result if it ends by `deadline`, else undefined. The long poll for the result
+ * carries the deadline (to the server too), so it ends with the wait: one left running would
+ * hold a stream on the connection, and re-poll, until the saga ends, however long that takes.
+ */
+async function resultBy(temporal: Client, handle: Awaited<ReturnType<typeof startOrderSaga>>, deadline: number): Promise<OrderSagaResult | undefined> {
+  if (deadline <= Date.now()) return undefined;
+  return temporal.withDeadline(deadline, () => handle.result()).catch(() => undefined);
 }

@@ -10,7 +10,7 @@ const schema = (s: z.ZodType) => {
 type Name = keyof typeof problems;
 
 const HEADERS = {
-  'Retry-After': { description: 'Seconds to wait before retrying with the same Idempotency-Key', schema: { type: 'integer', minimum: 0 } },
+  'Retry-After': { description: 'Seconds to wait before retrying (with the same Idempotency-Key, where the request had one)', schema: { type: 'integer', minimum: 0 } },
   Location: { description: 'The resource created: /orders/{id} or /webhooks/{endpoint}', schema: { type: 'string' } },
   'Idempotent-Replayed': {
     description: 'true when this is the first answer to this Idempotency-Key, replayed byte for byte',
@@ -51,6 +51,11 @@ const malformed = { '400': badRequest() };
 const authenticated = {
   '401': problem('Missing, malformed or unknown API key', ['unauthorized'], ['WWW-Authenticate']),
   '405': problem('Method not allowed on this path', ['method-not-allowed'], ['Allow']),
+  '429': problem(
+    'Throttled, nothing done: this API client is over its rate, or this address sent too many unknown keys and is refused for a while',
+    ['rate-limited', 'authentication-throttled'],
+    ['Retry-After'],
+  ),
 };
 
 /** OpenAPI 3.1, generated from the zod schemas the server validates with; lint-clean under Redocly's recommended rules. */

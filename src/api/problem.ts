@@ -17,6 +17,11 @@ export const problems = {
     status: 422,
     title: 'This Idempotency-Key was already used with a different request body',
   },
+  'rate-limited': { status: 429, title: 'Too many requests from this API client; retry after Retry-After seconds' },
+  'authentication-throttled': {
+    status: 429,
+    title: 'Too many failed authentications from this address; retry after Retry-After seconds',
+  },
   'webhooks-not-configured': { status: 501, title: 'Webhooks are not configured on this server' },
   unavailable: { status: 503, title: 'A dependency is unavailable; retry with the same Idempotency-Key' },
   internal: { status: 500, title: 'Internal error' },

@@ -12,7 +12,9 @@ import { startRecoveryLoop } from '../orders/recovery';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { SagaMetrics } from '../observability/metrics';
 import { inSpan, SpanKind } from '../observability/tracing';
-import { authenticate } from './auth';
+import { bearerKey, findClientByKeyHash, hashKey, missingKey, unknownKey, type ApiClient } from './auth';
+import { FailedAuthentications, sourceOf, TokenBuckets } from './throttle';
+import { redactAddresses } from '../redact';
 import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '../edge/keys';
 import { cancelOrder as cancelOrderUseCase } from './cancel-order';
 import { createOrder as createOrderUseCase } from './create-order';
@@ -45,6 +47,12 @@ export interface ApiOptions {
    * answers 501), and whether they may point at loopback or private addresses (the dev stack only).
    */
   webhooks?: { sealingKey?: Buffer; allowPrivate?: boolean };
+  /**
+   * Throttling, all off when unset (README, "HTTP API"). `perSecond` and `burst`: a token bucket
+   * per API client (0: no limit). `authFailures` within `authWindowMs`: failed authentications
+   * from one address before it is refused, for that window, ahead of any key lookup (0: no limit).
+   */
+  throttle?: { perSecond?: number; burst?: number; authFailures?: number; authWindowMs?: number };
 }
 
 export interface RunningApi {
@@ -62,7 +70,8 @@ interface Reply {
   headers?: Record<string, string>;
 }
 
-type Handler = (req: IncomingMessage, params: Record<string, string>, query: URLSearchParams) => Promise<Reply>;
+/** `arrivedAt`: when the request arrived (ms since the epoch), for bounds that count from there. */
+type Handler = (req: IncomingMessage, params: Record<string, string>, query: URLSearchParams, arrivedAt: number) => Promise<Reply>;
 
 /** Routes probed by orchestrators and scrapers: their access lines are debug. */
 const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
@@ -92,14 +101,57 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const metrics = opts.metrics ?? new SagaMetrics({ role: 'api' });
 
   const useCaseDeps = { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes };
-  /** The caller, named by exactly one Authorization header: two are ambiguous (RFC 6750 3.1), whatever they hold. */
-  const caller = (req: IncomingMessage) => {
-    const count = req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization').length;
-    if (count > 1) throw new Problem('invalid-request', `send one Authorization header, not ${count}`);
-    return authenticate(db, req);
+  const perSecond = opts.throttle?.perSecond ?? 0;
+  const burst = Math.max(1, opts.throttle?.burst ?? Math.ceil(2 * perSecond));
+  const buckets = perSecond > 0 ? new TokenBuckets(perSecond, burst) : undefined;
+  const authFailures = opts.throttle?.authFailures ?? 0;
+  const failures = authFailures > 0 ? new FailedAuthentications(authFailures, opts.throttle?.authWindowMs ?? 60_000) : undefined;
+  /** Lookups of a key in flight, shared by the requests that send it meanwhile: a burst costs one query. */
+  const lookups = new Map<string, Promise<ApiClient | undefined>>();
+  const lookup = (keyHash: string) => {
+    let found = lookups.get(keyHash);
+    if (!found) {
+      found = findClientByKeyHash(db, keyHash).finally(() => lookups.delete(keyHash));
+      lookups.set(keyHash, found);
+    }
+    return found;
   };
 
-  const createOrder: Handler = async (req, _params, query) => {
+  /**
+   * The caller, named by exactly one Authorization header: two are ambiguous (RFC 6750 3.1),
+   * whatever they hold. An address refused for its failed authentications is answered before
+   * its key is looked up; a client over its rate after.
+   */
+  const caller = async (req: IncomingMessage): Promise<ApiClient> => {
+    const count = req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization').length;
+    if (count > 1) throw new Problem('invalid-request', `send one Authorization header, not ${count}`);
+    const key = bearerKey(req);
+    const keyHash = key === undefined ? undefined : hashKey(key);
+    const admission = failures?.admit(sourceOf(req.socket.remoteAddress), keyHash);
+    if (admission && admission.retryAfterSeconds > 0) {
+      metrics.throttledRequests.inc({ reason: 'auth_failures' });
+      const wait = String(admission.retryAfterSeconds);
+      throw new Problem('authentication-throttled', `too many unknown keys from this address; retry in ${wait} s`, {}, { 'Retry-After': wait });
+    }
+    if (keyHash === undefined) throw missingKey();
+    let client: ApiClient | undefined;
+    try {
+      client = await lookup(keyHash);
+    } catch (err) {
+      if (admission && 'settle' in admission) admission.settle(undefined);
+      throw err;
+    }
+    if (admission && 'settle' in admission) admission.settle(client !== undefined);
+    if (!client) throw unknownKey();
+    const wait = buckets?.take(client.id) ?? 0;
+    if (wait > 0) {
+      metrics.throttledRequests.inc({ reason: 'rate_limit' });
+      throw new Problem('rate-limited', `over ${perSecond} requests per second (bursts of ${burst}); retry in ${wait} s`, {}, { 'Retry-After': String(wait) });
+    }
+    return client;
+  };
+
+  const createOrder: Handler = async (req, _params, query, arrivedAt) => {
     const client = await caller(req);
     const key = req.headers['idempotency-key'];
     if (key === undefined) throw new Problem('idempotency-key-missing');
@@ -109,14 +161,14 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     const waitMs = parseWait(query.get('wait'));
     const raw = await readBody(req);
     const order = validate(createOrderRequest, raw);
-    const outcome = await createOrderUseCase(useCaseDeps, { clientId: client.id, idempotencyKey: key, raw, order, waitMs });
+    const outcome = await createOrderUseCase(useCaseDeps, { clientId: client.id, idempotencyKey: key, raw, order, waitMs, arrivedAt });
     switch (outcome.kind) {
       case 'key-reused':
         throw new Problem('idempotency-key-reused');
       case 'in-flight':
         throw new Problem('request-in-flight', undefined, {}, { 'Retry-After': String(outcome.retryAfterSeconds) });
       case 'unavailable':
-        throw new Problem('unavailable', outcome.message, {}, { 'Retry-After': '1' });
+        throw new Problem('unavailable', redactAddresses(outcome.message), {}, { 'Retry-After': '1' });
       case 'answer':
         break;
       default:
@@ -155,9 +207,9 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       case 'accepted':
         return json(202, { id: row.id, cancel: 'accepted' }, { Location: `/orders/${row.id}` });
       case 'refused':
-        throw new Problem('cancel-refused', outcome.reason);
+        throw new Problem('cancel-refused', redactAddresses(outcome.reason));
       case 'unavailable':
-        throw new Problem('unavailable', outcome.message, {}, { 'Retry-After': '1' });
+        throw new Problem('unavailable', redactAddresses(outcome.message), {}, { 'Retry-After': '1' });
     }
   };
 
@@ -211,7 +263,9 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
       database: () => db.query('SELECT 1'),
       temporal: () => temporal.connection.withDeadline(Date.now() + 1500, () => temporal.connection.workflowService.getSystemInfo({})),
     });
-    return json(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks });
+    // Public: what failed is named, where it runs is not.
+    const checks = Object.fromEntries(Object.entries(r.checks).map(([name, result]) => [name, redactAddresses(result)]));
+    return json(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks });
   };
 
   const openapi = JSON.stringify(buildOpenApi());
@@ -251,6 +305,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   });
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
+    const arrivedAt = Date.now();
     let reply: Reply | undefined;
     let path: string | undefined;
     let route = 'unmatched';
@@ -298,7 +353,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         `${req.method} ${route}`,
         { 'http.request.method': req.method ?? '?', 'http.route': route },
         async (span) => {
-          const answer = await r.handler(req, params ?? {}, target.query);
+          const answer = await r.handler(req, params ?? {}, target.query, arrivedAt);
           span.setAttribute('http.response.status_code', answer.status);
           return answer;
         },
@@ -336,6 +391,12 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   };
   const timer = setInterval(purge, opts.cleanupIntervalMs ?? 10 * 60_000);
   timer.unref();
+  // Buckets that filled up again and addresses whose window passed are forgotten.
+  const sweep = setInterval(() => {
+    buckets?.sweep();
+    failures?.sweep();
+  }, 60_000);
+  sweep.unref();
   // Orders whose request died between its commit and the saga's start get their saga here,
   // whether or not the client ever comes back. Several API processes may run this at once.
   const recoveryIntervalMs = opts.recoveryIntervalMs ?? Math.max(1000, Math.round(leaseMs / 2));
@@ -361,6 +422,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     close: () =>
       new Promise<void>((resolve, reject) => {
         clearInterval(timer);
+        clearInterval(sweep);
         recovery?.stop();
         server.close((e) => (e ? reject(e) : resolve()));
         server.closeAllConnections();

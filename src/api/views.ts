@@ -4,6 +4,7 @@ import { statusQuery } from '../../workflows/order-saga';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import type { OrderSagaResult } from '../../workflows/order/types';
 import type { OrderView } from './schemas';
+import { redactAddresses } from '../redact';
 
 export type SagaView = Omit<OrderView['saga'], 'workflowId'>;
 
@@ -15,33 +16,47 @@ export function orderView(row: OrderRow, saga: SagaView): OrderView {
     customerId: row.customer_id,
     items: row.items,
     amount: { amountMinor: Number(row.amount_minor), currency: row.currency },
-    failureReason: row.failure_reason,
+    // Written by the saga without addresses; older rows and other layers' words are cleaned here too.
+    failureReason: row.failure_reason === null ? null : redactAddresses(row.failure_reason),
     createdAt: new Date(row.created_at).toISOString(),
     saga: { workflowId: orderWorkflowId(row.id), ...saga },
   };
 }
 
+/** A saga failure as clients see it: its type, and its message without URLs, hosts or ports. */
+const publicFailure = (f: { type: string; message: string } | undefined) => (f ? { type: f.type, message: redactAddresses(f.message) } : undefined);
+
 export function sagaFromResult(r: OrderSagaResult): SagaView {
-  return { status: r.status, completedSteps: r.completedSteps, compensations: r.compensations, failure: r.failure };
+  return { status: r.status, completedSteps: r.completedSteps, compensations: r.compensations, failure: publicFailure(r.failure) };
 }
 
-/** The saga as it is now: its own status query, or the server's word if no worker answers. */
-export async function liveSaga(temporal: Client, orderId: string): Promise<SagaView> {
+/**
+ * The saga as it is now: its own status query, or the server's word if no worker answers.
+ * Both calls end by `deadline` (ms since the epoch), answered or not: an answer never waits
+ * on a busy server or on workers that do not poll.
+ */
+export async function liveSaga(temporal: Client, orderId: string, deadline = Date.now() + 3000): Promise<SagaView> {
   const handle = temporal.workflow.getHandle(orderWorkflowId(orderId));
-  const described = await handle.describe().catch(() => undefined);
+  const described = await temporal.withDeadline(deadline, () => handle.describe()).catch(() => undefined);
   // A query replays a closed workflow's last state, which for a terminated or timed-out
   // saga would still say 'running': the server's status is the truth there.
   if (described && described.status.name !== 'RUNNING' && described.status.name !== 'COMPLETED') {
     return { status: described.status.name.toLowerCase() };
   }
+  // No workflow task has completed (events: started, task scheduled, task started): no worker has
+  // run the saga yet, so no step is recorded, and its query would wait for a worker until the
+  // deadline to say just that.
+  if (described?.status.name === 'RUNNING' && described.historyLength < 4) {
+    return { status: 'running', currentStep: null, completedSteps: [], compensations: [] };
+  }
   try {
-    const s = await temporal.connection.withDeadline(Date.now() + 3000, () => handle.query(statusQuery));
+    const s = await temporal.withDeadline(deadline, () => handle.query(statusQuery));
     return {
       status: s.phase,
       currentStep: s.currentStep,
       completedSteps: s.completedSteps,
       compensations: s.compensations.map(({ step, status, attempts }) => ({ step, status, attempts })),
-      failure: s.failure,
+      failure: publicFailure(s.failure),
     };
   } catch {
     return { status: described ? described.status.name.toLowerCase() : 'unknown' };

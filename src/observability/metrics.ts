@@ -25,6 +25,7 @@ export class SagaMetrics {
   readonly compensationFailures: Counter<'step'>;
   readonly idempotentReplays: Counter<'layer' | 'step'>;
   readonly ordersRecovered: Counter;
+  readonly throttledRequests: Counter<'reason'>;
   readonly ledgerRowsPurged: Counter;
   readonly stepDuration: Histogram<'step' | 'outcome'>;
   readonly httpRequests: Histogram<'method' | 'route' | 'status'>;
@@ -90,6 +91,12 @@ export class SagaMetrics {
     this.ordersRecovered = new Counter({
       name: 'sagaflow_orders_recovered_total',
       help: 'Orders whose request died between committing the order and starting its saga, whose saga the recovery job started',
+      registers: on('api'),
+    });
+    this.throttledRequests = new Counter({
+      name: 'sagaflow_api_throttled_requests_total',
+      help: 'API requests answered 429, by reason: rate_limit (the API client is over API_RATE_LIMIT_PER_SECOND) or auth_failures (its address sent too many unknown keys)',
+      labelNames: ['reason'] as const,
       registers: on('api'),
     });
     this.ledgerRowsPurged = new Counter({

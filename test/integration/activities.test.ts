@@ -103,6 +103,7 @@ interface Caught {
   type?: unknown;
   nonRetryable?: unknown;
   message?: unknown;
+  details?: unknown;
 }
 
 /** Awaits a promise that must reject and returns what it rejected with. */
@@ -1299,32 +1300,32 @@ describe('what a provider may answer', () => {
     return { url: `http://127.0.0.1:${port}`, close: () => new Promise((resolve) => server.close(() => resolve())) };
   }
 
+  // The message names the service and the step: it becomes the order's failure reason, which API
+  // clients read. The address, and the service's own words, are in the details, for operators.
   test.each([
-    [500, false, FailureType.ProviderUnavailable, (url: string) => `${url}/charges answered 500`],
-    [409, false, FailureType.ProviderUnavailable, (_: string, key: string) => `key ${key} is in use by a request still in progress`],
-    [422, true, LedgerFailure.IdempotencyConflict, (_: string, key: string) => `key ${key} reused with another request`],
-    [
-      400,
-      true,
-      FailureType.InvalidInput,
-      (_: string, key: string) => `service rejected ${key} with 400: {"error":{"type":"unavailable","message":"injected fault"}}`,
-    ],
-  ])('%i → %s %s, with what happened in the message; nothing charged', async (status, nonRetryable, type, message) => {
+    [500, false, FailureType.ProviderUnavailable, () => 'payment provider answered 500 to charge-payment', { status: 500 }],
+    [409, false, FailureType.ProviderUnavailable, (key: string) => `payment provider is still handling charge-payment under key ${key}`, {}],
+    [422, true, LedgerFailure.IdempotencyConflict, (key: string) => `key ${key} reused with another request`, {}],
+    [400, true, FailureType.InvalidInput, () => 'payment provider refused charge-payment with 400', { body: { error: { type: 'unavailable', message: 'injected fault' } } }],
+  ])('%i → %s %s, with what happened in the message and where in the details; nothing charged', async (status, nonRetryable, type, message, details) => {
     const s = newSaga();
     const input = chargeInput(s);
     await addFault(ctx.payment.url, { kind: 'error', status, keyPrefix: input.key, times: 1 });
     const err = await expectFailure(run(acts.chargePayment, input), type, nonRetryable);
-    expect(err.message).toBe(message(ctx.payment.url, input.key));
+    expect(err.message).toBe(message(input.key));
+    expect(err.message).not.toContain(new URL(ctx.payment.url).host);
+    expect(err.details).toEqual([expect.objectContaining({ url: `${ctx.payment.url}/charges`, ...details })]);
     expect(await providerCharges(input.key)).toEqual([]);
   });
 
-  test('no provider listening → retryable ProviderUnavailable naming the address, nothing recorded as done', async () => {
+  test('no provider listening → retryable ProviderUnavailable naming the provider, the step and the error code; the address only in the details', async () => {
     const gone = await answering(200, '{}');
     await gone.close();
     const offline = createActivities({ ...ctx.deps, paymentProviderUrl: gone.url });
     const s = newSaga();
     const err = await expectFailure(run(offline.chargePayment, chargeInput(s)), FailureType.ProviderUnavailable, false);
-    expect(err.message).toMatch(new RegExp(`^${gone.url}/charges unreachable: `));
+    expect(err.message).toBe('payment provider unreachable for charge-payment (ECONNREFUSED)');
+    expect(err.details).toEqual([{ url: `${gone.url}/charges`, error: expect.stringContaining('ECONNREFUSED') }]);
     expect(await ledgerState(s.key(Step.chargePayment))).toBe('pending');
   });
 
@@ -1337,7 +1338,8 @@ describe('what a provider may answer', () => {
         FailureType.ProviderUnavailable,
         false,
       );
-      expect(err.message).toBe(`${odd.url}/charges sent a body that is not JSON`);
+      expect(err.message).toBe('payment provider answered charge-payment with a body that is not JSON');
+      expect(err.details).toEqual([{ url: `${odd.url}/charges`, status: 200, body: '<html>maintenance</html>' }]);
     } finally {
       await odd.close();
     }
@@ -1371,7 +1373,7 @@ describe('what a provider may answer', () => {
     await expect(offline.charge(key, { amount: money, source: 'tok_visa' })).rejects.toMatchObject({
       type: FailureType.ProviderUnavailable,
       nonRetryable: false,
-      message: expect.stringMatching(new RegExp(`^${gone.url}/charges unreachable: `)),
+      message: 'payment provider unreachable for charge-payment (ECONNREFUSED)',
     });
   });
 

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -74,7 +75,7 @@ const TS_NODE = ['node', '-r', 'ts-node/register/transpile-only'];
 /** The compiled production commands (package.json `bin`). */
 const SAGAFLOW = ['node', 'dist/bin/sagaflow.js'];
 
-type Port = string | number | { target: number | string; published?: number | string };
+type Port = string | number | { target: number | string; published?: number | string; host_ip?: string };
 interface Service {
   image?: string;
   build?: string | { context?: string };
@@ -94,7 +95,12 @@ interface Compose {
   services: Record<string, Service>;
 }
 interface Ctx {
+  /** The file as compose runs it: variables interpolated from a .env filled in as .env.example says. */
   compose: Compose;
+  /** The file as written, `${VAR:?…}` references and all. */
+  raw: Compose;
+  envExample: string;
+  gitignore: string;
   dockerfile: string;
   dockerignore: string;
   /** Files the compose file mounts into containers, by path from the repository root. */
@@ -103,9 +109,35 @@ interface Ctx {
 
 const MOUNTED = ['deploy/temporal/setup-namespace.sh', 'deploy/temporal/setup-schema.sh', 'deploy/prometheus/prometheus.yml'];
 
+/** The variables a .env file (or .env.example) sets, in order, with their values. */
+function dotenv(text: string): [string, string][] {
+  return text.split(/\r?\n/).flatMap((l) => {
+    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(l);
+    return m ? [[m[1]!, m[2]!.trim()] as [string, string]] : [];
+  });
+}
+
+/** .env.example as a newcomer fills it in: a random value for each variable. */
+const filledEnv = (): Record<string, string> => Object.fromEntries(dotenv(read('.env.example')).map(([k]) => [k, randomBytes(12).toString('hex')]));
+
+/** Compose's interpolation: `${VAR}`, `${VAR:?err}`, `${VAR?err}`, `${VAR:-default}`, `${VAR-default}`, `$$`. */
+function interpolate(text: string, env: Record<string, string>): string {
+  return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[?-])([^}]*))?\}/g, (m, name: string, op: string | undefined, arg: string) => {
+    if (m === '$$') return '$';
+    const value = env[name];
+    const unset = value === undefined || (op?.startsWith(':') === true && value === '');
+    if (unset && op?.endsWith('?')) throw new Error(`required variable ${name} is missing a value: ${arg}`);
+    if (unset && op?.endsWith('-')) return arg;
+    return value ?? '';
+  });
+}
+
 const loadCtx = (): Ctx => ({
   // Compose resolves YAML merge keys (`<<: *app`); so must we.
-  compose: parse(read('docker-compose.yml'), { merge: true }) as Compose,
+  compose: parse(interpolate(read('docker-compose.yml'), filledEnv()), { merge: true }) as Compose,
+  raw: parse(read('docker-compose.yml'), { merge: true }) as Compose,
+  envExample: read('.env.example'),
+  gitignore: read('.gitignore'),
   dockerfile: read('Dockerfile'),
   dockerignore: read('.dockerignore'),
   files: Object.fromEntries(MOUNTED.map((f) => [f, read(f)])),
@@ -234,20 +266,31 @@ function scriptEntries(): Record<string, string> {
 
 /** Host and container port of each published or listed port. */
 function portsOf(s: Service): { host?: number; container: number }[] {
+  return bindingsOf(s).map(({ host, container }) => (host === undefined ? { container } : { host, container }));
+}
+
+/** Each published or listed port with the host address it binds (undefined: every interface). */
+function bindingsOf(s: Service): { ip?: string; host?: number; container: number }[] {
   return (s.ports ?? []).map((p) => {
     if (typeof p === 'number') return { container: p };
     if (typeof p === 'object') {
-      return { container: Number(p.target), host: p.published === undefined ? undefined : Number(p.published) };
+      return { ip: p.host_ip, container: Number(p.target), host: p.published === undefined ? undefined : Number(p.published) };
     }
-    const parts = p.replace(/\/(tcp|udp)$/, '').split(':');
+    const parts = String(p).replace(/\/(tcp|udp)$/, '').split(':');
     const container = Number(parts.pop());
     const host = parts.length ? Number(parts.pop()) : undefined;
+    const ip = parts.length ? parts.join(':') : undefined;
     if (!Number.isInteger(container) || (host !== undefined && !Number.isInteger(host))) {
       throw new Error(`port "${p}" is not HOST:CONTAINER (ranges are not used here)`);
     }
-    return { host, container };
+    return { ip, host, container };
   });
 }
+
+/** Variables whose value is a secret by its name. */
+const SECRET_NAME = /PASSWORD|PASSWD|_PWD$|SECRET|TOKEN/;
+/** A reference compose refuses to start without: `${VAR:?message}` or `${VAR?message}`, and nothing else. */
+const REQUIRED_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}$/;
 
 const dependsOn = (s: Service): Record<string, string> =>
   Array.isArray(s.depends_on)
@@ -408,6 +451,42 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
     expect(config.API_HOST).toBe('0.0.0.0');
     expect(portsOf(api).filter((p) => p.host !== undefined).map((p) => p.container)).toContain(config.API_PORT);
     expect(healthcheckText(api)).toContain(`:${config.API_PORT}/healthz`);
+  },
+
+  'every published port is bound to 127.0.0.1, never to all interfaces'({ compose }) {
+    const published = Object.entries(compose.services).flatMap(([name, s]) =>
+      bindingsOf(s).flatMap((b) => (b.host === undefined && b.ip === undefined ? [] : [{ name, port: b.host, ip: b.ip }])),
+    );
+    expect(published.length).toBeGreaterThan(0);
+    expect(published.filter((p) => p.ip !== '127.0.0.1')).toEqual([]);
+  },
+
+  'no password has a default: each is a required ${VAR:?…} that .env.example lists, in variables and in URLs alike'({ raw, envExample }) {
+    const listed = dotenv(envExample).map(([k]) => k);
+    const used = new Set<string>();
+    for (const [name, s] of Object.entries(raw.services)) {
+      for (const [variable, value] of Object.entries(envOf(s))) {
+        const secrets = SECRET_NAME.test(variable) ? [value] : [];
+        const inUrl = /^[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:(.*)@[^@]*$/i.exec(value);
+        if (inUrl) secrets.push(inUrl[1]!);
+        for (const secret of secrets) {
+          const ref = REQUIRED_REF.exec(secret)?.[1];
+          expect({ name, variable, required: ref !== undefined, listed: ref !== undefined && listed.includes(ref) }).toEqual({ name, variable, required: true, listed: true });
+          used.add(ref!);
+        }
+      }
+    }
+    expect(used.size).toBeGreaterThan(0);
+    // .env.example lists what the file uses, nothing more, and no value: each is the reader's own.
+    expect(listed.filter((k) => !used.has(k))).toEqual([]);
+    expect(dotenv(envExample).filter(([, v]) => v !== '')).toEqual([]);
+  },
+
+  'the .env holding the passwords is git-ignored and kept out of the build context'({ gitignore, dockerignore }) {
+    const lines = (text: string) => text.split(/\r?\n/).map((l) => l.trim());
+    expect(lines(gitignore)).toContain('.env');
+    expect(lines(gitignore)).not.toContain('.env.example');
+    expect(lines(dockerignore)).toContain('.env');
   },
 
   'migrate runs once; the api, the services and the workers wait for it to succeed'({ compose }) {
@@ -603,6 +682,7 @@ describe('Dockerfile and .dockerignore', () => {
 
 const svc = (ctx: Ctx, name: string) => service(ctx.compose, name);
 const env = (ctx: Ctx, name: string) => svc(ctx, name).environment as Record<string, string>;
+const rawEnv = (ctx: Ctx, name: string) => service(ctx.raw, name).environment as Record<string, string>;
 const setCommand = (ctx: Ctx, name: string, f: (argv: string[]) => string[]) => {
   svc(ctx, name).command = f(argvOf(svc(ctx, name), ctx.dockerfile));
 };
@@ -639,6 +719,20 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['API_PORT not the published port', 'the api publishes its API_PORT, listens on all interfaces and checks /healthz', (c) => (env(c, 'api').API_PORT = '8081')],
   ['the api on loopback', 'the api publishes its API_PORT, listens on all interfaces and checks /healthz', (c) => delete env(c, 'api').API_HOST],
   ['an api healthcheck on another path', 'the api publishes its API_PORT, listens on all interfaces and checks /healthz', (c) => (svc(c, 'api').healthcheck = { test: ['CMD', 'true'] })],
+  ['the api published on all interfaces', 'every published port is bound to 127.0.0.1, never to all interfaces', (c) => (svc(c, 'api').ports = ['8080:8080'])],
+  ['Grafana published on 0.0.0.0', 'every published port is bound to 127.0.0.1, never to all interfaces', (c) => (svc(c, 'grafana').ports = ['0.0.0.0:3000:3000'])],
+  ['PostgreSQL published in long form without host_ip', 'every published port is bound to 127.0.0.1, never to all interfaces', (c) => (svc(c, 'postgres').ports = [{ target: 5432, published: 5432 }])],
+  ['a password with a default', 'no password has a default: each is a required ${VAR:?…} that .env.example lists, in variables and in URLs alike', (c) => (rawEnv(c, 'postgres').POSTGRES_PASSWORD = '${POSTGRES_PASSWORD:-sagaflow}')],
+  ['a password written in the file', 'no password has a default: each is a required ${VAR:?…} that .env.example lists, in variables and in URLs alike', (c) => (rawEnv(c, 'grafana').GF_SECURITY_ADMIN_PASSWORD = 'admin')],
+  ['a password written in a URL', 'no password has a default: each is a required ${VAR:?…} that .env.example lists, in variables and in URLs alike', (c) => (rawEnv(c, 'api').DATABASE_URL = 'postgresql://sagaflow:sagaflow@postgres:5432/sagaflow')],
+  ['a password .env.example does not list', 'no password has a default: each is a required ${VAR:?…} that .env.example lists, in variables and in URLs alike', (c) => {
+    c.envExample = c.envExample.replace(/^TEMPORAL_DB_PASSWORD=.*$/m, '');
+  }],
+  ['.env.example with a value filled in', 'no password has a default: each is a required ${VAR:?…} that .env.example lists, in variables and in URLs alike', (c) => {
+    c.envExample = c.envExample.replace(/^GRAFANA_ADMIN_PASSWORD=.*$/m, 'GRAFANA_ADMIN_PASSWORD=admin');
+  }],
+  ['.env not git-ignored', 'the .env holding the passwords is git-ignored and kept out of the build context', (c) => (c.gitignore = c.gitignore.replace(/^\.env$/m, ''))],
+  ['.env in the build context', 'the .env holding the passwords is git-ignored and kept out of the build context', (c) => (c.dockerignore = c.dockerignore.replace(/^\.env$/m, ''))],
   ['the api not waiting for migrate', 'migrate runs once; the api, the services and the workers wait for it to succeed', (c) => (svc(c, 'api').depends_on = { migrate: { condition: 'service_started' } })],
   ['migrate restarted forever', 'migrate runs once; the api, the services and the workers wait for it to succeed', (c) => (svc(c, 'migrate').restart = 'unless-stopped')],
   ['stop_grace_period equal to the grace', "workers' stop_grace_period exceeds their shutdown grace", (c) => (svc(c, 'worker-payments').stop_grace_period = '20s')],
@@ -711,21 +805,51 @@ describe('each check catches a broken file', () => {
 });
 
 describe("Docker Compose's own parser (compose-go, tools/compose-check)", () => {
-  const check = (file: string) =>
+  /** Runs compose-check on `file` with a clean environment: only what `envFile` sets, as `docker compose --env-file` would. */
+  const check = (file: string, envFile?: Record<string, string>) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       const bin = process.env.SAGAFLOW_COMPOSE_CHECK;
       if (!bin) throw new Error('no compose-check: the test setup builds one (npm run tools:install)');
-      execFile(bin, [file], { maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr }),
-      );
+      const args = [file];
+      let dir: string | undefined;
+      if (envFile) {
+        dir = fs.mkdtempSync(path.join(ROOT, '.compose-env-'));
+        fs.writeFileSync(path.join(dir, '.env'), Object.entries(envFile).map(([k, v]) => `${k}=${v}\n`).join(''));
+        args.unshift('--env-file', path.join(dir, '.env'));
+      }
+      execFile(bin, args, { maxBuffer: 16 << 20, env: { PATH: process.env.PATH ?? '' } }, (err, stdout, stderr) => {
+        if (dir) fs.rmSync(dir, { recursive: true, force: true });
+        resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr });
+      });
     });
 
   test('docker-compose.yml loads and validates against the Compose specification, with every service this test knows', async () => {
-    const { code, stdout, stderr } = await check(path.join(ROOT, 'docker-compose.yml'));
+    const env = filledEnv();
+    const { code, stdout, stderr } = await check(path.join(ROOT, 'docker-compose.yml'), env);
     expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
-    const project = JSON.parse(stdout) as { services: Record<string, { image?: string; depends_on?: Record<string, { condition: string }> }> };
+    const project = JSON.parse(stdout) as {
+      services: Record<string, { image?: string; depends_on?: Record<string, { condition: string }>; environment?: Record<string, string>; ports?: { host_ip?: string; published?: string }[] }>;
+    };
     expect(Object.keys(project.services).sort()).toEqual([...INFRA, ...APP].sort());
     expect(project.services['worker-payments']?.depends_on?.migrate?.condition).toBe('service_completed_successfully');
+    // As compose resolves them: the passwords are the .env's, every published port on loopback.
+    expect(project.services.api?.environment?.DATABASE_URL).toBe(`postgresql://sagaflow:${env.POSTGRES_PASSWORD}@postgres:5432/sagaflow`);
+    expect(project.services.grafana?.environment?.GF_SECURITY_ADMIN_PASSWORD).toBe(env.GRAFANA_ADMIN_PASSWORD);
+    const published = Object.values(project.services).flatMap((s) => (s.ports ?? []).filter((p) => p.published !== undefined));
+    expect(published.length).toBeGreaterThan(0);
+    expect(published.filter((p) => p.host_ip !== '127.0.0.1')).toEqual([]);
+  }, 60_000);
+
+  test('without a .env, compose refuses to start and names each password it lacks', async () => {
+    const { code, stderr } = await check(path.join(ROOT, 'docker-compose.yml'));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/required variable [A-Z_]+ is missing a value: set it in \.env/);
+    // Each variable in turn: with all the others set, compose still refuses, naming it.
+    for (const variable of Object.keys(filledEnv())) {
+      const { [variable]: _missing, ...others } = filledEnv();
+      const res = await check(path.join(ROOT, 'docker-compose.yml'), others);
+      expect({ variable, code: res.code, names: res.stderr.includes(`required variable ${variable} is missing a value`) }).toEqual({ variable, code: 1, names: true });
+    }
   }, 60_000);
 
   test.each([
@@ -739,7 +863,7 @@ describe("Docker Compose's own parser (compose-go, tools/compose-check)", () => 
       const broken = mutate(yaml);
       expect(broken).not.toBe(yaml);
       fs.writeFileSync(path.join(dir, 'docker-compose.yml'), broken);
-      const { code, stderr } = await check(path.join(dir, 'docker-compose.yml'));
+      const { code, stderr } = await check(path.join(dir, 'docker-compose.yml'), filledEnv());
       expect(code).toBe(1);
       expect(stderr).toMatch(message);
     } finally {
