@@ -14,7 +14,7 @@ const ORDER_DOMAIN_FENCE = {
   message: 'The generic toolkit must not import the order domain.',
 };
 /** Entry points that run in production; the others (demo, stack, services, chaos, ...) are dev tools. */
-const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts', 'bin/run.ts'];
+const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/codec-server.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts', 'bin/run.ts'];
 
 /** Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment. */
 const workflowImports = (...extra) => [

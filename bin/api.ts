@@ -9,6 +9,7 @@ import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } fr
 import { runMain } from './run';
 import { parseSealingKey } from '../src/webhooks/signing';
 import { createLogger, lineLogger } from '../src/observability/log';
+import { dataConverterOf, describePayloadCodec, payloadCodecSetting } from '../src/codec/settings';
 
 const USAGE = `usage: npm run api
 
@@ -22,6 +23,7 @@ API_HOST:API_PORT (127.0.0.1:8080) and serves /metrics, /healthz, /readyz and
 runMain(USAGE, async () => {
   const config = loadConfig();
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the API' }]);
+  const payloadCodec = payloadCodecSetting(config);
   const logger = createLogger({ service: 'sagaflow-api', level: config.LOG_LEVEL });
   const log = lineLogger(logger);
   // A database restarting or a connection terminated at start-up is waited out, then a clear error.
@@ -32,7 +34,7 @@ runMain(USAGE, async () => {
   const connection = await connectPatiently(() => Connection.connect(clientConnectionOptions(target.connectionOptions)), { log });
   const api = await startApi({
     db,
-    temporal: new Client({ connection, namespace: target.namespace, plugins: tracing ? [tracing.plugin] : [] }),
+    temporal: new Client({ connection, namespace: target.namespace, dataConverter: dataConverterOf(payloadCodec), plugins: tracing ? [tracing.plugin] : [] }),
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
     host: config.API_HOST,
@@ -51,7 +53,7 @@ runMain(USAGE, async () => {
     },
     log,
   });
-  logger.info({ url: api.url, docs: `${api.url}/docs`, temporalUi: config.TEMPORAL_UI_URL }, 'api listening');
+  logger.info({ url: api.url, docs: `${api.url}/docs`, temporalUi: config.TEMPORAL_UI_URL, payloadEncryption: describePayloadCodec(payloadCodec) }, 'api listening');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

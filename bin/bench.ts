@@ -5,10 +5,13 @@ import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
 import { formatGrowth, ledgerGrowth } from '../dev/bench/growth';
 import { formatReport, runBench, VARIANTS, type Variant } from '../dev/bench/run';
+import { formatWaits, runWaits } from '../dev/bench/waits';
+import { parseWait } from '../src/api/server';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--pollers N] [--json FILE]
        npm run bench -- --growth 1000,10000,100000,1000000 [--sagas 300]   (step latency as step_ledger grows)
+       npm run bench -- --waits 200 [--wait 8s] [--json FILE]   (answer times of concurrent POST /orders?wait=)
 
 Runs the order saga as sagaflow runs it, through the HTTP API, through the stream intake
 (an order message on JetStream), as a naive samples-style
@@ -27,6 +30,8 @@ runMain(USAGE, async () => {
       variants: { type: 'string', default: VARIANTS.join(',') },
       json: { type: 'string' },
       growth: { type: 'string' },
+      waits: { type: 'string' },
+      wait: { type: 'string', default: '8s' },
       pollers: { type: 'string' },
       help: { type: 'boolean' },
     },
@@ -40,6 +45,20 @@ runMain(USAGE, async () => {
   if (values.help || [sagas, inFlight, rounds, pollers ?? 2].some(Number.isNaN) || (pollers ?? 2) < 2 || !variants.length || variants.some((v) => !VARIANTS.includes(v))) {
     console.error(USAGE);
     return values.help ? 0 : 2;
+  }
+  let waits: { requests: number; waitMs: number } | undefined;
+  if (values.waits !== undefined) {
+    let waitMs = NaN;
+    try {
+      waitMs = parseWait(values.wait ?? '8s');
+    } catch {
+      // Told below, with what --wait takes.
+    }
+    waits = { requests: int(values.waits), waitMs };
+    if (Number.isNaN(waits.requests) || !(waitMs > 0)) {
+      console.error('--waits takes a number of requests, --wait a bound such as 8s or 500ms (at most 30s)');
+      return 2;
+    }
   }
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const log = (m: string) => console.error(`[bench] ${m}`);
@@ -55,6 +74,12 @@ runMain(USAGE, async () => {
       console.log(formatGrowth(points));
       if (values.json) writeFileSync(values.json, `${JSON.stringify(points, null, 2)}\n`);
       return 0;
+    }
+    if (waits) {
+      const report = await runWaits(stack, { ...waits, log });
+      console.log(formatWaits(report));
+      if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
+      return report.statuses['201'] === waits.requests ? 0 : 1;
     }
     const report = await runBench(stack, { sagas, inFlight, rounds, variants, pollers, log });
     console.log(formatReport(report));

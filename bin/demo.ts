@@ -47,6 +47,7 @@ runMain(USAGE, async () => {
     connection: nativeConnection,
     namespace: stack.temporal.namespace,
     taskQueue,
+    dataConverter: stack.dataConverter,
     deps: {
       db: stack.db,
       paymentProviderUrl: stack.paymentProviderUrl,
@@ -56,7 +57,7 @@ runMain(USAGE, async () => {
   });
   const running = worker.run();
   const connection = await Connection.connect({ address: stack.temporal.address });
-  const client = new Client({ connection, namespace: stack.temporal.namespace });
+  const client = new Client({ connection, namespace: stack.temporal.namespace, dataConverter: stack.dataConverter });
   const api = await startApi({ db: stack.db, temporal: client, taskQueue, log: () => undefined });
   log(`API: ${api.url}`);
 

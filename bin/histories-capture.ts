@@ -11,12 +11,19 @@ import { ORDER_HISTORIES_DIR, runScenarios } from '../dev/replay-scenarios';
 import { createSagaWorker } from '../workers/worker';
 import { runMain } from './run';
 import { PACKAGE_ROOT } from '../src/paths';
+import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
 
 const USAGE = `usage:
   npm run histories:capture -- --label v2
       run every saga scenario on a throwaway stack and write test/replay/histories/v2-<scenario>.json
   npm run histories:capture -- --label prod --address host:7233 --query "WorkflowType = 'orderSaga'"
-      capture what a running server has; the scenario name is the workflow ID`;
+      capture what a running server has; the scenario name is the workflow ID
+
+Histories are written as the server keeps them. The scenarios run in plaintext
+unless SAGAFLOW_PAYLOAD_KEYS (or SAGAFLOW_PAYLOAD_KEYS_FILE) is set: their orders
+are made up, and the replay gate must replay them without keys. Sealed histories
+(those, or a server's) list their key IDs in the manifest (payloadKeyIds), and
+replaying them needs those keys in SAGAFLOW_PAYLOAD_KEYS.`;
 
 /**
  * Fetches workflow histories by a list query (`list().intoHistories()`) and
@@ -41,12 +48,16 @@ runMain(USAGE, async () => {
   let scenarioOf: (workflowId: string) => string = (id) => id;
   let stop = async () => undefined as void;
   if (values.address) {
+    const config = loadConfig();
     const connection = await Connection.connect({ address: values.address });
-    client = new Client({ connection, namespace: loadConfig().TEMPORAL_NAMESPACE });
+    // The histories are written sealed as they are; the keys (when set) let this client read what it lists.
+    const keyed = config.SAGAFLOW_PAYLOAD_KEYS || config.SAGAFLOW_PAYLOAD_KEYS_FILE;
+    client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE, dataConverter: keyed ? dataConverterOf(payloadCodecSetting(config)) : undefined });
     query = values.query ?? "WorkflowType = 'orderSaga' AND ExecutionStatus != 'Running'";
     stop = () => connection.close();
   } else {
-    const config = loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' });
+    const keyed = process.env.SAGAFLOW_PAYLOAD_KEYS || process.env.SAGAFLOW_PAYLOAD_KEYS_FILE;
+    const config = loadConfig({ ...process.env, TEMPORAL_ADDRESS: '', ...(keyed ? {} : { SAGAFLOW_PAYLOAD_CODEC: 'off' }) });
     const stack = await startStack(config, log, { ephemeralTemporal: true });
     const taskQueue = `capture-${label}`;
     const nativeConnection = await NativeConnection.connect({ address: stack.temporal.address });
@@ -54,11 +65,12 @@ runMain(USAGE, async () => {
       connection: nativeConnection,
       namespace: stack.temporal.namespace,
       taskQueue,
+      dataConverter: stack.dataConverter,
       deps: { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl, providerTimeoutMs: 3000 },
     });
     const running = worker.run();
     const connection = await Connection.connect({ address: stack.temporal.address });
-    client = new Client({ connection, namespace: stack.temporal.namespace });
+    client = new Client({ connection, namespace: stack.temporal.namespace, dataConverter: stack.dataConverter });
     log('running the scenarios');
     const scenarios = await runScenarios(
       { client, db: stack.db, taskQueue, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl },
@@ -76,7 +88,7 @@ runMain(USAGE, async () => {
   }
 
   const written = await captureHistories(client, { query, dir, label, scenarioOf, codeVersion: codeVersionNow() });
-  for (const e of written) log(`${e.file}: ${e.workflowId} ${e.status}`);
+  for (const e of written) log(`${e.file}: ${e.workflowId} ${e.status}${e.payloadKeyIds ? ` (sealed with ${e.payloadKeyIds.join(', ')})` : ''}`);
   const count = written.length;
   log(`${count} histories written to ${dir}`);
   await stop();

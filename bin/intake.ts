@@ -13,6 +13,7 @@ import { SagaMetrics, serveMetrics, type IntakeOutcome } from '../src/observabil
 import { startRecoveryLoop } from '../src/orders/recovery';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
+import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
 import { patiently } from '../src/patiently';
 
 const USAGE = `usage: npm run intake [-- dead-letters | requeue SEQUENCE]
@@ -80,6 +81,7 @@ runMain(USAGE, async () => {
   if (command !== undefined) throw new UsageError(`unknown command "${command}"`);
 
   if (!config.DATABASE_URL) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required by the intake' }]);
+  const payloadCodec = payloadCodecSetting(config);
   const logger = createLogger({ service: 'sagaflow-intake', level: config.LOG_LEVEL });
   const metrics = new SagaMetrics({ processMetrics: true, role: 'intake' });
   let readiness: Checks = { intake: () => Promise.reject(new Error('starting')) };
@@ -93,7 +95,7 @@ runMain(USAGE, async () => {
   const connection = await connectPatiently(() => Connection.connect(clientConnectionOptions(target.connectionOptions)), {
     log: (l) => logger.info(l),
   });
-  const temporal = new Client({ connection, namespace: target.namespace });
+  const temporal = new Client({ connection, namespace: target.namespace, dataConverter: dataConverterOf(payloadCodec) });
   const nc = await natsOf(config, true);
   const topology = topologyOf(config);
   // Connected is not ready: a NATS just restarted (or a cluster electing its leaders) answers

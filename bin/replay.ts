@@ -6,12 +6,15 @@ import { replayFromServer, summaryTable } from '../src/replay/live';
 import { orderSagaReplayOptions } from '../workers/worker';
 import { clientConnectionOptions, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from './run';
+import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
 
 const USAGE = `usage: npm run replay -- --query "LIST FILTER" [--limit N] [--address HOST:PORT]
 
 Replays recent histories from the server at TEMPORAL_ADDRESS (or --address)
 against this build, e.g. --query "ExecutionStatus = 'Running'" before a deploy.
-Prints a summary and exits 1 if any history fails to replay.`;
+Encrypted histories are opened with SAGAFLOW_PAYLOAD_KEYS (or _FILE): a history
+sealed with a key not given fails, naming it. Prints a summary and exits 1 if any
+history fails to replay.`;
 
 /**
  * `npm run replay -- --query "<list filter>" [--limit N]`: replays recent
@@ -22,7 +25,8 @@ runMain(USAGE, async () => {
   const { values } = parseArgs({
     options: { query: { type: 'string' }, address: { type: 'string' }, limit: { type: 'string' } },
   });
-  loadConfig(); // a bad variable stops here, named
+  // A bad variable stops here, named; encrypted histories are opened with the workers' keys.
+  const dataConverter = dataConverterOf(payloadCodecSetting(loadConfig()));
   const target = temporalTargetOrExplain(values.address ? { ...process.env, TEMPORAL_ADDRESS: values.address } : process.env);
   const query = values.query ?? "WorkflowType = 'orderSaga'";
   const limit = values.limit ? Number(values.limit) : 100;
@@ -33,7 +37,7 @@ runMain(USAGE, async () => {
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const connection = await Connection.connect(clientConnectionOptions(target.connectionOptions));
   try {
-    const outcomes = await replayFromServer(new Client({ connection, namespace: target.namespace }), query, { ...orderSagaReplayOptions(), limit });
+    const outcomes = await replayFromServer(new Client({ connection, namespace: target.namespace, dataConverter }), query, { ...orderSagaReplayOptions(), limit });
     if (outcomes.length === 0) {
       console.log(`no workflows match: ${query}`);
       return 0;

@@ -7,6 +7,7 @@
  */
 const COMMANDS: Record<string, string> = {
   api: 'the HTTP API',
+  'codec-server': 'decodes Temporal payloads for the UI and CLI, behind its own token',
   intake: 'order requests from a NATS JetStream stream; dead letters and their requeue',
   relay: "the outbox relay: order events to JetStream, in order per order; its lag",
   worker: 'a worker process (all task queues, or --queues)',

@@ -11,7 +11,9 @@ const USAGE = `usage: npm run stack -- [--temporal dev|cluster]
 The development stack in one process: an embedded PostgreSQL (or DATABASE_URL)
 with migrations and a small catalogue (widget, gadget, gizmo), the simulated
 provider and carrier, the Temporal dev server with its UI, and a nats-server with
-JetStream for the stream intake (or NATS_URL). Prints the
+JetStream for the stream intake (or NATS_URL). Payloads are encrypted with a key
+kept in the state directory (or SAGAFLOW_PAYLOAD_KEYS), and the UI decodes them
+through a codec server of the stack's (SAGAFLOW_CODEC_PORT, 8888 when free). Prints the
 variables to export in other shells. State lives in SAGAFLOW_STATE_DIR
 (.sagaflow); a second stack beside it needs its own SAGAFLOW_STATE_DIR and
 SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.
@@ -36,7 +38,12 @@ runMain(USAGE, async () => {
     `  export DATABASE_URL='${stack.databaseUrl}' TEMPORAL_ADDRESS=${stack.temporal.address} ` +
       `PAYMENT_PROVIDER_URL=${stack.paymentProviderUrl} CARRIER_URL=${stack.carrierUrl} NATS_URL=${stack.natsUrl} ` +
       (stack.natsReplicas > 1 ? `NATS_STREAM_REPLICAS=${stack.natsReplicas} ` : '') +
-      `WEBHOOK_SECRETS_KEY=${stack.webhookSecretsKey} WEBHOOK_ALLOW_PRIVATE_URLS=true\n`,
+      `WEBHOOK_SECRETS_KEY=${stack.webhookSecretsKey} WEBHOOK_ALLOW_PRIVATE_URLS=true ` +
+      Object.entries(stack.payloadEnv ?? {})
+        .map(([k, v]) => `${k}='${v}'`)
+        .join(' ') +
+      (stack.codecServer ? ` SAGAFLOW_CODEC_TOKEN='${stack.codecServer.token}'` : '') +
+      '\n',
   );
   console.log('then `npm run worker`, `npm run api`, `npm run intake`, `npm run relay`, `npm run clients -- create acme`, `npm run inventory -- list`.\n');
   console.log(
@@ -45,6 +52,12 @@ runMain(USAGE, async () => {
       (seeded.length ? ` (just seeded: ${seeded.join(', ')})` : ''),
   );
   if (stack.temporal.uiUrl) console.log(`Temporal UI: ${stack.temporal.uiUrl}`);
+  if (stack.codecServer) {
+    console.log(
+      `Payloads are encrypted; the UI decodes them through the codec server at ${stack.codecServer.url}, and so does the CLI:\n` +
+        `  temporal workflow show -w order-<id> --detailed --address ${stack.temporal.address} --codec-endpoint ${stack.codecServer.url} --codec-auth "Bearer $SAGAFLOW_CODEC_TOKEN"`,
+    );
+  }
   console.log(`(database ${redact(stack.databaseUrl)}; Ctrl-C stops everything)`);
   // Reports PostgreSQL, Temporal or NATS going away and coming back, starts again what it started, and keeps the process up.
   const watch = watchStack(stack.parts, (m) => console.log(`[stack] ${m}`));

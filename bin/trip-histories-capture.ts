@@ -27,7 +27,11 @@ runMain(USAGE, async () => {
   }
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const log = (m: string) => console.log(`[capture] ${m}`);
-  const stack = await startStack(loadConfig({ ...process.env, TEMPORAL_ADDRESS: '' }), log, { ephemeralTemporal: true });
+  // Plaintext unless keys are set (as histories:capture): the trip's replay gate replays them without keys.
+  const keyed = process.env.SAGAFLOW_PAYLOAD_KEYS || process.env.SAGAFLOW_PAYLOAD_KEYS_FILE;
+  const stack = await startStack(loadConfig({ ...process.env, TEMPORAL_ADDRESS: '', ...(keyed ? {} : { SAGAFLOW_PAYLOAD_CODEC: 'off' }) }), log, {
+    ephemeralTemporal: true,
+  });
   await migrateTrips(stack.db);
   const taskQueue = `trip-capture-${label}`;
   const nativeConnection = await NativeConnection.connect({ address: stack.temporal.address });
@@ -36,11 +40,11 @@ runMain(USAGE, async () => {
     namespace: stack.temporal.namespace,
     taskQueue,
     deps: { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, providerTimeoutMs: 3000 },
-    workerOptions: { bundlerOptions: { webpackConfigHook: bundleFromSource } },
+    workerOptions: { bundlerOptions: { webpackConfigHook: bundleFromSource }, dataConverter: stack.dataConverter },
   });
   const running = worker.run();
   const connection = await Connection.connect({ address: stack.temporal.address });
-  const client = new Client({ connection, namespace: stack.temporal.namespace });
+  const client = new Client({ connection, namespace: stack.temporal.namespace, dataConverter: stack.dataConverter });
   try {
     const scenarios = await runTripScenarios(
       { client, db: stack.db, taskQueue, paymentProviderUrl: stack.paymentProviderUrl },

@@ -12,6 +12,7 @@ import { startLedgerRetention } from '../workers/ledger-retention';
 import { prebuiltBundle } from '../workers/bundle';
 import { workerOptions } from '../workers/options';
 import { createSagaWorker } from '../workers/worker';
+import { dataConverterOf, describePayloadCodec, payloadCodecSetting } from '../src/codec/settings';
 
 const USAGE = `usage: npm run worker -- [--queues workflows,orders,inventory,payments,shipping]
                          [--concurrency N | ROLE=N,...] [--pollers N]
@@ -51,6 +52,8 @@ runMain(USAGE, async () => {
       missing.map((variable) => ({ variable, message: 'required by a worker (`npm run stack` prints all four)' })),
     );
   }
+  // Before anything connects: a worker without its payload keys must not start.
+  const payloadCodec = payloadCodecSetting(config);
   const logger = createLogger({ service: 'sagaflow-worker', level: config.LOG_LEVEL });
   const log = lineLogger(logger);
   // Temporal Core exports its runtime metrics on a private port; our /metrics appends them.
@@ -116,6 +119,7 @@ runMain(USAGE, async () => {
     workflowBundle: opts.queues.includes('workflows') ? bundle : undefined,
     metrics,
     plugins: tracing ? [tracing.plugin] : [],
+    dataConverter: dataConverterOf(payloadCodec),
     deps: {
       db,
       paymentProviderUrl: config.PAYMENT_PROVIDER_URL!,
@@ -142,6 +146,7 @@ runMain(USAGE, async () => {
       startMs: Date.now() - started,
       metrics: metricsServer.url,
       tracing: tracing ? config.OTEL_EXPORTER_OTLP_ENDPOINT : 'off',
+      payloadEncryption: describePayloadCodec(payloadCodec),
       temporalUi: config.TEMPORAL_UI_URL ?? 'set TEMPORAL_UI_URL to print it here',
       pid: process.pid,
     },

@@ -16,6 +16,9 @@ import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster } f
 import { ensureUiServer, startTemporalUi } from './temporal-ui';
 import { StartupError } from '../src/config';
 import type { ConnectionClaim } from '../src/db/connection-budget';
+import type { DataConverter } from '@temporalio/common';
+import { codecOf, dataConverterOf, payloadCodecSetting, type PayloadCodecSetting } from '../src/codec/settings';
+import { startCodecServer } from '../src/codec/server';
 
 export interface Stack {
   databaseUrl: string;
@@ -29,6 +32,15 @@ export interface Stack {
   natsReplicas: number;
   /** WEBHOOK_SECRETS_KEY, or one made once and kept in the state directory. */
   webhookSecretsKey: string;
+  /**
+   * The payload codec's variables for every process on this stack: the environment's, else
+   * SAGAFLOW_PAYLOAD_KEYS_FILE naming a key made once and kept in the state directory.
+   */
+  payloadEnv?: Record<string, string>;
+  /** What every client and worker on this stack is given: the codec of payloadEnv (absent: the environment's). */
+  dataConverter?: DataConverter;
+  /** The codec server the Temporal UI decodes through, with its bearer token (for the CLI); absent without a UI. */
+  codecServer?: { url: string; token: string };
   /** PostgreSQL, Temporal and NATS, each with a probe, and a restart where this stack started it (dev/stack-watch.ts). */
   parts: StackPart[];
   stop(): Promise<void>;
@@ -109,6 +121,31 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
     );
     const carrierUrl = await service(config.CARRIER_URL, 'carrier', () => startCarrier({ db: servicesDb }));
 
+    // Payloads are sealed here as in production; the UI reads them through a codec server of the stack's.
+    const payload = stackPayloadCodec(config, stateDir);
+    const withUi = !config.TEMPORAL_ADDRESS && !opts.ephemeralTemporal;
+    const uiPort = withUi ? await preferredPort(8233) : undefined;
+    let codecServer: Stack['codecServer'];
+    const codec = codecOf(payload.setting);
+    if (codec && uiPort) {
+      const uiOrigins = [`http://127.0.0.1:${uiPort}`, `http://localhost:${uiPort}`];
+      const token = config.SAGAFLOW_CODEC_TOKEN ?? keptSecret(stateDir, 'codec-token', () => randomBytes(32).toString('base64url'));
+      const server = await startCodecServer({
+        codec,
+        token,
+        port: await preferredPort(config.SAGAFLOW_CODEC_PORT),
+        corsOrigins: uiOrigins,
+        // The UI cannot send a token; on this machine, its own origin needs none.
+        localOriginsWithoutToken: uiOrigins,
+        log: (l) => {
+          if (l.status !== 200) log(`codec server: ${JSON.stringify(l)}`);
+        },
+      });
+      stops.push(server.close);
+      codecServer = { url: server.url, token };
+      log(`codec server: ${server.url} (the UI decodes payloads through it)`);
+    }
+
     let temporal: Stack['temporal'];
     let temporalPart: Pick<StackPart, 'restart' | 'exit'> = {};
     if (config.TEMPORAL_ADDRESS) {
@@ -138,7 +175,8 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
             temporalAddress: cluster.address,
             namespace: cluster.namespace,
             stateDir: path.join(stateDir, 'cluster', 'ui'),
-            port: await preferredPort(8233),
+            port: uiPort,
+            codecEndpoint: codecServer?.url,
             log,
           })
         : undefined;
@@ -158,7 +196,8 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
             dbFilename: path.join(stateDir, 'temporal.sqlite'),
             ui: true,
             port: await preferredPort(7233),
-            uiPort: await preferredPort(8233),
+            uiPort,
+            uiCodecEndpoint: codecServer?.url,
             log,
           };
       let server = await startTemporalDevServer(devOptions);
@@ -166,10 +205,10 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       temporal = server;
       // A restart takes the same port, UI port and SQLite file: running sagas carry on.
       const port = Number(server.address.split(':').pop());
-      const uiPort = server.uiUrl ? Number(new URL(server.uiUrl).port) : undefined;
+      const startedUiPort = server.uiUrl ? Number(new URL(server.uiUrl).port) : undefined;
       temporalPart = {
         restart: async () => {
-          server = await startTemporalDevServer({ ...devOptions, port, uiPort });
+          server = await startTemporalDevServer({ ...devOptions, port, uiPort: startedUiPort });
         },
         exit: () => {
           const e = server.exit?.();
@@ -208,7 +247,21 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       { name: 'Temporal', probe: () => tcpProbe(temporal.address), ...temporalPart },
       { name: 'NATS', probe: () => tcpProbe(natsAddress), ...natsPart },
     ];
-    return { databaseUrl, db, temporal, paymentProviderUrl, carrierUrl, natsUrl, natsReplicas, webhookSecretsKey: devSecretsKey(config, stateDir), parts, stop };
+    return {
+      databaseUrl,
+      db,
+      temporal,
+      paymentProviderUrl,
+      carrierUrl,
+      natsUrl,
+      natsReplicas,
+      webhookSecretsKey: devSecretsKey(config, stateDir),
+      payloadEnv: payload.env,
+      dataConverter: dataConverterOf(payload.setting),
+      codecServer,
+      parts,
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;
@@ -218,12 +271,36 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
 /** The dev stack's key for webhook secrets: made once, kept (mode 600) beside its other state. */
 function devSecretsKey(config: Config, stateDir: string): string {
   if (config.WEBHOOK_SECRETS_KEY) return config.WEBHOOK_SECRETS_KEY;
-  const file = path.join(stateDir, 'webhook-secrets.key');
+  return keptSecret(stateDir, 'webhook-secrets.key', () => randomBytes(32).toString('base64'));
+}
+
+/** A secret of the dev stack's: made once, kept (mode 600) in the state directory, so a restart keeps it. */
+function keptSecret(stateDir: string, name: string, make: () => string): string {
+  const file = path.join(stateDir, name);
   if (!fs.existsSync(file)) {
     fs.mkdirSync(stateDir, { recursive: true });
-    fs.writeFileSync(file, randomBytes(32).toString('base64'), { mode: 0o600 });
+    fs.writeFileSync(file, `${make()}\n`, { mode: 0o600 });
   }
   return fs.readFileSync(file, 'utf8').trim();
+}
+
+/**
+ * The stack's payload encryption: what the environment sets (keys, a keys file, or off), else a
+ * key made once in the state directory, named by SAGAFLOW_PAYLOAD_KEYS_FILE: sagas kept in the
+ * stack's Temporal across restarts stay readable, and no key is printed.
+ */
+function stackPayloadCodec(config: Config, stateDir: string): { setting: PayloadCodecSetting; env: Record<string, string> } {
+  const given: Record<string, string> | undefined = config.SAGAFLOW_PAYLOAD_KEYS
+    ? { SAGAFLOW_PAYLOAD_KEYS: config.SAGAFLOW_PAYLOAD_KEYS }
+    : config.SAGAFLOW_PAYLOAD_KEYS_FILE
+      ? { SAGAFLOW_PAYLOAD_KEYS_FILE: path.resolve(config.SAGAFLOW_PAYLOAD_KEYS_FILE) }
+      : config.SAGAFLOW_PAYLOAD_CODEC === 'off'
+        ? { SAGAFLOW_PAYLOAD_CODEC: 'off' }
+        : undefined;
+  if (given) return { setting: payloadCodecSetting(config), env: given };
+  const file = path.join(stateDir, 'payload-keys');
+  keptSecret(stateDir, 'payload-keys', () => `dev-${randomBytes(3).toString('hex')}:${randomBytes(32).toString('base64')}`);
+  return { setting: payloadCodecSetting({ ...config, SAGAFLOW_PAYLOAD_KEYS_FILE: file }), env: { SAGAFLOW_PAYLOAD_KEYS_FILE: file } };
 }
 
 /** Resolves if something accepts a TCP connection at host:port within a second. */

@@ -44,6 +44,8 @@ export async function startTemporalUi(o: {
   namespace: string;
   stateDir: string;
   port?: number;
+  /** A codec server the UI decodes payloads through. */
+  codecEndpoint?: string;
   log: (m: string) => void;
 }): Promise<TemporalUi> {
   const port = o.port ?? (await freePort());
@@ -60,6 +62,7 @@ export async function startTemporalUi(o: {
       'notifyOnNewVersion: false',
       'auth:',
       '  enabled: false',
+      ...(o.codecEndpoint ? ['codec:', `  endpoint: ${o.codecEndpoint}`] : []),
       '',
     ].join('\n'),
   );

@@ -94,6 +94,8 @@ export interface StartTemporalOptions {
   ui?: boolean;
   port?: number;
   uiPort?: number;
+  /** A codec server the UI decodes payloads through (`--ui-codec-endpoint`). */
+  uiCodecEndpoint?: string;
   log?: (m: string) => void;
 }
 
@@ -111,6 +113,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
   for (const key of SAGA_SEARCH_ATTRIBUTES) args.push('--search-attribute', `${key.name}=Keyword`);
   if (uiPort) args.push('--ui-port', String(uiPort));
   else args.push('--headless');
+  if (uiPort && opts.uiCodecEndpoint) args.push('--ui-codec-endpoint', opts.uiCodecEndpoint);
   if (opts.dbFilename) {
     fs.mkdirSync(path.dirname(opts.dbFilename), { recursive: true });
     args.push('--db-filename', opts.dbFilename);
@@ -175,6 +178,7 @@ async function startWithSdkDownload(
         ui: opts.uiPort !== undefined,
         uiPort: opts.uiPort,
         searchAttributes: SAGA_SEARCH_ATTRIBUTES,
+        extraArgs: opts.uiPort !== undefined && opts.uiCodecEndpoint ? ['--ui-codec-endpoint', opts.uiCodecEndpoint] : [],
       },
     });
     return {

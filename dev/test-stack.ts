@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +18,12 @@ export interface TestStack {
   databaseUrl: string;
   temporalAddress: string;
   natsUrl: string;
+  /**
+   * SAGAFLOW_PAYLOAD_KEYS for the run when the environment gives none: a key made for this run, so
+   * every saga a test runs goes through the payload codec as in production. Undefined when the
+   * environment sets keys itself or SAGAFLOW_PAYLOAD_CODEC=off (a plaintext run).
+   */
+  payloadKeys?: string;
   stop(): Promise<void>;
 }
 
@@ -68,7 +75,10 @@ export async function startTestStack({ log, maxConnections }: TestStackOptions):
     } else {
       log(`NATS at ${natsUrl} from NATS_URL`);
     }
-    return { databaseUrl, temporalAddress, natsUrl, stop };
+    const ownKeys = config.SAGAFLOW_PAYLOAD_CODEC === 'on' && !config.SAGAFLOW_PAYLOAD_KEYS && !config.SAGAFLOW_PAYLOAD_KEYS_FILE;
+    const payloadKeys = ownKeys ? `test-${randomBytes(3).toString('hex')}:${randomBytes(32).toString('base64')}` : undefined;
+    log(`payload encryption: ${payloadKeys ? 'a key made for this run' : config.SAGAFLOW_PAYLOAD_CODEC === 'off' ? 'off (SAGAFLOW_PAYLOAD_CODEC=off)' : 'the keys the environment sets'}`);
+    return { databaseUrl, temporalAddress, natsUrl, payloadKeys, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { payloadKeysProblem } from './codec/keys';
 
 const optionalUrl = (protocols: string[]) =>
   z
@@ -108,6 +109,36 @@ export const configSchema = z.object({
   /** How long a published order event stays in the outbox table before it is purged. */
   OUTBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(7),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /**
+   * Payload encryption keys (src/codec): `id:base64key[,id2:base64key...]`, 32-byte keys. The first
+   * seals new payloads (workflow and activity inputs and results); every key listed opens what it
+   * sealed, so a key is rotated by putting a new one first (README, "Payload encryption").
+   */
+  SAGAFLOW_PAYLOAD_KEYS: z
+    .string()
+    .trim()
+    .superRefine((v, ctx) => {
+      const problem = payloadKeysProblem(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
+  /** The same keys in a file (one a line or comma-separated, `#` comments): a mounted secret. */
+  SAGAFLOW_PAYLOAD_KEYS_FILE: z.string().trim().min(1).optional(),
+  /** `off` stores payloads readable: for the dev and test stacks only, refused under NODE_ENV=production. */
+  SAGAFLOW_PAYLOAD_CODEC: z.enum(['on', 'off']).default('on'),
+  /** The bearer token of the codec server (`npm run codec-server`), which decodes payloads for the UI and CLI. */
+  SAGAFLOW_CODEC_TOKEN: z.string().trim().min(32, 'at least 32 characters (openssl rand -base64 32)').optional(),
+  SAGAFLOW_CODEC_HOST: z.string().trim().min(1).default('127.0.0.1'),
+  SAGAFLOW_CODEC_PORT: z.coerce.number().int().min(0).max(65535).default(8888),
+  /** Browser origins (a Temporal UI's) allowed to call the codec server, comma-separated; none by default. */
+  SAGAFLOW_CODEC_CORS_ORIGINS: z
+    .string()
+    .trim()
+    .regex(/^https?:\/\/[^\s,/]+(,https?:\/\/[^\s,/]+)*$/, 'comma-separated origins, e.g. https://temporal.example.com')
+    .transform((v) => v.split(','))
+    .optional(),
+  /** `production` in the image: payload encryption cannot be turned off there. */
+  NODE_ENV: z.string().trim().optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -53,7 +53,7 @@ beforeAll(async () => {
   });
   // Client and worker dial the cluster's balanced address, as they would a load balancer in production.
   connection = await Connection.connect(clientConnectionOptions({ address: cluster.address }));
-  client = new Client({ connection, namespace: cluster.namespace });
+  client = new Client({ connection, namespace: cluster.namespace, dataConverter: ctx.dataConverter });
   workerConnection = await NativeConnection.connect(clientConnectionOptions({ address: cluster.address }));
   const worker = await createSagaWorker({ connection: workerConnection, namespace: cluster.namespace, taskQueue, deps: ctx.deps });
   stopWorker = ctx.startWorker(worker);

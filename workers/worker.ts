@@ -4,6 +4,8 @@ import type { SagaMetrics } from '../src/observability/metrics';
 import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/order/queues';
 import type { ReplayOptions } from '../src/replay/replay';
 import { sagaMetricsSinks, stepObserver } from './observability';
+import type { DataConverter } from '@temporalio/common';
+import { dataConverterFromEnv } from '../src/codec/settings';
 
 /** Long polls per queue unless told otherwise; see SagaWorkerOptions.pollers. */
 export const DEFAULT_POLLERS = 4;
@@ -46,6 +48,11 @@ export interface SagaWorkerOptions {
   metrics?: SagaMetrics;
   /** E.g. the OpenTelemetry plugin, when tracing is on. */
   plugins?: WorkerPlugin[];
+  /**
+   * The payload codec's data converter, the same as the clients': by default the one the
+   * environment configures (SAGAFLOW_PAYLOAD_KEYS...), so no worker runs without it by omission.
+   */
+  dataConverter?: DataConverter;
 }
 
 /** Several Temporal workers, one per task queue, run and stopped as one. */
@@ -77,6 +84,7 @@ export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWor
     interceptors: { activity: [stepObserver(metrics)] },
     sinks: sagaMetricsSinks(metrics),
     plugins: opts.plugins,
+    dataConverter: opts.dataConverter ?? dataConverterFromEnv(),
   };
   const workers = await Promise.all(
     roles.map(async (role) => {

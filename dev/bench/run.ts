@@ -14,6 +14,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../../src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology } from '../../src/orders/intake';
 import { orderWorkflowId } from '../../workflows/order/ids';
+import { dataConverterFromEnv } from '../../src/codec/settings';
 
 /**
  * The variants, each on task queues of its own, driven in turn within each round:
@@ -77,7 +78,8 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   const run = randomBytes(3).toString('hex');
   const nativeConnection = await NativeConnection.connect({ address: stack.temporal.address });
   const connection = await Connection.connect({ address: stack.temporal.address });
-  const client = new Client({ connection, namespace: stack.temporal.namespace });
+  const dataConverter = stack.dataConverter ?? dataConverterFromEnv();
+  const client = new Client({ connection, namespace: stack.temporal.namespace, dataConverter });
   const deps = { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl, providerTimeoutMs: 5000 };
   const sampleSaga = require.resolve('./workflows');
   const viaSagaflow = (v: Variant) => v === 'sagaflow-http' || v === 'sagaflow-stream';
@@ -90,7 +92,7 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
     workers.push(worker);
     running.push(worker.run());
   };
-  const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false, pollers: opts.pollers };
+  const common = { connection: nativeConnection, namespace: stack.temporal.namespace, handleSignals: false, pollers: opts.pollers, dataConverter };
   const wants = new Set(opts.variants.map((v) => (viaSagaflow(v) ? 'sagaflow' : v)));
   if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
   for (const v of ['naive', 'no-ledger'] as const) {

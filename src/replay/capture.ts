@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { readManifest, writeHistory, writeManifest, type ManifestEntry } from './fixtures';
+import { readManifest, sealingKeyIds, writeHistory, writeManifest, type ManifestEntry } from './fixtures';
 import { scheduledActivities } from './replay';
 
 export interface CaptureOptions {
@@ -19,7 +19,9 @@ export interface CaptureOptions {
 /**
  * Writes the histories of the workflows a list query finds as replay fixtures,
  * with a manifest entry each (type, scenario, workflow ID, code version, date,
- * status, scheduled activities). Returns the entries written.
+ * status, scheduled activities, and the IDs of the keys its payloads were
+ * sealed with, if any). Histories are written as the server keeps them:
+ * encrypted payloads stay encrypted. Returns the entries written.
  */
 export async function captureHistories(client: Client, opts: CaptureOptions): Promise<ManifestEntry[]> {
   const manifest = readManifest(opts.dir);
@@ -41,6 +43,8 @@ export async function captureHistories(client: Client, opts: CaptureOptions): Pr
       status: described.status.name,
       activities: scheduledActivities(history),
     };
+    const keyIds = sealingKeyIds(history);
+    if (keyIds.length) entry.payloadKeyIds = keyIds;
     manifest.histories = manifest.histories.filter((h) => h.file !== file).concat(entry);
     written.push(entry);
   }

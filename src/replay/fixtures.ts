@@ -16,6 +16,11 @@ export interface ManifestEntry {
   status: string;
   /** Activity types in the order the history scheduled them. */
   activities: string[];
+  /**
+   * The IDs of the keys the history's payloads were sealed with (absent: none, it is plaintext).
+   * Replaying it needs every one of them in the replay's payload codec.
+   */
+  payloadKeyIds?: string[];
 }
 
 export interface Manifest {
@@ -47,4 +52,24 @@ export function loadCases(dir: string): (ReplayCase & { entry: ManifestEntry })[
     scenario: entry.scenario,
     history: historyFromJSON(JSON.parse(fs.readFileSync(path.join(dir, entry.file), 'utf8'))),
   }));
+}
+
+/**
+ * The key IDs a history's payloads were sealed with, sorted: the `encryption-key-id`
+ * metadata of Temporal's encryption samples, which sagaflow's codec writes too.
+ */
+export function sealingKeyIds(history: temporal.api.history.v1.IHistory): string[] {
+  const ids = new Set<string>();
+  const visit = (node: unknown): void => {
+    if (!node || typeof node !== 'object' || ArrayBuffer.isView(node)) return;
+    if (Array.isArray(node)) {
+      node.forEach(visit);
+      return;
+    }
+    const id = ((node as { metadata?: unknown }).metadata as Record<string, unknown> | null | undefined)?.['encryption-key-id'];
+    if (ArrayBuffer.isView(id)) ids.add(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('utf8'));
+    for (const value of Object.values(node)) visit(value);
+  };
+  visit(history);
+  return [...ids].sort();
 }

@@ -6,7 +6,7 @@
  * differently (result, steps, compensations) fails too.
  */
 export { captureHistories, type CaptureOptions } from './capture';
-export { loadCases as loadHistories, readManifest, writeHistory, writeManifest, type Manifest, type ManifestEntry } from './fixtures';
+export { loadCases as loadHistories, readManifest, sealingKeyIds, writeHistory, writeManifest, type Manifest, type ManifestEntry } from './fixtures';
 export { replayFromServer, summaryTable } from './live';
 export {
   describeOutcome,

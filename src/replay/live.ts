@@ -4,7 +4,8 @@ import { replayAll, type ReplayCase, type ReplayOptions, type ReplayOutcome } fr
 
 /**
  * Replays recent histories from a running server against a build: the check a
- * team runs before deploying new workers.
+ * team runs before deploying new workers. Encrypted histories are opened with
+ * the client's own data converter unless options give another.
  */
 export async function replayFromServer(
   client: Client,
@@ -18,7 +19,7 @@ export async function replayFromServer(
     if (cases.length >= limit) break;
   }
   if (cases.length === 0) return [];
-  return replayAll(cases, options);
+  return replayAll(cases, { ...options, dataConverter: options.dataConverter ?? client.options.dataConverter });
 }
 
 export function summaryTable(outcomes: ReplayOutcome[]): Record<string, string>[] {

@@ -1,4 +1,4 @@
-import { defaultPayloadConverter } from '@temporalio/common';
+import { defaultPayloadConverter, type DataConverter, type Payload } from '@temporalio/common';
 import type { Sinks, WorkflowInfo } from '@temporalio/workflow';
 import type { temporal } from '@temporalio/proto';
 import { Worker, type InjectedSinks, type ReplayWorkerOptions } from '@temporalio/worker';
@@ -26,6 +26,11 @@ export interface ReplayOptions {
   sinks?: InjectedSinks<Sinks>;
   /** Passed to the workflow bundler, e.g. a webpackConfigHook. */
   bundlerOptions?: ReplayWorkerOptions['bundlerOptions'];
+  /**
+   * The data converter the workers ran with: its payload codecs open encrypted histories (the
+   * manifest's payloadKeyIds name the keys they need). Plaintext histories replay with or without it.
+   */
+  dataConverter?: DataConverter;
 }
 
 export interface ReplayOutcome {
@@ -85,6 +90,7 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
   const workerOptions: ReplayWorkerOptions = {
     workflowsPath: options.workflowsPath,
     bundlerOptions: options.bundlerOptions,
+    dataConverter: options.dataConverter,
     interceptors: { workflowModules: [PROBE] },
     sinks: {
       ...options.sinks,
@@ -103,7 +109,22 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
   for await (const r of results) {
     const c = byWorkflowId.get(r.workflowId);
     if (!c) throw new Error(`replay returned an unknown workflow ${r.workflowId}`);
-    const recorded = recordedEnding(c.history);
+    let recorded: Ending;
+    try {
+      recorded = await recordedEndingDecoded(c.history, options.dataConverter);
+    } catch (err) {
+      // A result sealed with a key not given: the replay cannot be judged, and says why.
+      outcomes.push({
+        workflowId: r.workflowId,
+        scenario: c.scenario,
+        ok: false,
+        error: r.error?.message ?? (err as Error).message,
+        errorName: r.error?.name ?? (err as Error).name,
+        recorded: { kind: 'open' },
+        endingMatches: null,
+      });
+      continue;
+    }
     const replayed = endings.get(`${r.workflowId}/${r.runId}`);
     const endingMatches = recorded.kind === 'open' ? null : replayed !== undefined && sameEnding(recorded, replayed);
     outcomes.push({
@@ -118,6 +139,17 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
     });
   }
   return outcomes;
+}
+
+/** recordedEnding() of a history whose result payload may be sealed: opened by the data converter's codecs first. */
+async function recordedEndingDecoded(history: History, dataConverter: DataConverter | undefined): Promise<Ending> {
+  const codecs = dataConverter?.payloadCodecs ?? [];
+  const payloads = history.events?.[history.events.length - 1]?.workflowExecutionCompletedEventAttributes?.result?.payloads;
+  if (codecs.length === 0 || !payloads?.length) return recordedEnding(history);
+  let decoded = payloads as Payload[];
+  // Codecs encode in order, so they decode in reverse.
+  for (const codec of [...codecs].reverse()) decoded = await codec.decode(decoded);
+  return recordedEnding({ events: [{ workflowExecutionCompletedEventAttributes: { result: { payloads: decoded } } }] });
 }
 
 function sameEnding(a: Ending, b: Ending): boolean {

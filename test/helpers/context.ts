@@ -10,6 +10,8 @@ import type { RunningService } from '../../dev/services/http';
 import type { ActivityDeps } from '../../activities';
 import type { OrderInput } from '../../workflows/order/types';
 import { clientConnectionOptions } from '../../src/temporal-connect';
+import type { DataConverter } from '@temporalio/common';
+import { dataConverterFromEnv } from '../../src/codec/settings';
 
 export const databaseUrl = (): string => {
   const url = process.env.DATABASE_URL;
@@ -72,7 +74,10 @@ export interface TestContext {
   schema: string;
   payment: RunningService;
   carrier: RunningService;
+  /** Encrypts with the run's key (SAGAFLOW_PAYLOAD_KEYS, made by the global setup), as createSagaWorker's default does. */
   client: Client;
+  /** The payload codec's data converter the client uses: for workers built without createSagaWorker. */
+  dataConverter: DataConverter;
   nativeConnection: NativeConnection;
   namespace: string;
   deps: ActivityDeps;
@@ -100,7 +105,8 @@ export async function createTestContext(label: string): Promise<TestContext> {
   const payment = await startPaymentProvider({ db });
   const carrier = await startCarrier({ db });
   const connection = await Connection.connect(clientConnectionOptions({ address }));
-  const client = new Client({ connection, namespace });
+  const dataConverter = dataConverterFromEnv();
+  const client = new Client({ connection, namespace, dataConverter });
   const nativeConnection = await NativeConnection.connect(clientConnectionOptions({ address }));
   const running: Promise<void>[] = [];
   const stops: (() => void)[] = [];
@@ -110,6 +116,7 @@ export async function createTestContext(label: string): Promise<TestContext> {
     payment,
     carrier,
     client,
+    dataConverter,
     nativeConnection,
     namespace,
     deps: { db, paymentProviderUrl: payment.url, carrierUrl: carrier.url, providerTimeoutMs: 3000 },

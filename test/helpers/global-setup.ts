@@ -16,6 +16,8 @@ export default async function globalSetup(): Promise<void> {
   process.env.DATABASE_URL = stack.databaseUrl;
   process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
   process.env.NATS_URL = stack.natsUrl;
+  // Every client and worker a test makes (and every process it spawns) encrypts payloads with it.
+  if (stack.payloadKeys) process.env.SAGAFLOW_PAYLOAD_KEYS = stack.payloadKeys;
   // The checkers some tests run (built or fetched once into the cache; `npm run tools:install`).
   const promtool = await ensurePromtool(log);
   if (promtool) process.env.SAGAFLOW_PROMTOOL = promtool;

@@ -31,6 +31,7 @@ beforeAll(async () => {
     workflowBundle,
     activities: createJournalActivities(ctx.db),
     maxConcurrentActivityTaskExecutions: 50,
+    dataConverter: ctx.dataConverter,
   });
   ctx.startWorker(worker);
 });
@@ -649,6 +650,7 @@ async function cancelledBeforeFirstTask(
     taskQueue: queue,
     workflowBundle,
     activities: createJournalActivities(ctx.db),
+    dataConverter: ctx.dataConverter,
   });
   const stop = ctx.startWorker(worker);
   try {

@@ -56,7 +56,7 @@ beforeAll(async () => {
     plugins: [tracing.plugin],
   });
   ctx.startWorker(worker);
-  const temporal = new Client({ connection: ctx.client.connection, namespace: ctx.namespace, plugins: [tracing.plugin] });
+  const temporal = new Client({ connection: ctx.client.connection, namespace: ctx.namespace, dataConverter: ctx.dataConverter, plugins: [tracing.plugin] });
   api = await startApi({ db: ctx.db, temporal, taskQueue, log: () => undefined });
   apiKey = (await createApiClient(ctx.db, uniqueId('tracer'))).apiKey;
 });

@@ -119,7 +119,7 @@ async function worker(taskQueue: string): Promise<() => Promise<void>> {
     namespace: ctx.namespace,
     taskQueue,
     deps: { db: ctx.db, paymentProviderUrl: ctx.payment.url, providerTimeoutMs: 3000 },
-    workerOptions: { workflowsPath: undefined, workflowBundle: { codePath: bundlePath } },
+    workerOptions: { workflowsPath: undefined, workflowBundle: { codePath: bundlePath }, dataConverter: ctx.dataConverter },
   });
   return ctx.startWorker(w);
 }

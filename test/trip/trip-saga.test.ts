@@ -32,7 +32,7 @@ beforeAll(async () => {
     namespace: ctx.namespace,
     taskQueue,
     deps: { db: ctx.db, paymentProviderUrl: ctx.payment.url, providerTimeoutMs: 3000 },
-    workerOptions: { bundlerOptions: { webpackConfigHook: bundleFromSource } },
+    workerOptions: { bundlerOptions: { webpackConfigHook: bundleFromSource }, dataConverter: ctx.dataConverter },
   });
   ctx.startWorker(worker);
 });

@@ -15,6 +15,7 @@
 import { NativeConnection } from '@temporalio/worker';
 import { createTripActivities, createTripWorker } from '../../../examples/trip-booking';
 import { createPool } from '../../../src/db/pool';
+import { dataConverterFromEnv } from '../../../src/codec/settings';
 
 async function main(): Promise<void> {
   const step = process.env.DIE_AFTER_STEP!;
@@ -41,7 +42,13 @@ async function main(): Promise<void> {
     namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
     taskQueue: process.env.TEMPORAL_TASK_QUEUE!,
     deps,
-    workerOptions: { workflowsPath: undefined, workflowBundle: { codePath: process.env.WORKFLOW_BUNDLE! }, activities: dying },
+    workerOptions: {
+      workflowsPath: undefined,
+      workflowBundle: { codePath: process.env.WORKFLOW_BUNDLE! },
+      activities: dying,
+      // The test's client seals payloads with the run's key (SAGAFLOW_PAYLOAD_KEYS); so does this worker.
+      dataConverter: dataConverterFromEnv(),
+    },
   });
   process.stdout.write('worker ready\n');
   await worker.run();
