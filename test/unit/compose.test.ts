@@ -118,7 +118,10 @@ function dotenv(text: string): [string, string][] {
 }
 
 /** .env.example as a newcomer fills it in: a random value for each variable. */
-const filledEnv = (): Record<string, string> => Object.fromEntries(dotenv(read('.env.example')).map(([k]) => [k, randomBytes(12).toString('hex')]));
+const filledEnv = (): Record<string, string> =>
+  Object.fromEntries(
+    dotenv(read('.env.example')).map(([k]) => [k, k === 'SAGAFLOW_PAYLOAD_KEYS' ? `compose:${randomBytes(32).toString('base64')}` : randomBytes(12).toString('hex')]),
+  );
 
 /** Compose's interpolation: `${VAR}`, `${VAR:?err}`, `${VAR?err}`, `${VAR:-default}`, `${VAR-default}`, `$$`. */
 function interpolate(text: string, env: Record<string, string>): string {
@@ -288,7 +291,7 @@ function bindingsOf(s: Service): { ip?: string; host?: number; container: number
 }
 
 /** Variables whose value is a secret by its name. */
-const SECRET_NAME = /PASSWORD|PASSWD|_PWD$|SECRET|TOKEN/;
+const SECRET_NAME = /PASSWORD|PASSWD|_PWD$|SECRET|TOKEN|_KEYS?$/;
 /** A reference compose refuses to start without: `${VAR:?message}` or `${VAR?message}`, and nothing else. */
 const REQUIRED_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}$/;
 
