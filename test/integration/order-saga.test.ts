@@ -9,6 +9,7 @@ import { EXTERNAL_STEP_ATTEMPTS as SHIPMENT_ATTEMPTS } from '../../workflows/ord
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { addFault, createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
+import { until } from '../helpers/until';
 
 let ctx: TestContext;
 let worker: SagaWorker;
@@ -233,6 +234,7 @@ test('a cancel while a charge attempt is still running: the saga waits for it, s
   // A payments worker whose charge attempt takes 3 s before it reaches the ledger, without heartbeating.
   const slowQueue = uniqueId('slow-charge');
   const systems = activitiesBySystem(ctx.deps);
+  let attemptStarted = false;
   let attemptEnded = 0;
   const slow = await createSagaWorker({
     connection: ctx.nativeConnection,
@@ -244,6 +246,7 @@ test('a cancel while a charge attempt is still running: the saga waits for it, s
       payments: {
         ...systems.payments,
         chargePayment: async (input: Parameters<typeof systems.payments.chargePayment>[0]) => {
+          attemptStarted = true;
           await new Promise((r) => setTimeout(r, 3000));
           try {
             return await systems.payments.chargePayment(input);
@@ -260,6 +263,8 @@ test('a cancel while a charge attempt is still running: the saga waits for it, s
     await seedInventory(ctx.db, { [o.items[0]!.sku]: 3 });
     const handle = await startOrderSaga(ctx.client, o, slowQueue);
     await waitForStatus(handle, (st) => st.currentStep === Step.chargePayment);
+    // Scheduled is not running: a charge cancelled before a worker took it never starts at all.
+    await until(async () => attemptStarted, (v) => v, 'the charge attempt to start');
     await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'changed my mind' }] });
     const result = await handle.result();
     const closedAt = Date.now();

@@ -8,6 +8,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { holdDist } from '../helpers/dist-lock';
 import { createApiClient } from '../../src/api/auth';
 import { createPool, type Db } from '../../src/db/pool';
 import { seedCatalogue } from '../../dev/catalogue';
@@ -39,8 +40,12 @@ function start(args: string[], env: Record<string, string>, marker: RegExp): Pro
   });
 }
 
+let releaseDist: (() => void) | undefined;
+
 beforeAll(async () => {
   ctx = await createTestContext('dist');
+  // Held until the end: every process this file starts runs what this build made.
+  releaseDist = await holdDist();
   await run('npm', ['run', '-s', 'build'], { cwd: ROOT, maxBuffer: 16 << 20 });
   database = await createTestDatabase('dist');
   url = database.url;
@@ -52,6 +57,7 @@ afterAll(async () => {
   await db?.end();
   await ctx?.close();
   await database?.drop();
+  releaseDist?.();
 });
 
 test('node dist/bin/sagaflow.js migrates a fresh database, runs a worker and the API, and an order completes', async () => {

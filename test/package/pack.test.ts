@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { holdDist } from '../helpers/dist-lock';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
@@ -22,7 +23,9 @@ afterAll(() => {
 });
 
 test('npm pack ships compiled JavaScript and declarations whose subpath exports type-check and load in a scratch project', async () => {
-  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: ROOT, maxBuffer: 16 << 20 });
+  // npm pack builds dist/ first (prepack): not while another test file builds or runs it.
+  const releaseDist = await holdDist();
+  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: ROOT, maxBuffer: 16 << 20 }).finally(releaseDist);
   const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
   const files = packed!.files.map((f) => f.path);
   expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
