@@ -5,7 +5,7 @@ import { runMain } from './run';
 
 const USAGE = `usage: npm run chaos -- [--orders N] [--concurrency N] [--workers N] [--seed N] [--rate N]
                         [--no-faults] [--fault-scale X|auto] [--deadline-minutes N] [--json FILE] [--keep-state]
-                        [--temporal dev|cluster] [--no-streams]
+                        [--temporal dev|cluster] [--postgres embedded|ha] [--no-streams]
 
 Brings up its own PostgreSQL, Temporal, services, API and worker pool, and its
 own NATS with the stream intake, the outbox relay (sending webhooks), the event
@@ -23,12 +23,22 @@ against the consumers and the receiver. Exits 1 on a violation or a stuck order.
 
 --temporal cluster: a self-hosted Temporal cluster (npm run tools:install -- --only
 cluster builds it) instead of the dev server; a history, a matching and a frontend
-host are SIGKILLed in turn every 30 s (scaled like every fault) and started again.`;
+host are SIGKILLed in turn every 30 s (scaled like every fault) and started again.
+
+--postgres ha: sagaflow's database as a primary with a synchronous standby under
+pg_auto_failover (npm run tools:install -- --only cluster installs it), every process
+on it through one multi-host DATABASE_URL; instead of the two PostgreSQL restarts,
+the primary's PostgreSQL and keeper are SIGKILLed (the standby is promoted), then the
+standby's (the primary goes on alone), each started again to rejoin as a standby.`;
 
 class UsageError extends Error {}
 
 function badTemporal(v: string): never {
   throw new UsageError(`--temporal: dev or cluster, not "${v}"`);
+}
+
+function badPostgres(v: string): never {
+  throw new UsageError(`--postgres: embedded or ha, not "${v}"`);
 }
 
 function parseOptions() {
@@ -46,6 +56,7 @@ function parseOptions() {
       json: { type: 'string' },
       'keep-state': { type: 'boolean' },
       temporal: { type: 'string' },
+      postgres: { type: 'string' },
       'no-streams': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -92,7 +103,9 @@ runMain(USAGE, async () => {
       keepState: values['keep-state'],
       streams: !values['no-streams'],
       temporal: values.temporal === undefined || values.temporal === 'dev' ? 'dev' : values.temporal === 'cluster' ? 'cluster' : badTemporal(values.temporal),
+      postgres: values.postgres === undefined || values.postgres === 'embedded' ? 'embedded' : values.postgres === 'ha' ? 'ha' : badPostgres(values.postgres),
     };
+    if (options.postgres === 'ha' && options.temporal === 'cluster') throw new UsageError('--postgres ha runs with the Temporal dev server, not --temporal cluster');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`${err.message}\n\n${USAGE}`);

@@ -6,7 +6,7 @@ import { redact, startStack } from '../dev/stack';
 import { watchStack } from '../dev/stack-watch';
 import { runMain, untilStopSignal } from './run';
 
-const USAGE = `usage: npm run stack -- [--temporal dev|cluster]
+const USAGE = `usage: npm run stack -- [--temporal dev|cluster] [--postgres embedded|ha]
 
 The development stack in one process: an embedded PostgreSQL (or DATABASE_URL)
 with migrations and a small catalogue (widget, gadget, gizmo), the simulated
@@ -22,14 +22,23 @@ SAGAFLOW_EMBEDDED_PG_PORT. Ctrl-C stops everything.
 stack's PostgreSQL (the production server built from its Go module once, its schema
 applied with temporal-sql-tool, 2 frontend, 2 history, 2 matching and 1 worker host
 as separate processes), the frontends behind one balanced address (7233 when free)
-and Temporal's Web UI on it (8233 when free). Prints the frontends.`;
+and Temporal's Web UI on it (8233 when free). Prints the frontends.
+
+--postgres ha: sagaflow's database as a primary with a synchronous standby under
+pg_auto_failover (a monitor and two nodes, each a pg_autoctl run, in a temporary
+directory on free ports; npm run tools:install -- --only cluster installs it), and a
+DATABASE_URL naming both nodes (target_session_attrs=read-write): every process
+follows a failover to the promoted standby. The database and the dev server's
+sagas start afresh each time. A keeper that dies is started again and rejoins.`;
 
 /** Starts the dev stack and keeps it up, printing how to point workers, the API and the CLIs at it. */
 runMain(USAGE, async () => {
-  const { values } = parseArgs({ options: { temporal: { type: 'string', default: 'dev' } } });
+  const { values } = parseArgs({ options: { temporal: { type: 'string', default: 'dev' }, postgres: { type: 'string', default: 'embedded' } } });
   if (values.temporal !== 'dev' && values.temporal !== 'cluster') throw new UsageError(`--temporal: dev or cluster, not "${values.temporal}"`);
+  if (values.postgres !== 'embedded' && values.postgres !== 'ha') throw new UsageError(`--postgres: embedded or ha, not "${values.postgres}"`);
+  if (values.postgres === 'ha' && values.temporal === 'cluster') throw new UsageError('--postgres ha runs with the Temporal dev server, not --temporal cluster');
   const config = loadConfig();
-  const stack = await startStack(config, (m) => console.log(`[stack] ${m}`), { temporal: values.temporal });
+  const stack = await startStack(config, (m) => console.log(`[stack] ${m}`), { temporal: values.temporal, postgres: values.postgres });
   const seeded = await seedCatalogue(stack.db);
   const stock = await listStock(stack.db, Object.keys(DEV_CATALOGUE));
   const skus = Number((await stack.db.query<{ n: string }>('SELECT count(*) AS n FROM inventory')).rows[0]?.n ?? 0);

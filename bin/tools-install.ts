@@ -6,6 +6,7 @@ import { ensureServerTools } from '../dev/temporal-cluster';
 import { ensureUiServer } from '../dev/temporal-ui';
 import { ensureComposeCheck, ensurePromtool } from '../dev/tools';
 import { ensureNatsServer } from '../dev/nats';
+import { ensurePgAutoFailover } from '../dev/postgres-ha';
 import { runMain } from './run';
 
 const USAGE = `usage: npm run tools:install [-- --only test|cluster]
@@ -21,7 +22,9 @@ prints where each is:
                          Debian's package)
   for npm run test:cluster and npm run stack -- --temporal cluster:
                          the Temporal server with temporal-sql-tool, and Temporal's
-                         Web UI server
+                         Web UI server; pg_auto_failover (npm run stack -- --postgres ha,
+                         the failover test; Debian's pg-auto-failover-cli and
+                         postgresql-NN-auto-failover)
 
 --only test or --only cluster installs one of the two sets; both by default.`;
 
@@ -43,13 +46,15 @@ runMain(USAGE, async () => {
     const server = await ensureServerTools(log);
     found['Temporal server and temporal-sql-tool'] = server && path.dirname(server.server);
     found['Temporal Web UI server'] = await ensureUiServer(log);
+    found.pg_auto_failover = await ensurePgAutoFailover(log);
   }
   for (const [name, where] of Object.entries(found)) console.log(`${name}: ${where ?? 'none'}`);
   const missing = Object.keys(found).filter((name) => !found[name]);
   if (missing.length) {
     console.error(
       `missing: ${missing.join(', ')}. They are built with Go (go env GOPROXY must reach the Go module proxy); ` +
-        'or put temporal and promtool on PATH.',
+        'or put temporal and promtool on PATH.' +
+        (missing.includes('pg_auto_failover') ? " pg_auto_failover and nats-server come from Debian's packages (apt-get, as root)." : ''),
     );
     return 1;
   }

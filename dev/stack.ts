@@ -9,6 +9,7 @@ import { startCarrier } from './services/carrier';
 import type { RunningService } from './services/http';
 import { startPaymentProvider } from './services/payment-provider';
 import { startEmbeddedPostgres } from './postgres';
+import { startPostgresHa, type PostgresHa } from './postgres-ha';
 import { preferredPort } from '../src/ports';
 import { findTemporalCli, startTemporalDevServer } from './temporal';
 import { startNatsCluster, startNatsServer } from './nats';
@@ -72,6 +73,12 @@ export interface StackOptions {
    * (dev/temporal-cluster.ts): the production server, each service as separate processes.
    */
   temporal?: 'dev' | 'cluster';
+  /**
+   * 'ha': sagaflow's database as a primary with a synchronous standby under pg_auto_failover
+   * (dev/postgres-ha.ts), in a temporary directory, reached through a multi-host DATABASE_URL;
+   * the Temporal dev server's SQLite file goes there too, so both start afresh together.
+   */
+  postgres?: 'embedded' | 'ha';
 }
 
 export async function startStack(config: Config, log: (m: string) => void, opts: StackOptions = {}): Promise<Stack> {
@@ -83,8 +90,26 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
     const stateDir = path.resolve(config.SAGAFLOW_STATE_DIR);
     let databaseUrl = config.DATABASE_URL;
     let restartPostgres: (() => Promise<void>) | undefined;
+    let ha: PostgresHa | undefined;
+    if (opts.postgres === 'ha' && (databaseUrl || opts.temporal === 'cluster')) {
+      throw new StartupError(
+        databaseUrl
+          ? '--postgres ha starts a database of its own: unset DATABASE_URL'
+          : '--postgres ha runs with the Temporal dev server: the cluster keeps its own data in the stack\'s one PostgreSQL',
+      );
+    }
     if (databaseUrl) {
       log('PostgreSQL: DATABASE_URL');
+    } else if (opts.postgres === 'ha') {
+      ha = await startPostgresHa({ log });
+      stops.push(ha.stop);
+      databaseUrl = ha.url;
+      const { primary, standbys } = await ha.waitUntilReplicating();
+      const { synchronousStandbyNames } = await ha.replication();
+      log(
+        `PostgreSQL: pg_auto_failover, primary ${primary.name} (127.0.0.1:${primary.port}), standby ${standbys.map((s) => `${s.name} (127.0.0.1:${s.port})`).join(', ')}, ` +
+          `synchronous_standby_names ${synchronousStandbyNames}; monitor ${ha.monitorUrl} (state in ${ha.dir})`,
+      );
     } else {
       const pgOptions = {
         dataDir: path.join(stateDir, 'pg'),
@@ -193,7 +218,7 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
         : {
             cliPath: config.TEMPORAL_CLI_PATH,
             namespace: config.TEMPORAL_NAMESPACE,
-            dbFilename: path.join(stateDir, 'temporal.sqlite'),
+            dbFilename: path.join(ha?.dir ?? stateDir, 'temporal.sqlite'),
             ui: true,
             port: await preferredPort(7233),
             uiPort,
@@ -244,6 +269,15 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
     const natsAddress = natsUrl.split(',')[0]!.replace(/^nats:\/\//, '');
     const parts: StackPart[] = [
       { name: 'PostgreSQL', probe: async () => void (await db.query('SELECT 1')), restart: restartPostgres },
+      // Each pg_autoctl run as a service manager keeps it: one that died is started again, and rejoins.
+      ...(ha ? [ha.monitor, ...ha.nodes] : []).map((n) => ({
+        name: `pg_auto_failover ${n.name}`,
+        probe: async () => {
+          if (!n.running) throw new Error(`pg_autoctl run is not running (${n.exit() ?? 'never started'})`);
+        },
+        restart: () => ha!.start(n),
+        exit: () => n.exit(),
+      })),
       { name: 'Temporal', probe: () => tcpProbe(temporal.address), ...temporalPart },
       { name: 'NATS', probe: () => tcpProbe(natsAddress), ...natsPart },
     ];

@@ -11,6 +11,27 @@ const optionalUrl = (protocols: string[]) =>
     })
     .optional();
 
+/**
+ * A postgres:// URL. Several hosts, as libpq spells them (`h1:5432,h2:5432`, with
+ * `?target_session_attrs=read-write`), for a primary with standbys (src/db/multi-host.ts).
+ */
+const databaseUrl = z
+  .string()
+  .trim()
+  .refine((v) => /^postgres(ql)?:\/\//.test(v), { message: 'must start with postgres:// or postgresql://' })
+  .refine(isDatabaseUrl, {
+    message: 'must be a URL: postgresql://user:password@host:port/database (several hosts as host1:port1,host2:port2)',
+  })
+  .optional();
+
+function isDatabaseUrl(v: string): boolean {
+  const m = /^([^/]*\/\/(?:[^@/?#]*@)?)([^/?#]*)(.*)$/.exec(v);
+  if (!m) return false;
+  const hosts = m[2]!.split(',');
+  // Each host must make a URL of its own: the same checks as a one-host URL gets.
+  return hosts.every((h, i) => (h !== '' || hosts.length === 1) && URL.canParse(`${m[1]}${h}${i === 0 ? m[3] : ''}`));
+}
+
 const hostPort = z
   .string()
   .trim()
@@ -20,7 +41,7 @@ const hostPort = z
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 export const configSchema = z.object({
-  DATABASE_URL: optionalUrl(['postgres', 'postgresql']),
+  DATABASE_URL: databaseUrl,
   TEMPORAL_ADDRESS: hostPort,
   TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().trim().min(1).default('sagaflow'),
@@ -78,6 +99,8 @@ export const configSchema = z.object({
     .regex(/^nats:\/\/[^,\s]+(,nats:\/\/[^,\s]+)*$/, 'must be nats://host:port, or several separated by commas')
     .optional(),
   NATS_SERVER_PATH: z.string().trim().min(1).optional(),
+  /** pg_auto_failover's pg_autoctl for `--postgres ha` (dev/postgres-ha.ts); PATH or /usr/bin when unset. */
+  PG_AUTOCTL_PATH: z.string().trim().min(1).optional(),
   /** Copies of each stream the intake and the relay create: 3 on a 3-node JetStream cluster. */
   NATS_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   /** Deliveries of an order message that keeps failing (PostgreSQL or Temporal down) before it is dead-lettered. */

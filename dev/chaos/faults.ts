@@ -11,7 +11,10 @@ export interface FaultPlan {
   servicesRestartEveryMs: number;
   apiRestartEveryMs: number;
   providerFaultEveryMs: number;
-  /** Restart PostgreSQL when each of these fractions of the orders has been submitted. */
+  /**
+   * Restart PostgreSQL when each of these fractions of the orders has been submitted; with PostgreSQL HA,
+   * SIGKILL its primary (a failover) and its standby in turn instead.
+   */
   pgRestartsAt: number[];
   /** SIGKILL the Temporal server (and restart it on its SQLite file) at each of these fractions. */
   temporalKillsAt: number[];
@@ -181,9 +184,15 @@ export class FaultInjector {
     const due = (at: number[], done: number) => done < at.length && fraction >= at[done]!;
     if (due(p.pgRestartsAt, this.pgRestartsDone)) {
       this.pgRestartsDone += 1;
-      this.fire('postgres restart', () =>
-        this.serialized(() => this.stack.restartPostgres(p.downtimeMs)),
-      );
+      if (this.stack.ha) {
+        // A primary with a standby: the first kill is the primary's (a failover), the next the standby's, in turn.
+        const role = this.pgRestartsDone % 2 === 1 ? 'primary' : 'standby';
+        this.fire(`postgres ${role} SIGKILL`, () => this.serialized(() => this.stack.killPostgresNode(role, p.downtimeMs)));
+      } else {
+        this.fire('postgres restart', () =>
+          this.serialized(() => this.stack.restartPostgres(p.downtimeMs)),
+        );
+      }
     }
     const nats = this.stack.nats;
     if (nats && due(p.natsRestartsAt, this.natsRestartsDone)) {

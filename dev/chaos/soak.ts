@@ -58,6 +58,11 @@ export interface ChaosOptions {
   /** 'cluster': a self-hosted Temporal cluster whose history, matching and frontend hosts are killed in turn. */
   temporal?: 'dev' | 'cluster';
   /**
+   * 'ha': sagaflow's database as a primary with a synchronous standby under pg_auto_failover; the
+   * PostgreSQL restarts become SIGKILLs of the primary (a failover) and of the standby, in turn.
+   */
+  postgres?: 'embedded' | 'ha';
+  /**
    * The stream doors (true): NATS, the intake, the relay, the event consumers and a webhook
    * receiver; a share of the orders arrive through the stream. False: the HTTP API alone.
    */
@@ -84,6 +89,8 @@ export interface ChaosReport {
   faultsEnabled: boolean;
   /** The Temporal the run used: the dev server, or a self-hosted cluster whose hosts the faults kill. */
   temporal: 'dev' | 'cluster';
+  /** sagaflow's database: one embedded PostgreSQL, or a primary and a synchronous standby under pg_auto_failover. */
+  postgres: 'embedded' | 'ha';
   /** The stream doors ran (NATS, the intake, the relay, the consumers, the webhook receiver). */
   streams: boolean;
   /** The fault plan as run: intervals after scaling. */
@@ -231,6 +238,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     seed,
     faultsEnabled,
     temporal: options.temporal ?? 'dev',
+    postgres: options.postgres ?? 'embedded',
     streams: options.streams !== false,
     faultPlan: plan,
     orders: { planned: orders, created: 0, postGaveUp: 0, abandoned: 0, inDatabase: 0, unanswered: 0 },
@@ -270,6 +278,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       clock,
       signal: trafficAbort.signal,
       temporal: options.temporal,
+      postgres: options.postgres,
       streams: options.streams,
     });
     report.durationMs.startup = clock();
@@ -460,6 +469,7 @@ async function healStack(stack: ChaosStack, log: (m: string) => void): Promise<v
   );
   const down = parts.filter((p) => !p.running);
   await stack.healCluster();
+  await stack.healPostgresHa();
   if (down.length) log(`after the faults, starting again: ${down.map((p) => p.spec.name).join(', ')}`);
   await Promise.all(down.map((p) => stack.ensureUp(p, 0)));
 }
@@ -783,11 +793,11 @@ export function formatReport(r: ChaosReport): string {
       .map(([k, v]) => `${k}: ${v}`)
       .join(', ') || 'none';
   const lines = [
-    `chaos soak, seed ${r.seed}${r.temporal === 'cluster' ? ', Temporal cluster' : ''}${r.faultsEnabled ? '' : ' (baseline, no faults)'}: ${r.ok ? 'OK' : 'FAILED'}`,
+    `chaos soak, seed ${r.seed}${r.temporal === 'cluster' ? ', Temporal cluster' : ''}${r.postgres === 'ha' ? ', PostgreSQL HA' : ''}${r.faultsEnabled ? '' : ' (baseline, no faults)'}: ${r.ok ? 'OK' : 'FAILED'}`,
     `  orders: ${r.orders.planned} planned${r.doors ? ` (${r.doors.messages.planned} published to the stream, ${r.orders.planned - r.doors.messages.planned} POSTed)` : ''}, ${r.orders.created} created (201), ${r.orders.abandoned} abandoned by their client after one failed POST, ${r.orders.postGaveUp} given up after retries; ${r.orders.inDatabase} rows (${r.orders.unanswered} without a 201); ${kv(r.byStatus)}`,
     `  time: ${s(r.durationMs.total)} total (start-up ${s(r.durationMs.startup)}, traffic ${s(r.durationMs.traffic)}, settle ${s(r.durationMs.settle)})`,
     `  sagas: ${r.sagasPerSecond.toFixed(2)}/s; p50 ${s(r.sagaMs.p50)}, p95 ${s(r.sagaMs.p95)}, slowest ${s(r.sagaMs.max)}${r.sagaMs.slowest ? ` (${r.sagaMs.slowest.orderId}, ${r.sagaMs.slowest.kind})` : ''}`,
-    ...(r.faultsEnabled ? [`  fault plan: ${planLine(r.faultPlan, r.temporal, r.streams)}`] : []),
+    ...(r.faultsEnabled ? [`  fault plan: ${planLine(r.faultPlan, r.temporal, r.streams, r.postgres)}`] : []),
     `  faults: ${kv(r.faults)}`,
     ...(Object.keys(r.faultsSkipped).length ? [`  faults skipped (nothing to hit, or the target was down): ${kv(r.faultsSkipped)}`] : []),
     `  client: ${r.clientRetries} retries, ${r.duplicatePosts} duplicate POSTs; cancels ${kv(r.cancels)}`,
@@ -856,7 +866,7 @@ function doorsTable(d: DoorsReport): string[] {
   return ['  stream doors:', ...rows.map(([l, v, note]) => `    ${l.padEnd(width)}  ${v.padStart(valueWidth)}${note ? `  ${note}` : ''}`)];
 }
 
-function planLine(p: FaultPlan, temporal: 'dev' | 'cluster', streams: boolean): string {
+function planLine(p: FaultPlan, temporal: 'dev' | 'cluster', streams: boolean, postgres: 'embedded' | 'ha' = 'embedded'): string {
   const every = (name: string, ms: number) => (ms > 0 ? [`${name} every ${(ms / 1000).toFixed(1)} s`] : []);
   return [
     ...every('worker SIGKILL', p.workerKillEveryMs),
@@ -865,7 +875,11 @@ function planLine(p: FaultPlan, temporal: 'dev' | 'cluster', streams: boolean): 
     ...every('services restart', p.servicesRestartEveryMs),
     ...every('API restart', p.apiRestartEveryMs),
     ...every('provider fault', p.providerFaultEveryMs),
-    ...p.pgRestartsAt.map((at) => `PostgreSQL restart at ${Math.round(at * 100)}%`),
+    ...p.pgRestartsAt.map((at, i) =>
+      postgres === 'ha'
+        ? `PostgreSQL ${i % 2 === 0 ? 'primary SIGKILL (failover)' : 'standby SIGKILL'} at ${Math.round(at * 100)}%`
+        : `PostgreSQL restart at ${Math.round(at * 100)}%`,
+    ),
     ...(temporal === 'cluster'
       ? every('cluster host SIGKILL (history, matching, frontend in turn)', p.clusterHostKillEveryMs)
       : p.temporalKillsAt.map((at) => `Temporal SIGKILL at ${Math.round(at * 100)}%`)),

@@ -10,6 +10,8 @@ import { ensureInboxTopology } from '../../src/inbox/jetstream';
 import { orderIntakeTopology } from '../../src/orders/intake';
 import { freePort, waitFor } from '../../src/ports';
 import { findNatsServer } from '../nats';
+import { startPostgresHa, type PostgresHa } from '../postgres-ha';
+import { createPool } from '../../src/db/pool';
 import { findBuiltTemporalCli } from '../temporal';
 import { CLUSTER_PG_MAX_CONNECTIONS, ensureServerTools, startTemporalCluster, type ClusterHost, type TemporalCluster } from '../temporal-cluster';
 import { SAGA_SEARCH_ATTRIBUTES } from '../../workflows/order/search-attributes';
@@ -61,6 +63,12 @@ export interface StackOptions {
   /** 'cluster': a self-hosted Temporal cluster on the stack's PostgreSQL, whose hosts the faults kill. */
   temporal?: 'dev' | 'cluster';
   /**
+   * 'ha': sagaflow's database as a primary with a synchronous standby under pg_auto_failover
+   * (dev/postgres-ha.ts), reached through a multi-host URL; its restarts become kills of the
+   * primary (a failover) and of the standby.
+   */
+  postgres?: 'embedded' | 'ha';
+  /**
    * The stream doors (true by default): a nats-server with JetStream, the intake, the relay
    * (sending webhooks), the event consumers and a webhook receiver.
    */
@@ -99,8 +107,10 @@ export class ChaosStack {
   readonly logDir: string;
   readonly pgDataDir: string;
   readonly temporalDb: string;
-  /** The embedded PostgreSQL, in a process of its own (dev/chaos/postgres-process.ts). */
+  /** The embedded PostgreSQL, in a process of its own (dev/chaos/postgres-process.ts); absent in HA mode. */
   postgres!: ManagedProcess;
+  /** The pg_auto_failover formation in HA mode. */
+  ha: PostgresHa | undefined;
   pgPort = 0;
   databaseUrl = '';
   temporalAddress = '';
@@ -169,21 +179,31 @@ export class ChaosStack {
     fs.mkdirSync(this.logDir, { recursive: true });
     fs.mkdirSync(path.dirname(this.temporalDb), { recursive: true });
 
-    this.pgPort = await freePort();
-    log(`PostgreSQL: embedded on 127.0.0.1:${this.pgPort}, data in ${this.pgDataDir}`);
-    let url = '';
-    const pgArgs = [this.pgDataDir, String(this.pgPort), ...(this.opts.temporal === 'cluster' ? [String(CLUSTER_PG_MAX_CONNECTIONS)] : [])];
-    this.postgres = this.tsProcess('postgres', 'dev/chaos/postgres-process.ts', pgArgs, /"msg":"postgres ready"/, (line) => {
-      const m = /"msg":"postgres ready","url":"([^"]+)"/.exec(line);
-      if (m?.[1]) url = m[1];
-    });
-    this.postgres.onExit = (info) => this.onExit(this.postgres, info);
-    await this.postgres.start(120_000);
-    this.databaseUrl = url;
-    await migrate(this.databaseUrl);
-    step();
-    this.db = new Pool({ connectionString: this.databaseUrl, application_name: CHAOS_APPLICATION_NAME, max: 4 });
-    this.db.on('error', () => undefined);
+    if (this.opts.postgres === 'ha') {
+      if (this.opts.temporal === 'cluster') throw new Error('PostgreSQL HA runs with the Temporal dev server, not a cluster');
+      this.ha = await startPostgresHa({ dir: path.join(this.opts.dir, 'pg-ha'), log });
+      const { primary, standbys } = await this.ha.waitUntilReplicating();
+      log(`PostgreSQL: pg_auto_failover, primary ${primary.name}, synchronous standby ${standbys.map((n) => n.name).join(', ')}; ${this.ha.url}`);
+      this.databaseUrl = this.ha.url;
+      await migrate(this.databaseUrl);
+      this.db = createPool({ connectionString: `${this.databaseUrl}&application_name=${CHAOS_APPLICATION_NAME}`, max: 4 });
+    } else {
+      this.pgPort = await freePort();
+      log(`PostgreSQL: embedded on 127.0.0.1:${this.pgPort}, data in ${this.pgDataDir}`);
+      let url = '';
+      const pgArgs = [this.pgDataDir, String(this.pgPort), ...(this.opts.temporal === 'cluster' ? [String(CLUSTER_PG_MAX_CONNECTIONS)] : [])];
+      this.postgres = this.tsProcess('postgres', 'dev/chaos/postgres-process.ts', pgArgs, /"msg":"postgres ready"/, (line) => {
+        const m = /"msg":"postgres ready","url":"([^"]+)"/.exec(line);
+        if (m?.[1]) url = m[1];
+      });
+      this.postgres.onExit = (info) => this.onExit(this.postgres, info);
+      await this.postgres.start(120_000);
+      this.databaseUrl = url;
+      await migrate(this.databaseUrl);
+      step();
+      this.db = new Pool({ connectionString: this.databaseUrl, application_name: CHAOS_APPLICATION_NAME, max: 4 });
+      this.db.on('error', () => undefined);
+    }
 
     step();
     const cli = findBuiltTemporalCli();
@@ -606,6 +626,47 @@ export class ChaosStack {
     return res.rows[0]?.n ?? 0;
   }
 
+  /**
+   * HA mode: SIGKILLs the keeper and PostgreSQL of the primary (or of the standby), waits for the
+   * monitor to promote the other node (or to let the primary go on alone), pauses, and starts the
+   * killed node again, which rejoins as a standby. Answers what happened, with the time it took.
+   */
+  async killPostgresNode(role: 'primary' | 'standby', pauseMs: number): Promise<boolean | string> {
+    const ha = this.ha;
+    if (!ha) return false;
+    const primary = await ha.primary().catch(() => undefined);
+    const victim = role === 'primary' ? primary : ha.nodes.find((n) => n !== primary && n.running);
+    if (!primary || !victim || ha.nodes.some((n) => !n.running)) return false;
+    const killedAt = Date.now();
+    await ha.kill(victim);
+    let detail: string;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const states = await ha.state().catch(() => []);
+      const taker = states.find((s) => s.name !== victim.name && ['primary', 'wait_primary'].includes(s.reported) && s.assigned === s.reported);
+      if (taker && (role === 'standby' ? taker.reported === 'wait_primary' : true)) {
+        detail = role === 'primary'
+          ? `${victim.name} killed, ${taker.name} promoted in ${((Date.now() - killedAt) / 1000).toFixed(1)} s`
+          : `${victim.name} killed, ${taker.name} alone in ${((Date.now() - killedAt) / 1000).toFixed(1)} s`;
+        break;
+      }
+      if (Date.now() > deadline) {
+        detail = `${victim.name} killed; no ${role === 'primary' ? 'failover' : 'primary going on alone'} within 60 s`;
+        this.notes.push(`PostgreSQL HA: ${detail}: ${JSON.stringify(states)}`);
+        break;
+      }
+      await sleep(100);
+    }
+    await sleep(pauseMs);
+    await ha.start(victim);
+    return detail;
+  }
+
+  /** After the faults: every HA node's keeper running again (each rejoins on its own). */
+  async healPostgresHa(): Promise<void> {
+    for (const n of this.ha?.nodes ?? []) if (!n.running) await this.ha!.start(n);
+  }
+
   /** A fast shutdown of PostgreSQL, a pause, and a start on the same data directory and port. */
   async restartPostgres(pauseMs: number): Promise<boolean> {
     if (!this.postgres.running) return false;
@@ -627,6 +688,7 @@ export class ChaosStack {
     await this.cluster?.stop().catch(() => undefined);
     await this.db?.end().catch(() => undefined);
     await this.postgres?.stop(30_000).catch(() => undefined);
+    await this.ha?.stop().catch(() => undefined);
   }
 }
 

@@ -1,8 +1,7 @@
 import path from 'node:path';
-import { Client } from 'pg';
 import { runner } from 'node-pg-migrate';
 import { StartupError } from '../config';
-import { isConnectionError, quoteIdent } from './pool';
+import { createClient, isConnectionError, quoteIdent } from './pool';
 
 export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
 
@@ -22,7 +21,7 @@ const MIGRATION_LOCK_WAIT = '120s';
  * then succeeds), and the second process finds the files applied.
  */
 export async function migrate(databaseUrl: string, schema = 'public'): Promise<string[]> {
-  const client = new Client({ connectionString: databaseUrl, application_name: MIGRATION_APPLICATION_NAME });
+  const client = createClient({ connectionString: databaseUrl, application_name: MIGRATION_APPLICATION_NAME });
   // A connection terminated mid-run fails the run (the lock and the transaction go with it); it must not end the process.
   client.on('error', () => undefined);
   await client.connect();

@@ -1,4 +1,5 @@
-import { Pool, type PoolClient, type PoolConfig } from 'pg';
+import { Client, Pool, type ClientConfig, type PoolClient, type PoolConfig } from 'pg';
+import { createMultiHostPool, multiHostClientClass, parseMultiHostUrl } from './multi-host';
 
 export type Db = Pool;
 export type Tx = PoolClient;
@@ -10,10 +11,16 @@ export interface PoolOptions {
   max?: number;
 }
 
+/**
+ * A pool on DATABASE_URL. A URL with several hosts (`postgresql://h1:p1,h2:p2/db?target_session_attrs=read-write`)
+ * gets a pool whose every connection goes to the one that takes writes now (src/db/multi-host.ts);
+ * a one-host URL, a plain pg Pool.
+ */
 export function createPool(opts: PoolOptions): Pool {
   const config: PoolConfig = { connectionString: opts.connectionString, max: opts.max ?? 10 };
   if (opts.schema) config.options = `-c search_path=${quoteIdent(opts.schema)},public`;
-  const pool = new Pool(config);
+  const target = parseMultiHostUrl(opts.connectionString);
+  const pool = target ? createMultiHostPool(target, config) : new Pool(config);
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
   // Nor may a client's error in the moment it changes hands. pg-pool takes its own listener off a
@@ -24,6 +31,12 @@ export function createPool(opts: PoolOptions): Pool {
   // unqueryable: its next query fails as a connection error and the client is discarded.
   pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
+}
+
+/** One client (not yet connected) on a database URL, to the writable host when the URL names several. */
+export function createClient(config: ClientConfig & { connectionString: string }): Client {
+  const target = parseMultiHostUrl(config.connectionString);
+  return target ? new (multiHostClientClass(target))(config) : new Client(config);
 }
 
 export function quoteIdent(name: string): string {
@@ -75,12 +88,14 @@ export async function inTransaction<T>(db: Pool, fn: (tx: Tx) => Promise<T>): Pr
 /**
  * The connection itself failed (terminated, reset, refused, server shutting
  * down): the statement may never have run, and a retry on a new connection can
- * succeed.
+ * succeed. So with a server that no longer takes writes (25006: a primary demoted
+ * to a standby, a server made read-only): the write was refused, and with several
+ * hosts a new connection reaches the new primary.
  */
 export function isConnectionError(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;
   const code = typeof e?.code === 'string' ? e.code : '';
-  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') return true;
+  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '25006') return true;
   if (['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND'].includes(code)) return true;
   const message = typeof e?.message === 'string' ? e.message : '';
   return /Connection terminated|Client has encountered a connection error|connection timeout/i.test(message);

@@ -45,6 +45,8 @@ test.each([
   ['replay.ts', ['--limit'], /^Option '--limit <value>' argument missing\n\nusage: npm run replay/],
   ['tools-install.ts', ['--only', 'everything'], /^--only: test or cluster, not "everything"\n\nusage: npm run tools:install/],
   ['stack.ts', ['--temporal', 'k8s'], /^--temporal: dev or cluster, not "k8s"\n\nusage: npm run stack/],
+  ['stack.ts', ['--postgres', 'patroni'], /^--postgres: embedded or ha, not "patroni"\n\nusage: npm run stack/],
+  ['chaos.ts', ['--postgres', 'ha', '--temporal', 'cluster'], /^--postgres ha runs with the Temporal dev server, not --temporal cluster\n\nusage: npm run chaos/],
 ])('%s %j exits 2 with what is wrong and the usage', async (file, args, message) => {
   const r = await run(file, args);
   expect(r.code).toBe(2);
