@@ -142,11 +142,17 @@ export async function ensurePgAutoFailover(log: (m: string) => void): Promise<st
   const found = present();
   if (found) return found;
   if (process.getuid?.() !== 0 || spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status !== 0) return undefined;
-  const candidates = spawnSync('apt-cache', ['search', '--names-only', '^postgresql-[0-9]+-auto-failover$'], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .map((l) => l.split(' ')[0]!)
-    .filter((p) => /^postgresql-\d+-auto-failover$/.test(p))
-    .sort((a, b) => Number(/\d+/.exec(b)![0]) - Number(/\d+/.exec(a)![0]));
+  const aptEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const search = () =>
+    spawnSync('apt-cache', ['search', '--names-only', '^postgresql-[0-9]+-auto-failover$'], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .map((l) => l.split(' ')[0]!)
+      .filter((p) => /^postgresql-\d+-auto-failover$/.test(p))
+      .sort((a, b) => Number(/\d+/.exec(b)![0]) - Number(/\d+/.exec(a)![0]));
+  // Package lists older than the archive name files it no longer has: read them anew once, and try again.
+  const update = () => spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore', env: aptEnv }).status === 0;
+  let candidates = search();
+  if (!candidates.length && update()) candidates = search();
   const installed = fs.existsSync('/usr/lib/postgresql') ? fs.readdirSync('/usr/lib/postgresql') : [];
   // The extension for a PostgreSQL already there, else the newest the archive has.
   const extension = candidates.find((p) => installed.includes(/\d+/.exec(p)![0])) ?? candidates[0];
@@ -155,10 +161,9 @@ export async function ensurePgAutoFailover(log: (m: string) => void): Promise<st
     return undefined;
   }
   log(`installing pg_auto_failover from Debian's packages (apt-get install pg-auto-failover-cli ${extension})`);
-  const r = spawnSync('apt-get', ['install', '-y', '-q', 'pg-auto-failover-cli', extension], {
-    stdio: 'ignore',
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  });
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'pg-auto-failover-cli', extension], { stdio: 'ignore', env: aptEnv });
+  let r = install();
+  if (r.status !== 0 && update()) r = install();
   if (r.status !== 0) log(`apt-get install pg-auto-failover-cli ${extension} failed (exit ${r.status})`);
   return present();
 }
