@@ -84,7 +84,17 @@ async function postIdempotent<T>(
         throw ApplicationFailure.retryable(message, FailureType.ProviderUnavailable, { url, error: explain(err) });
       }
       span.setAttribute('http.response.status_code', res.status);
-      const text = await res.text();
+      let text: string;
+      try {
+        text = await res.text();
+      } catch (err) {
+        // The answer broke off (the connection lost, the timeout reached mid-body): as transient as no answer.
+        if (cancelled?.aborted) throw cancelled.reason ?? err;
+        const message = timeout.aborted
+          ? `${service} did not answer ${step} within ${timeoutMs} ms`
+          : `${service} answer to ${step} broke off (${networkCode(err)})`;
+        throw ApplicationFailure.retryable(message, FailureType.ProviderUnavailable, { url, status: res.status, error: explain(err) });
+      }
       if (res.status >= 500) {
         throw ApplicationFailure.retryable(`${service} answered ${res.status} to ${step}`, FailureType.ProviderUnavailable, { url, status: res.status, body: text.slice(0, 2000) });
       }

@@ -71,7 +71,7 @@ const scopes = {
       'activities/fraud.ts', 'activities/provider-http.ts', 'activities/providers.ts',
     ],
     // The activities' own suite, not the order saga's: each of its tests would build a worker per mutant.
-    tests: ['integration/activities.test.ts', 'integration/services.test.ts'],
+    tests: ['integration/activities.test.ts', 'integration/services.test.ts', 'unit/provider-http.test.ts'],
   },
   // The saga helper's pure parts, outside the sandbox (so with coverage): step keys, failure reading, status, backoff.
   'saga-parts': {
