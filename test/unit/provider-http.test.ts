@@ -6,7 +6,8 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { callService } from '../../activities/provider-http';
 import { carrierClient } from '../../activities/providers';
 import { FailureType } from '../../workflows/order/failures';
@@ -94,6 +95,25 @@ describe('callService failures, on real HTTP', () => {
     expect(f.type).toBe(FailureType.ProviderUnavailable);
     expect(f.nonRetryable).toBe(false);
     expect(f.details).toEqual([{ url: `${base}/shipments`, status: 200, error: expect.stringMatching(/terminated|closed|aborted/) }]);
+  });
+
+  test('the activity cancelled while the answer is still coming: a cancellation, not a provider failure', async () => {
+    let started!: () => void;
+    const bodyStarted = new Promise<void>((resolve) => (started = resolve));
+    const base = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+      res.write('{"shipmentId": "sh', () => started());
+    });
+    const env = new MockActivityEnvironment();
+    const call = env.run(() => callService(`${base}/shipments`, KEY, {}, { timeoutMs: 5000, service: 'carrier' }));
+    await bodyStarted;
+    await new Promise((r) => setTimeout(r, 50));
+    env.cancel('CANCELLED');
+    const err = await call.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CancelledFailure);
   });
 
   test('an answer whose body outlasts the timeout: said so, with the timeout', async () => {
