@@ -52,7 +52,7 @@ async function startStack(): Promise<{ stateDir: string; pgPort: number; out: ()
   stack.stderr!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((r) => stack!.once('exit', (code) => r(code)));
   await new Promise<void>((resolve, reject) => {
-    const timer = setInterval(() => out.includes('The stack is up') && (clearInterval(timer), resolve()), 200);
+    const timer = setInterval(() => out.includes('Ctrl-C stops everything') && (clearInterval(timer), resolve()), 200);
     void exited.then((code) => (clearInterval(timer), reject(new Error(`the stack exited ${code}:\n${out}`))));
   });
   return { stateDir, pgPort, out: () => out, exited };

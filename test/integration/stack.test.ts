@@ -76,7 +76,7 @@ test('the stack outlives its Temporal and its NATS killed and its PostgreSQL res
   child.stderr.on('data', (b: Buffer) => (out += b.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   try {
-    await until(() => out.includes('The stack is up') || child.exitCode !== null, 'the stack to come up', () => out, 120_000);
+    await until(() => out.includes('Ctrl-C stops everything') || child.exitCode !== null, 'the stack to come up', () => out, 120_000);
     expect(child.exitCode).toBeNull();
     const address = /TEMPORAL_ADDRESS=(\S+)/.exec(out)![1]!;
     const sqlite = path.join(dir, 'temporal.sqlite');
