@@ -4,6 +4,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Client } from '@temporalio/client';
 import type { Db } from '../../src/db/pool';
 import { orderWorkflowId } from '../../workflows/order/ids';
+import { startNatsServer, type NatsServer } from '../../dev/nats';
+import { startEntry } from './processes';
 import { until } from './until';
 
 export { until };
@@ -124,6 +126,28 @@ export async function explainedByOutput(outputs: Map<string, () => string>, body
       return `--- ${name} (last lines)\n${lines.slice(-40).join('\n')}`;
     });
     if (err instanceof Error && tails.length) err.message += `\n${tails.join('\n')}`;
+    throw err;
+  }
+}
+
+/**
+ * Starts `entry` against a NATS of its own without JetStream (connected, every JetStream request
+ * refused, as a NATS just restarted or a cluster electing answers), waits until it has retried
+ * twice and is still alive, then starts that NATS again with JetStream on the same port. The caller
+ * stops `nats` (and the child) when done.
+ */
+export async function startBeforeJetStream(
+  entry: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ child: ChildProcess; out: () => string; nats: NatsServer }> {
+  const bare = await startNatsServer({ jetstream: false });
+  try {
+    const { child, out } = await startEntry(entry, { ...env, NATS_URL: bare.url }, 'NATS JetStream unreachable; retrying');
+    await until(async () => (out().match(/NATS JetStream unreachable; retrying/g) ?? []).length, (n) => n >= 2 || child.exitCode !== null, 'a second try');
+    await bare.stop();
+    return { child, out, nats: await startNatsServer({ port: bare.port }) };
+  } catch (err) {
+    await bare.stop();
     throw err;
   }
 }

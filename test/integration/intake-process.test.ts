@@ -15,6 +15,7 @@ import { createPool, type Db } from '../../src/db/pool';
 import { createTestDatabase, uniqueId } from '../helpers/context';
 import { startEntry } from '../helpers/processes';
 import { until } from '../helpers/until';
+import { startBeforeJetStream } from '../helpers/stream-faults';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
@@ -117,15 +118,10 @@ test('the intake process: orders from the stream, a dead letter listed and reque
 }, 180_000);
 
 test('a NATS without JetStream yet (just restarted, a cluster electing): the intake waits instead of exiting, and consumes once JetStream answers', async () => {
-  const bare = await startNatsServer({ jetstream: false });
-  let late: NatsServer | undefined;
+  const { child, out, nats: late } = await startBeforeJetStream('bin/intake.ts', env());
+  children.push(child);
   try {
-    const { child, out } = await startEntry('bin/intake.ts', { ...env(), NATS_URL: bare.url }, 'NATS JetStream unreachable; retrying');
-    children.push(child);
-    await until(async () => (out().match(/NATS JetStream unreachable; retrying/g) ?? []).length, (n) => n >= 2, 'a second try');
     expect(child.exitCode).toBeNull();
-    await bare.stop();
-    late = await startNatsServer({ port: bare.port });
     await until(async () => out().includes('intake consuming'), (v) => v, 'the intake to start consuming');
     const lateNc = await connect({ servers: late.url });
     try {
@@ -137,7 +133,6 @@ test('a NATS without JetStream yet (just restarted, a cluster electing): the int
     child.kill('SIGTERM');
     expect(await new Promise<number | null>((r) => child.once('exit', (code) => r(code)))).toBe(0);
   } finally {
-    await bare.stop();
-    await late?.stop();
+    await late.stop();
   }
 }, 120_000);
