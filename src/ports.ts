@@ -12,6 +12,20 @@ export function freePort(host = '127.0.0.1', port = 0): Promise<number> {
   });
 }
 
+/**
+ * A free port below 32768, outside the range the OS hands out as the local port of outgoing
+ * connections: for a process that binds its port again when restarted, since a port from that
+ * range may by then be held by any connection on the machine. `taken` keeps calls made at once apart.
+ */
+export async function freeStablePort(taken: Set<number> = new Set()): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (taken.has(port)) continue;
+    taken.add(port);
+    if (await freePort('127.0.0.1', port).then(() => true, () => false)) return port;
+  }
+}
+
 /** The well-known port when it is free, so bookmarks keep working; any free port otherwise. */
 export async function preferredPort(port: number, host = '127.0.0.1'): Promise<number> {
   return freePort(host, port).catch(() => freePort(host));

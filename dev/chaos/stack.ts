@@ -8,7 +8,7 @@ import { Pool } from 'pg';
 import { migrate } from '../../src/db/migrate';
 import { ensureInboxTopology } from '../../src/inbox/jetstream';
 import { orderIntakeTopology } from '../../src/orders/intake';
-import { freePort, waitFor } from '../../src/ports';
+import { freePort, freeStablePort, waitFor } from '../../src/ports';
 import { findNatsServer } from '../nats';
 import { startPostgresHa, type PostgresHa } from '../postgres-ha';
 import { createPool } from '../../src/db/pool';
@@ -188,7 +188,7 @@ export class ChaosStack {
       await migrate(this.databaseUrl);
       this.db = createPool({ connectionString: `${this.databaseUrl}&application_name=${CHAOS_APPLICATION_NAME}`, max: 4 });
     } else {
-      this.pgPort = await freePort();
+      this.pgPort = await freeStablePort();
       log(`PostgreSQL: embedded on 127.0.0.1:${this.pgPort}, data in ${this.pgDataDir}`);
       let url = '';
       const pgArgs = [this.pgDataDir, String(this.pgPort), ...(this.opts.temporal === 'cluster' ? [String(CLUSTER_PG_MAX_CONNECTIONS)] : [])];
@@ -234,7 +234,7 @@ export class ChaosStack {
       this.watchClusterHosts(this.cluster);
       log(`Temporal: a cluster of ${this.cluster.hosts.length} hosts behind ${this.temporalAddress}`);
     } else {
-      const temporalPort = await freePort();
+      const temporalPort = await freeStablePort();
       this.temporalAddress = `127.0.0.1:${temporalPort}`;
       const temporalArgs = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(temporalPort),
         '--namespace', NAMESPACE, '--headless', '--log-level', 'warn', '--db-filename', this.temporalDb];
@@ -254,7 +254,9 @@ export class ChaosStack {
 
     step();
     const bundle = this.opts.workflowBundle ?? (await this.buildBundle());
-    const [apiPort, providerPort, carrierPort] = [await freePort(), await freePort(), await freePort()];
+    // Ports the API and the services bind again at every restart: below the ephemeral range.
+    const ports = new Set<number>();
+    const [apiPort, providerPort, carrierPort] = [await freeStablePort(ports), await freeStablePort(ports), await freeStablePort(ports)];
     this.apiUrl = `http://127.0.0.1:${apiPort}`;
     this.providerUrl = `http://127.0.0.1:${providerPort}`;
     this.carrierUrl = `http://127.0.0.1:${carrierPort}`;
