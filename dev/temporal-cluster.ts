@@ -1,6 +1,5 @@
 import { execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -9,7 +8,7 @@ import { Client } from 'pg';
 import { StartupError } from '../src/config';
 import { describeBudget, planConnections, readConnectionLimits, type ConnectionClaim } from '../src/db/connection-budget';
 import { PACKAGE_ROOT } from '../src/paths';
-import { waitFor } from '../src/ports';
+import { freeStablePort, waitFor } from '../src/ports';
 import { SAGA_SEARCH_ATTRIBUTES } from '../workflows/order/search-attributes';
 import { buildTemporalProgram, isExecutable } from './go-build';
 import { startTcpBalancer, type TcpBalancer } from './tcp-balancer';
@@ -136,19 +135,7 @@ export interface TemporalCluster {
  * restart for as long as it lives. (Temporal also stores membership ports in a
  * PostgreSQL smallint, cluster_membership.rpc_port.)
  */
-async function freeHostPort(taken: Set<number>): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (taken.has(port)) continue;
-    taken.add(port); // before the probe: calls made at once never pick the same port
-    const free = await new Promise<boolean>((resolve) => {
-      const probe = net.createServer();
-      probe.once('error', () => resolve(false));
-      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-}
+const freeHostPort = (taken: Set<number>): Promise<number> => freeStablePort(taken);
 
 const fill = (template: string, values: Record<string, string | number>) =>
   template.replace(/\{\{([A-Z_]+)\}\}/g, (_m, k: string) => {
