@@ -87,7 +87,14 @@ test('register, receive signed events of the order created through the API, read
   expect(await types()).toEqual(['io.sagaflow.order.created.v1', 'io.sagaflow.order.completed.v1']);
   for (const g of got) expect(verify(secret, g, g.body)).toBe(true);
 
-  const deliveries = await request(api.url, `/webhooks/${endpoint}/deliveries`, { apiKey });
+  // The receiver has the request before the sender has its answer and commits it
+  // as delivered: read the deliveries once none is pending any more.
+  const readDeliveries = () => request(api.url, `/webhooks/${endpoint}/deliveries`, { apiKey });
+  let deliveries = await readDeliveries();
+  for (let i = 0; i < 400 && deliveries.json.deliveries.some((d: { state: string }) => d.state === 'pending'); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    deliveries = await readDeliveries();
+  }
   expect(deliveries.status).toBe(200);
   expect(deliveries.json.deliveries.map((d: { type: string; state: string; attempts: unknown[] }) => [d.type, d.state, d.attempts.length])).toEqual([
     ['completed', 'delivered', 1],
