@@ -1,6 +1,4 @@
 import {
-  defineQuery,
-  defineUpdate,
   patched,
   proxyActivities,
   proxyLocalActivities,
@@ -14,11 +12,12 @@ import {
 import type { SagaMetricsSinks } from './order/metrics-sinks';
 import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attributes';
 import type { SagaActivities } from '../activities';
-import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type CompensationContext, type SagaStatus } from './saga';
+import { Saga, sagaKeys, type CompensationContext } from './saga';
 import { queueName, type ActivitySystem } from './order/queues';
 import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, localStep } from './order/activity-options';
 import { Step } from './order/steps';
 import type { OrderInput, OrderSagaResult } from './order/types';
+import { cancelUpdate, statusQuery, type OrderSagaWorkflow } from './order/definitions';
 
 export const FRAUD_CHECK_PATCH = 'fraud-check-before-payment';
 export const SEARCH_ATTRIBUTES_PATCH = 'publish-search-attributes';
@@ -27,8 +26,9 @@ export const LOCAL_DATABASE_STEPS_PATCH = 'database-steps-as-local-activities';
 export const WAIT_FOR_CANCELLED_ACTIVITIES_PATCH = 'wait-for-cancelled-activities';
 export const RECORD_COMPENSATION_FAILURES_PATCH = 'record-compensation-failures';
 
-export const statusQuery = defineQuery<SagaStatus>('status');
-export const cancelUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
+// The definitions live in the contract (order/definitions.ts); re-exported for the callers that
+// already load the body (tests, the replay scenarios).
+export { statusQuery, cancelUpdate };
 
 /** Activity stubs for one system, on that system's task queue. */
 function system(role: ActivitySystem, options: ActivityOptions) {
@@ -37,11 +37,11 @@ function system(role: ActivitySystem, options: ActivityOptions) {
 
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const keys = sagaKeys(workflowInfo().workflowId);
-  const key = keys.step;
   // Every undo carries the saga's cause: the ledger records it on the tombstone, so a workflow task
   // retried after it was lost unwinds for the same cause (it is recorded, never fingerprinted).
-  const undoInput = (step: string, cause: CompensationContext) => ({
-    key: keys.undo(step),
+  // The saga hands each undo its key (keys.undo(step)), as it hands each run its step's key.
+  const undoInput = (cause: CompensationContext) => ({
+    key: cause.key,
     orderId: order.orderId,
     cause: { cancelled: cause.cancelled, failure: cause.failure },
   });
@@ -112,16 +112,16 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
       name: Step.recordOrder,
       kind: 'compensatable',
       local: inWorkflowWorker,
-      run: () => local.orders.recordOrder({ key: key(Step.recordOrder), order }),
+      run: ({ key }) => local.orders.recordOrder({ key, order }),
       // The order's status and reason come from the cause: the undo's input names only the order.
-      undo: (ctx) => undo.orders.cancelOrder(undoInput(Step.recordOrder, ctx)),
+      undo: (ctx) => undo.orders.cancelOrder(undoInput(ctx)),
     });
     await saga.step({
       name: Step.reserveInventory,
       kind: 'compensatable',
       local: inWorkflowWorker,
-      run: () => local.inventory.reserveInventory({ key: key(Step.reserveInventory), orderId, items: order.items }),
-      undo: (ctx) => undo.inventory.releaseInventory(undoInput(Step.reserveInventory, ctx)),
+      run: ({ key }) => local.inventory.reserveInventory({ key, orderId, items: order.items }),
+      undo: (ctx) => undo.inventory.releaseInventory(undoInput(ctx)),
     });
     // Added after sagas were already running: those replay on the old path, without it.
     // Life cycle (docs/versioning.md): patched -> deprecatePatch -> plain code.
@@ -130,41 +130,40 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
         name: Step.fraudCheck,
         kind: 'compensatable',
         local: inWorkflowWorker,
-        run: () =>
-          local.orders.checkFraud({ key: key(Step.fraudCheck), orderId, amount: order.amount, paymentToken: order.paymentToken }),
-        undo: (ctx) => undo.orders.voidFraudCheck(undoInput(Step.fraudCheck, ctx)),
+        run: ({ key }) => local.orders.checkFraud({ key, orderId, amount: order.amount, paymentToken: order.paymentToken }),
+        undo: (ctx) => undo.orders.voidFraudCheck(undoInput(ctx)),
       });
     }
     const charge = await saga.step({
       name: Step.chargePayment,
       kind: 'compensatable',
-      run: () =>
+      run: ({ key }) =>
         external.payments.chargePayment({
-          key: key(Step.chargePayment),
+          key,
           orderId,
           amount: order.amount,
           paymentToken: order.paymentToken,
         }),
-      undo: (ctx) => undo.payments.refundPayment(undoInput(Step.chargePayment, ctx)),
+      undo: (ctx) => undo.payments.refundPayment(undoInput(ctx)),
     });
     // Creating the label is the point of no return. Its undo only voids a label
     // whose creation failed or timed out, so a late one can never ship.
     const shipment = await saga.step({
       name: Step.createShipment,
       kind: 'pivot',
-      run: () =>
+      run: ({ key }) =>
         external.shipping.createShipment({
-          key: key(Step.createShipment),
+          key,
           orderId,
           address: order.shippingAddress,
           items: order.items,
         }),
-      undo: (ctx) => undo.shipping.voidShipment(undoInput(Step.createShipment, ctx)),
+      undo: (ctx) => undo.shipping.voidShipment(undoInput(ctx)),
     });
     await saga.step({
       name: Step.completeOrder,
       kind: 'retriable',
-      run: () => local.orders.completeOrder({ key: key(Step.completeOrder), orderId }),
+      run: ({ key }) => local.orders.completeOrder({ key, orderId }),
     });
     return { chargeId: charge.chargeId, trackingNumber: shipment.trackingNumber };
   }).catch((err: unknown) => {
@@ -191,3 +190,6 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     compensations: outcome.compensations,
   };
 }
+
+// The body keeps the contract's signature: callers type their handles by OrderSagaWorkflow.
+const _keepsContract: OrderSagaWorkflow = orderSaga;

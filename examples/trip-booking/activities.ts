@@ -12,7 +12,7 @@ export interface TripDeps {
 }
 
 interface Keyed {
-  /** The step's idempotency key, from sagaKeys() in the workflow. */
+  /** The step's idempotency key, as the saga hands it to the step's run or undo. */
   key: string;
   tripId: string;
 }

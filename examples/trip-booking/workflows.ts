@@ -1,21 +1,11 @@
-import {
-  ApplicationFailure,
-  condition,
-  defineQuery,
-  defineSignal,
-  defineUpdate,
-  patched,
-  proxyActivities,
-  proxyLocalActivities,
-  setHandler,
-  workflowInfo,
-} from '@temporalio/workflow';
-import { Saga, sagaKeys, type CancelRequest, type CancelResponse, type CompensationContext, type SagaStatus } from 'sagaflow/workflow';
+import { ApplicationFailure, condition, defineSignal, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
+import { Saga, sagaCancelUpdate, sagaStatusQuery, type CompensationContext } from 'sagaflow/workflow';
 import type { TripActivities } from './activities';
 import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput, type TripResult } from './types';
 
-export const tripStatusQuery = defineQuery<SagaStatus>('status');
-export const cancelTripUpdate = defineUpdate<CancelResponse, [CancelRequest]>('cancel');
+/** The standard saga query and update (any client can use sagaflow/workflow's own). */
+export const tripStatusQuery = sagaStatusQuery;
+export const cancelTripUpdate = sagaCancelUpdate;
 /** The traveller confirms the held trip; without it in time, everything is released. */
 export const confirmTripSignal = defineSignal('confirm');
 
@@ -42,10 +32,9 @@ const causeOf = (ctx: CompensationContext) => ({ cancelled: ctx.cancelled, failu
  * for good: every hold is released and the deposit refunded, all at once.
  */
 export async function tripSaga(trip: TripInput): Promise<TripResult> {
-  const keys = sagaKeys(workflowInfo().workflowId);
   const { tripId } = trip;
   const saga = new Saga({ parallelCompensation: true, retryInitialIntervalMs: 500, retryMaxIntervalMs: 10_000 });
-  saga.bindHandlers(tripStatusQuery, cancelTripUpdate);
+  saga.bindHandlers();
   let confirmed = false;
   setHandler(confirmTripSignal, () => {
     confirmed = true;
@@ -61,11 +50,12 @@ export async function tripSaga(trip: TripInput): Promise<TripResult> {
     name: holdStep[kind],
     kind: 'compensatable' as const,
     local: localSteps,
-    run: () => db.holdItem({ key: keys.step(holdStep[kind]), tripId, kind, item: trip[kind] }),
+    // The saga hands each run its step's key, and each undo the undo's key.
+    run: ({ key }: { key: string }) => db.holdItem({ key, tripId, kind, item: trip[kind] }),
     undo: (ctx: CompensationContext) =>
       localSteps
-        ? dbUndo.releaseItem({ key: keys.undo(holdStep[kind]), tripId, kind, cause: causeOf(ctx) })
-        : undo.releaseItem({ key: keys.undo(holdStep[kind]), tripId, kind }),
+        ? dbUndo.releaseItem({ key: ctx.key, tripId, kind, cause: causeOf(ctx) })
+        : undo.releaseItem({ key: ctx.key, tripId, kind }),
   });
 
   const outcome = await saga.execute(async () => {
@@ -73,13 +63,13 @@ export async function tripSaga(trip: TripInput): Promise<TripResult> {
       name: TripStep.recordTrip,
       kind: 'compensatable',
       local: localSteps,
-      run: () => db.recordTrip({ key: keys.step(TripStep.recordTrip), trip }),
+      run: ({ key }) => db.recordTrip({ key, trip }),
       // The trip's status and reason come from the cause; the undo's input names only the trip.
       undo: (ctx) =>
         localSteps
-          ? dbUndo.closeTrip({ key: keys.undo(TripStep.recordTrip), tripId, cause: causeOf(ctx) })
+          ? dbUndo.closeTrip({ key: ctx.key, tripId, cause: causeOf(ctx) })
           : undo.closeTrip({
-              key: keys.undo(TripStep.recordTrip),
+              key: ctx.key,
               tripId,
               status: ctx.cancelled ? 'cancelled' : 'failed',
               reason: `${ctx.failure.type}: ${ctx.failure.message}`,
@@ -89,9 +79,8 @@ export async function tripSaga(trip: TripInput): Promise<TripResult> {
     const deposit = await saga.step({
       name: TripStep.chargeDeposit,
       kind: 'compensatable',
-      run: () =>
-        external.chargeDeposit({ key: keys.step(TripStep.chargeDeposit), tripId, amount: trip.deposit, paymentToken: trip.paymentToken }),
-      undo: (ctx) => undo.refundDeposit({ key: keys.undo(TripStep.chargeDeposit), tripId, ...(localSteps ? { cause: causeOf(ctx) } : {}) }),
+      run: ({ key }) => external.chargeDeposit({ key, tripId, amount: trip.deposit, paymentToken: trip.paymentToken }),
+      undo: (ctx) => undo.refundDeposit({ key: ctx.key, tripId, ...(localSteps ? { cause: causeOf(ctx) } : {}) }),
     });
     // A cancel while we wait cancels this wait too, and the saga unwinds.
     if (!(await condition(() => confirmed, trip.confirmWithinMs))) {
@@ -100,12 +89,12 @@ export async function tripSaga(trip: TripInput): Promise<TripResult> {
     await saga.step({
       name: TripStep.bookTrip,
       kind: 'pivot',
-      run: () => local.bookTrip({ key: keys.step(TripStep.bookTrip), tripId }),
+      run: ({ key }) => local.bookTrip({ key, tripId }),
     });
     await saga.step({
       name: TripStep.issueItinerary,
       kind: 'retriable',
-      run: () => local.issueItinerary({ key: keys.step(TripStep.issueItinerary), tripId }),
+      run: ({ key }) => local.issueItinerary({ key, tripId }),
     });
     return { depositChargeId: deposit.chargeId };
   });

@@ -29,5 +29,5 @@ export {
 } from './ledger';
 export { LEDGER_DDL, migrateLedger } from './schema';
 export { purgeLedger, type LedgerRetention } from './retention';
-export { canonicalJson, fingerprint } from './fingerprint';
+export { canonicalJson, fingerprint, UnrepresentableValueError } from './fingerprint';
 export { inTransaction, isConnectionError, isPermanentDataError, type Db, type Tx } from '../db/pool';

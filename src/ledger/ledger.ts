@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Db, Tx } from '../db/pool';
 import { inTransaction as runInTransaction, isPermanentDataError } from '../db/pool';
 import { assertStepName, InvalidStepKeyError, parseStepKey, type StepKey } from '../../workflows/saga/keys';
 import { isSagaCause, STEP_CANCELLED, type RecordedCauseDetail, type SagaCause } from '../../workflows/saga/failures';
-import { fingerprint } from './fingerprint';
+import { canonicalJson } from './fingerprint';
 
 /**
  * The idempotency ledger: makes a saga's activities take effect exactly once.
@@ -16,6 +18,11 @@ import { fingerprint } from './fingerprint';
  * after it applies nothing. The same key with another input (by fingerprint) is
  * a conflict. Failures cross Temporal as ApplicationFailures typed with
  * LedgerFailure.
+ *
+ * Misuse is refused, not absorbed: inside an activity, a key must belong to the workflow that
+ * runs it (two sagas never share a row); an input must be one JSON carries as it is (a Map would
+ * fingerprint as `{}`); and a row written by one activity is not the answer of another one (the
+ * activity's type is hashed with its input; see stepFingerprint).
  *
  * A workflow task can be lost after its local steps committed (a worker killed,
  * a task timed out); the retried task runs them again, and must reach the same
@@ -41,6 +48,10 @@ export const LedgerFailure = {
   DataRejected: 'DataRejected',
   /** The key is not a key of this step (or not a step key at all). */
   InvalidStepKey: 'InvalidStepKey',
+  /** Inside an activity, the key belongs to another workflow than the one running the activity. */
+  ForeignWorkflowKey: 'ForeignWorkflowKey',
+  /** The input holds a value JSON cannot carry as it is (a Map, a Set, a BigInt, NaN, a class instance...). */
+  UnrepresentableInput: 'UnrepresentableInput',
   /**
    * A compensation cannot tell what its external forward step did: the step was recorded pending, or
    * tombstoned, before the ledger kept what it needs to find out. A person must check the service.
@@ -197,7 +208,42 @@ export function createLedger(db: Db, hooks: LedgerHooks = {}): Ledger {
   };
 }
 
+/** The activity this code runs in, or undefined outside one (a script, a test calling the ledger directly). */
+interface RunningActivity {
+  workflowId: string | undefined;
+  activityType: string;
+}
+
+/** MockActivityEnvironment's default info: a context no workflow started. Real run IDs are random UUIDs. */
+const NO_RUN = '00000000-0000-0000-0000-000000000000';
+
+function runningActivity(): RunningActivity | undefined {
+  let info: Context['info'];
+  try {
+    info = Context.current().info;
+  } catch {
+    return undefined; // not in an activity: no check
+  }
+  const wf = info.workflowExecution;
+  if (wf && wf.runId === NO_RUN) return undefined;
+  return { workflowId: wf?.workflowId, activityType: info.activityType };
+}
+
 function checkKey(key: string, step: string, undo: boolean): StepKey {
+  const parsed = parseKey(key, step, undo);
+  const running = runningActivity()?.workflowId;
+  // A key built from anything but the running workflow's ID would share its row with another saga.
+  if (running !== undefined && parsed.workflowId !== running) {
+    throw ApplicationFailure.nonRetryable(
+      `key "${key}" belongs to workflow "${parsed.workflowId}", but this activity runs for workflow "${running}": ` +
+        `build step keys from the running workflow's ID (sagaKeys(workflowInfo().workflowId))`,
+      LedgerFailure.ForeignWorkflowKey,
+    );
+  }
+  return parsed;
+}
+
+function parseKey(key: string, step: string, undo: boolean): StepKey {
   let parsed: StepKey;
   try {
     parsed = parseStepKey(key);
@@ -230,6 +276,39 @@ async function inTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> 
       nonRetryable: true,
     });
   }
+}
+
+/**
+ * A step input's fingerprint. Inside an activity it hashes the activity's type with the input, so
+ * that a second activity using the same key with the same input (another effect under the same
+ * step name) is a conflict rather than the first one's answer. A stored fingerprint of the input
+ * alone (a row written before the type was hashed, or outside an activity) still matches: those
+ * rows cannot say which activity wrote them.
+ */
+interface Fingerprint {
+  /** What is stored for a new row. */
+  value: string;
+  matches(stored: string | null): boolean;
+}
+
+function stepFingerprint(ref: StepKey, input: unknown): Fingerprint {
+  let canonical: string;
+  try {
+    canonical = canonicalJson(input);
+  } catch (err) {
+    // Matched by name, not class: the error may come from another module registry.
+    if ((err as Error | null)?.name !== 'UnrepresentableValueError') throw err;
+    throw ApplicationFailure.nonRetryable(`step ${ref.key}: ${(err as Error).message}`, LedgerFailure.UnrepresentableInput);
+  }
+  const inputOnly = sha256(canonical);
+  const activity = runningActivity()?.activityType;
+  // No canonical JSON text starts with "activity ", so no input alone can hash like this.
+  const value = activity === undefined ? inputOnly : sha256(`activity ${activity}\n${canonical}`);
+  return { value, matches: (stored) => stored === value || stored === inputOnly };
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }
 
 interface Row {
@@ -300,7 +379,7 @@ function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
  * Claims a key with a 'pending' row, or returns the row already there. A forward key is not claimed
  * once its saga has started compensating: that throws StepCancelled with the saga's cause.
  */
-async function claim(tx: Tx, ref: StepKey, fp: string, input?: unknown): Promise<Row | null> {
+async function claim(tx: Tx, ref: StepKey, fp: Fingerprint, input?: unknown): Promise<Row | null> {
   // The insert is the lock: a concurrent duplicate waits here until this
   // transaction ends, then finds the committed row and replays it.
   const inserted = await tx.query(
@@ -309,7 +388,7 @@ async function claim(tx: Tx, ref: StepKey, fp: string, input?: unknown): Promise
          VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (key) DO NOTHING RETURNING key`
       : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, input)
          SELECT $1, $2, $3, $4, 'pending', $5::jsonb ${UNLESS_COMPENSATING}`,
-    ref.undo ? [ref.key, ref.workflowId, ref.step, fp] : [ref.key, ref.workflowId, ref.step, fp, JSON.stringify(input ?? null)],
+    ref.undo ? [ref.key, ref.workflowId, ref.step, fp.value] : [ref.key, ref.workflowId, ref.step, fp.value, JSON.stringify(input ?? null)],
   );
   if (inserted.rowCount === 1) return null;
   const existing = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.key]);
@@ -361,14 +440,14 @@ function cancelled(key: string, cause: SagaCause | null): ApplicationFailure {
  * after it was lost) gets the answer the first attempt got, and applies nothing.
  * A tombstone with no answer under it fails the attempt with StepCancelled.
  */
-function replay<T>(row: Row, ref: StepKey, fp: string, hooks: LedgerHooks): T {
+function replay<T>(row: Row, ref: StepKey, fp: Fingerprint, hooks: LedgerHooks): T {
   const state = row.state === 'cancelled' ? row.undone : row.state;
   // Only a tombstone can stand over nothing, or over a call never answered (a row still pending is never replayed).
   if (state === null || state === 'pending') {
     throw cancelled(ref.key, isSagaCause(row.cause) ? row.cause : null);
   }
   // (A row without a fingerprint is a tombstone over a step that never ran: refused above.)
-  if (row.fingerprint !== fp) throw conflict(ref);
+  if (!fp.matches(row.fingerprint)) throw conflict(ref);
   hooks.onReplay?.(ref.step, ref.key);
   if (state === 'failed') {
     const e = recordedError(row);
@@ -387,11 +466,11 @@ function asBusinessFailure(err: unknown): RecordedFailure | null {
   return null;
 }
 
-async function recordFailure(db: Db, ref: StepKey, fp: string, failure: RecordedFailure): Promise<boolean> {
+async function recordFailure(db: Db, ref: StepKey, fp: Fingerprint, failure: RecordedFailure): Promise<boolean> {
   const res = await db.query(
     `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, error)
      SELECT $1, $2, $3, $4, 'failed', $5::jsonb ${UNLESS_COMPENSATING}`,
-    [ref.key, ref.workflowId, ref.step, fp, failure],
+    [ref.key, ref.workflowId, ref.step, fp.value, failure],
   );
   return res.rowCount === 1;
 }
@@ -412,7 +491,7 @@ class KeyTaken extends Error {}
  * unique row, stock already held) is answered the same way, from the record.
  */
 async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx: Tx) => Promise<T>, hooks: LedgerHooks): Promise<T> {
-  const fp = fingerprint(input);
+  const fp = stepFingerprint(ref, input);
   const recorded = async (): Promise<Row | undefined> => (await db.query<Row>(SELECT_ROW, [ref.key])).rows[0];
   try {
     return await inTransaction(db, async (tx) => {
@@ -420,7 +499,7 @@ async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx
       const inserted = await tx.query(
         `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
          SELECT $1, $2, $3, $4, 'completed', $5::jsonb ${UNLESS_COMPENSATING}`,
-        [ref.key, ref.workflowId, ref.step, fp, JSON.stringify(result ?? null)],
+        [ref.key, ref.workflowId, ref.step, fp.value, JSON.stringify(result ?? null)],
       );
       if (inserted.rowCount !== 1) throw new KeyTaken();
       return result;
@@ -479,7 +558,7 @@ async function runLocalUndo<T, F>(
   hooks: LedgerHooks,
 ): Promise<T> {
   const { identity, cause } = splitCause(input);
-  const fp = fingerprint(identity);
+  const fp = stepFingerprint(ref, identity);
   return inTransaction(db, async (tx) => {
     const existing = await claim(tx, ref, fp);
     if (existing) return replay<T>(existing, ref, fp, hooks);
@@ -494,7 +573,7 @@ async function runLocalUndo<T, F>(
 }
 
 async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: ExternalStep<R>, hooks: LedgerHooks): Promise<R> {
-  const fp = fingerprint(input);
+  const fp = stepFingerprint(ref, input);
   const recorded = await inTransaction(db, async (tx) => {
     const existing = await claim(tx, ref, fp, input);
     if (!existing) {
@@ -502,7 +581,7 @@ async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: Ex
       return null;
     }
     if (existing.state === 'pending') {
-      if (existing.fingerprint !== fp) throw conflict(ref);
+      if (!fp.matches(existing.fingerprint)) throw conflict(ref);
       return null; // an earlier attempt died mid-call; calling again is safe
     }
     return existing;
@@ -538,11 +617,11 @@ async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: Ex
 
 async function runExternalUndo<R, F>(db: Db, ref: StepKey, input: unknown, undo: ExternalUndo<R, F>, hooks: LedgerHooks): Promise<R> {
   const { identity, cause } = splitCause(input);
-  const fp = fingerprint(identity);
+  const fp = stepFingerprint(ref, identity);
   const first = await inTransaction(db, async (tx): Promise<{ done: Row } | { forward: ForwardOutcome<F> }> => {
     const existing = await claim(tx, ref, fp);
     if (existing && existing.state !== 'pending') return { done: existing };
-    if (existing && existing.fingerprint !== fp) throw conflict(ref);
+    if (existing && !fp.matches(existing.fingerprint)) throw conflict(ref);
     return { forward: forwardOutcome<F>(await tombstone(tx, ref, cause)) };
   });
   if ('done' in first) return replay<R>(first.done, ref, fp, hooks);

@@ -7,13 +7,17 @@ import {
   setCurrentDetails,
   setHandler,
   sleep,
+  workflowInfo,
   type QueryDefinition,
 } from '@temporalio/workflow';
 import type { UpdateDefinition } from '@temporalio/common';
 import { describeFailure, isNonRetryable, recordedCause, SagaFailure, type SagaCause, type SagaFailureInfo } from './failures';
 import { backoffMs, cloneStatus, describeSagaStatus, type CompensationRecord, type RetryRecord, type SagaStatus } from './status';
+import { sagaCancelUpdate, sagaStatusQuery, type CancelRequest, type CancelResponse } from './definitions';
+import { stepKey, undoKey } from './keys';
 
-export { describeSagaStatus };
+export { describeSagaStatus, sagaCancelUpdate, sagaStatusQuery };
+export type { CancelRequest, CancelResponse };
 export type { CompensationRecord, RetryRecord, SagaPhase, SagaStatus } from './status';
 
 /**
@@ -61,18 +65,26 @@ export const TEMPORAL_CANCEL_PATCH = 'saga-temporal-cancel-is-a-cancel';
  */
 export const ACCEPTED_CANCEL_STANDS_PATCH = 'saga-accepted-cancel-stands';
 
+/**
+ * Marks sagas that refuse a second step under a name already used (a SagaDefinition failure): the
+ * name makes the step's idempotency key, so the second step would be answered with the first one's
+ * result. Asked only when a name repeats, so no other saga records it; one that already repeated a
+ * name before the rule replays without it.
+ */
+export const DISTINCT_STEP_NAMES_PATCH = 'saga-distinct-step-names';
+
+/** Every patch ID the saga helper uses: each is in the history of some sagas, and stays. */
+export const SAGA_PATCH_IDS = [
+  UNDO_ABANDONED_STEP_PATCH,
+  LOCAL_STEPS_THROUGH_CANCEL_PATCH,
+  CANCEL_ANSWERED_BY_OUTCOME_PATCH,
+  TEMPORAL_CANCEL_PATCH,
+  ACCEPTED_CANCEL_STANDS_PATCH,
+  DISTINCT_STEP_NAMES_PATCH,
+] as const;
+
 /** What a step definition's run resolves to. */
 export type StepResult<D> = D extends StepDefinition<infer R> ? R : never;
-
-/** The argument of a saga's cancel update. */
-export interface CancelRequest {
-  reason?: string;
-}
-
-/** The answer of a saga's cancel update once accepted. */
-export interface CancelResponse {
-  accepted: true;
-}
 
 export type StepKind = 'compensatable' | 'pivot' | 'retriable';
 
@@ -88,12 +100,28 @@ export interface CompensationContext extends SagaCause {
   /** True when the saga is unwinding because cancel was requested. */
   cancelled: boolean;
   failure: SagaFailureInfo;
+  /**
+   * The undo's idempotency key, `undoKey(workflowId, step)`. Not enumerable: an undo that passes
+   * the context on as its `cause` sends what it always sent. Reading it throws InvalidStepKeyError
+   * for a step whose name cannot make a key.
+   */
+  readonly key: string;
+}
+
+/** What a step's run is handed. */
+export interface StepContext {
+  /**
+   * The step's idempotency key, `stepKey(workflowId, name)`: pass it to the step's activity, so the
+   * name is written once. Reading it throws InvalidStepKeyError for a name that cannot make a key.
+   */
+  readonly key: string;
 }
 
 export interface StepDefinition<T> {
   name: string;
   kind: StepKind;
-  run: () => Promise<T>;
+  /** Given the step's key (a run that ignores it is fine). */
+  run: (ctx: StepContext) => Promise<T>;
   /** Required for compensatable steps; optional for a pivot (cleanup of an unknown outcome). */
   undo?: (ctx: CompensationContext) => Promise<unknown>;
   /**
@@ -165,6 +193,8 @@ export class Saga {
   private interruptible = 0;
   /** Why an earlier task of this saga compensated, read from a tombstone a step met (see SagaCause). */
   private adoptedCause: SagaCause | undefined;
+  /** The names of the steps this saga has declared so far. */
+  private readonly stepNames = new Set<string>();
   /** A cancel accepted but not yet answered: the saga has not yet unwound for it or for a failure. */
   private pendingCancel: { settle: (refusal?: string) => void; promise: Promise<void> } | undefined;
 
@@ -188,8 +218,12 @@ export class Saga {
   /**
    * Answers `status` with status() and `cancel` with requestCancel(); the cancel
    * update's validator refuses it, with the reason, once the pivot has started.
+   * By default they are sagaStatusQuery and sagaCancelUpdate, which every client can use.
    */
-  bindHandlers(status: QueryDefinition<SagaStatus>, cancel: UpdateDefinition<CancelResponse, [CancelRequest]>): void {
+  bindHandlers(
+    status: QueryDefinition<SagaStatus> = sagaStatusQuery,
+    cancel: UpdateDefinition<CancelResponse, [CancelRequest]> = sagaCancelUpdate,
+  ): void {
     setHandler(status, () => this.status());
     setHandler(
       cancel,
@@ -325,7 +359,13 @@ export class Saga {
   }
 
   async step<T>(def: StepDefinition<T>): Promise<T> {
-    const defect = definitionDefect(def, this.state.pivotCompleted);
+    const repeated = this.stepNames.has(def.name);
+    this.stepNames.add(def.name);
+    const defect =
+      definitionDefect(def, this.state.pivotCompleted) ??
+      (repeated && patched(DISTINCT_STEP_NAMES_PATCH)
+        ? `step ${def.name} is declared twice in this saga: each step needs a name of its own (the name makes its idempotency key)`
+        : undefined);
     if (defect) {
       this.definitionError = ApplicationFailure.nonRetryable(defect, SagaFailure.SagaDefinition);
       throw this.definitionError;
@@ -333,6 +373,8 @@ export class Saga {
     // A compensatable local step runs whether or not a cancel has been accepted (see `local`).
     // Sagas that ran their local steps before that rule replay without it.
     const throughCancel = def.local === true && def.kind === 'compensatable' && patched(LOCAL_STEPS_THROUGH_CANCEL_PATCH);
+    const stepCtx = stepContext(def.name);
+    const run = () => def.run(stepCtx);
     if (throughCancel) this.localStepsThroughCancel = true;
     // A cancel accepted before this step (while the previous one finished anyway, or before the
     // saga's first step) stops the saga here, before the pivot can start. The step is abandoned
@@ -351,15 +393,15 @@ export class Saga {
     if (!throughCancel) this.interruptible += 1;
     try {
       if (def.kind === 'compensatable') {
-        result = throughCancel ? await CancellationScope.nonCancellable(def.run) : await def.run();
+        result = throughCancel ? await CancellationScope.nonCancellable(run) : await run();
       } else if (def.kind === 'pivot') {
         this.state.pivotStarted = true;
         // Once started, the pivot runs to its end even if the workflow is cancelled.
-        result = await CancellationScope.nonCancellable(def.run);
+        result = await CancellationScope.nonCancellable(run);
         this.state.pivotCompleted = true;
         this.undos.length = 0;
       } else {
-        result = await CancellationScope.nonCancellable(() => this.retryUntilSuccess(def));
+        result = await CancellationScope.nonCancellable(() => this.retryUntilSuccess(def.name, run));
       }
     } catch (err) {
       // The step met a tombstone an earlier (lost) task of this saga left when it compensated.
@@ -413,7 +455,7 @@ export class Saga {
     return { completedSteps: [...this.state.completedSteps], compensations: this.state.compensations.map((c) => ({ ...c })) };
   }
 
-  private async compensate(ctx: CompensationContext): Promise<void> {
+  private async compensate(ctx: SagaCause): Promise<void> {
     const pending = [...this.undos].reverse();
     this.undos.length = 0;
     const records = pending.map((u) => {
@@ -428,12 +470,12 @@ export class Saga {
     }
   }
 
-  private async runCompensation(u: Registered, record: CompensationRecord, ctx: CompensationContext): Promise<void> {
+  private async runCompensation(u: Registered, record: CompensationRecord, ctx: SagaCause): Promise<void> {
     for (;;) {
       record.attempts += 1;
       record.status = 'running';
       try {
-        await u.undo(ctx);
+        await u.undo(compensationContext(ctx, u.step));
         record.status = 'done';
         return;
       } catch (err) {
@@ -464,13 +506,13 @@ export class Saga {
     }
   }
 
-  private async retryUntilSuccess<T>(def: StepDefinition<T>): Promise<T> {
-    const record: RetryRecord = { step: def.name, attempts: 0 };
+  private async retryUntilSuccess<T>(step: string, run: () => Promise<T>): Promise<T> {
+    const record: RetryRecord = { step, attempts: 0 };
     this.state.retries.push(record);
     for (;;) {
       record.attempts += 1;
       try {
-        const result = await def.run();
+        const result = await run();
         this.state.retries.splice(this.state.retries.indexOf(record), 1);
         return result;
       } catch (err) {
@@ -483,6 +525,17 @@ export class Saga {
   private backoff(attempt: number): number {
     return backoffMs(attempt, this.options.retryInitialIntervalMs, this.options.retryMaxIntervalMs);
   }
+}
+
+/** A step's context; its key is built when read (a name that cannot make a key fails only then). */
+function stepContext(step: string): StepContext {
+  return Object.defineProperty({}, 'key', { get: () => stepKey(workflowInfo().workflowId, step), enumerable: false }) as StepContext;
+}
+
+/** An undo's context: the saga's cause, and the undo's key (not enumerable: see CompensationContext). */
+function compensationContext(cause: SagaCause, step: string): CompensationContext {
+  const ctx = { cancelled: cause.cancelled, failure: cause.failure };
+  return Object.defineProperty(ctx, 'key', { get: () => undoKey(workflowInfo().workflowId, step), enumerable: false }) as CompensationContext;
 }
 
 function refusal(failure: SagaFailureInfo): string {

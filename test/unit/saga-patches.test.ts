@@ -1,0 +1,32 @@
+/**
+ * Every patch ID the saga helper asks for (patched / deprecatePatch in workflows/saga) is exported
+ * from sagaflow/workflow, alone and in SAGA_PATCH_IDS: a saga's owner can search histories for it
+ * and must never see it reused.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as toolkit from '../../workflows/saga';
+
+const dir = join(__dirname, '../../workflows/saga');
+
+test('each patch ID used in workflows/saga is exported, by the constant the code passes, and listed once', () => {
+  const used = new Set<string>();
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+    const text = readFileSync(join(dir, file), 'utf8');
+    for (const m of text.matchAll(/\b(?:patched|deprecatePatch)\(\s*([^)\s]+)\s*\)/g)) used.add(m[1]!);
+  }
+  expect(used.size).toBeGreaterThanOrEqual(6);
+  const exported = toolkit as unknown as Record<string, unknown>;
+  for (const name of used) {
+    // A constant, never a literal: the literal could not be exported.
+    expect([name, /^[A-Z][A-Z0-9_]*$/.test(name)]).toEqual([name, true]);
+    expect([name, typeof exported[name]]).toEqual([name, 'string']);
+    expect(toolkit.SAGA_PATCH_IDS).toContain(exported[name]);
+  }
+  expect(new Set(toolkit.SAGA_PATCH_IDS).size).toBe(toolkit.SAGA_PATCH_IDS.length);
+  expect(toolkit.SAGA_PATCH_IDS.length).toBe(used.size);
+});
+
+test('the standard query and update are named as every saga registers them', () => {
+  expect([toolkit.sagaStatusQuery.name, toolkit.sagaCancelUpdate.name]).toEqual(['status', 'cancel']);
+});
