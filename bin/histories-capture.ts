@@ -9,15 +9,19 @@ import { startStack } from '../dev/stack';
 import { captureHistories } from '../src/replay/capture';
 import { ORDER_HISTORIES_DIR, runScenarios } from '../dev/replay-scenarios';
 import { createSagaWorker } from '../workers/worker';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { PACKAGE_ROOT } from '../src/paths';
 import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
 
 const USAGE = `usage:
   npm run histories:capture -- --label v2
-      run every saga scenario on a throwaway stack and write test/replay/histories/v2-<scenario>.json
+      run every saga scenario on a throwaway stack and write test/replay/histories/v2-<scenario>.<runId>.json
   npm run histories:capture -- --label prod --address host:7233 --query "WorkflowType = 'orderSaga'"
       capture what a running server has; the scenario name is the workflow ID
+
+Every run the query lists gets a file of its own (a workflow ID started again
+adds one), and its manifest entry describes that run. Capturing into the same
+folder again rewrites each run's own file and entry.
 
 Histories are written as the server keeps them. The scenarios run in plaintext
 unless SAGAFLOW_PAYLOAD_KEYS (or SAGAFLOW_PAYLOAD_KEYS_FILE) is set: their orders

@@ -6,7 +6,18 @@
  * differently (result, steps, compensations) fails too.
  */
 export { captureHistories, type CaptureOptions } from './capture';
-export { loadCases as loadHistories, readManifest, sealingKeyIds, writeHistory, writeManifest, type Manifest, type ManifestEntry } from './fixtures';
+export {
+  historyFileName,
+  loadCases as loadHistories,
+  readHistory,
+  readManifest,
+  sealingKeyIds,
+  startedRunId,
+  writeHistory,
+  writeManifest,
+  type Manifest,
+  type ManifestEntry,
+} from './fixtures';
 export { replayFromServer, summaryTable } from './live';
 export {
   describeOutcome,

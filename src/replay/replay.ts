@@ -8,6 +8,8 @@ type History = temporal.api.history.v1.IHistory;
 
 export interface ReplayCase {
   workflowId: string;
+  /** The run the history is of, when known: runs of one workflow ID replay side by side. */
+  runId?: string;
   /** What the history shows, for messages: a scenario name, or the workflow ID again. */
   scenario: string;
   history: History;
@@ -35,6 +37,8 @@ export interface ReplayOptions {
 
 export interface ReplayOutcome {
   workflowId: string;
+  /** The run ID the replay ran the history under. */
+  runId?: string;
   scenario: string;
   /** Determinism held and the replayed ending equals the recorded one. */
   ok: boolean;
@@ -100,15 +104,18 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
       },
     },
   };
-  const byWorkflowId = new Map(cases.map((c) => [c.workflowId, c]));
   const outcomes: ReplayOutcome[] = [];
   const results = Worker.runReplayHistories(
     workerOptions,
     cases.map((c) => ({ workflowId: c.workflowId, history: c.history })),
   );
+  // One history at a time, a result each, in the order given: by position, so runs of one workflow ID stay apart.
   for await (const r of results) {
-    const c = byWorkflowId.get(r.workflowId);
-    if (!c) throw new Error(`replay returned an unknown workflow ${r.workflowId}`);
+    const c = cases[outcomes.length];
+    if (!c || c.workflowId !== r.workflowId) throw new Error(`replay returned ${r.workflowId} where ${c?.workflowId ?? 'no workflow'} was expected`);
+    const replayed = endings.get(`${r.workflowId}/${r.runId}`);
+    // The same run given twice must not be judged by the first replay's ending.
+    endings.delete(`${r.workflowId}/${r.runId}`);
     let recorded: Ending;
     try {
       recorded = await recordedEndingDecoded(c.history, options.dataConverter);
@@ -116,6 +123,7 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
       // A result sealed with a key not given: the replay cannot be judged, and says why.
       outcomes.push({
         workflowId: r.workflowId,
+        runId: r.runId,
         scenario: c.scenario,
         ok: false,
         error: r.error?.message ?? (err as Error).message,
@@ -125,10 +133,10 @@ export async function replayAll(cases: ReplayCase[], options: ReplayOptions): Pr
       });
       continue;
     }
-    const replayed = endings.get(`${r.workflowId}/${r.runId}`);
     const endingMatches = recorded.kind === 'open' ? null : replayed !== undefined && sameEnding(recorded, replayed);
     outcomes.push({
       workflowId: r.workflowId,
+      runId: r.runId,
       scenario: c.scenario,
       ok: !r.error && endingMatches !== false,
       error: r.error?.message,
