@@ -2,7 +2,8 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
-import { auditBooks, auditSummary, orderBooks, reconcileStock, violationsOf } from '../src/orders/audit';
+import { auditBooks, auditSummary, reconcileStock, violationsOf } from '../src/orders/audit';
+import { orderBooks, reconcileSimulatedServices } from '../dev/services/reconcile';
 import { createApiClient } from '../src/api/auth';
 import { addFault, clearFaults } from '../dev/services/clients';
 import type { CreateOrderRequest, OrderView } from '../src/api/schemas';
@@ -10,7 +11,7 @@ import { startApi } from '../src/api/server';
 import { createSagaWorker } from '../workers/worker';
 import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
 import { Step } from '../workflows/order/steps';
-import { runMain, untilStopSignal } from './run';
+import { runMain, untilStopSignal } from '../src/run-main';
 
 interface Scenario {
   name: string;
@@ -163,7 +164,7 @@ runMain(USAGE, async () => {
 
   // Every saga has closed: the books audit of these orders, settled, against the known starting stock.
   const orderIds = results.map(([, v]) => v.id);
-  const audit = await auditBooks(stack.db, { orderIds, settled: true, initialStock });
+  const audit = await auditBooks(stack.db, { orderIds, settled: true, initialStock, checks: [reconcileSimulatedServices] });
   const books = await orderBooks(stack.db, orderIds);
   console.log('Books (from the database)');
   console.table(

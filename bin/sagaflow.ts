@@ -15,7 +15,7 @@ const COMMANDS: Record<string, string> = {
   migrate: "apply sagaflow's database migrations to DATABASE_URL",
   clients: 'create API clients (their keys are shown once), revoke them',
   inventory: 'list, count and receive stock',
-  audit: 'check the books: money, labels, stock, the step ledger',
+  audit: "check sagaflow's own books: orders, payments, shipments, stock, the step ledger",
   replay: "replay recorded or live histories against this build's workflow code",
   'build-bundle': 'prebuild the workflow bundle so workers start faster',
 };

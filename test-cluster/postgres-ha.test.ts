@@ -21,6 +21,7 @@ import { dataConverterFromEnv } from '../src/codec/settings';
 import { migrate } from '../src/db/migrate';
 import { createPool, type Db } from '../src/db/pool';
 import { auditBooks } from '../src/orders/audit';
+import { reconcileSimulatedServices } from '../dev/services/reconcile';
 import { clientConnectionOptions } from '../src/temporal-connect';
 import { startCarrier } from '../dev/services/carrier';
 import type { RunningService } from '../dev/services/http';
@@ -267,7 +268,7 @@ async function auditAfter(acknowledged: { orderId: string }[]) {
      UNION ALL
      SELECT 'reservation', order_id, sum(quantity)::int FROM reservations GROUP BY order_id HAVING sum(quantity) > 1`,
   );
-  const audit = await auditBooks(pools.audit, { settled: true });
+  const audit = await auditBooks(pools.audit, { settled: true, checks: [reconcileSimulatedServices] });
   return { lost, stuck, pending, byStatus, failureReasons, doubles: doubles.rows, violations: audit.violations };
 }
 

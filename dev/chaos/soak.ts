@@ -6,6 +6,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { createApiClient } from '../../src/api/auth';
 import { listDeadLetters, type InboxTopology } from '../../src/inbox/jetstream';
 import { auditBooks, type AuditReport } from '../../src/orders/audit';
+import { reconcileSimulatedServices } from '../services/reconcile';
 import { orderIntakeTopology } from '../../src/orders/intake';
 import { ORDER_EVENTS } from '../../src/outbox/relay';
 import { orderWorkflowId } from '../../workflows/order/ids';
@@ -386,7 +387,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       (e: Error) => report.processNotes.push(e.message),
     );
     try {
-      const audit = auditBooks(stack.db, { settled: true, initialStock });
+      const audit = auditBooks(stack.db, { settled: true, initialStock, checks: [reconcileSimulatedServices] });
       report.audit = await withDeadline(audit, userAborted() ? 15_000 : 60_000, 'the books audit');
       report.violations = report.audit.violations;
       report.byStatus = report.audit.byStatus;

@@ -1,7 +1,12 @@
 import path from 'node:path';
+import type { Client } from 'pg';
 import { runner } from 'node-pg-migrate';
 import { StartupError } from '../config';
+import { EDGE_SCHEMA } from '../edge/keys';
+import { INBOX_SCHEMA } from '../inbox/inbox';
+import { LEDGER_SCHEMA } from '../ledger/schema';
 import { createClient, isConnectionError, quoteIdent } from './pool';
+import { applySchema, type ModuleSchema } from './schema-versions';
 
 export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
 
@@ -9,11 +14,20 @@ export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
 export const MIGRATION_LOCK_ID = '7241865325823964';
 /** The migration connection's application_name, so an operator (or a fault test) can pick it out. */
 export const MIGRATION_APPLICATION_NAME = 'sagaflow-migrate';
+/**
+ * The toolkit modules whose tables the order service uses, each defining and
+ * versioning its own (src/db/schema-versions.ts). They are applied before the
+ * service's numbered files, which only add what is the service's (a foreign key
+ * from the edge's records to its clients).
+ */
+export const TOOLKIT_SCHEMAS: readonly ModuleSchema[] = [LEDGER_SCHEMA, EDGE_SCHEMA, INBOX_SCHEMA];
+
 /** How long a process waits for another's migration run before it gives up. */
 const MIGRATION_LOCK_WAIT = '120s';
 
 /**
- * Applies pending numbered migrations, one process at a time. node-pg-migrate only
+ * Applies the toolkit modules' schemas (TOOLKIT_SCHEMAS), then the service's
+ * pending numbered migrations, one process at a time. node-pg-migrate only
  * tries its advisory lock and fails at once ("Another migration is already
  * running") when another process holds it: an API and a worker started together
  * on a new database would lose one of them. So this waits for that same lock
@@ -36,6 +50,11 @@ export async function migrate(databaseUrl: string, schema = 'public'): Promise<s
     // Under the lock: two CREATE SCHEMA IF NOT EXISTS at once can still collide on the catalog.
     if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     await client.query(`SET search_path TO ${quoteIdent(schema)}`);
+    const modules = await inClientTransaction(client, async () => {
+      const names: string[] = [];
+      for (const s of TOOLKIT_SCHEMAS) names.push(...(await applySchema(client, s)));
+      return names;
+    });
     const applied = await runner({
       dbClient: client,
       dir: MIGRATIONS_DIR,
@@ -45,9 +64,21 @@ export async function migrate(databaseUrl: string, schema = 'public'): Promise<s
       checkOrder: true,
       log: () => undefined,
     });
-    return applied.map((m) => m.name);
+    return [...modules, ...applied.map((m) => m.name)];
   } finally {
     await client.end();
+  }
+}
+
+async function inClientTransaction<T>(client: Client, fn: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const result = await fn();
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    if (!isConnectionError(err)) await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
   }
 }
 

@@ -1,4 +1,5 @@
-import { inTransaction, type Db, type Tx } from '../db/pool';
+import { type Db, type Tx } from '../db/pool';
+import { migrateSchema, schemaSql, type ModuleSchema } from '../db/schema-versions';
 
 /**
  * HTTP Idempotency-Key records (one per client and key), after brandur's
@@ -101,10 +102,19 @@ export async function purgeExpiredKeys(db: Db): Promise<number> {
 }
 
 /**
- * The records' table, for a database of your own (sagaflow's numbered
- * migrations create it for the API, with a foreign key to its clients).
+ * The records' table, defined here and nowhere else: its numbered migrations,
+ * applied by migrateEdge (sagaflow's own `migrate` applies them before the
+ * order service's tables, which add a foreign key of its own to its clients).
+ * Version 1 is safe on a database an older sagaflow built through the
+ * service's migrations (002, 005): it renames that table's `order_id`.
  */
-export const EDGE_DDL = `
+export const EDGE_SCHEMA: ModuleSchema = {
+  module: 'edge',
+  migrations: [
+    {
+      version: 1,
+      name: 'idempotency_keys',
+      sql: `
 CREATE TABLE IF NOT EXISTS idempotency_keys (
   client_id       text NOT NULL,
   key             text NOT NULL,
@@ -118,13 +128,23 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
   expires_at      timestamptz NOT NULL,
   PRIMARY KEY (client_id, key)
 );
-CREATE INDEX IF NOT EXISTS idempotency_keys_expiry_idx ON idempotency_keys (expires_at);
-`;
+DO $$
+BEGIN
+  -- A record maps a key to whatever resource its first request created; the first table named it an order.
+  IF EXISTS (SELECT 1 FROM information_schema.columns
+              WHERE table_schema = current_schema() AND table_name = 'idempotency_keys' AND column_name = 'order_id') THEN
+    ALTER TABLE idempotency_keys RENAME COLUMN order_id TO resource_id;
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS idempotency_keys_expiry_idx ON idempotency_keys (expires_at);`,
+    },
+  ],
+};
 
-/** Creates the records' table in the first schema of the pool's search path, if it is not there. */
+/** Every migration's SQL in order, for a database whose migrations are run by a tool of your own. */
+export const EDGE_DDL = schemaSql(EDGE_SCHEMA);
+
+/** Creates or upgrades the records' table in the first schema of the pool's search path; safe at every start. */
 export async function migrateEdge(db: Db): Promise<void> {
-  await inTransaction(db, async (tx) => {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('sagaflow.idempotency_keys'))`);
-    await tx.query(EDGE_DDL);
-  });
+  await migrateSchema(db, EDGE_SCHEMA);
 }

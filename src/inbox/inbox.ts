@@ -1,4 +1,5 @@
 import { inTransaction, isPermanentDataError, type Db, type Tx } from '../db/pool';
+import { migrateSchema, schemaSql, type ModuleSchema } from '../db/schema-versions';
 import { hasLoneSurrogate, storableText } from '../text';
 
 /**
@@ -166,8 +167,19 @@ export async function purgeInbox(db: Db, batch = 1000): Promise<number> {
   }
 }
 
-/** The records' table, for a database of your own (sagaflow's numbered migrations create it too). */
-export const INBOX_DDL = `
+/**
+ * The records' table, defined here and nowhere else: its numbered migrations,
+ * applied by migrateInbox (sagaflow's own `migrate` applies them before the
+ * order service's tables). Version 1 is safe on a database an older sagaflow
+ * built through the service's migration 010: the same table, already there.
+ */
+export const INBOX_SCHEMA: ModuleSchema = {
+  module: 'inbox',
+  migrations: [
+    {
+      version: 1,
+      name: 'inbox_messages',
+      sql: `
 CREATE TABLE IF NOT EXISTS inbox_messages (
   source       text NOT NULL,
   message_id   text NOT NULL,
@@ -177,13 +189,15 @@ CREATE TABLE IF NOT EXISTS inbox_messages (
   expires_at   timestamptz NOT NULL,
   PRIMARY KEY (source, message_id)
 );
-CREATE INDEX IF NOT EXISTS inbox_messages_expiry_idx ON inbox_messages (expires_at);
-`;
+CREATE INDEX IF NOT EXISTS inbox_messages_expiry_idx ON inbox_messages (expires_at);`,
+    },
+  ],
+};
 
-/** Creates the records' table in the first schema of the pool's search path, if it is not there. */
+/** Every migration's SQL in order, for a database whose migrations are run by a tool of your own. */
+export const INBOX_DDL = schemaSql(INBOX_SCHEMA);
+
+/** Creates or upgrades the records' table in the first schema of the pool's search path; safe at every start. */
 export async function migrateInbox(db: Db): Promise<void> {
-  await inTransaction(db, async (tx) => {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('sagaflow.inbox_messages'))`);
-    await tx.query(INBOX_DDL);
-  });
+  await migrateSchema(db, INBOX_SCHEMA);
 }

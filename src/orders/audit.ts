@@ -4,32 +4,31 @@ import { orderWorkflowId } from '../../workflows/order/ids';
 import { Step } from '../../workflows/order/steps';
 
 /**
- * The books audit: checks from the rows of every system (orders, stock, the
- * local payment and shipment records, the provider's and the carrier's own
- * books, the step ledger) that they say what the saga promises. Every check is
- * an invariant the code guarantees at every committed instant, or, with
- * `settled`, once nothing is in flight; an audit that flags correct books is as
- * useless as one that misses bad ones.
+ * The books audit: checks from sagaflow's own rows (orders, stock, the local
+ * payment and shipment records, fraud checks, the step ledger) that they say
+ * what the saga promises. It reads no other system's tables, so it runs on any
+ * database `migrate` built; a deployment that can read a payment provider's or
+ * a carrier's books plugs their reconciliation in as `checks` (the dev stack
+ * and the chaos soak do, with the simulated services' own: dev/services/reconcile.ts).
+ * Every check is an invariant the code guarantees at every committed instant,
+ * or, with `settled`, once nothing is in flight; an audit that flags correct
+ * books is as useless as one that misses bad ones.
  *
- * - completed order: its charge key holds a succeeded provider charge of its
- *   amount and currency, its local payment is captured for the same; its
- *   shipment key a created label, its local shipment created; its reservations
- *   are its items, all consumed; its fraud check (if any) not voided; its
- *   forward ledger rows all completed (record, reserve, charge, ship, complete;
- *   fraud-check is optional), and no compensation ran.
- * - cancelled or failed order (closed by the last compensation): no succeeded
- *   charge, no captured payment, no created label or local shipment, no held or
- *   consumed stock, no active fraud check; every forward ledger row it has is a
- *   cancelled tombstone and every compensation row completed.
+ * - completed order: its local payment is captured for its amount and currency,
+ *   its local shipment created; its reservations are its items, all consumed;
+ *   its fraud check (if any) not voided; its forward ledger rows all completed
+ *   (record, reserve, charge, ship, complete; fraud-check is optional), and no
+ *   compensation ran.
+ * - cancelled or failed order (closed by the last compensation): no captured
+ *   payment, no created local shipment, no held or consumed stock, no active
+ *   fraud check; every forward ledger row it has is a cancelled tombstone and
+ *   every compensation row completed.
  * - pending order: in flight, not checked; with `settled`, a violation.
- * - each payment and shipment key, local record against the service's: they
- *   agree (captured/succeeded, refunded/refunded, declined/declined,
- *   voided/canceled or declined; created/created, voided/voided or canceled),
- *   same amount, the local row names the service's id; a service row other than
- *   a 'canceled' tombstone has a local row; the key is an existing order's step
- *   key (with `orderIds`, keys under those orders' workflow IDs are looked at).
- *   A key whose step or undo is in flight (a pending ledger row) is skipped
- *   unless `settled`, where a pending local record is itself a violation.
+ * - each local payment and shipment record: it is filed under the order whose
+ *   step key it has, and that order exists (with `orderIds`, records of those
+ *   orders, or under their workflow IDs, are looked at); a pending record with
+ *   no step or undo in flight for its key is a violation, and with `settled`
+ *   any pending record.
  * - ledger: a compensation row exists only beside its forward row as a
  *   cancelled tombstone, and is pending or completed; a tombstone has its
  *   compensation's row; with `settled`, no row is pending.
@@ -37,10 +36,22 @@ import { Step } from '../../workflows/order/steps';
  *   reserved >= 0, and with `initialStock`, on_hand + consumed = the start;
  *   without `orderIds`, no held or consumed reservation belongs to no order.
  *
- * All queries read one REPEATABLE READ snapshot, so a system under load is
- * audited as of a single instant, and each is set-based and returns only what
- * is wrong: a handful of round trips whatever the number of orders.
+ * All queries read one REPEATABLE READ snapshot (the plugged-in checks too), so
+ * a system under load is audited as of a single instant, and each is set-based
+ * and returns only what is wrong: a handful of round trips whatever the number of orders.
  */
+
+/** What a plugged-in check is asked about: the orders in scope (null: all) and whether the system has settled. */
+export interface AuditScope {
+  orderIds: string[] | null;
+  settled: boolean;
+}
+
+/**
+ * A check of books the audit does not own, run in the audit's snapshot: it
+ * returns one line per violation, `<order id or key>: <problem>`.
+ */
+export type AuditCheck = (tx: Tx, scope: AuditScope) => Promise<string[]>;
 
 export interface AuditOptions {
   /** When true the system has settled: a pending order, a pending ledger row, a pending payment/shipment row is a violation. */
@@ -49,6 +60,8 @@ export interface AuditOptions {
   orderIds?: string[];
   /** Expected on_hand + consumed per SKU from a known starting stock, to prove stock is conserved (optional). */
   initialStock?: Record<string, number>;
+  /** Checks of other books (a provider's, a carrier's) against these, in the same snapshot. */
+  checks?: readonly AuditCheck[];
 }
 
 export interface AuditReport {
@@ -69,9 +82,9 @@ const COMPLETED_ORDER_STEPS: readonly string[] = [
 ];
 
 /** `order-`: an order's workflow ID is this prefix and the order ID; its step keys are `<workflowId>/<step>`. */
-const WF_PREFIX = orderWorkflowId('');
+export const WF_PREFIX = orderWorkflowId('');
 /** A regular expression whose first group is the order a step key belongs to (for a service's key, no `/undo`). */
-const ORDER_OF_KEY = `^${WF_PREFIX.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(.*)/[^/]+$`;
+export const ORDER_OF_STEP_KEY = `^${WF_PREFIX.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(.*)/[^/]+$`;
 
 export async function auditBooks(db: Db, opts: AuditOptions = {}): Promise<AuditReport> {
   return inTransaction(db, async (tx) => {
@@ -87,7 +100,8 @@ export function auditSummary(r: AuditReport): string {
   return `audit: ${r.orders} orders (${counts.join(', ')}), ${n} violation${n === 1 ? '' : 's'}`;
 }
 
-async function audit(tx: Tx, opts: AuditOptions, what: { stock: boolean }): Promise<AuditReport> {
+/** The audit in the caller's REPEATABLE READ transaction; `stock: false` leaves the global stock checks out. */
+export async function audit(tx: Tx, opts: AuditOptions, what: { stock: boolean }): Promise<AuditReport> {
   const settled = opts.settled === true;
   const ids = opts.orderIds ? [...new Set(opts.orderIds)] : null;
   const violations: string[] = [];
@@ -99,13 +113,14 @@ async function audit(tx: Tx, opts: AuditOptions, what: { stock: boolean }): Prom
   for (const id of missing) add(id, 'no such order');
   for (const o of await orderProblems(tx, ids, settled)) describeOrder(o, (p) => add(o.id, p));
   for (const kind of [PAYMENTS, SHIPMENTS]) {
-    for (const p of await pairProblems(tx, ids, settled, kind)) describePair(p, kind, settled, add);
+    for (const p of await recordProblems(tx, ids, settled, kind)) describeRecord(p, kind, settled, add);
   }
   for (const row of await ledgerFaults(tx, ids, settled)) checkLedgerRow(row, add);
   if (what.stock) {
     for (const row of await stockFaults(tx, opts.initialStock ?? {})) checkStock(row, add);
     if (!ids) for (const r of await orphanReservations(tx)) add(r.order_id, `${r.status} reservation of ${r.quantity} ${r.sku}, but no such order`);
   }
+  for (const check of opts.checks ?? []) violations.push(...(await check(tx, { orderIds: ids, settled })));
 
   violations.sort();
   return { orders, byStatus, violations };
@@ -144,15 +159,9 @@ interface OrderProblems {
   problems: string[];
   amount_minor: string;
   currency: string;
-  charge_id: string | null;
-  charge_status: string | null;
-  charge_amount: string | null;
-  charge_currency: string | null;
   payment_status: string | null;
   payment_amount: string | null;
   payment_currency: string | null;
-  label_id: string | null;
-  label_status: string | null;
   shipment_status: string | null;
   held: number;
   consumed: number;
@@ -192,18 +201,15 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
         GROUP BY workflow_id),
      facts AS (
        SELECT s.id, s.wf, s.status, s.amount_minor, s.currency,
-              c.id AS charge_id, c.status AS charge_status, c.amount_minor AS charge_amount, c.currency AS charge_currency,
               p.status AS payment_status, p.amount_minor AS payment_amount, p.currency AS payment_currency,
-              cs.id AS label_id, cs.status AS label_status, sh.status AS shipment_status, f.status AS fraud_status,
+              sh.status AS shipment_status, f.status AS fraud_status,
               coalesce(st.held, 0) AS held, coalesce(st.consumed, 0) AS consumed, coalesce(st.unshipped_lines, 0) AS unshipped_lines,
               coalesce(lg.forward_not_completed, 0) AS forward_not_completed,
               coalesce(lg.forward_not_cancelled, 0) AS forward_not_cancelled,
               coalesce(lg.required_completed, 0) AS required_completed,
               coalesce(lg.undos, 0) AS undos, coalesce(lg.undos_unfinished, 0) AS undos_unfinished
          FROM scope s
-         LEFT JOIN provider_charges c ON c.idempotency_key = s.wf || '/' || $2
          LEFT JOIN payments p ON p.idempotency_key = s.wf || '/' || $2
-         LEFT JOIN carrier_shipments cs ON cs.idempotency_key = s.wf || '/' || $3
          LEFT JOIN shipments sh ON sh.idempotency_key = s.wf || '/' || $3
          LEFT JOIN fraud_checks f ON f.order_id = s.id
          LEFT JOIN stock st ON st.order_id = s.id
@@ -213,11 +219,8 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
          WHEN status = 'pending' THEN ARRAY['pending']
          -- Paid once, shipped once, its stock gone from the shelf, every step done and nothing undone.
          WHEN status = 'completed' THEN ARRAY[
-           CASE WHEN charge_status IS DISTINCT FROM 'succeeded' THEN 'no-live-charge' END,
-           CASE WHEN charge_status = 'succeeded' AND (charge_amount <> amount_minor OR charge_currency <> currency) THEN 'charge-amount' END,
            CASE WHEN payment_status IS DISTINCT FROM 'captured' THEN 'payment-not-captured' END,
            CASE WHEN payment_status = 'captured' AND (payment_amount <> amount_minor OR payment_currency <> currency) THEN 'payment-amount' END,
-           CASE WHEN label_status IS DISTINCT FROM 'created' THEN 'no-live-label' END,
            CASE WHEN shipment_status IS DISTINCT FROM 'created' THEN 'shipment-not-created' END,
            CASE WHEN unshipped_lines > 0 THEN 'stock-not-consumed' END,
            -- Only a compensation voids an assessment, and a completed order was never compensated.
@@ -227,9 +230,7 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
          -- Closed by the record step's compensation, which runs last, after every other one:
          -- nothing the saga took may still be held, and every step it began is tombstoned.
          ELSE ARRAY[
-           CASE WHEN charge_status = 'succeeded' THEN 'money-taken' END,
            CASE WHEN payment_status = 'captured' THEN 'payment-captured' END,
-           CASE WHEN label_status = 'created' THEN 'live-label' END,
            CASE WHEN shipment_status = 'created' THEN 'shipment-created' END,
            CASE WHEN held > 0 THEN 'stock-held' END,
            CASE WHEN consumed > 0 THEN 'stock-consumed' END,
@@ -239,17 +240,14 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
        END, NULL) AS problems
          FROM facts)
      SELECT j.id, j.status, j.problems, j.amount_minor::text AS amount_minor, j.currency,
-            j.charge_id, j.charge_status, j.charge_amount::text AS charge_amount, j.charge_currency,
-            j.payment_status, j.payment_amount::text AS payment_amount, j.payment_currency,
-            j.label_id, j.label_status, j.shipment_status, j.held, j.consumed, j.unshipped_lines,
+            j.payment_status, j.payment_amount::text AS payment_amount, j.payment_currency, j.shipment_status, j.held, j.consumed, j.unshipped_lines,
             coalesce(array_agg(l.step || '=' || l.state ORDER BY l.step) FILTER (WHERE l.key = j.wf || '/' || l.step), '{}') AS forward,
             coalesce(array_agg(l.step || '/undo=' || l.state ORDER BY l.step)
                        FILTER (WHERE l.key = j.wf || '/' || l.step || '/undo'), '{}') AS undo
        FROM judged j LEFT JOIN step_ledger l ON l.workflow_id = j.wf
       WHERE cardinality(j.problems) > 0
-      GROUP BY j.id, j.status, j.problems, j.amount_minor, j.currency, j.charge_id, j.charge_status, j.charge_amount,
-               j.charge_currency, j.payment_status, j.payment_amount, j.payment_currency, j.label_id, j.label_status,
-               j.shipment_status, j.held, j.consumed, j.unshipped_lines`,
+      GROUP BY j.id, j.status, j.problems, j.amount_minor, j.currency, j.payment_status, j.payment_amount,
+               j.payment_currency, j.shipment_status, j.held, j.consumed, j.unshipped_lines`,
     [ids, Step.chargePayment, Step.createShipment, WF_PREFIX, COMPLETED_ORDER_STEPS, settled],
   );
   return res.rows;
@@ -262,20 +260,15 @@ function describeOrder(o: OrderProblems, add: (problem: string) => void): void {
   const notCompleted = [...o.forward.filter((f) => !f.endsWith('=completed')), ...missingSteps.map((s) => `${s}=missing`)];
   const words: Record<string, () => string> = {
     pending: () => 'still pending',
-    'no-live-charge': () => `completed, but the provider has no live charge for it (charge ${o.charge_status ?? 'missing'})`,
-    'charge-amount': () => `completed for ${money(o.amount_minor, o.currency)}, but charged ${money(o.charge_amount, o.charge_currency)} (${o.charge_id})`,
     'payment-not-captured': () => `completed, but its local payment is ${o.payment_status ?? 'missing'}, not captured`,
     'payment-amount': () => `completed for ${money(o.amount_minor, o.currency)}, but its local payment captured ${money(o.payment_amount, o.payment_currency)}`,
-    'no-live-label': () => `completed, but the carrier has no live label for it (label ${o.label_status ?? 'missing'})`,
     'shipment-not-created': () => `completed, but its local shipment is ${o.shipment_status ?? 'missing'}, not created`,
     'stock-not-consumed': () =>
       `completed, but ${o.unshipped_lines} item line(s) are not consumed reservations of the ordered quantity (held ${o.held}, consumed ${o.consumed} units)`,
     'fraud-voided': () => 'completed, but its fraud check was voided',
     'steps-not-completed': () => `completed, but ledger steps are not all completed: ${notCompleted.join(', ')}`,
     compensated: () => `completed, but compensations ran: ${o.undo.join(', ')}`,
-    'money-taken': () => `money taken for a ${dead}: live charge ${o.charge_id} of ${money(o.charge_amount, o.charge_currency)}`,
     'payment-captured': () => `${dead}, but its local payment is still captured`,
-    'live-label': () => `live label ${o.label_id} for a ${dead}`,
     'shipment-created': () => `${dead}, but its local shipment is still created`,
     'stock-held': () => `stock held (${o.held} units) for a ${dead}`,
     'stock-consumed': () => `stock consumed (${o.consumed} units) for a ${dead}`,
@@ -287,143 +280,63 @@ function describeOrder(o: OrderProblems, add: (problem: string) => void): void {
 }
 
 // ---------------------------------------------------------------------------
-// Local records against the provider's and the carrier's books, key by key:
-// one row per key found on either side (with orderIds, the keys of those
-// orders, by the key format, so a stray key under their workflow ID is seen too).
+// The local payment and shipment records, key by key (with orderIds, the
+// records of those orders, and those filed under their workflow IDs by the key
+// format, so a stray key is seen too). What the provider or the carrier made
+// of each key is theirs to reconcile (AuditOptions.checks).
 
-interface PairKind {
-  local: 'payments' | 'shipments';
-  remote: 'provider_charges' | 'carrier_shipments';
+export interface RecordKind {
+  table: 'payments' | 'shipments';
   step: string;
-  /** Columns of the local table: the service's id it names, the amount (if any). */
-  localRef: string;
-  localAmount: string;
-  remoteAmount: string;
-  /** Local and service statuses that may stand side by side once no step is in flight. */
-  agrees: [local: string, remote: string][];
-  /** The local status that must name the service's record by its id. */
-  live: string;
-  words: { local: string; remote: string; service: string };
+  words: { local: string };
 }
 
-// A refund of a key never charged leaves the provider's 'canceled' tombstone, of a declined
-// charge 'nothing_to_refund': both void a local row still pending (a declined one stays declined).
-const PAYMENTS: PairKind = {
-  local: 'payments',
-  remote: 'provider_charges',
-  step: Step.chargePayment,
-  localRef: 'provider_charge_id',
-  localAmount: `l.amount_minor::text AS local_amount, l.currency::text AS local_currency`,
-  remoteAmount: `r.amount_minor::text AS remote_amount, r.currency::text AS remote_currency`,
-  agrees: [
-    ['captured', 'succeeded'],
-    ['refunded', 'refunded'],
-    ['declined', 'declined'],
-    ['voided', 'canceled'],
-    ['voided', 'declined'],
-  ],
-  live: 'captured',
-  words: { local: 'payment', remote: 'charge', service: 'provider' },
-};
+export const PAYMENTS: RecordKind = { table: 'payments', step: Step.chargePayment, words: { local: 'payment' } };
+export const SHIPMENTS: RecordKind = { table: 'shipments', step: Step.createShipment, words: { local: 'shipment' } };
 
-// A void of a label never created leaves the carrier's 'canceled' tombstone.
-const SHIPMENTS: PairKind = {
-  local: 'shipments',
-  remote: 'carrier_shipments',
-  step: Step.createShipment,
-  localRef: 'carrier_shipment_id',
-  localAmount: `NULL::text AS local_amount, NULL::text AS local_currency`,
-  remoteAmount: `NULL::text AS remote_amount, NULL::text AS remote_currency`,
-  agrees: [
-    ['created', 'created'],
-    ['voided', 'voided'],
-    ['voided', 'canceled'],
-  ],
-  live: 'created',
-  words: { local: 'shipment', remote: 'label', service: 'carrier' },
-};
-
-interface PairProblems {
+interface RecordProblems {
   key: string;
   /** The order whose step key this is; null when the key belongs to no order. */
   owner: string | null;
   problems: string[];
-  local_order_id: string | null;
-  local_status: string | null;
-  local_ref: string | null;
-  local_amount: string | null;
-  local_currency: string | null;
-  remote_status: string | null;
-  remote_id: string | null;
-  remote_amount: string | null;
-  remote_currency: string | null;
+  local_order_id: string;
+  local_status: string;
 }
 
-async function pairProblems(tx: Tx, ids: string[] | null, settled: boolean, kind: PairKind): Promise<PairProblems[]> {
-  // Only table and column names, constants of this module, are spliced in; every value is a parameter.
-  const res = await tx.query<PairProblems>(
+async function recordProblems(tx: Tx, ids: string[] | null, settled: boolean, kind: RecordKind): Promise<RecordProblems[]> {
+  // Only a table name, a constant of this module, is spliced in; every value is a parameter.
+  const res = await tx.query<RecordProblems>(
     `WITH l AS (
-       SELECT * FROM ${kind.local}
+       SELECT * FROM ${kind.table}
         WHERE $1::text[] IS NULL OR order_id = ANY ($1::text[])
            OR substring(idempotency_key FROM $3) = ANY ($1::text[])),
-     r AS (
-       SELECT * FROM ${kind.remote}
-        WHERE $1::text[] IS NULL OR substring(idempotency_key FROM $3) = ANY ($1::text[])),
      pending AS (SELECT key FROM step_ledger WHERE state = 'pending' AND step = $2),
-     agrees AS (SELECT * FROM unnest($6::text[], $7::text[]) AS a (local_status, remote_status)),
-     pair AS (
-       SELECT coalesce(l.idempotency_key, r.idempotency_key) AS key, o.id AS owner,
-              l.order_id AS local_order_id, l.status AS local_status, l.${kind.localRef} AS local_ref, ${kind.localAmount},
-              r.status AS remote_status, r.id AS remote_id, ${kind.remoteAmount},
-              a.local_status IS NOT NULL AS agreed,
-              -- The local record and the service's agree once the step, or its undo, that moves them has committed.
-              (coalesce(l.idempotency_key, r.idempotency_key) IN (SELECT key FROM pending)
-                OR coalesce(l.idempotency_key, r.idempotency_key) || '/undo' IN (SELECT key FROM pending)) AS in_flight
-         FROM l FULL JOIN r ON r.idempotency_key = l.idempotency_key
-         LEFT JOIN agrees a ON a.local_status = l.status AND a.remote_status = r.status
-         LEFT JOIN orders o ON $4 || o.id || '/' || $2 = coalesce(l.idempotency_key, r.idempotency_key)),
+     rec AS (
+       SELECT l.idempotency_key AS key, o.id AS owner, l.order_id AS local_order_id, l.status AS local_status,
+              -- The record moves once the step, or its undo, that moves it has committed.
+              (l.idempotency_key IN (SELECT key FROM pending) OR l.idempotency_key || '/undo' IN (SELECT key FROM pending)) AS in_flight
+         FROM l LEFT JOIN orders o ON $4 || o.id || '/' || $2 = l.idempotency_key),
      judged AS (
-       SELECT pair.*, array_remove(CASE
-         -- The service's tombstone is no charge or label, whoever's key it is.
-         WHEN owner IS NULL THEN ARRAY[
-           CASE WHEN remote_status <> 'canceled' THEN 'orphan-remote' END,
-           CASE WHEN local_status IS NOT NULL THEN 'orphan-local' END]
+       SELECT rec.*, array_remove(CASE
+         WHEN owner IS NULL THEN ARRAY['orphan-local']
          WHEN in_flight AND NOT $5::boolean THEN ARRAY[CASE WHEN local_order_id <> owner THEN 'misfiled' END]
          ELSE ARRAY[
            CASE WHEN local_order_id <> owner THEN 'misfiled' END,
-           CASE
-             -- The local record is written before the service is ever called.
-             WHEN local_status IS NULL THEN CASE WHEN remote_status <> 'canceled' THEN 'no-local' END
-             WHEN local_status = 'pending' THEN 'pending'
-             WHEN remote_status IS NULL THEN 'no-remote'
-             WHEN NOT agreed THEN 'disagree'
-           END,
-           CASE WHEN local_status <> 'pending' AND remote_amount IS NOT NULL
-                 AND (remote_amount <> local_amount OR remote_currency <> local_currency) THEN 'amount' END,
-           CASE WHEN local_status = $8 AND remote_status IS NOT NULL AND local_ref IS DISTINCT FROM remote_id THEN 'ref' END]
+           CASE WHEN local_status = 'pending' THEN 'pending' END]
        END, NULL) AS problems
-         FROM pair)
-     SELECT key, owner, problems, local_order_id, local_status, local_ref, local_amount, local_currency,
-            remote_status, remote_id, remote_amount, remote_currency
-       FROM judged WHERE cardinality(problems) > 0`,
-    [ids, kind.step, ORDER_OF_KEY, WF_PREFIX, settled, kind.agrees.map((a) => a[0]), kind.agrees.map((a) => a[1]), kind.live],
+         FROM rec)
+     SELECT key, owner, problems, local_order_id, local_status FROM judged WHERE cardinality(problems) > 0`,
+    [ids, kind.step, ORDER_OF_STEP_KEY, WF_PREFIX, settled],
   );
   return res.rows;
 }
 
-function describePair(p: PairProblems, kind: PairKind, settled: boolean, add: (subject: string, problem: string) => void): void {
-  const { local, remote, service } = kind.words;
-  const theirs = `${remote} ${p.remote_id ?? '(tombstone)'} ${p.remote_status}`;
+function describeRecord(p: RecordProblems, kind: RecordKind, settled: boolean, add: (subject: string, problem: string) => void): void {
+  const { local } = kind.words;
   const words: Record<string, () => [subject: string, problem: string]> = {
-    'orphan-remote': () => [p.key, `${theirs} belongs to no order`],
-    'orphan-local': () => [p.local_order_id ?? p.key, `local ${local} ${p.key} (${p.local_status}) belongs to no order`],
+    'orphan-local': () => [p.local_order_id, `local ${local} ${p.key} (${p.local_status}) belongs to no order`],
     misfiled: () => [p.owner!, `local ${local} is filed under order ${p.local_order_id}`],
-    'no-local': () => [p.owner!, `${theirs} has no local ${local} record`],
     pending: () => [p.owner!, settled ? `local ${local} still pending` : `local ${local} pending, but no step is in flight for it`],
-    'no-remote': () => [p.owner!, `local ${local} is ${p.local_status}, but the ${service} has no record of it`],
-    disagree: () => [p.owner!, `local ${local} is ${p.local_status}, but the ${theirs}`],
-    amount: () => [p.owner!, `local ${local} is for ${p.local_amount} ${p.local_currency}, the ${remote} for ${p.remote_amount} ${p.remote_currency}`],
-    ref: () => [p.owner!, `local ${local} names ${remote} ${p.local_ref}, the ${service} has ${p.remote_id}`],
   };
   for (const code of p.problems) {
     const [subject, problem] = words[code]?.() ?? [p.owner ?? p.key, code];
@@ -538,88 +451,9 @@ async function orphanReservations(tx: Tx): Promise<{ order_id: string; sku: stri
   return res.rows;
 }
 
-// ---------------------------------------------------------------------------
-// One order's books in figures, for tables and tests; its problems are the audit's lines about it.
-
-export interface OrderBooks {
-  orderId: string;
-  status: string;
-  amountMinor: number;
-  /** Money the provider holds for this order: succeeded charges not refunded. */
-  netChargedMinor: number;
-  /** Labels the carrier holds that were not voided. */
-  activeShipments: number;
-  heldUnits: number;
-  consumedUnits: number;
-  /** The audit's violations about this order (not settled: an order in flight has none); empty when its books balance. */
-  problems: string[];
-}
-
-/** The figures of these orders' books in one query; `problems` is left empty. */
-export async function orderBooks(db: Db | Tx, orderIds: string[]): Promise<OrderBooks[]> {
-  const res = await db.query<{
-    id: string;
-    status: string | null;
-    amount_minor: string | null;
-    net_charged: string;
-    active_shipments: number;
-    held: number;
-    consumed: number;
-  }>(
-    `WITH q AS (SELECT DISTINCT unnest($1::text[]) AS id),
-     charged AS (
-       SELECT substring(idempotency_key FROM $2) AS id, sum(amount_minor) AS net
-         FROM provider_charges
-        WHERE status = 'succeeded' AND substring(idempotency_key FROM $2) IN (SELECT id FROM q)
-        GROUP BY 1),
-     labels AS (
-       SELECT substring(idempotency_key FROM $2) AS id, count(*)::int AS n
-         FROM carrier_shipments
-        WHERE status = 'created' AND substring(idempotency_key FROM $2) IN (SELECT id FROM q)
-        GROUP BY 1),
-     stock AS (
-       SELECT order_id AS id,
-              coalesce(sum(quantity) FILTER (WHERE status = 'held'), 0)::int AS held,
-              coalesce(sum(quantity) FILTER (WHERE status = 'consumed'), 0)::int AS consumed
-         FROM reservations WHERE order_id IN (SELECT id FROM q) GROUP BY 1)
-     SELECT q.id, o.status, o.amount_minor::text AS amount_minor, coalesce(c.net, 0)::text AS net_charged,
-            coalesce(l.n, 0) AS active_shipments, coalesce(s.held, 0) AS held, coalesce(s.consumed, 0) AS consumed
-       FROM q LEFT JOIN orders o ON o.id = q.id LEFT JOIN charged c ON c.id = q.id
-       LEFT JOIN labels l ON l.id = q.id LEFT JOIN stock s ON s.id = q.id`,
-    [orderIds, ORDER_OF_KEY],
-  );
-  const byId = new Map(res.rows.map((r) => [r.id, r]));
-  return orderIds.map((id) => {
-    const r = byId.get(id);
-    return {
-      orderId: id,
-      status: r?.status ?? 'absent',
-      amountMinor: Number(r?.amount_minor ?? 0),
-      netChargedMinor: Number(r?.net_charged ?? 0),
-      activeShipments: r?.active_shipments ?? 0,
-      heldUnits: r?.held ?? 0,
-      consumedUnits: r?.consumed ?? 0,
-      problems: [],
-    };
-  });
-}
-
 /** Lines of an audit report that concern this order. */
 export function violationsOf(report: AuditReport, orderId: string): string[] {
   return report.violations.filter((v) => v.startsWith(`${orderId}: `));
-}
-
-/**
- * One order's books: its figures, and the audit's violations about it (stock
- * and other orders left out). Not `settled`: an order still in flight has no problems yet.
- */
-export async function reconcileOrder(db: Db, orderId: string): Promise<OrderBooks> {
-  return inTransaction(db, async (tx) => {
-    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    const [books] = await orderBooks(tx, [orderId]);
-    const report = await audit(tx, { orderIds: [orderId] }, { stock: false });
-    return { ...books!, problems: violationsOf(report, orderId) };
-  });
 }
 
 /** Stock per SKU: on hand, the reserved counter, and what held reservations add up to. */

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { freePort } from '../../src/ports';
 import { startOrderSaga } from '../../src/orders/start';
-import { reconcileOrder } from '../../src/orders/audit';
+import { reconcileOrder } from '../../dev/services/reconcile';
 import { statusQuery } from '../../workflows/order-saga';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';

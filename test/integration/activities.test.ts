@@ -12,7 +12,7 @@ import { CancelledFailure } from '@temporalio/common';
 import { createActivities, type SagaActivities } from '../../activities';
 import { assessRisk, FRAUD_AMOUNT_LIMIT_MINOR } from '../../activities/fraud';
 import { carrierClient, paymentProviderClient } from '../../activities/providers';
-import { reconcileOrder } from '../../src/orders/audit';
+import { reconcileOrder } from '../../dev/services/reconcile';
 import { createLedger, forwardEffect, LedgerFailure } from '../../src/ledger/ledger';
 import { FailureType } from '../../workflows/order/failures';
 import { Step } from '../../workflows/order/steps';

@@ -15,7 +15,7 @@ import { inTransaction } from '../../src/db/pool';
 import { fingerprint } from '../../src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { orderWorkflowId } from '../../workflows/order/ids';
-import { reconcileOrder } from '../../src/orders/audit';
+import { reconcileOrder } from '../../dev/services/reconcile';
 import { startOrderSaga } from '../../src/orders/start';
 import { Step } from '../../workflows/order/steps';
 import type { OrderSagaResult } from '../../workflows/order/types';

@@ -12,7 +12,8 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import type { Db } from '../../src/db/pool';
-import { auditBooks, reconcileOrder, type AuditReport } from '../../src/orders/audit';
+import { auditBooks as auditOwnBooks, type AuditOptions, type AuditReport } from '../../src/orders/audit';
+import { reconcileOrder, reconcileSimulatedServices } from '../../dev/services/reconcile';
 import { startCarrier } from '../../dev/services/carrier';
 import type { RunningService } from '../../dev/services/http';
 import { startPaymentProvider } from '../../dev/services/payment-provider';
@@ -25,6 +26,9 @@ import { addFault, createTestSchema, databaseUrl, seedInventory, uniqueId } from
 
 // ---------------------------------------------------------------------------
 // Books written by the activities, one schema and one pair of services per test
+
+/** The audit as the dev stack runs it: sagaflow's own books, and the simulated services' reconciled against them. */
+const auditBooks = (db: Db, opts: AuditOptions = {}): Promise<AuditReport> => auditOwnBooks(db, { ...opts, checks: [reconcileSimulatedServices] });
 
 const activityLogger = new DefaultLogger('ERROR');
 const run = <A, R>(fn: (input: A) => Promise<R>, input: A): Promise<R> =>

@@ -12,7 +12,7 @@ import { createApiClient } from '../../src/api/auth';
 import { freePort } from '../../src/ports';
 import { createPool, type Db } from '../../src/db/pool';
 import { migrate } from '../../src/db/migrate';
-import { reconcileOrder } from '../../src/orders/audit';
+import { reconcileOrder } from '../../dev/services/reconcile';
 import { databaseUrl, seedInventory, uniqueId } from '../helpers/context';
 import { eventually, request, type ApiResponse } from '../helpers/api';
 import { spawnNode, spawnWorker, type NodeProcess } from '../helpers/worker-process';

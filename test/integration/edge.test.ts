@@ -63,8 +63,14 @@ describe('migrateEdge', () => {
       `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
       [own.schema],
     );
-    expect(tables.rows).toEqual([{ table_name: 'idempotency_keys' }]);
-    const indexes = await db.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`, [own.schema]);
+    // Its one table, and the record of the versions it applied (once each, whoever ran first).
+    expect(tables.rows).toEqual([{ table_name: 'idempotency_keys' }, { table_name: 'sagaflow_schema_versions' }]);
+    const versions = await db.query(`SELECT module, version, name FROM sagaflow_schema_versions`);
+    expect(versions.rows).toEqual([{ module: 'edge', version: 1, name: 'idempotency_keys' }]);
+    const indexes = await db.query(
+      `SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'idempotency_keys' ORDER BY indexname`,
+      [own.schema],
+    );
     expect(indexes.rows.map((r) => r.indexname)).toEqual(['idempotency_keys_expiry_idx', 'idempotency_keys_pkey']);
     await migrateEdge(db);
   });

@@ -30,6 +30,9 @@ const fresh = () => {
   return s;
 };
 
+/** What migrate() applied of the service's own files (the toolkit modules' versions are `module/version_name`). */
+const serviceFiles = (applied: string[]) => applied.filter((name) => !name.includes('/'));
+
 const appliedFiles = async (schema: string) =>
   (await admin.query<{ name: string; n: number }>(`SELECT name, count(*)::int AS n FROM ${quoteIdent(schema)}.sagaflow_migrations GROUP BY name ORDER BY name`)).rows;
 
@@ -49,7 +52,7 @@ test('a migration started while another process holds the lock waits for it, the
     await holder.query(`SELECT pg_advisory_unlock(${MIGRATION_LOCK_ID})`);
     const applied = await waiting;
     expect(applied.length).toBeGreaterThan(0);
-    expect((await appliedFiles(schema)).map((r) => r.name)).toEqual([...applied].sort());
+    expect((await appliedFiles(schema)).map((r) => r.name)).toEqual(serviceFiles(applied).sort());
   } finally {
     await holder.end();
   }
@@ -64,7 +67,7 @@ test('five processes migrating one new schema at once: none fails, each file is 
   expect(applied.filter((a) => a.length > 0)).toHaveLength(1);
   const rows = await appliedFiles(schema);
   expect(rows.every((r) => r.n === 1)).toBe(true);
-  expect(rows.map((r) => r.name)).toEqual([...applied.find((a) => a.length > 0)!].sort());
+  expect(rows.map((r) => r.name)).toEqual(serviceFiles(applied.find((a) => a.length > 0)!).sort());
   const { rows: tables } = await admin.query(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = $1 AND tablename = 'step_ledger'`, [schema]);
   expect(tables[0].n).toBe(1);
 });

@@ -22,7 +22,7 @@ import { Step } from '../../workflows/order/steps';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { eventually, expectProblem, request } from '../helpers/api';
 import { spawnNode, workerEnv } from '../helpers/worker-process';
-import { reconcileOrder } from '../../src/orders/audit';
+import { reconcileOrder } from '../../dev/services/reconcile';
 
 let ctx: TestContext;
 let client: { id: string; apiKey: string };

@@ -62,62 +62,11 @@ CREATE TABLE shipments (
 );
 CREATE INDEX shipments_order_idx ON shipments (order_id);
 
--- The idempotency ledger: one row per step key. 'cancelled' is the tombstone a
--- compensation leaves, whether or not the forward effect had happened.
-CREATE TABLE step_ledger (
-  key         text PRIMARY KEY,
-  workflow_id text NOT NULL,
-  step        text NOT NULL,
-  fingerprint text,
-  state       text NOT NULL CHECK (state IN ('pending', 'completed', 'failed', 'cancelled')),
-  result      jsonb,
-  error       jsonb,
-  attempts    integer NOT NULL DEFAULT 1,
-  created_at  timestamptz NOT NULL DEFAULT now(),
-  updated_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX step_ledger_workflow_idx ON step_ledger (workflow_id);
-
--- The payment provider's and the carrier's own books. They are separate
--- services; they share the database only for convenience of the dev stack.
-CREATE TABLE provider_charges (
-  idempotency_key text PRIMARY KEY,
-  id              text UNIQUE,
-  fingerprint     text,
-  amount_minor    bigint,
-  currency        char(3),
-  source          text,
-  status          text NOT NULL CHECK (status IN ('succeeded', 'declined', 'refunded', 'canceled')),
-  response        jsonb,
-  created_at      timestamptz NOT NULL DEFAULT now(),
-  updated_at      timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE provider_refunds (
-  idempotency_key text PRIMARY KEY,
-  charge_key      text NOT NULL,
-  response        jsonb NOT NULL,
-  created_at      timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE carrier_shipments (
-  idempotency_key text PRIMARY KEY,
-  id              text UNIQUE,
-  fingerprint     text,
-  tracking_number text,
-  status          text NOT NULL CHECK (status IN ('created', 'voided', 'canceled')),
-  response        jsonb,
-  created_at      timestamptz NOT NULL DEFAULT now(),
-  updated_at      timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE carrier_voids (
-  idempotency_key text PRIMARY KEY,
-  shipment_key    text NOT NULL,
-  response        jsonb NOT NULL,
-  created_at      timestamptz NOT NULL DEFAULT now()
-);
+-- The step ledger (step_ledger) was created here too; it is the ledger module's
+-- own table now (src/ledger/schema.ts), which `migrate` applies before these
+-- files. So were the payment provider's and the carrier's books; they are the
+-- simulated services' own (dev/services/schema.ts). A database migrated before
+-- this change has them from here: the owners' migrations take them as they are.
 
 -- Down Migration
-DROP TABLE carrier_voids, carrier_shipments, provider_refunds, provider_charges,
-  step_ledger, shipments, payments, reservations, inventory, order_items, orders;
+DROP TABLE shipments, payments, reservations, inventory, order_items, orders;

@@ -13,26 +13,14 @@ CREATE TABLE api_clients (
 ALTER TABLE orders ADD COLUMN client_id text REFERENCES api_clients (id);
 CREATE INDEX orders_client_idx ON orders (client_id);
 
--- HTTP Idempotency-Key records, scoped per client. The key row and the order
--- row commit in one transaction; the response is stored byte for byte so a
--- replay, even after a restart, returns exactly the first answer.
-CREATE TABLE idempotency_keys (
-  client_id       text NOT NULL REFERENCES api_clients (id),
-  key             text NOT NULL,
-  fingerprint     text NOT NULL,
-  order_id        text NOT NULL,
-  state           text NOT NULL CHECK (state IN ('in_flight', 'completed')),
-  -- Who is working on it, until when; a retry after the lease heals a crashed request.
-  locked_until    timestamptz NOT NULL,
-  response_status integer,
-  response_body   text,
-  created_at      timestamptz NOT NULL DEFAULT now(),
-  expires_at      timestamptz NOT NULL,
-  PRIMARY KEY (client_id, key)
-);
-CREATE INDEX idempotency_keys_expiry_idx ON idempotency_keys (expires_at);
+-- HTTP Idempotency-Key records are the edge module's table (src/edge/keys.ts),
+-- which `migrate` applies before these files (this file created it once; a
+-- database migrated then has it from here). The key row and the order row
+-- commit in one transaction; a key belongs to one of the service's clients.
+ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_client_id_fkey
+  FOREIGN KEY (client_id) REFERENCES api_clients (id);
 
 -- Down Migration
-DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys DROP CONSTRAINT IF EXISTS idempotency_keys_client_id_fkey;
 ALTER TABLE orders DROP COLUMN client_id;
 DROP TABLE api_clients;

@@ -1,8 +1,8 @@
 -- Up Migration
 
--- An Idempotency-Key record maps a client's key to whatever resource its first
--- request created: an order here, anything in another service using the same records.
-ALTER TABLE idempotency_keys RENAME COLUMN order_id TO resource_id;
+-- Renamed idempotency_keys.order_id to resource_id. The table is the edge
+-- module's own now (src/edge/keys.ts): its first migration creates it with
+-- resource_id, or renames the column of a table this file never reached.
+-- Nothing is left to do here; the file stays, as node-pg-migrate records it by name.
 
 -- Down Migration
-ALTER TABLE idempotency_keys RENAME COLUMN resource_id TO order_id;

@@ -1,10 +1,8 @@
 -- Up Migration
 
--- The ledger's retention job finds sagas with no row created since the cutoff
--- through this index, instead of scanning the whole table. created_at, not
--- updated_at: created_at never changes, so the hot path's row updates stay
--- HOT (no index entry to rewrite).
-CREATE INDEX IF NOT EXISTS step_ledger_created_idx ON step_ledger (created_at);
+-- Added step_ledger_created_idx. The step ledger is the ledger module's own table now
+-- (src/ledger/schema.ts, version 2), which `migrate` applies before these files,
+-- on a database that ran this file or not. Nothing is left to do here; the
+-- file stays, as node-pg-migrate records it by name.
 
 -- Down Migration
-DROP INDEX IF EXISTS step_ledger_created_idx;

@@ -1,15 +1,8 @@
 -- Up Migration
 
--- A tombstone remembers what it buried and why. `undone` is the forward row's
--- state when its compensation tombstoned it ('completed', 'failed', 'pending';
--- NULL for a step that never ran), so a workflow task retried after it was lost
--- still reads the answer the lost task read. `cause` is why the saga
--- compensated (cancelled or not, and the failure), so a retried task that meets
--- the tombstone of a step with no recorded answer unwinds for the same cause.
-ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS undone text
-  CHECK (undone IN ('pending', 'completed', 'failed'));
-ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS cause jsonb;
+-- Added step_ledger's undone and cause columns. The step ledger is the ledger module's own table now
+-- (src/ledger/schema.ts, version 3), which `migrate` applies before these files,
+-- on a database that ran this file or not. Nothing is left to do here; the
+-- file stays, as node-pg-migrate records it by name.
 
 -- Down Migration
-ALTER TABLE step_ledger DROP COLUMN IF EXISTS cause;
-ALTER TABLE step_ledger DROP COLUMN IF EXISTS undone;

@@ -1,11 +1,8 @@
 -- Up Migration
 
--- An external step keeps its input while it is pending: a compensation that
--- finds it pending (its call made, in flight, or never sent) repeats that
--- request under the step's key to learn what the service did, since a real
--- service keeps no tombstone for a key it never saw. The input is cleared when
--- the step settles; a tombstone of a pending step keeps it for the compensation.
-ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS input jsonb;
+-- Added step_ledger's input column. The step ledger is the ledger module's own table now
+-- (src/ledger/schema.ts, version 4), which `migrate` applies before these files,
+-- on a database that ran this file or not. Nothing is left to do here; the
+-- file stays, as node-pg-migrate records it by name.
 
 -- Down Migration
-ALTER TABLE step_ledger DROP COLUMN IF EXISTS input;

@@ -1,19 +1,8 @@
 -- Up Migration
 
--- The inbox: every message a stream intake processed, claimed in the same
--- transaction as the order it created, so a redelivery or a producer's retry at
--- any later time (within the retention, far longer than the broker's duplicate
--- window) creates nothing twice. See src/inbox/inbox.ts.
-CREATE TABLE inbox_messages (
-  source       text NOT NULL,
-  message_id   text NOT NULL,
-  fingerprint  text NOT NULL,
-  resource_id  text NOT NULL,
-  received_at  timestamptz NOT NULL DEFAULT now(),
-  expires_at   timestamptz NOT NULL,
-  PRIMARY KEY (source, message_id)
-);
-CREATE INDEX inbox_messages_expiry_idx ON inbox_messages (expires_at);
+-- Created inbox_messages. The inbox is the inbox module's own table now
+-- (src/inbox/inbox.ts, version 1), which `migrate` applies before these files,
+-- on a database that ran this file or not. Nothing is left to do here; the
+-- file stays, as node-pg-migrate records it by name.
 
 -- Down Migration
-DROP TABLE inbox_messages;
