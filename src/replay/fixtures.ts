@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { historyFromJson, historyToJson } from './proto-json';
 import type { temporal } from '@temporalio/proto';
 import type { ReplayCase } from './replay';
 
@@ -74,7 +74,7 @@ export function writeHistory(dir: string, file: string, history: History): void 
   // Pretty-printed so a diff of a re-capture can be read, and keys sorted: the server sends the
   // entries of a map (a payload's metadata, search attributes, marker details) in any order, so
   // the same history fetched twice is written byte for byte the same.
-  const json = JSON.parse(historyToJSON(history as temporal.api.history.v1.History)) as unknown;
+  const json = JSON.parse(historyToJson(history as temporal.api.history.v1.History)) as unknown;
   fs.writeFileSync(path.join(dir, file), `${JSON.stringify(sortedKeys(json), null, 1)}\n`);
 }
 
@@ -90,7 +90,7 @@ function sortedKeys(value: unknown): unknown {
 
 /** A history file of the folder, as writeHistory wrote it. */
 export function readHistory(dir: string, file: string): History {
-  return historyFromJSON(JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')));
+  return historyFromJson(JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')));
 }
 
 /**
