@@ -13,8 +13,16 @@ const ORDER_DOMAIN_FENCE = {
   group: ['**/order/**', '**/order-saga', '**/workflows/index', '**/orders/**', '**/src/orders/**', '**/src/api/**', '**/activities', '**/activities/**', '**/workers/**', '**/bin/**'],
   message: 'The generic toolkit must not import the order domain.',
 };
+/**
+ * Workflow code (a saga's body, the saga helper that runs inside it) is loaded by the worker's bundle
+ * alone; callers talk to a saga through its contract (workflows/order/: ids, types, definitions).
+ */
+const WORKFLOW_BODY_FENCE = {
+  regex: '(^|/)workflows(/index|/order-saga|/saga(/index|/saga|/replay-probe)?)?$|^sagaflow/workflow$',
+  message: "Import a saga's contract (workflows/order/definitions, ids, types), never workflow code.",
+};
 /** Entry points that run in production; the others (demo, stack, services, chaos, ...) are dev tools. */
-const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/codec-server.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts', 'bin/run.ts'];
+const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/codec-server.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts'];
 
 /** Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment. */
 const workflowImports = (...extra) => [
@@ -73,10 +81,25 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE] }] },
   },
   {
+    // src/ (the API, the services behind it) never loads workflow code: only the worker bundles it.
+    files: ['src/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE, WORKFLOW_BODY_FENCE] }] },
+  },
+  {
+    // bin/ holds entry points only: what the dev tools share with them lives in src/ or dev/.
+    files: ['dev/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['**/bin', '**/bin/**'], message: 'dev/ must not import bin/ (entry points only); share the code through src/ or dev/.' }] },
+      ],
+    },
+  },
+  {
     // The toolkit (sagaflow/workflow, /ledger, /edge, /inbox, /replay) knows no domain: a second saga
     // can use it exactly as the order saga does.
     files: ['src/ledger/**/*.ts', 'src/edge/**/*.ts', 'src/inbox/**/*.ts', 'src/replay/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE, ORDER_DOMAIN_FENCE] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE, ORDER_DOMAIN_FENCE, WORKFLOW_BODY_FENCE] }] },
   },
   {
     // Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment.

@@ -1,12 +1,12 @@
 import { Client, Connection } from '@temporalio/client';
-import { startApi } from '../src/api/server';
+import { startApi, startApiHousekeeping } from '../src/api/server';
 import { SagaMetrics } from '../src/observability/metrics';
 import { startTracing } from '../src/observability/tracing';
 import { ConfigError, loadConfig } from '../src/config';
 import { migratePatiently } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { parseSealingKey } from '../src/webhooks/signing';
 import { createLogger, lineLogger } from '../src/observability/log';
 import { dataConverterOf, describePayloadCodec, payloadCodecSetting } from '../src/codec/settings';
@@ -32,14 +32,16 @@ runMain(USAGE, async () => {
   const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-api' });
   const target = temporalTargetOrExplain();
   const connection = await connectPatiently(() => Connection.connect(clientConnectionOptions(target.connectionOptions)), { log });
+  const temporal = new Client({ connection, namespace: target.namespace, dataConverter: dataConverterOf(payloadCodec), plugins: tracing ? [tracing.plugin] : [] });
+  const metrics = new SagaMetrics({ processMetrics: true, role: 'api' });
   const api = await startApi({
     db,
-    temporal: new Client({ connection, namespace: target.namespace, dataConverter: dataConverterOf(payloadCodec), plugins: tracing ? [tracing.plugin] : [] }),
+    temporal,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     keyTtlMs: config.IDEMPOTENCY_KEY_TTL_HOURS * 3600_000,
     host: config.API_HOST,
     port: config.API_PORT,
-    metrics: new SagaMetrics({ processMetrics: true, role: 'api' }),
+    metrics,
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
     throttle: {
       perSecond: config.API_RATE_LIMIT_PER_SECOND,
@@ -53,11 +55,14 @@ runMain(USAGE, async () => {
     },
     log,
   });
+  // Expired Idempotency-Keys purged; orders whose request died before their saga started get it.
+  const housekeeping = startApiHousekeeping({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, metrics, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES, log });
   logger.info({ url: api.url, docs: `${api.url}/docs`, temporalUi: config.TEMPORAL_UI_URL, payloadEncryption: describePayloadCodec(payloadCodec) }, 'api listening');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  housekeeping.stop();
   await api.close();
   await tracing?.shutdown();
   await connection.close();

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, UsageError } from '../src/config';
 import { createPool, isConnectionError, quoteIdent } from '../src/db/pool';
 import { auditBooks, auditSummary, type AuditReport } from '../src/orders/audit';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run audit -- [--settled] [--schema NAME] [--json]
 

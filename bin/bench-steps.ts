@@ -6,7 +6,7 @@ import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
 import { stepKey, undoKey } from '../workflows/saga/keys';
 import { Step } from '../workflows/order/steps';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run bench:steps -- [N]
 

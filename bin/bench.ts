@@ -7,7 +7,7 @@ import { formatGrowth, ledgerGrowth } from '../dev/bench/growth';
 import { formatReport, runBench, VARIANTS, type Variant } from '../dev/bench/run';
 import { formatWaits, runWaits } from '../dev/bench/waits';
 import { parseWait } from '../src/api/server';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run bench -- [--sagas 300] [--in-flight 50] [--rounds 5] [--variants ${VARIANTS.join(',')}] [--pollers N] [--json FILE]
        npm run bench -- --growth 1000,10000,100000,1000000 [--sagas 300]   (step latency as step_ledger grows)

@@ -1,5 +1,5 @@
 import { buildWorkflowBundle } from '../workers/bundle';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run build:bundle -- [OUT]
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { formatReport, runChaos, type ChaosOptions } from '../dev/chaos/soak';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run chaos -- [--orders N] [--concurrency N] [--workers N] [--seed N] [--rate N]
                         [--no-faults] [--fault-scale X|auto] [--deadline-minutes N] [--json FILE] [--keep-state]

@@ -1,6 +1,6 @@
 import { createApiClient, revokeApiClient } from '../src/api/auth';
 import { withDatabase } from '../src/db/with-database';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run clients -- create NAME [--key-only]
        npm run clients -- revoke NAME|ID

@@ -2,7 +2,7 @@ import { ConfigError, loadConfig } from '../src/config';
 import { codecOf, describePayloadCodec, payloadCodecSetting } from '../src/codec/settings';
 import { startCodecServer } from '../src/codec/server';
 import { createLogger, lineLogger } from '../src/observability/log';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run codec-server
 

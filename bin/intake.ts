@@ -12,7 +12,7 @@ import type { Checks } from '../src/observability/health';
 import { SagaMetrics, serveMetrics, type IntakeOutcome } from '../src/observability/metrics';
 import { startRecoveryLoop } from '../src/orders/recovery';
 import { clientConnectionOptions, connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
 import { patiently } from '../src/patiently';
 

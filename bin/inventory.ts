@@ -1,6 +1,6 @@
 import { addStock, listStock, setStock, StockError, type StockLevel } from '../src/inventory/stock';
 import { withDatabase } from '../src/db/with-database';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run inventory -- list [SKU ...]
        npm run inventory -- set SKU UNITS     the units on hand after a count (creates the SKU)

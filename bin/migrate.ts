@@ -1,6 +1,6 @@
 import { loadConfig, ConfigError } from '../src/config';
 import { migratePatiently } from '../src/db/migrate';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run migrate
 

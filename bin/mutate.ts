@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startTestStack } from '../dev/test-stack';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { scopes, CORE } = require('../test/mutation/scopes') as {
   scopes: Record<string, { about: string; mutate: string[]; alsoDetectedBy?: string[] }>;

@@ -1,5 +1,5 @@
 import { type ChildProcess } from 'node:child_process';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { entryPoint } from '../src/paths';
 import { spawnTied } from '../src/tied-spawn';
 import { createLogger, lineLogger } from '../src/observability/log';

@@ -7,7 +7,7 @@ import { createLogger } from '../src/observability/log';
 import type { Checks } from '../src/observability/health';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
 import { ENDPOINT_EVENTS, ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { patiently } from '../src/patiently';
 import { runWebhookSender, webhookBacklog } from '../src/webhooks/sender';
 import { parseSealingKey } from '../src/webhooks/signing';

@@ -5,7 +5,7 @@ import { loadConfig } from '../src/config';
 import { replayFromServer, summaryTable } from '../src/replay/live';
 import { orderSagaReplayOptions } from '../workers/worker';
 import { clientConnectionOptions, temporalTargetOrExplain } from '../src/temporal-connect';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
 
 const USAGE = `usage: npm run replay -- --query "LIST FILTER" [--limit N] [--address HOST:PORT]

@@ -3,7 +3,7 @@ import { migratePatiently, patientlyAtStartup } from '../src/db/migrate';
 import { createPool } from '../src/db/pool';
 import { startCarrier } from '../dev/services/carrier';
 import { startPaymentProvider } from '../dev/services/payment-provider';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { createLogger, lineLogger } from '../src/observability/log';
 
 const USAGE = `usage: npm run services

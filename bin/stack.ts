@@ -4,7 +4,7 @@ import { listStock } from '../src/inventory/stock';
 import { DEV_CATALOGUE, seedCatalogue } from '../dev/catalogue';
 import { redact, startStack } from '../dev/stack';
 import { watchStack } from '../dev/stack-watch';
-import { runMain, untilStopSignal } from './run';
+import { runMain, untilStopSignal } from '../src/run-main';
 
 const USAGE = `usage: npm run stack -- [--temporal dev|cluster] [--postgres embedded|ha]
 

@@ -1,5 +1,5 @@
 import { findTemporalCli } from '../dev/temporal';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run temporal:install
 

@@ -7,7 +7,7 @@ import { ensureUiServer } from '../dev/temporal-ui';
 import { ensureComposeCheck, ensurePromtool } from '../dev/tools';
 import { ensureNatsServer } from '../dev/nats';
 import { ensurePgAutoFailover } from '../dev/postgres-ha';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 const USAGE = `usage: npm run tools:install [-- --only test|cluster]
 

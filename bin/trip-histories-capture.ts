@@ -9,7 +9,7 @@ import { startStack } from '../dev/stack';
 import { bundleFromSource } from '../dev/source-aliases';
 import { runTripScenarios } from '../dev/trip-scenarios';
 import { createTripWorker, migrateTrips } from '../examples/trip-booking';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 
 export const TRIP_HISTORIES_DIR = path.resolve(__dirname, '../examples/trip-booking/histories');
 

@@ -7,7 +7,7 @@ import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
 import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
-import { runMain } from './run';
+import { runMain } from '../src/run-main';
 import { startLedgerRetention } from '../workers/ledger-retention';
 import { prebuiltBundle } from '../workers/bundle';
 import { workerOptions } from '../workers/options';

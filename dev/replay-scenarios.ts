@@ -5,7 +5,7 @@ import { withClient, type Db } from '../src/db/pool';
 import { startOrderSaga } from '../src/orders/start';
 import { insertOrder } from '../src/orders/repository';
 import { addFault } from './services/clients';
-import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-saga';
+import { cancelUpdate, statusQuery, type OrderSagaWorkflow } from '../workflows/order/definitions';
 import type { SagaStatus } from '../workflows/saga';
 import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
 import { Step } from '../workflows/order/steps';
@@ -22,7 +22,7 @@ export interface ScenarioContext {
   carrierUrl: string;
 }
 
-type Handle = WorkflowHandle<typeof orderSaga>;
+type Handle = WorkflowHandle<OrderSagaWorkflow>;
 
 interface Scenario {
   name: string;

@@ -1,9 +1,53 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 /**
- * The HTTP plumbing the API and the dev services share: errors with a status,
- * path matching, and bounded, strict JSON bodies.
+ * The HTTP plumbing the API and the dev services share: listening, errors with
+ * a status, path matching, and bounded, strict JSON bodies.
  */
+
+export interface Listening {
+  /** `http://host:port`, an IPv6 host in brackets (`http://[::1]:8080`). */
+  url: string;
+  /** Stops accepting, ends every open connection (idle keep-alive ones too) and resolves once closed. */
+  close(): Promise<void>;
+}
+
+/** The host as a URL writes it: an IPv6 address in brackets. */
+export function urlHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/**
+ * Listens on `host:port` (port 0: one the system picks). A port that cannot be bound rejects
+ * with an error naming the address and keeping the system's code (`EADDRINUSE`, `EACCES`, ...);
+ * the listen error listener is removed once listening, so later server errors reach their own.
+ */
+export function listen(server: Server, port = 0, host = '127.0.0.1'): Promise<Listening> {
+  return new Promise((resolve, reject) => {
+    const failed = (err: NodeJS.ErrnoException) => {
+      server.off('listening', listening);
+      const reason = err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message;
+      reject(Object.assign(new Error(`cannot listen on ${urlHost(host)}:${port}: ${reason}`, { cause: err }), { code: err.code }));
+    };
+    const listening = () => {
+      server.off('error', failed);
+      const bound = (server.address() as AddressInfo).port;
+      resolve({
+        url: `http://${urlHost(host)}:${bound}`,
+        close: () =>
+          new Promise<void>((done, fail) => {
+            server.close((err) => (err ? fail(err) : done()));
+            // Keep-alive sockets (fetch keeps them) would otherwise hold close() open indefinitely.
+            server.closeAllConnections();
+          }),
+      });
+    };
+    server.once('error', failed);
+    server.once('listening', listening);
+    server.listen(port, host);
+  });
+}
 
 export const MAX_BODY_BYTES = 64 * 1024;
 

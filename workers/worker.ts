@@ -40,10 +40,8 @@ export interface SagaWorkerOptions {
   shutdownGraceTime?: WorkerOptions['shutdownGraceTime'];
   /** Off for in-process workers whose owner handles signals. */
   handleSignals?: boolean;
-  /** Other workflow code than the order saga's (the benchmark's comparison sagas). */
-  workflowsPath?: string;
-  /** Other activities per system than the order saga's, under the same names (the benchmark's floor). */
-  activities?: ReturnType<typeof activitiesBySystem>;
+  /** Other activities per system than the order saga's, under the same names (tests that make a step slow or die). */
+  activities?: SystemActivities;
   /** Saga, step and dedupe metrics; steps are logged either way. */
   metrics?: SagaMetrics;
   /** E.g. the OpenTelemetry plugin, when tracing is on. */
@@ -63,7 +61,19 @@ export interface SagaWorker {
   getState(): State;
 }
 
-export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWorker> {
+export type SystemActivities = ReturnType<typeof activitiesBySystem>;
+
+/** The order saga's workers: its workflow code, and its activities on their systems' queues. */
+export function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWorker> {
+  return createQueueWorkers(opts, WORKFLOWS_PATH);
+}
+
+/**
+ * The workers of createSagaWorker running the workflow code at `workflowsPath` (unless given a
+ * bundle): the one place the queues' workers are put together, for the order saga and for the
+ * benchmark's comparison sagas (dev/bench/workers.ts).
+ */
+export async function createQueueWorkers(opts: SagaWorkerOptions, workflowsPath: string): Promise<SagaWorker> {
   const { metrics } = opts;
   const systems = opts.activities ?? activitiesBySystem({
     ...opts.deps,
@@ -95,7 +105,7 @@ export async function createSagaWorker(opts: SagaWorkerOptions): Promise<SagaWor
           ? await Worker.create({
               ...common,
               taskQueue,
-              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: opts.workflowsPath ?? WORKFLOWS_PATH }),
+              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
               // The database-only steps run here, as local activities; this worker takes no remote ones.
               activities: { ...systems.orders, ...systems.inventory },
               enableNonLocalActivities: false,

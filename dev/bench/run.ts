@@ -5,7 +5,7 @@ import type { Stack } from '../stack';
 import { createApiClient } from '../../src/api/auth';
 import { startApi, type RunningApi } from '../../src/api/server';
 import { startOrderSaga } from '../../src/orders/start';
-import { createSagaWorker, type SagaWorker } from '../../workers/worker';
+import { createQueueWorkers, createSagaWorker, type SagaWorker, type SagaWorkerOptions } from '../../workers/worker';
 import type { OrderInput } from '../../workflows/order/types';
 import { noopActivities, passThroughLedger } from './activities';
 import { startDbosVariant } from './dbos';
@@ -15,6 +15,11 @@ import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../..
 import { orderIntakeHandler, orderIntakeTopology } from '../../src/orders/intake';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { dataConverterFromEnv } from '../../src/codec/settings';
+
+/** The comparison sagas (./workflows.ts: naive, no-ledger, floor) on the order saga's queues, as its workers run them. */
+function createSampleSagaWorker(opts: SagaWorkerOptions): Promise<SagaWorker> {
+  return createQueueWorkers(opts, require.resolve('./workflows'));
+}
 
 /**
  * The variants, each on task queues of its own, driven in turn within each round:
@@ -81,7 +86,6 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   const dataConverter = stack.dataConverter ?? dataConverterFromEnv();
   const client = new Client({ connection, namespace: stack.temporal.namespace, dataConverter });
   const deps = { db: stack.db, paymentProviderUrl: stack.paymentProviderUrl, carrierUrl: stack.carrierUrl, providerTimeoutMs: 5000 };
-  const sampleSaga = require.resolve('./workflows');
   const viaSagaflow = (v: Variant) => v === 'sagaflow-http' || v === 'sagaflow-stream';
   const queue = (v: Variant) => `bench-${viaSagaflow(v) ? 'sagaflow' : v}-${run}`;
 
@@ -97,10 +101,10 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
   for (const v of ['naive', 'no-ledger'] as const) {
     if (!wants.has(v)) continue;
-    await started(createSagaWorker({ ...common, taskQueue: queue(v), workflowsPath: sampleSaga, deps: { ...deps, ledger: passThroughLedger(stack.db) } }));
+    await started(createSampleSagaWorker({ ...common, taskQueue: queue(v), deps: { ...deps, ledger: passThroughLedger(stack.db) } }));
   }
   if (wants.has('floor')) {
-    await started(createSagaWorker({ ...common, taskQueue: queue('floor'), workflowsPath: sampleSaga, deps, activities: noopActivities() }));
+    await started(createSampleSagaWorker({ ...common, taskQueue: queue('floor'), deps, activities: noopActivities() }));
   }
   let dbos: Awaited<ReturnType<typeof startDbosVariant>> | undefined;
   if (wants.has('dbos')) {

@@ -10,7 +10,7 @@ import {
   type InboxOutcome,
 } from 'sagaflow/inbox';
 import { notificationsTopology, startNotifications } from '../../examples/shipping-notifications/projection';
-import { runMain } from '../../bin/run';
+import { runMain } from '../../src/run-main';
 import { loadConfig } from '../../src/config';
 import { migratePatiently } from '../../src/db/migrate';
 import { createPool } from '../../src/db/pool';

@@ -1,5 +1,5 @@
 import { startEmbeddedPostgres } from '../postgres';
-import { runMain } from '../../bin/run';
+import { runMain } from '../../src/run-main';
 
 /**
  * `postgres-process.ts <dataDir> <port>`: an embedded PostgreSQL as a process

@@ -1,8 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { HttpError, isJsonContentType, matchPath, readJson } from '../../src/http';
+import { HttpError, isJsonContentType, listen, matchPath, readJson } from '../../src/http';
 import { inTransaction, type Db, type Tx } from '../../src/db/pool';
 
 export interface RunningService {
@@ -256,7 +255,6 @@ export async function startService(opts: {
   host?: string;
   port?: number;
 }): Promise<RunningService> {
-  const host = opts.host ?? '127.0.0.1';
   const routes = [...faultRoutes(opts.faults), ...opts.routes];
   const server = http.createServer((req, res) => {
     dispatch(routes, opts.faults, req, res).catch((err: unknown) => {
@@ -265,24 +263,7 @@ export async function startService(opts: {
       else res.destroy();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const urlHost = host.includes(':') ? `[${host}]` : host;
-  return {
-    url: `http://${urlHost}:${port}`,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        // Keep-alive sockets from fetch would otherwise hold close() open indefinitely.
-        server.closeAllConnections();
-      }),
-  };
+  return listen(server, opts.port ?? 0, opts.host ?? '127.0.0.1');
 }
 
 /** The books of one effect endpoint: a constant from this code, never input (it is spliced into the SQL). */

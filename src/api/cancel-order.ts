@@ -2,7 +2,7 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@
 import type { Db } from '../db/pool';
 import { findOrder, markSagaStarted, toOrderInput, type OrderRow } from '../orders/repository';
 import { startOrderSaga } from '../orders/start';
-import { cancelUpdate } from '../../workflows/order-saga';
+import { cancelUpdate } from '../../workflows/order/definitions';
 
 export interface CancelOrderDeps {
   db: Db;

@@ -2,11 +2,10 @@ import { checkReadiness } from '../observability/health';
 import { referenceAssets } from './reference-page';
 import { createLogger, lineLogger } from '../observability/log';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
 import type { z } from 'zod';
 import { isConnectionError, isPermanentDataError, type Db } from '../db/pool';
-import { declaredTooLarge, HttpError, MAX_BODY_BYTES, integersNotWrittenAsIntegers, isJsonContentType, matchPath, parseJson, readText } from '../http';
+import { declaredTooLarge, HttpError, MAX_BODY_BYTES, integersNotWrittenAsIntegers, isJsonContentType, listen, matchPath, parseJson, readText } from '../http';
 import { findOrder, type OrderRow } from '../orders/repository';
 import { startRecoveryLoop } from '../orders/recovery';
 import { orderWorkflowId } from '../../workflows/order/ids';
@@ -17,7 +16,7 @@ import { FailedAuthentications, sourceOf, TokenBuckets } from './throttle';
 import { redactAddresses } from '../redact';
 import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '../edge/keys';
 import { cancelOrder as cancelOrderUseCase } from './cancel-order';
-import { createOrder as createOrderUseCase } from './create-order';
+import { createOrder as createOrderUseCase, type CreateOrderDeps } from './create-order';
 import { liveSaga, orderView } from './views';
 import { buildOpenApi } from './openapi';
 import { Problem } from './problem';
@@ -32,8 +31,14 @@ export interface ApiOptions {
   keyTtlMs?: number;
   /** How long an in-flight request holds its key before a retry may take over. */
   leaseMs?: number;
+  /**
+   * Housekeeping in this process, stopped by close(): set either interval (> 0) to have startApi run
+   * startApiHousekeeping with it (tests and in-process tools do). Unset, startApi starts none; the
+   * API process starts it beside the server (bin/api.ts). `cleanupIntervalMs`: how often expired
+   * Idempotency-Keys are purged; `recoveryIntervalMs`: how often to look for orders whose request
+   * died before starting their saga.
+   */
   cleanupIntervalMs?: number;
-  /** How often to look for orders whose request died before starting their saga (0: never). */
   recoveryIntervalMs?: number;
   host?: string;
   port?: number;
@@ -100,12 +105,129 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const log = opts.log ?? lineLogger(createLogger({ service: 'sagaflow-api', level: process.env.LOG_LEVEL || 'info' }));
   const metrics = opts.metrics ?? new SagaMetrics({ role: 'api' });
 
-  const useCaseDeps = { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes };
-  const perSecond = opts.throttle?.perSecond ?? 0;
-  const burst = Math.max(1, opts.throttle?.burst ?? Math.ceil(2 * perSecond));
+  const callers = createCallers(db, metrics, opts.throttle);
+  const routes = apiRoutes({
+    db,
+    temporal,
+    useCaseDeps: { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes },
+    caller: callers.caller,
+    webhooks: opts.webhooks,
+    metrics,
+    log,
+  });
+  const handle = requestHandler(routes, metrics, log);
+  const server = http.createServer((req, res) => {
+    void handle(req, res);
+  });
+  // Expect: 100-continue: no 100 for a body over the limit, so it is never sent (handle answers 413).
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!declaredTooLarge(req)) res.writeContinue();
+    void handle(req, res);
+  });
+  const listening = await listen(server, opts.port ?? 0, opts.host ?? '127.0.0.1');
+
+  // Buckets that filled up again and addresses whose window passed are forgotten: the server's own
+  // memory, so it lives and ends with the server.
+  const sweep = setInterval(callers.sweep, 60_000);
+  sweep.unref();
+  const inProcess = (opts.cleanupIntervalMs ?? 0) > 0 || (opts.recoveryIntervalMs ?? 0) > 0;
+  const housekeeping = inProcess
+    ? startApiHousekeeping({
+        db,
+        temporal,
+        taskQueue,
+        leaseMs,
+        cleanupIntervalMs: opts.cleanupIntervalMs ?? 0,
+        recoveryIntervalMs: opts.recoveryIntervalMs ?? 0,
+        searchAttributes: opts.searchAttributes,
+        metrics,
+        log,
+      })
+    : undefined;
+  return {
+    url: listening.url,
+    close: () => {
+      clearInterval(sweep);
+      housekeeping?.stop();
+      return listening.close();
+    },
+  };
+}
+
+export interface ApiHousekeepingOptions {
+  db: Db;
+  temporal: Client;
+  taskQueue: string;
+  /** The API's lease (ApiOptions.leaseMs): an order whose request has held it this long without a saga is abandoned. */
+  leaseMs?: number;
+  /** How often expired Idempotency-Keys are purged (0: never). */
+  cleanupIntervalMs?: number;
+  /** How often to look for orders whose request died before starting their saga (0: never). */
+  recoveryIntervalMs?: number;
+  searchAttributes?: boolean;
+  /** The API's metrics: recovered orders are counted on them. */
+  metrics?: SagaMetrics;
+  log?: (line: Record<string, unknown>) => void;
+}
+
+export interface Housekeeping {
+  stop(): void;
+}
+
+/**
+ * The API's housekeeping, apart from its requests: expired Idempotency-Keys are purged, and orders
+ * whose request died between its commit and the saga's start get their saga, whether or not the
+ * client ever comes back. The API process starts it beside the server (bin/api.ts); several API
+ * processes may run it at once.
+ */
+export function startApiHousekeeping(opts: ApiHousekeepingOptions): Housekeeping {
+  const { db, temporal, taskQueue } = opts;
+  const leaseMs = opts.leaseMs ?? 10_000;
+  const log = opts.log ?? lineLogger(createLogger({ service: 'sagaflow-api', level: process.env.LOG_LEVEL || 'info' }));
+  const cleanupIntervalMs = opts.cleanupIntervalMs ?? 10 * 60_000;
+  const purge = () => {
+    purgeExpiredKeys(db).then(
+      (n) => n > 0 && log({ msg: 'expired idempotency keys purged', count: n }),
+      (e: Error) => log({ level: 'warn', msg: 'idempotency key purge failed', error: e.message }),
+    );
+  };
+  const timer = cleanupIntervalMs > 0 ? setInterval(purge, cleanupIntervalMs) : undefined;
+  timer?.unref();
+  const recoveryIntervalMs = opts.recoveryIntervalMs ?? Math.max(1000, Math.round(leaseMs / 2));
+  const recovery =
+    recoveryIntervalMs > 0
+      ? startRecoveryLoop({
+          db,
+          temporal,
+          taskQueue,
+          olderThanMs: leaseMs,
+          searchAttributes: opts.searchAttributes,
+          intervalMs: recoveryIntervalMs,
+          onRecovered: (ids) => {
+            opts.metrics?.ordersRecovered.inc(ids.length);
+            log({ msg: 'abandoned orders recovered: sagas started', count: ids.length, orderIds: ids });
+          },
+          onError: (e) => log({ level: 'warn', msg: 'order recovery failed; retrying next round', error: e.message }),
+        })
+      : undefined;
+  return {
+    stop: () => {
+      clearInterval(timer);
+      recovery?.stop();
+    },
+  };
+}
+
+/**
+ * Who is calling: the API client named by the request's key, after the throttles (ApiOptions.throttle).
+ * `sweep` forgets the throttles' state that has run out.
+ */
+function createCallers(db: Db, metrics: SagaMetrics, throttle: ApiOptions['throttle']): { caller(req: IncomingMessage): Promise<ApiClient>; sweep(): void } {
+  const perSecond = throttle?.perSecond ?? 0;
+  const burst = Math.max(1, throttle?.burst ?? Math.ceil(2 * perSecond));
   const buckets = perSecond > 0 ? new TokenBuckets(perSecond, burst) : undefined;
-  const authFailures = opts.throttle?.authFailures ?? 0;
-  const failures = authFailures > 0 ? new FailedAuthentications(authFailures, opts.throttle?.authWindowMs ?? 60_000) : undefined;
+  const authFailures = throttle?.authFailures ?? 0;
+  const failures = authFailures > 0 ? new FailedAuthentications(authFailures, throttle?.authWindowMs ?? 60_000) : undefined;
   /** Lookups of a key in flight, shared by the requests that send it meanwhile: a burst costs one query. */
   const lookups = new Map<string, Promise<ApiClient | undefined>>();
   const lookup = (keyHash: string) => {
@@ -150,6 +272,34 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     }
     return client;
   };
+  return {
+    caller,
+    sweep: () => {
+      buckets?.sweep();
+      failures?.sweep();
+    },
+  };
+}
+
+interface Route {
+  method: string;
+  path: string;
+  handler: Handler;
+}
+
+interface RouteContext {
+  db: Db;
+  temporal: Client;
+  useCaseDeps: CreateOrderDeps;
+  caller(req: IncomingMessage): Promise<ApiClient>;
+  webhooks: ApiOptions['webhooks'];
+  metrics: SagaMetrics;
+  log: (line: Record<string, unknown>) => void;
+}
+
+/** The API's routes: the method, the path pattern (`:name` for a segment) and the handler of each. */
+function apiRoutes(ctx: RouteContext): Route[] {
+  const { db, temporal, useCaseDeps, caller, metrics, log } = ctx;
 
   const createOrder: Handler = async (req, _params, query, arrivedAt) => {
     const client = await caller(req);
@@ -183,7 +333,6 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     }
     return { status: outcome.status, body: outcome.body, headers };
   };
-
   /** The client's own order named by the path, or 404 alike for malformed, unknown and other clients' IDs. */
   async function ownOrder(clientId: string, id: string | undefined): Promise<OrderRow> {
     const row = id !== undefined && ORDER_ID_PATTERN.test(id) ? await findOrder(db, id, clientId) : undefined;
@@ -219,10 +368,10 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const createWebhook: Handler = async (req) => {
     const client = await caller(req);
     const { url } = validate(webhookRequest, await readBody(req));
-    const sealingKey = opts.webhooks?.sealingKey;
+    const sealingKey = ctx.webhooks?.sealingKey;
     if (!sealingKey) throw new Problem('webhooks-not-configured', 'this server has no WEBHOOK_SECRETS_KEY to keep signing secrets with');
     try {
-      const endpoint = await createEndpoint(db, { clientId: client.id, url, sealingKey, allowPrivate: opts.webhooks?.allowPrivate ?? false });
+      const endpoint = await createEndpoint(db, { clientId: client.id, url, sealingKey, allowPrivate: ctx.webhooks?.allowPrivate ?? false });
       log({ msg: 'webhook endpoint created', endpointId: endpoint.id, clientId: client.id });
       return json(201, endpoint, { Location: `/webhooks/${endpoint.id}` });
     } catch (err) {
@@ -269,7 +418,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   };
 
   const openapi = JSON.stringify(buildOpenApi());
-  const routes: { method: string; path: string; handler: Handler }[] = [
+  return [
     { method: 'GET', path: '/healthz', handler: async () => json(200, { status: 'ok' }) },
     { method: 'GET', path: '/readyz', handler: ready },
     {
@@ -294,16 +443,11 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     { method: 'GET', path: '/webhooks/:endpoint/deliveries', handler: webhookDeliveries },
     { method: 'POST', path: '/webhooks/:endpoint/deliveries/:delivery/replay', handler: replayWebhook },
   ];
+}
 
-  const server = http.createServer((req, res) => {
-    void handle(req, res);
-  });
-  // Expect: 100-continue: no 100 for a body over the limit, so it is never sent (handle answers 413).
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (!declaredTooLarge(req)) res.writeContinue();
-    void handle(req, res);
-  });
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** Answers one request from the route table: one answer, one metric and one access-log line per request. */
+function requestHandler(routes: Route[], metrics: SagaMetrics, log: (line: Record<string, unknown>) => void) {
+  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     const arrivedAt = Date.now();
     let reply: Reply | undefined;
@@ -377,56 +521,6 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     metrics.httpRequests.observe({ method: req.method ?? '?', route, status: String(reply.status) }, seconds);
     access(reply.status);
-  }
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
-  });
-  const purge = () => {
-    purgeExpiredKeys(db).then(
-      (n) => n > 0 && log({ msg: 'expired idempotency keys purged', count: n }),
-      (e: Error) => log({ level: 'warn', msg: 'idempotency key purge failed', error: e.message }),
-    );
-  };
-  const timer = setInterval(purge, opts.cleanupIntervalMs ?? 10 * 60_000);
-  timer.unref();
-  // Buckets that filled up again and addresses whose window passed are forgotten.
-  const sweep = setInterval(() => {
-    buckets?.sweep();
-    failures?.sweep();
-  }, 60_000);
-  sweep.unref();
-  // Orders whose request died between its commit and the saga's start get their saga here,
-  // whether or not the client ever comes back. Several API processes may run this at once.
-  const recoveryIntervalMs = opts.recoveryIntervalMs ?? Math.max(1000, Math.round(leaseMs / 2));
-  const recovery =
-    recoveryIntervalMs > 0
-      ? startRecoveryLoop({
-          db,
-          temporal,
-          taskQueue,
-          olderThanMs: leaseMs,
-          searchAttributes: opts.searchAttributes,
-          intervalMs: recoveryIntervalMs,
-          onRecovered: (ids) => {
-            metrics.ordersRecovered.inc(ids.length);
-            log({ msg: 'abandoned orders recovered: sagas started', count: ids.length, orderIds: ids });
-          },
-          onError: (e) => log({ level: 'warn', msg: 'order recovery failed; retrying next round', error: e.message }),
-        })
-      : undefined;
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://${opts.host ?? '127.0.0.1'}:${port}`,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        clearInterval(timer);
-        clearInterval(sweep);
-        recovery?.stop();
-        server.close((e) => (e ? reject(e) : resolve()));
-        server.closeAllConnections();
-      }),
   };
 }
 

@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
 import type { OrderRow } from '../orders/repository';
-import { statusQuery } from '../../workflows/order-saga';
+import { statusQuery } from '../../workflows/order/definitions';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import type { OrderSagaResult } from '../../workflows/order/types';
 import type { OrderView } from './schemas';

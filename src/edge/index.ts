@@ -15,4 +15,3 @@ export {
   type ClaimRequest,
 } from './keys';
 export { fingerprint } from '../ledger/fingerprint';
-export { clientConnectionOptions, closedConnectionGuard } from '../temporal-connect';

@@ -1,5 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
-import type { orderSaga } from '../../workflows/order-saga';
+import { ORDER_SAGA_WORKFLOW_TYPE, type OrderSagaWorkflow } from '../../workflows/order/definitions';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { parseOrderInput } from './schema';
 import type { OrderInput } from '../../workflows/order/types';
@@ -16,11 +16,11 @@ export async function startOrderSaga(
   taskQueue: string,
   /** Off for a namespace where the saga's search attributes are not registered. */
   opts: { searchAttributes?: boolean } = {},
-): Promise<WorkflowHandle<typeof orderSaga>> {
+): Promise<WorkflowHandle<OrderSagaWorkflow>> {
   const order = parseOrderInput(input);
   const workflowId = orderWorkflowId(order.orderId);
   try {
-    return await client.workflow.start<typeof orderSaga>('orderSaga', {
+    return await client.workflow.start<OrderSagaWorkflow>(ORDER_SAGA_WORKFLOW_TYPE, {
       workflowId,
       taskQueue,
       args: [order],
@@ -40,7 +40,7 @@ export async function startOrderSaga(
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      return client.workflow.getHandle<typeof orderSaga>(workflowId);
+      return client.workflow.getHandle<OrderSagaWorkflow>(workflowId);
     }
     throw err;
   }

@@ -42,7 +42,7 @@ test('npm pack ships compiled JavaScript and declarations whose subpath exports 
     path.join(scratch, 'use.ts'),
     `import { Saga, sagaKeys, SagaFailure, type SagaStatus } from 'sagaflow/workflow';
 import { createLedger, LedgerFailure, migrateLedger, type ForwardOutcome } from 'sagaflow/ledger';
-import { claimKey, clientConnectionOptions, completeKey, IDEMPOTENCY_KEY_PATTERN, type Claim } from 'sagaflow/edge';
+import { claimKey, completeKey, IDEMPOTENCY_KEY_PATTERN, type Claim } from 'sagaflow/edge';
 import { loadHistories, replayHistories, type ReplayOutcome } from 'sagaflow/replay';
 import { InvalidMessage, processMessage, runJetStreamInbox, type InboxHandler } from 'sagaflow/inbox';
 import { outboxTableDdl, runOutboxRelay, type OutboxTable } from 'sagaflow/outbox';
@@ -59,7 +59,7 @@ const forward: ForwardOutcome<{ id: string }> = { state: 'completed', result: { 
 const claim: Claim | undefined = undefined;
 const outcomes: ReplayOutcome[] = [];
 export const used = [Saga, key, phase, SagaFailure.CompensationFailed, createLedger, LedgerFailure.StepCancelled, migrateLedger,
-  forward, claimKey, completeKey, clientConnectionOptions({ address: '127.0.0.1:7233' }).interceptors.length, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes, handler, processMessage, runJetStreamInbox, outboxTableDdl('trip_events', 'trip_id'), runOutboxRelay, trips];
+  forward, claimKey, completeKey, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes, handler, processMessage, runJetStreamInbox, outboxTableDdl('trip_events', 'trip_id'), runOutboxRelay, trips];
 // The declarations are real types, not any: these must be errors.
 // @ts-expect-error a step name is a string
 sagaKeys('trip-1').step(42);
@@ -89,14 +89,14 @@ export const untyped: OutboxTable = { table: 't', subjectColumn: 's', source: 'x
     console.log(JSON.stringify({
       key: w.sagaKeys('trip-1').step('hold-car'),
       parsed: w.parseStepKey('trip-1/hold-car/undo'),
-      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, e.clientConnectionOptions, r.replayHistories, r.captureHistories, i.processMessage, i.runJetStreamInbox, i.migrateInbox, o.runOutboxRelay, o.relayOutboxOnce, o.outboxTableDdl].map((f) => typeof f),
+      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, r.replayHistories, r.captureHistories, i.processMessage, i.runJetStreamInbox, i.migrateInbox, o.runOutboxRelay, o.relayOutboxOnce, o.outboxTableDdl].map((f) => typeof f),
       from: require.resolve('sagaflow/ledger'),
     }));`;
   const loaded = await run(process.execPath, ['-e', probe], { cwd: scratch });
   const out = JSON.parse(loaded.stdout) as { key: string; parsed: unknown; functions: string[]; from: string };
   expect(out.key).toBe('trip-1/hold-car');
   expect(out.parsed).toEqual({ key: 'trip-1/hold-car/undo', workflowId: 'trip-1', step: 'hold-car', undo: true, forwardKey: 'trip-1/hold-car' });
-  expect(out.functions).toEqual(Array(14).fill('function'));
+  expect(out.functions).toEqual(Array(13).fill('function'));
   expect(out.from).toBe(path.join(fs.realpathSync(scratch), 'node_modules/sagaflow/dist/src/ledger/index.js'));
 
   // The package's executable: `npx sagaflow <command>` runs the compiled commands, migrations shipped with them.

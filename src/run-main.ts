@@ -1,4 +1,6 @@
-import { ConfigError, StartupError, UsageError } from '../src/config';
+import { ConfigError, StartupError, UsageError } from './config';
+
+/** How every command (bin/*) runs: its exit codes, its usage, its stop signals. */
 
 /**
  * Runs a command's main. `--help` or `-h` prints its usage and exits 0; a
