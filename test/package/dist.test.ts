@@ -63,7 +63,7 @@ afterAll(async () => {
 test('node dist/bin/sagaflow.js migrates a fresh database, runs a worker and the API, and an order completes', async () => {
   const migrated = await run(process.execPath, [SAGAFLOW, 'migrate'], { cwd: ROOT, env: { ...process.env, DATABASE_URL: url } });
   const last = fs.readdirSync(path.join(ROOT, 'src/db/migrations')).sort().at(-1)!.replace(/\.sql$/, '');
-  expect(migrated.stdout).toMatch(new RegExp(`^applied: 001_sagaflow_schema, .*${last}$`, 'm'));
+  expect(migrated.stdout).toMatch(new RegExp(`^applied: ledger/1_step_ledger, .*, 001_sagaflow_schema, .*${last}$`, 'm'));
 
   db = createPool({ connectionString: url });
   await seedCatalogue(db);
