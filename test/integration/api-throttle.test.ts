@@ -148,14 +148,17 @@ test('1,000 wrong keys from one address: 401s up to the limit then 429s, never a
   const before = await throttled('auth_failures');
 
   const wrong = Array.from({ length: 1000 }, () => `sk_${randomBytes(24).toString('base64url')}`);
+  const burstStarted = Date.now();
   const answers = await pooled(
     wrong.map((k) => () => request(api.url, '/orders', { method: 'POST', apiKey: k, idempotencyKey: uniqueId('w'), body: orderBody() })),
     100,
   );
   const statuses = answers.map((a) => a.status);
   expect(new Set(statuses)).toEqual(new Set([401, 429]));
-  // Only the first `limit` keys were looked up: the rest were refused before the database.
-  expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(AUTH_FAILURES);
+  // Only the first `limit` keys of each window were looked up: the rest were refused before the
+  // database. One window, unless a slow machine stretched the burst past it.
+  const windows = 1 + Math.floor((Date.now() - burstStarted) / AUTH_WINDOW_MS);
+  expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(AUTH_FAILURES * windows);
   const refused = answers.find((a) => a.status === 429)!;
   expectProblem(refused, 429, 'authentication-throttled');
   const retryAfter = Number(refused.headers.get('retry-after'));

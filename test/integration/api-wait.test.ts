@@ -65,7 +65,8 @@ test('60 concurrent ?wait=3s on sagas that cannot end: all 201 running, keys com
   expect(answers.map((a) => a.status)).toEqual(keys.map(() => 201));
   for (const a of answers) {
     workflowIds.add(a.json.saga.workflowId);
-    expect(a.json).toMatchObject({ status: 'pending', saga: { status: 'running' } });
+    // 'unknown' when the saga's describe could not answer within its own deadline (a busy machine).
+    expect(a.json).toMatchObject({ status: 'pending', saga: { status: expect.stringMatching(/^(running|unknown)$/) } });
   }
   // The requests did wait on their sagas' results (each whose saga started before its wait ran
   // out), and every one of those polls has ended with its wait.

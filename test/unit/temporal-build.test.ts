@@ -44,9 +44,9 @@ printf '#!/bin/sh\\n' > "$4"; chmod +x "$4"`); // go build -v -o <output> <packa
   expect(await buildTemporalCli((m) => lines.push(m), 150)).toBe(true);
 
   expect(lines[0]).toMatch(/^building the Temporal CLI v1\.5\.1 \(github\.com\/temporalio\/cli\/cmd\/temporal\) with go build into .*; this takes a few minutes, once$/);
-  expect(lines).toContainEqual(expect.stringMatching(/^building the Temporal CLI: 0m00s elapsed, 3 modules downloaded$/));
+  expect(lines).toContainEqual(expect.stringMatching(/^building the Temporal CLI: 0m0\ds elapsed, 3 modules downloaded$/));
   expect(lines).toContainEqual(
-    expect.stringMatching(/^building the Temporal CLI: 0m00s elapsed, 2 packages compiled \(now go\.temporal\.io\/server\/service\/history\)$/),
+    expect.stringMatching(/^building the Temporal CLI: 0m0\ds elapsed, 2 packages compiled \(now go\.temporal\.io\/server\/service\/history\)$/),
   );
   expect(lines.at(-1)).toMatch(/^built the Temporal CLI in 0m0\ds \(3 modules downloaded, 2 packages compiled\)$/);
   expect(fs.existsSync(path.join(cacheDir(), 'temporal'))).toBe(true);
