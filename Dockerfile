@@ -7,8 +7,12 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The toolkit is a workspace package (packages/toolkit) the service depends on.
+COPY packages/toolkit/package.json ./packages/toolkit/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY packages/toolkit/tsconfig.build.json ./packages/toolkit/
+COPY packages/toolkit/src ./packages/toolkit/src
 COPY src ./src
 COPY workflows ./workflows
 COPY activities ./activities
@@ -25,8 +29,11 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
+COPY packages/toolkit/package.json ./packages/toolkit/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The toolkit's compiled files, which dist/ loads as @sagaflow/toolkit.
+COPY --from=build /app/packages/toolkit/dist ./packages/toolkit/dist
 ENV SAGAFLOW_WORKFLOW_BUNDLE=/app/dist/workflow-bundle.js
 
 # The node image's unprivileged user; it needs no write access to /app.

@@ -18,7 +18,7 @@ const ORDER_DOMAIN_FENCE = {
  * alone; callers talk to a saga through its contract (workflows/order/: ids, types, definitions).
  */
 const WORKFLOW_BODY_FENCE = {
-  regex: '(^|/)workflows(/index|/order-saga|/saga(/index|/saga|/replay-probe)?)?$|^sagaflow/workflow$',
+  regex: '(^|/)workflows(/index|/order-saga)?$|(^|/)workflow(/index|/saga|/replay-probe)$|^@sagaflow/toolkit/workflow$',
   message: "Import a saga's contract (workflows/order/definitions, ids, types), never workflow code.",
 };
 /** Entry points that run in production; the others (demo, stack, services, chaos, ...) are dev tools. */
@@ -39,7 +39,7 @@ const workflowImports = (...extra) => [
       { group: ['pg', 'pg/*'], message: 'Workflows must not touch the database; use an activity.' },
       { group: ['node:*'], message: 'Node built-ins are not allowed in workflow code.' },
       {
-        group: ['**/src/**', '**/activities', '**/activities/**'],
+        group: ['**/src/**', '!**/packages/toolkit/src/workflow', '!**/packages/toolkit/src/workflow/**', '**/activities', '**/activities/**'],
         allowTypeImports: true,
         message: 'Workflow code may import only types from outside workflows/.',
       },
@@ -50,12 +50,12 @@ const workflowImports = (...extra) => [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js', 'jest.cluster.config.js', 'jest.mutation.config.js', 'stryker.config.mjs', '.stryker-tmp/', 'reports/'] },
+  { ignores: ['node_modules/', 'dist/', '.sagaflow/', 'coverage/', 'test/helpers/summary-reporter.js', 'jest.config.js', 'jest.cluster.config.js', 'jest.mutation.config.js', 'stryker.config.mjs', '.stryker-tmp/', 'reports/', 'packages/toolkit/dist/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
     // CommonJS read by both the Jest and the Stryker configuration.
-    files: ['test/mutation/scopes.js'],
+    files: ['test/mutation/scopes.js', 'dev/toolkit-source-register.js', 'test/package/scratch/*.js'],
     languageOptions: { sourceType: 'commonjs', globals: { ...globals.node } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
@@ -96,14 +96,15 @@ export default tseslint.config(
     },
   },
   {
-    // The toolkit (sagaflow/workflow, /ledger, /edge, /inbox, /replay) knows no domain: a second saga
+    // The toolkit (@sagaflow/toolkit: /workflow, /ledger, /edge, /inbox, /outbox, /replay) knows no domain: a second saga
     // can use it exactly as the order saga does.
-    files: ['src/ledger/**/*.ts', 'src/edge/**/*.ts', 'src/inbox/**/*.ts', 'src/replay/**/*.ts'],
+    files: ['packages/toolkit/src/**/*.ts'],
+    ignores: ['packages/toolkit/src/workflow/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [DEV_FENCE, ORDER_DOMAIN_FENCE, WORKFLOW_BODY_FENCE] }] },
   },
   {
     // Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment.
-    files: ['workflows/**/*.ts', 'test/fixtures/**/workflows.ts'],
+    files: ['workflows/**/*.ts', 'packages/toolkit/src/workflow/**/*.ts', 'test/fixtures/**/workflows.ts'],
     rules: {
       'no-restricted-imports': workflowImports(),
       'no-restricted-properties': [
@@ -119,7 +120,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['workflows/saga/**/*.ts'],
+    files: ['packages/toolkit/src/workflow/**/*.ts'],
     rules: { 'no-restricted-imports': workflowImports(ORDER_DOMAIN_FENCE) },
   },
   {
@@ -129,12 +130,12 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['../../*', '../../**'], message: "Import sagaflow's public API by package name (sagaflow/workflow, sagaflow/ledger, ...)." }] },
+        { patterns: [{ group: ['../../*', '../../**'], message: "Import the toolkit by package name (@sagaflow/toolkit/workflow, @sagaflow/toolkit/ledger, ...)." }] },
       ],
     },
   },
   {
     files: ['examples/**/workflows.ts'],
-    rules: { 'no-restricted-imports': workflowImports({ group: ['../../*', '../../**'], message: 'Import sagaflow by package name.' }) },
+    rules: { 'no-restricted-imports': workflowImports({ group: ['../../*', '../../**'], message: 'Import the toolkit by package name.' }) },
   },
 );

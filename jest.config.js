@@ -1,13 +1,16 @@
-const pkg = require('./package.json');
+const toolkit = require('./packages/toolkit/package.json');
 
 /**
- * `sagaflow/<subpath>` inside the repo resolves to the sources, as the
- * `sagaflow-source` condition of package.json's exports says.
+ * `@sagaflow/toolkit/<subpath>` inside the repo resolves to the toolkit's sources,
+ * as the `sagaflow-source` condition of packages/toolkit/package.json's exports says.
  */
 const sourceAliases = Object.fromEntries(
-  Object.entries(pkg.exports)
+  Object.entries(toolkit.exports)
     .filter(([, target]) => typeof target === 'object' && target['sagaflow-source'])
-    .map(([subpath, target]) => [`^sagaflow${subpath.slice(1).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, `<rootDir>/${target['sagaflow-source'].slice(2)}`]),
+    .map(([subpath, target]) => [
+      `^${toolkit.name}${subpath.slice(1)}$`.replace(/[./]/g, (c) => (c === '.' ? '\\.' : c)),
+      `<rootDir>/packages/toolkit/${target['sagaflow-source'].slice(2)}`,
+    ]),
 );
 
 /** Real Temporal dev server and real PostgreSQL come up once in globalSetup; test files share them. */

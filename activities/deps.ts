@@ -1,5 +1,5 @@
 import type { Db } from '../src/db/pool';
-import { createLedger, type Ledger, type LedgerHooks } from '../src/ledger/ledger';
+import { createLedger, type Ledger, type LedgerHooks } from '@sagaflow/toolkit/ledger';
 
 export interface ActivityDeps {
   db: Db;

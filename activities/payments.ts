@@ -1,6 +1,6 @@
 import { Step } from '../workflows/order/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/order/types';
-import { forwardEffect } from '../src/ledger/ledger';
+import { forwardEffect } from '@sagaflow/toolkit/ledger';
 import { ledgerOf, type ActivityDeps } from './deps';
 import { paymentProviderClient } from './providers';
 

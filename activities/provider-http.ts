@@ -1,9 +1,9 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
-import { LedgerFailure } from '../src/ledger/ledger';
+import { LedgerFailure } from '@sagaflow/toolkit/ledger';
 import { inSpan, SpanKind, traceHeaders } from '../src/observability/tracing';
 import { FailureType } from '../workflows/order/failures';
-import { parseStepKey } from '../workflows/saga/keys';
+import { parseStepKey } from '@sagaflow/toolkit/workflow';
 
 export interface HttpAnswer<T = unknown> {
   status: number;

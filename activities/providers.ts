@@ -1,4 +1,4 @@
-import type { CallOutcome } from '../src/ledger/ledger';
+import type { CallOutcome } from '@sagaflow/toolkit/ledger';
 import { FailureType } from '../workflows/order/failures';
 import type { Address, Money, OrderItem } from '../workflows/order/types';
 import { callService } from './provider-http';

@@ -4,7 +4,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../activities';
 import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
-import { stepKey, undoKey } from '../workflows/saga/keys';
+import { stepKey, undoKey } from '@sagaflow/toolkit/workflow';
 import { Step } from '../workflows/order/steps';
 import { runMain } from '../src/run-main';
 

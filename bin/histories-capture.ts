@@ -6,7 +6,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
 import { startStack } from '../dev/stack';
-import { captureHistories } from '../src/replay/capture';
+import { captureHistories } from '@sagaflow/toolkit/replay';
 import { ORDER_HISTORIES_DIR, runScenarios } from '../dev/replay-scenarios';
 import { createSagaWorker } from '../workers/worker';
 import { runMain } from '../src/run-main';

@@ -6,7 +6,7 @@ import { createPool } from '../src/db/pool';
 import { createLogger } from '../src/observability/log';
 import type { Checks } from '../src/observability/health';
 import { SagaMetrics, serveMetrics } from '../src/observability/metrics';
-import { ENDPOINT_EVENTS, ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/outbox/relay';
+import { ENDPOINT_EVENTS, ensureEventStream, ORDER_EVENTS, purgePublishedEvents, relayLag, runRelay } from '../src/orders/relay';
 import { runMain } from '../src/run-main';
 import { patiently } from '../src/patiently';
 import { runWebhookSender, webhookBacklog } from '../src/webhooks/sender';

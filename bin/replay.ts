@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadConfig } from '../src/config';
-import { replayFromServer, summaryTable } from '../src/replay/live';
+import { replayFromServer, summaryTable } from '@sagaflow/toolkit/replay';
 import { orderSagaReplayOptions } from '../workers/worker';
 import { clientConnectionOptions, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from '../src/run-main';

@@ -6,7 +6,7 @@ import { startOrderSaga } from '../src/orders/start';
 import { insertOrder } from '../src/orders/repository';
 import { addFault } from './services/clients';
 import { cancelUpdate, statusQuery, type OrderSagaWorkflow } from '../workflows/order/definitions';
-import type { SagaStatus } from '../workflows/saga';
+import type { SagaStatus } from '@sagaflow/toolkit/workflow';
 import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput } from '../workflows/order/types';

@@ -18,7 +18,7 @@ import { startOrderSaga } from '../src/orders/start';
 import { findTemporalCli } from '../dev/temporal';
 import { ensureServerTools, startTemporalCluster, type TemporalCluster } from '../dev/temporal-cluster';
 import { ensureUiServer, startTemporalUi } from '../dev/temporal-ui';
-import { replayFromServer } from '../src/replay/live';
+import { replayFromServer } from '../packages/toolkit/src/replay/live';
 import { waitFor } from '../src/ports';
 import { createSagaWorker, orderSagaReplayOptions } from '../workers/worker';
 import { cancelUpdate, statusQuery, type orderSaga } from '../workflows/order-saga';

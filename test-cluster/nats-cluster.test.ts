@@ -8,9 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsCluster, type NatsCluster } from '../dev/nats';
-import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../src/inbox/jetstream';
+import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../packages/toolkit/src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology } from '../src/orders/intake';
-import { ensureEventStream, relayLag, runRelay, type RunningRelay } from '../src/outbox/relay';
+import { ensureEventStream, relayLag, runRelay, type RunningRelay } from '../src/orders/relay';
 import { createSagaWorker } from '../workers/worker';
 import { createTestContext, seedInventory, uniqueId, type TestContext } from '../test/helpers/context';
 

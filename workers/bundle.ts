@@ -2,13 +2,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { PACKAGE_ROOT } from '../src/paths';
+import { toolkitBundlerOptions } from './toolkit-source';
 import { WORKFLOWS_PATH } from './worker';
 
 export const DEFAULT_BUNDLE_PATH = path.join(PACKAGE_ROOT, 'dist', 'workflow-bundle.js');
 
 /** Bundles the workflow code ahead of time, so a worker starts without running webpack. */
 export async function buildWorkflowBundle(out = DEFAULT_BUNDLE_PATH): Promise<{ path: string; bytes: number }> {
-  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH });
+  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, ...toolkitBundlerOptions() });
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, code);
   return { path: out, bytes: Buffer.byteLength(code) };

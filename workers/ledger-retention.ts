@@ -1,5 +1,5 @@
 import type { Db } from '../src/db/pool';
-import { purgeLedger } from '../src/ledger/retention';
+import { purgeLedger } from '@sagaflow/toolkit/ledger';
 import type { SagaMetrics } from '../src/observability/metrics';
 
 /**

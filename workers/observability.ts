@@ -1,6 +1,6 @@
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import type { SagaMetrics } from '../src/observability/metrics';
-import { describeFailure } from '../workflows/saga/failures';
+import { describeFailure } from '@sagaflow/toolkit/workflow';
 import type { SagaMetricsSinks } from '../workflows/order/metrics-sinks';
 
 /**

@@ -2,8 +2,9 @@ import { NativeConnection, Worker, type State, type WorkerOptions, type WorkerPl
 import { activitiesBySystem, type ActivityDeps } from '../activities';
 import type { SagaMetrics } from '../src/observability/metrics';
 import { QUEUE_ROLES, queueName, type QueueRole } from '../workflows/order/queues';
-import type { ReplayOptions } from '../src/replay/replay';
+import type { ReplayOptions } from '@sagaflow/toolkit/replay';
 import { sagaMetricsSinks, stepObserver } from './observability';
+import { toolkitBundlerOptions } from './toolkit-source';
 import type { DataConverter } from '@temporalio/common';
 import { dataConverterFromEnv } from '../src/codec/settings';
 
@@ -13,7 +14,7 @@ export const DEFAULT_POLLERS = 4;
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 /** What the replay gate needs to replay the order saga: its workflow code and the sinks it calls. */
 export function orderSagaReplayOptions(): ReplayOptions {
-  return { workflowsPath: WORKFLOWS_PATH, sinks: sagaMetricsSinks() };
+  return { workflowsPath: WORKFLOWS_PATH, bundlerOptions: toolkitBundlerOptions(), sinks: sagaMetricsSinks() };
 }
 
 export interface SagaWorkerOptions {
@@ -105,7 +106,7 @@ export async function createQueueWorkers(opts: SagaWorkerOptions, workflowsPath:
           ? await Worker.create({
               ...common,
               taskQueue,
-              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
+              ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath, bundlerOptions: toolkitBundlerOptions() }),
               // The database-only steps run here, as local activities; this worker takes no remote ones.
               activities: { ...systems.orders, ...systems.inventory },
               enableNonLocalActivities: false,

@@ -12,7 +12,7 @@ import {
 import type { SagaMetricsSinks } from './order/metrics-sinks';
 import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attributes';
 import type { SagaActivities } from '../activities';
-import { Saga, sagaKeys, type CompensationContext } from './saga';
+import { Saga, sagaKeys, type CompensationContext } from '@sagaflow/toolkit/workflow';
 import { queueName, type ActivitySystem } from './order/queues';
 import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, localStep } from './order/activity-options';
 import { Step } from './order/steps';

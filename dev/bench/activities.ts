@@ -1,7 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { activitiesBySystem } from '../../activities';
 import { inTransaction, type Db } from '../../src/db/pool';
-import type { ExternalStep, ExternalUndo, ForwardOutcome, Ledger, StepLedger } from '../../src/ledger/ledger';
+import type { ExternalStep, ExternalUndo, ForwardOutcome, Ledger, StepLedger } from '@sagaflow/toolkit/ledger';
 
 type Systems = ReturnType<typeof activitiesBySystem>;
 

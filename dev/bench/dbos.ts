@@ -1,7 +1,7 @@
 import { DBOS } from '@dbos-inc/dbos-sdk';
 import { activitiesBySystem, type ActivityDeps } from '../../activities';
 import { quoteIdent } from '../../src/db/pool';
-import { sagaKeys } from '../../workflows/saga/keys';
+import { sagaKeys } from '@sagaflow/toolkit/workflow';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { passThroughLedger } from './activities';

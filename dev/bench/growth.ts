@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../../src/db/pool';
-import { createLedger } from '../../src/ledger/ledger';
+import { createLedger } from '@sagaflow/toolkit/ledger';
 import { percentile } from './run';
 
 export interface GrowthPoint {

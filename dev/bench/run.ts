@@ -11,7 +11,7 @@ import { noopActivities, passThroughLedger } from './activities';
 import { startDbosVariant } from './dbos';
 import { jetstream } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../../src/inbox/jetstream';
+import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '@sagaflow/toolkit/inbox';
 import { orderIntakeHandler, orderIntakeTopology } from '../../src/orders/intake';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { dataConverterFromEnv } from '../../src/codec/settings';

@@ -4,7 +4,7 @@ import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, 
 import { queueName, type ActivitySystem } from '../../workflows/order/queues';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
-import { sagaKeys } from '../../workflows/saga/keys';
+import { sagaKeys } from '@sagaflow/toolkit/workflow';
 
 function system(role: ActivitySystem, options: ActivityOptions) {
   return proxyActivities<SagaActivities>({ ...options, taskQueue: queueName(workflowInfo().taskQueue, role) });

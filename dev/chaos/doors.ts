@@ -1,4 +1,4 @@
-import type { InboxTopology } from '../../src/inbox/jetstream';
+import type { InboxTopology } from '@sagaflow/toolkit/inbox';
 
 /**
  * Names the soak's stream doors share between the driver and the consumer process

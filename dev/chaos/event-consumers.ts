@@ -8,7 +8,7 @@ import {
   runJetStreamInbox,
   type InboxHandler,
   type InboxOutcome,
-} from 'sagaflow/inbox';
+} from '@sagaflow/toolkit/inbox';
 import { notificationsTopology, startNotifications } from '../../examples/shipping-notifications/projection';
 import { runMain } from '../../src/run-main';
 import { loadConfig } from '../../src/config';

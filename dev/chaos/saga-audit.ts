@@ -16,7 +16,7 @@
  * - the order's status ↔ the saga's outcome.
  */
 
-import { storableText } from '../../src/text';
+import { storableText } from '@sagaflow/toolkit/ledger';
 
 /** A saga's result as the order saga returns it (workflows/order/types.ts). */
 export interface SagaAccount {

@@ -6,7 +6,7 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import { Client, Connection } from '@temporalio/client';
 import { Pool } from 'pg';
 import { migrate } from '../../src/db/migrate';
-import { ensureInboxTopology } from '../../src/inbox/jetstream';
+import { ensureInboxTopology } from '@sagaflow/toolkit/inbox';
 import { orderIntakeTopology } from '../../src/orders/intake';
 import { freePort, freeStablePort, waitFor } from '../../src/ports';
 import { findNatsServer } from '../nats';

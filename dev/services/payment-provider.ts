@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Db, Tx } from '../../src/db/pool';
-import { fingerprint } from '../../src/ledger/fingerprint';
+import { fingerprint } from '@sagaflow/toolkit/ledger';
 import {
   answerExisting,
   FaultInjector,

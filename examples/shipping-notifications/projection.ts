@@ -1,7 +1,7 @@
 /**
  * A consumer of sagaflow's order events: a shipping-notification projection. Each
  * `io.sagaflow.order.completed.v1` event becomes one notification row, applied
- * exactly once with sagaflow/inbox: the event's ID (its Nats-Msg-Id) is claimed in
+ * exactly once with @sagaflow/toolkit/inbox: the event's ID (its Nats-Msg-Id) is claimed in
  * the transaction that writes the row, so a redelivery, or the relay publishing
  * the same event again after a crash, notifies nobody twice. The table has no
  * unique constraint of its own on purpose: only the inbox stands between a
@@ -19,7 +19,7 @@ import {
   type InboxHandler,
   type InboxTopology,
   type RunningInbox,
-} from 'sagaflow/inbox';
+} from '@sagaflow/toolkit/inbox';
 
 export const NOTIFICATIONS_DDL = `
 CREATE TABLE IF NOT EXISTS shipping_notifications (

@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { createLedger, forwardEffect, LedgerFailure, type CallOutcome, type Db, type LedgerHooks } from 'sagaflow/ledger';
-import type { SagaCause } from 'sagaflow/workflow';
+import { createLedger, forwardEffect, LedgerFailure, type CallOutcome, type Db, type LedgerHooks } from '@sagaflow/toolkit/ledger';
+import type { SagaCause } from '@sagaflow/toolkit/workflow';
 import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput } from './types';
 
 export interface TripDeps {

@@ -1,4 +1,4 @@
-/** A second saga built only on sagaflow's public API: a trip booking (docs/guide.md walks through it). */
+/** A second saga built only on sagaflow's public API: a trip booking (packages/toolkit/GUIDE.md walks through it). */
 export { createTripActivities, type TripActivities, type TripDeps } from './activities';
 export { migrateTrips } from './schema';
 export { createTripWorker, TRIP_WORKFLOWS_PATH } from './worker';

@@ -1,4 +1,4 @@
-import { inTransaction, migrateLedger, type Db } from 'sagaflow/ledger';
+import { inTransaction, migrateLedger, type Db } from '@sagaflow/toolkit/ledger';
 
 /** The trip saga's tables, and the ledger's. Idempotent: safe at every start. */
 export async function migrateTrips(db: Db): Promise<void> {

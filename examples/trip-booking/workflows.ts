@@ -1,9 +1,9 @@
 import { ApplicationFailure, condition, defineSignal, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
-import { Saga, sagaCancelUpdate, sagaStatusQuery, type CompensationContext } from 'sagaflow/workflow';
+import { Saga, sagaCancelUpdate, sagaStatusQuery, type CompensationContext } from '@sagaflow/toolkit/workflow';
 import type { TripActivities } from './activities';
 import { holdStep, TripFailure, TripStep, type HoldKind, type TripInput, type TripResult } from './types';
 
-/** The standard saga query and update (any client can use sagaflow/workflow's own). */
+/** The standard saga query and update (any client can use @sagaflow/toolkit/workflow's own). */
 export const tripStatusQuery = sagaStatusQuery;
 export const cancelTripUpdate = sagaCancelUpdate;
 /** The traveller confirms the held trip; without it in time, everything is released. */

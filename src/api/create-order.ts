@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { inTransaction, type Db } from '../db/pool';
-import { claimKey, completeKey, releaseLease } from '../edge/keys';
-import { fingerprint } from '../ledger/fingerprint';
+import { claimKey, completeKey, releaseLease } from '@sagaflow/toolkit/edge';
+import { fingerprint } from '@sagaflow/toolkit/ledger';
 import { findOrder, insertOrder, markSagaStarted, toOrderInput } from '../orders/repository';
 import { startOrderSaga } from '../orders/start';
 import { orderWorkflowId } from '../../workflows/order/ids';

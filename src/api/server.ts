@@ -14,7 +14,7 @@ import { inSpan, SpanKind } from '../observability/tracing';
 import { bearerKey, findClientByKeyHash, hashKey, missingKey, unknownKey, type ApiClient } from './auth';
 import { FailedAuthentications, sourceOf, TokenBuckets } from './throttle';
 import { redactAddresses } from '../redact';
-import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '../edge/keys';
+import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '@sagaflow/toolkit/edge';
 import { cancelOrder as cancelOrderUseCase } from './cancel-order';
 import { createOrder as createOrderUseCase, type CreateOrderDeps } from './create-order';
 import { liveSaga, orderView } from './views';

@@ -2,11 +2,11 @@ import path from 'node:path';
 import type { Client } from 'pg';
 import { runner } from 'node-pg-migrate';
 import { StartupError } from '../config';
-import { EDGE_SCHEMA } from '../edge/keys';
-import { INBOX_SCHEMA } from '../inbox/inbox';
-import { LEDGER_SCHEMA } from '../ledger/schema';
+import { EDGE_SCHEMA } from '@sagaflow/toolkit/edge';
+import { INBOX_SCHEMA } from '@sagaflow/toolkit/inbox';
+import { LEDGER_SCHEMA } from '@sagaflow/toolkit/ledger';
 import { createClient, isConnectionError, quoteIdent } from './pool';
-import { applySchema, type ModuleSchema } from './schema-versions';
+import { applySchema, type ModuleSchema } from '@sagaflow/toolkit/ledger';
 
 export const MIGRATIONS_DIR = path.join(__dirname, 'migrations');
 
@@ -16,7 +16,7 @@ export const MIGRATION_LOCK_ID = '7241865325823964';
 export const MIGRATION_APPLICATION_NAME = 'sagaflow-migrate';
 /**
  * The toolkit modules whose tables the order service uses, each defining and
- * versioning its own (src/db/schema-versions.ts). They are applied before the
+ * versioning its own (packages/toolkit/src/schema-versions.ts). They are applied before the
  * service's numbered files, which only add what is the service's (a foreign key
  * from the edge's records to its clients).
  */

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { checkReadiness, type Checks } from './health';
 import type { AddressInfo } from 'node:net';
-import type { DeadLetterReason } from '../inbox/inbox';
+import type { DeadLetterReason } from '@sagaflow/toolkit/inbox';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**

@@ -345,7 +345,7 @@ function describeRecord(p: RecordProblems, kind: RecordKind, settled: boolean, a
 }
 
 // ---------------------------------------------------------------------------
-// The ledger's own guarantees (src/ledger/ledger.ts): a compensation claims its
+// The ledger's own guarantees (packages/toolkit/src/ledger/ledger.ts): a compensation claims its
 // undo key and tombstones the forward key in one transaction, and a tombstone
 // is never written any other way nor ever leaves 'cancelled'.
 

@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import type { OrderInput } from '../../workflows/order/types';
-import { hasControlCharacters, hasLoneSurrogate } from '../text';
+import { hasControlCharacters, hasLoneSurrogate } from '@sagaflow/toolkit/ledger';
 
 /** Currencies the payment provider settles; amounts are integer minor units. */
 export const CURRENCIES = ['USD', 'EUR', 'GBP', 'CHF', 'CAD', 'AUD', 'JPY', 'SEK', 'NOK', 'DKK', 'PLN'] as const;
 
 export const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64');
-/** Free text a person typed: stored exactly as sent, so what cannot be stored is refused (src/text.ts). */
+/** Free text a person typed: stored exactly as sent, so what cannot be stored is refused (packages/toolkit/src/text.ts). */
 export const text = (max: number) =>
   z
     .string()

@@ -1,7 +1,7 @@
 import { inTransaction, type Db } from '../db/pool';
-import { wakeablePause } from '../pause';
-import { toCloudEvent, type OrderEventType } from '../outbox/relay';
-import { storableText } from '../text';
+import { wakeablePause } from '@sagaflow/toolkit/outbox';
+import { toCloudEvent, type OrderEventType } from '../orders/relay';
+import { storableText } from '@sagaflow/toolkit/ledger';
 import { endpointProblem } from './addresses';
 import { sign, unseal } from './signing';
 

@@ -18,7 +18,7 @@ import { startPaymentProvider } from '../../dev/services/payment-provider';
 import type { RunningService } from '../../dev/services/http';
 import { createSagaWorker } from '../../workers/worker';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../../src/inbox/jetstream';
+import { ensureInboxTopology, runJetStreamInbox, type RunningInbox } from '../../packages/toolkit/src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology } from '../../src/orders/intake';
 import { createTestContext, createTestDatabase, uniqueId, type TestContext } from '../helpers/context';
 

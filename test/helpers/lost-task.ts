@@ -1,6 +1,6 @@
 import { WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { UpdateDefinition } from '@temporalio/common';
-import type { CancelRequest, CancelResponse } from '../../workflows/saga';
+import type { CancelRequest, CancelResponse } from '../../packages/toolkit/src/workflow';
 import type { NodeProcess } from './worker-process';
 
 /**

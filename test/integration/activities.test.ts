@@ -13,7 +13,7 @@ import { createActivities, type SagaActivities } from '../../activities';
 import { assessRisk, FRAUD_AMOUNT_LIMIT_MINOR } from '../../activities/fraud';
 import { carrierClient, paymentProviderClient } from '../../activities/providers';
 import { reconcileOrder } from '../../dev/services/reconcile';
-import { createLedger, forwardEffect, LedgerFailure } from '../../src/ledger/ledger';
+import { createLedger, forwardEffect, LedgerFailure } from '../../packages/toolkit/src/ledger/ledger';
 import { FailureType } from '../../workflows/order/failures';
 import { Step } from '../../workflows/order/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';

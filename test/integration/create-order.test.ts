@@ -12,8 +12,8 @@ import { createOrder, type CreateOrderCommand, type CreateOrderDeps } from '../.
 import { createApiClient } from '../../src/api/auth';
 import type { CreateOrderRequest } from '../../src/api/schemas';
 import { inTransaction } from '../../src/db/pool';
-import { claimKey } from '../../src/edge/keys';
-import { fingerprint } from '../../src/ledger/fingerprint';
+import { claimKey } from '../../packages/toolkit/src/edge/keys';
+import { fingerprint } from '../../packages/toolkit/src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { OrderIdKey } from '../../workflows/order/search-attributes';

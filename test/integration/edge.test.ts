@@ -4,7 +4,7 @@
  * no sagaflow migrations, no API. Every claim's outcome is read back from the
  * rows it leaves.
  */
-import { claimKey, completeKey, migrateEdge, purgeExpiredKeys, releaseLease, type Claim, type ClaimRequest } from '../../src/edge/keys';
+import { claimKey, completeKey, migrateEdge, purgeExpiredKeys, releaseLease, type Claim, type ClaimRequest } from '../../packages/toolkit/src/edge/keys';
 import { inTransaction, type Db } from '../../src/db/pool';
 import { createTestSchema, uniqueId } from '../helpers/context';
 

@@ -4,10 +4,10 @@
  * through processMessage on the real PostgreSQL. The message's record and its
  * effect commit together or not at all; a redelivery applies nothing twice.
  */
-import { InvalidMessage, migrateInbox, processMessage, type InboxHandler } from 'sagaflow/inbox';
+import { InvalidMessage, migrateInbox, processMessage, type InboxHandler } from '@sagaflow/toolkit/inbox';
 import type { Tx } from '../../src/db/pool';
 import { createTestSchema } from '../helpers/context';
-import { fingerprint } from '../../src/ledger/fingerprint';
+import { fingerprint } from '../../packages/toolkit/src/ledger/fingerprint';
 
 let schema: Awaited<ReturnType<typeof createTestSchema>>;
 

@@ -10,7 +10,7 @@ import { jetstream } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { createPool, type Db, type Tx } from '../../src/db/pool';
-import { DeadLetterHeaders } from '../../src/inbox/jetstream';
+import { DeadLetterHeaders } from '../../packages/toolkit/src/inbox/jetstream';
 import { createTestDatabase, uniqueId } from '../helpers/context';
 import { metricsUrlIn, scrape } from '../helpers/metrics';
 import { startEntry } from '../helpers/processes';

@@ -17,7 +17,7 @@ import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { migrate } from '../../src/db/migrate';
 import { createPool, type Db } from '../../src/db/pool';
 import { orderIntakeTopology } from '../../src/orders/intake';
-import { ORDER_EVENTS } from '../../src/outbox/relay';
+import { ORDER_EVENTS } from '../../src/orders/relay';
 import { createSagaWorker } from '../../workers/worker';
 import { createTestContext, createTestDatabase, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { startEntry } from '../helpers/processes';

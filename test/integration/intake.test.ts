@@ -12,7 +12,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import type { CreateOrderRequest } from '../../src/api/schemas';
 import { createPool, type Db } from '../../src/db/pool';
-import { processMessage, purgeInbox, type InboxHandler } from '../../src/inbox/inbox';
+import { processMessage, purgeInbox, type InboxHandler } from '../../packages/toolkit/src/inbox/inbox';
 import {
   DeadLetterHeaders,
   ensureInboxTopology,
@@ -22,7 +22,7 @@ import {
   type InboxOutcome,
   type InboxTopology,
   type RunningInbox,
-} from '../../src/inbox/jetstream';
+} from '../../packages/toolkit/src/inbox/jetstream';
 import { orderIntakeHandler, orderIntakeTopology, type OrderMessage } from '../../src/orders/intake';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { createSagaWorker } from '../../workers/worker';

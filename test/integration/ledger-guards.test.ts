@@ -8,11 +8,11 @@ import { createHash, randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
-import { createLedger, LedgerFailure, type Ledger } from '../../src/ledger/ledger';
-import { migrateLedger } from '../../src/ledger/schema';
-import { canonicalJson, fingerprint } from '../../src/ledger/fingerprint';
+import { createLedger, LedgerFailure, type Ledger } from '../../packages/toolkit/src/ledger/ledger';
+import { migrateLedger } from '../../packages/toolkit/src/ledger/schema';
+import { canonicalJson, fingerprint } from '../../packages/toolkit/src/ledger/fingerprint';
 import type { Db, Tx } from '../../src/db/pool';
-import { stepKey, undoKey } from '../../workflows/saga/keys';
+import { stepKey, undoKey } from '../../packages/toolkit/src/workflow/keys';
 import { createTestSchema, uniqueId } from '../helpers/context';
 
 let own: Awaited<ReturnType<typeof createTestSchema>>;

@@ -3,7 +3,7 @@
  * purged in batches, by the worker processes; the rows of any saga with a
  * recent row stay, whatever their age. Real PostgreSQL, a real worker process.
  */
-import { purgeLedger } from '../../src/ledger/retention';
+import { purgeLedger } from '../../packages/toolkit/src/ledger/retention';
 import { createTestSchema, databaseUrl, uniqueId } from '../helpers/context';
 import { spawnWorker, urlWithSchema } from '../helpers/worker-process';
 import type { Db } from '../../src/db/pool';

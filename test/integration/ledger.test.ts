@@ -6,12 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
-import { createLedger, LedgerFailure, type Ledger, type LedgerEntry, type UndoContext } from '../../src/ledger/ledger';
-import { migrateLedger } from '../../src/ledger/schema';
-import { fingerprint } from '../../src/ledger/fingerprint';
+import { createLedger, LedgerFailure, type Ledger, type LedgerEntry, type UndoContext } from '../../packages/toolkit/src/ledger/ledger';
+import { migrateLedger } from '../../packages/toolkit/src/ledger/schema';
+import { fingerprint } from '../../packages/toolkit/src/ledger/fingerprint';
 import type { Db, Tx } from '../../src/db/pool';
-import { stepKey, undoKey } from '../../workflows/saga/keys';
-import type { SagaCause } from '../../workflows/saga/failures';
+import { stepKey, undoKey } from '../../packages/toolkit/src/workflow/keys';
+import type { SagaCause } from '../../packages/toolkit/src/workflow/failures';
 import { createTestSchema, uniqueId } from '../helpers/context';
 
 let own: Awaited<ReturnType<typeof createTestSchema>>;

@@ -29,6 +29,7 @@ import type { OrderInput, OrderSagaResult } from '../../workflows/order/types';
 import { createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { spawnNode, workerEnv } from '../helpers/worker-process';
 import { atMost, runWithLostTask } from '../helpers/lost-task';
+import { bundleFromSource } from '../../workers/toolkit-source';
 
 jest.setTimeout(600_000);
 
@@ -40,7 +41,7 @@ beforeAll(async () => {
   ctx = await createTestContext('lost_task');
   bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-lost-task-'));
   bundlePath = path.join(bundleDir, 'workflow-bundle.js');
-  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH })).code);
+  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, webpackConfigHook: bundleFromSource })).code);
 });
 
 afterAll(async () => {

@@ -4,7 +4,7 @@ import { activitiesBySystem } from '../../activities';
 import { startOrderSaga } from '../../src/orders/start';
 import { reconcileStock } from '../../src/orders/audit';
 import { reconcileOrder } from '../../dev/services/reconcile';
-import { createLedger } from '../../src/ledger/ledger';
+import { createLedger } from '../../packages/toolkit/src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { EXTERNAL_STEP_ATTEMPTS as SHIPMENT_ATTEMPTS } from '../../workflows/order/activity-options';
 import { Step } from '../../workflows/order/steps';

@@ -1,5 +1,5 @@
 /**
- * The outbox (migration 011's trigger, src/outbox/relay.ts) and its example
+ * The outbox (migration 011's trigger, src/orders/relay.ts) and its example
  * consumer (examples/shipping-notifications) on the real PostgreSQL, NATS
  * JetStream and Temporal server: every order change writes its event in the
  * change's own transaction; the relay publishes each as a CloudEvent, in order
@@ -15,8 +15,8 @@ import { inTransaction, quoteIdent, type Db } from '../../src/db/pool';
 import { createApiClient } from '../../src/api/auth';
 import { insertOrder } from '../../src/orders/repository';
 import { startOrderSaga } from '../../src/orders/start';
-import { ensureEventStream, purgePublishedEvents, relayLag, relayOnce, runRelay, type CloudEvent, type EventStream } from '../../src/outbox/relay';
-import { outboxLag, outboxTableDdl, purgePublished, runOutboxRelay, type OutboxTable } from '../../src/outbox';
+import { ensureEventStream, purgePublishedEvents, relayLag, relayOnce, runRelay, type CloudEvent, type EventStream } from '../../src/orders/relay';
+import { outboxLag, outboxTableDdl, purgePublished, runOutboxRelay, type OutboxTable } from '../../packages/toolkit/src/outbox';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import type { OrderInput } from '../../workflows/order/types';
 import { createSagaWorker } from '../../workers/worker';

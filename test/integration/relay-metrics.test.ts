@@ -15,7 +15,7 @@ import { startNatsServer, type NatsServer } from '../../dev/nats';
 import { createApiClient } from '../../src/api/auth';
 import { migrate } from '../../src/db/migrate';
 import { createPool, type Db, type Tx } from '../../src/db/pool';
-import { ensureEventStream } from '../../src/outbox/relay';
+import { ensureEventStream } from '../../src/orders/relay';
 import { createEndpoint } from '../../src/webhooks/endpoints';
 import { DEFAULT_RETRY_SCHEDULE_MS } from '../../src/webhooks/sender';
 import { parseSealingKey } from '../../src/webhooks/signing';

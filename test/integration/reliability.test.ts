@@ -12,7 +12,7 @@ import { startApi, type RunningApi } from '../../src/api/server';
 import { createApiClient } from '../../src/api/auth';
 import type { CreateOrderRequest } from '../../src/api/schemas';
 import { inTransaction } from '../../src/db/pool';
-import { fingerprint } from '../../src/ledger/fingerprint';
+import { fingerprint } from '../../packages/toolkit/src/ledger/fingerprint';
 import { insertOrder } from '../../src/orders/repository';
 import { recoverAbandonedOrders } from '../../src/orders/recovery';
 import type { QueueRole } from '../../workflows/order/queues';

@@ -8,8 +8,8 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { bundleWorkflowCode, Worker } from '@temporalio/worker';
 import { createGuardActivities, GUARD_DDL } from '../fixtures/saga/guard-activities';
 import { handedKeys, keyedSaga, type GuardScript } from '../fixtures/saga/guard-workflows';
-import { DISTINCT_STEP_NAMES_PATCH, SagaFailure, sagaCancelUpdate, sagaStatusQuery, stepKey, undoKey } from '../../workflows/saga';
-import { LedgerFailure } from '../../src/ledger/ledger';
+import { DISTINCT_STEP_NAMES_PATCH, SagaFailure, sagaCancelUpdate, sagaStatusQuery, stepKey, undoKey } from '../../packages/toolkit/src/workflow';
+import { LedgerFailure } from '../../packages/toolkit/src/ledger/ledger';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
 import { until } from '../helpers/until';
 

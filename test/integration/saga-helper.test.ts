@@ -1,5 +1,5 @@
 /**
- * The generic saga helper (workflows/saga.ts) on the real Temporal dev server and
+ * The generic saga helper (packages/toolkit/src/workflow) on the real Temporal dev server and
  * real PostgreSQL: scripted sagas whose every run and undo is an activity that
  * journals the call in Postgres. Order, counts and overlap are read from the
  * journal rows, never from logs or the test's wall clock.
@@ -10,9 +10,9 @@ import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/wor
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
 import { cancelUpdate, requestCancelAnswersQuery, requestCancelSignal, scriptedSaga, statusQuery, transitionsQuery } from '../fixtures/saga/workflows';
-import type { SagaCause, SagaStatus } from '../../workflows/saga';
-import { undoKey } from '../../workflows/saga/keys';
-import { createLedger } from '../../src/ledger/ledger';
+import type { SagaCause, SagaStatus } from '../../packages/toolkit/src/workflow';
+import { undoKey } from '../../packages/toolkit/src/workflow/keys';
+import { createLedger } from '../../packages/toolkit/src/ledger/ledger';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;

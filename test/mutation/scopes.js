@@ -46,12 +46,12 @@ function linesMatching(file, pattern) {
 const scopes = {
   ledger: {
     about: 'the ledger and fingerprints',
-    mutate: ['src/ledger/ledger.ts', 'src/ledger/fingerprint.ts'],
+    mutate: ['packages/toolkit/src/ledger/ledger.ts', 'packages/toolkit/src/ledger/fingerprint.ts'],
     tests: ['integration/ledger.test.ts', 'integration/activities.test.ts', 'integration/ledger-retention.test.ts', 'integration/services.test.ts', 'unit/fingerprint.test.ts'],
   },
   api: {
     about: "the Idempotency-Key records, the API's use case and auth",
-    mutate: ['src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
+    mutate: ['packages/toolkit/src/edge/keys.ts', 'src/api/create-order.ts', 'src/api/auth.ts'],
     tests: ['integration/edge.test.ts', 'integration/api.test.ts', 'integration/create-order.test.ts', 'integration/clients.test.ts'],
     alsoDetectedBy: ['api-faults'],
   },
@@ -76,12 +76,12 @@ const scopes = {
   // The saga helper's pure parts, outside the sandbox (so with coverage): step keys, failure reading, status, backoff.
   'saga-parts': {
     about: "the saga helper's step keys, failure reading, status and backoff, outside the sandbox",
-    mutate: ['workflows/saga/keys.ts', 'workflows/saga/failures.ts', 'workflows/saga/status.ts'],
+    mutate: ['packages/toolkit/src/workflow/keys.ts', 'packages/toolkit/src/workflow/failures.ts', 'packages/toolkit/src/workflow/status.ts'],
     tests: ['unit/saga-parts.test.ts', 'integration/ledger.test.ts'],
   },
   saga: {
     about: 'the saga helper, inside the workflow sandbox',
-    mutate: ['workflows/saga/saga.ts'],
+    mutate: ['packages/toolkit/src/workflow/saga.ts'],
     tests: ['integration/saga-helper.test.ts'],
     alsoDetectedBy: ['saga-replay'],
     inWorkflows: true,
@@ -91,7 +91,7 @@ const scopes = {
   // a fresh run takes the patched path whatever the name, so only recorded histories tell them apart.
   'saga-replay': {
     about: "the saga helper's patches, against the recorded histories of the order saga",
-    mutate: linesMatching('workflows/saga/saga.ts', /patched\(|_PATCH = '/),
+    mutate: linesMatching('packages/toolkit/src/workflow/saga.ts', /patched\(|_PATCH = '/),
     tests: ['replay/replay.test.ts'],
     alsoDetectedBy: ['saga'],
     inWorkflows: true,
@@ -102,7 +102,7 @@ const scopes = {
     about: "the bounded part CI runs: the ledger's external forward step (claim, call, settle) against the activity suite",
     // About 40 mutants, four minutes alone on the machine; forwardEffect and runExternalUndo, CI's
     // part until the suite outgrew its time budget, are mutated with the rest in the ledger scope.
-    mutate: [between('src/ledger/ledger.ts', 'async function runExternalStep', 'async function runExternalUndo')],
+    mutate: [between('packages/toolkit/src/ledger/ledger.ts', 'async function runExternalStep', 'async function runExternalUndo')],
     tests: ['integration/activities.test.ts'],
     concurrency: 1,
     timeoutMS: 15_000,

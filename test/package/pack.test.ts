@@ -1,7 +1,11 @@
 /**
- * The published package: `npm pack` builds it, a scratch project installs the
- * tarball from scratch, and its five subpath exports type-check and load there
- * as any user's would, and its `sagaflow` executable runs. No TypeScript source is shipped.
+ * The toolkit as a team installs it: `npm pack` of packages/toolkit, the tarball
+ * installed in scratch projects beside the Temporal SDK at the lowest and the
+ * highest version the toolkit supports (its peer range), exactly as the guide
+ * says. It ships compiled JavaScript and declarations only, adds little beyond
+ * its peers, type-checks under node16, nodenext and bundler resolution, and runs
+ * the replay gate there (capture, load, replay, a changed workflow caught)
+ * against the real Temporal server of the test stack.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -12,107 +16,120 @@ import { holdDist } from '../helpers/dist-lock';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '../..');
+const TOOLKIT = path.join(ROOT, 'packages/toolkit');
+const SCRATCH_FILES = path.join(__dirname, 'scratch');
+const toolkitPkg = JSON.parse(fs.readFileSync(path.join(TOOLKIT, 'package.json'), 'utf8')) as {
+  name: string;
+  dependencies?: Record<string, string>;
+  peerDependencies: Record<string, string>;
+};
+/** The lowest and the highest @temporalio release the peer range admits, each installed and run. */
+const TEMPORAL_VERSIONS = ['1.23.0', '1.24.0'];
+const TEMPORAL_PEERS = Object.keys(toolkitPkg.peerDependencies).filter((p) => p.startsWith('@temporalio/'));
+
 let scratch: string;
+let tarball: string;
+let files: string[];
+
+const npm = (args: string[], cwd: string) => run('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline'], { cwd, maxBuffer: 64 << 20 });
+const duBytes = async (dir: string) => Number((await run('du', ['-sb', dir])).stdout.split('\t')[0]);
 
 beforeAll(async () => {
-  scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-pack-'));
-}, 30_000);
+  scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-toolkit-pack-'));
+  // npm pack builds the toolkit's dist/ first (prepack): not while another test file builds it.
+  const releaseDist = await holdDist();
+  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: TOOLKIT, maxBuffer: 16 << 20 }).finally(releaseDist);
+  const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+  tarball = path.join(scratch, packed!.filename);
+  files = packed!.files.map((f) => f.path).sort();
+}, 300_000);
 
 afterAll(() => {
   fs.rmSync(scratch, { recursive: true, force: true });
 });
 
-test('npm pack ships compiled JavaScript and declarations whose subpath exports type-check and load in a scratch project', async () => {
-  // npm pack builds dist/ first (prepack): not while another test file builds or runs it.
-  const releaseDist = await holdDist();
-  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: ROOT, maxBuffer: 16 << 20 }).finally(releaseDist);
-  const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
-  const files = packed!.files.map((f) => f.path);
-  expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
-  expect(files).toEqual(expect.arrayContaining(['dist/workflows/saga/index.js', 'dist/src/ledger/index.d.ts', 'dist/src/edge/index.js', 'dist/src/replay/index.d.ts', 'dist/src/inbox/index.js', 'dist/src/outbox/index.js']));
+test('the tarball holds the toolkit alone: compiled JavaScript and declarations, its README and guide, no dependency of its own', () => {
+  expect(files.filter((f) => !/^dist\/.*\.(js|d\.ts)$/.test(f))).toEqual(['GUIDE.md', 'LICENSE', 'README.md', 'package.json']);
+  expect(files).toEqual(expect.arrayContaining(['dist/workflow/index.js', 'dist/ledger/index.d.ts', 'dist/edge/index.js', 'dist/replay/index.d.ts', 'dist/inbox/index.js', 'dist/outbox/index.js']));
+  // Nothing of the order service.
+  expect(files.filter((f) => /order|api\/|bin\/|activities|workers|migrations/.test(f))).toEqual([]);
+  expect(toolkitPkg.dependencies ?? {}).toEqual({});
+  expect(Object.keys(toolkitPkg.peerDependencies)).toEqual(expect.arrayContaining(['pg', '@temporalio/client', '@temporalio/worker', '@temporalio/workflow', '@temporalio/activity']));
+});
 
-  fs.writeFileSync(path.join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', version: '1.0.0', private: true }));
-  await run('npm', ['install', path.join(scratch, packed!.filename), '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], {
-    cwd: scratch,
-    maxBuffer: 16 << 20,
+describe.each(TEMPORAL_VERSIONS)('installed beside @temporalio %s', (version) => {
+  let project: string;
+  const log: string[] = [];
+
+  beforeAll(async () => {
+    project = path.join(scratch, `project-${version}`);
+    fs.mkdirSync(project);
+    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: `scratch-${version.replace(/\./g, '-')}`, version: '1.0.0', private: true }));
+    // The peers first, as a project using Temporal already has them; then the toolkit, as the guide says.
+    await npm(['install', ...TEMPORAL_PEERS.map((p) => `${p}@${version}`), 'pg', '@types/pg', '@types/node@20'], project);
+    const before = await duBytes(path.join(project, 'node_modules'));
+    await npm(['install', tarball], project);
+    const after = await duBytes(path.join(project, 'node_modules'));
+    log.push(`@temporalio ${version}: the toolkit adds ${((after - before) / 1e6).toFixed(2)} MB`);
+    for (const f of fs.readdirSync(SCRATCH_FILES)) fs.copyFileSync(path.join(SCRATCH_FILES, f), path.join(project, f));
+  }, 600_000);
+
+  afterAll(() => {
+    process.stdout.write(`${log.join('\n')}\n`);
   });
 
-  // A user's code against every subpath, type-checked as a node16 project.
-  fs.writeFileSync(
-    path.join(scratch, 'use.ts'),
-    `import { Saga, sagaKeys, SagaFailure, type SagaStatus } from 'sagaflow/workflow';
-import { createLedger, LedgerFailure, migrateLedger, type ForwardOutcome } from 'sagaflow/ledger';
-import { claimKey, completeKey, IDEMPOTENCY_KEY_PATTERN, type Claim } from 'sagaflow/edge';
-import { loadHistories, replayHistories, type ReplayOutcome } from 'sagaflow/replay';
-import { InvalidMessage, processMessage, runJetStreamInbox, type InboxHandler } from 'sagaflow/inbox';
-import { outboxTableDdl, runOutboxRelay, type OutboxTable } from 'sagaflow/outbox';
-const trips: OutboxTable = { table: 'trip_events', subjectColumn: 'trip_id', source: 'trips', typeName: (t) => \`io.example.trip.\${t}.v1\` };
-const handler: InboxHandler<{ n: number }> = {
-  source: 'greetings',
-  parse: () => { throw new InvalidMessage('never'); },
-  newResourceId: (p) => String(p.n),
-  apply: async (tx) => { await tx.query('SELECT 1'); },
-};
-const key: string = sagaKeys('trip-1').undo('hold-flight');
-const phase: SagaStatus['phase'] = 'running';
-const forward: ForwardOutcome<{ id: string }> = { state: 'completed', result: { id: 'x' } };
-const claim: Claim | undefined = undefined;
-const outcomes: ReplayOutcome[] = [];
-export const used = [Saga, key, phase, SagaFailure.CompensationFailed, createLedger, LedgerFailure.StepCancelled, migrateLedger,
-  forward, claimKey, completeKey, IDEMPOTENCY_KEY_PATTERN.test('k'), claim, loadHistories, replayHistories, outcomes, handler, processMessage, runJetStreamInbox, outboxTableDdl('trip_events', 'trip_id'), runOutboxRelay, trips];
-// The declarations are real types, not any: these must be errors.
-// @ts-expect-error a step name is a string
-sagaKeys('trip-1').step(42);
-// @ts-expect-error a forward outcome has no state 'maybe'
-export const bad: ForwardOutcome = { state: 'maybe' };
-// @ts-expect-error a dead letter's reason is one of four
-export const reason: import('sagaflow/inbox').DeadLetterReason = 'whatever';
-// @ts-expect-error an outbox table names its CloudEvents type
-export const untyped: OutboxTable = { table: 't', subjectColumn: 's', source: 'x' };
-`,
-  );
-  fs.writeFileSync(
-    path.join(scratch, 'tsconfig.json'),
-    // skipLibCheck as every project using the Temporal SDK sets it (its own declarations need it).
-    JSON.stringify({ compilerOptions: { module: 'node16', moduleResolution: 'node16', target: 'ES2022', strict: true, noEmit: true, skipLibCheck: true }, files: ['use.ts'] }),
-  );
-  const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
-  const typecheck = await run(process.execPath, [tsc, '-p', scratch], { cwd: scratch }).then(
-    () => 'ok',
-    (err: { stdout?: string }) => err.stdout ?? String(err),
-  );
-  expect(typecheck).toBe('ok');
+  test('it adds less than 5 MB and no second copy of a peer', async () => {
+    const added = Number(log[0]!.match(/adds ([\d.]+) MB/)![1]);
+    expect(added).toBeLessThan(5);
+    expect(fs.existsSync(path.join(project, 'node_modules/@sagaflow/toolkit/node_modules'))).toBe(false);
+    const installed = JSON.parse(fs.readFileSync(path.join(project, 'node_modules/@temporalio/workflow/package.json'), 'utf8')) as { version: string };
+    expect(installed.version).toBe(version);
+  });
 
-  // And they load, from the compiled JavaScript, with what each promises.
-  const probe = `
-    const w = require('sagaflow/workflow'), l = require('sagaflow/ledger'), e = require('sagaflow/edge'), r = require('sagaflow/replay'), i = require('sagaflow/inbox'), o = require('sagaflow/outbox');
-    console.log(JSON.stringify({
-      key: w.sagaKeys('trip-1').step('hold-car'),
-      parsed: w.parseStepKey('trip-1/hold-car/undo'),
-      functions: [w.Saga, l.createLedger, l.migrateLedger, e.claimKey, e.migrateEdge, r.replayHistories, r.captureHistories, i.processMessage, i.runJetStreamInbox, i.migrateInbox, o.runOutboxRelay, o.relayOutboxOnce, o.outboxTableDdl].map((f) => typeof f),
-      from: require.resolve('sagaflow/ledger'),
-    }));`;
-  const loaded = await run(process.execPath, ['-e', probe], { cwd: scratch });
-  const out = JSON.parse(loaded.stdout) as { key: string; parsed: unknown; functions: string[]; from: string };
-  expect(out.key).toBe('trip-1/hold-car');
-  expect(out.parsed).toEqual({ key: 'trip-1/hold-car/undo', workflowId: 'trip-1', step: 'hold-car', undo: true, forwardKey: 'trip-1/hold-car' });
-  expect(out.functions).toEqual(Array(13).fill('function'));
-  expect(out.from).toBe(path.join(fs.realpathSync(scratch), 'node_modules/sagaflow/dist/src/ledger/index.js'));
+  test.each([
+    ['node16', { module: 'node16', moduleResolution: 'node16' }],
+    ['nodenext', { module: 'nodenext', moduleResolution: 'nodenext' }],
+    ['bundler', { module: 'esnext', moduleResolution: 'bundler' }],
+  ])('a project using every subpath type-checks under %s resolution', async (name, resolution) => {
+    const config = path.join(project, `tsconfig.${name}.json`);
+    fs.writeFileSync(
+      config,
+      // skipLibCheck as every project using the Temporal SDK sets it (its own declarations need it).
+      JSON.stringify({ compilerOptions: { ...resolution, target: 'ES2022', strict: true, noEmit: true, skipLibCheck: true, types: ['node'] }, files: ['use.ts'] }),
+    );
+    const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
+    const typecheck = await run(process.execPath, [tsc, '-p', config], { cwd: project }).then(
+      () => 'ok',
+      (err: { stdout?: string }) => err.stdout ?? String(err),
+    );
+    expect(typecheck).toBe('ok');
+  }, 120_000);
 
-  // The package's executable: `npx sagaflow <command>` runs the compiled commands, migrations shipped with them.
-  expect(files).toEqual(expect.arrayContaining(['dist/bin/sagaflow.js', 'dist/bin/worker.js', 'dist/src/db/migrations/001_sagaflow_schema.sql']));
-  expect(files.filter((f) => f.startsWith('dist/dev/') || f === 'dist/bin/services.js')).toEqual([]);
-  const help = await run('npx', ['--no-install', 'sagaflow', '--help'], { cwd: scratch });
-  expect(help.stdout).toMatch(/^usage: sagaflow <command>/);
-  const workerHelp = await run('npx', ['--no-install', 'sagaflow', 'worker', '--help'], { cwd: scratch });
-  expect(workerHelp.stdout).toMatch(/^usage: npm run worker/);
-  const intakeHelp = await run('npx', ['--no-install', 'sagaflow', 'intake', '--help'], { cwd: scratch });
-  expect(intakeHelp.stdout).toMatch(/^usage: npm run intake/);
-  const relayHelp = await run('npx', ['--no-install', 'sagaflow', 'relay', '--help'], { cwd: scratch });
-  expect(relayHelp.stdout).toMatch(/^usage: npm run relay/);
-  const unknown = await run('npx', ['--no-install', 'sagaflow', 'stack'], { cwd: scratch }).then(
-    () => 'exit 0',
-    (err: { code?: number; stderr?: string }) => `exit ${err.code}: ${err.stderr?.split('\n').find((l) => !l.startsWith('npm warn'))}`,
-  );
-  expect(unknown).toBe('exit 2: sagaflow: unknown command "stack"');
-}, 300_000);
+  test('the replay gate runs there: capture keeps every run, the same code replays, a changed workflow is caught', async () => {
+    const dir = path.join(project, 'histories');
+    const taskQueue = `pack-${version.replace(/\./g, '-')}-${Date.now()}`;
+    const { stdout } = await run(process.execPath, ['gate.js', process.env.TEMPORAL_ADDRESS!, taskQueue, dir], { cwd: project, maxBuffer: 16 << 20, timeout: 240_000 });
+    // The worker's runtime logs to stdout too: the gate's answer is its last line.
+    const out = JSON.parse(stdout.trim().split('\n').pop()!) as {
+      results: { status: string; compensations: number }[];
+      captured: { file: string; scenario: string; runId: string; status: string }[];
+      same: { scenario: string; ok: boolean }[];
+      changed: { scenario: string; ok: boolean; errorName?: string }[];
+    };
+    // A declined charge is undone too (the failed step's effect may have landed), then the seat.
+    expect(out.results).toEqual([
+      { status: 'completed', compensations: 0 },
+      { status: 'compensated', compensations: 2 },
+      { status: 'compensated', compensations: 2 },
+    ]);
+    // Three runs, two of one workflow ID: three files, each named by its run.
+    expect(out.captured).toHaveLength(3);
+    expect(out.captured.map((c) => c.scenario).sort()).toEqual(['a', 'a', 'b']);
+    expect(new Set(out.captured.map((c) => c.runId)).size).toBe(3);
+    for (const c of out.captured) expect(c.file).toBe(`v1-${c.scenario}.${c.runId}.json`);
+    expect(fs.readdirSync(dir).sort()).toEqual([...out.captured.map((c) => c.file), 'manifest.json'].sort());
+    expect(out.same.map((o) => o.ok)).toEqual([true, true, true]);
+    expect(out.changed).toHaveLength(3);
+    for (const o of out.changed) expect(o).toMatchObject({ ok: false, errorName: 'DeterminismViolationError' });
+  }, 300_000);
+});

@@ -1,4 +1,4 @@
-import { replayFromServer } from '../../src/replay/live';
+import { replayFromServer } from '../../packages/toolkit/src/replay/live';
 import { startOrderSaga } from '../../src/orders/start';
 import { createSagaWorker, orderSagaReplayOptions, type SagaWorker } from '../../workers/worker';
 import { createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';

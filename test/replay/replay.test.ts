@@ -1,5 +1,5 @@
-import { loadCases } from '../../src/replay/fixtures';
-import { describeOutcome, recordedEnding, replayAll, type ReplayOutcome } from '../../src/replay/replay';
+import { loadCases } from '../../packages/toolkit/src/replay/fixtures';
+import { describeOutcome, recordedEnding, replayAll, type ReplayOutcome } from '../../packages/toolkit/src/replay/replay';
 import { ORDER_HISTORIES_DIR } from '../../dev/replay-scenarios';
 import { orderSagaReplayOptions } from '../../workers/worker';
 

@@ -24,7 +24,7 @@ import {
   type TripInput,
   type TripResult,
 } from '../../examples/trip-booking';
-import { bundleFromSource } from '../../dev/source-aliases';
+import { bundleFromSource } from '../../workers/toolkit-source';
 import { createTestContext, databaseUrl, uniqueId, type TestContext } from '../helpers/context';
 import { spawnNode, urlWithSchema } from '../helpers/worker-process';
 import { atMost, runWithLostTask } from '../helpers/lost-task';

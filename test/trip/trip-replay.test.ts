@@ -3,9 +3,9 @@
  * theirs: `sagaflow/replay` over the saga's own history folder.
  */
 import path from 'node:path';
-import { describeOutcome, loadHistories, recordedEnding, replayHistories, type ReplayOutcome } from 'sagaflow/replay';
+import { describeOutcome, loadHistories, recordedEnding, replayHistories, type ReplayOutcome } from '@sagaflow/toolkit/replay';
 import { TRIP_WORKFLOWS_PATH } from '../../examples/trip-booking';
-import { bundleFromSource } from '../../dev/source-aliases';
+import { bundleFromSource } from '../../workers/toolkit-source';
 
 const dir = path.resolve(__dirname, '../../examples/trip-booking/histories');
 const cases = loadHistories(dir);

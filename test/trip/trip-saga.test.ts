@@ -17,7 +17,7 @@ import {
   tripWorkflowId,
   type TripInput,
 } from '../../examples/trip-booking';
-import { bundleFromSource } from '../../dev/source-aliases';
+import { bundleFromSource } from '../../workers/toolkit-source';
 import { addFault, createTestContext, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;

@@ -633,7 +633,10 @@ const dockerChecks: Record<string, (ctx: Ctx) => void> = {
     expect(builtEntries()).toContain(entry);
     const [build, runtime] = stages(dockerfile);
     expect(build!.some((i) => i.op === 'RUN' && /\bnpm run build\b/.test(i.args))).toBe(true);
-    expect(runtime!.some((i) => i.op === 'COPY' && /--from=build\b.*\bdist\b/.test(i.args))).toBe(true);
+    expect(runtime!.some((i) => i.op === 'COPY' && /--from=build\s+\/app\/dist\s+\.\/dist$/.test(i.args))).toBe(true);
+    // dist/ loads the toolkit by package name: its workspace manifest and compiled files come along.
+    expect(runtime!.some((i) => i.op === 'COPY' && /--from=build\s+\/app\/packages\/toolkit\/dist\s+\.\/packages\/toolkit\/dist$/.test(i.args))).toBe(true);
+    expect(runtime!.some((i) => i.op === 'COPY' && /^packages\/toolkit\/package\.json\s/.test(i.args))).toBe(true);
   },
 
   'the build stage copies the sources and configs the build compiles'({ dockerfile }) {
@@ -779,6 +782,7 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['a CMD running TypeScript', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "bin/api.ts"]')],
   ['a CMD in shell form', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD npm run api')],
   ['dist not copied into the runtime image', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^COPY --from=build .*$/m, '')],
+  ["the toolkit's dist not copied", "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^COPY --from=build \/app\/packages.*$/m, '')],
   ['workers/ not copied', 'the build stage copies the sources and configs the build compiles', editDockerfile(/^COPY workers .*$/m, '')],
   ['the bundle variable pointing elsewhere', 'SAGAFLOW_WORKFLOW_BUNDLE is where the bundle build writes, and the build runs', editDockerfile(/SAGAFLOW_WORKFLOW_BUNDLE=\S+/, 'SAGAFLOW_WORKFLOW_BUNDLE=/app/workflow-bundle.js')],
   ['another WORKDIR', 'SAGAFLOW_WORKFLOW_BUNDLE is where the bundle build writes, and the build runs', editDockerfile(/^WORKDIR .*$/gm, 'WORKDIR /srv')],

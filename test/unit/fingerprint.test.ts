@@ -1,4 +1,4 @@
-import { canonicalJson, fingerprint, UnrepresentableValueError } from '../../src/ledger/fingerprint';
+import { canonicalJson, fingerprint, UnrepresentableValueError } from '../../packages/toolkit/src/ledger/fingerprint';
 
 test('key order never changes a fingerprint, at any depth', () => {
   const a = { b: 1, a: { y: [1, { q: 1, p: 2 }], x: 'z' } };

@@ -1,6 +1,6 @@
 import { integersNotWrittenAsIntegers } from '../../src/http';
 import { originForm } from '../../src/api/server';
-import { hasControlCharacters } from '../../src/text';
+import { hasControlCharacters } from '../../packages/toolkit/src/text';
 
 describe('integersNotWrittenAsIntegers', () => {
   test.each([

@@ -4,7 +4,7 @@
  * @temporalio/common and @temporalio/proto each with a nested copy of
  * protobufjs 8. There the SDK's own historyFromJSON/historyToJSON throw `type
  * must be a Type` (two copies of protobufjs meet); the replay module's converter
- * (src/replay/proto-json.ts) reads and writes the same histories.
+ * (packages/toolkit/src/replay/proto-json.ts) reads and writes the same histories.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -38,7 +38,7 @@ beforeAll(() => {
     }
   }
   fs.symlinkSync(path.join(MODULES, '@grpc/proto-loader/node_modules/protobufjs'), path.join(nm, 'protobufjs'));
-  const source = fs.readFileSync(path.join(ROOT, 'src/replay/proto-json.ts'), 'utf8');
+  const source = fs.readFileSync(path.join(ROOT, 'packages/toolkit/src/replay/proto-json.ts'), 'utf8');
   const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText;
   fs.writeFileSync(path.join(project, 'proto-json.js'), js);
   fs.copyFileSync(path.join(ROOT, 'test/replay/histories/v9-success.json'), path.join(project, 'history.json'));

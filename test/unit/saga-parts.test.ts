@@ -1,13 +1,13 @@
 /**
- * The saga helper's pure parts: step keys (workflows/saga/keys.ts), how it
- * reads failures (workflows/saga/failures.ts) and what it reports and waits
- * (workflows/saga/status.ts). The workflow code and the ledger
+ * The saga helper's pure parts: step keys (packages/toolkit/src/workflow/keys.ts), how it
+ * reads failures (packages/toolkit/src/workflow/failures.ts) and what it reports and waits
+ * (packages/toolkit/src/workflow/status.ts). The workflow code and the ledger
  * both rely on them, so each rule is pinned here, message included.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { assertStepName, InvalidStepKeyError, parseStepKey, sagaKeys, stepKey, undoKey } from '../../workflows/saga/keys';
-import { describeFailure, isNonRetryable, isSagaCause, recordedCause, STEP_CANCELLED } from '../../workflows/saga/failures';
-import { backoffMs, cloneStatus, describeSagaStatus, type SagaStatus } from '../../workflows/saga/status';
+import { assertStepName, InvalidStepKeyError, parseStepKey, sagaKeys, stepKey, undoKey } from '../../packages/toolkit/src/workflow/keys';
+import { describeFailure, isNonRetryable, isSagaCause, recordedCause, STEP_CANCELLED } from '../../packages/toolkit/src/workflow/failures';
+import { backoffMs, cloneStatus, describeSagaStatus, type SagaStatus } from '../../packages/toolkit/src/workflow/status';
 
 describe('step keys', () => {
   test('forward and undo keys, and both parsed back, with workflow IDs that hold slashes', () => {

@@ -1,15 +1,15 @@
 /**
- * Every patch ID the saga helper asks for (patched / deprecatePatch in workflows/saga) is exported
+ * Every patch ID the saga helper asks for (patched / deprecatePatch in packages/toolkit/src/workflow) is exported
  * from sagaflow/workflow, alone and in SAGA_PATCH_IDS: a saga's owner can search histories for it
  * and must never see it reused.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as toolkit from '../../workflows/saga';
+import * as toolkit from '../../packages/toolkit/src/workflow';
 
-const dir = join(__dirname, '../../workflows/saga');
+const dir = join(__dirname, '../../packages/toolkit/src/workflow');
 
-test('each patch ID used in workflows/saga is exported, by the constant the code passes, and listed once', () => {
+test('each patch ID used in packages/toolkit/src/workflow is exported, by the constant the code passes, and listed once', () => {
   const used = new Set<string>();
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
     const text = readFileSync(join(dir, file), 'utf8');

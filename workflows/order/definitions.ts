@@ -2,7 +2,7 @@
  * The order saga's query and update definitions and its workflow type: what a caller needs to
  * talk to a running saga, apart from the saga's body, so the API never loads workflow code.
  */
-import { sagaCancelUpdate, sagaStatusQuery } from '../saga/definitions';
+import { sagaCancelUpdate, sagaStatusQuery } from '@sagaflow/toolkit/workflow';
 import type { OrderInput, OrderSagaResult } from './types';
 
 /** The workflow's signature: `WorkflowHandle<OrderSagaWorkflow>` types a handle without importing the body. */

@@ -1,5 +1,5 @@
 /** Shapes shared by the workflow, the activities and the callers. Types only. */
-import type { SagaCause } from '../saga/failures';
+import type { SagaCause } from '@sagaflow/toolkit/workflow';
 
 export interface OrderItem {
   sku: string;

@@ -63,7 +63,7 @@ CREATE TABLE shipments (
 CREATE INDEX shipments_order_idx ON shipments (order_id);
 
 -- The step ledger (step_ledger) was created here too; it is the ledger module's
--- own table now (src/ledger/schema.ts), which `migrate` applies before these
+-- own table now (packages/toolkit/src/ledger/schema.ts), which `migrate` applies before these
 -- files. So were the payment provider's and the carrier's books; they are the
 -- simulated services' own (dev/services/schema.ts). A database migrated before
 -- this change has them from here: the owners' migrations take them as they are.

@@ -13,7 +13,7 @@ CREATE TABLE api_clients (
 ALTER TABLE orders ADD COLUMN client_id text REFERENCES api_clients (id);
 CREATE INDEX orders_client_idx ON orders (client_id);
 
--- HTTP Idempotency-Key records are the edge module's table (src/edge/keys.ts),
+-- HTTP Idempotency-Key records are the edge module's table (packages/toolkit/src/edge/keys.ts),
 -- which `migrate` applies before these files (this file created it once; a
 -- database migrated then has it from here). The key row and the order row
 -- commit in one transaction; a key belongs to one of the service's clients.

@@ -1,7 +1,7 @@
 -- Up Migration
 
 -- Added step_ledger's undone and cause columns. The step ledger is the ledger module's own table now
--- (src/ledger/schema.ts, version 3), which `migrate` applies before these files,
+-- (packages/toolkit/src/ledger/schema.ts, version 3), which `migrate` applies before these files,
 -- on a database that ran this file or not. Nothing is left to do here; the
 -- file stays, as node-pg-migrate records it by name.
 

@@ -1,7 +1,7 @@
 -- Up Migration
 
 -- Created inbox_messages. The inbox is the inbox module's own table now
--- (src/inbox/inbox.ts, version 1), which `migrate` applies before these files,
+-- (packages/toolkit/src/inbox/inbox.ts, version 1), which `migrate` applies before these files,
 -- on a database that ran this file or not. Nothing is left to do here; the
 -- file stays, as node-pg-migrate records it by name.
 

@@ -4,7 +4,7 @@
 -- compensated) writes an event row in the same transaction as the change. A
 -- trigger writes it, so no door and no activity can change an order without its
 -- event (the HTTP API, the stream intake, the saga's own steps alike). The relay
--- (src/outbox/relay.ts) publishes the rows to JetStream in order per order and
+-- (src/orders/relay.ts) publishes the rows to JetStream in order per order and
 -- marks them published; published rows are purged after a retention.
 CREATE TABLE order_events (
   position     bigserial PRIMARY KEY,

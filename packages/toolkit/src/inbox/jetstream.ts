@@ -1,6 +1,6 @@
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { headers as natsHeaders, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
-import type { Db } from '../db/pool';
+import type { Db } from '../db';
 import { messageClaimed, processMessage, type InboxHandler, type InboxVerdict } from './inbox';
 
 /**

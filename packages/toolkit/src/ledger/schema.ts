@@ -1,5 +1,5 @@
-import type { Db } from '../db/pool';
-import { migrateSchema, schemaSql, type ModuleSchema } from '../db/schema-versions';
+import type { Db } from '../db';
+import { migrateSchema, schemaSql, type ModuleSchema } from '../schema-versions';
 
 /**
  * The ledger's one table, defined here and nowhere else: its numbered

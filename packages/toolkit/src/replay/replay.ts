@@ -51,7 +51,7 @@ export interface ReplayOutcome {
   endingMatches: boolean | null;
 }
 
-const PROBE = require.resolve('../../workflows/saga/replay-probe');
+const PROBE = require.resolve('../workflow/replay-probe');
 
 /** How the history says the workflow ended, read from its last event. */
 export function recordedEnding(history: History): Ending {

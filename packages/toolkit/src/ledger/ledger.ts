@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { Db, Tx } from '../db/pool';
-import { inTransaction as runInTransaction, isPermanentDataError } from '../db/pool';
-import { assertStepName, InvalidStepKeyError, parseStepKey, type StepKey } from '../../workflows/saga/keys';
-import { isSagaCause, STEP_CANCELLED, type RecordedCauseDetail, type SagaCause } from '../../workflows/saga/failures';
+import type { Db, Tx } from '../db';
+import { inTransaction as runInTransaction, isPermanentDataError } from '../db';
+import { assertStepName, InvalidStepKeyError, parseStepKey, type StepKey } from '../workflow/keys';
+import { isSagaCause, STEP_CANCELLED, type RecordedCauseDetail, type SagaCause } from '../workflow/failures';
 import { canonicalJson } from './fingerprint';
 
 /**
  * The idempotency ledger: makes a saga's activities take effect exactly once.
  *
  * One row per step key (`<workflowId>/<step>` forward, `<workflowId>/<step>/undo`
- * for its compensation; workflows/saga/keys.ts). A local step's effect and its
+ * for its compensation; ../workflow/keys.ts). A local step's effect and its
  * row commit in one transaction; an external step's row goes pending → call →
  * confirmed, the key being the service's idempotency key. A compensation leaves
  * the forward row 'cancelled' (a tombstone), so a forward attempt that lands

@@ -1,5 +1,5 @@
 import type { ClientBase } from 'pg';
-import { inTransaction, type Db } from './pool';
+import { inTransaction, type Db } from './db';
 
 /**
  * Versioned schemas owned by a module (the ledger, the edge, the inbox), as

@@ -7,6 +7,7 @@ export {
   claimKey,
   completeKey,
   EDGE_DDL,
+  EDGE_SCHEMA,
   IDEMPOTENCY_KEY_PATTERN,
   migrateEdge,
   purgeExpiredKeys,

@@ -1,6 +1,6 @@
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
-import { inTransaction, quoteIdent, type Db } from '../db/pool';
+import { inTransaction, quoteIdent, type Db } from '../db';
 import { wakeablePause } from '../pause';
 import { ensureStream } from '../inbox/jetstream';
 

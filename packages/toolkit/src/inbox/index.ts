@@ -8,6 +8,7 @@
 export {
   claimMessage,
   INBOX_DDL,
+  INBOX_SCHEMA,
   InvalidMessage,
   messageClaimed,
   messageIdProblem,
@@ -25,6 +26,7 @@ export {
   DeadLetterHeaders,
   defaultBackoffMs,
   ensureInboxTopology,
+  inboxBacklog,
   listDeadLetters,
   requeueDeadLetter,
   runJetStreamInbox,
@@ -35,4 +37,4 @@ export {
   type RunningInbox,
 } from './jetstream';
 export { fingerprint } from '../ledger/fingerprint';
-export type { Db, Tx } from '../db/pool';
+export type { Db, Tx } from '../db';

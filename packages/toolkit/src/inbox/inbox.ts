@@ -1,5 +1,5 @@
-import { inTransaction, isPermanentDataError, type Db, type Tx } from '../db/pool';
-import { migrateSchema, schemaSql, type ModuleSchema } from '../db/schema-versions';
+import { inTransaction, isPermanentDataError, type Db, type Tx } from '../db';
+import { migrateSchema, schemaSql, type ModuleSchema } from '../schema-versions';
 import { hasLoneSurrogate, storableText } from '../text';
 
 /**

@@ -1,5 +1,5 @@
-import { type Db, type Tx } from '../db/pool';
-import { migrateSchema, schemaSql, type ModuleSchema } from '../db/schema-versions';
+import { type Db, type Tx } from '../db';
+import { migrateSchema, schemaSql, type ModuleSchema } from '../schema-versions';
 
 /**
  * HTTP Idempotency-Key records (one per client and key), after brandur's

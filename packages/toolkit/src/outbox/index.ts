@@ -18,4 +18,5 @@ export {
   type OutboxTable,
   type RunningRelay,
 } from './outbox';
-export type { Db, Tx } from '../db/pool';
+export type { Db, Tx } from '../db';
+export { wakeablePause } from '../pause';

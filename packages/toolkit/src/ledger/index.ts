@@ -27,7 +27,9 @@ export {
   type StepState,
   type UndoContext,
 } from './ledger';
-export { LEDGER_DDL, migrateLedger } from './schema';
+export { LEDGER_DDL, LEDGER_SCHEMA, migrateLedger } from './schema';
 export { purgeLedger, type LedgerRetention } from './retention';
 export { canonicalJson, fingerprint, UnrepresentableValueError } from './fingerprint';
-export { inTransaction, isConnectionError, isPermanentDataError, type Db, type Tx } from '../db/pool';
+export { inTransaction, isConnectionError, isPermanentDataError, quoteIdent, withClient, type Db, type Tx } from '../db';
+export { hasControlCharacters, hasLoneSurrogate, storableText } from '../text';
+export { applySchema, migrateSchema, schemaSql, SCHEMA_VERSIONS_TABLE, type ModuleSchema, type SchemaMigration } from '../schema-versions';

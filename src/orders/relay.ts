@@ -13,10 +13,10 @@ import {
   type OutboxRow,
   type OutboxTable,
   type RunningRelay,
-} from './outbox';
+} from '@sagaflow/toolkit/outbox';
 
 /**
- * sagaflow's own outboxes on the generic relay (./outbox.ts): the rows of `order_events`
+ * sagaflow's own outboxes on the toolkit's generic relay (@sagaflow/toolkit/outbox): the rows of `order_events`
  * (written by a trigger in the transaction of every order change, migrations 011 and 013) and of
  * `webhook_endpoint_events` (migration 014).
  */
