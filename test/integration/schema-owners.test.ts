@@ -2,14 +2,16 @@
  * One owner per table. The toolkit modules (ledger, edge, inbox) define and
  * version their own tables; the order service's numbered files no longer
  * create them. A database built by the old path (the service's files as they
- * were, test/fixtures/legacy-migrations, then upgraded by today's `migrate`)
+ * were: today's files with those changed since replaced by their old text from
+ * test/fixtures/legacy-migrations, then upgraded by today's `migrate`)
  * and one built by `migrate` alone must end with the same tables: columns,
  * types, defaults, constraints, indexes and triggers, read from pg_catalog.
  * And `sagaflow audit` on a database `migrate` built, with no simulated
  * services' tables, runs clean; on one it did not build, it says so in a line.
  */
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { runner } from 'node-pg-migrate';
 import { Client } from 'pg';
@@ -24,7 +26,10 @@ import { migrateDevServices } from '../../dev/services/schema';
 import { reconcileSimulatedServices } from '../../dev/services/reconcile';
 import { createTestDatabase, databaseUrl, uniqueId } from '../helpers/context';
 
-const LEGACY_DIR = path.resolve(__dirname, '../fixtures/legacy-migrations');
+/** The old text of the service's files that changed when the modules took their tables over. */
+const CHANGED_FILES = path.resolve(__dirname, '../fixtures/legacy-migrations');
+/** The service's files as they were: today's, with the changed ones as they were. */
+const LEGACY_DIR = mkdtempSync(path.join(os.tmpdir(), 'sagaflow-legacy-migrations-'));
 const TOOLKIT_TABLES = ['step_ledger', 'idempotency_keys', 'inbox_messages'];
 const SIMULATED_TABLES = ['provider_charges', 'provider_refunds', 'carrier_shipments', 'carrier_voids'];
 
@@ -32,6 +37,8 @@ const schemas: string[] = [];
 let admin: Client;
 
 beforeAll(async () => {
+  for (const f of readdirSync(MIGRATIONS_DIR)) if (f.endsWith('.sql')) copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(LEGACY_DIR, f));
+  for (const f of readdirSync(CHANGED_FILES)) copyFileSync(path.join(CHANGED_FILES, f), path.join(LEGACY_DIR, f));
   admin = new Client({ connectionString: databaseUrl() });
   await admin.connect();
 });
@@ -39,6 +46,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const s of schemas) await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(s)} CASCADE`);
   await admin.end();
+  rmSync(LEGACY_DIR, { recursive: true, force: true });
 });
 
 const fresh = () => {
