@@ -1,15 +1,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import { strictPayloadConverterPath } from '@sagaflow/toolkit/converter';
 import { PACKAGE_ROOT } from '../src/paths';
 import { toolkitBundlerOptions } from './toolkit-source';
 import { WORKFLOWS_PATH } from './worker';
 
 export const DEFAULT_BUNDLE_PATH = path.join(PACKAGE_ROOT, 'dist', 'workflow-bundle.js');
 
-/** Bundles the workflow code ahead of time, so a worker starts without running webpack. */
+/**
+ * Bundles the workflow code ahead of time, so a worker starts without running webpack. A bundle
+ * carries its payload converter (a worker given a bundle ignores its data converter's path in
+ * workflow code), so it is built with the strict one every process of the service uses.
+ */
 export async function buildWorkflowBundle(out = DEFAULT_BUNDLE_PATH): Promise<{ path: string; bytes: number }> {
-  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, ...toolkitBundlerOptions() });
+  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, payloadConverterPath: strictPayloadConverterPath, ...toolkitBundlerOptions() });
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, code);
   return { path: out, bytes: Buffer.byteLength(code) };

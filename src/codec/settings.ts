@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import type { DataConverter } from '@temporalio/common';
+import { strictDataConverter } from '@sagaflow/toolkit/converter';
 import { ConfigError, configSchema, type Config } from '../config';
 import { EncryptionCodec } from './encryption-codec';
 import { parsePayloadKeys, type PayloadKey } from './keys';
@@ -60,10 +61,14 @@ export function codecOf(setting: PayloadCodecSetting): EncryptionCodec | undefin
   return setting.encryption === 'on' ? new EncryptionCodec(setting.keys) : undefined;
 }
 
-/** What every Temporal Client, Worker and replay of this process is given. */
+/**
+ * What every Temporal Client, Worker and replay of this process is given: the toolkit's strict
+ * payload converter (a Map, NaN or a class instance in a payload is refused by path rather than
+ * sent as something else) and, when encryption is on, the codec.
+ */
 export function dataConverterOf(setting: PayloadCodecSetting): DataConverter {
   const codec = codecOf(setting);
-  return codec ? { payloadCodecs: [codec] } : {};
+  return strictDataConverter(codec ? { payloadCodecs: [codec] } : {});
 }
 
 /** For a start-up log line: which key seals, which open; or that payloads are stored readable. */

@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import { strictPayloadConverterPath } from '@sagaflow/toolkit/converter';
 import { createSagaWorker } from '../../workers/worker';
 import { WORKFLOWS_PATH } from '../../workers/worker';
 import { cancelUpdate } from '../../workflows/order-saga';
@@ -41,7 +42,7 @@ beforeAll(async () => {
   ctx = await createTestContext('lost_task');
   bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-lost-task-'));
   bundlePath = path.join(bundleDir, 'workflow-bundle.js');
-  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, webpackConfigHook: bundleFromSource })).code);
+  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, payloadConverterPath: strictPayloadConverterPath, webpackConfigHook: bundleFromSource })).code);
 });
 
 afterAll(async () => {

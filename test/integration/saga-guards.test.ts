@@ -1,7 +1,8 @@
 /**
  * The saga helper's guards and contract on the real Temporal dev server and real PostgreSQL: the
  * key each run and undo is handed, a step name declared twice, a key of another workflow refused
- * by the ledger in a real activity, and the standard status query and cancel update. Outcomes are
+ * by the ledger in a real activity, a value JSON cannot carry refused where workflow code or a
+ * client sends it, and the standard status query and cancel update. Outcomes are
  * read from the ledger's rows, the effects' rows and the run's history.
  */
 import type { WorkflowHandle } from '@temporalio/client';
@@ -10,6 +11,7 @@ import { createGuardActivities, GUARD_DDL } from '../fixtures/saga/guard-activit
 import { handedKeys, keyedSaga, type GuardScript } from '../fixtures/saga/guard-workflows';
 import { DISTINCT_STEP_NAMES_PATCH, SagaFailure, sagaCancelUpdate, sagaStatusQuery, stepKey, undoKey } from '../../packages/toolkit/src/workflow';
 import { LedgerFailure } from '../../packages/toolkit/src/ledger/ledger';
+import { strictPayloadConverterPath, UnrepresentableValueError } from '../../packages/toolkit/src/converter';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
 import { until } from '../helpers/until';
 
@@ -19,7 +21,11 @@ const taskQueue = uniqueId('saga-guards');
 beforeAll(async () => {
   ctx = await createTestContext('saga_guards');
   await ctx.db.query(GUARD_DDL);
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/saga/guard-workflows') });
+  // The service's data converter and its bundles carry the strict payload converter.
+  const workflowBundle = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../fixtures/saga/guard-workflows'),
+    payloadConverterPath: strictPayloadConverterPath,
+  });
   const worker = await Worker.create({
     connection: ctx.nativeConnection,
     namespace: ctx.namespace,
@@ -129,4 +135,44 @@ test("a key built from another ID than the running workflow's is refused by the 
     [stepKey(wf, 'beta'), 'cancelled'],
     [undoKey(wf, 'beta'), 'completed'],
   ]);
+});
+
+test('a Map in an activity input sent from workflow code is refused by path before it is sent: nothing applied, the saga compensates', async () => {
+  expect(ctx.dataConverter.payloadConverterPath).toBe(strictPayloadConverterPath);
+  const handle = await start({ steps: ['alpha', 'beta'], mapInputFor: 'beta' });
+  const wf = handle.workflowId;
+  const outcome = await handle.result();
+  // Temporal's default converter would have sent the Map as {} and beta would have applied.
+  expect(outcome).toMatchObject({
+    status: 'compensated',
+    failure: { type: 'UnrepresentableValue', message: 'payload.meta: a Map cannot be carried as JSON' },
+    completedSteps: ['alpha'],
+  });
+  expect(await ledgerRows(wf)).toEqual([
+    [stepKey(wf, 'alpha'), 'cancelled'],
+    [undoKey(wf, 'alpha'), 'completed'],
+    [stepKey(wf, 'beta'), 'cancelled'],
+    [undoKey(wf, 'beta'), 'completed'],
+  ]);
+  expect((await effects(wf)).map((e) => e.key)).toEqual([stepKey(wf, 'alpha'), undoKey(wf, 'alpha'), undoKey(wf, 'beta')]);
+  // No activity task for beta was ever scheduled.
+  const { events } = await handle.fetchHistory();
+  const scheduled = (events ?? []).flatMap((e) => {
+    const a = e.activityTaskScheduledEventAttributes;
+    return a ? [a.activityType?.name] : [];
+  });
+  expect(scheduled).toEqual(['keyedStep', 'keyedUndo', 'keyedUndo']);
+});
+
+test('a client starting a saga with a Set in its input is refused by path, and no workflow is started', async () => {
+  const workflowId = uniqueId('set-input');
+  const script = { steps: new Set(['alpha']) } as unknown as GuardScript;
+  const err = await ctx.client.workflow.start(keyedSaga, { workflowId, taskQueue, args: [script] }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(UnrepresentableValueError);
+  expect((err as Error).message).toBe('payload.steps: a Set cannot be carried as JSON');
+  await expect(ctx.client.workflow.getHandle(workflowId).describe()).rejects.toThrow(/not found/i);
+  expect(await ledgerRows(workflowId)).toEqual([]);
 });

@@ -50,7 +50,7 @@ afterAll(() => {
 
 test('the tarball holds the toolkit alone: compiled JavaScript and declarations, its README and guide, no dependency of its own', () => {
   expect(files.filter((f) => !/^dist\/.*\.(js|d\.ts)$/.test(f))).toEqual(['GUIDE.md', 'LICENSE', 'README.md', 'package.json']);
-  expect(files).toEqual(expect.arrayContaining(['dist/workflow/index.js', 'dist/ledger/index.d.ts', 'dist/edge/index.js', 'dist/replay/index.d.ts', 'dist/inbox/index.js', 'dist/outbox/index.js']));
+  expect(files).toEqual(expect.arrayContaining(['dist/workflow/index.js', 'dist/ledger/index.d.ts', 'dist/edge/index.js', 'dist/replay/index.d.ts', 'dist/inbox/index.js', 'dist/outbox/index.js', 'dist/converter/payload-converter.js']));
   // Nothing of the order service.
   expect(files.filter((f) => /order|api\/|bin\/|activities|workers|migrations/.test(f))).toEqual([]);
   expect(toolkitPkg.dependencies ?? {}).toEqual({});
@@ -112,6 +112,7 @@ describe.each(TEMPORAL_VERSIONS)('installed beside @temporalio %s', (version) =>
     // The worker's runtime logs to stdout too: the gate's answer is its last line.
     const out = JSON.parse(stdout.trim().split('\n').pop()!) as {
       results: { status: string; compensations: number }[];
+      refused: string;
       captured: { file: string; scenario: string; runId: string; status: string }[];
       same: { scenario: string; ok: boolean }[];
       changed: { scenario: string; ok: boolean; errorName?: string }[];
@@ -122,6 +123,8 @@ describe.each(TEMPORAL_VERSIONS)('installed beside @temporalio %s', (version) =>
       { status: 'compensated', compensations: 2 },
       { status: 'compensated', compensations: 2 },
     ]);
+    // The strict payload converter, loaded from the installed package, refused a Map in a start.
+    expect(out.refused).toBe('UnrepresentableValueError: payload.perks: a Map cannot be carried as JSON');
     // Three runs, two of one workflow ID: three files, each named by its run.
     expect(out.captured).toHaveLength(3);
     expect(out.captured.map((c) => c.scenario).sort()).toEqual(['a', 'a', 'b']);

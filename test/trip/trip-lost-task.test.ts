@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import { strictPayloadConverterPath } from '@sagaflow/toolkit/converter';
 import {
   cancelTripUpdate,
   createTripWorker,
@@ -40,7 +41,7 @@ beforeAll(async () => {
   await migrateTrips(ctx.db);
   bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sagaflow-trip-lost-'));
   bundlePath = path.join(bundleDir, 'trip-bundle.js');
-  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: TRIP_WORKFLOWS_PATH, webpackConfigHook: bundleFromSource })).code);
+  fs.writeFileSync(bundlePath, (await bundleWorkflowCode({ workflowsPath: TRIP_WORKFLOWS_PATH, payloadConverterPath: strictPayloadConverterPath, webpackConfigHook: bundleFromSource })).code);
 });
 
 afterAll(async () => {

@@ -5,6 +5,7 @@ import { claimKey, completeKey, IDEMPOTENCY_KEY_PATTERN, type Claim } from '@sag
 import { captureHistories, loadHistories, replayHistories, type ReplayOutcome } from '@sagaflow/toolkit/replay';
 import { InvalidMessage, processMessage, runJetStreamInbox, type InboxHandler } from '@sagaflow/toolkit/inbox';
 import { outboxTableDdl, runOutboxRelay, type OutboxTable } from '@sagaflow/toolkit/outbox';
+import { strictDataConverter, UnrepresentableValueError } from '@sagaflow/toolkit/converter';
 import { Client } from '@temporalio/client';
 import { Pool } from 'pg';
 
@@ -25,6 +26,8 @@ const forward: ForwardOutcome<{ id: string }> = { state: 'completed', result: { 
 const claim: Claim | undefined = undefined;
 const outcomes: ReplayOutcome[] = [];
 // The toolkit takes the project's own Temporal client and pg pool: one copy of each.
+export const strictClient = (client: Client) => new Client({ connection: client.connection, dataConverter: strictDataConverter({ payloadCodecs: [] }) });
+export const refusedAt = (err: UnrepresentableValueError): string => err.path;
 export const capture = (client: Client) => captureHistories(client, { query: "TaskQueue = 'q'", dir: 'h', label: 'v1', codeVersion: '1' });
 export const ledger = (pool: Pool) => createLedger(pool).step('reserve-seat');
 export const used = [Saga, key, phase, SagaFailure.CompensationFailed, migrateLedger, LedgerFailure.StepCancelled, sagaStatusQuery, sagaCancelUpdate,

@@ -1,20 +1,7 @@
 import { createHash } from 'node:crypto';
+import { jsonValue } from '../json';
 
-/**
- * A value JSON cannot carry faithfully: Temporal's payload converter and PostgreSQL's jsonb would
- * turn it into something else (a Map or a Set into `{}`, NaN into null, a class instance into its
- * bare fields), so two different inputs would look the same. Named by its path, e.g.
- * `input.items[2].meta: a Map cannot be carried as JSON`.
- */
-export class UnrepresentableValueError extends Error {
-  constructor(
-    readonly path: string,
-    what: string,
-  ) {
-    super(`${path}: ${what} cannot be carried as JSON`);
-    this.name = 'UnrepresentableValueError';
-  }
-}
+export { UnrepresentableValueError } from '../json';
 
 /**
  * JSON with object keys sorted at every depth, so key order never changes a
@@ -26,76 +13,7 @@ export class UnrepresentableValueError extends Error {
  * fingerprint stored before these checks still matches.
  */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(canonical(value, 'input', new Set()));
-}
-
-function canonical(value: unknown, path: string, ancestors: Set<object>): unknown {
-  switch (typeof value) {
-    case 'string':
-    case 'boolean':
-      return value;
-    case 'number':
-      if (!Number.isFinite(value)) throw new UnrepresentableValueError(path, `${String(value)} (it would arrive as null)`);
-      return value;
-    case 'bigint':
-      throw new UnrepresentableValueError(path, 'a BigInt');
-    case 'function':
-      throw new UnrepresentableValueError(path, 'a function');
-    case 'symbol':
-      throw new UnrepresentableValueError(path, 'a symbol');
-    case 'undefined':
-      throw new UnrepresentableValueError(path, 'undefined (it would arrive as null, or not at all)');
-  }
-  if (value === null) return null;
-  const obj = value as object;
-  if (obj instanceof Date || Object.prototype.toString.call(obj) === '[object Date]') {
-    const iso = (obj as Date).toJSON();
-    if (iso === null) throw new UnrepresentableValueError(path, 'an invalid Date');
-    return iso;
-  }
-  if (ancestors.has(obj)) throw new UnrepresentableValueError(path, 'a circular reference');
-  ancestors.add(obj);
-  try {
-    if (Array.isArray(obj)) {
-      const out: unknown[] = [];
-      for (let i = 0; i < obj.length; i++) {
-        // A hole reads as undefined, and is refused as one.
-        out.push(canonical(obj[i], `${path}[${i}]`, ancestors));
-      }
-      return out;
-    }
-    const kind = nonPlainKind(obj);
-    if (kind) throw new UnrepresentableValueError(path, kind);
-    const rec = obj as Record<string, unknown>;
-    const entries: [string, unknown][] = [];
-    for (const k of Object.keys(rec).sort()) {
-      const member = rec[k];
-      if (member === undefined) continue;
-      entries.push([k, canonical(member, memberPath(path, k), ancestors)]);
-    }
-    // fromEntries defines own members: a `__proto__` key (JSON.parse makes one) stays a member.
-    return Object.fromEntries(entries);
-  } finally {
-    ancestors.delete(obj);
-  }
-}
-
-/** What a non-plain object is, for the message; undefined for a plain one (from any realm: workflow code runs in its own). */
-function nonPlainKind(obj: object): string | undefined {
-  const proto = Object.getPrototypeOf(obj) as object | null;
-  if (proto === null) return undefined;
-  const tag = Object.prototype.toString.call(obj).slice(8, -1);
-  if (tag === 'Map') return 'a Map';
-  if (tag === 'Set') return 'a Set';
-  if (Object.getPrototypeOf(proto) === null && tag === 'Object') return undefined;
-  const name = (proto as { constructor?: { name?: unknown } }).constructor?.name;
-  return `an instance of ${typeof name === 'string' && name ? name : tag}`;
-}
-
-const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-
-function memberPath(path: string, key: string): string {
-  return IDENTIFIER.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+  return JSON.stringify(jsonValue(value, 'input', true));
 }
 
 /** The SHA-256 of canonicalJson(value); throws UnrepresentableValueError like it. */
