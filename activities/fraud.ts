@@ -2,7 +2,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { FailureType } from '../workflows/order/failures';
 import { Step } from '../workflows/order/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/order/types';
-import { ledgerOf, type ActivityDeps } from './deps';
+import type { Ledger } from '@sagaflow/toolkit/ledger';
+import type { ActivityDeps } from './deps';
 
 /** Orders above this many minor units are held for review rather than charged. */
 export const FRAUD_AMOUNT_LIMIT_MINOR = 500_000;
@@ -22,8 +23,8 @@ export function assessRisk(input: { amount: Money; paymentToken: string }): { sc
   return { score: Math.min(score, 100), reasons };
 }
 
-export function createFraudActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks' | 'ledger'>) {
-  const ledger = ledgerOf(deps).step(Step.fraudCheck);
+export function createFraudActivities(deps: Pick<ActivityDeps, 'db'>, books: Ledger) {
+  const ledger = books.step(Step.fraudCheck);
   return {
     async checkFraud(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ score: number }> {
       return ledger.local(input.key, input, async (tx) => {

@@ -1,3 +1,4 @@
+import { createLedger, type Ledger } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
 import { createFraudActivities } from './fraud';
 import { createInventoryActivities } from './inventory';
@@ -7,13 +8,16 @@ import { createShippingActivities } from './shipping';
 
 export type { ActivityDeps } from './deps';
 
-/** The saga's activities by the system (and task queue) they belong to. */
-export function activitiesBySystem(deps: ActivityDeps) {
+/**
+ * The saga's activities by the system (and task queue) they belong to, recording through
+ * `ledger`: the real one on deps.db unless a benchmark compares without it.
+ */
+export function activitiesBySystem(deps: ActivityDeps, ledger: Ledger = createLedger(deps.db, deps.ledgerHooks)) {
   return {
-    orders: { ...createOrderActivities(deps), ...createFraudActivities(deps) },
-    inventory: createInventoryActivities(deps),
-    payments: createPaymentActivities(deps),
-    shipping: createShippingActivities(deps),
+    orders: { ...createOrderActivities(deps, ledger), ...createFraudActivities(deps, ledger) },
+    inventory: createInventoryActivities(deps, ledger),
+    payments: createPaymentActivities(deps, ledger),
+    shipping: createShippingActivities(deps, ledger),
   };
 }
 

@@ -2,10 +2,11 @@ import { ApplicationFailure } from '@temporalio/common';
 import { FailureType } from '../workflows/order/failures';
 import { Step } from '../workflows/order/steps';
 import type { OrderItem, StepInput, UndoInput } from '../workflows/order/types';
-import { ledgerOf, type ActivityDeps } from './deps';
+import type { Ledger } from '@sagaflow/toolkit/ledger';
+import type { ActivityDeps } from './deps';
 
-export function createInventoryActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks' | 'ledger'>) {
-  const ledger = ledgerOf(deps).step(Step.reserveInventory);
+export function createInventoryActivities(deps: Pick<ActivityDeps, 'db'>, books: Ledger) {
+  const ledger = books.step(Step.reserveInventory);
   return {
     /** Holds stock for every item or for none: one statement, all conditional. */
     async reserveInventory(input: StepInput & { items: OrderItem[] }): Promise<{ reserved: OrderItem[] }> {

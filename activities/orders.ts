@@ -7,7 +7,8 @@ import { FailureType } from '../workflows/order/failures';
 import { parseStepKey } from '@sagaflow/toolkit/workflow';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput, StepInput, UndoInput } from '../workflows/order/types';
-import { ledgerOf, type ActivityDeps } from './deps';
+import type { Ledger } from '@sagaflow/toolkit/ledger';
+import type { ActivityDeps } from './deps';
 
 /** The first business failure a forward step of the saga recorded (also under its tombstone), if any. */
 async function firstRecordedFailure(tx: Tx, workflowId: string): Promise<{ type: string; message: string } | null> {
@@ -22,8 +23,7 @@ async function firstRecordedFailure(tx: Tx, workflowId: string): Promise<{ type:
   return error && typeof error.type === 'string' && typeof error.message === 'string' ? error : null;
 }
 
-export function createOrderActivities(deps: Pick<ActivityDeps, 'db' | 'ledgerHooks' | 'ledger'>) {
-  const ledger = ledgerOf(deps);
+export function createOrderActivities(deps: Pick<ActivityDeps, 'db'>, ledger: Ledger) {
   const record = ledger.step(Step.recordOrder);
   const complete = ledger.step(Step.completeOrder);
   return {

@@ -1,13 +1,14 @@
 import { Step } from '../workflows/order/steps';
 import type { Money, StepInput, UndoInput } from '../workflows/order/types';
 import { forwardEffect } from '@sagaflow/toolkit/ledger';
-import { ledgerOf, type ActivityDeps } from './deps';
+import type { Ledger } from '@sagaflow/toolkit/ledger';
+import type { ActivityDeps } from './deps';
 import { paymentProviderClient } from './providers';
 
 type ChargeInput = StepInput & { amount: Money; paymentToken: string };
 
-export function createPaymentActivities(deps: ActivityDeps) {
-  const ledger = ledgerOf(deps).step(Step.chargePayment);
+export function createPaymentActivities(deps: ActivityDeps, books: Ledger) {
+  const ledger = books.step(Step.chargePayment);
   const provider = paymentProviderClient(deps);
   return {
     async chargePayment(input: ChargeInput): Promise<{ chargeId: string }> {

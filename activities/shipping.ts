@@ -1,14 +1,15 @@
 import { Step } from '../workflows/order/steps';
 import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/order/types';
 import { forwardEffect } from '@sagaflow/toolkit/ledger';
-import { ledgerOf, type ActivityDeps } from './deps';
+import type { Ledger } from '@sagaflow/toolkit/ledger';
+import type { ActivityDeps } from './deps';
 import { carrierClient } from './providers';
 
 type ShipmentInput = StepInput & { address: Address; items: OrderItem[] };
 type Label = { shipmentId: string; trackingNumber: string };
 
-export function createShippingActivities(deps: ActivityDeps) {
-  const ledger = ledgerOf(deps).step(Step.createShipment);
+export function createShippingActivities(deps: ActivityDeps, books: Ledger) {
+  const ledger = books.step(Step.createShipment);
   const carrier = carrierClient(deps);
   return {
     async createShipment(input: ShipmentInput): Promise<Label> {

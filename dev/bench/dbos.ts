@@ -17,7 +17,7 @@ export async function startDbosVariant(
   systemDatabaseUrl: string,
   deps: ActivityDeps,
 ): Promise<{ run(order: OrderInput, workflowId: string): Promise<void>; stop(): Promise<void> }> {
-  const s = activitiesBySystem({ ...deps, ledger: passThroughLedger(deps.db) });
+  const s = activitiesBySystem(deps, passThroughLedger(deps.db));
   const workflow = DBOS.registerWorkflow(
     async (order: OrderInput, workflowId: string) => {
       const keys = sagaKeys(workflowId);

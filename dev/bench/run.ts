@@ -7,6 +7,7 @@ import { startApi, type RunningApi } from '../../src/api/server';
 import { startOrderSaga } from '../../src/orders/start';
 import { createQueueWorkers, createSagaWorker, type SagaWorker, type SagaWorkerOptions } from '../../workers/worker';
 import type { OrderInput } from '../../workflows/order/types';
+import { activitiesBySystem } from '../../activities';
 import { noopActivities, passThroughLedger } from './activities';
 import { startDbosVariant } from './dbos';
 import { jetstream } from '@nats-io/jetstream';
@@ -101,7 +102,7 @@ export async function runBench(stack: Stack, opts: BenchOptions): Promise<BenchR
   if (wants.has('sagaflow')) await started(createSagaWorker({ ...common, taskQueue: queue('sagaflow'), deps }));
   for (const v of ['naive', 'no-ledger'] as const) {
     if (!wants.has(v)) continue;
-    await started(createSampleSagaWorker({ ...common, taskQueue: queue(v), deps: { ...deps, ledger: passThroughLedger(stack.db) } }));
+    await started(createSampleSagaWorker({ ...common, taskQueue: queue(v), deps, activities: activitiesBySystem(deps, passThroughLedger(stack.db)) }));
   }
   if (wants.has('floor')) {
     await started(createSampleSagaWorker({ ...common, taskQueue: queue('floor'), deps, activities: noopActivities() }));

@@ -2,8 +2,6 @@
  * The saga activities against real PostgreSQL and the real payment provider and
  * carrier HTTP services: every assertion reads rows, never logs or mocks.
  */
-import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger } from '@temporalio/worker';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SpanKind, trace } from '@opentelemetry/api';
@@ -17,6 +15,7 @@ import { createLedger, forwardEffect, LedgerFailure } from '../../packages/toolk
 import { FailureType } from '../../workflows/order/failures';
 import { Step } from '../../workflows/order/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';
+import { activityEnvFor, runActivity } from '../helpers/activity-env';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
 let ctx: TestContext;
@@ -44,13 +43,8 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------
 // Helpers
 
-// Expected failures are the point of most tests here; the SDK's per-failure WARN would bury the report.
-const activityLogger = new DefaultLogger('ERROR');
-
-/** Runs one activity the way a worker would: inside an Activity Context. */
-function run<A, R>(fn: (input: A) => Promise<R>, input: A): Promise<R> {
-  return new MockActivityEnvironment(undefined, { logger: activityLogger }).run(fn, input);
-}
+/** Runs one activity the way a worker would: inside the Activity Context of its input's saga. */
+const run = runActivity;
 
 interface Saga {
   orderId: string;
@@ -1406,7 +1400,7 @@ describe('what a provider may answer', () => {
     const s = newSaga();
     const input = chargeInput(s);
     await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 5_000, keyPrefix: input.key, times: 1 });
-    const env = new MockActivityEnvironment(undefined, { logger: activityLogger });
+    const env = activityEnvFor(input);
     const attempt = env.run(acts.chargePayment, input);
     await waitFor('the call to reach the provider', () => faultsConsumed(ctx.payment.url));
     env.cancel();
@@ -1421,7 +1415,7 @@ describe('what a provider may answer', () => {
     const s = newSaga();
     const input = chargeInput(s);
     await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2_300, keyPrefix: input.key, times: 1 });
-    const env = new MockActivityEnvironment(undefined, { logger: activityLogger });
+    const env = activityEnvFor(input);
     let beats = 0;
     env.on('heartbeat', () => {
       beats += 1;

@@ -8,8 +8,6 @@
  */
 import { execFile } from 'node:child_process';
 import path from 'node:path';
-import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger } from '@temporalio/worker';
 import { createActivities, type SagaActivities } from '../../activities';
 import type { Db } from '../../src/db/pool';
 import { auditBooks as auditOwnBooks, type AuditOptions, type AuditReport } from '../../src/orders/audit';
@@ -22,6 +20,7 @@ import { FailureType } from '../../workflows/order/failures';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { Step } from '../../workflows/order/steps';
 import type { Address, Money, OrderInput, OrderItem } from '../../workflows/order/types';
+import { runActivity } from '../helpers/activity-env';
 import { addFault, createTestSchema, databaseUrl, seedInventory, uniqueId } from '../helpers/context';
 
 // ---------------------------------------------------------------------------
@@ -30,9 +29,7 @@ import { addFault, createTestSchema, databaseUrl, seedInventory, uniqueId } from
 /** The audit as the dev stack runs it: sagaflow's own books, and the simulated services' reconciled against them. */
 const auditBooks = (db: Db, opts: AuditOptions = {}): Promise<AuditReport> => auditOwnBooks(db, { ...opts, checks: [reconcileSimulatedServices] });
 
-const activityLogger = new DefaultLogger('ERROR');
-const run = <A, R>(fn: (input: A) => Promise<R>, input: A): Promise<R> =>
-  new MockActivityEnvironment(undefined, { logger: activityLogger }).run(fn, input);
+const run = runActivity;
 
 const address: Address = { name: 'Ada', line1: '1 Main St', city: 'Berlin', postalCode: '10115', country: 'DE' };
 const money: Money = { amountMinor: 4_990, currency: 'EUR' };

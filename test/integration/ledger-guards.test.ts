@@ -91,22 +91,29 @@ describe('a key of another workflow', () => {
     expect(await rows(other)).toEqual([]);
   });
 
-  test("the running workflow's own key is taken; outside an activity, and in a context no workflow started, no check is made", async () => {
+  test("the running workflow's own key is taken; outside an activity no check is made", async () => {
     const mine = uniqueId('wf');
     const step = ledger.step('reserve');
     await inActivity(mine, 'reserveStock', () => step.local(stepKey(mine, 'reserve'), { sku: 'a' }, writeEffect(mine, 'held')));
     // A script or a test calling the ledger directly.
     const scripted = uniqueId('wf');
     await step.local(stepKey(scripted, 'reserve'), { sku: 'a' }, writeEffect(scripted, 'held'));
-    // MockActivityEnvironment's default info (workflow 'test', the nil run ID) is no workflow's.
-    const mocked = uniqueId('wf');
-    await new MockActivityEnvironment(undefined, { logger }).run(() =>
-      step.local(stepKey(mocked, 'reserve'), { sku: 'a' }, writeEffect(mocked, 'held')),
-    );
-    for (const wf of [mine, scripted, mocked]) {
+    for (const wf of [mine, scripted]) {
       expect(await effects(wf)).toEqual([{ key: wf, note: 'held' }]);
       expect((await rows(wf)).map((r) => r.state)).toEqual(['completed']);
     }
+  });
+
+  test("a test's default activity context (workflow 'test', the nil run ID) is checked like any other: no exemption", async () => {
+    const mocked = uniqueId('wf');
+    const err = await failureOf(
+      new MockActivityEnvironment(undefined, { logger }).run(() =>
+        ledger.step('reserve').local(stepKey(mocked, 'reserve'), { sku: 'a' }, writeEffect(mocked, 'held')),
+      ),
+    );
+    expect(err.type).toBe(LedgerFailure.ForeignWorkflowKey);
+    expect(await effects(mocked)).toEqual([]);
+    expect(await rows(mocked)).toEqual([]);
   });
 });
 

@@ -1,9 +1,9 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities';
 import { startOrderSaga } from '../../src/orders/start';
 import { SagaMetrics } from '../../src/observability/metrics';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
+import { activityEnvFor } from '../helpers/activity-env';
 import { createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -120,7 +120,7 @@ test('duplicates answered from the ledger are counted by step', async () => {
   await seedInventory(ctx.db, { [sku]: 5 });
   const wf = `order-${uniqueId('dup')}`;
   const input = { key: `${wf}/${Step.reserveInventory}`, orderId: wf.slice(6), items: [{ sku, quantity: 1 }] };
-  const env = new MockActivityEnvironment();
+  const env = activityEnvFor(input);
   await env.run(acts.reserveInventory, input);
   await env.run(acts.reserveInventory, input);
   await env.run(acts.reserveInventory, input);

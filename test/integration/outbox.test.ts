@@ -21,6 +21,7 @@ import { orderWorkflowId } from '../../workflows/order/ids';
 import type { OrderInput } from '../../workflows/order/types';
 import { createSagaWorker } from '../../workers/worker';
 import { createOrderActivities } from '../../activities/orders';
+import { createLedger } from '@sagaflow/toolkit/ledger';
 import { notificationsTopology, startNotifications } from '../../examples/shipping-notifications/projection';
 import { addFault, createTestContext, createTestSchema, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 
@@ -210,7 +211,7 @@ test('a saga whose refund the provider refuses writes the failure on its order b
   expect(charge).toEqual([{ status: 'succeeded' }]);
 
   // The activity run again (a retried attempt, a workflow task run again) adds nothing.
-  const { recordCompensationFailure } = createOrderActivities({ db: ctx.db });
+  const { recordCompensationFailure } = createOrderActivities({ db: ctx.db }, createLedger(ctx.db));
   await expect(
     recordCompensationFailure({ key: `${wf}/charge-payment/undo`, orderId: o.orderId, failure: { type: 'Other', message: 'again' } }),
   ).resolves.toEqual({ recorded: false });

@@ -214,9 +214,6 @@ interface RunningActivity {
   activityType: string;
 }
 
-/** MockActivityEnvironment's default info: a context no workflow started. Real run IDs are random UUIDs. */
-const NO_RUN = '00000000-0000-0000-0000-000000000000';
-
 function runningActivity(): RunningActivity | undefined {
   let info: Context['info'];
   try {
@@ -224,9 +221,7 @@ function runningActivity(): RunningActivity | undefined {
   } catch {
     return undefined; // not in an activity: no check
   }
-  const wf = info.workflowExecution;
-  if (wf && wf.runId === NO_RUN) return undefined;
-  return { workflowId: wf?.workflowId, activityType: info.activityType };
+  return { workflowId: info.workflowExecution?.workflowId, activityType: info.activityType };
 }
 
 function checkKey(key: string, step: string, undo: boolean): StepKey {
