@@ -6,7 +6,8 @@ import type { Checks } from '../src/observability/health';
 import { startTracing } from '../src/observability/tracing';
 import { loadConfig, ConfigError } from '../src/config';
 import { createPool } from '../src/db/pool';
-import { connectPatiently, temporalTargetOrExplain } from '../src/temporal-connect';
+import { temporalTargetOrExplain } from '../src/temporal-connect';
+import { awaitDependency, databaseDependency, databaseLabel, describeNamespaceWithin, namespaceProblem, temporalTransient } from '../src/startup';
 import { runMain } from '../src/run-main';
 import { startLedgerRetention } from '../workers/ledger-retention';
 import { prebuiltBundle } from '../workers/bundle';
@@ -75,31 +76,69 @@ runMain(USAGE, async () => {
     serviceName: config.OTEL_SERVICE_NAME ?? 'sagaflow-worker',
   });
   // Ready once the workers poll, and as long as they run and their database and Temporal answer.
-  let readiness: Checks = { worker: () => Promise.reject(new Error('starting')) };
+  // Until then /readyz names what it waits for.
+  const target = temporalTargetOrExplain();
+  const address = target.connectionOptions.address;
+  const databaseUrl = config.DATABASE_URL!;
+  const pending: Record<string, string> = {
+    database: `waiting for ${databaseLabel(databaseUrl)}`,
+    temporal: `waiting for Temporal at ${address}`,
+  };
+  const waitingFor = (): Checks => ({
+    ...Object.fromEntries(Object.entries(pending).map(([name, why]) => [name, () => Promise.reject(new Error(why))])),
+    worker: () => Promise.reject(new Error('starting')),
+  });
+  let readiness: () => Checks = waitingFor;
   const metricsServer = await serveMetrics(metrics, {
     host: config.METRICS_HOST,
     port: opts.metricsPort,
     extraUrl: `http://127.0.0.1:${corePort}/metrics`,
-    readiness: () => readiness,
+    readiness: () => readiness(),
   });
-  const db = createPool({ connectionString: config.DATABASE_URL!, max: config.DATABASE_POOL_MAX });
-  const stoppedDuringStartup = async (opened: { close(): Promise<void> }[]): Promise<boolean> => {
-    if (!startup.signal.aborted) return false;
-    for (const o of opened) await o.close().catch(() => undefined);
+  const db = createPool({ connectionString: databaseUrl, max: config.DATABASE_POOL_MAX });
+  let connection: NativeConnection | undefined;
+  const closeOpened = async () => {
+    await connection?.close().catch(() => undefined);
     await metricsServer.close();
-    await db.end();
+    await db.end().catch(() => undefined);
+  };
+  const stoppedDuringStartup = async (): Promise<boolean> => {
+    if (!startup.signal.aborted) return false;
+    await closeOpened();
     logger.info({ signal: startup.signal.reason as string, pid: process.pid }, 'signal during start-up: stopped before polling');
     return true;
   };
-  const target = temporalTargetOrExplain();
-  const connection = await connectPatiently(() => NativeConnection.connect(target.connectionOptions), {
-    log,
-    signal: startup.signal,
-  }).catch((err: unknown) => {
-    if (startup.signal.aborted) return undefined;
+  // PostgreSQL and Temporal (its namespace) side by side, each waited for while it is down; a
+  // database that refuses this worker or a namespace that does not exist ends it (runMain).
+  try {
+    await Promise.all([
+      awaitDependency(
+        databaseDependency(databaseUrl, async () => {
+          await db.query('SELECT 1');
+        }),
+        pending,
+        { log, signal: startup.signal },
+      ),
+      awaitDependency(
+        {
+          name: 'temporal',
+          what: `Temporal at ${address}`,
+          attempt: async () => {
+            connection ??= await NativeConnection.connect(target.connectionOptions);
+            await describeNamespaceWithin(connection, target.namespace, 3000);
+          },
+          transient: temporalTransient,
+          fatal: (err) => namespaceProblem(err, target.namespace, address),
+        },
+        pending,
+        { log, signal: startup.signal },
+      ),
+    ]);
+  } catch (err) {
+    await closeOpened();
     throw err;
-  });
-  if (await stoppedDuringStartup(connection ? [connection] : [])) return 0;
+  }
+  if (await stoppedDuringStartup()) return 0;
   if (!connection) throw new Error('no Temporal connection'); // unreachable: only an abort ends the wait without one
   // The tracing plugin adds workflow interceptors, which only a bundle built at start can contain.
   const bundle = tracing
@@ -118,6 +157,7 @@ runMain(USAGE, async () => {
     shutdownGraceTime: opts.shutdownGraceMs,
     workflowBundle: opts.queues.includes('workflows') ? bundle : undefined,
     metrics,
+    log,
     plugins: tracing ? [tracing.plugin] : [],
     dataConverter: dataConverterOf(payloadCodec),
     deps: {
@@ -127,18 +167,20 @@ runMain(USAGE, async () => {
       providerTimeoutMs: config.PROVIDER_TIMEOUT_MS,
     },
   });
-  if (await stoppedDuringStartup([connection])) return 0;
+  if (await stoppedDuringStartup()) return 0;
   // From here the SDK's own signal handling drains the running worker.
   process.removeListener('SIGINT', stopEarly);
   process.removeListener('SIGTERM', stopEarly);
-  readiness = {
+  const running = connection;
+  const checks: Checks = {
     database: () => db.query('SELECT 1'),
-    temporal: () => connection.withDeadline(Date.now() + 1500, () => connection.workflowService.getSystemInfo({})),
+    temporal: () => running.withDeadline(Date.now() + 1500, () => running.workflowService.getSystemInfo({})),
     worker: async () => {
       const state = worker.getState();
       if (state !== 'RUNNING') throw new Error(`worker ${state.toLowerCase()}`);
     },
   };
+  readiness = () => checks;
   logger.info(
     {
       queues: worker.workers.map((w) => w.taskQueue),

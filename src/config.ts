@@ -175,9 +175,34 @@ export class ConfigError extends Error {
   }
 }
 
-/** A start-up failure whose message already names the cause and the fix: shown without a stack, exit 1. */
+/**
+ * Every command's exit codes (docs/operations.md, "Exit codes"): one per cause an operator
+ * fixes differently, so a supervisor or a script can tell them apart without reading stderr.
+ */
+export const ExitCode = {
+  /** Anything unforeseen: its stack is printed. */
+  failed: 1,
+  /** A bad setting, flag or argument. */
+  configuration: 2,
+  /** PostgreSQL cannot be reached, or its tables cannot be read. */
+  database: 3,
+  /** Temporal cannot be reached (a one-shot command; the API and workers wait for it). */
+  temporal: 4,
+  /** The Temporal namespace does not exist. */
+  namespace: 5,
+  /** A port to listen on is in use or not permitted. */
+  port: 6,
+} as const;
+
+/** A start-up failure whose message already names the cause and the fix: shown as that one line, no stack. */
 export class StartupError extends Error {
   override name = 'StartupError';
+  constructor(
+    message: string,
+    readonly exitCode: number = ExitCode.failed,
+  ) {
+    super(message);
+  }
 }
 
 /** A wrong command-line flag or argument: shown with the command's usage, exit 2. */

@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ExitCode, StartupError } from './config';
 
 /**
  * The HTTP plumbing the API and the dev services share: listening, errors with
@@ -20,15 +21,25 @@ export function urlHost(host: string): string {
 
 /**
  * Listens on `host:port` (port 0: one the system picks). A port that cannot be bound rejects
- * with an error naming the address and keeping the system's code (`EADDRINUSE`, `EACCES`, ...);
+ * with a StartupError (exit code 6) naming the address, the setting that chose it (`setting`,
+ * e.g. `API_PORT`) and the fix, keeping the system's code (`EADDRINUSE`, `EACCES`, ...) as `code`;
  * the listen error listener is removed once listening, so later server errors reach their own.
  */
-export function listen(server: Server, port = 0, host = '127.0.0.1'): Promise<Listening> {
+export function listen(server: Server, port = 0, host = '127.0.0.1', setting?: string): Promise<Listening> {
   return new Promise((resolve, reject) => {
     const failed = (err: NodeJS.ErrnoException) => {
       server.off('listening', listening);
-      const reason = err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message;
-      reject(Object.assign(new Error(`cannot listen on ${urlHost(host)}:${port}: ${reason}`, { cause: err }), { code: err.code }));
+      const fix = setting ? `set ${setting} to a free port` : 'choose another port';
+      const reason =
+        err.code === 'EADDRINUSE'
+          ? `the port is already in use (another process listens there): stop it, or ${fix}`
+          : err.code === 'EACCES'
+            ? `this user may not listen there (ports below 1024 need privileges): ${fix}`
+            : err.code === 'EADDRNOTAVAIL'
+              ? `${host} is not an address of this machine: listen on one of its own`
+              : `${err.message}: ${fix}`;
+      const message = `${setting ? `${setting}: ` : ''}cannot listen on ${urlHost(host)}:${port}: ${reason}`;
+      reject(Object.assign(new StartupError(message, ExitCode.port), { code: err.code, cause: err }));
     };
     const listening = () => {
       server.off('error', failed);

@@ -6,7 +6,8 @@ import { ConfigError, StartupError, UsageError } from './config';
  * Runs a command's main. `--help` or `-h` prints its usage and exits 0; a
  * wrong flag or argument prints what is wrong and the usage, exit 2; a bad
  * configuration prints every bad variable at once, exit 2; a start-up failure
- * that names its cause prints that line, exit 1; anything else, its stack, exit 1.
+ * that names its cause prints that line, with its own exit code (ExitCode); anything
+ * else, its stack, exit 1.
  */
 export function runMain(usage: string, main: () => Promise<number | void>): void {
   const text = usage.trim();
@@ -29,7 +30,7 @@ export function runMain(usage: string, main: () => Promise<number | void>): void
       }
       if (err instanceof StartupError) {
         process.stderr.write(`${err.message}\n`);
-        process.exit(1);
+        process.exit(err.exitCode);
       }
       // Something thrown that is not an Error (a rejected promise with no reason) still says what failed.
       process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : `failed: ${String(err)} (no error was given)`}\n`);

@@ -40,17 +40,28 @@ export function stepObserver(metrics?: SagaMetrics): ActivityInterceptorsFactory
   });
 }
 
-/** The sinks the saga workflow reports through; counted when a metrics instance is given. */
-export function sagaMetricsSinks(metrics?: SagaMetrics): InjectedSinks<SagaMetricsSinks> {
+/** The sinks the saga workflow reports through: counted when a metrics instance is given, each ending logged when a log is. */
+export function sagaMetricsSinks(metrics?: SagaMetrics, log?: (line: Record<string, unknown>) => void): InjectedSinks<SagaMetricsSinks> {
   return {
     sagaMetrics: {
       started: { fn: () => metrics?.sagasStarted.inc() },
       ended: {
-        fn: (_info, status) => {
+        fn: (info, status, failure) => {
           if (status === 'completed') metrics?.sagasCompleted.inc();
           else if (status === 'compensated') metrics?.sagasCompensated.inc({ reason: 'failure' });
           else if (status === 'cancelled') metrics?.sagasCompensated.inc({ reason: 'cancel' });
           else metrics?.sagasFailed.inc();
+          // One line per saga, when it ends: what an operator looks for first. A failed one (money or
+          // stock may be held) is an error, an unwound one a warning.
+          log?.({
+            level: status === 'completed' ? 'info' : status === 'failed' ? 'error' : 'warn',
+            msg: 'saga ended',
+            workflowId: info.workflowId,
+            runId: info.runId,
+            status,
+            durationMs: Date.now() - info.startTime.getTime(),
+            ...(failure ? { failureType: failure.type, error: failure.message } : {}),
+          });
         },
       },
       compensationFailed: { fn: (_info, step) => metrics?.compensationFailures.inc({ step }) },

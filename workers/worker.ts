@@ -45,6 +45,8 @@ export interface SagaWorkerOptions {
   activities?: SystemActivities;
   /** Saga, step and dedupe metrics; steps are logged either way. */
   metrics?: SagaMetrics;
+  /** Where each saga's ending is logged (`saga ended`, one line per saga). */
+  log?: (line: Record<string, unknown>) => void;
   /** E.g. the OpenTelemetry plugin, when tracing is on. */
   plugins?: WorkerPlugin[];
   /**
@@ -93,7 +95,7 @@ export async function createQueueWorkers(opts: SagaWorkerOptions, workflowsPath:
     shutdownGraceTime: opts.shutdownGraceTime ?? '10s',
     shutdownSignals: opts.handleSignals === false ? [] : undefined,
     interceptors: { activity: [stepObserver(metrics)] },
-    sinks: sagaMetricsSinks(metrics),
+    sinks: sagaMetricsSinks(metrics, opts.log),
     plugins: opts.plugins,
     dataConverter: opts.dataConverter ?? dataConverterFromEnv(),
   };

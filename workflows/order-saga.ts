@@ -12,7 +12,7 @@ import {
 import type { SagaMetricsSinks } from './order/metrics-sinks';
 import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attributes';
 import type { SagaActivities } from '../activities';
-import { Saga, sagaKeys, type CompensationContext } from '@sagaflow/toolkit/workflow';
+import { describeFailure, Saga, sagaKeys, type CompensationContext } from '@sagaflow/toolkit/workflow';
 import { queueName, type ActivitySystem } from './order/queues';
 import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, localStep } from './order/activity-options';
 import { Step } from './order/steps';
@@ -167,11 +167,11 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     });
     return { chargeId: charge.chargeId, trackingNumber: shipment.trackingNumber };
   }).catch((err: unknown) => {
-    sagaMetrics.ended('failed');
+    sagaMetrics.ended('failed', describeFailure(err));
     throw err;
   });
 
-  sagaMetrics.ended(outcome.status);
+  sagaMetrics.ended(outcome.status, outcome.status === 'completed' ? undefined : outcome.failure);
   if (outcome.status === 'completed') {
     return {
       orderId,

@@ -58,6 +58,13 @@ export interface ApiOptions {
    * from one address before it is refused, for that window, ahead of any key lookup (0: no limit).
    */
   throttle?: { perSecond?: number; burst?: number; authFailures?: number; authWindowMs?: number };
+  /**
+   * What the process still waits for before it serves (the API process listens before PostgreSQL
+   * and Temporal answer, bin/api.ts): each pending dependency and why. While any is pending,
+   * /healthz answers 200, /readyz 503 naming them, and every other route but the docs 503 with
+   * Retry-After.
+   */
+  startup?: () => Record<string, string>;
 }
 
 export interface RunningApi {
@@ -115,7 +122,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     metrics,
     log,
   });
-  const handle = requestHandler(routes, metrics, log);
+  const handle = requestHandler(routes, metrics, log, opts.startup);
   const server = http.createServer((req, res) => {
     void handle(req, res);
   });
@@ -124,7 +131,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     if (!declaredTooLarge(req)) res.writeContinue();
     void handle(req, res);
   });
-  const listening = await listen(server, opts.port ?? 0, opts.host ?? '127.0.0.1');
+  const listening = await listen(server, opts.port ?? 0, opts.host ?? '127.0.0.1', 'API_PORT');
 
   // Buckets that filled up again and addresses whose window passed are forgotten: the server's own
   // memory, so it lives and ends with the server.
@@ -446,7 +453,15 @@ function apiRoutes(ctx: RouteContext): Route[] {
 }
 
 /** Answers one request from the route table: one answer, one metric and one access-log line per request. */
-function requestHandler(routes: Route[], metrics: SagaMetrics, log: (line: Record<string, unknown>) => void) {
+/** Routes that answer while the process is still starting: the probes, and the documents that need no dependency. */
+const SERVED_WHILE_STARTING = (route: string) => route === '/healthz' || route === '/metrics' || route === '/openapi.json' || route.startsWith('/docs');
+
+function requestHandler(
+  routes: Route[],
+  metrics: SagaMetrics,
+  log: (line: Record<string, unknown>) => void,
+  startup?: () => Record<string, string>,
+) {
   return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     const arrivedAt = Date.now();
@@ -493,7 +508,18 @@ function requestHandler(routes: Route[], metrics: SagaMetrics, log: (line: Recor
       const { r, params } = hit;
       route = r.path;
       orderId = params?.id;
-      reply = await inSpan(
+      const pending = startup?.() ?? {};
+      if (Object.keys(pending).length && !SERVED_WHILE_STARTING(route)) {
+        const waiting = Object.keys(pending).join(' and ');
+        if (route === '/readyz') {
+          // Public: what is awaited is named, where it runs is not.
+          const checks = Object.fromEntries(Object.entries(pending).map(([name, why]) => [name, redactAddresses(why)]));
+          reply = json(503, { status: 'not ready', checks }, { 'Retry-After': '2' });
+        } else {
+          throw new Problem('unavailable', `the API is starting: waiting for ${waiting}`, {}, { 'Retry-After': '2' });
+        }
+      }
+      reply ??= await inSpan(
         `${req.method} ${route}`,
         { 'http.request.method': req.method ?? '?', 'http.route': route },
         async (span) => {

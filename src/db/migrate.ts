@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Client } from 'pg';
 import { runner } from 'node-pg-migrate';
-import { StartupError } from '../config';
+import { ExitCode, StartupError } from '../config';
 import { EDGE_SCHEMA } from '@sagaflow/toolkit/edge';
 import { INBOX_SCHEMA } from '@sagaflow/toolkit/inbox';
 import { LEDGER_SCHEMA } from '@sagaflow/toolkit/ledger';
@@ -105,7 +105,9 @@ export async function patientlyAtStartup<T>(
       const elapsed = Date.now() - started;
       if (elapsed >= withinMs) {
         throw new StartupError(
-          `${what}: PostgreSQL could not be reached for ${Math.round(elapsed / 1000)} s (${attempt} attempts); last error: ${(err as Error).message}`,
+          `${what}: PostgreSQL could not be reached for ${Math.round(elapsed / 1000)} s (${attempt} attempts); last error: ${(err as Error).message}. ` +
+            'Start it, or set DATABASE_URL to where it runs',
+          ExitCode.database,
         );
       }
       const delayMs = Math.min(5000, 250 * 2 ** Math.min(attempt - 1, 5), Math.max(0, withinMs - elapsed));

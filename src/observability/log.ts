@@ -46,6 +46,8 @@ const ROUTINE = [
   /^Worker state changed$/,
   /^No (workflows|activities|Nexus services) registered, not polling for/,
   /^asset workflow-bundle/, // webpack's build stats
+  // Said again, with the step, its key and the failure's type, by the step observer (workers/observability.ts).
+  /^Activity failed$/,
 ];
 
 /** Keys Temporal adds that say nothing to a reader: the task token is ~150 characters of base64. */

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { checkReadiness, type Checks } from './health';
-import type { AddressInfo } from 'node:net';
+import { listen } from '../http';
 import type { DeadLetterReason } from '@sagaflow/toolkit/inbox';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -255,7 +255,7 @@ function withoutTotalGauges(text: string): string {
 
 export async function serveMetrics(
   metrics: SagaMetrics,
-  opts: { host?: string; port: number; extraUrl?: string; readiness?: Checks | (() => Checks) },
+  opts: { host?: string; port: number; extraUrl?: string; readiness?: Checks | (() => Checks); portSetting?: string },
 ): Promise<{ url: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const json = (status: number, body: unknown) =>
@@ -286,10 +286,7 @@ export async function serveMetrics(
       (err: Error) => res.writeHead(500).end(err.message),
     );
   });
-  await new Promise<void>((resolve) => server.listen(opts.port, opts.host ?? '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://${opts.host ?? '127.0.0.1'}:${port}/metrics`,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  // A port that cannot be bound is a start-up error naming the address and the setting, not an 'error' event.
+  const listening = await listen(server, opts.port, opts.host ?? '127.0.0.1', opts.portSetting ?? 'METRICS_PORT');
+  return { url: `${listening.url}/metrics`, close: listening.close };
 }

@@ -128,11 +128,15 @@ test('a worker started while Temporal is unreachable waits for it (live, not rea
     METRICS_PORT: String(metricsPort),
   });
   spawned.push(w);
-  await eventuallyTrue(() => w.output().includes('Temporal unreachable; retrying'), 'the worker to report the refused connection');
+  await eventuallyTrue(() => w.output().includes(`Temporal at 127.0.0.1:${port} unreachable; waiting for it`), 'the worker to report the refused connection');
   await new Promise((r) => setTimeout(r, 1500));
   expect(w.child.exitCode).toBeNull();
   expect(await probe('/healthz')).toEqual({ status: 200, body: { status: 'ok' } });
-  expect(await probe('/readyz')).toEqual({ status: 503, body: { status: 'not ready', checks: { worker: 'starting' } } });
+  // Not ready, and why: the database answered, Temporal (named, with its address) does not.
+  expect(await probe('/readyz')).toEqual({
+    status: 503,
+    body: { status: 'not ready', checks: { temporal: expect.stringMatching(new RegExp(`^Temporal at 127\\.0\\.0\\.1:${port} unreachable: `)), worker: 'starting' } },
+  });
 
   const relay = net.createServer((inbound) => {
     const outbound = net.connect(Number(realPort), host);
@@ -174,8 +178,8 @@ test('SIGTERM while the worker waits for Temporal at start-up: it stops waiting 
   spawned.push(w);
   const neverReady = w.ready.then(() => 'ready', () => 'exited before ready');
   // Long enough into the wait that its backoff is seconds, not milliseconds.
-  await eventuallyTrue(() => (w.output().match(/Temporal unreachable; retrying/g) ?? []).length >= 3, 'the worker to be waiting for Temporal');
-  const retries = () => (w.output().match(/Temporal unreachable; retrying/g) ?? []).length;
+  await eventuallyTrue(() => (w.output().match(/Temporal at \S+ unreachable; waiting for it/g) ?? []).length >= 3, 'the worker to be waiting for Temporal');
+  const retries = () => (w.output().match(/Temporal at \S+ unreachable; waiting for it/g) ?? []).length;
   const before = retries();
   w.child.kill('SIGTERM');
   expect(await w.exited).toBe(0);

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import net from 'node:net';
+import { ExitCode, StartupError } from '../../src/config';
 import { listen, urlHost } from '../../src/http';
 
 const hello = () => http.createServer((_req, res) => res.end('hello'));
@@ -57,17 +58,21 @@ test('an IPv6 host: the URL has it in brackets and answers', async () => {
   }
 });
 
-test('a port already in use is refused with an error naming the address, the system code kept', async () => {
+test('a port already in use is a start-up error naming the setting, the address and the fix, the system code kept', async () => {
   const taken = await listen(hello());
   const port = Number(new URL(taken.url).port);
   const second = hello();
   const before = { error: second.listenerCount('error'), listening: second.listenerCount('listening') };
   try {
-    const err = await listen(second, port, '127.0.0.1').then(
+    const err = await listen(second, port, '127.0.0.1', 'API_PORT').then(
       () => undefined,
-      (e: unknown) => e as NodeJS.ErrnoException,
+      (e: unknown) => e as NodeJS.ErrnoException & { exitCode?: number },
     );
-    expect(err?.message).toBe(`cannot listen on 127.0.0.1:${port}: the port is already in use`);
+    expect(err?.message).toBe(
+      `API_PORT: cannot listen on 127.0.0.1:${port}: the port is already in use (another process listens there): stop it, or set API_PORT to a free port`,
+    );
+    expect(err).toBeInstanceOf(StartupError);
+    expect(err?.exitCode).toBe(ExitCode.port);
     expect(err?.code).toBe('EADDRINUSE');
     expect(second.listening).toBe(false);
     expect(second.listenerCount('listening')).toBe(before.listening);

@@ -24,12 +24,14 @@ test("Temporal's logs: no task token, routine life-cycle lines at debug, the res
   temporal.warn('No workflows registered, not polling for workflow tasks', { taskQueue: 'q-payments' });
   temporal.info('asset workflow-bundle-1.js 1.67 MiB [emitted]\nruntime modules 883 bytes');
   temporal.info('step attempt succeeded', { taskToken: 'CiQwMWEy'.repeat(20), workflowId: 'order-ord_1', activityType: 'chargePayment' });
+  // Said again by the step observer, with the step and its key: the SDK's own line is debug.
   temporal.warn('Activity failed', { workflowId: 'order-ord_1', error: new Error('card declined') });
+  temporal.warn('Workflow task failed', { workflowId: 'order-ord_1', error: new Error('boom in workflow code') });
   expect(lines.map((l) => [l.level, l.msg])).toEqual([
     ['info', 'step attempt succeeded'],
-    ['warn', 'Activity failed'],
+    ['warn', 'Workflow task failed'],
   ]);
   expect(lines[0]).not.toHaveProperty('taskToken');
   expect(lines[0]).toMatchObject({ workflowId: 'order-ord_1', activityType: 'chargePayment' });
-  expect(lines[1]).toMatchObject({ error: { name: 'Error', message: 'card declined' } });
+  expect(lines[1]).toMatchObject({ error: { name: 'Error', message: 'boom in workflow code' } });
 });

@@ -7,7 +7,8 @@ import type { Sinks } from '@temporalio/workflow';
 export interface SagaMetricsSinks extends Sinks {
   sagaMetrics: {
     started(): void;
-    ended(status: 'completed' | 'compensated' | 'cancelled' | 'failed'): void;
+    /** `failure`: why it unwound or failed (its type and message); none when it completed. */
+    ended(status: 'completed' | 'compensated' | 'cancelled' | 'failed', failure?: { type: string; message: string }): void;
     compensationFailed(step: string): void;
   };
 }
