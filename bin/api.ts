@@ -1,6 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { startApi, startApiHousekeeping } from '../src/api/server';
 import { SagaMetrics } from '../src/observability/metrics';
+import { registerOpenSagaMetrics } from '../src/observability/open-sagas';
 import { startTracing } from '../src/observability/tracing';
 import { ConfigError, loadConfig } from '../src/config';
 import { migrate } from '../src/db/migrate';
@@ -44,6 +45,8 @@ runMain(USAGE, async () => {
   const connection = Connection.lazy(clientConnectionOptions(target.connectionOptions));
   const temporal = new Client({ connection, namespace: target.namespace, dataConverter: dataConverterOf(payloadCodec), plugins: tracing ? [tracing.plugin] : [] });
   const metrics = new SagaMetrics({ processMetrics: true, role: 'api' });
+  // Open sagas by state and the age of the oldest, read from the orders at each scrape (the alert rules' source).
+  registerOpenSagaMetrics(metrics.registry, db);
   // What it waits for, named in /readyz until each answers: set before the port opens.
   const pending: Record<string, string> = {
     database: `waiting for ${databaseLabel(databaseUrl)}`,

@@ -61,6 +61,7 @@ runMain(USAGE, async () => {
       (seeded.length ? ` (just seeded: ${seeded.join(', ')})` : ''),
   );
   if (stack.temporal.uiUrl) console.log(`Temporal UI: ${stack.temporal.uiUrl}`);
+  if (stack.temporal.metricsUrl) console.log(`Temporal server metrics (Prometheus): ${stack.temporal.metricsUrl}`);
   if (stack.codecServer) {
     console.log(
       `Payloads are encrypted; the UI decodes them through the codec server at ${stack.codecServer.url}, and so does the CLI:\n` +

@@ -4,7 +4,7 @@ import { UsageError } from '../src/config';
 import { findTemporalCli } from '../dev/temporal';
 import { ensureServerTools } from '../dev/temporal-cluster';
 import { ensureUiServer } from '../dev/temporal-ui';
-import { ensureComposeCheck, ensurePromtool } from '../dev/tools';
+import { ensureAmtool, ensureComposeCheck, ensurePromtool } from '../dev/tools';
 import { ensureNatsServer } from '../dev/nats';
 import { ensurePgAutoFailover } from '../dev/postgres-ha';
 import { runMain } from '../src/run-main';
@@ -18,6 +18,7 @@ prints where each is:
   for npm test:          the Temporal CLI (its dev server is the tests' Temporal),
                          promtool (checks the alert rules and every /metrics) and
                          compose-check (Docker Compose's own parser, for docker-compose.yml),
+                         amtool (checks the Alertmanager's routing; Debian's package),
                          nats-server (the stream intake's broker when NATS_URL is unset;
                          Debian's package)
   for npm run test:cluster and npm run stack -- --temporal cluster:
@@ -40,6 +41,7 @@ runMain(USAGE, async () => {
     found['Temporal CLI'] = temporal && `${temporal.path} (${temporal.source})`;
     found.promtool = await ensurePromtool(log);
     found['compose-check'] = await ensureComposeCheck(log);
+    found.amtool = await ensureAmtool(log);
     found['nats-server'] = await ensureNatsServer(log);
   }
   if (values.only !== 'test') {
@@ -54,7 +56,8 @@ runMain(USAGE, async () => {
     console.error(
       `missing: ${missing.join(', ')}. They are built with Go (go env GOPROXY must reach the Go module proxy); ` +
         'or put temporal and promtool on PATH.' +
-        (missing.includes('pg_auto_failover') ? " pg_auto_failover and nats-server come from Debian's packages (apt-get, as root)." : ''),
+        (missing.includes('pg_auto_failover') ? " pg_auto_failover and nats-server come from Debian's packages (apt-get, as root)." : '') +
+        (missing.includes('amtool') ? " amtool comes from Debian's prometheus-alertmanager package (apt-get download; run apt-get update first)." : ''),
     );
     return 1;
   }

@@ -24,7 +24,7 @@ import { startCodecServer } from '../src/codec/server';
 export interface Stack {
   databaseUrl: string;
   db: Db;
-  temporal: { address: string; namespace: string; uiUrl?: string; source: string };
+  temporal: { address: string; namespace: string; uiUrl?: string; metricsUrl?: string; source: string };
   paymentProviderUrl: string;
   carrierUrl: string;
   /** The stream intake's broker: NATS_URL, or a nats-server of this stack's own. */
@@ -231,9 +231,10 @@ export async function startStack(config: Config, log: (m: string) => void, opts:
       // A restart takes the same port, UI port and SQLite file: running sagas carry on.
       const port = Number(server.address.split(':').pop());
       const startedUiPort = server.uiUrl ? Number(new URL(server.uiUrl).port) : undefined;
+      const metricsPort = server.metricsUrl ? Number(new URL(server.metricsUrl).port) : undefined;
       temporalPart = {
         restart: async () => {
-          server = await startTemporalDevServer({ ...devOptions, port, uiPort: startedUiPort });
+          server = await startTemporalDevServer({ ...devOptions, port, uiPort: startedUiPort, metricsPort });
         },
         exit: () => {
           const e = server.exit?.();

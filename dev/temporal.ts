@@ -80,6 +80,8 @@ export interface TemporalServer {
   address: string;
   namespace: string;
   uiUrl?: string;
+  /** The server's own Prometheus metrics (`--metrics-port`), for a server this process started. */
+  metricsUrl?: string;
   source: CliSource | 'TEMPORAL_ADDRESS';
   stop(): Promise<void>;
   /** For a server this process started: whether it still runs, and how it ended if not. */
@@ -94,6 +96,8 @@ export interface StartTemporalOptions {
   ui?: boolean;
   port?: number;
   uiPort?: number;
+  /** The port of the server's Prometheus /metrics (any free one when absent). */
+  metricsPort?: number;
   /** A codec server the UI decodes payloads through (`--ui-codec-endpoint`). */
   uiCodecEndpoint?: string;
   log?: (m: string) => void;
@@ -106,10 +110,11 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
   const found = await findTemporalCli({ cliPath: opts.cliPath, log });
   const port = opts.port ?? (await freePort());
   const uiPort = opts.ui ? (opts.uiPort ?? (await freePort())) : undefined;
-  if (!found) return startWithSdkDownload({ ...opts, namespace, port, uiPort }, log);
+  const metricsPort = opts.metricsPort ?? (await freePort());
+  if (!found) return startWithSdkDownload({ ...opts, namespace, port, uiPort, metricsPort }, log);
 
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace,
-    '--log-level', 'error'];
+    '--log-level', 'error', '--metrics-port', String(metricsPort)];
   for (const key of SAGA_SEARCH_ATTRIBUTES) args.push('--search-attribute', `${key.name}=Keyword`);
   if (uiPort) args.push('--ui-port', String(uiPort));
   else args.push('--headless');
@@ -145,6 +150,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
     address,
     namespace,
     uiUrl: uiPort ? `http://127.0.0.1:${uiPort}` : undefined,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     source: found.source,
     exit: () => (child.exitCode !== null || child.signalCode !== null ? { code: child.exitCode, signal: child.signalCode } : undefined),
     async stop() {
@@ -161,7 +167,7 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
 
 /** Last resort, for machines on the open internet: the SDK downloads a CLI release. */
 async function startWithSdkDownload(
-  opts: StartTemporalOptions & { namespace: string; port: number; uiPort?: number },
+  opts: StartTemporalOptions & { namespace: string; port: number; uiPort?: number; metricsPort: number },
   log: (m: string) => void,
 ): Promise<TemporalServer> {
   log('no Temporal CLI found (TEMPORAL_CLI_PATH, PATH, cache, go); trying the SDK download');
@@ -178,13 +184,18 @@ async function startWithSdkDownload(
         ui: opts.uiPort !== undefined,
         uiPort: opts.uiPort,
         searchAttributes: SAGA_SEARCH_ATTRIBUTES,
-        extraArgs: opts.uiPort !== undefined && opts.uiCodecEndpoint ? ['--ui-codec-endpoint', opts.uiCodecEndpoint] : [],
+        extraArgs: [
+          '--metrics-port',
+          String(opts.metricsPort),
+          ...(opts.uiPort !== undefined && opts.uiCodecEndpoint ? ['--ui-codec-endpoint', opts.uiCodecEndpoint] : []),
+        ],
       },
     });
     return {
       address: env.address,
       namespace: opts.namespace,
       uiUrl: opts.uiPort ? `http://127.0.0.1:${opts.uiPort}` : undefined,
+      metricsUrl: `http://127.0.0.1:${opts.metricsPort}/metrics`,
       source: 'SDK download',
       stop: () => env.teardown(),
     };

@@ -17,6 +17,8 @@ import { startNatsServer, type NatsServer } from './nats';
 export interface TestStack {
   databaseUrl: string;
   temporalAddress: string;
+  /** The Temporal dev server's own Prometheus metrics, when this stack started it (not with TEMPORAL_ADDRESS). */
+  temporalMetricsUrl?: string;
   natsUrl: string;
   /**
    * SAGAFLOW_PAYLOAD_KEYS for the run when the environment gives none: a key made for this run, so
@@ -64,7 +66,7 @@ export async function startTestStack({ log, maxConnections }: TestStackOptions):
     if (!temporalAddress) {
       started.temporal = await startTemporalDevServer({ cliPath: config.TEMPORAL_CLI_PATH, log });
       temporalAddress = started.temporal.address;
-      log(`Temporal dev server at ${temporalAddress} (${started.temporal.source})`);
+      log(`Temporal dev server at ${temporalAddress} (${started.temporal.source}), its metrics at ${started.temporal.metricsUrl}`);
     } else {
       log(`Temporal at ${temporalAddress} from TEMPORAL_ADDRESS`);
     }
@@ -78,7 +80,7 @@ export async function startTestStack({ log, maxConnections }: TestStackOptions):
     const ownKeys = config.SAGAFLOW_PAYLOAD_CODEC === 'on' && !config.SAGAFLOW_PAYLOAD_KEYS && !config.SAGAFLOW_PAYLOAD_KEYS_FILE;
     const payloadKeys = ownKeys ? `test-${randomBytes(3).toString('hex')}:${randomBytes(32).toString('base64')}` : undefined;
     log(`payload encryption: ${payloadKeys ? 'a key made for this run' : config.SAGAFLOW_PAYLOAD_CODEC === 'off' ? 'off (SAGAFLOW_PAYLOAD_CODEC=off)' : 'the keys the environment sets'}`);
-    return { databaseUrl, temporalAddress, natsUrl, payloadKeys, stop };
+    return { databaseUrl, temporalAddress, temporalMetricsUrl: started.temporal?.metricsUrl, natsUrl, payloadKeys, stop };
   } catch (err) {
     await stop();
     throw err;

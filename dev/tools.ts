@@ -9,7 +9,8 @@ import { goBuild, isExecutable } from './go-build';
 /**
  * The checking tools CI runs beside the tests, each kept in the cache once built:
  * - promtool (Prometheus's own checker) for the alert rules and every /metrics;
- * - compose-check (tools/compose-check), Docker Compose's own parser, for docker-compose.yml.
+ * - compose-check (tools/compose-check), Docker Compose's own parser, for docker-compose.yml;
+ * - amtool (Alertmanager's own checker) for the alert routing.
  */
 
 const base = () =>
@@ -58,6 +59,51 @@ export async function ensurePromtool(log: (m: string) => void = () => undefined)
     log,
   });
   return built ? cached : undefined;
+}
+
+/**
+ * amtool: AMTOOL_PATH, `amtool` on PATH, the cache; else extracted from Debian's
+ * `prometheus-alertmanager` package into the cache (seconds; nothing is installed).
+ * Undefined when none can be had.
+ */
+export function ensureAmtool(log: (m: string) => void = () => undefined): Promise<string | undefined> {
+  if (process.env.AMTOOL_PATH) return Promise.resolve(isExecutable(process.env.AMTOOL_PATH) ? process.env.AMTOOL_PATH : undefined);
+  const onPath = spawnSync('sh', ['-c', 'command -v amtool'], { encoding: 'utf8' }).stdout.trim();
+  if (onPath) return Promise.resolve(onPath);
+  const cached = path.join(base(), 'amtool', 'amtool');
+  if (isExecutable(cached)) return Promise.resolve(cached);
+  log("amtool: extracting it from Debian's prometheus-alertmanager package into the cache");
+  const why = extractFromDebianPackage('prometheus-alertmanager', 'usr/bin/amtool', cached);
+  if (why) log(`amtool: ${why}`);
+  return Promise.resolve(isExecutable(cached) ? cached : undefined);
+}
+
+/**
+ * Copies one file of a Debian package (`apt-get download`, `dpkg-deb -x`: no root, nothing
+ * installed) to `to`. Undefined when it did; else why not.
+ */
+function extractFromDebianPackage(pkg: string, file: string, to: string): string | undefined {
+  if (spawnSync('sh', ['-c', 'command -v apt-get && command -v dpkg-deb'], { stdio: 'ignore' }).status !== 0) {
+    return `no apt-get and dpkg-deb here to fetch Debian's ${pkg} package`;
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `sagaflow-${pkg}-`));
+  try {
+    execFileSync('apt-get', ['download', pkg], { cwd: work, stdio: 'ignore' });
+    const deb = fs.readdirSync(work).find((f) => f.endsWith('.deb'));
+    if (!deb) return `apt-get download ${pkg} fetched no package`;
+    execFileSync('dpkg-deb', ['-x', deb, 'x'], { cwd: work, stdio: 'ignore' });
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    // Copied under another name and renamed: a concurrent caller never runs a half-written file.
+    const partial = `${to}.${process.pid}.partial`;
+    fs.copyFileSync(path.join(work, 'x', file), partial);
+    fs.chmodSync(partial, 0o755);
+    fs.renameSync(partial, to);
+    return undefined;
+  } catch (err) {
+    return `Debian's ${pkg} package could not be had (${(err as Error).message.split('\n')[0]}); run apt-get update, or put amtool on PATH`;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
 }
 
 /** compose-check, built from tools/compose-check into the cache, rebuilt when its source changes. */

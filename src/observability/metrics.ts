@@ -202,7 +202,7 @@ export class SagaMetrics {
     for (const outcome of ['started', 'duplicate', 'retried', 'dead_lettered'] satisfies IntakeOutcome[]) this.intakeMessages.inc({ outcome }, 0);
     for (const reason of ['invalid', 'unstorable', 'conflict', 'exhausted'] satisfies DeadLetterReason[]) this.intakeDeadLetters.inc({ reason }, 0);
     for (const result of ['delivered', 'rejected', 'unreachable'] satisfies WebhookResult[]) this.webhookAttempts.inc({ result }, 0);
-    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'sagaflow_process_' });
+    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'sagaflow_' });
   }
 
   /**

@@ -1,6 +1,6 @@
 import { CLUSTER_PG_MAX_CONNECTIONS } from '../../dev/temporal-cluster';
 import { startTestStack } from '../../dev/test-stack';
-import { ensureComposeCheck, ensurePromtool } from '../../dev/tools';
+import { ensureAmtool, ensureComposeCheck, ensurePromtool } from '../../dev/tools';
 
 /**
  * Brings up the real stack once for the whole run: PostgreSQL (DATABASE_URL, or
@@ -15,6 +15,7 @@ export default async function globalSetup(): Promise<void> {
   const stack = await startTestStack({ log, maxConnections: CLUSTER_PG_MAX_CONNECTIONS });
   process.env.DATABASE_URL = stack.databaseUrl;
   process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
+  if (stack.temporalMetricsUrl) process.env.SAGAFLOW_TEMPORAL_METRICS_URL = stack.temporalMetricsUrl;
   process.env.NATS_URL = stack.natsUrl;
   // Every client and worker a test makes (and every process it spawns) encrypts payloads with it.
   if (stack.payloadKeys) process.env.SAGAFLOW_PAYLOAD_KEYS = stack.payloadKeys;
@@ -23,5 +24,7 @@ export default async function globalSetup(): Promise<void> {
   if (promtool) process.env.SAGAFLOW_PROMTOOL = promtool;
   const composeCheck = await ensureComposeCheck(log);
   if (composeCheck) process.env.SAGAFLOW_COMPOSE_CHECK = composeCheck;
+  const amtool = await ensureAmtool(log);
+  if (amtool) process.env.SAGAFLOW_AMTOOL = amtool;
   (globalThis as Record<string, unknown>).__sagaflowStack = stack;
 }

@@ -1,6 +1,7 @@
 import { createActivities } from '../../activities';
 import { startOrderSaga } from '../../src/orders/start';
 import { SagaMetrics } from '../../src/observability/metrics';
+import { registerOpenSagaMetrics } from '../../src/observability/open-sagas';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
 import { activityEnvFor } from '../helpers/activity-env';
@@ -108,6 +109,21 @@ test('every log line is JSON with ts, level and service; steps name their saga; 
     expect(typeof l.step).toBe('string');
     expect(String(l.idempotencyKey)).toMatch(new RegExp(`^${l.workflowId as string}/`));
   }
+  // A failed attempt is one line (the step observer's), not two: the SDK's 'Activity failed' is debug.
+  expect(lines.filter((l) => l.msg === 'Activity failed')).toEqual([]);
+  expect(lines.filter((l) => l.msg === 'step attempt failed').length).toBeGreaterThanOrEqual(1);
+  // One line per saga when it ends, at the level its ending calls for.
+  const ended = lines.filter((l) => l.msg === 'saga ended').map((l) => ({ level: l.level, status: l.status, failureType: l.failureType }));
+  expect(ended).toEqual(
+    expect.arrayContaining([
+      { level: 'info', status: 'completed', failureType: undefined },
+      { level: 'warn', status: 'compensated', failureType: 'PaymentDeclined' },
+    ]),
+  );
+  for (const l of lines.filter((x) => x.msg === 'saga ended')) {
+    expect(String(l.workflowId)).toMatch(/^order-/);
+    expect(typeof l.durationMs).toBe('number');
+  }
 });
 
 test('duplicates answered from the ledger are counted by step', async () => {
@@ -149,15 +165,24 @@ test('every metric the alert rules and the Grafana dashboard use is one a worker
   // The intake's and the relay's own, as their processes export them (test/integration/intake-metrics.test.ts
   // and relay-metrics.test.ts scrape the real processes).
   for (const role of ['intake', 'relay'] as const) collect(await new SagaMetrics({ role }).text());
+  // The open-saga gauges the API process registers beside its own (bin/api.ts), read from this schema's orders.
+  const openSagas = new SagaMetrics({ role: 'api' });
+  registerOpenSagaMetrics(openSagas.registry, ctx.db);
+  collect(await openSagas.text());
   // Temporal Core exports these only once one happens (a workflow task failure is a bad deploy).
   const onlyOnceHappened = new Set(['temporal_workflow_task_execution_failed_total']);
   const rules = parse(fs.readFileSync(path.join(ROOT, 'deploy/prometheus/alerts.yml'), 'utf8')) as { groups: { rules: { expr: string }[] }[] };
   const dashboard = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy/grafana/dashboards/sagaflow.json'), 'utf8')) as {
     panels: { targets?: { expr: string }[] }[];
+    templating: { list: { type: string; query?: string | { query: string } }[] };
   };
   const used = [
     ...rules.groups.flatMap((g) => g.rules.map((r) => ['alerts.yml', r.expr] as const)),
     ...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ['sagaflow.json', t.expr] as const)),
+    // The dashboard's variables list the label values of real series too.
+    ...dashboard.templating.list
+      .filter((v) => v.type === 'query')
+      .map((v) => ['sagaflow.json', typeof v.query === 'string' ? v.query : (v.query?.query ?? '')] as const),
   ].flatMap(([file, expr]) => metricNames(expr).map((name) => ({ file, name })));
   expect(used.length).toBeGreaterThan(20);
   const unknown = used.filter(({ name }) => !families.has(name) && !onlyOnceHappened.has(name));

@@ -40,7 +40,7 @@ const ENVCONFIG_VARS = new Set([
 ]);
 const GRPC_META = /^TEMPORAL_GRPC_META_[A-Z0-9_]+$/;
 
-const INFRA = ['postgres', 'temporal-db', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'nats', 'prometheus', 'grafana'];
+const INFRA = ['postgres', 'temporal-db', 'temporal-schema', 'temporal', 'temporal-ui', 'temporal-setup', 'nats', 'prometheus', 'alertmanager', 'grafana'];
 const workerService = (role: QueueRole) => `worker-${role}`;
 const WORKERS = QUEUE_ROLES.map(workerService);
 const APP = ['migrate', 'services', 'api', 'intake', 'relay', ...WORKERS];
@@ -107,7 +107,7 @@ interface Ctx {
   files: Record<string, string>;
 }
 
-const MOUNTED = ['deploy/temporal/setup-namespace.sh', 'deploy/temporal/setup-schema.sh', 'deploy/prometheus/prometheus.yml'];
+const MOUNTED = ['deploy/temporal/setup-namespace.sh', 'deploy/temporal/setup-schema.sh', 'deploy/prometheus/prometheus.yml', 'deploy/alertmanager/alertmanager.yml'];
 
 /** The variables a .env file (or .env.example) sets, in order, with their values. */
 function dotenv(text: string): [string, string][] {
@@ -586,6 +586,38 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
     expect(config.scrape_configs.every((j) => j.job_name.startsWith('sagaflow-'))).toBe(true);
   },
 
+  'Prometheus sends alerts to the Alertmanager, which runs the routing config of deploy/alertmanager'({ compose, files }) {
+    const prom = service(compose, 'prometheus');
+    const config = parse(files[mountedFile(prom, '/etc/prometheus/prometheus.yml')!]!) as {
+      alerting?: { alertmanagers?: { static_configs?: { targets: string[] }[] }[] };
+    };
+    const targets = (config.alerting?.alertmanagers ?? []).flatMap((a) => (a.static_configs ?? []).flatMap((c) => c.targets));
+    const am = service(compose, 'alertmanager');
+    expect(am.image).toMatch(/^prom\/alertmanager:v\d+\.\d+\.\d+$/);
+    // The command renders the mounted config (receiver URLs from the environment) and runs what it rendered.
+    const script = (words(am.command) ?? []).join(' ');
+    const rendered = /--config\.file=(\S+)/.exec(script)?.[1];
+    expect(rendered).toBeDefined();
+    expect(script).toContain(`> ${rendered}`);
+    const source = /(\/etc\/alertmanager\/[\w.-]+)\s*>/.exec(script)?.[1];
+    expect(source && mountedFile(am, source)).toBe('deploy/alertmanager/alertmanager.yml');
+    expect(files['deploy/alertmanager/alertmanager.yml']).toContain('receivers:');
+    const port = /--web\.listen-address=\S*:(\d+)/.exec(script)?.[1] ?? '9093';
+    expect(targets).toContain(`alertmanager:${port}`);
+    expect(dependsOn(prom).alertmanager).toBeDefined();
+  },
+
+  "Prometheus scrapes the Temporal server's metrics on the port PROMETHEUS_ENDPOINT opens"({ compose, files }) {
+    const temporal = service(compose, 'temporal');
+    const endpoint = envOf(temporal).PROMETHEUS_ENDPOINT ?? '';
+    const m = /^0\.0\.0\.0:(\d+)$/.exec(endpoint);
+    expect({ endpoint, allInterfaces: m !== null }).toEqual({ endpoint, allInterfaces: true });
+    expect((temporal.expose ?? []).map(String)).toContain(m![1]);
+    const config = parse(files['deploy/prometheus/prometheus.yml']!) as { scrape_configs: { static_configs?: { targets: string[] }[] }[] };
+    const targets = config.scrape_configs.flatMap((j) => (j.static_configs ?? []).flatMap((c) => c.targets));
+    expect(targets).toContain(`temporal:${m![1]}`);
+  },
+
   'Grafana is provisioned from deploy/grafana: the data source and the dashboards folder'({ compose }) {
     const grafana = service(compose, 'grafana');
     expect(mountedFile(grafana, '/etc/grafana/provisioning/datasources/prometheus.yml')).toBe('deploy/grafana/provisioning/datasources/prometheus.yml');
@@ -607,11 +639,11 @@ function stages(dockerfile: string): Instruction[][] {
 }
 
 const dockerChecks: Record<string, (ctx: Ctx) => void> = {
-  'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies'({ dockerfile }) {
+  'both stages are node:24-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies'({ dockerfile }) {
     const all = stages(dockerfile);
     expect(all.length).toBe(2);
     for (const stage of all) {
-      expect(stage[0]!.args.split(/\s+/)[0]).toBe('node:20-bookworm-slim');
+      expect(stage[0]!.args.split(/\s+/)[0]).toBe('node:24-bookworm-slim');
       const install = stage.findIndex((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args));
       const lock = stage.findIndex((i) => i.op === 'COPY' && /\bpackage-lock\.json\b/.test(i.args));
       expect({ install: install > -1, lockFirst: lock > -1 && lock < install }).toEqual({ install: true, lockFirst: true });
@@ -773,11 +805,28 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['no alert rules loaded', 'Prometheus scrapes the API and every worker pool on their ports, and loads the alert rules', (c) => {
     c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace(/rule_files:\n {2}- alerts.yml/, '');
   }],
+  ['no alerting section', 'Prometheus sends alerts to the Alertmanager, which runs the routing config of deploy/alertmanager', (c) => {
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace(/^alerting:\n(?: .*\n)+/m, '');
+  }],
+  ['alerts sent to the wrong port', 'Prometheus sends alerts to the Alertmanager, which runs the routing config of deploy/alertmanager', (c) => {
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace('alertmanager:9093', 'alertmanager:9094');
+  }],
+  ['the routing config not mounted', 'Prometheus sends alerts to the Alertmanager, which runs the routing config of deploy/alertmanager', (c) => (svc(c, 'alertmanager').volumes = ['alertmanager-data:/alertmanager'])],
+  ['Alertmanager running the config it did not render', 'Prometheus sends alerts to the Alertmanager, which runs the routing config of deploy/alertmanager', (c) => {
+    const am = svc(c, 'alertmanager');
+    am.command = (am.command as string[]).map((l) => l.replace('--config.file=/alertmanager/alertmanager.yml', '--config.file=/etc/alertmanager/alertmanager.yml'));
+  }],
+  ['an unpinned Alertmanager', 'Prometheus sends alerts to the Alertmanager, which runs the routing config of deploy/alertmanager', (c) => (svc(c, 'alertmanager').image = 'prom/alertmanager:latest')],
+  ['Temporal without PROMETHEUS_ENDPOINT', "Prometheus scrapes the Temporal server's metrics on the port PROMETHEUS_ENDPOINT opens", (c) => delete env(c, 'temporal').PROMETHEUS_ENDPOINT],
+  ['Temporal metrics on loopback', "Prometheus scrapes the Temporal server's metrics on the port PROMETHEUS_ENDPOINT opens", (c) => (env(c, 'temporal').PROMETHEUS_ENDPOINT = '127.0.0.1:8000')],
+  ['the Temporal server not scraped', "Prometheus scrapes the Temporal server's metrics on the port PROMETHEUS_ENDPOINT opens", (c) => {
+    c.files['deploy/prometheus/prometheus.yml'] = c.files['deploy/prometheus/prometheus.yml']!.replace('temporal:8000', 'temporal:7233');
+  }],
   ['Grafana without its dashboards', 'Grafana is provisioned from deploy/grafana: the data source and the dashboards folder', (c) => (svc(c, 'grafana').volumes = ['./deploy/grafana/provisioning:/etc/grafana/provisioning:ro'])],
-  ['npm install instead of npm ci', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^RUN npm ci --no-audit/m, 'RUN npm install --no-audit')],
-  ['dev dependencies in the runtime image', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/ --omit=dev/, '')],
-  ['another base image', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^FROM node:20-bookworm-slim$/m, 'FROM node:22-alpine')],
-  ['one stage only', 'both stages are node:20-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^FROM node:20-bookworm-slim$/m, '')],
+  ['npm install instead of npm ci', 'both stages are node:24-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^RUN npm ci --no-audit/m, 'RUN npm install --no-audit')],
+  ['dev dependencies in the runtime image', 'both stages are node:24-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/ --omit=dev/, '')],
+  ['another base image', 'both stages are node:24-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^FROM node:24-bookworm-slim$/m, 'FROM node:22-alpine')],
+  ['one stage only', 'both stages are node:24-bookworm-slim and install with npm ci from the lock file; the runtime stage without dev dependencies', editDockerfile(/^FROM node:24-bookworm-slim$/m, '')],
   ['a CMD naming a command sagaflow lacks', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD ["node", "dist/bin/sagaflow.js", "apy"]')],
   ['a CMD running TypeScript', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD ["node", "-r", "ts-node/register/transpile-only", "bin/api.ts"]')],
   ['a CMD in shell form', "the image's CMD runs compiled JavaScript that the build stage produces", editDockerfile(/^CMD .*$/m, 'CMD npm run api')],
