@@ -22,7 +22,7 @@ const WORKFLOW_BODY_FENCE = {
   message: "Import a saga's contract (workflows/order/definitions, ids, types), never workflow code.",
 };
 /** Entry points that run in production; the others (demo, stack, services, chaos, ...) are dev tools. */
-const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/codec-server.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts'];
+const PRODUCTION_ENTRY_POINTS = ['bin/api.ts', 'bin/codec-server.ts', 'bin/worker.ts', 'bin/pool.ts', 'bin/migrate.ts', 'bin/clients.ts', 'bin/replay.ts', 'bin/audit.ts', 'bin/sagas.ts'];
 
 /** Workflow code runs in Temporal's deterministic sandbox: no I/O, no clock, no environment. */
 const workflowImports = (...extra) => [

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { problems, problemTypeUri } from './problem';
-import { cancelRequest, createOrderRequest, orderView, problemDetails, WAIT_MAX_MS, webhookDeliveries, webhookEndpoint, webhookEndpointCreated, webhookRequest } from './schemas';
+import { cancelRequest, createOrderRequest, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, orderList, orderSummary, orderView, problemDetails, WAIT_MAX_MS, webhookDeliveries, webhookEndpoint, webhookEndpointCreated, webhookRequest } from './schemas';
 
 const schema = (s: z.ZodType) => {
   const { $schema: _ignored, ...rest } = z.toJSONSchema(s, { target: 'draft-2020-12', io: 'input' }) as Record<string, unknown>;
@@ -58,6 +58,12 @@ const authenticated = {
   ),
 };
 
+/** A generated object schema whose array property refers to a named schema rather than repeating it. */
+const withItemsRef = (s: Record<string, unknown>, property: string, name: string) => {
+  const properties = s.properties as Record<string, Record<string, unknown>>;
+  return { ...s, properties: { ...properties, [property]: { ...properties[property], items: { $ref: `#/components/schemas/${name}` } } } };
+};
+
 /** OpenAPI 3.1, generated from the zod schemas the server validates with; lint-clean under Redocly's recommended rules. */
 export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, unknown> {
   const idParam = {
@@ -98,6 +104,8 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
         CreateOrder: schema(createOrderRequest),
         Cancel: schema(cancelRequest),
         Order: schema(orderView),
+        OrderSummary: schema(orderSummary),
+        OrderList: withItemsRef(schema(orderList), 'orders', 'OrderSummary'),
         Problem: problemSchema,
         CreateWebhook: schema(webhookRequest),
         WebhookEndpoint: schema(webhookEndpoint),
@@ -148,6 +156,47 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
             '413': problem('Body over 64 KiB: a larger Content-Length is refused before the body is read, with Expect: 100-continue without a 100', ['payload-too-large']),
             '415': problem('Body is not application/json', ['unsupported-media-type']),
             '422': problem('Key reused with a different body', ['idempotency-key-reused']),
+            ...common,
+          },
+        },
+        get: {
+          operationId: 'listOrders',
+          summary: "The client's own orders, newest first, a page at a time",
+          description:
+            'Keyset pagination: `next_cursor` continues after the last order of this page, so orders created meanwhile never shift ' +
+            'a page, and walking every page sees each order once. A cursor belongs to the filters it was given with: send it with ' +
+            'the same `status`, `created_after` and `created_before` (any `limit`). The saga of each order is at GET /orders/{id}.',
+          parameters: [
+            { name: 'status', in: 'query', required: false, description: 'only orders with this status', schema: { type: 'string', enum: [...orderView.shape.status.options] } },
+            {
+              name: 'created_after',
+              in: 'query',
+              required: false,
+              description: 'only orders created strictly after this instant (ISO 8601 with Z or an offset; send "+" as %2B)',
+              schema: { type: 'string', format: 'date-time' },
+            },
+            {
+              name: 'created_before',
+              in: 'query',
+              required: false,
+              description: 'only orders created strictly before this instant (ISO 8601 with Z or an offset; send "+" as %2B)',
+              schema: { type: 'string', format: 'date-time' },
+            },
+            {
+              name: 'limit',
+              in: 'query',
+              required: false,
+              description: 'orders per page',
+              schema: { type: 'integer', minimum: 1, maximum: LIST_LIMIT_MAX, default: LIST_LIMIT_DEFAULT },
+            },
+            { name: 'cursor', in: 'query', required: false, description: 'the `next_cursor` of the page before (opaque)', schema: { type: 'string' } },
+          ],
+          responses: {
+            '200': { description: 'One page of orders', content: { 'application/json': { schema: { $ref: '#/components/schemas/OrderList' } } } },
+            '400': badRequest(
+              'A parameter unknown, repeated or malformed, a status that is not one, a limit outside 1 to 100, or a cursor altered or sent with other filters',
+            ),
+            ...authenticated,
             ...common,
           },
         },

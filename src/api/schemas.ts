@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { orderInputSchema, text } from '../orders/schema';
+import { ORDER_STATUSES } from '../orders/list';
 
 /** The body of POST /orders: an order without its ID, which the server assigns. */
 export const createOrderRequest = orderInputSchema.omit({ orderId: true });
@@ -49,7 +50,7 @@ const sagaView = z.object({
 
 export const orderView = z.object({
   id: z.string(),
-  status: z.enum(['pending', 'completed', 'cancelled', 'failed']),
+  status: z.enum(ORDER_STATUSES),
   customerId: z.string(),
   items: z.array(z.object({ sku: z.string(), quantity: z.number().int() })),
   amount: z.object({ amountMinor: z.number().int(), currency: z.string() }),
@@ -58,6 +59,39 @@ export const orderView = z.object({
   saga: sagaView,
 });
 export type OrderView = z.infer<typeof orderView>;
+
+/** One order in a list: the row as GET /orders/{id} shows it, without the saga's live state (that is one call to Temporal per order; GET /orders/{id} has it). */
+export const orderSummary = orderView.omit({ saga: true }).extend({ workflowId: z.string().describe('the saga: order-<id>') });
+export type OrderSummary = z.infer<typeof orderSummary>;
+
+export const LIST_LIMIT_DEFAULT = 20;
+export const LIST_LIMIT_MAX = 100;
+
+const isoInstant = z.iso
+  .datetime({ offset: true })
+  .describe('ISO 8601 date-time with Z or an offset (send "+" as %2B)');
+
+/** GET /orders' query: every parameter at most once, none unknown (a misspelt filter is an error, not a wider list). */
+export const listOrdersQuery = z
+  .object({
+    status: orderView.shape.status.optional(),
+    created_after: isoInstant.optional().describe('orders created strictly after this instant'),
+    created_before: isoInstant.optional().describe('orders created strictly before this instant'),
+    limit: z
+      .string()
+      .regex(/^\d{1,3}$/, `an integer from 1 to ${LIST_LIMIT_MAX}`)
+      .transform(Number)
+      .pipe(z.number().int().min(1).max(LIST_LIMIT_MAX))
+      .optional(),
+    cursor: z.string().min(1).max(400).optional(),
+  })
+  .strict();
+
+export const orderList = z.object({
+  orders: z.array(orderSummary).describe('newest first (created_at, then ID, descending)'),
+  next_cursor: z.string().nullable().describe('pass as `cursor` with the same filters for the next page; null on the last page'),
+});
+export type OrderList = z.infer<typeof orderList>;
 
 export const problemDetails = z.object({
   type: z.string().describe('stable URI: urn:sagaflow:problem:<name>'),

@@ -18,6 +18,7 @@ import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '@sagaflow/toolkit/edg
 import { cancelOrder as cancelOrderUseCase } from './cancel-order';
 import { createOrder as createOrderUseCase, type CreateOrderDeps } from './create-order';
 import { liveSaga, orderView } from './views';
+import { listClientOrders } from './list-orders';
 import { buildOpenApi } from './openapi';
 import { Problem } from './problem';
 import { cancelRequest, createOrderRequest, WAIT_MAX_MS, webhookRequest } from './schemas';
@@ -347,6 +348,8 @@ function apiRoutes(ctx: RouteContext): Route[] {
     return row;
   }
 
+  const listOrders: Handler = async (req, _params, query) => json(200, await listClientOrders(db, (await caller(req)).id, query));
+
   const getOrder: Handler = async (req, params) => {
     const client = await caller(req);
     const row = await ownOrder(client.id, params.id);
@@ -441,6 +444,7 @@ function apiRoutes(ctx: RouteContext): Route[] {
       handler: async () => ({ status: 200, body: asset.body, headers: { 'Content-Type': asset.type, 'Cache-Control': 'public, max-age=3600' } }),
     })),
     { method: 'POST', path: '/orders', handler: createOrder },
+    { method: 'GET', path: '/orders', handler: listOrders },
     { method: 'GET', path: '/orders/:id', handler: getOrder },
     { method: 'POST', path: '/orders/:id/cancel', handler: cancelOrder },
     { method: 'POST', path: '/webhooks', handler: createWebhook },

@@ -16,7 +16,8 @@ export interface OrderRow {
   items: { sku: string; quantity: number }[];
 }
 
-const ORDER_COLUMNS = `o.id, o.client_id, o.customer_id, o.amount_minor, o.currency, o.payment_token, o.shipping_address,
+/** An order row's columns and its items, from `orders o`. */
+export const ORDER_COLUMNS = `o.id, o.client_id, o.customer_id, o.amount_minor, o.currency, o.payment_token, o.shipping_address,
   o.status, o.failure_reason, o.created_at, o.workflow_id,
   coalesce((SELECT json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity) ORDER BY i.sku)
               FROM order_items i WHERE i.order_id = o.id), '[]') AS items`;

@@ -794,6 +794,9 @@ describe('GET /openapi.json', () => {
       ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: uniqueId('k'), body: 'x'.repeat(70_000) })).status],
       ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, idempotencyKey: key, body: orderBody() })).status],
       ['/orders', 'post', (await request(api.url, '/orders', { apiKey: clientA.apiKey, method: 'DELETE' })).status],
+      ['/orders', 'get', (await request(api.url, '/orders?limit=1', { apiKey: clientA.apiKey })).status],
+      ['/orders', 'get', (await request(api.url, '/orders?limit=0', { apiKey: clientA.apiKey })).status],
+      ['/orders', 'get', (await request(api.url, '/orders')).status],
       ['/orders/{id}', 'get', (await request(api.url, `/orders/${first.json.id}`, { apiKey: clientA.apiKey })).status],
       ['/orders/{id}', 'get', (await request(api.url, '/orders/ord_nope', { apiKey: clientA.apiKey })).status],
       ['/orders/{id}', 'get', (await request(api.url, '/orders/%E0%A4%A', { apiKey: clientA.apiKey })).status],
@@ -815,7 +818,7 @@ describe('GET /openapi.json', () => {
     expect(Object.keys(doc.paths['/orders'].post.responses['503'].headers)).toEqual(['Retry-After']);
     expect(doc.servers).toEqual([{ url: '/', description: 'the API that serves this document' }]);
     expect(Object.values(doc.paths).flatMap((p: any) => Object.values(p).map((o: any) => o.operationId))).toEqual([
-      'createOrder', 'getOrder', 'cancelOrder', 'createWebhook', 'listWebhooks', 'deleteWebhook', 'enableWebhook',
+      'createOrder', 'listOrders', 'getOrder', 'cancelOrder', 'createWebhook', 'listWebhooks', 'deleteWebhook', 'enableWebhook',
       'listWebhookDeliveries', 'replayWebhookDelivery', 'health', 'ready',
     ]);
   });
@@ -841,7 +844,7 @@ describe('GET /openapi.json', () => {
     expect(res.status).toBe(200);
     const doc = res.json;
     expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths['/orders'])).toEqual(['post']);
+    expect(Object.keys(doc.paths['/orders'])).toEqual(['post', 'get']);
     expect(Object.keys(doc.paths['/orders/{id}'])).toEqual(['get']);
     expect(Object.keys(doc.paths['/orders/{id}/cancel'])).toEqual(['post']);
     expect(doc.paths['/orders'].post.requestBody.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/CreateOrder' });
