@@ -4,7 +4,7 @@
 # the workflow bundle; the runtime image holds that JavaScript and the production
 # dependencies only (no TypeScript, no test server, no embedded PostgreSQL).
 
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # The toolkit is a workspace package (packages/toolkit) the service depends on.
@@ -25,7 +25,7 @@ RUN npm run build
 # (workers/bundle.ts writes dist/workflow-bundle.js).
 RUN node dist/bin/sagaflow.js build-bundle
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./

@@ -10,7 +10,7 @@ import { ConfigError, StartupError, UsageError } from './config';
  * else, its stack, exit 1.
  */
 export function runMain(usage: string, main: () => Promise<number | void>): void {
-  const text = usage.trim();
+  const text = usageAsInvoked(usage.trim());
   const args = process.argv.slice(2);
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(`${text}\n`);
@@ -69,4 +69,17 @@ function embeddedPostgresExitHook(): { unhookEvent?: (event: string) => void } |
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A command's usage as it was started: its text says `npm run worker -- [flags]` (the repository's
+ * way); started through the `sagaflow` executable (bin/sagaflow.ts), the first line says
+ * `sagaflow worker [flags]`.
+ */
+export function usageAsInvoked(usage: string, invokedAs = process.env.SAGAFLOW_INVOKED_AS): string {
+  if (invokedAs !== 'sagaflow') return usage;
+  return usage.replace(/^usage: npm run (\S+)(?: -- | \[-- |\b)/, (_m, name: string) => {
+    const rest = _m.slice(`usage: npm run ${name}`.length);
+    return `usage: sagaflow ${name}${rest === ' -- ' ? ' ' : rest === ' [-- ' ? ' [' : ''}`;
+  });
 }

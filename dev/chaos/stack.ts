@@ -295,7 +295,7 @@ export class ChaosStack {
     }
 
     this.services = this.tsProcess('services', 'bin/services.ts', [], /"msg":"services listening"/);
-    this.api = this.tsProcess('api', 'bin/api.ts', [], /"msg":"api listening"/);
+    this.api = this.tsProcess('api', 'bin/api.ts', [], /"msg":"api ready"/);
     const poolArgs = [`workflows=${this.opts.workers}`, '--queues', QUEUE_ROLES.join(',')];
     this.pool = this.tsProcess('pool', 'bin/pool.ts', poolArgs, /"msg":"pool up"/, (line) => this.onPoolLine(line));
     for (const p of [this.services, this.api, this.pool]) p.onExit = (info) => this.onExit(p, info);

@@ -118,7 +118,7 @@ describe('the API, the services and a worker under terminated connections', () =
       API_PORT: String(apiPort),
     };
     const services = spawnNode('bin/services.ts', env, 'services listening');
-    const api = spawnNode('bin/api.ts', env, 'api listening');
+    const api = spawnNode('bin/api.ts', env, 'api ready');
     const worker = spawnWorker(env);
     procs.push(services, api, worker);
     await Promise.all([services.ready, api.ready, worker.ready]);

@@ -80,7 +80,7 @@ test('node dist/bin/sagaflow.js migrates a fresh database, runs a worker and the
     LOG_LEVEL: 'info',
   };
   await start(['worker'], env, /"msg":"worker ready"/);
-  const [, apiUrl] = await start(['api'], env, /"url":"([^"]+)"[^\n]*"msg":"api listening"/);
+  const [, apiUrl] = await start(['api'], env, /"url":"([^"]+)"[^\n]*"msg":"api ready"/);
   const { apiKey } = await createApiClient(db, 'dist');
   const res = await fetch(`${apiUrl}/orders?wait=20s`, {
     method: 'POST',

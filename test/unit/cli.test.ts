@@ -53,3 +53,19 @@ test.each([
   expect(r.stderr).toMatch(message);
   expect(r.stderr).not.toMatch(/^\s+at /m);
 }, 60_000);
+
+test('through the sagaflow executable, a command words its usage for it, and --version names the package and Node.js', async () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
+  const [version, worker, intake, api] = await Promise.all([
+    run('sagaflow.ts', ['--version']),
+    run('sagaflow.ts', ['worker', '--help']),
+    run('sagaflow.ts', ['intake', '--help']),
+    run('sagaflow.ts', ['api', '--help']),
+  ]);
+  expect(version).toEqual({ code: 0, stdout: `${pkg.name} ${pkg.version} (Node.js ${process.version})\n`, stderr: '' });
+  expect(worker.stdout.split('\n')[0]).toBe('usage: sagaflow worker [--queues workflows,orders,inventory,payments,shipping]');
+  expect(intake.stdout.split('\n')[0]).toBe('usage: sagaflow intake [dead-letters | requeue SEQUENCE]');
+  expect(api.stdout.split('\n')[0]).toBe('usage: sagaflow api');
+  // Run on its own, the same command keeps the repository's wording.
+  expect((await run('worker.ts', ['--help'])).stdout.split('\n')[0]).toBe('usage: npm run worker -- [--queues workflows,orders,inventory,payments,shipping]');
+}, 120_000);
