@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Tx } from '../src/db/pool';
 import { insertOrder, orderMatches } from '../src/orders/repository';
+import { resolveCompensationFailures } from '../src/orders/compensation-failures';
 import { redactAddresses } from '../src/redact';
 import { storableText } from '@sagaflow/toolkit/ledger';
 import { FailureType } from '../workflows/order/failures';
@@ -91,6 +92,28 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db'>, ledger: Le
         [input.orderId, workflowId, JSON.stringify(entry), step],
       );
       return { recorded: res.rowCount === 1 };
+    },
+
+    /**
+     * Writes on the order that the compensation under `key` is settled: retried by an operator and
+     * done (`retried`), or settled by hand (`manual`): its entry in the order's compensation
+     * failures gains the resolution, once (a repeated call changes nothing), and the outbox writes
+     * a `compensation_resolved` event.
+     */
+    async recordCompensationResolved(
+      input: StepInput & { how: 'retried' | 'manual'; by: string; note?: string },
+    ): Promise<{ resolved: boolean }> {
+      const { workflowId, step, undo } = parseStepKey(input.key);
+      if (!undo) throw ApplicationFailure.nonRetryable(`${input.key} is not a compensation's key`, FailureType.InvalidInput);
+      const resolution = { how: input.how, by: input.by, ...(input.note !== undefined ? { note: input.note } : {}) };
+      let resolved: string[];
+      try {
+        resolved = await resolveCompensationFailures(deps.db, { orderId: input.orderId, workflowId }, resolution, [step]);
+      } catch (err) {
+        if (err instanceof RangeError) throw ApplicationFailure.nonRetryable(err.message, FailureType.InvalidInput);
+        throw err;
+      }
+      return { resolved: resolved.length > 0 };
     },
 
     /** The last, retriable step: the order is done and its held stock leaves the shelf. */

@@ -1,5 +1,5 @@
 import { Step } from '../workflows/order/steps';
-import type { Money, StepInput, UndoInput } from '../workflows/order/types';
+import { providerKey, type Money, type StepInput, type UndoInput } from '../workflows/order/types';
 import { forwardEffect } from '@sagaflow/toolkit/ledger';
 import type { Ledger } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
@@ -39,7 +39,7 @@ export function createPaymentActivities(deps: ActivityDeps, books: Ledger) {
             const outcome = await provider.charge(ctx.forwardKey, { amount: forward.amount, source: forward.paymentToken });
             return outcome.ok ? outcome.result : null;
           });
-          return charge ? provider.refund(input.key, charge.chargeId) : { status: 'nothing_to_refund' };
+          return charge ? provider.refund(providerKey(input), charge.chargeId) : { status: 'nothing_to_refund' };
         },
         async confirm(tx, result, { forwardKey }) {
           // 'refunded' means money came back; otherwise no money was ever taken under this key.

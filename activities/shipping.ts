@@ -1,5 +1,5 @@
 import { Step } from '../workflows/order/steps';
-import type { Address, OrderItem, StepInput, UndoInput } from '../workflows/order/types';
+import { providerKey, type Address, type OrderItem, type StepInput, type UndoInput } from '../workflows/order/types';
 import { forwardEffect } from '@sagaflow/toolkit/ledger';
 import type { Ledger } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
@@ -38,7 +38,7 @@ export function createShippingActivities(deps: ActivityDeps, books: Ledger) {
       return ledger.externalUndo<{ status: 'voided' | 'nothing_to_void' }, Label>(input.key, input, {
         async call(ctx) {
           const label = await forwardEffect<Label, ShipmentInput>(ctx, (forward) => carrier.createLabel(ctx.forwardKey, forward));
-          return label ? carrier.voidLabel(input.key, label.shipmentId) : { status: 'nothing_to_void' };
+          return label ? carrier.voidLabel(providerKey(input), label.shipmentId) : { status: 'nothing_to_void' };
         },
         async confirm(tx, _result, { forwardKey }) {
           await tx.query(

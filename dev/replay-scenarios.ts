@@ -6,7 +6,7 @@ import { startOrderSaga } from '../src/orders/start';
 import { insertOrder } from '../src/orders/repository';
 import { addFault } from './services/clients';
 import { cancelUpdate, statusQuery, type OrderSagaWorkflow } from '../workflows/order/definitions';
-import type { SagaStatus } from '@sagaflow/toolkit/workflow';
+import { sagaResolveUpdate, sagaRetryCompensationUpdate, type SagaStatus } from '@sagaflow/toolkit/workflow';
 import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
 import { Step } from '../workflows/order/steps';
 import type { OrderInput } from '../workflows/order/types';
@@ -37,8 +37,8 @@ const prefix = (o: OrderInput) => `order-${o.orderId}/`;
 const carrierOutage = (o: OrderInput) => ({ kind: 'error', path: '/shipments', keyPrefix: prefix(o), times: EXTERNAL_STEP_ATTEMPTS });
 const start = (ctx: ScenarioContext, o: OrderInput) => startOrderSaga(ctx.client, o, ctx.taskQueue);
 
-async function waitForStatus(handle: Handle, pred: (s: SagaStatus) => boolean) {
-  for (let i = 0; i < 400; i++) {
+async function waitForStatus(handle: Handle, pred: (s: SagaStatus) => boolean, rounds = 400) {
+  for (let i = 0; i < rounds; i++) {
     const s = await handle.query(statusQuery);
     if (pred(s)) return;
     await new Promise((r) => setTimeout(r, 25));
@@ -139,10 +139,28 @@ export const scenarios: Scenario[] = [
   {
     name: 'compensation-failed',
     async run(ctx, o) {
-      // The shipment fails for good, then the provider refuses the refund for good: the failure is written on the order.
+      // The shipment fails for good, then the provider refuses the refund for good: the failure is written on the
+      // order and the saga holds for an operator, who settles it by hand.
       await addFault(ctx.carrierUrl, carrierOutage(o));
       await addFault(ctx.paymentProviderUrl, { kind: 'error', status: 400, path: '/refunds', keyPrefix: prefix(o) });
-      return start(ctx, o);
+      const handle = await start(ctx, o);
+      await waitForStatus(handle, (s) => s.awaitingOperator === true, 4_000);
+      await handle.executeUpdate(sagaResolveUpdate, { args: [{ by: 'cli:replay-capture', note: 'settled by hand' }] });
+      return handle;
+    },
+  },
+  {
+    name: 'compensation-retried-by-operator',
+    async run(ctx, o) {
+      // As above, but the refund is refused twice: an operator's first retry fails again, the second refunds.
+      await addFault(ctx.carrierUrl, carrierOutage(o));
+      await addFault(ctx.paymentProviderUrl, { kind: 'error', status: 400, path: '/refunds', keyPrefix: prefix(o), times: 2 });
+      const handle = await start(ctx, o);
+      await waitForStatus(handle, (s) => s.awaitingOperator === true, 4_000);
+      for (let round = 1; round <= 2; round++) {
+        await handle.executeUpdate(sagaRetryCompensationUpdate, { args: [{ by: 'cli:replay-capture', note: `round ${round}` }] });
+      }
+      return handle;
     },
   },
   {

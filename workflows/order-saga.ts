@@ -26,6 +26,12 @@ export const LOCAL_DATABASE_STEPS_PATCH = 'database-steps-as-local-activities';
 export const WAIT_FOR_CANCELLED_ACTIVITIES_PATCH = 'wait-for-cancelled-activities';
 export const RECORD_COMPENSATION_FAILURES_PATCH = 'record-compensation-failures';
 
+/**
+ * How long a saga whose compensation failed for good waits for an operator to retry it or settle
+ * it by hand (docs/runbook.md) before it fails as CompensationFailed with the step left done.
+ */
+export const OPERATOR_HOLD_MS = 30 * 24 * 3600_000;
+
 // The definitions live in the contract (order/definitions.ts); re-exported for the callers that
 // already load the body (tests, the replay scenarios).
 export { statusQuery, cancelUpdate };
@@ -43,7 +49,11 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   const undoInput = (cause: CompensationContext) => ({
     key: cause.key,
     orderId: order.orderId,
-    cause: { cancelled: cause.cancelled, failure: cause.failure },
+    cause: {
+      cancelled: cause.cancelled,
+      failure: cause.failure,
+      ...(cause.operatorRetry !== undefined ? { operatorRetry: cause.operatorRetry } : {}),
+    },
   });
   const { orderId } = order;
 
@@ -103,6 +113,16 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     onCompensationFailed: async (step, failure) => {
       if (!patched(RECORD_COMPENSATION_FAILURES_PATCH)) return;
       await local.orders.recordCompensationFailure({ key: keys.undo(step), orderId, failure });
+    },
+    // A compensation that failed for good holds the saga for an operator (sagaflow sagas
+    // retry-compensation / resolve), for up to OPERATOR_HOLD_MS; each settled step is written on
+    // the order. Sagas whose compensation failed before the hold replay failing at once.
+    holdForOperator: { maxMs: OPERATOR_HOLD_MS },
+    onCompensationRetried: async (step, request) => {
+      await local.orders.recordCompensationResolved({ key: keys.undo(step), orderId, how: 'retried', ...request });
+    },
+    onResolved: async (steps, request) => {
+      for (const step of steps) await local.orders.recordCompensationResolved({ key: keys.undo(step), orderId, how: 'manual', ...request });
     },
   });
   saga.bindHandlers(statusQuery, cancelUpdate);

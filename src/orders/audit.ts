@@ -22,7 +22,9 @@ import { Step } from '../../workflows/order/steps';
  * - cancelled or failed order (closed by the last compensation): no captured
  *   payment, no created local shipment, no held or consumed stock, no active
  *   fraud check; every forward ledger row it has is a cancelled tombstone and
- *   every compensation row completed.
+ *   every compensation row completed. A step whose failed compensation an
+ *   operator settled by hand (`sagaflow sagas resolve`) is accounted for: what
+ *   it left done, and its undo row still pending, are not violations.
  * - pending order: in flight, not checked; with `settled`, a violation.
  * - each local payment and shipment record: it is filed under the order whose
  *   step key it has, and that order exists (with `orderIds`, records of those
@@ -174,7 +176,11 @@ interface OrderProblems {
 async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Promise<OrderProblems[]> {
   const res = await tx.query<OrderProblems>(
     `WITH scope AS (
-       SELECT o.id, o.status, o.amount_minor, o.currency, $4 || o.id AS wf
+       SELECT o.id, o.status, o.amount_minor, o.currency, $4 || o.id AS wf,
+              -- Steps whose failed compensation an operator settled by hand (sagaflow sagas resolve):
+              -- what they left done is accounted for.
+              coalesce((SELECT array_agg(e ->> 'step') FROM jsonb_array_elements(o.compensation_failures) e
+                         WHERE e -> 'resolution' ->> 'how' = 'manual'), '{}') AS resolved
          FROM orders o
         WHERE ($1::text[] IS NULL OR o.id = ANY ($1::text[])) AND (o.status <> 'pending' OR $6::boolean)),
      stock AS (
@@ -194,13 +200,13 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
               count(*) FILTER (WHERE kind = 'forward' AND state <> 'cancelled') AS forward_not_cancelled,
               count(*) FILTER (WHERE kind = 'forward' AND state = 'completed' AND step = ANY ($5::text[])) AS required_completed,
               count(*) FILTER (WHERE kind = 'undo') AS undos,
-              count(*) FILTER (WHERE kind = 'undo' AND state <> 'completed') AS undos_unfinished
-         FROM (SELECT l.workflow_id, l.step, l.state,
+              count(*) FILTER (WHERE kind = 'undo' AND state <> 'completed' AND NOT step = ANY (resolved)) AS undos_unfinished
+         FROM (SELECT l.workflow_id, l.step, l.state, s.resolved,
                       CASE l.key WHEN s.wf || '/' || l.step THEN 'forward' WHEN s.wf || '/' || l.step || '/undo' THEN 'undo' END AS kind
                  FROM step_ledger l JOIN scope s ON s.wf = l.workflow_id) l
         GROUP BY workflow_id),
      facts AS (
-       SELECT s.id, s.wf, s.status, s.amount_minor, s.currency,
+       SELECT s.id, s.wf, s.status, s.amount_minor, s.currency, s.resolved,
               p.status AS payment_status, p.amount_minor AS payment_amount, p.currency AS payment_currency,
               sh.status AS shipment_status, f.status AS fraud_status,
               coalesce(st.held, 0) AS held, coalesce(st.consumed, 0) AS consumed, coalesce(st.unshipped_lines, 0) AS unshipped_lines,
@@ -230,11 +236,11 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
          -- Closed by the record step's compensation, which runs last, after every other one:
          -- nothing the saga took may still be held, and every step it began is tombstoned.
          ELSE ARRAY[
-           CASE WHEN payment_status = 'captured' THEN 'payment-captured' END,
-           CASE WHEN shipment_status = 'created' THEN 'shipment-created' END,
-           CASE WHEN held > 0 THEN 'stock-held' END,
-           CASE WHEN consumed > 0 THEN 'stock-consumed' END,
-           CASE WHEN fraud_status = 'active' THEN 'fraud-active' END,
+           CASE WHEN payment_status = 'captured' AND NOT $2 = ANY (resolved) THEN 'payment-captured' END,
+           CASE WHEN shipment_status = 'created' AND NOT $3 = ANY (resolved) THEN 'shipment-created' END,
+           CASE WHEN held > 0 AND NOT $7 = ANY (resolved) THEN 'stock-held' END,
+           CASE WHEN consumed > 0 AND NOT $7 = ANY (resolved) THEN 'stock-consumed' END,
+           CASE WHEN fraud_status = 'active' AND NOT $8 = ANY (resolved) THEN 'fraud-active' END,
            CASE WHEN forward_not_cancelled > 0 THEN 'steps-not-compensated' END,
            CASE WHEN undos_unfinished > 0 THEN 'compensations-unfinished' END]
        END, NULL) AS problems
@@ -248,7 +254,7 @@ async function orderProblems(tx: Tx, ids: string[] | null, settled: boolean): Pr
       WHERE cardinality(j.problems) > 0
       GROUP BY j.id, j.status, j.problems, j.amount_minor, j.currency, j.payment_status, j.payment_amount,
                j.payment_currency, j.shipment_status, j.held, j.consumed, j.unshipped_lines`,
-    [ids, Step.chargePayment, Step.createShipment, WF_PREFIX, COMPLETED_ORDER_STEPS, settled],
+    [ids, Step.chargePayment, Step.createShipment, WF_PREFIX, COMPLETED_ORDER_STEPS, settled, Step.reserveInventory, Step.fraudCheck],
   );
   return res.rows;
 }
@@ -365,6 +371,10 @@ async function ledgerFaults(tx: Tx, ids: string[] | null, settled: boolean): Pro
         WHERE $1::text[] IS NULL OR workflow_id IN (SELECT $3 || x FROM unnest($1::text[]) AS x))
      SELECT 'pending' AS kind, key, workflow_id, step, state, NULL AS other_state FROM l
       WHERE $2::boolean AND state = 'pending'
+        -- An undo an operator settled by hand stays pending in the ledger (it never applied): accounted for.
+        AND NOT EXISTS (SELECT 1 FROM orders o, jsonb_array_elements(o.compensation_failures) e
+                         WHERE o.workflow_id = l.workflow_id AND l.key = l.workflow_id || '/' || l.step || '/undo'
+                           AND e ->> 'step' = l.step AND e -> 'resolution' ->> 'how' = 'manual')
      UNION ALL
      SELECT 'undo', u.key, u.workflow_id, u.step, u.state, f.state
        FROM l u LEFT JOIN step_ledger f ON f.key = u.workflow_id || '/' || u.step

@@ -18,6 +18,8 @@ import { startOrderSaga } from '../../src/orders/start';
 import { ensureEventStream, purgePublishedEvents, relayLag, relayOnce, runRelay, type CloudEvent, type EventStream } from '../../src/orders/relay';
 import { outboxLag, outboxTableDdl, purgePublished, runOutboxRelay, type OutboxTable } from '../../packages/toolkit/src/outbox';
 import { orderWorkflowId } from '../../workflows/order/ids';
+import { statusQuery } from '../../workflows/order/definitions';
+import { sagaResolveUpdate } from '@sagaflow/toolkit/workflow';
 import type { OrderInput } from '../../workflows/order/types';
 import { createSagaWorker } from '../../workers/worker';
 import { createOrderActivities } from '../../activities/orders';
@@ -182,7 +184,7 @@ test('a compensation that failed for good: one compensation_failed event per ste
   expect(data[3]!.data).not.toHaveProperty('compensationFailure');
 });
 
-test('a saga whose refund the provider refuses writes the failure on its order before the order closes: created, compensation_failed, failed; the recording is applied once', async () => {
+test('a saga whose refund the provider refuses writes the failure on its order before the order closes: created, compensation_failed, failed; the recording is applied once; a manual resolution adds compensation_resolved', async () => {
   const o = order();
   const wf = orderWorkflowId(o.orderId);
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 10 });
@@ -192,9 +194,10 @@ test('a saga whose refund the provider refuses writes the failure on its order b
   await addFault(ctx.payment.url, { kind: 'error', status: 400, path: '/refunds', keyPrefix: `${wf}/charge-payment/undo` });
   await insert(ctx.db, o);
   await startOrderSaga(ctx.client, o, taskQueue);
-  const failure = await ctx.client.workflow.getHandle(wf).result().catch((err: { cause?: { type?: string; message?: string } }) => err.cause);
-  expect(failure).toMatchObject({ type: 'CompensationFailed' });
-  expect(failure?.message).toContain('charge-payment');
+  // The saga holds for an operator once its compensations have run (the order closed failed).
+  const handle = ctx.client.workflow.getHandle(wf);
+  for (let i = 0; i < 300 && (await handle.query(statusQuery)).awaitingOperator !== true; i++) await new Promise((r) => setTimeout(r, 100));
+  expect(await handle.query(statusQuery)).toMatchObject({ phase: 'failed', awaitingOperator: true });
 
   const { rows: orderRows } = await ctx.db.query<{ status: string; compensation_failures: { step: string; type: string }[] }>(
     `SELECT status, compensation_failures FROM orders WHERE id = $1`,
@@ -219,6 +222,13 @@ test('a saga whose refund the provider refuses writes the failure on its order b
     recordCompensationFailure({ key: `${wf}/charge-payment`, orderId: o.orderId, failure: { type: 'Other', message: 'a forward key' } }),
   ).rejects.toThrow('is not a compensation');
   expect((await eventRows(ctx.db, o.orderId)).map((r) => r.type)).toEqual(['created', 'compensation_failed', 'failed']);
+
+  // Settled by hand: the saga ends CompensationFailed, naming the step; the order's entry says who and why.
+  await handle.executeUpdate(sagaResolveUpdate, { args: [{ by: 'cli:ops', note: 'refunded by bank transfer' }] });
+  const failure = await handle.result().catch((err: { cause?: { type?: string; message?: string } }) => err.cause);
+  expect(failure).toMatchObject({ type: 'CompensationFailed' });
+  expect(failure?.message).toContain('charge-payment');
+  expect((await eventRows(ctx.db, o.orderId)).map((r) => r.type)).toEqual(['created', 'compensation_failed', 'failed', 'compensation_resolved']);
 });
 
 test('the relay publishes each event as a versioned CloudEvent, its ID as Nats-Msg-Id, and marks it; the lag reads zero after', async () => {

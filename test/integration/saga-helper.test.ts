@@ -10,7 +10,7 @@ import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/wor
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
 import { cancelUpdate, requestCancelAnswersQuery, requestCancelSignal, scriptedSaga, statusQuery, transitionsQuery } from '../fixtures/saga/workflows';
-import type { SagaCause, SagaStatus } from '../../packages/toolkit/src/workflow';
+import { sagaResolveUpdate, sagaRetryCompensationUpdate, type SagaCause, type SagaStatus } from '../../packages/toolkit/src/workflow';
 import { undoKey } from '../../packages/toolkit/src/workflow/keys';
 import { createLedger } from '../../packages/toolkit/src/ledger/ledger';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
@@ -316,6 +316,101 @@ describe('a compensation that fails permanently', () => {
       ['b', 'record', 'failed'],
       ['a', 'undo', 'ok'],
     ]);
+  });
+});
+
+describe('a saga held for an operator (holdForOperator)', () => {
+  const by = { by: 'cli:ada', note: 'refund limit raised' };
+  const held = (handle: Handle) => eventually(() => handle.query(statusQuery), (st) => st.awaitingOperator === true, 'held for an operator');
+
+  test.concurrent('a compensation that failed for good holds it; a retry while the cause stands fails again; once fixed, a retry finishes the unwinding', async () => {
+    // b's undo is refused for good twice (at the saga's own round, then at the first operator retry), then succeeds.
+    const handle = await start({
+      holdForOperatorMs: 600_000,
+      steps: [comp('a'), comp('b', { undoFailsPermanentlyTimes: 2 }), comp('c', { failWith: 'business' })],
+    });
+    const waiting = await held(handle);
+    expect(waiting).toMatchObject({ phase: 'failed', awaitingOperator: true, failure: { type: ScriptedFailureType.business } });
+    expect(waiting.compensations.map((c) => [c.step, c.status])).toEqual([
+      ['c', 'done'],
+      ['b', 'failed'],
+      ['a', 'done'],
+    ]);
+    // A cancel is refused: the saga is not running.
+    await expect(handle.executeUpdate(cancelUpdate, { args: [{}] })).rejects.toThrow(WorkflowUpdateFailedError);
+
+    const first = await handle.executeUpdate(sagaRetryCompensationUpdate, { args: [by] });
+    expect(first).toEqual({ retried: [], stillFailing: [{ step: 'b', error: 'undo of b is impossible (attempt 2)' }] });
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'failed', awaitingOperator: true });
+
+    const second = await handle.executeUpdate(sagaRetryCompensationUpdate, { args: [by] });
+    expect(second).toEqual({ retried: ['b'], stillFailing: [] });
+    const outcome = await handle.result();
+    // It ends as it would have had the undo succeeded at once, its attempts counted.
+    expect(outcome).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.business }, completedSteps: ['a', 'b'] });
+    expect(outcome.compensations).toEqual([
+      { step: 'c', status: 'done', attempts: 1 },
+      { step: 'b', status: 'done', attempts: 3, lastError: 'undo of b is impossible (attempt 2)' },
+      { step: 'a', status: 'done', attempts: 1 },
+    ]);
+    expect(await handle.query(statusQuery)).toMatchObject({ phase: 'compensated', awaitingOperator: false, resolution: { how: 'retried', ...by } });
+    // Each rerun was told its round; the undo of a and c ran once; the hook heard the success once.
+    const rows = await journal(handle);
+    expect(rows.filter((r) => r.action !== 'run').map((r) => [r.step, r.action, r.outcome, r.detail])).toEqual([
+      ['c', 'undo', 'ok', `failed:${ScriptedFailureType.business}`],
+      ['b', 'undo', 'failed', `failed:${ScriptedFailureType.business}`],
+      ['a', 'undo', 'ok', `failed:${ScriptedFailureType.business}`],
+      ['b', 'undo', 'failed', `failed:${ScriptedFailureType.business}:operator-retry-1`],
+      ['b', 'undo', 'ok', `failed:${ScriptedFailureType.business}:operator-retry-2`],
+      ['b', 'record', 'ok', 'retried by cli:ada'],
+    ]);
+    // The run's history says why it held: the patch, recorded once.
+    const { events } = await handle.fetchHistory();
+    const patches = (events ?? []).filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch');
+    expect(patches).toHaveLength(1);
+  });
+
+  test.concurrent('a manual resolution ends it failed as CompensationFailed, the resolution in its details, and the hook told which steps', async () => {
+    const handle = await start({
+      holdForOperatorMs: 600_000,
+      steps: [comp('a', { undoFailsPermanently: true }), comp('b', { undoFailsPermanently: true }), comp('c', { failWith: 'business' })],
+    });
+    await held(handle);
+    // Who acts must be said; a second action waits for none (each is answered once carried out).
+    await expect(handle.executeUpdate(sagaResolveUpdate, { args: [{ by: ' ' }] })).rejects.toThrow(WorkflowUpdateFailedError);
+    expect(await handle.executeUpdate(sagaResolveUpdate, { args: [{ by: 'admin:ops', note: 'refunded by bank transfer' }] })).toEqual({
+      resolved: true,
+      steps: ['b', 'a'],
+    });
+    const { app } = await failureOfResult(handle);
+    expect(app?.type).toBe('CompensationFailed');
+    const [detail] = (app!.details ?? []) as { resolution?: unknown }[];
+    expect(detail?.resolution).toEqual({ how: 'manual', by: 'admin:ops', note: 'refunded by bank transfer' });
+    const records = (await journal(handle)).filter((r) => r.action === 'record').map((r) => [r.step, r.detail]);
+    expect(records).toEqual([['b,a', 'resolved by admin:ops: refunded by bank transfer']]);
+    // Closed: no operator action is taken any more.
+    await expect(handle.executeUpdate(sagaRetryCompensationUpdate, { args: [by] })).rejects.toThrow();
+  });
+
+  test.concurrent('an operator action is refused while the saga runs or after it compensated: nothing is held', async () => {
+    const handle = await start({ holdForOperatorMs: 600_000, steps: [comp('a', { slowMs: 1500 }), comp('b')] });
+    await eventually(() => handle.query(statusQuery), (st) => st.currentStep === 'a', 'a in flight');
+    const refusal = await handle.executeUpdate(sagaRetryCompensationUpdate, { args: [by] }).then(
+      () => 'accepted',
+      (e: unknown) => String((e as { cause?: { message?: string } }).cause?.message),
+    );
+    expect(refusal).toBe('the saga is not held for an operator: it is running (only a saga whose compensation failed for good is)');
+    expect(await acceptedUpdates(handle)).toBe(0);
+    expect((await handle.result()).status).toBe('completed');
+  });
+
+  test.concurrent('past its hold it fails as without one: CompensationFailed, nothing resolved', async () => {
+    const handle = await start({ holdForOperatorMs: 1500, steps: [comp('a', { undoFailsPermanently: true }), comp('b', { failWith: 'business' })] });
+    const { app } = await failureOfResult(handle);
+    expect(app?.type).toBe('CompensationFailed');
+    const [detail] = (app!.details ?? []) as { resolution?: unknown }[];
+    expect(detail).not.toHaveProperty('resolution');
+    expect((await journal(handle)).filter((r) => r.action === 'record')).toEqual([]);
   });
 });
 

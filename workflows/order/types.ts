@@ -51,4 +51,13 @@ export interface StepInput {
  * `cause` is why the saga compensates; the ledger records it and leaves it out of the fingerprint.
  * Absent in undos scheduled before it was added.
  */
-export type UndoInput = StepInput & { cause?: SagaCause };
+/**
+ * `cause.operatorRetry`: the round of an operator's retry of this compensation (a held saga,
+ * `sagaflow sagas retry-compensation`): an undo that calls a provider sends a key of its own for
+ * each round (`providerKey`), since a provider may answer a key it refused once with that refusal.
+ */
+export type UndoInput = StepInput & { cause?: SagaCause & { operatorRetry?: number } };
+
+/** The Idempotency-Key an undo sends its provider: the undo's key, or one of its own per operator retry round. */
+export const providerKey = (input: UndoInput): string =>
+  input.cause?.operatorRetry !== undefined ? `${input.key}/retry-${input.cause.operatorRetry}` : input.key;

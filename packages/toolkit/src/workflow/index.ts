@@ -11,9 +11,12 @@ export {
   TEMPORAL_CANCEL_PATCH,
   ACCEPTED_CANCEL_STANDS_PATCH,
   DISTINCT_STEP_NAMES_PATCH,
+  OPERATOR_HOLD_PATCH,
   SAGA_PATCH_IDS,
   sagaStatusQuery,
   sagaCancelUpdate,
+  sagaRetryCompensationUpdate,
+  sagaResolveUpdate,
   type CompensationContext,
   type StepContext,
   type CompensationRecord,
@@ -29,6 +32,9 @@ export {
   type SagaCause,
   type CancelRequest,
   type CancelResponse,
+  type OperatorRequest,
+  type ResolveResponse,
+  type RetryCompensationResponse,
 } from './saga';
 export { SagaFailure, describeFailure, isNonRetryable, recordedCause, type RecordedCauseDetail } from './failures';
 export { InvalidStepKeyError, assertStepName, parseStepKey, sagaKeys, stepKey, undoKey, type StepKey } from './keys';

@@ -2,6 +2,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   CancelledFailure,
+  condition,
   isCancellation,
   patched,
   setCurrentDetails,
@@ -13,11 +14,21 @@ import {
 import type { UpdateDefinition } from '@temporalio/common';
 import { describeFailure, isNonRetryable, recordedCause, SagaFailure, type SagaCause, type SagaFailureInfo } from './failures';
 import { backoffMs, cloneStatus, describeSagaStatus, type CompensationRecord, type RetryRecord, type SagaStatus } from './status';
-import { sagaCancelUpdate, sagaStatusQuery, type CancelRequest, type CancelResponse } from './definitions';
+import {
+  sagaCancelUpdate,
+  sagaResolveUpdate,
+  sagaRetryCompensationUpdate,
+  sagaStatusQuery,
+  type CancelRequest,
+  type CancelResponse,
+  type OperatorRequest,
+  type ResolveResponse,
+  type RetryCompensationResponse,
+} from './definitions';
 import { stepKey, undoKey } from './keys';
 
-export { describeSagaStatus, sagaCancelUpdate, sagaStatusQuery };
-export type { CancelRequest, CancelResponse };
+export { describeSagaStatus, sagaCancelUpdate, sagaResolveUpdate, sagaRetryCompensationUpdate, sagaStatusQuery };
+export type { CancelRequest, CancelResponse, OperatorRequest, ResolveResponse, RetryCompensationResponse };
 export type { CompensationRecord, RetryRecord, SagaPhase, SagaStatus } from './status';
 
 /**
@@ -73,6 +84,13 @@ export const ACCEPTED_CANCEL_STANDS_PATCH = 'saga-accepted-cancel-stands';
  */
 export const DISTINCT_STEP_NAMES_PATCH = 'saga-distinct-step-names';
 
+/**
+ * Marks sagas held for an operator when a compensation failed for good (SagaOptions.holdForOperator):
+ * asked only then, so no other saga records it; one whose compensation failed before the rule
+ * replays failing at once, as it did.
+ */
+export const OPERATOR_HOLD_PATCH = 'saga-hold-for-operator';
+
 /** Every patch ID the saga helper uses: each is in the history of some sagas, and stays. */
 export const SAGA_PATCH_IDS = [
   UNDO_ABANDONED_STEP_PATCH,
@@ -81,6 +99,7 @@ export const SAGA_PATCH_IDS = [
   TEMPORAL_CANCEL_PATCH,
   ACCEPTED_CANCEL_STANDS_PATCH,
   DISTINCT_STEP_NAMES_PATCH,
+  OPERATOR_HOLD_PATCH,
 ] as const;
 
 /** What a step definition's run resolves to. */
@@ -106,6 +125,13 @@ export interface CompensationContext extends SagaCause {
    * for a step whose name cannot make a key.
    */
   readonly key: string;
+  /**
+   * Set when an operator reruns this compensation (sagaRetryCompensationUpdate): the round, from 1.
+   * A provider that remembers a refusal under an idempotency key would answer the rerun with it, so
+   * an undo that calls one should send a key of its own for each round (`${key}/retry-${n}`); its
+   * ledger key stays the same.
+   */
+  readonly operatorRetry?: number;
 }
 
 /** What a step's run is handed. */
@@ -162,7 +188,26 @@ export interface SagaOptions {
    * it adds commands to the history of every saga whose compensation fails.
    */
   onCompensationFailed?: (step: string, failure: SagaFailureInfo) => Promise<void>;
+  /**
+   * Hold the saga for an operator when a compensation fails for good, for up to `maxMs`, instead of
+   * failing at once: its phase is 'failed' and its status says `awaitingOperator`, and it answers
+   * sagaRetryCompensationUpdate (its failed compensations run once more, under their own keys:
+   * those that succeed are done, and when none is left failed the saga ends as it would have) and
+   * sagaResolveUpdate (a manual resolution: it ends failed as CompensationFailed, the resolution in
+   * its details). Past `maxMs` it fails as without a hold. Sagas whose compensation failed before
+   * this was set replay without it (OPERATOR_HOLD_PATCH).
+   */
+  holdForOperator?: { maxMs: number };
+  /** Awaited when an operator's retry made a failed compensation succeed: record it durably (an activity). */
+  onCompensationRetried?: (step: string, request: OperatorRequest) => Promise<void>;
+  /** Awaited when an operator settles the held saga by hand, with the compensations it settles: record it durably. */
+  onResolved?: (steps: string[], request: OperatorRequest) => Promise<void>;
 }
+
+/** An operator's action waiting for the held saga to carry it out. */
+type OperatorAsk =
+  | { kind: 'retry'; request: OperatorRequest; answer: (r: RetryCompensationResponse) => void }
+  | { kind: 'resolve'; request: OperatorRequest; answer: (r: ResolveResponse) => void };
 
 interface Registered {
   step: string;
@@ -197,6 +242,12 @@ export class Saga {
   private readonly stepNames = new Set<string>();
   /** A cancel accepted but not yet answered: the saga has not yet unwound for it or for a failure. */
   private pendingCancel: { settle: (refusal?: string) => void; promise: Promise<void> } | undefined;
+  /** Every undo that ran, by step: a held saga reruns the failed ones. */
+  private readonly ranUndos = new Map<string, Registered>();
+  /** The operator's action the held saga is to carry out next. */
+  private operatorAsk: OperatorAsk | undefined;
+  /** Operator retry rounds so far. */
+  private operatorRounds = 0;
 
   constructor(private readonly options: SagaOptions = {}) {}
 
@@ -238,6 +289,31 @@ export class Saga {
         },
       },
     );
+    // Answered only while held (holdForOperator); refused otherwise, with the reason.
+    setHandler(
+      sagaRetryCompensationUpdate,
+      (request) => new Promise<RetryCompensationResponse>((answer) => (this.operatorAsk = { kind: 'retry', request, answer })),
+      { validator: (request) => this.checkOperatorAsk(request) },
+    );
+    setHandler(
+      sagaResolveUpdate,
+      (request) => new Promise<ResolveResponse>((answer) => (this.operatorAsk = { kind: 'resolve', request, answer })),
+      { validator: (request) => this.checkOperatorAsk(request) },
+    );
+  }
+
+  /** Refuses an operator's action unless the saga is held for one and none is under way. */
+  private checkOperatorAsk(request: OperatorRequest): void {
+    if (typeof request?.by !== 'string' || request.by.trim() === '') throw new Error('say who acts: `by` is required');
+    if (request.note !== undefined && typeof request.note !== 'string') throw new Error('`note` must be text');
+    if (!this.state.awaitingOperator) {
+      throw new Error(
+        this.state.phase === 'failed'
+          ? 'the saga is no longer held for an operator'
+          : `the saga is not held for an operator: it is ${this.state.phase} (only a saga whose compensation failed for good is)`,
+      );
+    }
+    if (this.operatorAsk) throw new Error(`another operator action (${this.operatorAsk.kind}) is under way`);
   }
 
   /**
@@ -309,7 +385,12 @@ export class Saga {
       this.state.phase = 'compensating';
       this.transition();
       await CancellationScope.nonCancellable(() => this.compensate({ cancelled, failure }));
-      const failed = this.state.compensations.filter((c) => c.status === 'failed');
+      let failed = this.state.compensations.filter((c) => c.status === 'failed');
+      const hold = this.options.holdForOperator;
+      if (failed.length > 0 && hold && patched(OPERATOR_HOLD_PATCH)) {
+        await CancellationScope.nonCancellable(() => this.holdForOperator({ cancelled, failure }, hold.maxMs));
+        failed = this.state.compensations.filter((c) => c.status === 'failed');
+      }
       if (this.definitionError && failed.length === 0) {
         this.state.phase = 'failed';
         this.showDetails();
@@ -322,7 +403,7 @@ export class Saga {
           type: SagaFailure.CompensationFailed,
           message: `${failed.length} compensation(s) failed: ${failed.map((f) => `${f.step}: ${f.lastError}`).join('; ')}`,
           nonRetryable: true,
-          details: [{ failure, compensations: this.state.compensations }],
+          details: [{ failure, compensations: this.state.compensations, ...(this.state.resolution ? { resolution: this.state.resolution } : {}) }],
         });
       }
       this.state.phase = cancelled ? 'cancelled' : 'compensated';
@@ -458,6 +539,7 @@ export class Saga {
   private async compensate(ctx: SagaCause): Promise<void> {
     const pending = [...this.undos].reverse();
     this.undos.length = 0;
+    for (const u of pending) this.ranUndos.set(u.step, u);
     const records = pending.map((u) => {
       const record: CompensationRecord = { step: u.step, status: 'pending', attempts: 0 };
       this.state.compensations.push(record);
@@ -470,17 +552,26 @@ export class Saga {
     }
   }
 
-  private async runCompensation(u: Registered, record: CompensationRecord, ctx: SagaCause): Promise<void> {
+  /**
+   * Runs an undo until it succeeds or fails for good. An operator's rerun (`operatorRetry`, its
+   * round) is one round: the undo's activity retries on its own policy, and whatever it then
+   * throws leaves the compensation failed, for the operator to see.
+   */
+  private async runCompensation(u: Registered, record: CompensationRecord, ctx: SagaCause, operatorRetry?: number): Promise<void> {
     for (;;) {
       record.attempts += 1;
       record.status = 'running';
       try {
-        await u.undo(compensationContext(ctx, u.step));
+        await u.undo(compensationContext(ctx, u.step, operatorRetry));
         record.status = 'done';
         return;
       } catch (err) {
         record.lastError = describeFailure(err).message;
         this.options.onCompensationFailure?.(u.step, record.lastError);
+        if (operatorRetry !== undefined) {
+          record.status = 'failed';
+          return;
+        }
         if (isNonRetryable(err)) {
           record.status = 'failed';
           await this.recordFailedCompensation(u.step, describeFailure(err));
@@ -494,16 +585,75 @@ export class Saga {
 
   private async recordFailedCompensation(step: string, failure: SagaFailureInfo): Promise<void> {
     const record = this.options.onCompensationFailed;
-    if (!record) return;
+    if (record) await this.persistently(() => record(step, failure));
+  }
+
+  /** Runs a recording hook until it succeeds; one a retry cannot help is left (the saga's own outcome still says what happened). */
+  private async persistently(record: () => Promise<void>): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await record(step, failure);
+        return await record();
       } catch (err) {
-        // One a retry cannot help is left to the saga's own failure, CompensationFailed, which names the step.
         if (isNonRetryable(err)) return;
         await sleep(this.backoff(attempt));
       }
     }
+  }
+
+  /**
+   * Held for an operator (holdForOperator) until every failed compensation succeeded on a retry,
+   * an operator settled them by hand, or `maxMs` passed. Each action is carried out here, in the
+   * workflow's own order, and answered once done.
+   */
+  private async holdForOperator(cause: SagaCause, maxMs: number): Promise<void> {
+    const until = Date.now() + maxMs;
+    this.state.phase = 'failed';
+    this.state.awaitingOperator = true;
+    this.transition();
+    while (this.state.awaitingOperator) {
+      const left = until - Date.now();
+      if (left <= 0 || !(await condition(() => this.operatorAsk !== undefined, left))) break;
+      const ask = this.operatorAsk!;
+      const failed = this.state.compensations.filter((c) => c.status === 'failed');
+      const request: OperatorRequest = { by: ask.request.by, ...(ask.request.note !== undefined ? { note: ask.request.note } : {}) };
+      if (ask.kind === 'resolve') {
+        const steps = failed.map((c) => c.step);
+        const hook = this.options.onResolved;
+        if (hook) await this.persistently(() => hook(steps, request));
+        this.state.resolution = { how: 'manual', ...request };
+        this.state.awaitingOperator = false;
+        this.operatorAsk = undefined;
+        this.showDetails();
+        ask.answer({ resolved: true, steps });
+        continue;
+      }
+      this.operatorRounds += 1;
+      const round = this.operatorRounds;
+      this.state.phase = 'compensating';
+      this.transition();
+      const retried: string[] = [];
+      const stillFailing: RetryCompensationResponse['stillFailing'] = [];
+      for (const record of failed) {
+        await this.runCompensation(this.ranUndos.get(record.step)!, record, cause, round);
+        if (record.status === 'done') {
+          retried.push(record.step);
+          const hook = this.options.onCompensationRetried;
+          if (hook) await this.persistently(() => hook(record.step, request));
+        } else {
+          stillFailing.push({ step: record.step, error: record.lastError ?? 'failed' });
+        }
+      }
+      if (stillFailing.length === 0) {
+        this.state.resolution = { how: 'retried', ...request };
+        this.state.awaitingOperator = false;
+      } else {
+        this.state.phase = 'failed';
+      }
+      this.operatorAsk = undefined;
+      this.transition();
+      ask.answer({ retried, stillFailing });
+    }
+    this.state.awaitingOperator = false;
   }
 
   private async retryUntilSuccess<T>(step: string, run: () => Promise<T>): Promise<T> {
@@ -533,8 +683,8 @@ function stepContext(step: string): StepContext {
 }
 
 /** An undo's context: the saga's cause, and the undo's key (not enumerable: see CompensationContext). */
-function compensationContext(cause: SagaCause, step: string): CompensationContext {
-  const ctx = { cancelled: cause.cancelled, failure: cause.failure };
+function compensationContext(cause: SagaCause, step: string, operatorRetry?: number): CompensationContext {
+  const ctx = { cancelled: cause.cancelled, failure: cause.failure, ...(operatorRetry !== undefined ? { operatorRetry } : {}) };
   return Object.defineProperty(ctx, 'key', { get: () => undoKey(workflowInfo().workflowId, step), enumerable: false }) as CompensationContext;
 }
 

@@ -32,6 +32,10 @@ export interface SagaStatus {
   /** Retriable steps still being retried after the pivot. */
   retries: RetryRecord[];
   failure?: SagaFailureInfo;
+  /** Held for an operator: a compensation failed for good (SagaOptions.holdForOperator). */
+  awaitingOperator?: boolean;
+  /** How a held saga was settled: its failed compensations retried and done, or settled by hand. */
+  resolution?: { how: 'retried' | 'manual'; by: string; note?: string };
 }
 
 /** A deep copy: what status() hands out never aliases the saga's own state. */
@@ -42,6 +46,7 @@ export function cloneStatus(s: SagaStatus): SagaStatus {
     compensations: s.compensations.map((c) => ({ ...c })),
     retries: s.retries.map((r) => ({ ...r })),
     failure: s.failure ? { ...s.failure } : undefined,
+    resolution: s.resolution ? { ...s.resolution } : undefined,
   };
 }
 
@@ -64,6 +69,8 @@ export function describeSagaStatus(s: SagaStatus): string {
     lines.push(`Undone: ${s.compensations.map((c) => `${c.step} (${c.status}${c.attempts > 1 ? `, ${c.attempts} attempts` : ''})`).join(', ')}`);
   }
   if (s.retries.length) lines.push(`Retrying: ${s.retries.map((r) => r.step).join(', ')}`);
+  if (s.awaitingOperator) lines.push('Held for an operator: retry its failed compensations once the cause is fixed, or resolve it by hand');
+  if (s.resolution) lines.push(`Resolved (${s.resolution.how}) by ${s.resolution.by}${s.resolution.note ? `: ${s.resolution.note}` : ''}`);
   return lines.join('\n\n');
 }
 
