@@ -68,6 +68,7 @@ runMain(USAGE, async () => {
       port: config.API_PORT,
       metrics,
       searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+      temporalUiUrl: config.TEMPORAL_UI_URL,
       throttle: {
         perSecond: config.API_RATE_LIMIT_PER_SECOND,
         burst: config.API_RATE_BURST,

@@ -1,6 +1,29 @@
 import { z } from 'zod';
 import { problems, problemTypeUri } from './problem';
-import { cancelRequest, createOrderRequest, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, orderList, orderSummary, orderView, problemDetails, WAIT_MAX_MS, webhookDeliveries, webhookEndpoint, webhookEndpointCreated, webhookRequest } from './schemas';
+import {
+  adminBulkRequest,
+  adminBulkResponse,
+  adminSagaDetail,
+  adminSagaList,
+  adminSagaListQuery,
+  cancelRequest,
+  createOrderRequest,
+  LIST_LIMIT_DEFAULT,
+  LIST_LIMIT_MAX,
+  orderList,
+  orderSummary,
+  orderView,
+  problemDetails,
+  resolveRequest,
+  resolveResponse,
+  retryCompensationRequest,
+  retryCompensationResponse,
+  WAIT_MAX_MS,
+  webhookDeliveries,
+  webhookEndpoint,
+  webhookEndpointCreated,
+  webhookRequest,
+} from './schemas';
 
 const schema = (s: z.ZodType) => {
   const { $schema: _ignored, ...rest } = z.toJSONSchema(s, { target: 'draft-2020-12', io: 'input' }) as Record<string, unknown>;
@@ -50,6 +73,7 @@ const badRequest = (own?: string, types: Name[] = ['invalid-request']) =>
 const malformed = { '400': badRequest() };
 const authenticated = {
   '401': problem('Missing, malformed or unknown API key', ['unauthorized'], ['WWW-Authenticate']),
+  '403': problem("A known key of another scope: the order and webhook routes take ordinary keys, /admin admin keys; the detail names the scope needed", ['forbidden']),
   '405': problem('Method not allowed on this path', ['method-not-allowed'], ['Allow']),
   '429': problem(
     'Throttled, nothing done: this API client is over its rate, or this address sent too many unknown keys and is refused for a while',
@@ -80,6 +104,18 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
     description: 'The webhook endpoint ID (whe_…)',
     schema: { type: 'string' },
   };
+  const adminSecurity = [{ adminBearer: [] }];
+  const bulkAnswer = {
+    description: 'What was selected and what became of each saga (nothing touched on a dry run)',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/AdminBulkResult' } } },
+  };
+  const listQuery = schema(adminSagaListQuery) as { properties: Record<string, Record<string, unknown>> };
+  const adminSagaListQueryParams = Object.fromEntries(
+    Object.entries(listQuery.properties).map(([name, s]) => {
+      const { description, ...rest } = s;
+      return [name, { description: (description as string | undefined) ?? (name === 'cursor' ? 'the `next_cursor` of the page before (opaque)' : 'sagas per page (20)'), schema: rest }];
+    }),
+  );
   const problemSchema = schema(problemDetails) as { properties: Record<string, Record<string, unknown>> };
   problemSchema.properties.type = {
     type: 'string',
@@ -98,7 +134,10 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
     },
     servers: [{ url: opts.serverUrl ?? '/', description: 'the API that serves this document' }],
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API key from `sagaflow clients create NAME`' } },
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'An API key from `sagaflow clients create NAME` (scope orders): the order and webhook routes' },
+        adminBearer: { type: 'http', scheme: 'bearer', description: 'An admin key from `sagaflow clients create NAME --admin` (scope admin): the /admin routes only' },
+      },
       headers: HEADERS,
       schemas: {
         CreateOrder: schema(createOrderRequest),
@@ -111,6 +150,14 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
         WebhookEndpoint: schema(webhookEndpoint),
         WebhookEndpointCreated: schema(webhookEndpointCreated),
         WebhookDeliveries: schema(webhookDeliveries),
+        AdminSagaList: schema(adminSagaList),
+        AdminSagaDetail: schema(adminSagaDetail),
+        RetryCompensation: schema(retryCompensationRequest),
+        RetryCompensationResult: schema(retryCompensationResponse),
+        Resolve: schema(resolveRequest),
+        ResolveResult: schema(resolveResponse),
+        AdminBulkAction: schema(adminBulkRequest),
+        AdminBulkResult: schema(adminBulkResponse),
         Readiness: {
           type: 'object',
           required: ['status', 'checks'],
@@ -325,6 +372,111 @@ export function buildOpenApi(opts: { serverUrl?: string } = {}): Record<string, 
             ...malformed,
             ...authenticated,
             '404': problem('No such delivery of this endpoint for this client', ['not-found']),
+            ...common,
+          },
+        },
+      },
+      '/admin/sagas': {
+        get: {
+          operationId: 'adminListSagas',
+          summary: 'Every client\'s sagas, newest order first, with the filters of `sagaflow sagas list` (admin keys only)',
+          security: adminSecurity,
+          parameters: [
+            ...Object.entries(adminSagaListQueryParams).map(([name, p]) => ({ name, in: 'query', required: false, ...p })),
+          ],
+          responses: {
+            '200': { description: 'One page of sagas', content: { 'application/json': { schema: { $ref: '#/components/schemas/AdminSagaList' } } } },
+            '400': badRequest('A parameter unknown, repeated or malformed, an unknown client, or a cursor altered or sent with other filters'),
+            ...authenticated,
+            ...common,
+          },
+        },
+      },
+      '/admin/sagas/cancel': {
+        post: {
+          operationId: 'adminCancelSagas',
+          summary: 'Cancel the selected open sagas with their own cancel: each accepts before its pivot or refuses after it (admin keys only)',
+          description: 'One operator_actions row per saga touched, and one for a dry run.',
+          security: adminSecurity,
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/AdminBulkAction' } } } },
+          responses: {
+            '200': bulkAnswer,
+            '400': badRequest('Malformed body, no selection, a visibility query Temporal refuses, or confirm sent'),
+            ...authenticated,
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
+            ...common,
+          },
+        },
+      },
+      '/admin/sagas/terminate': {
+        post: {
+          operationId: 'adminTerminateSagas',
+          summary: 'Terminate the selected open sagas; they run NO compensation (admin keys only)',
+          description:
+            'Requires `confirm: true` (not for a dry run): what a terminated saga did stays done. After it, for each order: ' +
+            'GET /admin/sagas/{id}, undo by hand what it left, then POST /admin/sagas/{id}/resolve.',
+          security: adminSecurity,
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/AdminBulkAction' } } } },
+          responses: {
+            '200': bulkAnswer,
+            '400': badRequest('Malformed body, no selection, a visibility query Temporal refuses, or no confirm'),
+            ...authenticated,
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
+            ...common,
+          },
+        },
+      },
+      '/admin/sagas/{id}': {
+        get: {
+          operationId: 'adminShowSaga',
+          summary: 'One saga in full, as `sagaflow sagas show` (admin keys only)',
+          security: adminSecurity,
+          parameters: [idParam],
+          responses: {
+            '200': { description: 'The order, the saga, its activities, ledger and references', content: { 'application/json': { schema: { $ref: '#/components/schemas/AdminSagaDetail' } } } },
+            ...malformed,
+            ...authenticated,
+            '404': problem('No such order', ['not-found']),
+            ...common,
+          },
+        },
+      },
+      '/admin/sagas/{id}/retry-compensation': {
+        post: {
+          operationId: 'adminRetryCompensation',
+          summary: "Rerun a held saga's failed compensations (admin keys only)",
+          security: adminSecurity,
+          parameters: [idParam],
+          requestBody: { required: false, content: { 'application/json': { schema: { $ref: '#/components/schemas/RetryCompensation' } } } },
+          responses: {
+            '200': { description: 'Which compensations succeeded, which failed again', content: { 'application/json': { schema: { $ref: '#/components/schemas/RetryCompensationResult' } } } },
+            '400': badRequest('Malformed body'),
+            ...authenticated,
+            '404': problem('No such order', ['not-found']),
+            '409': problem('Refused: the saga is not held for an operator, or closed (then resolve it)', ['action-refused']),
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
+            ...common,
+          },
+        },
+      },
+      '/admin/sagas/{id}/resolve': {
+        post: {
+          operationId: 'adminResolve',
+          summary: "Record the order's failed compensations as settled by hand (admin keys only)",
+          security: adminSecurity,
+          parameters: [idParam],
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/Resolve' } } } },
+          responses: {
+            '200': { description: 'The compensations resolved', content: { 'application/json': { schema: { $ref: '#/components/schemas/ResolveResult' } } } },
+            '400': badRequest('Malformed body, or no note'),
+            ...authenticated,
+            '404': problem('No such order', ['not-found']),
+            '409': problem('Refused: nothing left to resolve, or an open saga not held', ['action-refused']),
+            '413': problem('Body over 64 KiB', ['payload-too-large']),
+            '415': problem('Body is not application/json', ['unsupported-media-type']),
             ...common,
           },
         },

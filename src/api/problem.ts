@@ -7,10 +7,12 @@ export const problems = {
   'idempotency-key-missing': { status: 400, title: 'An Idempotency-Key header is required' },
   'idempotency-key-invalid': { status: 400, title: 'The Idempotency-Key header is malformed' },
   unauthorized: { status: 401, title: 'A valid bearer API key is required' },
+  forbidden: { status: 403, title: "This API key's scope does not reach this route" },
   'not-found': { status: 404, title: 'No such resource' },
   'method-not-allowed': { status: 405, title: 'The method is not allowed on this resource' },
   'request-in-flight': { status: 409, title: 'A request with this Idempotency-Key is still being processed' },
   'cancel-refused': { status: 409, title: 'The saga can no longer be cancelled' },
+  'action-refused': { status: 409, title: 'The saga cannot take this operator action now' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
   'unsupported-media-type': { status: 415, title: 'The body must be application/json' },
   'idempotency-key-reused': {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { orderInputSchema, text } from '../orders/schema';
 import { ORDER_STATUSES } from '../orders/list';
+import { SAGA_STATUSES } from '../operator/sagas';
 
 /** The body of POST /orders: an order without its ID, which the server assigns. */
 export const createOrderRequest = orderInputSchema.omit({ orderId: true });
@@ -103,3 +104,99 @@ export const problemDetails = z.object({
 });
 
 export const WAIT_MAX_MS = 30_000;
+
+// The admin API (/admin/sagas): admin-scope keys only. The same actions as `sagaflow sagas`.
+
+const durationText = z.string().regex(/^\d{1,6}(s|m|h|d)$/, 'a whole number and s, m, h or d (15m, 2h)');
+
+/** The filters of `sagas list`, as query parameters and as a bulk action's `filters`. */
+const adminSagaFilters = {
+  status: orderView.shape.status.optional().describe("the order's status (PostgreSQL)"),
+  saga_status: z.enum(SAGA_STATUSES).optional().describe("the saga's status (Temporal visibility)"),
+  step: text(100).optional().describe('the step in flight (the open sagas, live)'),
+  older_than: durationText.optional().describe('orders created at least this long ago'),
+  client: text(64).optional().describe("an API client's name or ID"),
+};
+
+export const adminSagaListQuery = z
+  .object({
+    ...adminSagaFilters,
+    limit: z
+      .string()
+      .regex(/^\d{1,3}$/, `an integer from 1 to ${LIST_LIMIT_MAX}`)
+      .transform(Number)
+      .pipe(z.number().int().min(1).max(LIST_LIMIT_MAX))
+      .optional(),
+    cursor: z.string().min(1).max(400).optional(),
+  })
+  .strict();
+
+export const adminSagaSummary = z.object({
+  orderId: z.string(),
+  workflowId: z.string(),
+  orderStatus: z.enum(ORDER_STATUSES),
+  sagaStatus: z.string().describe(`one of ${SAGA_STATUSES.join(', ')}`),
+  createdAt: z.string(),
+  ageMs: z.number().int(),
+  client: z.object({ id: z.string(), name: z.string().nullable() }).nullable(),
+  currentStep: z.string().nullable(),
+});
+
+export const adminSagaList = z.object({
+  sagas: z.array(adminSagaSummary).describe('newest order first'),
+  next_cursor: z.string().nullable().describe('pass as `cursor` with the same filters for the next page; null on the last page'),
+});
+
+export const adminSagaDetail = z
+  .object({
+    order: z.object({ id: z.string(), status: z.enum(ORDER_STATUSES) }).passthrough(),
+    workflowId: z.string(),
+    temporalUi: z.string().nullable(),
+    saga: z.object({ status: z.string() }).passthrough(),
+    activities: z.array(z.object({ activity: z.string(), outcome: z.string(), attempts: z.number().int() }).passthrough()),
+    ledger: z.array(z.object({ key: z.string(), state: z.string() }).passthrough()),
+    references: z.object({}).passthrough(),
+  })
+  .passthrough()
+  .describe('As `sagaflow sagas show ORDER_ID --json` prints it');
+
+export const retryCompensationRequest = z.object({ note: text(2000).optional().describe('why, recorded with the action') }).strict();
+
+export const resolveRequest = z.object({ note: text(2000).describe('what was done by hand, and where (a ticket): required') }).strict();
+
+export const adminBulkRequest = z
+  .object({
+    query: text(2000).optional().describe("a Temporal visibility query, ANDed with WorkflowType = 'orderSaga' AND ExecutionStatus = 'Running'"),
+    filters: z.object(adminSagaFilters).strict().optional().describe('the filters of GET /admin/sagas'),
+    dry_run: z.boolean().optional().describe('list what would be touched, touch nothing'),
+    reason: text(500).optional(),
+    limit: z.number().int().min(1).max(500).optional().describe('at most this many sagas (500)'),
+    confirm: z.boolean().optional().describe('terminate only: required true, since a terminated saga runs no compensation'),
+  })
+  .strict();
+
+export const retryCompensationResponse = z.object({
+  orderId: z.string(),
+  workflowId: z.string(),
+  retried: z.array(z.string()).describe('the compensations that succeeded this time'),
+  stillFailing: z.array(z.object({ step: z.string(), error: z.string() })),
+});
+
+export const resolveResponse = z.object({
+  orderId: z.string(),
+  workflowId: z.string(),
+  steps: z.array(z.string()).describe('the compensations recorded as settled by hand'),
+  via: z.enum(['saga', 'database']).describe('saga: the held saga recorded it and ends; database: written on the order of a closed saga'),
+});
+
+const selectedSaga = z.object({ orderId: z.string(), workflowId: z.string() });
+
+export const adminBulkResponse = z.object({
+  action: z.enum(['cancel', 'terminate']),
+  dryRun: z.boolean(),
+  selected: z.array(selectedSaga),
+  more: z.boolean().describe('more sagas match than the limit: send it again'),
+  results: z.array(
+    selectedSaga.extend({ outcome: z.enum(['accepted', 'refused', 'terminated', 'failed']), reason: z.string().optional() }),
+  ),
+});

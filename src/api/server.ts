@@ -11,7 +11,7 @@ import { startRecoveryLoop } from '../orders/recovery';
 import { orderWorkflowId } from '../../workflows/order/ids';
 import { SagaMetrics } from '../observability/metrics';
 import { inSpan, SpanKind } from '../observability/tracing';
-import { bearerKey, findClientByKeyHash, hashKey, missingKey, unknownKey, type ApiClient } from './auth';
+import { bearerKey, findClientByKeyHash, hashKey, missingKey, unknownKey, wrongScope, type ApiClient, type ApiScope } from './auth';
 import { FailedAuthentications, sourceOf, TokenBuckets } from './throttle';
 import { redactAddresses } from '../redact';
 import { IDEMPOTENCY_KEY_PATTERN, purgeExpiredKeys } from '@sagaflow/toolkit/edge';
@@ -21,7 +21,19 @@ import { liveSaga, orderView } from './views';
 import { listClientOrders } from './list-orders';
 import { buildOpenApi } from './openapi';
 import { Problem } from './problem';
-import { cancelRequest, createOrderRequest, WAIT_MAX_MS, webhookRequest } from './schemas';
+import {
+  adminBulkRequest,
+  adminSagaListQuery,
+  cancelRequest,
+  createOrderRequest,
+  resolveRequest,
+  retryCompensationRequest,
+  WAIT_MAX_MS,
+  webhookRequest,
+} from './schemas';
+import { InvalidCursor } from '../orders/list';
+import { listSagas, OperatorError, parseDuration, showSaga, type OperatorDeps, type SagaListFilter } from '../operator/sagas';
+import { cancelSagas, NoSuchOrder, resolve, retryCompensation, terminateSagas } from '../operator/actions';
 import { createEndpoint, deleteEndpoint, enableEndpoint, EndpointRefused, listDeliveries, listEndpoints, replayDelivery } from '../webhooks/endpoints';
 
 export interface ApiOptions {
@@ -66,6 +78,8 @@ export interface ApiOptions {
    * Retry-After.
    */
   startup?: () => Record<string, string>;
+  /** TEMPORAL_UI_URL: the Temporal UI's base URL, for the links of GET /admin/sagas/{id}. */
+  temporalUiUrl?: string;
 }
 
 export interface RunningApi {
@@ -122,6 +136,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
     webhooks: opts.webhooks,
     metrics,
     log,
+    temporalUiUrl: opts.temporalUiUrl,
   });
   const handle = requestHandler(routes, metrics, log, opts.startup);
   const server = http.createServer((req, res) => {
@@ -230,7 +245,11 @@ export function startApiHousekeeping(opts: ApiHousekeepingOptions): Housekeeping
  * Who is calling: the API client named by the request's key, after the throttles (ApiOptions.throttle).
  * `sweep` forgets the throttles' state that has run out.
  */
-function createCallers(db: Db, metrics: SagaMetrics, throttle: ApiOptions['throttle']): { caller(req: IncomingMessage): Promise<ApiClient>; sweep(): void } {
+function createCallers(
+  db: Db,
+  metrics: SagaMetrics,
+  throttle: ApiOptions['throttle'],
+): { caller(req: IncomingMessage, scope?: ApiScope): Promise<ApiClient>; sweep(): void } {
   const perSecond = throttle?.perSecond ?? 0;
   const burst = Math.max(1, throttle?.burst ?? Math.ceil(2 * perSecond));
   const buckets = perSecond > 0 ? new TokenBuckets(perSecond, burst) : undefined;
@@ -250,9 +269,10 @@ function createCallers(db: Db, metrics: SagaMetrics, throttle: ApiOptions['throt
   /**
    * The caller, named by exactly one Authorization header: two are ambiguous (RFC 6750 3.1),
    * whatever they hold. An address refused for its failed authentications is answered before
-   * its key is looked up; a client over its rate after.
+   * its key is looked up; a client over its rate after; a key whose scope is not the route's
+   * (`scope`: the order and webhook routes `orders`, the /admin routes `admin`) last, with 403.
    */
-  const caller = async (req: IncomingMessage): Promise<ApiClient> => {
+  const caller = async (req: IncomingMessage, scope: ApiScope = 'orders'): Promise<ApiClient> => {
     const count = req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization').length;
     if (count > 1) throw new Problem('invalid-request', `send one Authorization header, not ${count}`);
     const key = bearerKey(req);
@@ -278,6 +298,7 @@ function createCallers(db: Db, metrics: SagaMetrics, throttle: ApiOptions['throt
       metrics.throttledRequests.inc({ reason: 'rate_limit' });
       throw new Problem('rate-limited', `over ${perSecond} requests per second (bursts of ${burst}); retry in ${wait} s`, {}, { 'Retry-After': String(wait) });
     }
+    if (client.scope !== scope) throw wrongScope(client, scope);
     return client;
   };
   return {
@@ -299,10 +320,11 @@ interface RouteContext {
   db: Db;
   temporal: Client;
   useCaseDeps: CreateOrderDeps;
-  caller(req: IncomingMessage): Promise<ApiClient>;
+  caller(req: IncomingMessage, scope?: ApiScope): Promise<ApiClient>;
   webhooks: ApiOptions['webhooks'];
   metrics: SagaMetrics;
   log: (line: Record<string, unknown>) => void;
+  temporalUiUrl?: string;
 }
 
 /** The API's routes: the method, the path pattern (`:name` for a segment) and the handler of each. */
@@ -417,6 +439,89 @@ function apiRoutes(ctx: RouteContext): Route[] {
     return json(202, { id: params.delivery, replay: 'accepted' });
   };
 
+  // The admin API: operators' views of and actions on sagas (src/operator), admin-scope keys only.
+  // Every action is recorded in operator_actions under `admin:<client name>`.
+  const operatorDeps: OperatorDeps = { db, temporal, namespace: temporal.options.namespace, temporalUiUrl: ctx.temporalUiUrl };
+  const admin = async (req: IncomingMessage) => `admin:${(await caller(req, 'admin')).name}`;
+  /** An operator's refusal as a problem: an unknown order 404, a selection or value refused 400, a saga that cannot 409. */
+  const refusal = (err: unknown, kind: 'invalid-request' | 'action-refused'): never => {
+    if (err instanceof NoSuchOrder) throw new Problem('not-found', err.message);
+    if (err instanceof InvalidCursor) throw new Problem('invalid-request', `cursor: ${err.message}`, { errors: [{ path: 'cursor', message: err.message }] });
+    if (err instanceof OperatorError) throw new Problem(kind, redactAddresses(err.message));
+    throw err;
+  };
+  const adminFilters = (f: { status?: SagaListFilter['status']; saga_status?: string; step?: string; older_than?: string; client?: string }): SagaListFilter => ({
+    status: f.status,
+    sagaStatus: f.saga_status,
+    step: f.step,
+    olderThanMs: f.older_than === undefined ? undefined : parseDuration(f.older_than),
+    client: f.client,
+  });
+  const adminListSagas: Handler = async (req, _params, query) => {
+    await admin(req);
+    const raw: Record<string, string> = {};
+    for (const [name, value] of query) {
+      if (name in raw) throw new Problem('invalid-request', `${name}: given more than once`, { errors: [{ path: name, message: 'given more than once' }] });
+      raw[name] = value;
+    }
+    const q = validate(adminSagaListQuery, raw);
+    try {
+      const page = await listSagas(operatorDeps, adminFilters(q), { limit: q.limit ?? 20, cursor: q.cursor });
+      return json(200, { sagas: page.sagas, next_cursor: page.nextCursor });
+    } catch (err) {
+      return refusal(err, 'invalid-request');
+    }
+  };
+  const adminShowSaga: Handler = async (req, params) => {
+    await admin(req);
+    const detail = params.id !== undefined && ORDER_ID_PATTERN.test(params.id) ? await showSaga(operatorDeps, params.id) : undefined;
+    if (!detail) throw new Problem('not-found', `no order ${JSON.stringify(params.id ?? '')}`);
+    return json(200, detail);
+  };
+  const adminRetryCompensation: Handler = async (req, params) => {
+    const by = await admin(req);
+    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+    const { note } = hasBody ? validate(retryCompensationRequest, await readBody(req)) : { note: undefined };
+    try {
+      return json(200, await retryCompensation({ client: temporal, db, orderId: params.id ?? '', by, note }));
+    } catch (err) {
+      return refusal(err, 'action-refused');
+    }
+  };
+  const adminResolve: Handler = async (req, params) => {
+    const by = await admin(req);
+    const { note } = validate(resolveRequest, await readBody(req));
+    try {
+      return json(200, await resolve({ client: temporal, db, orderId: params.id ?? '', by, note }));
+    } catch (err) {
+      return refusal(err, 'action-refused');
+    }
+  };
+  const adminBulk =
+    (action: 'cancel' | 'terminate'): Handler =>
+    async (req) => {
+      const by = await admin(req);
+      const body = validate(adminBulkRequest, await readBody(req));
+      if (action === 'cancel' && body.confirm !== undefined) {
+        throw new Problem('invalid-request', 'confirm: only terminate takes it', { errors: [{ path: 'confirm', message: 'only terminate takes it' }] });
+      }
+      try {
+        const request = {
+          client: temporal,
+          db,
+          namespace: temporal.options.namespace,
+          by,
+          selection: { query: body.query, filters: body.filters && adminFilters(body.filters) },
+          dryRun: body.dry_run ?? false,
+          limit: body.limit,
+          reason: body.reason,
+        };
+        return json(200, action === 'cancel' ? await cancelSagas(request) : await terminateSagas({ ...request, confirm: body.confirm ?? false }));
+      } catch (err) {
+        return refusal(err, 'invalid-request');
+      }
+    };
+
   const ready: Handler = async () => {
     const r = await checkReadiness({
       database: () => db.query('SELECT 1'),
@@ -453,6 +558,12 @@ function apiRoutes(ctx: RouteContext): Route[] {
     { method: 'POST', path: '/webhooks/:endpoint/enable', handler: enableWebhook },
     { method: 'GET', path: '/webhooks/:endpoint/deliveries', handler: webhookDeliveries },
     { method: 'POST', path: '/webhooks/:endpoint/deliveries/:delivery/replay', handler: replayWebhook },
+    { method: 'GET', path: '/admin/sagas', handler: adminListSagas },
+    { method: 'POST', path: '/admin/sagas/cancel', handler: adminBulk('cancel') },
+    { method: 'POST', path: '/admin/sagas/terminate', handler: adminBulk('terminate') },
+    { method: 'GET', path: '/admin/sagas/:id', handler: adminShowSaga },
+    { method: 'POST', path: '/admin/sagas/:id/retry-compensation', handler: adminRetryCompensation },
+    { method: 'POST', path: '/admin/sagas/:id/resolve', handler: adminResolve },
   ];
 }
 

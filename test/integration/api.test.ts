@@ -819,7 +819,8 @@ describe('GET /openapi.json', () => {
     expect(doc.servers).toEqual([{ url: '/', description: 'the API that serves this document' }]);
     expect(Object.values(doc.paths).flatMap((p: any) => Object.values(p).map((o: any) => o.operationId))).toEqual([
       'createOrder', 'listOrders', 'getOrder', 'cancelOrder', 'createWebhook', 'listWebhooks', 'deleteWebhook', 'enableWebhook',
-      'listWebhookDeliveries', 'replayWebhookDelivery', 'health', 'ready',
+      'listWebhookDeliveries', 'replayWebhookDelivery', 'adminListSagas', 'adminCancelSagas', 'adminTerminateSagas', 'adminShowSaga',
+      'adminRetryCompensation', 'adminResolve', 'health', 'ready',
     ]);
   });
 

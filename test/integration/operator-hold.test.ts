@@ -3,10 +3,12 @@
  * carrier: a refund the provider refuses for good holds the saga with its order closed failed; an
  * operator's retry once the cause is fixed refunds exactly once (under a key of its own, since a
  * provider may answer a refused key with its refusal) and the books audit clean; a manual
- * resolution records who and why, and the audit then accounts for the charge left standing.
+ * resolution records who and why, and the audit then accounts for the charge left standing. Each
+ * through the operators' verbs (src/operator/actions.ts: `sagaflow sagas`, /admin), which write
+ * every action in operator_actions.
  */
-import { sagaResolveUpdate, sagaRetryCompensationUpdate } from '@sagaflow/toolkit/workflow';
 import { startOrderSaga } from '../../src/orders/start';
+import { resolve, retryCompensation } from '../../src/operator/actions';
 import { auditBooks } from '../../src/orders/audit';
 import { reconcileSimulatedServices } from '../../dev/services/reconcile';
 import { createSagaWorker } from '../../workers/worker';
@@ -64,11 +66,9 @@ test('held with its order closed failed; a retry while the provider still refuse
   expect((await audit(o.orderId)).violations.join('\n')).toContain('payment is still captured');
 
   const by = { by: 'cli:ada', note: 'provider fixed the refund limit' };
-  expect(await handle.executeUpdate(sagaRetryCompensationUpdate, { args: [by] })).toEqual({
-    retried: [],
-    stillFailing: [{ step: 'charge-payment', error: expect.stringContaining('400') }],
-  });
-  expect(await handle.executeUpdate(sagaRetryCompensationUpdate, { args: [by] })).toEqual({ retried: ['charge-payment'], stillFailing: [] });
+  const retry = () => retryCompensation({ client: ctx.client, db: ctx.db, orderId: o.orderId, ...by });
+  expect(await retry()).toMatchObject({ retried: [], stillFailing: [{ step: 'charge-payment', error: expect.stringContaining('400') }] });
+  expect(await retry()).toMatchObject({ orderId: o.orderId, workflowId: wf, retried: ['charge-payment'], stillFailing: [] });
   const result = await handle.result();
   expect(result).toMatchObject({ status: 'compensated', failure: { type: expect.any(String) } });
 
@@ -88,13 +88,18 @@ test('held with its order closed failed; a retry while the provider still refuse
   ]);
   expect(await events(o.orderId)).toEqual(['created', 'compensation_failed', 'failed', 'compensation_resolved']);
   expect((await audit(o.orderId)).violations).toEqual([]);
+  // Both actions are on record, who asked and how each ended.
+  expect(await q('SELECT actor, action, note, outcome IS NOT NULL AS finished FROM operator_actions WHERE order_id = $1 ORDER BY id', [o.orderId])).toEqual([
+    { actor: 'cli:ada', action: 'retry-compensation', note: by.note, finished: true },
+    { actor: 'cli:ada', action: 'retry-compensation', note: by.note, finished: true },
+  ]);
 });
 
 test('settled by hand: the saga ends CompensationFailed with the resolution, the order says who and why, and the audit accounts for the charge', async () => {
   const { o, wf, handle } = await heldSaga(1_000);
-  expect(await handle.executeUpdate(sagaResolveUpdate, { args: [{ by: 'admin:ops', note: 'refunded by bank transfer, ticket 42' }] })).toEqual({
-    resolved: true,
+  expect(await resolve({ client: ctx.client, db: ctx.db, orderId: o.orderId, by: 'admin:ops', note: 'refunded by bank transfer, ticket 42' })).toMatchObject({
     steps: ['charge-payment'],
+    via: 'saga',
   });
   const failure = await handle.result().then(
     () => undefined,

@@ -115,6 +115,20 @@ test('every npm script the runbook runs exists, with the sub-command it gives', 
   }
 });
 
+test('every flag the runbook gives an npm script is one its entry file takes', () => {
+  const { scripts } = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+  const uses = commands(read(RUNBOOK)).flatMap((c) => [...c.matchAll(/npm run (\S+) -- ((?:(?!npm run ).)*)/g)]);
+  const flags = uses.flatMap(([, script, rest]) =>
+    // Flags outside quoted values: `--note "…"` gives --note, never what the note says.
+    [...rest!.replace(/"[^"]*"/g, '""').matchAll(/(?<=^|\s)--[a-z][a-z-]*/g)].map((m) => ({ script: script!, flag: m[0] })),
+  );
+  expect(flags.filter((f) => f.script === 'sagas').length).toBeGreaterThan(5);
+  for (const { script, flag } of flags) {
+    const entry = /ts-node --transpile-only (\S+)/.exec(scripts[script] ?? '')?.[1];
+    expect({ script, flag, known: entry !== undefined && new RegExp(`${flag}\\b`).test(read(entry)) }).toEqual({ script, flag, known: true });
+  }
+});
+
 test('every Temporal CLI command the runbook gives exists, with the flags it uses (asked of the real CLI)', () => {
   const cli = findBuiltTemporalCli(process.env.TEMPORAL_CLI_PATH || undefined);
   if (!cli) throw new Error('no Temporal CLI: the test setup builds one (npm run tools:install)');
