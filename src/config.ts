@@ -132,6 +132,8 @@ export const configSchema = z.object({
   /** How long a published order event stays in the outbox table before it is purged. */
   OUTBOX_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(7),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** `json` (one JSON object a line, for a collector) or `pretty` (coloured lines for a person at a terminal). */
+  LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
   /**
    * Payload encryption keys (src/codec): `id:base64key[,id2:base64key...]`, 32-byte keys. The first
    * seals new payloads (workflow and activity inputs and results); every key listed opens what it

@@ -1,5 +1,6 @@
 import type { LogLevel, LogMetadata, Logger } from '@temporalio/common';
 import pino, { type DestinationStream, type Logger as Pino } from 'pino';
+import pretty from 'pino-pretty';
 
 /**
  * Every process logs JSON lines through pino: `ts` (ISO time), `level` (a
@@ -12,7 +13,27 @@ import pino, { type DestinationStream, type Logger as Pino } from 'pino';
 export type AppLogger = Pino;
 export type AppLevel = 'debug' | 'info' | 'warn' | 'error';
 
-export function createLogger(opts: { service: string; level?: string; destination?: DestinationStream }): AppLogger {
+/**
+ * A process's logger. `format` (LOG_FORMAT; `json` by default) `pretty` writes the same lines for a
+ * person at a terminal, through pino-pretty: time, level, service, message, then the fields.
+ */
+export function createLogger(opts: { service: string; level?: string; destination?: DestinationStream; format?: string }): AppLogger {
+  const format = opts.format ?? process.env.LOG_FORMAT ?? 'json';
+  if (format !== 'json' && format !== 'pretty') throw new RangeError(`LOG_FORMAT: json or pretty, not "${format}"`);
+  const destination =
+    format === 'pretty'
+      ? pretty({
+          destination: opts.destination ?? 1,
+          sync: true,
+          colorize: opts.destination === undefined && process.stdout.isTTY === true,
+          messageKey: 'msg',
+          timestampKey: 'ts',
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,service',
+          messageFormat: '{service}: {msg}',
+          hideObject: false,
+        })
+      : (opts.destination ?? pino.destination({ sync: true }));
   return pino(
     {
       level: opts.level ?? 'info',
@@ -22,7 +43,7 @@ export function createLogger(opts: { service: string; level?: string; destinatio
       formatters: { level: (label) => ({ level: label }) },
       serializers: { err: pino.stdSerializers.err, error: errorSerializer },
     },
-    opts.destination ?? pino.destination({ sync: true }),
+    destination,
   );
 }
 

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { createLogger, lineLogger, TemporalLogger } from '../../src/observability/log';
 
 function capture(level = 'info') {
@@ -34,4 +35,22 @@ test("Temporal's logs: no task token, routine life-cycle lines at debug, the res
   expect(lines[0]).not.toHaveProperty('taskToken');
   expect(lines[0]).toMatchObject({ workflowId: 'order-ord_1', activityType: 'chargePayment' });
   expect(lines[1]).toMatchObject({ error: { name: 'Error', message: 'boom in workflow code' } });
+});
+
+test('LOG_FORMAT=pretty writes the same lines for a person: time, level word, service, message, then the fields', async () => {
+  const chunks: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      chunks.push(String(chunk));
+      done();
+    },
+  });
+  const logger = createLogger({ service: 'sagaflow-test', format: 'pretty', destination: sink as never });
+  lineLogger(logger)({ level: 'warn', msg: 'saga ended', workflowId: 'order-ord_1', status: 'compensated' });
+  lineLogger(logger)({ level: 'debug', msg: 'not shown at info' });
+  await new Promise((r) => setImmediate(r));
+  const text = chunks.join('');
+  expect(text).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] WARN: sagaflow-test: saga ended\n {4}workflowId: "order-ord_1"\n {4}status: "compensated"\n$/);
+  expect(() => JSON.parse(text)).toThrow();
+  expect(() => createLogger({ service: 'sagaflow-test', format: 'yaml' })).toThrow('LOG_FORMAT: json or pretty, not "yaml"');
 });
