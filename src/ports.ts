@@ -26,8 +26,13 @@ export async function freeStablePort(taken: Set<number> = new Set()): Promise<nu
   }
 }
 
-/** The well-known port when it is free, so bookmarks keep working; any free port otherwise. */
+/**
+ * The well-known port when it is free, so bookmarks keep working; any free port otherwise. With
+ * SAGAFLOW_STACK_PORTS=any, always any free port: two stacks started at once on one machine (two
+ * checkouts, or tests) would otherwise both find the well-known port free and race to bind it.
+ */
 export async function preferredPort(port: number, host = '127.0.0.1'): Promise<number> {
+  if (process.env.SAGAFLOW_STACK_PORTS === 'any') return freePort(host);
   return freePort(host, port).catch(() => freePort(host));
 }
 

@@ -111,7 +111,8 @@ afterAll(async () => {
 });
 
 test('stack, worker, API, a client, the HTTP block, the operator commands, then Ctrl-C: each step works after the ones before it', async () => {
-  const base = { ...readerEnv(), SAGAFLOW_STATE_DIR: stateDir, SAGAFLOW_EMBEDDED_PG_PORT: String(await freePort()) };
+  // Free ports rather than the well-known ones: another stack (test/integration/stack.test.ts) may start at the same time.
+  const base = { ...readerEnv(), SAGAFLOW_STATE_DIR: stateDir, SAGAFLOW_EMBEDDED_PG_PORT: String(await freePort()), SAGAFLOW_STACK_PORTS: 'any' };
   // Shell 1: the stack, which prints the line every other shell starts with.
   const stack = shell(partsLine('npm run stack '), base);
   await until(stack, 'Ctrl-C stops everything');

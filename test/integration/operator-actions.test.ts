@@ -54,7 +54,7 @@ async function place(overrides: Partial<OrderInput> = {}): Promise<OrderInput> {
   return o;
 }
 
-/** A saga kept in flight: its charge answers after `ms`. */
+/** A saga kept in flight: its charge answers after `ms` (under the activity's 15 s start-to-close timeout). */
 async function slow(ms: number): Promise<OrderInput> {
   const orderId = `ord_${uniqueId('p').slice(2)}`;
   await addFault(ctx.payment.url, { kind: 'latency', latency_ms: ms, path: '/charges', keyPrefix: `${orderWorkflowId(orderId)}/`, times: 1 });
@@ -89,7 +89,9 @@ function sagasCommand(args: string[]): Promise<{ code: number; stdout: string; s
 
 beforeAll(async () => {
   ctx = await createTestContext('operator');
-  const worker = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue, deps: ctx.deps });
+  // The provider's answer may take longer than the test stack's 3 s: the slow charges below stay in flight
+  // for as long as they are slow, not until a client timeout ends them and a quick retry goes through.
+  const worker = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue, deps: { ...ctx.deps, providerTimeoutMs: 20_000 } });
   ctx.startWorker(worker);
   api = await startApi({ db: ctx.db, temporal: ctx.client, taskQueue, log: () => undefined });
   shop = await createApiClient(ctx.db, uniqueId('shop'));
@@ -129,7 +131,7 @@ test('admin keys reach /admin only, ordinary keys everything but /admin; each re
 });
 
 test('bulk cancel: a dry run lists the open sagas and touches none; then each accepts its cancel and unwinds', async () => {
-  const running = [await slow(6000), await slow(6000)];
+  const running = [await slow(12_000), await slow(12_000)];
   const done = await place();
   await ctx.client.workflow.getHandle(orderWorkflowId(done.orderId)).result();
   const selection = { filters: { client: shop.name, status: 'pending' as const } };
@@ -165,7 +167,7 @@ test('bulk cancel: a dry run lists the open sagas and touches none; then each ac
 }, 30_000);
 
 test('terminate: refused without confirmation, touching nothing; confirmed, the saga is terminated and the action recorded', async () => {
-  const o = await slow(8000);
+  const o = await slow(12_000);
   const query = `OrderId = '${o.orderId}'`;
   const before = (await actionRows('action = $1', ['terminate'])).length;
   await expect(terminateSagas({ client: ctx.client, db: ctx.db, by: 'cli:ada', selection: { query } })).rejects.toThrow(OperatorError);

@@ -65,6 +65,8 @@ test('the stack outlives its Temporal and its NATS killed and its PostgreSQL res
       ...withoutStackVariables(process.env),
       SAGAFLOW_STATE_DIR: dir,
       SAGAFLOW_EMBEDDED_PG_PORT: String(pgPort),
+      // Another stack may start beside this one (the README's path): no race for the well-known ports.
+      SAGAFLOW_STACK_PORTS: 'any',
       // Given by URL: the stack serves nothing itself, so only its own watch keeps it up.
       PAYMENT_PROVIDER_URL: 'http://127.0.0.1:9/provider',
       CARRIER_URL: 'http://127.0.0.1:9/carrier',
