@@ -1,21 +1,12 @@
 import type { Db } from '../db/pool';
 import { cursorScope, decodeCursor, encodeCursor, InvalidCursor, listOrders, type ListedOrder } from '../orders/list';
-import { redactAddresses } from '../redact';
+import { orderFields } from './views';
 import { Problem } from './problem';
 import { LIST_LIMIT_DEFAULT, listOrdersQuery, type OrderList, type OrderSummary } from './schemas';
 
 /** An order as a list shows it: the row, and where its saga is (its live state is GET /orders/{id}). */
 export function orderSummaryView(row: ListedOrder): OrderSummary {
-  return {
-    id: row.id,
-    status: row.status,
-    customerId: row.customer_id,
-    items: row.items,
-    amount: { amountMinor: Number(row.amount_minor), currency: row.currency },
-    failureReason: row.failure_reason === null ? null : redactAddresses(row.failure_reason),
-    createdAt: new Date(row.created_at).toISOString(),
-    workflowId: row.workflow_id,
-  };
+  return { ...orderFields(row), workflowId: row.workflow_id };
 }
 
 /** The query's parameters, each at most once and all known; anything else is a 400 naming it. */

@@ -72,19 +72,24 @@ const isoInstant = z.iso
   .datetime({ offset: true })
   .describe('ISO 8601 date-time with Z or an offset (send "+" as %2B)');
 
+/** A page of a list: how many (1 to LIST_LIMIT_MAX) and where the last page ended (its `next_cursor`). */
+const pageParams = {
+  limit: z
+    .string()
+    .regex(/^\d{1,3}$/, `an integer from 1 to ${LIST_LIMIT_MAX}`)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(LIST_LIMIT_MAX))
+    .optional(),
+  cursor: z.string().min(1).max(400).optional(),
+};
+
 /** GET /orders' query: every parameter at most once, none unknown (a misspelt filter is an error, not a wider list). */
 export const listOrdersQuery = z
   .object({
     status: orderView.shape.status.optional(),
     created_after: isoInstant.optional().describe('orders created strictly after this instant'),
     created_before: isoInstant.optional().describe('orders created strictly before this instant'),
-    limit: z
-      .string()
-      .regex(/^\d{1,3}$/, `an integer from 1 to ${LIST_LIMIT_MAX}`)
-      .transform(Number)
-      .pipe(z.number().int().min(1).max(LIST_LIMIT_MAX))
-      .optional(),
-    cursor: z.string().min(1).max(400).optional(),
+    ...pageParams,
   })
   .strict();
 
@@ -121,13 +126,7 @@ const adminSagaFilters = {
 export const adminSagaListQuery = z
   .object({
     ...adminSagaFilters,
-    limit: z
-      .string()
-      .regex(/^\d{1,3}$/, `an integer from 1 to ${LIST_LIMIT_MAX}`)
-      .transform(Number)
-      .pipe(z.number().int().min(1).max(LIST_LIMIT_MAX))
-      .optional(),
-    cursor: z.string().min(1).max(400).optional(),
+    ...pageParams,
   })
   .strict();
 

@@ -8,8 +8,8 @@ import { redactAddresses } from '../redact';
 
 export type SagaView = Omit<OrderView['saga'], 'workflowId'>;
 
-/** The order as the API shows it: the row, and the saga as it is now. */
-export function orderView(row: OrderRow, saga: SagaView): OrderView {
+/** What every view of an order shows of its row. */
+export function orderFields(row: OrderRow): Omit<OrderView, 'saga'> {
   return {
     id: row.id,
     status: row.status,
@@ -19,8 +19,12 @@ export function orderView(row: OrderRow, saga: SagaView): OrderView {
     // Written by the saga without addresses; older rows and other layers' words are cleaned here too.
     failureReason: row.failure_reason === null ? null : redactAddresses(row.failure_reason),
     createdAt: new Date(row.created_at).toISOString(),
-    saga: { workflowId: orderWorkflowId(row.id), ...saga },
   };
+}
+
+/** The order as the API shows it: the row, and the saga as it is now. */
+export function orderView(row: OrderRow, saga: SagaView): OrderView {
+  return { ...orderFields(row), saga: { workflowId: orderWorkflowId(row.id), ...saga } };
 }
 
 /** A saga failure as clients see it: its type, and its message without URLs, hosts or ports. */

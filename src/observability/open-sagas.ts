@@ -1,5 +1,6 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { Db } from '../db/pool';
+import { within } from './metrics';
 
 /**
  * Sagas that have not ended, read from the orders table at scrape time, so an
@@ -109,11 +110,3 @@ export function registerOpenSagaMetrics(registry: Registry, db: Db, opts: OpenSa
   return { open, oldestAge };
 }
 
-function within<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  work.catch(() => undefined);
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
