@@ -16,18 +16,25 @@ export async function patiently<T>(
       return await attempt();
     } catch (err) {
       if (signal?.aborted) throw err;
-      const delayMs = Math.min(5000, 500 * 2 ** Math.min(n - 1, 4));
+      const delayMs = startupBackoffMs(n);
       opts.log({ msg: `${what} unreachable; retrying`, attempt: n, delayMs, error: (err as Error).message });
-      // An abort ends the wait at once, not at the next attempt.
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, delayMs);
-        signal?.addEventListener('abort', done, { once: true });
-      });
+      await sleepUnlessAborted(delayMs, signal);
     }
   }
+}
+
+/** The wait after failed try `n` of a dependency at start-up: 0.5 s doubling to 5 s. */
+export const startupBackoffMs = (n: number): number => Math.min(5000, 500 * 2 ** Math.min(n - 1, 4));
+
+/** Waits `ms`, or less: an abort ends the wait at once, not at the next attempt. */
+export function sleepUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

@@ -1,6 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { ExitCode, StartupError } from './config';
 import { isConnectionError } from './db/pool';
+import { sleepUnlessAborted, startupBackoffMs } from './patiently';
 
 /**
  * What the API and the workers wait for before they serve, and how they tell a dependency that is
@@ -92,17 +93,9 @@ export async function awaitDependency(
       if (!dep.transient(err)) throw dep.fatal(err);
       const error = (err as Error)?.message ?? String(err);
       pending[dep.name] = `${dep.what} unreachable: ${error}`;
-      const delayMs = Math.min(5000, 500 * 2 ** Math.min(n - 1, 4));
+      const delayMs = startupBackoffMs(n);
       opts.log({ level: 'warn', msg: `${dep.what} unreachable; waiting for it`, attempt: n, delayMs, error });
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          opts.signal?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, delayMs);
-        opts.signal?.addEventListener('abort', done, { once: true });
-      });
+      await sleepUnlessAborted(delayMs, opts.signal);
     }
   }
 }

@@ -11,7 +11,7 @@
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowExecutionInfo } from '@temporalio/client';
 // The saga helper's operator updates, answered by every saga held for an operator (toolkit contract, not workflow code).
 import type { Db } from '../db/pool';
-import { findOrder, type OrderRow } from '../orders/repository';
+import { ORDER_COLUMNS, type OrderRow } from '../orders/repository';
 import { checkedResolution, resolveCompensationFailures, type CompensationFailureEntry } from '../orders/compensation-failures';
 import {
   cancelUpdate,
@@ -94,10 +94,17 @@ function actor(by: string, note: string | undefined): { by: string; note?: strin
 export class NoSuchOrder extends OperatorError {}
 
 async function knownOrder(db: Db, orderId: string): Promise<OrderRow & { compensation_failures: CompensationFailureEntry[] | null }> {
-  const row = /^[A-Za-z0-9_-]{1,64}$/.test(orderId) ? await findOrder(db, orderId) : undefined;
+  // The order and its compensation failures in one read.
+  const row = /^[A-Za-z0-9_-]{1,64}$/.test(orderId)
+    ? (
+        await db.query<OrderRow & { compensation_failures: CompensationFailureEntry[] | null }>(
+          `SELECT ${ORDER_COLUMNS}, o.compensation_failures FROM orders o WHERE o.id = $1`,
+          [orderId],
+        )
+      ).rows[0]
+    : undefined;
   if (!row) throw new NoSuchOrder(`no order "${orderId}"`);
-  const failures = await db.query<{ compensation_failures: CompensationFailureEntry[] | null }>('SELECT compensation_failures FROM orders WHERE id = $1', [orderId]);
-  return { ...row, compensation_failures: failures.rows[0]?.compensation_failures ?? null };
+  return row;
 }
 
 const unresolved = (row: { compensation_failures: CompensationFailureEntry[] | null }) => (row.compensation_failures ?? []).filter((e) => !e.resolution);
