@@ -54,8 +54,8 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    // CommonJS read by both the Jest and the Stryker configuration.
-    files: ['test/mutation/scopes.js', 'dev/toolkit-source-register.js', 'test/package/scratch/*.js'],
+    // CommonJS: read by the Jest and Stryker configurations, or loaded by ts-node.
+    files: ['test/mutation/scopes.js', 'dev/toolkit-source-register.js', 'dev/ts-node-cached-transpiler.js', 'test/package/scratch/*.js'],
     languageOptions: { sourceType: 'commonjs', globals: { ...globals.node } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },

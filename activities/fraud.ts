@@ -27,7 +27,8 @@ export function createFraudActivities(deps: Pick<ActivityDeps, 'db'>, books: Led
   const ledger = books.step(Step.fraudCheck);
   return {
     async checkFraud(input: StepInput & { amount: Money; paymentToken: string }): Promise<{ score: number }> {
-      return ledger.local(input.key, input, async (tx) => {
+      // One statement whose answer the step does not need: it goes with the step's record, one round trip.
+      return ledger.localStatement(input.key, input, () => {
         const { score, reasons } = assessRisk(input);
         if (score >= 70) {
           throw ApplicationFailure.create({
@@ -37,11 +38,13 @@ export function createFraudActivities(deps: Pick<ActivityDeps, 'db'>, books: Led
             details: [{ score, reasons }],
           });
         }
-        await tx.query(
-          `INSERT INTO fraud_checks (order_id, decision, score, reasons, status) VALUES ($1, 'approved', $2, $3, 'active')`,
-          [input.orderId, score, JSON.stringify(reasons)],
-        );
-        return { score };
+        return {
+          statement: {
+            text: `INSERT INTO fraud_checks (order_id, decision, score, reasons, status) VALUES ($1, 'approved', $2, $3, 'active')`,
+            values: [input.orderId, score, JSON.stringify(reasons)],
+          },
+          result: { score },
+        };
       });
     },
 

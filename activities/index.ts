@@ -1,5 +1,6 @@
 import { createLedger, type Ledger } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
+import { createAbandonActivities } from './abandon';
 import { createFraudActivities } from './fraud';
 import { createInventoryActivities } from './inventory';
 import { createOrderActivities } from './orders';
@@ -13,11 +14,12 @@ export type { ActivityDeps } from './deps';
  * `ledger`: the real one on deps.db unless a benchmark compares without it.
  */
 export function activitiesBySystem(deps: ActivityDeps, ledger: Ledger = createLedger(deps.db, deps.ledgerHooks)) {
+  const { abandonCharge, abandonShipment } = createAbandonActivities(ledger);
   return {
     orders: { ...createOrderActivities(deps, ledger), ...createFraudActivities(deps, ledger) },
     inventory: createInventoryActivities(deps, ledger),
-    payments: createPaymentActivities(deps, ledger),
-    shipping: createShippingActivities(deps, ledger),
+    payments: { ...createPaymentActivities(deps, ledger), abandonCharge },
+    shipping: { ...createShippingActivities(deps, ledger), abandonShipment },
   };
 }
 

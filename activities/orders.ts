@@ -118,10 +118,11 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db'>, ledger: Le
 
     /** The last, retriable step: the order is done and its held stock leaves the shelf. */
     async completeOrder(input: StepInput): Promise<{ completed: true }> {
-      return complete.local(input.key, input, async (tx) => {
-        // Data-modifying CTEs always run, referenced or not: one round trip for all three tables.
-        await tx.query(
-          `WITH consumed AS (
+      // Data-modifying CTEs always run, referenced or not: one statement for all three tables, sent
+      // with the step's record (BEGIN, it, the record, COMMIT: one round trip).
+      return complete.localStatement(input.key, input, () => ({
+        statement: {
+          text: `WITH consumed AS (
              UPDATE reservations SET status = 'consumed', updated_at = now()
               WHERE order_id = $1 AND status = 'held' RETURNING sku, quantity),
            stock AS (
@@ -129,10 +130,10 @@ export function createOrderActivities(deps: Pick<ActivityDeps, 'db'>, ledger: Le
                FROM consumed c WHERE i.sku = c.sku RETURNING i.sku)
            UPDATE orders SET status = 'completed', updated_at = now()
             WHERE id = $1 AND status = 'pending'`,
-          [input.orderId],
-        );
-        return { completed: true as const };
-      });
+          values: [input.orderId],
+        },
+        result: { completed: true as const },
+      }));
     },
   };
 }

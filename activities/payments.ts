@@ -1,33 +1,92 @@
 import { Step } from '../workflows/order/steps';
 import { providerKey, type Money, type StepInput, type UndoInput } from '../workflows/order/types';
-import { forwardEffect } from '@sagaflow/toolkit/ledger';
-import type { Ledger } from '@sagaflow/toolkit/ledger';
+import { Context } from '@temporalio/activity';
+import { createRateLimiter, forwardEffect } from '@sagaflow/toolkit/ledger';
+import type { Ledger, RateLimiter } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
 import { paymentProviderClient } from './providers';
 
 type ChargeInput = StepInput & { amount: Money; paymentToken: string };
 
+/** The bucket every worker on the database draws from before any request to the payment provider. */
+export const PAYMENT_PROVIDER_LIMIT = 'payment-provider';
+
+/**
+ * The longest a payment request waits for its turn. Past it the attempt fails with the retryable
+ * RateLimited and the retry policy backs off, instead of a backlog queueing in the bucket's debt.
+ * Leaves room for the provider call (PROVIDER_TIMEOUT_MS) inside the step's 15 s start-to-close.
+ */
+export const PAYMENT_MAX_WAIT_MS = 5_000;
+
+/**
+ * deps.paymentsPerSecond as a limiter kept in PostgreSQL (the ledger's createRateLimiter), so the
+ * cap holds across every worker on the database, whether the payment step runs as an activity or
+ * as a local activity in the workflow worker. Burst: one second's worth, max(1, ceil(perSecond)),
+ * so a quiet provider takes a second's requests at once, then one every 1/perSecond.
+ */
+export function paymentProviderLimiter(deps: ActivityDeps): RateLimiter | undefined {
+  if (deps.paymentsPerSecond === undefined) return undefined;
+  return createRateLimiter(deps.db, {
+    name: PAYMENT_PROVIDER_LIMIT,
+    perSecond: deps.paymentsPerSecond,
+    burst: Math.max(1, Math.ceil(deps.paymentsPerSecond)),
+    maxWaitMs: PAYMENT_MAX_WAIT_MS,
+  });
+}
+
+/**
+ * Waits for the payment provider's limiter, when deps.paymentsPerSecond sets one. The wait
+ * happens outside any transaction (the ledger opens none around a call), heartbeats like the
+ * call itself, and ends when the activity is cancelled.
+ */
+function providerTurn(deps: ActivityDeps): () => Promise<void> {
+  const limiter = paymentProviderLimiter(deps);
+  return async () => {
+    if (limiter) await waitForTurn(limiter);
+  };
+}
+
+async function waitForTurn(limiter: RateLimiter): Promise<void> {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    await limiter.acquire(); // outside an activity (a script): nothing to heartbeat or cancel
+    return;
+  }
+  // A turn seconds away must not look like a dead worker to the heartbeat timeout (a local
+  // activity has none: its workflow task's timeout watches the worker).
+  const beat = ctx.info.isLocal ? undefined : setInterval(() => ctx.heartbeat(), 1000);
+  try {
+    await limiter.acquire(ctx.cancellationSignal);
+  } finally {
+    clearInterval(beat);
+  }
+}
+
 export function createPaymentActivities(deps: ActivityDeps, books: Ledger) {
   const ledger = books.step(Step.chargePayment);
   const provider = paymentProviderClient(deps);
+  const turn = providerTurn(deps);
   return {
     async chargePayment(input: ChargeInput): Promise<{ chargeId: string }> {
+      // The turn comes before the ledger claims the step: an attempt refused a turn (RateLimited)
+      // leaves no pending charge behind, so a saga that gives up on it compensates with nothing to
+      // repeat. An attempt answered from the ledger spends a turn too; a duplicate is rare.
+      await turn();
       return ledger.external(input.key, input, {
-        async prepare(tx) {
-          await tx.query(
-            `INSERT INTO payments (idempotency_key, order_id, amount_minor, currency, status)
-             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (idempotency_key) DO NOTHING`,
-            [input.key, input.orderId, input.amount.amountMinor, input.amount.currency],
-          );
+        // Statements, not functions of the transaction: each goes with its transaction's COMMIT.
+        prepareStatement: {
+          text: `INSERT INTO payments (idempotency_key, order_id, amount_minor, currency, status)
+                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (idempotency_key) DO NOTHING`,
+          values: [input.key, input.orderId, input.amount.amountMinor, input.amount.currency],
         },
         call: () => provider.charge(input.key, { amount: input.amount, source: input.paymentToken }),
-        async confirm(tx, outcome) {
-          await tx.query(
-            `UPDATE payments SET status = $2, provider_charge_id = $3, updated_at = now()
-              WHERE idempotency_key = $1 AND status = 'pending'`,
-            [input.key, outcome.ok ? 'captured' : 'declined', outcome.ok ? outcome.result.chargeId : null],
-          );
-        },
+        confirmStatement: (outcome) => ({
+          text: `UPDATE payments SET status = $2, provider_charge_id = $3, updated_at = now()
+                  WHERE idempotency_key = $1 AND status = 'pending'`,
+          values: [input.key, outcome.ok ? 'captured' : 'declined', outcome.ok ? outcome.result.chargeId : null],
+        }),
       });
     },
 
@@ -36,20 +95,21 @@ export function createPaymentActivities(deps: ActivityDeps, books: Ledger) {
       return ledger.externalUndo<{ status: 'refunded' | 'nothing_to_refund' }, { chargeId: string }>(input.key, input, {
         async call(ctx) {
           const charge = await forwardEffect<{ chargeId: string }, ChargeInput>(ctx, async (forward) => {
+            await turn();
             const outcome = await provider.charge(ctx.forwardKey, { amount: forward.amount, source: forward.paymentToken });
             return outcome.ok ? outcome.result : null;
           });
-          return charge ? provider.refund(providerKey(input), charge.chargeId) : { status: 'nothing_to_refund' };
+          if (!charge) return { status: 'nothing_to_refund' };
+          await turn();
+          return provider.refund(providerKey(input), charge.chargeId);
         },
-        async confirm(tx, result, { forwardKey }) {
-          // 'refunded' means money came back; otherwise no money was ever taken under this key.
-          await tx.query(
-            `UPDATE payments SET status = CASE WHEN $2 = 'refunded' THEN 'refunded' ELSE 'voided' END,
-                    updated_at = now()
-              WHERE idempotency_key = $1 AND status IN ('pending', 'captured')`,
-            [forwardKey, result.status],
-          );
-        },
+        // 'refunded' means money came back; otherwise no money was ever taken under this key.
+        confirmStatement: (result, { forwardKey }) => ({
+          text: `UPDATE payments SET status = CASE WHEN $2 = 'refunded' THEN 'refunded' ELSE 'voided' END,
+                        updated_at = now()
+                  WHERE idempotency_key = $1 AND status IN ('pending', 'captured')`,
+          values: [forwardKey, result.status],
+        }),
       });
     },
   };

@@ -143,6 +143,8 @@ async function withHeartbeat<T>(work: (signal?: AbortSignal) => Promise<T>): Pro
   } catch {
     return work();
   }
+  // A local activity has no heartbeat: its workflow task's timeout notices a worker that died.
+  if (ctx.info.isLocal) return work(ctx.cancellationSignal);
   // No heartbeat for a call that answers within the first second (nearly all of them): a
   // heartbeat is a round trip to the server that delays the completion behind it. The
   // heartbeat timeout counts from the start, so a worker that dies at once is still noticed.

@@ -14,22 +14,21 @@ export function createShippingActivities(deps: ActivityDeps, books: Ledger) {
   return {
     async createShipment(input: ShipmentInput): Promise<Label> {
       return ledger.external(input.key, input, {
-        async prepare(tx) {
-          await tx.query(
-            `INSERT INTO shipments (idempotency_key, order_id, status) VALUES ($1, $2, 'pending')
-             ON CONFLICT (idempotency_key) DO NOTHING`,
-            [input.key, input.orderId],
-          );
+        // Statements, not functions of the transaction: each goes with its transaction's COMMIT.
+        prepareStatement: {
+          text: `INSERT INTO shipments (idempotency_key, order_id, status) VALUES ($1, $2, 'pending')
+                 ON CONFLICT (idempotency_key) DO NOTHING`,
+          values: [input.key, input.orderId],
         },
         call: async () => ({ ok: true, result: await carrier.createLabel(input.key, input) }),
-        async confirm(tx, outcome) {
-          if (!outcome.ok) return;
-          await tx.query(
-            `UPDATE shipments SET status = 'created', carrier_shipment_id = $2, tracking_number = $3, updated_at = now()
-              WHERE idempotency_key = $1 AND status = 'pending'`,
-            [input.key, outcome.result.shipmentId, outcome.result.trackingNumber],
-          );
-        },
+        confirmStatement: (outcome) =>
+          outcome.ok
+            ? {
+                text: `UPDATE shipments SET status = 'created', carrier_shipment_id = $2, tracking_number = $3, updated_at = now()
+                        WHERE idempotency_key = $1 AND status = 'pending'`,
+                values: [input.key, outcome.result.shipmentId, outcome.result.trackingNumber],
+              }
+            : undefined,
       });
     },
 
@@ -40,13 +39,11 @@ export function createShippingActivities(deps: ActivityDeps, books: Ledger) {
           const label = await forwardEffect<Label, ShipmentInput>(ctx, (forward) => carrier.createLabel(ctx.forwardKey, forward));
           return label ? carrier.voidLabel(providerKey(input), label.shipmentId) : { status: 'nothing_to_void' };
         },
-        async confirm(tx, _result, { forwardKey }) {
-          await tx.query(
-            `UPDATE shipments SET status = 'voided', updated_at = now()
-              WHERE idempotency_key = $1 AND status IN ('pending', 'created')`,
-            [forwardKey],
-          );
-        },
+        confirmStatement: (_result, { forwardKey }) => ({
+          text: `UPDATE shipments SET status = 'voided', updated_at = now()
+                  WHERE idempotency_key = $1 AND status IN ('pending', 'created')`,
+          values: [forwardKey],
+        }),
       });
     },
   };

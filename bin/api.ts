@@ -68,6 +68,7 @@ runMain(USAGE, async () => {
       port: config.API_PORT,
       metrics,
       searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+      workflowType: config.SAGAFLOW_ORDER_SAGA_TYPE,
       temporalUiUrl: config.TEMPORAL_UI_URL,
       throttle: {
         perSecond: config.API_RATE_LIMIT_PER_SECOND,
@@ -121,7 +122,7 @@ runMain(USAGE, async () => {
     ]);
     if (ready.every(Boolean)) {
       // Expired Idempotency-Keys purged; orders whose request died before their saga started get it.
-      housekeeping = startApiHousekeeping({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, metrics, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES, log });
+      housekeeping = startApiHousekeeping({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, metrics, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES, workflowType: config.SAGAFLOW_ORDER_SAGA_TYPE, log });
       logger.info({ url: api.url, namespace: target.namespace }, 'api ready');
       await stopped;
     }

@@ -12,11 +12,12 @@ import { createSagaWorker } from '../workers/worker';
 import { runMain } from '../src/run-main';
 import { PACKAGE_ROOT } from '../src/paths';
 import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
+import { ORDER_SAGA_TYPES_QUERY } from '../workflows/order/definitions';
 
 const USAGE = `usage:
   npm run histories:capture -- --label v2
       run every saga scenario on a throwaway stack and write test/replay/histories/v2-<scenario>.<runId>.json
-  npm run histories:capture -- --label prod --address host:7233 --query "WorkflowType = 'orderSaga'"
+  npm run histories:capture -- --label prod --address host:7233 --query "WorkflowType IN ('orderSaga', 'orderSagaV2')"
       capture what a running server has; the scenario name is the workflow ID
 
 Every run the query lists gets a file of its own (a workflow ID started again
@@ -57,7 +58,7 @@ runMain(USAGE, async () => {
     // The histories are written sealed as they are; the keys (when set) let this client read what it lists.
     const keyed = config.SAGAFLOW_PAYLOAD_KEYS || config.SAGAFLOW_PAYLOAD_KEYS_FILE;
     client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE, dataConverter: keyed ? dataConverterOf(payloadCodecSetting(config)) : undefined });
-    query = values.query ?? "WorkflowType = 'orderSaga' AND ExecutionStatus != 'Running'";
+    query = values.query ?? `${ORDER_SAGA_TYPES_QUERY} AND ExecutionStatus != 'Running'`;
     stop = () => connection.close();
   } else {
     const keyed = process.env.SAGAFLOW_PAYLOAD_KEYS || process.env.SAGAFLOW_PAYLOAD_KEYS_FILE;

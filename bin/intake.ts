@@ -110,7 +110,7 @@ runMain(USAGE, async () => {
         topology,
         retentionMs: config.INBOX_RETENTION_DAYS * 86_400_000,
         concurrency: config.INTAKE_CONCURRENCY,
-        handler: orderIntakeHandler({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, source: topology.stream, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES }),
+        handler: orderIntakeHandler({ db, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, source: topology.stream, searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES, workflowType: config.SAGAFLOW_ORDER_SAGA_TYPE }),
         onTopologyLost: (err) => logger.warn({ err: err.message, stream: topology.stream, consumer: topology.consumer }, 'intake stream or consumer missing; creating them again'),
         onOutcome: (o) => {
           metrics.intakeMessages.inc({ outcome: outcomeOf(o) });
@@ -148,6 +148,7 @@ runMain(USAGE, async () => {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     olderThanMs: 60_000,
     searchAttributes: config.SAGAFLOW_SEARCH_ATTRIBUTES,
+    workflowType: config.SAGAFLOW_ORDER_SAGA_TYPE,
     intervalMs: 30_000,
     onRecovered: (ids) => logger.info({ orderIds: ids }, 'abandoned orders recovered: sagas started'),
     onError: (err) => logger.warn({ err: err.message }, 'order recovery failed; retrying next round'),

@@ -7,6 +7,7 @@ import { orderSagaReplayOptions } from '../workers/worker';
 import { clientConnectionOptions, temporalTargetOrExplain } from '../src/temporal-connect';
 import { runMain } from '../src/run-main';
 import { dataConverterOf, payloadCodecSetting } from '../src/codec/settings';
+import { ORDER_SAGA_TYPES_QUERY } from '../workflows/order/definitions';
 
 const USAGE = `usage: npm run replay -- --query "LIST FILTER" [--limit N] [--address HOST:PORT]
 
@@ -28,7 +29,7 @@ runMain(USAGE, async () => {
   // A bad variable stops here, named; encrypted histories are opened with the workers' keys.
   const dataConverter = dataConverterOf(payloadCodecSetting(loadConfig()));
   const target = temporalTargetOrExplain(values.address ? { ...process.env, TEMPORAL_ADDRESS: values.address } : process.env);
-  const query = values.query ?? "WorkflowType = 'orderSaga'";
+  const query = values.query ?? ORDER_SAGA_TYPES_QUERY;
   const limit = values.limit ? Number(values.limit) : 100;
   if (!Number.isInteger(limit) || limit < 1) {
     console.error('--limit must be a positive integer');

@@ -59,7 +59,7 @@ terminate: the selected open sagas are terminated. A terminated saga runs NO
   Needs --yes. After it, for each order: \`sagas show ORDER_ID\`, then undo by hand
   what it left (docs/runbook.md) and \`sagas resolve ORDER_ID --note ...\`.
 SELECTION (cancel, terminate): --query Q, a Temporal visibility query (always ANDed
-  with the open order sagas: WorkflowType = 'orderSaga' AND ExecutionStatus =
+  with the open order sagas: WorkflowType IN ('orderSaga', 'orderSagaV2') AND ExecutionStatus =
   'Running'), e.g. "SagaStatus = 'running' AND StartTime < '2025-01-01T00:00:00Z'";
   and/or the filters of list (--status, --saga-status, --step, --older-than,
   --client). --limit: at most 1 to ${BULK_LIMIT_MAX} sagas (${BULK_LIMIT_MAX}); run it again for

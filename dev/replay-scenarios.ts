@@ -8,7 +8,6 @@ import { addFault } from './services/clients';
 import { cancelUpdate, statusQuery, type OrderSagaWorkflow } from '../workflows/order/definitions';
 import { sagaResolveUpdate, sagaRetryCompensationUpdate, type SagaStatus } from '@sagaflow/toolkit/workflow';
 import { EXTERNAL_STEP_ATTEMPTS } from '../workflows/order/activity-options';
-import { Step } from '../workflows/order/steps';
 import type { OrderInput } from '../workflows/order/types';
 
 /** The order saga's committed histories: written by npm run histories:capture, replayed by the gate in npm test. */
@@ -36,6 +35,22 @@ const prefix = (o: OrderInput) => `order-${o.orderId}/`;
  */
 const carrierOutage = (o: OrderInput) => ({ kind: 'error', path: '/shipments', keyPrefix: prefix(o), times: EXTERNAL_STEP_ATTEMPTS });
 const start = (ctx: ScenarioContext, o: OrderInput) => startOrderSaga(ctx.client, o, ctx.taskQueue);
+/**
+ * A saga whose cancel comes while a step runs. An orderSagaV2 runs its steps in one workflow task and
+ * sees a cancel when the SDK heartbeats that task (at 80% of its timeout): a 2 s timeout makes that
+ * 1.6 s, within the step's 2.5 s latency below.
+ */
+const startForCancel = (ctx: ScenarioContext, o: OrderInput) => startOrderSaga(ctx.client, o, ctx.taskQueue, { workflowTaskTimeout: '2s' });
+const STEP_LATENCY_MS = 2500;
+
+/** Waits until the step's own row (payments, shipments) exists: its call is under way. Read from the database, as a query is not answered while the steps' task runs. */
+async function waitForRow(ctx: ScenarioContext, table: 'payments' | 'shipments', o: OrderInput) {
+  for (let i = 0; i < 400; i++) {
+    if ((await ctx.db.query(`SELECT 1 FROM ${table} WHERE order_id = $1`, [o.orderId])).rowCount) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`order ${o.orderId}: no ${table} row appeared`);
+}
 
 async function waitForStatus(handle: Handle, pred: (s: SagaStatus) => boolean, rounds = 400) {
   for (let i = 0; i < rounds; i++) {
@@ -44,6 +59,15 @@ async function waitForStatus(handle: Handle, pred: (s: SagaStatus) => boolean, r
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`${handle.workflowId} never reached the awaited status`);
+}
+
+/** Waits until a statement waits on a lock (record-order's claim behind the scenario's table lock). */
+async function waitForLockWait(db: Db) {
+  for (let i = 0; i < 400; i++) {
+    if ((await db.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'step_ledger'::regclass`)).rowCount) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('no step waited on the ledger lock');
 }
 
 /** Every path a saga can take, each ending in a recorded history worth replaying. */
@@ -70,9 +94,9 @@ export const scenarios: Scenario[] = [
   {
     name: 'cancel-before-pivot',
     async run(ctx, o) {
-      await addFault(ctx.paymentProviderUrl, { kind: 'latency', latency_ms: 1500, keyPrefix: prefix(o), path: '/charges' });
-      const handle = await start(ctx, o);
-      await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
+      await addFault(ctx.paymentProviderUrl, { kind: 'latency', latency_ms: STEP_LATENCY_MS, keyPrefix: prefix(o), path: '/charges' });
+      const handle = await startForCancel(ctx, o);
+      await waitForRow(ctx, 'payments', o);
       await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled' }] });
       return handle;
     },
@@ -82,9 +106,9 @@ export const scenarios: Scenario[] = [
     async run(ctx, o) {
       // What `temporal workflow cancel` does: no update, the run's scope cancelled. It is a cancel all
       // the same: the charge in flight is abandoned and undone, and the saga ends cancelled.
-      await addFault(ctx.paymentProviderUrl, { kind: 'latency', latency_ms: 1500, keyPrefix: prefix(o), path: '/charges' });
-      const handle = await start(ctx, o);
-      await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
+      await addFault(ctx.paymentProviderUrl, { kind: 'latency', latency_ms: STEP_LATENCY_MS, keyPrefix: prefix(o), path: '/charges' });
+      const handle = await startForCancel(ctx, o);
+      await waitForRow(ctx, 'payments', o);
       await handle.cancel();
       return handle;
     },
@@ -101,10 +125,11 @@ export const scenarios: Scenario[] = [
       try {
         await lock.query('BEGIN');
         await lock.query('LOCK TABLE step_ledger IN EXCLUSIVE MODE');
-        handle = await start(ctx, o);
-        await waitForStatus(handle, (s) => s.currentStep === Step.recordOrder);
+        handle = await startForCancel(ctx, o);
+        await waitForLockWait(ctx.db);
         cancel = handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer cancelled at once' }] });
-        await waitForStatus(handle, (s) => s.cancelRequested);
+        // The cancel reaches the saga with the step's task's heartbeat (1.6 s) at the latest.
+        await new Promise((r) => setTimeout(r, STEP_LATENCY_MS));
       } finally {
         await lock.query('COMMIT');
         lock.release();
@@ -116,9 +141,9 @@ export const scenarios: Scenario[] = [
   {
     name: 'cancel-refused-after-pivot',
     async run(ctx, o) {
-      await addFault(ctx.carrierUrl, { kind: 'latency', latency_ms: 1000, keyPrefix: prefix(o), path: '/shipments' });
-      const handle = await start(ctx, o);
-      await waitForStatus(handle, (s) => s.pivotStarted);
+      await addFault(ctx.carrierUrl, { kind: 'latency', latency_ms: STEP_LATENCY_MS, keyPrefix: prefix(o), path: '/shipments' });
+      const handle = await startForCancel(ctx, o);
+      await waitForRow(ctx, 'shipments', o);
       const refused = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too late' }] }).then(
         () => false,
         () => true,

@@ -76,6 +76,9 @@ export async function buildTemporalCli(log: (m: string) => void, everyMs = 15_00
   });
 }
 
+/** The dev server's dynamic config that lets a client start a workflow eagerly (`requestEagerStart`). */
+const EAGER_START_CONFIG = ['--dynamic-config-value', 'system.enableEagerWorkflowStart=true'];
+
 export interface TemporalServer {
   address: string;
   namespace: string;
@@ -114,7 +117,10 @@ export async function startTemporalDevServer(opts: StartTemporalOptions = {}): P
   if (!found) return startWithSdkDownload({ ...opts, namespace, port, uiPort, metricsPort }, log);
 
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace,
-    '--log-level', 'error', '--metrics-port', String(metricsPort)];
+    '--log-level', 'error', '--metrics-port', String(metricsPort),
+    // Eager workflow start (a start that hands the first workflow task to a worker in the starting
+    // process) is off unless the server allows it.
+    ...EAGER_START_CONFIG];
   for (const key of SAGA_SEARCH_ATTRIBUTES) args.push('--search-attribute', `${key.name}=Keyword`);
   if (uiPort) args.push('--ui-port', String(uiPort));
   else args.push('--headless');
@@ -185,6 +191,7 @@ async function startWithSdkDownload(
         uiPort: opts.uiPort,
         searchAttributes: SAGA_SEARCH_ATTRIBUTES,
         extraArgs: [
+          ...EAGER_START_CONFIG,
           '--metrics-port',
           String(opts.metricsPort),
           ...(opts.uiPort !== undefined && opts.uiCodecEndpoint ? ['--ui-codec-endpoint', opts.uiCodecEndpoint] : []),

@@ -80,7 +80,7 @@ export const configSchema = z.object({
     .regex(/^([1-9]\d*|((workflows|orders|inventory|payments|shipping)=[1-9]\d*)(,(workflows|orders|inventory|payments|shipping)=[1-9]\d*)*)$/, 'a positive number, or role=number pairs like payments=20,shipping=10')
     .optional(),
   /** Long polls per task queue in each worker process (workflow and activity tasks alike). */
-  SAGAFLOW_WORKER_POLLERS: z.coerce.number().int().min(2).max(100).default(4),
+  SAGAFLOW_WORKER_POLLERS: z.coerce.number().int().min(2).max(100).optional(),
   PAYMENTS_PER_SECOND: z.coerce.number().positive().optional(),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
   SAGAFLOW_WORKFLOW_BUNDLE: z.string().trim().min(1).optional(),
@@ -88,6 +88,7 @@ export const configSchema = z.object({
   PAYMENT_PROVIDER_PORT: z.coerce.number().int().min(0).max(65535).default(4010),
   CARRIER_PORT: z.coerce.number().int().min(0).max(65535).default(4020),
   SAGAFLOW_SEARCH_ATTRIBUTES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  SAGAFLOW_ORDER_SAGA_TYPE: z.enum(['orderSagaV2', 'orderSaga']).default('orderSagaV2'),
   OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl(['http', 'https']),
   OTEL_SERVICE_NAME: z.string().trim().min(1).optional(),
   METRICS_HOST: z.string().trim().min(1).default('127.0.0.1'),

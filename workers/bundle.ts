@@ -20,11 +20,20 @@ export async function buildWorkflowBundle(out = DEFAULT_BUNDLE_PATH): Promise<{ 
   return { path: out, bytes: Buffer.byteLength(code) };
 }
 
-/** The prebuilt bundle if there is one and it is newer than every workflow source file. */
+/**
+ * The prebuilt bundle if there is one and it is newer than every file it is built from: the
+ * workflows folder, its subfolders included, and the toolkit's sources where they are (a checkout).
+ */
 export function prebuiltBundle(file = DEFAULT_BUNDLE_PATH): { codePath: string } | undefined {
   if (!fs.existsSync(file)) return undefined;
   const built = fs.statSync(file).mtimeMs;
-  const dir = path.dirname(WORKFLOWS_PATH);
-  const stale = fs.readdirSync(dir).some((f) => fs.statSync(path.join(dir, f)).mtimeMs > built);
-  return stale ? undefined : { codePath: file };
+  const sources = [path.dirname(WORKFLOWS_PATH), path.join(PACKAGE_ROOT, 'packages', 'toolkit', 'src')].filter((d) => fs.existsSync(d));
+  return sources.some((dir) => newerThan(dir, built)) ? undefined : { codePath: file };
+}
+
+function newerThan(dir: string, ms: number): boolean {
+  return fs.readdirSync(dir, { withFileTypes: true }).some((e) => {
+    const p = path.join(dir, e.name);
+    return e.isDirectory() ? newerThan(p, ms) : fs.statSync(p).mtimeMs > ms;
+  });
 }

@@ -5,7 +5,8 @@ import { QUEUE_ROLES, type QueueRole } from '../workflows/order/queues';
 export interface WorkerProcessOptions {
   queues: QueueRole[];
   concurrency: Partial<Record<QueueRole, number>>;
-  pollers: number;
+  /** Long polls per queue; the SDK's own default when unset. */
+  pollers?: number;
   paymentsPerSecond?: number;
   shutdownGraceMs: number;
   metricsPort: number;
@@ -46,8 +47,11 @@ export function workerOptions(argv: string[], config: Config): WorkerProcessOpti
         concurrency[role] = Number(n);
       }
   }
-  const pollers = Number(values.pollers ?? config.SAGAFLOW_WORKER_POLLERS);
-  if (!Number.isInteger(pollers) || pollers < 2 || pollers > 100) throw new UsageError('--pollers must be a whole number from 2 to 100');
+  const pollerSpec = values.pollers ?? config.SAGAFLOW_WORKER_POLLERS;
+  const pollers = pollerSpec === undefined ? undefined : Number(pollerSpec);
+  if (pollers !== undefined && (!Number.isInteger(pollers) || pollers < 2 || pollers > 100)) {
+    throw new UsageError('--pollers must be a whole number from 2 to 100');
+  }
   const pps = values['payments-per-second'] ?? config.PAYMENTS_PER_SECOND;
   const paymentsPerSecond = pps === undefined ? undefined : Number(pps);
   if (paymentsPerSecond !== undefined && !(paymentsPerSecond > 0)) throw new UsageError('--payments-per-second must be positive');

@@ -8,9 +8,6 @@ import { toolkitBundlerOptions } from './toolkit-source';
 import type { DataConverter } from '@temporalio/common';
 import { dataConverterFromEnv } from '../src/codec/settings';
 
-/** Long polls per queue unless told otherwise; see SagaWorkerOptions.pollers. */
-export const DEFAULT_POLLERS = 4;
-
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 /** What the replay gate needs to replay the order saga: its workflow code and the sinks it calls. */
 export function orderSagaReplayOptions(): ReplayOptions {
@@ -28,12 +25,14 @@ export interface SagaWorkerOptions {
   /** Concurrent activity (or workflow task) slots per queue. */
   concurrency?: Partial<Record<QueueRole, number>>;
   /**
-   * Long polls per queue (workflow and activity tasks alike; at least 2, for the sticky queue).
-   * The SDK's default of 10 per queue, on five queues, cost about 15% of throughput against a
-   * Temporal server on the same two cores (npm run bench); far from the server, raise it.
+   * At most this many long polls per queue (workflow and activity tasks alike; at least 2, for the
+   * sticky queue), through the SDK's poller behavior. Unset: the SDK's default (10 per queue).
    */
   pollers?: number;
-  /** Task-queue-wide cap on payment calls per second, shared by every payments worker. */
+  /**
+   * Cap on calls to the payment provider per second, for every worker on the same database: the
+   * ledger's limiter enforces it in PostgreSQL, wherever the payment step runs.
+   */
   paymentsPerSecond?: number;
   /** A prebuilt bundle starts faster; without one the workflows are bundled at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
@@ -80,16 +79,20 @@ export async function createQueueWorkers(opts: SagaWorkerOptions, workflowsPath:
   const { metrics } = opts;
   const systems = opts.activities ?? activitiesBySystem({
     ...opts.deps,
+    ...(opts.paymentsPerSecond !== undefined ? { paymentsPerSecond: opts.paymentsPerSecond } : {}),
     ledgerHooks: {
       onReplay: (step) => metrics?.idempotentReplays.inc({ layer: 'ledger', step }),
       ...opts.deps.ledgerHooks,
     },
   });
   const roles = opts.queues ?? QUEUE_ROLES;
-  const pollers = opts.pollers ?? DEFAULT_POLLERS;
+  // The SDK reads its poller behavior, not the maxConcurrent…TaskPolls options.
+  const pollers = opts.pollers === undefined ? {} : {
+    workflowTaskPollerBehavior: { type: 'simple-maximum' as const, maximum: opts.pollers },
+    activityTaskPollerBehavior: { type: 'simple-maximum' as const, maximum: opts.pollers },
+  };
   const common = {
-    maxConcurrentWorkflowTaskPolls: pollers,
-    maxConcurrentActivityTaskPolls: pollers,
+    ...pollers,
     connection: opts.connection,
     namespace: opts.namespace,
     shutdownGraceTime: opts.shutdownGraceTime ?? '10s',
@@ -109,8 +112,9 @@ export async function createQueueWorkers(opts: SagaWorkerOptions, workflowsPath:
               ...common,
               taskQueue,
               ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath, bundlerOptions: toolkitBundlerOptions() }),
-              // The database-only steps run here, as local activities; this worker takes no remote ones.
-              activities: { ...systems.orders, ...systems.inventory },
+              // Local activities run here: the database-only steps of every saga, and every step of
+              // an orderSagaV2. This worker takes no remote ones.
+              activities: { ...systems.orders, ...systems.inventory, ...systems.payments, ...systems.shipping },
               enableNonLocalActivities: false,
               maxConcurrentWorkflowTaskExecutions: concurrency ?? 40,
             })
@@ -119,9 +123,6 @@ export async function createQueueWorkers(opts: SagaWorkerOptions, workflowsPath:
               taskQueue,
               activities: systems[role],
               maxConcurrentActivityTaskExecutions: concurrency ?? 50,
-              ...(role === 'payments' && opts.paymentsPerSecond
-                ? { maxTaskQueueActivitiesPerSecond: opts.paymentsPerSecond }
-                : {}),
             });
       return { role, taskQueue, worker };
     }),

@@ -1,1 +1,1 @@
-export { orderSaga, statusQuery, cancelUpdate } from './order-saga';
+export { orderSaga, orderSagaV2, statusQuery, cancelUpdate } from './order-saga';

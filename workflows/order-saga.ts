@@ -14,7 +14,15 @@ import { CurrentStepKey, OrderIdKey, SagaStatusKey } from './order/search-attrib
 import type { SagaActivities } from '../activities';
 import { describeFailure, Saga, sagaKeys, type CompensationContext } from '@sagaflow/toolkit/workflow';
 import { queueName, type ActivitySystem } from './order/queues';
-import { compensationRound, externalStep, localDatabaseStep, localDatabaseUndo, localStep } from './order/activity-options';
+import {
+  compensationRound,
+  externalStep,
+  localDatabaseStep,
+  localDatabaseUndo,
+  localExternalStep,
+  localExternalUndo,
+  localStep,
+} from './order/activity-options';
 import { Step } from './order/steps';
 import type { OrderInput, OrderSagaResult } from './order/types';
 import { cancelUpdate, statusQuery, type OrderSagaWorkflow } from './order/definitions';
@@ -41,7 +49,40 @@ function system(role: ActivitySystem, options: ActivityOptions) {
   return proxyActivities<SagaActivities>({ ...options, taskQueue: queueName(workflowInfo().taskQueue, role) });
 }
 
+/**
+ * What tells the order saga's workflow types apart. Each type keeps its own for as long as any of
+ * its runs can be in flight: a recorded history replays only on the code that made it.
+ */
+interface SagaShape {
+  /** Whether the rule a patch ID marks applies to this run. */
+  has(patchId: string): boolean;
+  /** Every step, the provider and carrier calls too, a local activity: one workflow task per saga. */
+  oneTask: boolean;
+}
+
+/**
+ * The order saga's first workflow type. Its runs took up each change behind patched(), so its
+ * history carries a marker per rule; its payment and shipment run on their systems' task queues.
+ * New sagas start as orderSagaV2; this one stays for the runs already in flight (docs/versioning.md).
+ */
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
+  return runOrderSaga(order, { has: patched, oneTask: false });
+}
+
+/**
+ * The order saga as it starts today: every rule applies without a patch marker, and every step runs
+ * as a local activity in the workflow's worker, each still through the ledger (an external call
+ * pending → call → confirmed under its Idempotency-Key), so a saga is one workflow task. A worker
+ * that dies mid-step is noticed by the workflow task's timeout; the retried task runs the steps
+ * again and the ledger answers the ones that committed. A cancel is seen when the workflow task
+ * that runs the steps ends, and is refused if the pivot had started by then (docs/versioning.md).
+ */
+export async function orderSagaV2(order: OrderInput): Promise<OrderSagaResult> {
+  return runOrderSaga(order, { has: () => true, oneTask: true });
+}
+
+async function runOrderSaga(order: OrderInput, shape: SagaShape): Promise<OrderSagaResult> {
+  const { has, oneTask } = shape;
   const keys = sagaKeys(workflowInfo().workflowId);
   // Every undo carries the saga's cause: the ledger records it on the tombstone, so a workflow task
   // retried after it was lost unwinds for the same cause (it is recorded, never fingerprinted).
@@ -59,7 +100,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
 
   // Sagas started since this patch run their database-only steps (and their undos) as local
   // activities in the workflow's worker; older ones keep calling the orders and inventory queues.
-  const inWorkflowWorker = patched(LOCAL_DATABASE_STEPS_PATCH);
+  const inWorkflowWorker = has(LOCAL_DATABASE_STEPS_PATCH);
   const db = (role: 'orders' | 'inventory', remote: ActivityOptions, inWorker: LocalActivityOptions) =>
     inWorkflowWorker ? proxyLocalActivities<SagaActivities>(inWorker) : system(role, remote);
   const local = { orders: db('orders', localStep, localDatabaseStep), inventory: db('inventory', localStep, localDatabaseStep) };
@@ -67,35 +108,39 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   // acknowledge the cancel at its next heartbeat) before the saga compensates and closes: no
   // activity is left pending on a closed run, and its late completion is not thrown away.
   // Sagas started before this replay with the SDK's default, which does not wait.
-  const cancellationType = patched(WAIT_FOR_CANCELLED_ACTIVITIES_PATCH)
+  const cancellationType = has(WAIT_FOR_CANCELLED_ACTIVITIES_PATCH)
     ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
     : ActivityCancellationType.TRY_CANCEL;
-  const external = {
-    payments: system('payments', { ...externalStep, cancellationType }),
-    shipping: system('shipping', { ...externalStep, cancellationType }),
-  };
+  const external = oneTask
+    ? { payments: proxyLocalActivities<SagaActivities>(localExternalStep), shipping: proxyLocalActivities<SagaActivities>(localExternalStep) }
+    : {
+        payments: system('payments', { ...externalStep, cancellationType }),
+        shipping: system('shipping', { ...externalStep, cancellationType }),
+      };
+  const externalUndo = oneTask ? proxyLocalActivities<SagaActivities>(localExternalUndo) : undefined;
   const undo = {
     orders: db('orders', compensationRound, localDatabaseUndo),
     inventory: db('inventory', compensationRound, localDatabaseUndo),
-    payments: system('payments', compensationRound),
-    shipping: system('shipping', compensationRound),
+    payments: externalUndo ?? system('payments', compensationRound),
+    shipping: externalUndo ?? system('shipping', compensationRound),
   };
 
   const { sagaMetrics } = proxySinks<SagaMetricsSinks>();
   sagaMetrics.started();
   // Sagas started with an OrderId search attribute publish their phase and step as they go;
   // ones started before that was added (none carry it) take no new commands on replay.
-  const publish = workflowInfo().typedSearchAttributes.get(OrderIdKey) !== undefined && patched(SEARCH_ATTRIBUTES_PATCH);
+  const publish = workflowInfo().typedSearchAttributes.get(OrderIdKey) !== undefined && has(SEARCH_ATTRIBUTES_PATCH);
   // Each upsert is a command and an event, on the path of every step. Sagas started since the
   // phase-only change publish SagaStatus when the phase changes (it starts 'running'), and
   // CurrentStep only with it; the status query answers the current step live.
   let publishedPhase = 'running';
   const saga = new Saga({
+    currentRules: oneTask,
     retryInitialIntervalMs: 1000,
     retryMaxIntervalMs: 30_000,
     onTransition: publish
       ? (s) => {
-          if (patched(PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH)) {
+          if (has(PHASE_ONLY_SEARCH_ATTRIBUTES_PATCH)) {
             if (s.phase === publishedPhase) return;
             publishedPhase = s.phase;
           }
@@ -111,7 +156,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     // outbox tells the books' readers which step was left done. Sagas started before this wrote
     // nothing; their orders closed as compensated or cancelled.
     onCompensationFailed: async (step, failure) => {
-      if (!patched(RECORD_COMPENSATION_FAILURES_PATCH)) return;
+      if (!has(RECORD_COMPENSATION_FAILURES_PATCH)) return;
       await local.orders.recordCompensationFailure({ key: keys.undo(step), orderId, failure });
     },
     // A compensation that failed for good holds the saga for an operator (sagaflow sagas
@@ -145,7 +190,7 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     });
     // Added after sagas were already running: those replay on the old path, without it.
     // Life cycle (docs/versioning.md): patched -> deprecatePatch -> plain code.
-    if (patched(FRAUD_CHECK_PATCH)) {
+    if (has(FRAUD_CHECK_PATCH)) {
       await saga.step({
         name: Step.fraudCheck,
         kind: 'compensatable',
@@ -157,6 +202,9 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     const charge = await saga.step({
       name: Step.chargePayment,
       kind: 'compensatable',
+      local: oneTask,
+      // A cancel met here stops the saga before the charge, unless a lost task had started it.
+      abandon: oneTask ? ({ key, cancelled, failure }) => external.payments.abandonCharge({ key, orderId, cause: { cancelled, failure } }) : undefined,
       run: ({ key }) =>
         external.payments.chargePayment({
           key,
@@ -171,6 +219,9 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
     const shipment = await saga.step({
       name: Step.createShipment,
       kind: 'pivot',
+      local: oneTask,
+      // A cancel met here, with every step before local: a lost task may have started the pivot.
+      abandon: oneTask ? ({ key, cancelled, failure }) => external.shipping.abandonShipment({ key, orderId, cause: { cancelled, failure } }) : undefined,
       run: ({ key }) =>
         external.shipping.createShipment({
           key,
@@ -211,5 +262,5 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
   };
 }
 
-// The body keeps the contract's signature: callers type their handles by OrderSagaWorkflow.
-const _keepsContract: OrderSagaWorkflow = orderSaga;
+// The bodies keep the contract's signature: callers type their handles by OrderSagaWorkflow.
+const _keepsContract: OrderSagaWorkflow[] = [orderSaga, orderSagaV2];

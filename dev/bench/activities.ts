@@ -7,7 +7,7 @@ type Systems = ReturnType<typeof activitiesBySystem>;
 
 /**
  * A ledger that records nothing: each local effect in a plain transaction,
- * each external call between its prepare and confirm, no claim, no
+ * each external call between its prepare and confirm (or their statements), no claim, no
  * fingerprint, no tombstone. The order activities on it write exactly the same
  * business rows as on the real ledger: the naive saga's cost.
  */
@@ -17,20 +17,40 @@ export function passThroughLedger(db: Db): Ledger {
   const step = (name: string): StepLedger => ({
     step: name,
     local: (_key, _input, effect) => inTransaction(db, effect),
+    localStatement: (_key, _input, plan) =>
+      inTransaction(db, async (tx) => {
+        const { statement, result } = plan();
+        await tx.query(statement.text, statement.values as unknown[] | undefined);
+        return result;
+      }),
     localUndo: (key, _input, undo) => inTransaction(db, (tx) => undo(tx, undoContext(key) as never)),
     async external<R>(_key: string, _input: unknown, s: ExternalStep<R>) {
-      if (s.prepare) await inTransaction(db, s.prepare);
+      if (s.prepare || s.prepareStatement) {
+        await inTransaction(db, async (tx) => {
+          await s.prepare?.(tx);
+          if (s.prepareStatement) await tx.query(s.prepareStatement.text, s.prepareStatement.values as unknown[] | undefined);
+        });
+      }
       const outcome = await s.call();
-      await inTransaction(db, async (tx) => s.confirm?.(tx, outcome));
+      const confirmed = s.confirmStatement?.(outcome);
+      await inTransaction(db, async (tx) => {
+        await s.confirm?.(tx, outcome);
+        if (confirmed) await tx.query(confirmed.text, confirmed.values as unknown[] | undefined);
+      });
       if (!outcome.ok) throw ApplicationFailure.nonRetryable(outcome.failure.message, outcome.failure.type);
       return outcome.result;
     },
     async externalUndo<R, F>(key: string, _input: unknown, u: ExternalUndo<R, F>) {
       const ctx = undoContext(key) as never;
       const result = await u.call(ctx);
-      await inTransaction(db, async (tx) => u.confirm?.(tx, result, ctx));
+      const confirmed = u.confirmStatement?.(result, ctx);
+      await inTransaction(db, async (tx) => {
+        await u.confirm?.(tx, result, ctx);
+        if (confirmed) await tx.query(confirmed.text, confirmed.values as unknown[] | undefined);
+      });
       return result;
     },
+    abandon: async () => true,
   });
   return { step, read: async () => [] };
 }
@@ -50,4 +70,14 @@ export function noopActivities(): Systems {
     payments: { chargePayment: async () => ({ chargeId: 'ch_floor' }), refundPayment: async () => ({ status: 'refunded' }) },
     shipping: { createShipment: async () => ({ shipmentId: 'shp_floor', trackingNumber: 'TRK' }), voidShipment: ok as never },
   } as unknown as Systems;
+}
+
+/**
+ * The no-op activities with the payment and the shipment among the orders' ones, so the workflow
+ * worker (which takes the orders' and the inventory's activities as local ones) runs all six
+ * steps locally: the floor of the all-local shape.
+ */
+export function noopAllLocalActivities(): Systems {
+  const s = noopActivities();
+  return { ...s, orders: { ...s.orders, ...s.payments, ...s.shipping } as Systems['orders'] };
 }

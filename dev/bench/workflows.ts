@@ -44,6 +44,21 @@ export async function sampleSaga(order: OrderInput): Promise<{ status: 'complete
   );
 }
 
+/**
+ * Every step a local activity of the workflow worker, the payment and the shipment included:
+ * the six steps run in one workflow task, as the order saga's all-local shape (orderSagaV2) does.
+ * With no-op activities it is the floor of that shape (variant floor-local).
+ */
+export async function allLocalSaga(order: OrderInput): Promise<{ status: 'completed' | 'compensated' }> {
+  const inWorker = proxyLocalActivities<SagaActivities>(localDatabaseStep);
+  const undoInWorker = proxyLocalActivities<SagaActivities>(localDatabaseUndo);
+  return runSampleSaga(
+    order,
+    { orders: inWorker, inventory: inWorker, payments: inWorker, shipping: inWorker },
+    { orders: undoInWorker, inventory: undoInWorker, payments: undoInWorker },
+  );
+}
+
 type Proxies = Record<ActivitySystem, SagaActivities>;
 
 async function runSampleSaga(

@@ -1,14 +1,16 @@
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { Db } from '../db/pool';
 import { findOrder, markSagaStarted, toOrderInput, type OrderRow } from '../orders/repository';
-import { startOrderSaga } from '../orders/start';
-import { cancelUpdate } from '../../workflows/order/definitions';
+import { orderSagaStart } from '../orders/start';
+import { cancelUpdate, type OrderSagaWorkflow } from '../../workflows/order/definitions';
 
 export interface CancelOrderDeps {
   db: Db;
   temporal: Client;
   taskQueue: string;
   searchAttributes?: boolean;
+  /** The workflow type sagas start as (SAGAFLOW_ORDER_SAGA_TYPE); the order saga's current one when unset. */
+  workflowType?: string;
 }
 
 /** What a cancel comes to; the caller turns it into its protocol's answer. */
@@ -50,10 +52,16 @@ export async function cancelOrder(deps: CancelOrderDeps, row: OrderRow, reason: 
       if (now?.status === 'cancelled') return { kind: 'accepted' };
       return refused(now && now.status !== 'pending' ? now.status : `closed (saga ${described.status.name.toLowerCase()})`);
     }
-    // Start the abandoned saga (idempotent by workflow ID), then cancel it before its first step.
-    await startOrderSaga(deps.temporal, toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes });
-    await markSagaStarted(deps.db, row.id);
-    await send();
+    // Start the abandoned saga (idempotent by workflow ID) with the cancel in the same request, so
+    // the saga has it before its first step: a worker that took the start at once runs an
+    // orderSagaV2's steps in one task, and a cancel sent after the start would come too late.
+    const start = orderSagaStart(toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes, workflowType: deps.workflowType });
+    const operation = new WithStartWorkflowOperation<OrderSagaWorkflow>(start.workflowType, start.options);
+    try {
+      await deps.temporal.workflow.executeUpdateWithStart(cancelUpdate, { args: [{ reason }], startWorkflowOperation: operation });
+    } finally {
+      if (await operation.workflowHandle().then(() => true, () => false)) await markSagaStarted(deps.db, row.id);
+    }
     return { kind: 'accepted' };
   } catch (err) {
     if (err instanceof WorkflowUpdateFailedError) return { kind: 'refused', reason: err.cause?.message ?? err.message };

@@ -17,6 +17,8 @@ export interface CreateOrderDeps {
   keyTtlMs: number;
   leaseMs: number;
   searchAttributes?: boolean;
+  /** The workflow type sagas start as (SAGAFLOW_ORDER_SAGA_TYPE); the order saga's current one when unset. */
+  workflowType?: string;
 }
 
 export interface CreateOrderCommand {
@@ -90,7 +92,7 @@ export async function createOrder(deps: CreateOrderDeps, cmd: CreateOrderCommand
   if (!row) throw new Error(`order ${orderId} missing under its idempotency key`);
   let handle: Awaited<ReturnType<typeof startOrderSaga>>;
   try {
-    handle = await startOrderSaga(temporal, toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes });
+    handle = await startOrderSaga(temporal, toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes, workflowType: deps.workflowType });
   } catch (err) {
     await releaseLease(db, cmd.clientId, cmd.idempotencyKey).catch(() => undefined);
     return { kind: 'unavailable', message: `could not start the saga: ${(err as Error).message}` };
@@ -101,8 +103,8 @@ export async function createOrder(deps: CreateOrderDeps, cmd: CreateOrderCommand
   let saga: SagaView;
   if (outcome) saga = sagaFromResult(outcome);
   // A healed request's saga may have run for a while (or ended): report what it is, not what we started.
-  else if (cmd.waitMs > 0) saga = await liveSaga(temporal, orderId, Math.max(answerBy, Date.now() + LIVE_READ_MIN_MS));
-  else if (claim.kind === 'heal') saga = await liveSaga(temporal, orderId);
+  else if (cmd.waitMs > 0) saga = await liveSaga(temporal, orderId, Math.max(answerBy, Date.now() + LIVE_READ_MIN_MS), db);
+  else if (claim.kind === 'heal') saga = await liveSaga(temporal, orderId, undefined, db);
   else saga = { status: 'running' };
   const fresh = saga.status === 'running' ? row : ((await findOrder(db, orderId)) ?? row);
   const body = JSON.stringify(orderView(fresh, saga));

@@ -165,7 +165,7 @@ export const resolveRequest = z.object({ note: text(2000).describe('what was don
 
 export const adminBulkRequest = z
   .object({
-    query: text(2000).optional().describe("a Temporal visibility query, ANDed with WorkflowType = 'orderSaga' AND ExecutionStatus = 'Running'"),
+    query: text(2000).optional().describe("a Temporal visibility query, ANDed with WorkflowType IN ('orderSaga', 'orderSagaV2') AND ExecutionStatus = 'Running'"),
     filters: z.object(adminSagaFilters).strict().optional().describe('the filters of GET /admin/sagas'),
     dry_run: z.boolean().optional().describe('list what would be touched, touch nothing'),
     reason: text(500).optional(),

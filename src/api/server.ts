@@ -58,6 +58,8 @@ export interface ApiOptions {
   log?: (line: Record<string, unknown>) => void;
   /** Start sagas with their search attributes (they must be registered on the namespace). */
   searchAttributes?: boolean;
+  /** The workflow type sagas start as (SAGAFLOW_ORDER_SAGA_TYPE); the order saga's current one when unset. */
+  workflowType?: string;
   /** Request and replay metrics, served on GET /metrics. */
   metrics?: SagaMetrics;
   /**
@@ -131,7 +133,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
   const routes = apiRoutes({
     db,
     temporal,
-    useCaseDeps: { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes },
+    useCaseDeps: { db, temporal, taskQueue, keyTtlMs, leaseMs, searchAttributes: opts.searchAttributes, workflowType: opts.workflowType },
     caller: callers.caller,
     webhooks: opts.webhooks,
     metrics,
@@ -163,6 +165,7 @@ export async function startApi(opts: ApiOptions): Promise<RunningApi> {
         cleanupIntervalMs: opts.cleanupIntervalMs ?? 0,
         recoveryIntervalMs: opts.recoveryIntervalMs ?? 0,
         searchAttributes: opts.searchAttributes,
+        workflowType: opts.workflowType,
         metrics,
         log,
       })
@@ -188,6 +191,8 @@ export interface ApiHousekeepingOptions {
   /** How often to look for orders whose request died before starting their saga (0: never). */
   recoveryIntervalMs?: number;
   searchAttributes?: boolean;
+  /** The workflow type sagas start as (SAGAFLOW_ORDER_SAGA_TYPE); the order saga's current one when unset. */
+  workflowType?: string;
   /** The API's metrics: recovered orders are counted on them. */
   metrics?: SagaMetrics;
   log?: (line: Record<string, unknown>) => void;
@@ -225,6 +230,7 @@ export function startApiHousekeeping(opts: ApiHousekeepingOptions): Housekeeping
           taskQueue,
           olderThanMs: leaseMs,
           searchAttributes: opts.searchAttributes,
+          workflowType: opts.workflowType,
           intervalMs: recoveryIntervalMs,
           onRecovered: (ids) => {
             opts.metrics?.ordersRecovered.inc(ids.length);
@@ -375,7 +381,7 @@ function apiRoutes(ctx: RouteContext): Route[] {
   const getOrder: Handler = async (req, params) => {
     const client = await caller(req);
     const row = await ownOrder(client.id, params.id);
-    return json(200, orderView(row, await liveSaga(temporal, row.id)));
+    return json(200, orderView(row, await liveSaga(temporal, row.id, undefined, db)));
   };
 
   const cancelOrder: Handler = async (req, params) => {

@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import type { Db } from '../db/pool';
 import type { OrderRow } from '../orders/repository';
 import { statusQuery } from '../../workflows/order/definitions';
 import { orderWorkflowId } from '../../workflows/order/ids';
@@ -39,7 +40,7 @@ export function sagaFromResult(r: OrderSagaResult): SagaView {
  * Both calls end by `deadline` (ms since the epoch), answered or not: an answer never waits
  * on a busy server or on workers that do not poll.
  */
-export async function liveSaga(temporal: Client, orderId: string, deadline = Date.now() + 3000): Promise<SagaView> {
+export async function liveSaga(temporal: Client, orderId: string, deadline = Date.now() + 3000, db?: Db): Promise<SagaView> {
   const handle = temporal.workflow.getHandle(orderWorkflowId(orderId));
   const described = await temporal.withDeadline(deadline, () => handle.describe()).catch(() => undefined);
   // A query replays a closed workflow's last state, which for a terminated or timed-out
@@ -48,10 +49,10 @@ export async function liveSaga(temporal: Client, orderId: string, deadline = Dat
     return { status: described.status.name.toLowerCase() };
   }
   // No workflow task has completed (events: started, task scheduled, task started): no worker has
-  // run the saga yet, so no step is recorded, and its query would wait for a worker until the
-  // deadline to say just that.
+  // run the saga yet, or one runs its steps in that first task (an orderSagaV2 runs them all in
+  // one). Its query would wait for that task to end; the ledger says how far its steps have got.
   if (described?.status.name === 'RUNNING' && described.historyLength < 4) {
-    return { status: 'running', currentStep: null, completedSteps: [], compensations: [] };
+    return { status: 'running', compensations: [], ...(db ? await ledgerProgress(db, orderWorkflowId(orderId)) : { currentStep: null, completedSteps: [] }) };
   }
   try {
     const s = await temporal.withDeadline(deadline, () => handle.query(statusQuery));
@@ -65,4 +66,20 @@ export async function liveSaga(temporal: Client, orderId: string, deadline = Dat
   } catch {
     return { status: described ? described.status.name.toLowerCase() : 'unknown' };
   }
+}
+
+/**
+ * A running saga's steps as its ledger rows tell them: those completed, in order, and the one whose
+ * call is under way (an external step's row is pending during its call; a local step's row is
+ * written with its effect, so it shows once done). Read while the saga's first workflow task runs.
+ */
+async function ledgerProgress(db: Db, workflowId: string): Promise<{ currentStep: string | null; completedSteps: string[] }> {
+  const { rows } = await db.query<{ step: string; state: string }>(
+    `SELECT step, state FROM step_ledger WHERE workflow_id = $1 AND key NOT LIKE '%/undo' ORDER BY created_at, key`,
+    [workflowId],
+  );
+  return {
+    currentStep: rows.find((r) => r.state === 'pending')?.step ?? null,
+    completedSteps: rows.filter((r) => r.state === 'completed').map((r) => r.step),
+  };
 }

@@ -15,7 +15,7 @@ import { ORDER_COLUMNS, type OrderRow } from '../orders/repository';
 import { checkedResolution, resolveCompensationFailures, type CompensationFailureEntry } from '../orders/compensation-failures';
 import {
   cancelUpdate,
-  ORDER_SAGA_WORKFLOW_TYPE,
+  ORDER_SAGA_TYPES_QUERY,
   resolveUpdate,
   retryCompensationUpdate,
   type RetryCompensationResponse,
@@ -255,7 +255,7 @@ export interface BulkResult {
 }
 
 /** The open order sagas, always; an operator's query only narrows them. */
-const OPEN_ORDER_SAGAS = `WorkflowType = '${ORDER_SAGA_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
+const OPEN_ORDER_SAGAS = `${ORDER_SAGA_TYPES_QUERY} AND ExecutionStatus = 'Running'`;
 
 function checkedQuery(query: string | undefined): string | undefined {
   if (query === undefined) return undefined;

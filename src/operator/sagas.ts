@@ -296,6 +296,18 @@ async function sagaOf(deps: OperatorDeps, workflowId: string, described: Workflo
 
 const { EventType } = temporal.api.enums.v1;
 
+const LOCAL_ACTIVITY_MARKER = 'core_local_activity';
+
+/** What the SDK records of a local activity in its marker: a JSON payload it writes itself. */
+function localActivityData(p: temporal.api.common.v1.IPayload | undefined): { activity_type?: string; activity_id?: string; attempt?: number } | undefined {
+  if (!p?.data) return undefined;
+  try {
+    return JSON.parse(Buffer.from(p.data).toString('utf8')) as { activity_type?: string; activity_id?: string; attempt?: number };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Each activity the saga scheduled, from its history: attempts and last error of the ones that
  * ended (the history keeps the last attempt), and of those still retrying (the server's pending
@@ -343,6 +355,22 @@ async function activitiesOf(client: Client, workflowId: string, described: Workf
         const a = e.activityTaskTimedOutEventAttributes;
         const r = byScheduled.get(String(a?.scheduledEventId));
         if (r) Object.assign(r, { outcome: 'timed_out', lastError: a?.failure?.cause?.message ?? a?.failure?.message ?? r.lastError });
+        break;
+      }
+      case EventType.EVENT_TYPE_MARKER_RECORDED: {
+        // A local activity (every step of an orderSagaV2, the database steps of an orderSaga): one
+        // marker once it ended, with its last attempt; the attempts before it retried in the worker.
+        const m = e.markerRecordedEventAttributes;
+        const data = m?.markerName === LOCAL_ACTIVITY_MARKER ? localActivityData(m.details?.data?.payloads?.[0]) : undefined;
+        if (!data) break;
+        byScheduled.set(id, {
+          activity: data.activity_type ?? '?',
+          activityId: data.activity_id ?? '?',
+          scheduledAt: time(e.eventTime),
+          attempts: data.attempt ?? 1,
+          outcome: m?.failure ? 'failed' : 'completed',
+          lastError: m?.failure?.cause?.message ?? m?.failure?.message ?? null,
+        });
         break;
       }
       case EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: {

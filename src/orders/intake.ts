@@ -67,6 +67,8 @@ export function orderIntakeHandler(deps: {
   taskQueue: string;
   source: string;
   searchAttributes?: boolean;
+  /** The workflow type sagas start as (SAGAFLOW_ORDER_SAGA_TYPE); the order saga's current one when unset. */
+  workflowType?: string;
   /** How long a saga start may take before the message is left for its redelivery (default 10 s). */
   startTimeoutMs?: number;
 }): InboxHandler<OrderMessage> {
@@ -90,7 +92,7 @@ export function orderIntakeHandler(deps: {
       if (!row) throw new Error(`order ${orderId} missing under its inbox record`);
       // Temporal unreachable: the client would retry for long; the broker's redelivery retries instead.
       await deps.temporal.withDeadline(Date.now() + (deps.startTimeoutMs ?? 10_000), () =>
-        startOrderSaga(deps.temporal, toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes }),
+        startOrderSaga(deps.temporal, toOrderInput(row), deps.taskQueue, { searchAttributes: deps.searchAttributes, workflowType: deps.workflowType }),
       );
       await markSagaStarted(deps.db, orderId);
     },

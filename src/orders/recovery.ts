@@ -12,6 +12,8 @@ export interface RecoveryOptions {
   /** At most this many orders per round. */
   limit?: number;
   searchAttributes?: boolean;
+  /** The workflow type sagas start as (SAGAFLOW_ORDER_SAGA_TYPE); the order saga's current one when unset. */
+  workflowType?: string;
 }
 
 /**
@@ -25,7 +27,7 @@ export async function recoverAbandonedOrders(opts: RecoveryOptions): Promise<str
   return inTransaction(opts.db, async (tx) => {
     const rows = await lockAbandonedOrders(tx, opts.olderThanMs, opts.limit ?? 100);
     for (const row of rows) {
-      await startOrderSaga(opts.temporal, toOrderInput(row), opts.taskQueue, { searchAttributes: opts.searchAttributes });
+      await startOrderSaga(opts.temporal, toOrderInput(row), opts.taskQueue, { searchAttributes: opts.searchAttributes, workflowType: opts.workflowType });
       await tx.query(`UPDATE orders SET saga_started_at = now() WHERE id = $1`, [row.id]);
     }
     return rows.map((r) => r.id);

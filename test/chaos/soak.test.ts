@@ -70,7 +70,10 @@ test('the stream doors ran under their own faults: the intake and the relay kill
   expect(d.webhooks.deliveries).toBeGreaterThan(0);
   // The flaps met the sender: some attempts failed (answered 500, refused, answer lost) and were made again.
   expect(Object.values(d.webhooks.attemptsFailed).reduce((n, v) => n + v, 0)).toBeGreaterThan(0);
-  expect(d.webhooks.receiver.hits).toBeGreaterThan(d.webhooks.deliveries);
+  // Every delivery reached the receiver. More hits than deliveries only when a flap answered 500 or
+  // lost an answer while a delivery came; a flap that refuses connections fails attempts without a
+  // hit, and which flap meets a delivery is chance (the audit checks each was applied once).
+  expect(d.webhooks.receiver.hits).toBeGreaterThanOrEqual(d.webhooks.deliveries);
 });
 
 test('the stream doors audit finds no violation: messages → one order each, changes → one event each, published, consumed and delivered once', () => {

@@ -62,6 +62,35 @@ export async function rowCounts(db: Db): Promise<Record<string, number>> {
   return res.rows[0]!;
 }
 
+/** What settledRowCounts reads of a worker: how much it has in hand (@temporalio/worker's Worker.getStatus). */
+interface BusyWorker {
+  getStatus(): { numInFlightWorkflowActivations: number; numInFlightActivities: number };
+}
+
+/**
+ * rowCounts once no saga is writing: every worker given has nothing in hand (no workflow
+ * activation, no activity, local or not), and the counts read the same twice, `quietMs` apart.
+ * An orderSagaV2 runs its steps in one workflow task, and a saga terminated mid-task (as some
+ * tests do) runs its local steps on in the worker until that task ends, writing ledger rows after
+ * its workflow has closed; a step that waits on a slow provider writes nothing for seconds and
+ * then its next row, so quiet counts alone do not say that it is done.
+ */
+export async function settledRowCounts(db: Db, workers: readonly BusyWorker[] = [], quietMs = 300): Promise<Record<string, number>> {
+  const idle = () =>
+    workers.every((w) => {
+      const s = w.getStatus();
+      return s.numInFlightWorkflowActivations === 0 && s.numInFlightActivities === 0;
+    });
+  let last = await rowCounts(db);
+  for (let i = 0; i < 200; i++) {
+    await new Promise((r) => setTimeout(r, quietMs));
+    const now = await rowCounts(db);
+    if (idle() && JSON.stringify(now) === JSON.stringify(last)) return now;
+    last = now;
+  }
+  throw new Error(`rows still changing, or a worker still busy, after ${(200 * quietMs) / 1000} s: ${JSON.stringify(last)}`);
+}
+
 /**
  * A request written byte by byte on a socket, for what fetch refuses to send
  * (control characters in a header). Returns the raw response text.

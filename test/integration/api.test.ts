@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { createSagaWorker, type SagaWorker } from '../../workers/worker';
 import { startApi, type RunningApi } from '../../src/api/server';
+import { ORDER_SAGA_V1_WORKFLOW_TYPE } from '../../workflows/order/definitions';
 import { createApiClient } from '../../src/api/auth';
 import { purgeExpiredKeys } from '../../packages/toolkit/src/edge/keys';
 import { createOrderRequest, type CreateOrderRequest } from '../../src/api/schemas';
@@ -21,7 +22,7 @@ import { Step } from '../../workflows/order/steps';
 import type { OrderSagaResult } from '../../workflows/order/types';
 import { addFault, createTestContext, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { promtoolCheckMetrics } from '../helpers/promtool';
-import { eventually, expectProblem, rawExchange, rawHttp, request, rowCounts, type ApiResponse, type RawAnswer, type RequestOptions } from '../helpers/api';
+import { eventually, expectProblem, rawExchange, rawHttp, request, rowCounts, settledRowCounts, type ApiResponse, type RawAnswer, type RequestOptions } from '../helpers/api';
 import { clientConnectionOptions } from '../../src/temporal-connect';
 
 let ctx: TestContext;
@@ -35,6 +36,8 @@ const ALL_STEPS: string[] = Object.values(Step);
 /** Sagas started by a test; each test waits for its own to end so no fault or saga leaks into the next. */
 const started = new Set<string>();
 
+/** The Temporal workers of the file's saga worker, for settledRowCounts to wait on. */
+const busyWorkers = () => worker.workers.map((w) => w.worker);
 const startTestApi = (temporal: Client = ctx.client) => startApi({ db: ctx.db, temporal, taskQueue, log: () => undefined });
 
 beforeAll(async () => {
@@ -148,7 +151,7 @@ function reverseKeys(value: unknown): unknown {
 
 describe('Idempotency-Key header', () => {
   test('missing: 400 idempotency-key-missing and nothing is written', async () => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const res = await post('/orders', { apiKey: clientA.apiKey, body: orderBody() });
     expectProblem(res, 400, 'idempotency-key-missing');
     expect(await rowCounts(ctx.db)).toEqual(before);
@@ -161,14 +164,14 @@ describe('Idempotency-Key header', () => {
     ['a tab (control character)', 'order\t42'],
     ['a non-ASCII character', 'clé-42'],
   ])('malformed (%s): 400 idempotency-key-invalid and nothing is written', async (_name, key) => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const res = await postOrder(orderBody(), key);
     expectProblem(res, 400, 'idempotency-key-invalid');
     expect(await rowCounts(ctx.db)).toEqual(before);
   });
 
   test('a raw control character (\\x01) in the key is refused with a 400 and nothing is written', async () => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const body = JSON.stringify(orderBody());
     const raw = await rawHttp(
       api.url,
@@ -400,7 +403,7 @@ describe('POST /orders', () => {
   });
 
   test.each(['abc', '120s', '30001ms', '', '-1', '5m', '1.5s'])('?wait=%s: 400 and nothing is written', async (wait) => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const res = await postOrder(orderBody(), uniqueId('badwait'), { query: `?wait=${wait}` });
     expectProblem(res, 400, 'invalid-request');
     expect(await rowCounts(ctx.db)).toEqual(before);
@@ -580,6 +583,19 @@ describe('GET /orders/:id', () => {
 });
 
 describe('POST /orders/:id/cancel', () => {
+  // A cancel while a step is under way, as an orderSaga sees it (the first type: its charge and label
+  // run on their own queues, so a cancel reaches it between steps). An orderSagaV2 runs its steps in
+  // one workflow task and sees a cancel when that task ends: test/integration/order-saga-one-task.test.ts.
+  let usual: RunningApi;
+  beforeAll(async () => {
+    usual = api;
+    api = await startApi({ db: ctx.db, temporal: ctx.client, taskQueue, log: () => undefined, workflowType: ORDER_SAGA_V1_WORKFLOW_TYPE });
+  });
+  afterAll(async () => {
+    await api.close();
+    api = usual;
+  });
+
   test('before the pivot: 202, again 202, and the order ends cancelled with no money held', async () => {
     const body = await stockedBody();
     await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 2000, path: '/charges', times: 1 });
@@ -643,7 +659,7 @@ describe('authentication', () => {
     ['a bearer without a key', 'Bearer'],
     ['a key with characters outside the alphabet', 'Bearer sk_abc$def'],
   ])('POST /orders with %s: 401 with WWW-Authenticate, nothing written', async (_name, authorization) => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const headers: Record<string, string> = authorization === undefined ? {} : { authorization };
     const res = await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers });
     expectProblem(res, 401, 'unauthorized');
@@ -655,7 +671,7 @@ describe('authentication', () => {
     ['a valid key after another scheme word', () => `Token Bearer ${clientA.apiKey}`],
     ['a valid key with text after it', () => `Bearer ${clientA.apiKey},${clientA.apiKey}`],
   ])('POST /orders with %s: the header must be exactly "Bearer <key>", 401, nothing written', async (_name, authorization) => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const res = await post('/orders', { idempotencyKey: uniqueId('auth'), body: orderBody(), headers: { authorization: authorization() } });
     expectProblem(res, 401, 'unauthorized');
     expect(await rowCounts(ctx.db)).toEqual(before);
@@ -1040,7 +1056,7 @@ describe('malformed POST /orders bodies', () => {
 
   // One parameter only: jest passes `done` to a callback that declares more than its row has.
   test.each(malformed)('$name: $status problem+json, nothing written', async ({ body, status, contentType }) => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const res = await request(api.url, '/orders', {
       method: 'POST',
       apiKey: clientA.apiKey,
@@ -1075,7 +1091,7 @@ describe('hostile requests get a 4xx, never a 500', () => {
   });
 
   test('invalid UTF-8 in a name: 400, nothing written (never stored as U+FFFD)', async () => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const json = Buffer.from(JSON.stringify(withAddress({ name: 'Ad__a' })));
     const at = json.indexOf('__');
     json[at] = 0xc3; // a lead byte followed by '_' is not UTF-8
@@ -1091,7 +1107,7 @@ describe('hostile requests get a 4xx, never a 500', () => {
   });
 
   test('a body cut short by a client that closes: no answer owed, no 500 counted, nothing written, the API serves on', async () => {
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const { hostname, port } = new URL(api.url);
     await new Promise<void>((resolve, reject) => {
       const socket = net.connect(Number(port), hostname, () => {
@@ -1191,7 +1207,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
     test.each(['//evil.example/orders', 'http://evil.example/orders', '/orders\\', '/\\orders'])(
       'POST %s: 400, no order and no key written',
       async (target) => {
-        const before = await rowCounts(ctx.db);
+        const before = await settledRowCounts(ctx.db, busyWorkers());
         const res = await rawExchange(api.url, jsonHead(target, JSON.stringify(await stockedBody()), auth(clientA.apiKey)));
         expectRawProblem(res, 400, 'invalid-request');
         expect(await rowCounts(ctx.db)).toEqual(before);
@@ -1213,7 +1229,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
       `POST /orders HTTP/1.1\r\nHost: x\r\n${auth(clientA.apiKey)}Idempotency-Key: ${uniqueId('big')}\r\nContent-Type: application/json\r\n${headers}\r\n`;
 
     test('Content-Length: 1073741824 with no body sent: 413 at once, nothing written', async () => {
-      const before = await rowCounts(ctx.db);
+      const before = await settledRowCounts(ctx.db, busyWorkers());
       const res = await rawExchange(api.url, head('Content-Length: 1073741824\r\n'), undefined, 5000);
       expectRawProblem(res, 413, 'payload-too-large');
       expect(res.ms).toBeLessThan(3000);
@@ -1221,7 +1237,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
     });
 
     test('an endless chunked body: 413 soon after 64 KiB, the connection closed, nothing written', async () => {
-      const before = await rowCounts(ctx.db);
+      const before = await settledRowCounts(ctx.db, busyWorkers());
       let sent = 0;
       const chunk = `4000\r\n${'x'.repeat(0x4000)}\r\n`;
       const res = await rawExchange(
@@ -1245,7 +1261,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
     });
 
     test('Expect: 100-continue with 10 MiB declared: 413 without a 100, nothing written', async () => {
-      const before = await rowCounts(ctx.db);
+      const before = await settledRowCounts(ctx.db, busyWorkers());
       const res = await rawExchange(api.url, head(`Expect: 100-continue\r\nContent-Length: ${10 * 1024 * 1024}\r\n`), undefined, 5000);
       expect(res.text).not.toMatch(/^HTTP\/1\.1 100/);
       expectRawProblem(res, 413, 'payload-too-large');
@@ -1266,7 +1282,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
     });
 
     test('64 MiB with Content-Length: 413 before the body is read, nothing written, the API serves on', async () => {
-      const before = await rowCounts(ctx.db);
+      const before = await settledRowCounts(ctx.db, busyWorkers());
       const t0 = Date.now();
       const res = await request(api.url, '/orders', {
         method: 'POST',
@@ -1289,7 +1305,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
       ['A twice', () => [clientA.apiKey, clientA.apiKey]],
       ['A then an unknown key', () => [clientA.apiKey, 'sk_thisisnotarealkey']],
     ])('POST /orders with %s: 400, no order and no key written', async (_name, keys) => {
-      const before = await rowCounts(ctx.db);
+      const before = await settledRowCounts(ctx.db, busyWorkers());
       const body = JSON.stringify(await stockedBody());
       const key = uniqueId('twoauth');
       const res = await rawExchange(api.url, jsonHead('/orders', body, keys().map(auth).join('')).replace(/Idempotency-Key: [^\r]*/, `Idempotency-Key: ${key}`));
@@ -1314,7 +1330,7 @@ describe('hostile requests, second round: targets, body limits, credentials, num
   test('an amount written 1999.00000000000001: 400 naming the field, nothing stored as 1999', async () => {
     const body = await stockedBody({ amount: { amountMinor: 1999, currency: 'EUR' } });
     const text = JSON.stringify(body).replace('"amountMinor":1999', '"amountMinor":1999.00000000000001').replace('"quantity":1', '"quantity":1.0000000000000001');
-    const before = await rowCounts(ctx.db);
+    const before = await settledRowCounts(ctx.db, busyWorkers());
     const key = uniqueId('round');
     const res = await post('/orders', { apiKey: clientA.apiKey, idempotencyKey: key, body: text });
     const problem = expectProblem(res, 400, 'invalid-request');

@@ -6,13 +6,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
-import { createLedger, LedgerFailure, type Ledger, type LedgerEntry, type UndoContext } from '../../packages/toolkit/src/ledger/ledger';
+import { createLedger, LedgerFailure, type CallOutcome, type ExternalStep, type Ledger, type LedgerEntry, type UndoContext } from '../../packages/toolkit/src/ledger/ledger';
 import { migrateLedger } from '../../packages/toolkit/src/ledger/schema';
 import { fingerprint } from '../../packages/toolkit/src/ledger/fingerprint';
 import type { Db, Tx } from '../../src/db/pool';
 import { stepKey, undoKey } from '../../packages/toolkit/src/workflow/keys';
 import type { SagaCause } from '../../packages/toolkit/src/workflow/failures';
 import { createTestSchema, uniqueId } from '../helpers/context';
+import { countingMessages } from '../helpers/pg-messages';
 
 let own: Awaited<ReturnType<typeof createTestSchema>>;
 let db: Db;
@@ -380,6 +381,307 @@ describe('a compensation racing its forward step', () => {
       holder.release();
       await db.query('DROP TRIGGER IF EXISTS hold_forward ON step_ledger');
     }
+  });
+});
+
+describe('abandon: a cancel met before a step that a lost workflow task may have started', () => {
+  const cancelled: SagaCause = { cancelled: true, failure: { type: 'SagaCancelled', message: 'changed my mind' } };
+  const call = (result: unknown) => ({ call: async () => ({ ok: true as const, result }) });
+
+  test('a step no attempt claimed: tombstoned with the cause in one write, true, again true, and no attempt applies it after', async () => {
+    const wf = uniqueId('wf');
+    const step = ledger.step('charge');
+    const key = stepKey(wf, 'charge');
+    expect(await step.abandon(key, { key, cause: cancelled })).toBe(true);
+    expect(await step.abandon(key, { key, cause: declined })).toBe(true);
+    // The first cause stays.
+    expect((await ledger.read(wf)).map((r) => [r.key, r.state, r.undone, r.cause])).toEqual([[key, 'cancelled', null, cancelled]]);
+    let called = false;
+    const late = await failureOf(
+      step.external(key, { key }, {
+        call: async () => {
+          called = true;
+          return { ok: true, result: 'charged' };
+        },
+      }),
+    );
+    expect([late.type, late.details]).toEqual([LedgerFailure.StepCancelled, [{ sagaCause: cancelled }]]);
+    expect(called).toBe(false);
+    const lateLocal = await failureOf(step.local(key, { key }, writeEffect(wf, 'late')));
+    expect(lateLocal.type).toBe(LedgerFailure.StepCancelled);
+    expect(await effects(wf)).toEqual([]);
+  });
+
+  test.each([
+    ['claimed and still pending (its call in flight or lost)', 'pending'],
+    ['completed', 'completed'],
+  ])('a step an attempt had %s: false, and its row stands', async (_name, state) => {
+    const wf = uniqueId('wf');
+    const step = ledger.step('charge');
+    const key = stepKey(wf, 'charge');
+    if (state === 'completed') {
+      await step.external(key, { key }, call({ chargeId: 'ch_1' }));
+    } else {
+      // The attempt dies after its claim committed, before the call answered.
+      const died = await failureOf(
+        step.external(key, { key }, {
+          call: async () => {
+            throw ApplicationFailure.retryable('worker died mid-call');
+          },
+        }),
+      );
+      expect(died.message).toBe('worker died mid-call');
+    }
+    const before = await ledger.read(wf);
+    expect(before.map((r) => r.state)).toEqual([state]);
+    expect(await step.abandon(key, { key, cause: cancelled })).toBe(false);
+    expect(await ledger.read(wf)).toEqual(before);
+    if (state === 'pending') {
+      // The saga runs the step on: the retry calls again under the same key and completes it.
+      expect(await step.external(key, { key }, call({ chargeId: 'ch_2' }))).toEqual({ chargeId: 'ch_2' });
+    }
+  });
+
+  test('a compensating saga: abandoning another of its steps is still true, with that step tombstoned', async () => {
+    const wf = uniqueId('wf');
+    await ledger.step('reserve').localUndo(undoKey(wf, 'reserve'), { cause: cancelled }, async () => null);
+    expect(await ledger.step('ship').abandon(stepKey(wf, 'ship'), { cause: cancelled })).toBe(true);
+    expect((await ledger.read(wf)).find((r) => r.key === stepKey(wf, 'ship'))).toMatchObject({ state: 'cancelled', cause: cancelled });
+  });
+});
+
+describe('a local step planned as one statement: the whole step in one message', () => {
+  let messages: ReturnType<typeof countingMessages>;
+  beforeAll(() => {
+    messages = countingMessages(db);
+  });
+
+  /** The effect: a row of `effects`; applied twice, its note would gain a '+'. */
+  const note = (key: string, text: string, extra: unknown[] = []) => ({
+    statement: {
+      text: `INSERT INTO effects (key, note) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET note = effects.note || '+'`,
+      values: [key, text, ...extra],
+    },
+    result: { note: text },
+  });
+
+  test('a first attempt: one message, the effect and its record both committed', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'reserve');
+    messages.reset();
+    expect(await ledger.step('reserve').localStatement(key, { key }, () => note(wf, "it's held"))).toEqual({ note: "it's held" });
+    expect(messages.sent()).toBe(1);
+    expect(await effects(wf)).toEqual([{ key: wf, note: "it's held" }]);
+    expect((await ledger.read(wf)).map((r) => [r.key, r.state, r.result])).toEqual([[key, 'completed', { note: "it's held" }]]);
+  });
+
+  test('a duplicate is answered from the record, its effect rolled back with it', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'reserve');
+    await ledger.step('reserve').localStatement(key, { key }, () => note(wf, 'held'));
+    expect(await ledger.step('reserve').localStatement(key, { key }, () => note(wf, 'held again'))).toEqual({ note: 'held' });
+    expect(await effects(wf)).toEqual([{ key: wf, note: 'held' }]);
+  });
+
+  test('a business failure thrown by the plan: nothing is sent but its record, and a retry gets the same answer', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'reserve');
+    const refuse = () => {
+      throw ApplicationFailure.create({ message: 'plan full', type: 'PlanFull', nonRetryable: true });
+    };
+    messages.reset();
+    const first = await failureOf(ledger.step('reserve').localStatement(key, { key }, refuse));
+    // The failure's record alone: no BEGIN or ROLLBACK for a transaction that never began.
+    expect(messages.sent()).toBe(1);
+    const again = await failureOf(ledger.step('reserve').localStatement(key, { key }, () => note(wf, 'late')));
+    expect([first.type, again.type, again.message]).toEqual(['PlanFull', 'PlanFull', 'plan full']);
+    expect(await effects(wf)).toEqual([]);
+  });
+
+  test('a saga that started compensating: StepCancelled, and the effect does not apply', async () => {
+    const wf = uniqueId('wf');
+    await ledger.step('charge').localUndo(undoKey(wf, 'charge'), { cause: declined }, async () => null);
+    const key = stepKey(wf, 'reserve');
+    const late = await failureOf(ledger.step('reserve').localStatement(key, { key }, () => note(wf, 'late')));
+    expect([late.type, late.details]).toEqual([LedgerFailure.StepCancelled, [{ sagaCause: declined }]]);
+    expect(await effects(wf)).toEqual([]);
+  });
+
+  test('a statement that cannot be written with its values in (a Buffer) goes with parameters, in the same transaction', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'reserve');
+    const planned = note(wf, 'held');
+    planned.statement.text = `INSERT INTO effects (key, note) VALUES ($1, $2 || length($3::bytea))`;
+    planned.statement.values.push(Buffer.from([0, 1, 2]));
+    messages.reset();
+    expect(await ledger.step('reserve').localStatement(key, { key }, () => planned)).toEqual({ note: 'held' });
+    // BEGIN, the statement with its parameters, the record with COMMIT.
+    expect(messages.sent()).toBe(3);
+    expect(await effects(wf)).toEqual([{ key: wf, note: 'held3' }]);
+  });
+
+  test('text PostgreSQL refuses (a NUL): a non-retryable DataRejected, recorded, and nothing of the effect applied', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'reserve');
+    const refused = await failureOf(ledger.step('reserve').localStatement(key, { key }, () => note(wf, 'nul \u0000 here')));
+    expect([refused.type, refused.nonRetryable]).toEqual([LedgerFailure.DataRejected, true]);
+    expect(await effects(wf)).toEqual([]);
+    expect((await ledger.read(wf)).map((r) => r.state)).toEqual(['failed']);
+  });
+});
+
+describe('an external step: its claim and its settle, one message each', () => {
+  let messages: ReturnType<typeof countingMessages>;
+  const ok = { ok: true as const, result: { chargeId: 'ch_1' } };
+
+  beforeAll(async () => {
+    messages = countingMessages(db);
+    await db.query('CREATE TABLE charges (key text PRIMARY KEY, state text NOT NULL, raw bytea)');
+  });
+
+  const charges = async (key: string) => (await db.query('SELECT key, state, raw FROM charges WHERE key = $1', [key])).rows;
+
+  /** A charge as payments writes one: its pending row with the claim, its outcome with the settle. */
+  function charge(key: string, calls: string[], answer: () => Promise<CallOutcome<unknown>> = async () => ok, raw: Buffer | null = null): ExternalStep<unknown> {
+    return {
+      prepareStatement: { text: `INSERT INTO charges (key, state, raw) VALUES ($1, 'pending', $2)`, values: [key, raw] },
+      call: async () => {
+        calls.push(key);
+        return answer();
+      },
+      confirmStatement: (outcome) => ({ text: 'UPDATE charges SET state = $2 WHERE key = $1', values: [key, outcome.ok ? 'captured' : 'declined'] }),
+    };
+  }
+
+  test('a first attempt: two messages, the pending row sent with the claim, its outcome with the settle', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    messages.reset();
+    expect(await ledger.step('charge').external(key, { key }, charge(key, calls))).toEqual({ chargeId: 'ch_1' });
+    expect(messages.sent()).toBe(2);
+    expect(calls).toEqual([key]);
+    expect(await charges(key)).toEqual([{ key, state: 'captured', raw: null }]);
+    expect((await ledger.read(wf)).map((r) => [r.key, r.state, r.result])).toEqual([[key, 'completed', { chargeId: 'ch_1' }]]);
+  });
+
+  test('a business failure settles in one message too, and a retry replays it without calling', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    const decline = async () => ({ ok: false as const, failure: { type: 'CardDeclined', message: 'insufficient funds' } });
+    messages.reset();
+    const first = await failureOf(ledger.step('charge').external(key, { key }, charge(key, calls, decline)));
+    expect(messages.sent()).toBe(2);
+    const again = await failureOf(ledger.step('charge').external(key, { key }, charge(key, calls, decline)));
+    expect([first.type, first.nonRetryable, again.type, again.message]).toEqual(['CardDeclined', true, 'CardDeclined', 'insufficient funds']);
+    expect(calls).toEqual([key]);
+    expect(await charges(key)).toEqual([{ key, state: 'declined', raw: null }]);
+  });
+
+  test('a duplicate of a completed step is answered from the record: no call, its prepareStatement not run again', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    await ledger.step('charge').external(key, { key }, charge(key, calls));
+    await db.query(`UPDATE charges SET state = 'refunded elsewhere' WHERE key = $1`, [key]);
+    expect(await ledger.step('charge').external(key, { key }, charge(key, calls))).toEqual({ chargeId: 'ch_1' });
+    expect(calls).toEqual([key]);
+    // Neither statement ran again: a second pending INSERT would have failed on the key, a second confirm rewritten the state.
+    expect(await charges(key)).toEqual([{ key, state: 'refunded elsewhere', raw: null }]);
+  });
+
+  test('a duplicate with another input is a conflict, and nothing of it applies', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    await ledger.step('charge').external(key, { key, amount: 1 }, charge(key, calls));
+    const clash = await failureOf(ledger.step('charge').external(key, { key, amount: 2 }, charge(key, calls)));
+    expect(clash.type).toBe(LedgerFailure.IdempotencyConflict);
+    expect(calls).toEqual([key]);
+  });
+
+  test('an attempt that died mid-call left its key pending: the retry calls again, prepares nothing twice, and settles', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    const died = await failureOf(
+      ledger.step('charge').external(key, { key }, charge(key, calls, async () => {
+        throw ApplicationFailure.retryable('worker died mid-call');
+      })),
+    );
+    expect(died.message).toBe('worker died mid-call');
+    expect(await charges(key)).toEqual([{ key, state: 'pending', raw: null }]);
+    expect(await ledger.step('charge').external(key, { key }, charge(key, calls))).toEqual({ chargeId: 'ch_1' });
+    expect(calls).toEqual([key, key]);
+    expect(await charges(key)).toEqual([{ key, state: 'captured', raw: null }]);
+    expect((await ledger.read(wf)).map((r) => r.state)).toEqual(['completed']);
+  });
+
+  test('a saga that started compensating before the claim: nothing is claimed, prepared or called', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    await ledger.step('reserve').localUndo(undoKey(wf, 'reserve'), { cause: declined }, async () => null);
+    const late = await failureOf(ledger.step('charge').external(key, { key }, charge(key, calls)));
+    expect([late.type, late.details]).toEqual([LedgerFailure.StepCancelled, [{ sagaCause: declined }]]);
+    expect(calls).toEqual([]);
+    expect(await charges(key)).toEqual([]);
+  });
+
+  test('a key compensated while its call was out: the settle applies no confirmStatement and the step answers StepCancelled', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    const step = ledger.step('charge');
+    const late = await failureOf(
+      step.external(key, { key }, charge(key, calls, async () => {
+        // The compensation tombstones the pending key while the provider is still answering.
+        await step.localUndo(undoKey(wf, 'charge'), { cause: declined }, async () => null);
+        return ok;
+      })),
+    );
+    expect(late.type).toBe(LedgerFailure.StepCancelled);
+    expect(await charges(key)).toEqual([{ key, state: 'pending', raw: null }]);
+    expect((await ledger.read(wf)).find((r) => r.key === key)).toMatchObject({ state: 'cancelled', undone: 'pending' });
+  });
+
+  test('a prepareStatement PostgreSQL refuses in the one message: DataRejected at once, no second try apart, nothing called', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    // A row of the step's own already there: its pending INSERT breaks the unique key (23505).
+    await db.query(`INSERT INTO charges (key, state) VALUES ($1, 'left by hand')`, [key]);
+    messages.reset();
+    const refused = await failureOf(ledger.step('charge').external(key, { key }, charge(key, calls)));
+    expect([refused.type, refused.nonRetryable]).toEqual([LedgerFailure.DataRejected, true]);
+    // The message, then its ROLLBACK: the refusal is not taken for a key already claimed.
+    expect(messages.sent()).toBe(2);
+    expect(calls).toEqual([]);
+    expect(await ledger.read(wf)).toEqual([]);
+  });
+
+  test('a prepareStatement that cannot be written with its values in (a Buffer) goes with parameters, apart, and the step completes', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    messages.reset();
+    expect(await ledger.step('charge').external(key, { key }, charge(key, calls, undefined, Buffer.from([0, 1, 2])))).toEqual({ chargeId: 'ch_1' });
+    // BEGIN with the claim, the statement with its parameters, COMMIT; then the settle in one.
+    expect(messages.sent()).toBe(4);
+    expect(await charges(key)).toEqual([{ key, state: 'captured', raw: Buffer.from([0, 1, 2]) }]);
+  });
+
+  test('a confirmStatement PostgreSQL refuses (class 22): a non-retryable DataRejected, and the settle did not apply', async () => {
+    const wf = uniqueId('wf');
+    const key = stepKey(wf, 'charge');
+    const calls: string[] = [];
+    const step = charge(key, calls);
+    step.confirmStatement = () => ({ text: 'UPDATE charges SET state = $2 WHERE key = $1', values: [key, 'nul \u0000 here'] });
+    const refused = await failureOf(ledger.step('charge').external(key, { key }, step));
+    expect([refused.type, refused.nonRetryable]).toEqual([LedgerFailure.DataRejected, true]);
+    expect(await charges(key)).toEqual([{ key, state: 'pending', raw: null }]);
+    expect((await ledger.read(wf)).map((r) => r.state)).toEqual(['pending']);
   });
 });
 

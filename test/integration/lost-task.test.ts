@@ -89,9 +89,11 @@ async function snapshot(order: OrderInput, result: OrderSagaResult) {
   });
 }
 
-async function start(order: OrderInput, taskQueue: string) {
+type SagaType = 'orderSaga' | 'orderSagaV2';
+
+async function start(order: OrderInput, taskQueue: string, type: SagaType = 'orderSaga') {
   // A short workflow task timeout: the lost task's retry is scheduled 4 s after its worker died.
-  return ctx.client.workflow.start<(o: OrderInput) => Promise<OrderSagaResult>>('orderSaga', {
+  return ctx.client.workflow.start<(o: OrderInput) => Promise<OrderSagaResult>>(type, {
     workflowId: orderWorkflowId(order.orderId),
     taskQueue,
     args: [order],
@@ -111,13 +113,13 @@ async function worker(taskQueue: string): Promise<() => Promise<void>> {
 }
 
 /** The saga of `kind` on a worker that never dies: what every lost-task run must match. */
-async function baseline(kind: Kind) {
+async function baseline(kind: Kind, type: SagaType = 'orderSaga') {
   const { order, stock } = newOrder(kind);
   await seedInventory(ctx.db, { [order.items[0]!.sku]: stock });
   const queue = uniqueId('lost-base');
   const stop = await worker(queue);
   try {
-    const result = await (await start(order, queue)).result();
+    const result = await (await start(order, queue, type)).result();
     return snapshot(order, result);
   } finally {
     await stop();
@@ -131,7 +133,7 @@ interface LossRun {
 }
 
 /** The saga of `kind`, its first workflow task lost when `dieAfter` settles; a cancel sent before its retry if asked. */
-async function withLostTask(kind: Kind, dieAfter: string, cancel: boolean): Promise<LossRun> {
+async function withLostTask(kind: Kind, dieAfter: string, cancel: boolean, type: SagaType = 'orderSaga'): Promise<LossRun> {
   const { order, stock } = newOrder(kind);
   await seedInventory(ctx.db, { [order.items[0]!.sku]: stock });
   const queue = uniqueId('lost');
@@ -141,7 +143,7 @@ async function withLostTask(kind: Kind, dieAfter: string, cancel: boolean): Prom
       { ...workerEnv(ctx, queue), DIE_AFTER_STEP: dieAfter, WORKFLOW_BUNDLE: bundlePath },
       'worker ready',
     ),
-    start: () => start(order, queue),
+    start: () => start(order, queue, type),
     survivor: () => worker(queue),
     cancel: cancel ? { update: cancelUpdate, reason: 'changed my mind' } : undefined,
   });
@@ -152,6 +154,29 @@ const cases = (Object.keys(LOSS_POINTS) as Kind[]).flatMap((kind) =>
   LOSS_POINTS[kind].flatMap((dieAfter) => [false, true].map((cancel) => ({ kind, dieAfter, cancel }))),
 );
 
+// orderSagaV2 (the second describe): the database steps are local in both types, and the matrix
+// above covers a loss after each; here a loss after the last of them (with a cancel), and after
+// each step orderSagaV2 made local.
+const v2Cases = [
+  ...['chargePayment', 'createShipment', 'completeOrder'].map((dieAfter) => ({ dieAfter, cancel: false })),
+  ...['checkFraud', 'chargePayment', 'createShipment', 'completeOrder'].map((dieAfter) => ({ dieAfter, cancel: true })),
+];
+
+let matrix: Promise<{ v1: LossRun[]; v2: LossRun[] }> | undefined;
+/**
+ * Both describes' runs, six at once: each spawns a worker process, then mostly waits for the lost
+ * task's timeout. Started by whichever describe comes first, shared by both.
+ */
+function lossRuns(): Promise<{ v1: LossRun[]; v2: LossRun[] }> {
+  matrix ??= (async () => {
+    const v1 = cases.map((c) => () => withLostTask(c.kind, c.dieAfter, c.cancel));
+    const v2 = v2Cases.map((c) => () => withLostTask('completes', c.dieAfter, c.cancel, 'orderSagaV2'));
+    const done = await atMost(6, [...v1, ...v2]);
+    return { v1: done.slice(0, v1.length), v2: done.slice(v1.length) };
+  })();
+  return matrix;
+}
+
 describe('a workflow task lost after local steps committed: the retry decides as the lost task did', () => {
   let baselines: Record<Kind, unknown>;
   let runs: Map<string, LossRun>;
@@ -161,8 +186,7 @@ describe('a workflow task lost after local steps committed: the retry decides as
     const kinds = Object.keys(LOSS_POINTS) as Kind[];
     const base = await Promise.all(kinds.map((k) => baseline(k)));
     baselines = Object.fromEntries(kinds.map((k, i) => [k, base[i]])) as Record<Kind, unknown>;
-    // Each run spawns a worker process; four at a time keep two cores from starving the server.
-    const done = await atMost(4, cases.map((c) => () => withLostTask(c.kind, c.dieAfter, c.cancel)));
+    const done = (await lossRuns()).v1;
     runs = new Map(cases.map((c, i) => [name(c), done[i]!]));
   });
 
@@ -244,4 +268,72 @@ describe('a workflow task lost after local steps committed: the retry decides as
       });
     },
   );
+});
+
+/**
+ * orderSagaV2 runs every step as a local activity, the charge and the label too: a task can be lost
+ * after any of them committed, the provider's and carrier's calls included. Where the lost task had
+ * started the charge, a cancel that comes with the retry lets the charge's ledger answer and refunds
+ * it; where it had started the label (the pivot), the cancel is refused, as it would have been had it
+ * come after that task.
+ */
+describe('orderSagaV2: a workflow task lost after any step committed, the charge and the label included', () => {
+  const name = (c: { dieAfter: string; cancel: boolean }) => `${c.dieAfter}${c.cancel ? '+cancel' : ''}`;
+  let base: unknown;
+  let runs: Map<string, LossRun>;
+
+  beforeAll(async () => {
+    base = await baseline('completes', 'orderSagaV2');
+    const done = (await lossRuns()).v2;
+    runs = new Map(v2Cases.map((c, i) => [name(c), done[i]!]));
+  });
+
+  test('the run without a loss completes', () => {
+    expect(base).toMatchObject({ result: { status: 'completed', completedSteps: Object.values(Step) }, payments: [{ status: 'captured' }] });
+  });
+
+  test.each(v2Cases.filter((c) => !c.cancel).map((c) => [name(c)] as const))('%s: the same outcome and rows as without the loss, one charge and one label', (n) => {
+    expect(runs.get(n)!.snapshot).toEqual(base);
+  });
+
+  test.each(['createShipment+cancel', 'completeOrder+cancel'])('%s: the lost task had started the pivot, so the cancel is refused and nothing changes', (n) => {
+    const run = runs.get(n)!;
+    expect(run.cancel).toBe('refused: past the point of no return: the pivot step has started');
+    expect(run.snapshot).toEqual(base);
+  });
+
+  const cause = { cancelled: true, failure: { type: 'SagaCancelled', message: 'changed my mind' } };
+  test.each(['checkFraud+cancel'])('%s: the cancel is honoured before the charge: nothing charged, every committed step undone', (n) => {
+    const run = runs.get(n)!;
+    expect(run.cancel).toBe('accepted');
+    expect(run.snapshot).toMatchObject({
+      result: {
+        status: 'cancelled',
+        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.fraudCheck],
+        compensations: [Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder].map((s) => [s, 'done']),
+      },
+      order: { status: 'cancelled' },
+      stock: { on_hand: 10, reserved: 0 },
+      payments: [],
+    });
+    expect((run.snapshot as { ledger: unknown[] }).ledger).toContainEqual({ key: Step.chargePayment, state: 'cancelled', undone: null, cause });
+  });
+
+  test('chargePayment+cancel: the lost task had charged, so the charge is answered from the ledger, refunded, and the label never made', () => {
+    const run = runs.get('chargePayment+cancel')!;
+    expect(run.cancel).toBe('accepted');
+    expect(run.snapshot).toMatchObject({
+      result: {
+        status: 'cancelled',
+        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.fraudCheck, Step.chargePayment],
+        compensations: [Step.createShipment, Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder].map((s) => [s, 'done']),
+      },
+      order: { status: 'cancelled' },
+      stock: { on_hand: 10, reserved: 0 },
+      payments: [{ status: 'refunded' }],
+    });
+    const ledger = (run.snapshot as { ledger: unknown[] }).ledger;
+    expect(ledger).toContainEqual({ key: Step.createShipment, state: 'cancelled', undone: null, cause });
+    expect(ledger).toContainEqual({ key: Step.chargePayment, state: 'cancelled', undone: 'completed', cause });
+  });
 });

@@ -3,6 +3,7 @@ import { startOrderSaga } from '../../src/orders/start';
 import { SagaMetrics } from '../../src/observability/metrics';
 import { registerOpenSagaMetrics } from '../../src/observability/open-sagas';
 import { Step } from '../../workflows/order/steps';
+import { ORDER_SAGA_V1_WORKFLOW_TYPE, ORDER_SAGA_WORKFLOW_TYPE } from '../../workflows/order/definitions';
 import type { OrderInput } from '../../workflows/order/types';
 import { activityEnvFor } from '../helpers/activity-env';
 import { createTestContext, databaseUrl, seedInventory, uniqueId, type TestContext } from '../helpers/context';
@@ -55,7 +56,9 @@ test('a worker process serves saga, step and Temporal runtime metrics on /metric
   const sku = uniqueId('sku');
   await seedInventory(ctx.db, { [sku]: 5 });
   const ok = await startOrderSaga(ctx.client, order(sku, 'tok_visa'), taskQueue);
-  const declined = await startOrderSaga(ctx.client, order(sku, 'tok_decline'), taskQueue);
+  // An orderSaga too, the first type (its charge and refund on the payments queue): workers still
+  // serve its runs in flight, and its activity tasks have metrics of their own.
+  const declined = await startOrderSaga(ctx.client, order(sku, 'tok_decline'), taskQueue, { workflowType: ORDER_SAGA_V1_WORKFLOW_TYPE });
   expect((await ok.result()).status).toBe('completed');
   expect((await declined.result()).status).toBe('compensated');
 
@@ -70,7 +73,9 @@ test('a worker process serves saga, step and Temporal runtime metrics on /metric
   expect(sample(text, 'sagaflow_step_duration_seconds_count', '{step="refundPayment",outcome="ok"}')).toBe(1);
   // Temporal Core's own runtime metrics come through the same endpoint, with Prometheus's conventions:
   // counters end in _total, durations are histograms in seconds named so.
-  expect(sample(text, 'temporal_workflow_completed_total', `{namespace="${ctx.namespace}",service_name="temporal-core-sdk",task_queue="${taskQueue}",workflow_type="orderSaga"}`)).toBe(2);
+  for (const type of [ORDER_SAGA_WORKFLOW_TYPE, ORDER_SAGA_V1_WORKFLOW_TYPE]) {
+    expect(sample(text, 'temporal_workflow_completed_total', `{namespace="${ctx.namespace}",service_name="temporal-core-sdk",task_queue="${taskQueue}",workflow_type="${type}"}`)).toBe(1);
+  }
   expect(text).toMatch(/^temporal_request_latency_seconds_bucket\{/m);
   expect(text).not.toMatch(/^temporal_\w+_milliseconds/m);
   // And the whole page passes Prometheus's own linter.

@@ -13,6 +13,7 @@ import { startApi, type RunningApi } from '../../src/api/server';
 import { inTransaction } from '../../src/db/pool';
 import { insertOrder, markSagaStarted } from '../../src/orders/repository';
 import { startOrderSaga } from '../../src/orders/start';
+import { ORDER_SAGA_V1_WORKFLOW_TYPE } from '../../workflows/order/definitions';
 import { cancelSagas, retryCompensation, terminateSagas } from '../../src/operator/actions';
 import { OperatorError } from '../../src/operator/sagas';
 import { createSagaWorker } from '../../workers/worker';
@@ -45,20 +46,25 @@ interface ActionRow {
 }
 
 /** An order of the shop's, written as the API writes it, its saga started. */
-async function place(overrides: Partial<OrderInput> = {}): Promise<OrderInput> {
+async function place(overrides: Partial<OrderInput> = {}, workflowType?: string): Promise<OrderInput> {
   const o = orderInput({ orderId: `ord_${uniqueId('p').slice(2)}`, ...overrides });
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 10 });
   await inTransaction(ctx.db, (tx) => insertOrder(tx, o, { clientId: shop.id, workflowId: orderWorkflowId(o.orderId) }));
-  await startOrderSaga(ctx.client, o, taskQueue);
+  await startOrderSaga(ctx.client, o, taskQueue, { workflowType });
   await markSagaStarted(ctx.db, o.orderId);
   return o;
 }
 
-/** A saga kept in flight: its charge answers after `ms` (under the activity's 15 s start-to-close timeout). */
+/**
+ * A saga kept in flight: its charge answers after `ms` (under the activity's 15 s start-to-close
+ * timeout). An orderSaga, the first type: its charge runs on the payments queue, so its status
+ * answers and a cancel reaches it while the charge is under way (an orderSagaV2 sees them when its
+ * one workflow task ends).
+ */
 async function slow(ms: number): Promise<OrderInput> {
   const orderId = `ord_${uniqueId('p').slice(2)}`;
   await addFault(ctx.payment.url, { kind: 'latency', latency_ms: ms, path: '/charges', keyPrefix: `${orderWorkflowId(orderId)}/`, times: 1 });
-  const o = await place({ orderId });
+  const o = await place({ orderId }, ORDER_SAGA_V1_WORKFLOW_TYPE);
   await eventually(async () => {
     const s = await ctx.client.workflow.getHandle(orderWorkflowId(orderId)).query(statusQuery).catch(() => undefined);
     return s?.currentStep === Step.chargePayment ? true : undefined;

@@ -8,6 +8,7 @@ import { createLedger } from '../../packages/toolkit/src/ledger/ledger';
 import { cancelUpdate, statusQuery } from '../../workflows/order-saga';
 import { EXTERNAL_STEP_ATTEMPTS as SHIPMENT_ATTEMPTS } from '../../workflows/order/activity-options';
 import { Step } from '../../workflows/order/steps';
+import { ORDER_SAGA_V1_WORKFLOW_TYPE } from '../../workflows/order/definitions';
 import type { OrderInput } from '../../workflows/order/types';
 import { addFault, createTestContext, orderInput, seedInventory, uniqueId, type TestContext } from '../helpers/context';
 import { until } from '../helpers/until';
@@ -32,6 +33,8 @@ afterAll(async () => {
 });
 
 const order = orderInput;
+/** The first workflow type: its charge and label on their own queues, interrupted by a cancel. */
+const v1 = { workflowType: ORDER_SAGA_V1_WORKFLOW_TYPE };
 
 async function stockOf(sku: string) {
   return (await reconcileStock(ctx.db)).find((s) => s.sku === sku);
@@ -197,11 +200,11 @@ test('carrier outage: retried to the bound, then the charge is refunded and the 
   expect(await stockOf(o.items[0]!.sku)).toEqual({ sku: o.items[0]!.sku, onHand: 2, reserved: 0, held: 0 });
 });
 
-test('customer cancel before the pivot: the in-flight charge is undone and the order cancelled', async () => {
+test('orderSaga: customer cancel before the pivot: the in-flight charge is undone and the order cancelled', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 3 });
   await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, keyPrefix: `order-${o.orderId}/` });
-  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  const handle = await startOrderSaga(ctx.client, o, taskQueue, v1);
   await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
 
   await expect(handle.executeUpdate(cancelUpdate, { args: [{ reason: 'customer changed their mind' }] })).resolves.toEqual({
@@ -231,7 +234,7 @@ test('customer cancel before the pivot: the in-flight charge is undone and the o
   expect(fwd.rows).toEqual([{ state: 'cancelled' }]);
 });
 
-test('a cancel while a charge attempt is still running: the saga waits for it, so no activity outlives the closed run', async () => {
+test('orderSaga: a cancel while a charge attempt is still running: the saga waits for it, so no activity outlives the closed run', async () => {
   // A payments worker whose charge attempt takes 3 s before it reaches the ledger, without heartbeating.
   const slowQueue = uniqueId('slow-charge');
   const systems = activitiesBySystem(ctx.deps);
@@ -262,7 +265,7 @@ test('a cancel while a charge attempt is still running: the saga waits for it, s
   try {
     const o = order();
     await seedInventory(ctx.db, { [o.items[0]!.sku]: 3 });
-    const handle = await startOrderSaga(ctx.client, o, slowQueue);
+    const handle = await startOrderSaga(ctx.client, o, slowQueue, v1);
     await waitForStatus(handle, (st) => st.currentStep === Step.chargePayment);
     // Scheduled is not running: a charge cancelled before a worker took it never starts at all.
     await until(async () => attemptStarted, (v) => v, 'the charge attempt to start');
@@ -295,11 +298,11 @@ test('a cancel while a charge attempt is still running: the saga waits for it, s
   }
 });
 
-test('cancel after the pivot started is refused with a reason, and the saga completes', async () => {
+test('orderSaga: cancel after the pivot started is refused with a reason, and the saga completes', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
   await addFault(ctx.carrier.url, { kind: 'latency', latency_ms: 1000, keyPrefix: `order-${o.orderId}/` });
-  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  const handle = await startOrderSaga(ctx.client, o, taskQueue, v1);
   await waitForStatus(handle, (s) => s.pivotStarted);
 
   const refused = await handle.executeUpdate(cancelUpdate, { args: [{ reason: 'too late' }] }).catch((e: unknown) => e);
@@ -311,11 +314,11 @@ test('cancel after the pivot started is refused with a reason, and the saga comp
   await expectReconciled(o, 'completed');
 });
 
-test('a Temporal cancel (temporal workflow cancel) during the pivot does not abort it: the label is made and the saga completes', async () => {
+test('orderSaga: a Temporal cancel (temporal workflow cancel) during the pivot does not abort it: the label is made and the saga completes', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
   await addFault(ctx.carrier.url, { kind: 'latency', latency_ms: 1500, path: '/shipments', keyPrefix: `order-${o.orderId}/` });
-  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  const handle = await startOrderSaga(ctx.client, o, taskQueue, v1);
   await waitForStatus(handle, (s) => s.pivotStarted);
   await handle.cancel();
 
@@ -330,11 +333,11 @@ test('a Temporal cancel (temporal workflow cancel) during the pivot does not abo
   expect(label.rows).toEqual([{ status: 'created' }]);
 });
 
-test('a Temporal cancel before the pivot is a cancel: the charge in flight is refunded and the order cancelled', async () => {
+test('orderSaga: a Temporal cancel before the pivot is a cancel: the charge in flight is refunded and the order cancelled', async () => {
   const o = order();
   await seedInventory(ctx.db, { [o.items[0]!.sku]: 2 });
   await addFault(ctx.payment.url, { kind: 'latency', latency_ms: 1500, path: '/charges', keyPrefix: `order-${o.orderId}/` });
-  const handle = await startOrderSaga(ctx.client, o, taskQueue);
+  const handle = await startOrderSaga(ctx.client, o, taskQueue, v1);
   await waitForStatus(handle, (s) => s.currentStep === Step.chargePayment);
   await handle.cancel();
 

@@ -20,6 +20,7 @@ import { parsePayloadKeys } from '../../src/codec/keys';
 import { startCodecServer, type RunningCodecServer } from '../../src/codec/server';
 import { dataConverterFromEnv } from '../../src/codec/settings';
 import { startOrderSaga } from '../../src/orders/start';
+import { ORDER_SAGA_V1_WORKFLOW_TYPE } from '../../workflows/order/definitions';
 import { captureHistories } from '../../packages/toolkit/src/replay/capture';
 import { loadCases, sealingKeyIds } from '../../packages/toolkit/src/replay/fixtures';
 import { describeOutcome, replayAll } from '../../packages/toolkit/src/replay/replay';
@@ -322,11 +323,12 @@ describe('key rotation in the middle of a saga', () => {
     await seedInventory(ctx.db, { [order.items[0]!.sku]: 5 });
     const underA = converterOf(A);
     const clientA = new Client({ connection: ctx.client.connection, namespace: ctx.namespace, dataConverter: underA });
-    // The workflow's queue alone: its local steps run under A, then the charge waits on the payments queue.
+    // An orderSaga (the first type: its charge on the payments queue), on the workflow's queue alone:
+    // its local steps run under A, then the charge waits on the payments queue.
     const stopFirst = ctx.startWorker(
       await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue: queue, deps: ctx.deps, queues: ['workflows'], dataConverter: underA }),
     );
-    const handle = await startOrderSaga(clientA, order, queue);
+    const handle = await startOrderSaga(clientA, order, queue, { workflowType: ORDER_SAGA_V1_WORKFLOW_TYPE });
     for (let i = 0; ; i++) {
       const events = (await fetchRaw(handle.workflowId)).events ?? [];
       if (events.some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'chargePayment')) break;

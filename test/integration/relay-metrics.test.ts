@@ -114,8 +114,14 @@ test('the relay reads its lag and counts what it publishes and fails; the webhoo
     };
   };
 
-  // The webhooks go out meanwhile (deliveries do not wait for the broker); the events wait.
-  const locked = await until(read, (v) => v.delivered === 1 && v.rejected === 1, 'both webhook attempts');
+  // The webhooks go out meanwhile (deliveries do not wait for the broker); the events wait. The
+  // gauges are read from PostgreSQL at scrape, by a probe that keeps its last values when it takes
+  // over 2 s (a loaded machine): wait for the counters and the gauges both.
+  const locked = await until(
+    read,
+    (v) => v.delivered === 1 && v.rejected === 1 && v.pendingDeliveries === 0 && v.disabledNow === 1,
+    'both webhook attempts, counted and written',
+  );
   expect(locked).toEqual({
     published: 0,
     created: 0,

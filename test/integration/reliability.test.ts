@@ -136,15 +136,19 @@ describe('every accepted cancel closes its order', () => {
     try {
       order = await createOrder(url);
       handle = ctx.client.workflow.getHandle(orderWorkflowId(order.id));
+      // Read from PostgreSQL: a query is not answered while the saga's steps run in their workflow task.
       await eventually(
-        async () => ((await handle!.query(statusQuery)).currentStep === Step.recordOrder ? true : undefined),
-        'record-order to be in flight',
+        async () => ((await ctx.db.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'step_ledger'::regclass`)).rowCount ? true : undefined),
+        'record-order to wait at its claim',
       );
       // A cancel that comes while only local steps run is answered once they have: they may meet a
       // failure that already decided how the saga ends. Nothing is answered while the ledger is locked.
       cancel = post(url, `/orders/${order.id}/cancel`, { reason: 'too slow' });
       const early = await Promise.race([cancel.then((r) => r.status), new Promise((r) => setTimeout(() => r('unanswered'), 1500))]);
       expect(early).toBe('unanswered');
+      // The saga's steps run in one workflow task: the cancel reaches it when the SDK heartbeats that
+      // task, at 80% of its 10 s timeout. A step held up past that meets the cancel when it is freed.
+      await new Promise((r) => setTimeout(r, 8500));
       // Nothing can touch the row while the ledger is locked: not the step, not its undo.
       expect((await orderRow(order.id))!.status).toBe('pending');
     } finally {

@@ -167,7 +167,8 @@ describe('showSaga', () => {
     const d = (await showSaga(deps, shipped.orderId))!;
     expect(d.saga).toMatchObject({ status: 'completed', live: { phase: 'completed', compensations: [] } });
     const shipment = d.activities.find((a) => a.activity === 'createShipment')!;
-    expect(shipment).toMatchObject({ outcome: 'completed', attempts: 2, lastError: expect.stringMatching(/503|unavailable/i) });
+    // A local activity's marker holds its last attempt: the first one's error stayed in the worker, which retried it.
+    expect(shipment).toMatchObject({ outcome: 'completed', attempts: 2, lastError: null });
     const row = await ctx.db.query('SELECT carrier_shipment_id, tracking_number, status FROM shipments WHERE order_id = $1', [shipped.orderId]);
     expect(row.rows).toHaveLength(1);
     expect(row.rows[0].carrier_shipment_id).toEqual(expect.any(String));

@@ -134,7 +134,7 @@ test("no table has two definitions: the service's files create no toolkit or sim
     .filter((f) => f.endsWith('.sql'))
     .flatMap((f) => creates(readFileSync(path.join(MIGRATIONS_DIR, f), 'utf8').split('-- Down Migration')[0]!));
   const moduleTables = [LEDGER_SCHEMA, EDGE_SCHEMA, INBOX_SCHEMA].map((s) => s.migrations.flatMap((m) => creates(m.sql)));
-  expect(moduleTables).toEqual([['step_ledger'], ['idempotency_keys'], ['inbox_messages']]);
+  expect(moduleTables).toEqual([['step_ledger', 'ledger_rate_limits'], ['idempotency_keys'], ['inbox_messages']]);
   for (const t of [...TOOLKIT_TABLES, ...SIMULATED_TABLES]) expect(serviceTables).not.toContain(t);
   expect(new Set(serviceTables).size).toBe(serviceTables.length);
 });

@@ -90,8 +90,8 @@ test('one trace runs from the API through the workflow and its activities to the
   expect(root).toBeDefined();
   const trace = spans.filter((s) => s.traceId === root!.traceId).map((s) => s.name);
   for (const name of [
-    'StartWorkflow:orderSaga',
-    'RunWorkflow:orderSaga',
+    'StartWorkflow:orderSagaV2',
+    'RunWorkflow:orderSagaV2',
     'RunActivity:reserveInventory',
     'RunActivity:chargePayment',
     'POST /charges',

@@ -1,7 +1,7 @@
 /**
  * The bounded part of the mutation run (npm run mutate -- --scope ci), run by npm run test:mutation, alone after the other suites:
  * StrykerJS plants each defect it can in the ledger's external steps and their
- * compensations, and the activity suite must kill every one, on the real
+ * compensations, and the activity and ledger suites must kill every one, on the real
  * PostgreSQL and Temporal server this suite brought up, or the mutant must be
  * named as equivalent, with its reason, in test/mutation/equivalent.json.
  * The whole run (--scope core) is a command of its own, hours long.
@@ -12,7 +12,7 @@ import path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '../..');
 
-test('every mutant of the ledger\'s external steps is killed by the activity suite, or named as equivalent', async () => {
+test('every mutant of the ledger\'s external steps is killed by the activity and ledger suites, or named as equivalent', async () => {
   const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
     const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'bin/mutate.ts', '--scope', 'ci'], {
       cwd: ROOT,

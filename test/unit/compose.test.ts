@@ -425,7 +425,11 @@ const composeChecks: Record<string, (ctx: Ctx) => void> = {
     for (const [name, n] of Object.entries(REPLICAS)) {
       expect({ name, replicas: service(compose, name).deploy?.replicas }).toEqual({ name, replicas: n });
     }
-    expect(workerOpts(compose, 'worker-payments', dockerfile).paymentsPerSecond).toBeGreaterThan(0);
+    // The payments pool charges for orderSaga; the workflows pool runs every step of an orderSagaV2
+    // (the default) as a local activity, the charge included: both call the provider, under one limit.
+    const limits = ['worker-payments', 'worker-workflows'].map((name) => ({ name, perSecond: workerOpts(compose, name, dockerfile).paymentsPerSecond }));
+    expect(limits[0]!.perSecond).toBeGreaterThan(0);
+    expect(limits[1]).toEqual({ name: 'worker-workflows', perSecond: limits[0]!.perSecond });
   },
 
   'workers serve /metrics on all interfaces, exposed to the network, never published'({ compose, dockerfile }) {
@@ -750,6 +754,7 @@ const faults: [fault: string, check: string, mutate: (ctx: Ctx) => void][] = [
   ['a worker polling every queue', 'every --queues value is a real role, and each role has its own worker service', (c) => setCommand(c, 'worker-shipping', (a) => a.slice(0, 4))],
   ['one payments worker', 'pool sizes: two workflows and two payments workers, one of each other; payments rate-limited', (c) => (svc(c, 'worker-payments').deploy = { replicas: 1 })],
   ['payments without a rate limit', 'pool sizes: two workflows and two payments workers, one of each other; payments rate-limited', (c) => delete env(c, 'worker-payments').PAYMENTS_PER_SECOND],
+  ['local charges without a rate limit', 'pool sizes: two workflows and two payments workers, one of each other; payments rate-limited', (c) => delete env(c, 'worker-workflows').PAYMENTS_PER_SECOND],
   ['metrics on loopback', 'workers serve /metrics on all interfaces, exposed to the network, never published', (c) => delete env(c, 'worker-orders').METRICS_HOST],
   ['metrics published from replicas', 'workers serve /metrics on all interfaces, exposed to the network, never published', (c) => (svc(c, 'worker-workflows').ports = ['9464:9464'])],
   ['metrics port not exposed', 'workers serve /metrics on all interfaces, exposed to the network, never published', (c) => (svc(c, 'worker-shipping').expose = ['9465'])],

@@ -37,8 +37,8 @@ test.each([
   expect((err as Error).message).toContain(variable);
 });
 
-test('worker pollers: 4 by default, the flag wins over the environment, and fewer than 2 is refused', () => {
-  expect(workerOptions([], loadConfig({})).pollers).toBe(4);
+test("worker pollers: unset by default (the SDK's own), the flag wins over the environment, and fewer than 2 is refused", () => {
+  expect(workerOptions([], loadConfig({})).pollers).toBeUndefined();
   expect(workerOptions([], loadConfig({ SAGAFLOW_WORKER_POLLERS: '8' })).pollers).toBe(8);
   expect(workerOptions(['--pollers', '12'], loadConfig({ SAGAFLOW_WORKER_POLLERS: '8' })).pollers).toBe(12);
   expect(() => workerOptions(['--pollers', '1'], loadConfig({}))).toThrow(/--pollers/);

@@ -29,3 +29,10 @@ export const compensationRound: ActivityOptions = {
 // form; a local activity cannot heartbeat, and needs none: each is one short transaction.
 export const localDatabaseStep: LocalActivityOptions = { startToCloseTimeout: '10s', retry: { ...retry, maximumAttempts: 10 } };
 export const localDatabaseUndo: LocalActivityOptions = { startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 3 } };
+
+// The provider and carrier calls as local activities (orderSagaV2): the same attempts, backoff and
+// per-attempt bound as their remote form. A local activity cannot heartbeat: a worker that dies
+// mid-call is noticed by the workflow task's timeout, and the SDK keeps a longer call's workflow
+// task alive (it heartbeats the task), so the task's timeout need not cover the call budget.
+export const localExternalStep: LocalActivityOptions = { startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: EXTERNAL_STEP_ATTEMPTS } };
+export const localExternalUndo: LocalActivityOptions = { startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 3 } };

@@ -8,8 +8,14 @@ import type { OrderInput, OrderSagaResult } from './types';
 /** The workflow's signature: `WorkflowHandle<OrderSagaWorkflow>` types a handle without importing the body. */
 export type OrderSagaWorkflow = (order: OrderInput) => Promise<OrderSagaResult>;
 
-/** The workflow type the worker registers (the exported function's name). */
-export const ORDER_SAGA_WORKFLOW_TYPE = 'orderSaga';
+/** The workflow type new sagas start as (the exported function's name): every step local, one workflow task. */
+export const ORDER_SAGA_WORKFLOW_TYPE = 'orderSagaV2';
+/** The first type, its payment and shipment on their own queues: runs started before orderSagaV2. */
+export const ORDER_SAGA_V1_WORKFLOW_TYPE = 'orderSaga';
+/** Every workflow type of the order saga that may have runs, for visibility queries. */
+export const ORDER_SAGA_WORKFLOW_TYPES = [ORDER_SAGA_V1_WORKFLOW_TYPE, ORDER_SAGA_WORKFLOW_TYPE] as const;
+/** A visibility query clause that matches every order saga, of whichever type. */
+export const ORDER_SAGA_TYPES_QUERY = `WorkflowType IN (${ORDER_SAGA_WORKFLOW_TYPES.map((t) => `'${t}'`).join(', ')})`;
 
 /** The order saga answers the saga helper's standard query and update (saga.bindHandlers). */
 export const statusQuery = sagaStatusQuery;

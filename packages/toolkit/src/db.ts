@@ -1,4 +1,7 @@
-import type { Pool, PoolClient } from 'pg';
+import type { Pool, PoolClient, QueryResult } from 'pg';
+import { inlineStatement, type Statement } from './inline-sql';
+
+export type { Statement } from './inline-sql';
 
 /** A pg Pool: every toolkit module takes one. */
 export type Db = Pool;
@@ -36,19 +39,78 @@ export async function withClient<T>(db: Pool, fn: (client: Tx) => Promise<T>): P
 }
 
 /** Runs fn in one transaction: both the effect and its ledger record, or neither. */
-export async function inTransaction<T>(db: Pool, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return withClient(db, async (tx) => {
-    await tx.query('BEGIN');
+export async function inTransaction<T>(
+  db: Pool,
+  fn: (tx: Tx) => Promise<T>,
+  /**
+   * fn sends BEGIN itself, with its first statement (`begins: true`), or COMMIT with its last
+   * (`commits`, through commitWith): a round trip less each. `begins: 'lazily'`: BEGIN goes with
+   * whatever statement fn sends first, its parameters written into it (beginningWithFirst).
+   */
+  own: { begins?: boolean | 'lazily'; commits?: boolean } = {},
+): Promise<T> {
+  return withClient(db, async (client) => {
+    if (!own.begins) await client.query('BEGIN');
+    const lazy = own.begins === 'lazily' ? beginningWithFirst(client) : undefined;
     try {
-      const result = await fn(tx);
-      await tx.query('COMMIT');
+      const result = await fn(lazy?.tx ?? client);
+      if (!own.commits) await client.query('COMMIT');
       return result;
     } catch (err) {
-      // On a dead connection there is nothing to roll back: the server already did.
-      if (!isConnectionError(err)) await tx.query('ROLLBACK').catch(() => undefined);
+      // On a dead connection there is nothing to roll back: the server already did. Nor is there
+      // when a lazy BEGIN was never sent (fn failed before its first statement).
+      if (!isConnectionError(err) && lazy?.begun() !== false) await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
   });
+}
+
+/**
+ * The client, but its first query goes as one message with BEGIN before it: `BEGIN; <statement>`,
+ * its parameters written in as literals (inlineStatement), and answers with the statement's own
+ * result. A first query that cannot be sent so (a Buffer, a NUL, a callback, a query object) is
+ * sent as it is, after a BEGIN of its own.
+ */
+function beginningWithFirst(client: Tx): { tx: Tx; begun: () => boolean } {
+  let begun = false;
+  const query = async (...args: unknown[]): Promise<unknown> => {
+    const call = client.query as (...a: unknown[]) => Promise<unknown>;
+    if (begun) return call.apply(client, args);
+    begun = true;
+    const [text, values, ...rest] = args;
+    const inlined =
+      typeof text === 'string' && rest.length === 0 && (values === undefined || Array.isArray(values))
+        ? inlineStatement({ text, values: values as unknown[] | undefined }, (v) => client.escapeLiteral(v))
+        : undefined;
+    if (inlined === undefined) {
+      await client.query('BEGIN');
+      return call.apply(client, args);
+    }
+    const results = (await client.query(`BEGIN; ${inlined}`)) as unknown as QueryResult[];
+    return results.length === 2 ? results[1] : results.slice(1);
+  };
+  return {
+    tx: new Proxy(client, { get: (target, prop, receiver) => (prop === 'query' ? query : Reflect.get(target, prop, receiver)) }),
+    begun: () => begun,
+  };
+}
+
+/**
+ * Ends the transaction: COMMIT in one message with `last`, its parameters written in (inlineStatement),
+ * or after it on its own where they cannot be, or alone. For inTransaction's `commits`.
+ */
+export async function commitWith(tx: Tx, last?: Statement): Promise<void> {
+  if (!last) {
+    await tx.query('COMMIT');
+    return;
+  }
+  const inlined = inlineStatement(last, (v) => tx.escapeLiteral(v));
+  if (inlined === undefined) {
+    await tx.query(last.text, last.values as unknown[] | undefined);
+    await tx.query('COMMIT');
+    return;
+  }
+  await tx.query(`${inlined}; COMMIT`);
 }
 
 /**

@@ -9,7 +9,9 @@
  * ```
  *
  * Run migrateLedger(pool) once (or at every start: it is idempotent) to create
- * its one table in your database.
+ * its tables in your database: step_ledger, and ledger_rate_limits for
+ * createRateLimiter (a token bucket per name, shared by every process on the
+ * database: `await limiter.acquire(signal)` before each request to a service).
  */
 export {
   createLedger,
@@ -22,6 +24,7 @@ export {
   type Ledger,
   type LedgerEntry,
   type LedgerHooks,
+  type PlannedStatement,
   type RecordedFailure,
   type StepLedger,
   type StepState,
@@ -29,7 +32,8 @@ export {
 } from './ledger';
 export { LEDGER_DDL, LEDGER_SCHEMA, migrateLedger } from './schema';
 export { purgeLedger, type LedgerRetention } from './retention';
+export { createRateLimiter, DEFAULT_RATE_LIMIT_MAX_WAIT_MS, type RateLimiter, type RateLimiterOptions } from './rate-limit';
 export { canonicalJson, fingerprint, UnrepresentableValueError } from './fingerprint';
-export { inTransaction, isConnectionError, isPermanentDataError, quoteIdent, withClient, type Db, type Tx } from '../db';
+export { commitWith, inTransaction, isConnectionError, isPermanentDataError, quoteIdent, withClient, type Db, type Statement, type Tx } from '../db';
 export { hasControlCharacters, hasLoneSurrogate, storableText } from '../text';
 export { applySchema, migrateSchema, schemaSql, SCHEMA_VERSIONS_TABLE, type ModuleSchema, type SchemaMigration } from '../schema-versions';

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { Db, Tx } from '../db';
-import { inTransaction as runInTransaction, isPermanentDataError } from '../db';
+import type { QueryResult, QueryResultRow } from 'pg';
+import type { Db, Statement, Tx } from '../db';
+import { commitWith, inTransaction as runInTransaction, isPermanentDataError } from '../db';
+import { inlineStatement } from '../inline-sql';
 import { assertStepName, InvalidStepKeyError, parseStepKey, type StepKey } from '../workflow/keys';
 import { isSagaCause, STEP_CANCELLED, type RecordedCauseDetail, type SagaCause } from '../workflow/failures';
 import { canonicalJson } from './fingerprint';
@@ -57,6 +59,11 @@ export const LedgerFailure = {
    * tombstoned, before the ledger kept what it needs to find out. A person must check the service.
    */
   ForwardUnknown: 'ForwardUnknown',
+  /**
+   * Retryable, unlike the others: a rate limiter (createRateLimiter) found the caller's turn further
+   * away than its maxWaitMs and took no token. The activity's retry policy decides when to ask again.
+   */
+  RateLimited: 'RateLimited',
 } as const;
 
 export type StepState = 'pending' | 'completed' | 'failed' | 'cancelled';
@@ -114,10 +121,17 @@ export type CallOutcome<R> = { ok: true; result: R } | { ok: false; failure: Rec
 export interface ExternalStep<R> {
   /** Writes the local 'pending' record in the claim transaction. */
   prepare?(tx: Tx): Promise<void>;
+  /**
+   * The same as one statement whose result is not needed: it goes to PostgreSQL with the claim
+   * transaction's COMMIT, one round trip for both (after `prepare`, if both are given).
+   */
+  prepareStatement?: Statement;
   /** Calls the service with the step key as its idempotency key. */
   call(): Promise<CallOutcome<R>>;
   /** Settles the local record in the same transaction as the ledger. */
   confirm?(tx: Tx, outcome: CallOutcome<R>): Promise<void>;
+  /** The same as one statement (or none), sent with the settle's COMMIT (after `confirm`, if both are given). */
+  confirmStatement?(outcome: CallOutcome<R>): Statement | undefined;
 }
 
 /** What a compensation is handed: its key, the forward key it undoes, and what the forward step had done. */
@@ -136,6 +150,8 @@ export interface ExternalUndo<R, F = unknown> {
   call(ctx: UndoContext<F>): Promise<R>;
   /** Settles the local record from the service's answer, in the ledger's transaction. */
   confirm?(tx: Tx, result: R, ctx: UndoContext<F>): Promise<void>;
+  /** The same as one statement (or none), sent with that transaction's COMMIT (after `confirm`, if both are given). */
+  confirmStatement?(result: R, ctx: UndoContext<F>): Statement | undefined;
 }
 
 /**
@@ -166,11 +182,23 @@ export async function forwardEffect<F, I = unknown>(ctx: UndoContext<F>, repeat:
   );
 }
 
+/** What a local step's one statement is (its parameters as pg takes them) and what the step answers. */
+export interface PlannedStatement<T> {
+  statement: Statement;
+  result: T;
+}
+
 /** The ledger operations of one step; every key given must be a key of that step. */
 export interface StepLedger {
   readonly step: string;
   /** A local step: the effect and its record in one transaction, or neither. */
   local<T>(key: string, input: unknown, effect: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * A local step whose effect is one statement whose answer the step does not need: `plan` gives
+   * the statement and the step's result, or throws the step's business failure before anything is
+   * sent. BEGIN, the statement, its record and COMMIT then go as one message: one round trip.
+   */
+  localStatement<T>(key: string, input: unknown, plan: () => PlannedStatement<T>): Promise<T>;
   /**
    * A local compensation: tombstones the forward step and undoes its effect in one transaction.
    * An input's `cause` (the saga's CompensationContext) is recorded on the tombstone, not fingerprinted.
@@ -180,6 +208,13 @@ export interface StepLedger {
   external<R>(key: string, input: unknown, step: ExternalStep<R>): Promise<R>;
   /** The compensation of an external step: tombstone locally first, then ask the service. */
   externalUndo<R, F = unknown>(key: string, input: unknown, undo: ExternalUndo<R, F>): Promise<R>;
+  /**
+   * Stops the step before it runs, in one write: tombstones its (forward) key unless an attempt
+   * already claimed it. True: abandoned (now or by an earlier call), no attempt can ever apply it.
+   * False: an attempt had claimed it (a workflow task lost after it started the step), which stands.
+   * An input's `cause` (the saga's) is recorded on the tombstone, as a compensation's is.
+   */
+  abandon(key: string, input: unknown): Promise<boolean>;
 }
 
 export interface Ledger {
@@ -199,9 +234,11 @@ export function createLedger(db: Db, hooks: LedgerHooks = {}): Ledger {
       return {
         step: name,
         local: async (key, input, effect) => runLocalStep(db, keyOf(key, false), input, effect, hooks),
+        localStatement: async (key, input, plan) => runLocalStep(db, keyOf(key, false), input, { plan }, hooks),
         localUndo: async (key, input, undo) => runLocalUndo(db, keyOf(key, true), input, undo, hooks),
         external: async (key, input, step) => runExternalStep(db, keyOf(key, false), input, step, hooks),
         externalUndo: async (key, input, undo) => runExternalUndo(db, keyOf(key, true), input, undo, hooks),
+        abandon: async (key, input) => abandonStep(db, keyOf(key, false), input),
       };
     },
     read: (workflowId) => readLedger(db, workflowId),
@@ -258,10 +295,16 @@ function parseKey(key: string, step: string, undo: boolean): StepKey {
  * the same way on every attempt, so it leaves as a non-retryable failure: a
  * forward step fails (and is recorded), a compensation is reported as failed,
  * instead of being retried without end.
+ *
+ * Each statement is a round trip, and a round trip costs the worker and PostgreSQL more than the
+ * statement's own work: so where the ledger's statement opens the transaction, BEGIN goes with it
+ * (`begins`: fn sends it, through beginWith; `begins: 'lazily'`: with whatever fn sends first, a
+ * local step's effect), and where the ledger's statement closes it, COMMIT does (`commits`: fn
+ * sends it, with its own statement or through commitWith).
  */
-async function inTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> {
+async function inTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>, own: { begins?: boolean | 'lazily'; commits?: boolean } = {}): Promise<T> {
   try {
-    return await runInTransaction(db, fn);
+    return await runInTransaction(db, fn, own);
   } catch (err) {
     if (!isPermanentDataError(err)) throw err;
     const e = err as { code: string; message?: string };
@@ -271,6 +314,17 @@ async function inTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> 
       nonRetryable: true,
     });
   }
+}
+
+/** A value as an SQL literal, escaped by the driver: for the statements sent with BEGIN or COMMIT (which take no parameters). */
+function literal(tx: Tx, value: string | null): string {
+  return value === null ? 'NULL' : tx.escapeLiteral(value);
+}
+
+/** BEGIN and the transaction's first statement (literals only) in one round trip: the statement's result. */
+async function beginWith<R extends QueryResultRow>(tx: Tx, statement: string): Promise<QueryResult<R>> {
+  const results = (await tx.query(`BEGIN; ${statement}`)) as unknown as QueryResult<R>[];
+  return results[1]!;
 }
 
 /**
@@ -376,20 +430,58 @@ function forwardOutcome<F>(row: Row | null): ForwardOutcome<F> {
  */
 async function claim(tx: Tx, ref: StepKey, fp: Fingerprint, input?: unknown): Promise<Row | null> {
   // The insert is the lock: a concurrent duplicate waits here until this
-  // transaction ends, then finds the committed row and replays it.
-  const inserted = await tx.query(
-    ref.undo
-      ? `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
-         VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (key) DO NOTHING RETURNING key`
-      : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, input)
-         SELECT $1, $2, $3, $4, 'pending', $5::jsonb ${UNLESS_COMPENSATING}`,
-    ref.undo ? [ref.key, ref.workflowId, ref.step, fp.value] : [ref.key, ref.workflowId, ref.step, fp.value, JSON.stringify(input ?? null)],
-  );
+  // transaction ends, then finds the committed row and replays it. It opens the transaction.
+  const inserted = await beginWith(tx, claimInsert(tx, ref, fp, input));
   if (inserted.rowCount === 1) return null;
   const existing = await tx.query<Row>(`${SELECT_ROW} FOR UPDATE`, [ref.key]);
   const row = existing.rows[0];
   if (!row) throw cancelled(ref.key, await sagaCause(tx, ref.workflowId));
   return row;
+}
+
+/** The claim's INSERT of a 'pending' row (literals only), answering with the key when it inserted one. */
+function claimInsert(tx: Tx, ref: StepKey, fp: Fingerprint, input?: unknown): string {
+  const l = (v: string | null) => literal(tx, v);
+  return ref.undo
+    ? `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state)
+       VALUES (${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'pending') ON CONFLICT (key) DO NOTHING RETURNING key`
+    : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, input)
+       SELECT ${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'pending', ${l(JSON.stringify(input ?? null))}::jsonb
+        WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = ${l(ref.workflowId)} AND state = 'cancelled')
+        ON CONFLICT (key) DO NOTHING RETURNING key`;
+}
+
+/**
+ * A whole transaction in one message, `BEGIN; <must>; <then>; COMMIT`, for a ledger write whose
+ * outcome is known in advance on the common path: `must` (literals only) answers with one row when
+ * that path holds and none when it does not (a key already taken, a row no longer pending, a saga
+ * compensating); the division by that count then fails the message, PostgreSQL skips the rest of
+ * it, and nothing of it applies. True when it committed; false when `must` found no row (or `then`
+ * cannot be written with its values in): the caller then takes the path of separate statements,
+ * which reads what is there. A round trip where that path takes two.
+ */
+async function inOneMessage(db: Db, must: (tx: Tx) => string, then?: Statement): Promise<boolean> {
+  // Whether `then` can go in the message does not depend on how its values are quoted.
+  if (then && inlineStatement(then, (text) => text) === undefined) return false;
+  try {
+    await inTransaction(
+      db,
+      async (tx) => {
+        const last = then ? `${inlineStatement(then, (text) => tx.escapeLiteral(text))!}; ` : '';
+        try {
+          await tx.query(`BEGIN; WITH must AS (${must(tx)}) SELECT 1 / count(*) FROM must; ${last}COMMIT`);
+        } catch (err) {
+          if ((err as { code?: unknown } | null)?.code === DIVISION_BY_ZERO) throw new KeyTaken();
+          throw err;
+        }
+      },
+      { begins: true, commits: true },
+    );
+    return true;
+  } catch (err) {
+    if (err instanceof KeyTaken) return false;
+    throw err;
+  }
 }
 
 /** The cause recorded by the saga's compensation, if it has started one and gave a cause. */
@@ -473,6 +565,9 @@ async function recordFailure(db: Db, ref: StepKey, fp: Fingerprint, failure: Rec
 /** Thrown inside a local step's transaction to roll its effect back when the key turns out to be taken. */
 class KeyTaken extends Error {}
 
+/** SQLSTATE of the local step's record statement when it inserted no row (see runLocalStep). */
+const DIVISION_BY_ZERO = '22012';
+
 /**
  * The effect first, the record last: BEGIN, the effect's statements, one
  * INSERT of the completed row, COMMIT. Claiming first would cost a round trip
@@ -485,20 +580,54 @@ class KeyTaken extends Error {}
  * outcome. An effect that fails only because its twin already applied (a
  * unique row, stock already held) is answered the same way, from the record.
  */
-async function runLocalStep<T>(db: Db, ref: StepKey, input: unknown, effect: (tx: Tx) => Promise<T>, hooks: LedgerHooks): Promise<T> {
+async function runLocalStep<T>(
+  db: Db,
+  ref: StepKey,
+  input: unknown,
+  effect: ((tx: Tx) => Promise<T>) | { plan: () => PlannedStatement<T> },
+  hooks: LedgerHooks,
+): Promise<T> {
   const fp = stepFingerprint(ref, input);
   const recorded = async (): Promise<Row | undefined> => (await db.query<Row>(SELECT_ROW, [ref.key])).rows[0];
   try {
-    return await inTransaction(db, async (tx) => {
-      const result = await effect(tx);
-      const inserted = await tx.query(
-        `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
-         SELECT $1, $2, $3, $4, 'completed', $5::jsonb ${UNLESS_COMPENSATING}`,
-        [ref.key, ref.workflowId, ref.step, fp.value, JSON.stringify(result ?? null)],
-      );
-      if (inserted.rowCount !== 1) throw new KeyTaken();
-      return result;
-    });
+    return await inTransaction(
+      db,
+      async (tx) => {
+        let result: T;
+        // A planned statement goes in the record's message, written with its values in, where it can be.
+        let first = '';
+        if (typeof effect === 'function') {
+          result = await effect(tx);
+        } else {
+          const planned = effect.plan();
+          result = planned.result;
+          const inlined = inlineStatement(planned.statement, (text) => tx.escapeLiteral(text));
+          if (inlined === undefined) await tx.query(planned.statement.text, planned.statement.values as unknown[] | undefined);
+          else first = `${inlined}; `;
+        }
+        // The record and COMMIT in one round trip. A key taken (or a saga compensating) inserts no
+        // row, and the division by that count of rows fails the statement: COMMIT is not run, and
+        // the transaction rolls back, effect and all.
+        const l = (v: string | null) => literal(tx, v);
+        try {
+          await tx.query(
+            `${first}WITH recorded AS (
+               INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
+               SELECT ${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'completed', ${l(JSON.stringify(result ?? null))}::jsonb
+                WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = ${l(ref.workflowId)} AND state = 'cancelled')
+                ON CONFLICT (key) DO NOTHING RETURNING 1)
+             SELECT 1 / count(*) FROM recorded; COMMIT`,
+          );
+        } catch (err) {
+          if ((err as { code?: unknown } | null)?.code === DIVISION_BY_ZERO) throw new KeyTaken();
+          throw err;
+        }
+        return result;
+      },
+      // BEGIN goes with the effect's first statement: the step is two round trips, or one (a planned
+      // statement: BEGIN, it, the record and COMMIT in one message).
+      { begins: 'lazily', commits: true },
+    );
   } catch (err) {
     // The key is taken, or the saga has started compensating: the record answers, or the saga's cause.
     const answer = async (): Promise<T> => {
@@ -554,56 +683,81 @@ async function runLocalUndo<T, F>(
 ): Promise<T> {
   const { identity, cause } = splitCause(input);
   const fp = stepFingerprint(ref, identity);
-  return inTransaction(db, async (tx) => {
-    const existing = await claim(tx, ref, fp);
-    if (existing) return replay<T>(existing, ref, fp, hooks);
-    const prev = await tombstone(tx, ref, cause);
-    const result = await undo(tx, { key: ref.key, forwardKey: ref.forwardKey, forward: forwardOutcome<F>(prev) });
-    await tx.query(
-      `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now() WHERE key = $1`,
-      [ref.key, JSON.stringify(result ?? null)],
-    );
-    return result;
-  });
+  return inTransaction(
+    db,
+    async (tx) => {
+      const existing = await claim(tx, ref, fp);
+      if (existing) return replay<T>(existing, ref, fp, hooks);
+      const prev = await tombstone(tx, ref, cause);
+      const result = await undo(tx, { key: ref.key, forwardKey: ref.forwardKey, forward: forwardOutcome<F>(prev) });
+      await tx.query(
+        `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now() WHERE key = $1`,
+        [ref.key, JSON.stringify(result ?? null)],
+      );
+      return result;
+    },
+    { begins: true },
+  );
+}
+
+/**
+ * The step's settling statement for this outcome, if it gives one. Apart from the settle's code, so
+ * that the bounded mutation run there plants no defect in a step's optional hook that the order
+ * service's steps (which all give one) cannot show.
+ */
+function confirmOf<R>(step: ExternalStep<R>, outcome: CallOutcome<R>): Statement | undefined {
+  return step.confirmStatement?.(outcome);
 }
 
 async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: ExternalStep<R>, hooks: LedgerHooks): Promise<R> {
   const fp = stepFingerprint(ref, input);
-  const recorded = await inTransaction(db, async (tx) => {
-    const existing = await claim(tx, ref, fp, input);
-    if (!existing) {
-      await step.prepare?.(tx);
-      return null;
-    }
-    if (existing.state === 'pending') {
-      if (!fp.matches(existing.fingerprint)) throw conflict(ref);
-      return null; // an earlier attempt died mid-call; calling again is safe
-    }
-    return existing;
-  });
-  if (recorded) return replay<R>(recorded, ref, fp, hooks);
+  // The claim, `prepareStatement` and COMMIT in one message, unless `prepare` needs the claim first.
+  const claimed = !step.prepare && (await inOneMessage(db, (tx) => claimInsert(tx, ref, fp, input), step.prepareStatement));
+  if (!claimed) {
+    const recorded = await inTransaction(
+      db,
+      async (tx) => {
+        const existing = await claim(tx, ref, fp, input);
+        if (existing && existing.state !== 'pending') {
+          await commitWith(tx);
+          return existing;
+        }
+        // Pending: an earlier attempt died mid-call, and calling again is safe (same fingerprint only).
+        if (existing && !fp.matches(existing.fingerprint)) throw conflict(ref);
+        if (!existing) await step.prepare?.(tx);
+        await commitWith(tx, existing ? undefined : step.prepareStatement);
+        return null;
+      },
+      { begins: true, commits: true },
+    );
+    if (recorded) return replay<R>(recorded, ref, fp, hooks);
+  }
 
   const outcome = await step.call();
-  const settled = await inTransaction(db, async (tx): Promise<CallOutcome<R>> => {
-    const updated = await tx.query(
-      `UPDATE step_ledger SET state = $2, result = $3, error = $4, input = NULL, updated_at = now()
-        WHERE key = $1 AND state = 'pending' RETURNING key`,
-      [
-        ref.key,
-        outcome.ok ? 'completed' : 'failed',
-        outcome.ok ? JSON.stringify(outcome.result ?? null) : null,
-        outcome.ok ? null : outcome.failure,
-      ],
-    );
-    if (updated.rowCount === 1) {
-      await step.confirm?.(tx, outcome);
-      return outcome;
-    }
-    // Someone else settled the key first: a concurrent duplicate, or a compensation.
-    const row = (await tx.query<Row>(SELECT_ROW, [ref.key])).rows[0];
-    if (!row) throw new Error(`ledger row ${ref.key} vanished`);
-    return { ok: true, result: replay<R>(row, ref, fp, hooks) };
-  });
+  const settle = (tx: Tx) => {
+    const l = (v: string | null) => literal(tx, v);
+    return `UPDATE step_ledger SET state = ${outcome.ok ? "'completed'" : "'failed'"},
+              result = ${l(outcome.ok ? JSON.stringify(outcome.result ?? null) : null)}::jsonb,
+              error = ${l(outcome.ok ? null : JSON.stringify(outcome.failure))}::jsonb, input = NULL, updated_at = now()
+        WHERE key = ${l(ref.key)} AND state = 'pending' RETURNING key`;
+  };
+  // The settle, `confirmStatement` and COMMIT in one message, unless `confirm` needs the settle first.
+  const settledInOne = !step.confirm && (await inOneMessage(db, settle, confirmOf(step, outcome)));
+  const settled = settledInOne
+    ? outcome
+    : await inTransaction(db, async (tx): Promise<CallOutcome<R>> => {
+        const updated = await beginWith(tx, settle(tx));
+        if (updated.rowCount === 1) {
+          await step.confirm?.(tx, outcome);
+          await commitWith(tx, confirmOf(step, outcome));
+          return outcome;
+        }
+        // Someone else settled the key first: a concurrent duplicate, or a compensation.
+        const row = (await tx.query<Row>(SELECT_ROW, [ref.key])).rows[0];
+        if (!row) throw new Error(`ledger row ${ref.key} vanished`);
+        await commitWith(tx);
+        return { ok: true, result: replay<R>(row, ref, fp, hooks) };
+      }, { begins: true, commits: true });
   // A recorded business failure is thrown only after its record has committed.
   if (settled.ok) return settled.result;
   const f = settled.failure;
@@ -613,29 +767,49 @@ async function runExternalStep<R>(db: Db, ref: StepKey, input: unknown, step: Ex
 async function runExternalUndo<R, F>(db: Db, ref: StepKey, input: unknown, undo: ExternalUndo<R, F>, hooks: LedgerHooks): Promise<R> {
   const { identity, cause } = splitCause(input);
   const fp = stepFingerprint(ref, identity);
-  const first = await inTransaction(db, async (tx): Promise<{ done: Row } | { forward: ForwardOutcome<F> }> => {
-    const existing = await claim(tx, ref, fp);
-    if (existing && existing.state !== 'pending') return { done: existing };
-    if (existing && !fp.matches(existing.fingerprint)) throw conflict(ref);
-    return { forward: forwardOutcome<F>(await tombstone(tx, ref, cause)) };
-  });
+  const first = await inTransaction(
+    db,
+    async (tx): Promise<{ done: Row } | { forward: ForwardOutcome<F> }> => {
+      const existing = await claim(tx, ref, fp);
+      if (existing && existing.state !== 'pending') return { done: existing };
+      if (existing && !fp.matches(existing.fingerprint)) throw conflict(ref);
+      return { forward: forwardOutcome<F>(await tombstone(tx, ref, cause)) };
+    },
+    { begins: true },
+  );
   if ('done' in first) return replay<R>(first.done, ref, fp, hooks);
 
   const ctx: UndoContext<F> = { key: ref.key, forwardKey: ref.forwardKey, forward: first.forward };
   const result = await undo.call(ctx);
   return inTransaction(db, async (tx) => {
-    const updated = await tx.query(
-      `UPDATE step_ledger SET state = 'completed', result = $2, updated_at = now()
-        WHERE key = $1 AND state = 'pending' RETURNING key`,
-      [ref.key, JSON.stringify(result ?? null)],
+    const updated = await beginWith(
+      tx,
+      `UPDATE step_ledger SET state = 'completed', result = ${literal(tx, JSON.stringify(result ?? null))}::jsonb, updated_at = now()
+        WHERE key = ${literal(tx, ref.key)} AND state = 'pending' RETURNING key`,
     );
     if (updated.rowCount === 1) {
       // The forward request has been answered for good: the tombstone no longer keeps it.
       await tx.query(`UPDATE step_ledger SET input = NULL WHERE key = $1 AND input IS NOT NULL`, [ref.forwardKey]);
       await undo.confirm?.(tx, result, ctx);
     }
+    await commitWith(tx, updated.rowCount === 1 ? undo.confirmStatement?.(result, ctx) : undefined);
     return result;
-  });
+  }, { begins: true, commits: true });
+}
+
+async function abandonStep(db: Db, ref: StepKey, input: unknown): Promise<boolean> {
+  const { cause } = splitCause(input);
+  const res = await db.query<{ state: StepState }>(
+    `WITH tombstone AS (
+       INSERT INTO step_ledger (key, workflow_id, step, state, cause) VALUES ($1, $2, $3, 'cancelled', $4)
+       ON CONFLICT (key) DO NOTHING RETURNING state)
+     SELECT state FROM tombstone UNION ALL SELECT state FROM step_ledger WHERE key = $1`,
+    [ref.key, ref.workflowId, ref.step, cause],
+  );
+  // The insert's row, or (on conflict) the row already there: a tombstone either way means abandoned.
+  // A row committed while the insert waited on it is not in the statement's snapshot: read it now.
+  const state = res.rows[0]?.state ?? (await db.query<{ state: StepState }>(`SELECT state FROM step_ledger WHERE key = $1`, [ref.key])).rows[0]?.state;
+  return state === 'cancelled';
 }
 
 async function readLedger(db: Db, workflowId: string): Promise<LedgerEntry[]> {

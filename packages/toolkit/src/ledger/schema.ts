@@ -2,7 +2,8 @@ import type { Db } from '../db';
 import { migrateSchema, schemaSql, type ModuleSchema } from '../schema-versions';
 
 /**
- * The ledger's one table, defined here and nowhere else: its numbered
+ * The ledger's tables (step_ledger, and ledger_rate_limits for createRateLimiter),
+ * defined here and nowhere else: their numbered
  * migrations, applied by migrateLedger (sagaflow's own `migrate` applies them
  * first, then the order service's tables). Each is safe on a database whose
  * table an older sagaflow created through the service's migrations (001, 007,
@@ -54,6 +55,19 @@ ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS cause jsonb;`,
       name: 'external_request',
       sql: `ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS input jsonb;`,
     },
+    {
+      // One token bucket per rate limiter name (rate-limit.ts), shared by every process on the
+      // database. tokens goes below zero while callers wait for their turn (debt); updated_at is
+      // PostgreSQL's clock when the tokens were last counted.
+      version: 5,
+      name: 'rate_limits',
+      sql: `
+CREATE TABLE IF NOT EXISTS ledger_rate_limits (
+  name       text PRIMARY KEY,
+  tokens     double precision NOT NULL,
+  updated_at timestamptz NOT NULL
+);`,
+    },
   ],
 };
 
@@ -64,7 +78,7 @@ ALTER TABLE step_ledger ADD COLUMN IF NOT EXISTS cause jsonb;`,
 export const LEDGER_DDL = schemaSql(LEDGER_SCHEMA);
 
 /**
- * Creates or upgrades the ledger's table in the first schema of the pool's
+ * Creates or upgrades the ledger's tables in the first schema of the pool's
  * search path. Safe to call from every process at start: an advisory lock
  * serialises concurrent callers, and applied versions are recorded.
  */

@@ -91,6 +91,13 @@ export const DISTINCT_STEP_NAMES_PATCH = 'saga-distinct-step-names';
  */
 export const OPERATOR_HOLD_PATCH = 'saga-hold-for-operator';
 
+/**
+ * Marks sagas that, meeting a cancel at a local step that has an `abandon`, ask it whether a lost
+ * workflow task already started the step (see StepDefinition.abandon): asked only then, so no other
+ * saga records it.
+ */
+export const LOCAL_STEP_ABANDON_PATCH = 'saga-local-step-abandon';
+
 /** Every patch ID the saga helper uses: each is in the history of some sagas, and stays. */
 export const SAGA_PATCH_IDS = [
   UNDO_ABANDONED_STEP_PATCH,
@@ -100,6 +107,7 @@ export const SAGA_PATCH_IDS = [
   ACCEPTED_CANCEL_STANDS_PATCH,
   DISTINCT_STEP_NAMES_PATCH,
   OPERATOR_HOLD_PATCH,
+  LOCAL_STEP_ABANDON_PATCH,
 ] as const;
 
 /** What a step definition's run resolves to. */
@@ -150,6 +158,19 @@ export interface StepDefinition<T> {
   run: (ctx: StepContext) => Promise<T>;
   /** Required for compensatable steps; optional for a pivot (cleanup of an unknown outcome). */
   undo?: (ctx: CompensationContext) => Promise<unknown>;
+  /**
+   * How a cancel stops the saga before this local step, when a workflow task of the saga may have
+   * been lost after it started the step (every step before it was local too, so nothing in history
+   * says how far that task got). In one write it tombstones the step's key, with the cause, unless
+   * an attempt already claimed it (StepLedger.abandon does that write). True: abandoned (no attempt
+   * can apply it now), and the saga unwinds for the cancel. False: a lost task had started it, so
+   * the step runs on (its ledger answers what it did): a compensatable step, and the cancel waits
+   * for the next step; a pivot, and the cancel is refused, as it would have been after that task.
+   * A local pivot needs one whenever the steps before it are local too: without it a cancel stops
+   * the saga before the pivot even when a lost task had started it. For a compensatable local step
+   * that calls another service it spares a call that would only be undone (a charge refunded at once).
+   */
+  abandon?: (ctx: StepContext & SagaCause) => Promise<boolean>;
   /**
    * The step runs as a local activity. Its effect commits while the workflow task is still open,
    * and if that task is then lost (a worker killed, a task timed out) history keeps no trace of it:
@@ -202,6 +223,13 @@ export interface SagaOptions {
   onCompensationRetried?: (step: string, request: OperatorRequest) => Promise<void>;
   /** Awaited when an operator settles the held saga by hand, with the compensations it settles: record it durably. */
   onResolved?: (steps: string[], request: OperatorRequest) => Promise<void>;
+  /**
+   * Every rule the saga helper has gained since it was first used applies, and none is asked for
+   * with patched(): the saga's history carries no patch marker (and no TemporalChangeVersion
+   * upsert). Only for a workflow type whose every run started under these rules: a new workflow
+   * type, never one with runs in flight from before.
+   */
+  currentRules?: boolean;
 }
 
 /** An operator's action waiting for the held saga to carry it out. */
@@ -248,8 +276,15 @@ export class Saga {
   private operatorAsk: OperatorAsk | undefined;
   /** Operator retry rounds so far. */
   private operatorRounds = 0;
+  /** A cancel through Temporal came after a local pivot had been started by a lost task: the saga goes on. */
+  private ignoreTemporalCancel = false;
 
   constructor(private readonly options: SagaOptions = {}) {}
+
+  /** Whether a rule applies to this run: always under currentRules, else as its patch marker says. */
+  private has(patchId: string): boolean {
+    return this.options.currentRules === true || patched(patchId);
+  }
 
   status(): SagaStatus {
     return cloneStatus(this.state);
@@ -302,6 +337,32 @@ export class Saga {
     );
   }
 
+  /** A cancel has been asked for: by the cancel update, or through Temporal (the saga's scope cancelled). */
+  private cancelMet(): boolean {
+    return this.state.cancelRequested || (this.scope?.consideredCancelled === true && this.has(TEMPORAL_CANCEL_PATCH));
+  }
+
+  /**
+   * A cancel met at a local step with an abandon; see
+   * StepDefinition.abandon. Resolves true when the step was abandoned and the saga is to unwind.
+   */
+  private async abandonLocalStep(def: StepDefinition<unknown>, stepCtx: StepContext): Promise<boolean> {
+    if (!this.state.cancelRequested) {
+      this.state.cancelRequested = true;
+      this.cancelReason = 'cancelled through Temporal (workflow cancel)';
+    }
+    const cause = { cancelled: true, failure: { type: SagaFailure.SagaCancelled, message: this.cancelReason || 'cancelled' } };
+    const ctx = Object.defineProperty({ ...cause }, 'key', { get: () => stepCtx.key, enumerable: false }) as StepContext & SagaCause;
+    const abandon = def.abandon!;
+    const abandoned = await CancellationScope.nonCancellable(() => abandon(ctx));
+    if (!abandoned && def.kind === 'pivot') {
+      this.answerCancel('past the point of no return: the pivot step has started');
+      this.state.cancelRequested = false;
+      this.ignoreTemporalCancel = true;
+    }
+    return abandoned;
+  }
+
   /** Refuses an operator's action unless the saga is held for one and none is under way. */
   private checkOperatorAsk(request: OperatorRequest): void {
     if (typeof request?.by !== 'string' || request.by.trim() === '') throw new Error('say who acts: `by` is required');
@@ -331,7 +392,7 @@ export class Saga {
     if (!check.ok) throw ApplicationFailure.nonRetryable(check.reason, SagaFailure.CancelRefused);
     this.state.cancelRequested = true;
     this.cancelReason = reason;
-    if (this.interruptible === 0 && patched(CANCEL_ANSWERED_BY_OUTCOME_PATCH)) {
+    if (this.interruptible === 0 && this.has(CANCEL_ANSWERED_BY_OUTCOME_PATCH)) {
       let settle!: (refusal?: string) => void;
       const promise = new Promise<void>((resolve, reject) => {
         settle = (refusal) => (refusal === undefined ? resolve() : reject(ApplicationFailure.nonRetryable(refusal, SagaFailure.CancelRefused)));
@@ -344,7 +405,7 @@ export class Saga {
 
   /** A cancel that stood at once (none waits for its answer), under ACCEPTED_CANCEL_STANDS_PATCH. */
   private acceptedCancelStands(): boolean {
-    return this.pendingCancel === undefined && patched(ACCEPTED_CANCEL_STANDS_PATCH);
+    return this.pendingCancel === undefined && this.has(ACCEPTED_CANCEL_STANDS_PATCH);
   }
 
   /** Answers a cancel still waiting for its answer: it stands, or it is refused with the reason. */
@@ -387,7 +448,7 @@ export class Saga {
       await CancellationScope.nonCancellable(() => this.compensate({ cancelled, failure }));
       let failed = this.state.compensations.filter((c) => c.status === 'failed');
       const hold = this.options.holdForOperator;
-      if (failed.length > 0 && hold && patched(OPERATOR_HOLD_PATCH)) {
+      if (failed.length > 0 && hold && this.has(OPERATOR_HOLD_PATCH)) {
         await CancellationScope.nonCancellable(() => this.holdForOperator({ cancelled, failure }, hold.maxMs));
         failed = this.state.compensations.filter((c) => c.status === 'failed');
       }
@@ -429,7 +490,7 @@ export class Saga {
       return adopted;
     }
     // A cancel through Temporal reaches the saga only as its scope cancelled, with no request of its own.
-    if (!this.state.cancelRequested && this.scope?.consideredCancelled && patched(TEMPORAL_CANCEL_PATCH)) {
+    if (!this.state.cancelRequested && !this.ignoreTemporalCancel && this.scope?.consideredCancelled && this.has(TEMPORAL_CANCEL_PATCH)) {
       this.state.cancelRequested = true;
       this.cancelReason = 'cancelled through Temporal (workflow cancel)';
     }
@@ -444,7 +505,7 @@ export class Saga {
     this.stepNames.add(def.name);
     const defect =
       definitionDefect(def, this.state.pivotCompleted) ??
-      (repeated && patched(DISTINCT_STEP_NAMES_PATCH)
+      (repeated && this.has(DISTINCT_STEP_NAMES_PATCH)
         ? `step ${def.name} is declared twice in this saga: each step needs a name of its own (the name makes its idempotency key)`
         : undefined);
     if (defect) {
@@ -453,7 +514,7 @@ export class Saga {
     }
     // A compensatable local step runs whether or not a cancel has been accepted (see `local`).
     // Sagas that ran their local steps before that rule replay without it.
-    const throughCancel = def.local === true && def.kind === 'compensatable' && patched(LOCAL_STEPS_THROUGH_CANCEL_PATCH);
+    const throughCancel = def.local === true && def.kind === 'compensatable' && this.has(LOCAL_STEPS_THROUGH_CANCEL_PATCH);
     const stepCtx = stepContext(def.name);
     const run = () => def.run(stepCtx);
     if (throughCancel) this.localStepsThroughCancel = true;
@@ -462,8 +523,15 @@ export class Saga {
     // but its undo still runs: it tombstones the step, so no late attempt can apply it, and it
     // cleans up what was written on the saga's behalf before it started (the order row the API
     // inserted). Sagas that reached this point before that rule replay without it.
-    if (this.state.cancelRequested && !throughCancel) {
-      if (def.undo && patched(UNDO_ABANDONED_STEP_PATCH)) this.undos.push({ step: def.name, undo: def.undo });
+    const abandonable = def.local === true && def.abandon !== undefined && (def.kind === 'pivot' || def.kind === 'compensatable');
+    if (abandonable && this.cancelMet() && this.has(LOCAL_STEP_ABANDON_PATCH)) {
+      if (await this.abandonLocalStep(def, stepCtx)) {
+        // Its undo still runs, as an abandoned step's does: it finds the step never ran, and leaves the compensation's row.
+        if (def.undo) this.undos.push({ step: def.name, undo: def.undo });
+        throw new CancelledFailure(this.cancelReason);
+      }
+    } else if (this.state.cancelRequested && !throughCancel) {
+      if (def.undo && this.has(UNDO_ABANDONED_STEP_PATCH)) this.undos.push({ step: def.name, undo: def.undo });
       throw new CancelledFailure(this.cancelReason);
     }
     this.running.push(def.name);
