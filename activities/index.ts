@@ -1,6 +1,6 @@
 import { createLedger, type Ledger } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
-import { createAbandonActivities } from './abandon';
+import { createAbandonActivities, createStepAnsweredActivities } from './abandon';
 import { createFraudActivities } from './fraud';
 import { createInventoryActivities } from './inventory';
 import { createOrderActivities } from './orders';
@@ -16,7 +16,7 @@ export type { ActivityDeps } from './deps';
 export function activitiesBySystem(deps: ActivityDeps, ledger: Ledger = createLedger(deps.db, deps.ledgerHooks)) {
   const { abandonCharge, abandonShipment } = createAbandonActivities(ledger);
   return {
-    orders: { ...createOrderActivities(deps, ledger), ...createFraudActivities(deps, ledger) },
+    orders: { ...createOrderActivities(deps, ledger), ...createFraudActivities(deps, ledger), ...createStepAnsweredActivities(ledger) },
     inventory: createInventoryActivities(deps, ledger),
     payments: { ...createPaymentActivities(deps, ledger), abandonCharge },
     shipping: { ...createShippingActivities(deps, ledger), abandonShipment },

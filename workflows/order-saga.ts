@@ -169,6 +169,10 @@ async function runOrderSaga(order: OrderInput, shape: SagaShape): Promise<OrderS
     onResolved: async (steps, request) => {
       for (const step of steps) await local.orders.recordCompensationResolved({ key: keys.undo(step), orderId, how: 'manual', ...request });
     },
+    // Every step is local: a retried task that meets a timeout, a database restart or a rate limit
+    // at a step whose answer a lost task had got runs it again until it reads that answer, rather
+    // than compensating where the lost task went on (it may have charged and made the label).
+    stepAnswered: oneTask ? (step) => local.orders.stepAnswered({ step }) : undefined,
   });
   saga.bindHandlers(statusQuery, cancelUpdate);
 

@@ -31,6 +31,8 @@ import { createTestContext, orderInput, seedInventory, uniqueId, type TestContex
 import { spawnNode, workerEnv } from '../helpers/worker-process';
 import { atMost, runWithLostTask } from '../helpers/lost-task';
 import { bundleFromSource } from '../../workers/toolkit-source';
+import { PAYMENT_PROVIDER_LIMIT } from '../../activities/payments';
+import { addFault } from '../../dev/services/clients';
 
 jest.setTimeout(600_000);
 
@@ -335,5 +337,96 @@ describe('orderSagaV2: a workflow task lost after any step committed, the charge
     const ledger = (run.snapshot as { ledger: unknown[] }).ledger;
     expect(ledger).toContainEqual({ key: Step.createShipment, state: 'cancelled', undone: null, cause });
     expect(ledger).toContainEqual({ key: Step.chargePayment, state: 'cancelled', undone: 'completed', cause });
+  });
+});
+
+/**
+ * orderSagaV2 meeting, in a retried task, a failure the lost task never met, at a step that task had
+ * passed: the charge's answer is in the ledger, but the retry is refused a turn at the payment
+ * provider's rate limit (a bucket put in debt for the test) before it reads it, for 15 s. Compensating for that would decide
+ * differently from the lost task; the retry runs the charge again until it reads the answer, and goes
+ * on as the lost task did:
+ * - the label refused for good (400, not retried): the lost task had compensated the label and
+ *   refunded the charge when it died. The retry unwinds for the carrier's refusal, every compensation
+ *   listed, the order's reason the carrier's.
+ * - the label made: the lost task died after the pivot. The retry completes the order (compensating
+ *   would have refunded a charge for a parcel the carrier ships).
+ */
+describe('orderSagaV2: a retry that fails on the way to an answer the lost task got runs the step again and decides as that task did', () => {
+  // The carrier refuses the label once (400: not retried), so the whole saga up to the loss is one
+  // workflow task: no step takes long enough for the SDK to complete the task early.
+  const carrierRefuses = (o: OrderInput) =>
+    addFault(ctx.carrier.url, { kind: 'error', status: 400, path: '/shipments', keyPrefix: `${orderWorkflowId(o.orderId)}/`, times: 1 });
+  const runs: Record<'refusedBase' | 'refusedLost' | 'shippedBase' | 'shippedLost', unknown> = {} as never;
+
+  async function run(refused: boolean, dieAfter?: string): Promise<unknown> {
+    const order = orderInput();
+    const labels = async (snap: unknown) => ({
+      ...(snap as object),
+      shipments: (await ctx.db.query(`SELECT status FROM shipments WHERE order_id = $1`, [order.orderId])).rows,
+    });
+    await seedInventory(ctx.db, { [order.items[0]!.sku]: 10 });
+    if (refused) await carrierRefuses(order);
+    const queue = uniqueId(dieAfter ? 'lost' : 'lost-base');
+    if (!dieAfter) {
+      const stop = await worker(queue);
+      try {
+        return await labels(await snapshot(order, await (await start(order, queue, 'orderSagaV2')).result()));
+      } finally {
+        await stop();
+      }
+    }
+    const limited = { ...ctx.deps, paymentsPerSecond: 0.1 };
+    const lost = await runWithLostTask<OrderSagaResult>({
+      dying: spawnNode('test/helpers/scripts/worker-dies-after-step.ts', { ...workerEnv(ctx, queue), DIE_AFTER_STEP: dieAfter, WORKFLOW_BUNDLE: bundlePath }, 'worker ready'),
+      start: () => start(order, queue, 'orderSagaV2'),
+      survivor: async () => {
+        // The bucket one token in debt: at 0.1 tokens a second the retry's turns stay more than 5 s
+        // away (refused) for 15 s, past the charge's 6 attempts (about 6 s of backoff).
+        await ctx.db.query(
+          `INSERT INTO ledger_rate_limits (name, tokens, updated_at) VALUES ($1, -1, clock_timestamp())
+           ON CONFLICT (name) DO UPDATE SET tokens = -1, updated_at = clock_timestamp()`,
+          [PAYMENT_PROVIDER_LIMIT],
+        );
+        const w = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue: queue, deps: limited, workflowBundle: { codePath: bundlePath } });
+        return ctx.startWorker(w);
+      },
+    });
+    return labels(await snapshot(order, lost.result));
+  }
+
+  beforeAll(async () => {
+    // One at a time for the lost runs: both draw on the one payment bucket of this file's schema.
+    [runs.refusedBase, runs.shippedBase] = await Promise.all([run(true), run(false)]);
+    runs.refusedLost = await run(true, 'refundPayment');
+    runs.shippedLost = await run(false, 'createShipment');
+  });
+
+  test('without a loss: refused, the label never made and every step before it compensated; made, the order completes', () => {
+    expect(runs.refusedBase).toMatchObject({
+      result: {
+        status: 'compensated',
+        failure: { type: 'InvalidInput' },
+        completedSteps: [Step.recordOrder, Step.reserveInventory, Step.fraudCheck, Step.chargePayment],
+        compensations: [Step.createShipment, Step.chargePayment, Step.fraudCheck, Step.reserveInventory, Step.recordOrder].map((s) => [s, 'done']),
+      },
+      order: { status: 'failed', failure_reason: 'InvalidInput: carrier refused create-shipment with 400' },
+      stock: { on_hand: 10, reserved: 0 },
+      payments: [{ status: 'refunded' }],
+      shipments: [{ status: 'voided' }],
+    });
+    expect(runs.shippedBase).toMatchObject({
+      result: { status: 'completed', completedSteps: Object.values(Step) },
+      payments: [{ status: 'captured' }],
+      shipments: [{ status: 'created' }],
+    });
+  });
+
+  test('lost after the refund, the retry held at the charge: the same outcome, reason, compensations and rows', () => {
+    expect(runs.refusedLost).toEqual(runs.refusedBase);
+  });
+
+  test('lost after the label, the retry held at the charge: the order completes, one charge and one label, nothing refunded', () => {
+    expect(runs.shippedLost).toEqual(runs.shippedBase);
   });
 });

@@ -16,6 +16,7 @@
 export {
   createLedger,
   forwardEffect,
+  holdsAnswer,
   LedgerFailure,
   type CallOutcome,
   type ExternalStep,

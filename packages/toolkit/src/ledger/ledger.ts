@@ -812,6 +812,18 @@ async function abandonStep(db: Db, ref: StepKey, input: unknown): Promise<boolea
   return state === 'cancelled';
 }
 
+/**
+ * Whether the row of `key` among a saga's rows (Ledger.read) holds an answer an attempt got:
+ * completed or failed, also under the tombstone of a compensation since. Every later attempt of
+ * the step is answered from it (for the saga helper's SagaOptions.stepAnswered).
+ */
+export function holdsAnswer(rows: LedgerEntry[], key: string): boolean {
+  const row = rows.find((r) => r.key === key);
+  if (!row) return false;
+  const answered = (state: StepState | null) => state === 'completed' || state === 'failed';
+  return answered(row.state) || (row.state === 'cancelled' && answered(row.undone));
+}
+
 async function readLedger(db: Db, workflowId: string): Promise<LedgerEntry[]> {
   const res = await db.query<Row>(
     `SELECT ${COLUMNS} FROM step_ledger WHERE workflow_id = $1 ORDER BY created_at, key`,

@@ -98,6 +98,14 @@ export const OPERATOR_HOLD_PATCH = 'saga-hold-for-operator';
  */
 export const LOCAL_STEP_ABANDON_PATCH = 'saga-local-step-abandon';
 
+/**
+ * Marks sagas that, when a local step's attempts ran out on a failure that decides nothing, ask
+ * whether an earlier task of the run got the step's answer, and run it again if so
+ * (SagaOptions.stepAnswered). Asked by patched() even under currentRules, and only then, so runs
+ * recorded before it replay without the question.
+ */
+export const RERUN_ANSWERED_STEP_PATCH = 'saga-rerun-answered-local-step';
+
 /** Every patch ID the saga helper uses: each is in the history of some sagas, and stays. */
 export const SAGA_PATCH_IDS = [
   UNDO_ABANDONED_STEP_PATCH,
@@ -108,6 +116,7 @@ export const SAGA_PATCH_IDS = [
   DISTINCT_STEP_NAMES_PATCH,
   OPERATOR_HOLD_PATCH,
   LOCAL_STEP_ABANDON_PATCH,
+  RERUN_ANSWERED_STEP_PATCH,
 ] as const;
 
 /** What a step definition's run resolves to. */
@@ -230,6 +239,18 @@ export interface SagaOptions {
    * type, never one with runs in flight from before.
    */
   currentRules?: boolean;
+  /**
+   * For a saga whose steps run as local activities: whether the step's ledger row holds an answer
+   * (completed or failed, also under a tombstone since), read by an activity. A workflow task
+   * retried after a lost one runs the steps again, and the ledger answers those the lost task had
+   * passed; but such a step can still fail on the way to its answer, on a failure that decides
+   * nothing (its attempts ran out on a timeout, a database restart, a rate limit). Compensating
+   * then would decide differently from the lost task, which went on from that answer (it may have
+   * charged, made the label, compensated for a later failure). So when a local step's attempts run
+   * out on a retryable failure and its row holds an answer, the step runs again after a backoff,
+   * until it reads that answer. Asked until it answers, under RERUN_ANSWERED_STEP_PATCH.
+   */
+  stepAnswered?: (step: string) => Promise<boolean>;
 }
 
 /** An operator's action waiting for the held saga to carry it out. */
@@ -361,6 +382,35 @@ export class Saga {
       this.ignoreTemporalCancel = true;
     }
     return abandoned;
+  }
+
+  /**
+   * A local step run until it answers, when an earlier task of the run got its answer: see
+   * SagaOptions.stepAnswered. A failure that decides something (non-retryable: a business failure,
+   * a tombstone met) or a cancel ends it at once, as does any failure where no answer is recorded.
+   */
+  private async untilAnswered<T>(step: string, once: () => Promise<T>): Promise<T> {
+    for (let round = 1; ; round++) {
+      try {
+        return await once();
+      } catch (err) {
+        if (isNonRetryable(err) || isCancellation(err) || !(await this.answeredEarlier(step))) throw err;
+        await sleep(this.backoff(round));
+      }
+    }
+  }
+
+  private async answeredEarlier(step: string): Promise<boolean> {
+    const ask = this.options.stepAnswered!;
+    if (!patched(RERUN_ANSWERED_STEP_PATCH)) return false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await ask(step);
+      } catch (err) {
+        if (isNonRetryable(err)) return false;
+        await sleep(this.backoff(attempt));
+      }
+    }
   }
 
   /** Refuses an operator's action unless the saga is held for one and none is under way. */
@@ -516,7 +566,8 @@ export class Saga {
     // Sagas that ran their local steps before that rule replay without it.
     const throughCancel = def.local === true && def.kind === 'compensatable' && this.has(LOCAL_STEPS_THROUGH_CANCEL_PATCH);
     const stepCtx = stepContext(def.name);
-    const run = () => def.run(stepCtx);
+    const once = () => def.run(stepCtx);
+    const run = def.local === true && this.options.stepAnswered ? () => this.untilAnswered(def.name, once) : once;
     if (throughCancel) this.localStepsThroughCancel = true;
     // A cancel accepted before this step (while the previous one finished anyway, or before the
     // saga's first step) stops the saga here, before the pivot can start. The step is abandoned
