@@ -68,12 +68,13 @@ test('the stream doors ran under their own faults: the intake and the relay kill
   expect(d.messages.duplicatesDroppedByBroker).toBe(0);
   expect(d.events.total).toBeGreaterThan(0);
   expect(d.webhooks.deliveries).toBeGreaterThan(0);
-  // The flaps met the sender: some attempts failed (answered 500, refused, answer lost) and were made again.
-  expect(Object.values(d.webhooks.attemptsFailed).reduce((n, v) => n + v, 0)).toBeGreaterThan(0);
-  // Every delivery reached the receiver. More hits than deliveries only when a flap answered 500 or
-  // lost an answer while a delivery came; a flap that refuses connections fails attempts without a
-  // hit, and which flap meets a delivery is chance (the audit checks each was applied once).
+  // Every delivery reached the receiver. Whether a flap (answering 500, refusing connections, losing
+  // answers) meets a delivery in flight is chance in a run this short: a run where none did fails no
+  // attempt. Then hits equal deliveries; the audit below checks each was applied once either way, and
+  // test/integration/webhooks.test.ts fails attempts on purpose and checks their retries.
   expect(d.webhooks.receiver.hits).toBeGreaterThanOrEqual(d.webhooks.deliveries);
+  const failedAttempts = Object.values(d.webhooks.attemptsFailed).reduce((n, v) => n + v, 0);
+  if (failedAttempts === 0) expect(d.webhooks.receiver.hits).toBe(d.webhooks.deliveries);
 });
 
 test('the stream doors audit finds no violation: messages → one order each, changes → one event each, published, consumed and delivered once', () => {
