@@ -185,6 +185,9 @@ describe('a workflow task lost after local steps committed: the retry decides as
   const name = (c: { kind: Kind; dieAfter: string; cancel: boolean }) => `${c.kind}/${c.dieAfter}${c.cancel ? '+cancel' : ''}`;
 
   beforeAll(async () => {
+    // The last describe's runs go beside this matrix: theirs mostly wait too. Awaited (and any
+    // failure of theirs reported) there.
+    answeredStepRuns().catch(() => undefined);
     const kinds = Object.keys(LOSS_POINTS) as Kind[];
     const base = await Promise.all(kinds.map((k) => baseline(k)));
     baselines = Object.fromEntries(kinds.map((k, i) => [k, base[i]])) as Record<Kind, unknown>;
@@ -343,63 +346,79 @@ describe('orderSagaV2: a workflow task lost after any step committed, the charge
 /**
  * orderSagaV2 meeting, in a retried task, a failure the lost task never met, at a step that task had
  * passed: the charge's answer is in the ledger, but the retry is refused a turn at the payment
- * provider's rate limit (a bucket put in debt for the test) before it reads it, for 15 s. Compensating for that would decide
- * differently from the lost task; the retry runs the charge again until it reads the answer, and goes
- * on as the lost task did:
+ * provider's rate limit (a bucket put in debt for the test) before it reads it, for about 15 s.
+ * Compensating for that would decide differently from the lost task; the retry runs the charge again
+ * until it reads the answer, and goes on as the lost task did:
  * - the label refused for good (400, not retried): the lost task had compensated the label and
  *   refunded the charge when it died. The retry unwinds for the carrier's refusal, every compensation
  *   listed, the order's reason the carrier's.
  * - the label made: the lost task died after the pivot. The retry completes the order (compensating
  *   would have refunded a charge for a parcel the carrier ships).
  */
-describe('orderSagaV2: a retry that fails on the way to an answer the lost task got runs the step again and decides as that task did', () => {
-  // The carrier refuses the label once (400: not retried), so the whole saga up to the loss is one
-  // workflow task: no step takes long enough for the SDK to complete the task early.
-  const carrierRefuses = (o: OrderInput) =>
-    addFault(ctx.carrier.url, { kind: 'error', status: 400, path: '/shipments', keyPrefix: `${orderWorkflowId(o.orderId)}/`, times: 1 });
-  const runs: Record<'refusedBase' | 'refusedLost' | 'shippedBase' | 'shippedLost', unknown> = {} as never;
+type AnswerRun = 'refusedBase' | 'refusedLost' | 'shippedBase' | 'shippedLost';
 
-  async function run(refused: boolean, dieAfter?: string): Promise<unknown> {
-    const order = orderInput();
-    const labels = async (snap: unknown) => ({
-      ...(snap as object),
-      shipments: (await ctx.db.query(`SELECT status FROM shipments WHERE order_id = $1`, [order.orderId])).rows,
-    });
-    await seedInventory(ctx.db, { [order.items[0]!.sku]: 10 });
-    if (refused) await carrierRefuses(order);
-    const queue = uniqueId(dieAfter ? 'lost' : 'lost-base');
-    if (!dieAfter) {
-      const stop = await worker(queue);
-      try {
-        return await labels(await snapshot(order, await (await start(order, queue, 'orderSagaV2')).result()));
-      } finally {
-        await stop();
-      }
+// The carrier refuses the label once (400: not retried), so the whole saga up to the loss is one
+// workflow task: no step takes long enough for the SDK to complete the task early.
+const carrierRefuses = (o: OrderInput) =>
+  addFault(ctx.carrier.url, { kind: 'error', status: 400, path: '/shipments', keyPrefix: `${orderWorkflowId(o.orderId)}/`, times: 1 });
+
+async function answerRun(refused: boolean, dieAfter?: string): Promise<unknown> {
+  const order = orderInput();
+  const labels = async (snap: unknown) => ({
+    ...(snap as object),
+    shipments: (await ctx.db.query(`SELECT status FROM shipments WHERE order_id = $1`, [order.orderId])).rows,
+  });
+  await seedInventory(ctx.db, { [order.items[0]!.sku]: 10 });
+  if (refused) await carrierRefuses(order);
+  const queue = uniqueId(dieAfter ? 'lost' : 'lost-base');
+  if (!dieAfter) {
+    const stop = await worker(queue);
+    try {
+      return await labels(await snapshot(order, await (await start(order, queue, 'orderSagaV2')).result()));
+    } finally {
+      await stop();
     }
-    const limited = { ...ctx.deps, paymentsPerSecond: 0.1 };
-    const lost = await runWithLostTask<OrderSagaResult>({
-      dying: spawnNode('test/helpers/scripts/worker-dies-after-step.ts', { ...workerEnv(ctx, queue), DIE_AFTER_STEP: dieAfter, WORKFLOW_BUNDLE: bundlePath }, 'worker ready'),
-      start: () => start(order, queue, 'orderSagaV2'),
-      survivor: async () => {
-        // The bucket one token in debt: at 0.1 tokens a second the retry's turns stay more than 5 s
-        // away (refused) for 15 s, past the charge's 6 attempts (about 6 s of backoff).
-        await ctx.db.query(
-          `INSERT INTO ledger_rate_limits (name, tokens, updated_at) VALUES ($1, -1, clock_timestamp())
-           ON CONFLICT (name) DO UPDATE SET tokens = -1, updated_at = clock_timestamp()`,
-          [PAYMENT_PROVIDER_LIMIT],
-        );
-        const w = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue: queue, deps: limited, workflowBundle: { codePath: bundlePath } });
-        return ctx.startWorker(w);
-      },
-    });
-    return labels(await snapshot(order, lost.result));
   }
+  const limited = { ...ctx.deps, paymentsPerSecond: 0.1 };
+  const lost = await runWithLostTask<OrderSagaResult>({
+    dying: spawnNode('test/helpers/scripts/worker-dies-after-step.ts', { ...workerEnv(ctx, queue), DIE_AFTER_STEP: dieAfter, WORKFLOW_BUNDLE: bundlePath }, 'worker ready'),
+    start: () => start(order, queue, 'orderSagaV2'),
+    survivor: async () => {
+      // The bucket one token in debt: at 0.1 tokens a second the retry's turns stay more than 5 s
+      // away (refused) for 15 s, past the charge's 6 attempts (about 6 s of backoff). The two lost
+      // runs share the bucket: the second one's reset only keeps the first refused longer.
+      await ctx.db.query(
+        `INSERT INTO ledger_rate_limits (name, tokens, updated_at) VALUES ($1, -1, clock_timestamp())
+         ON CONFLICT (name) DO UPDATE SET tokens = -1, updated_at = clock_timestamp()`,
+        [PAYMENT_PROVIDER_LIMIT],
+      );
+      const w = await createSagaWorker({ connection: ctx.nativeConnection, namespace: ctx.namespace, taskQueue: queue, deps: limited, workflowBundle: { codePath: bundlePath } });
+      return ctx.startWorker(w);
+    },
+  });
+  return labels(await snapshot(order, lost.result));
+}
+
+let answerRuns: Promise<Record<AnswerRun, unknown>> | undefined;
+/** The four runs, at once; started beside the loss matrix by the first describe (they mostly wait). */
+function answeredStepRuns(): Promise<Record<AnswerRun, unknown>> {
+  answerRuns ??= (async () => {
+    const [refusedBase, shippedBase, refusedLost, shippedLost] = await Promise.all([
+      answerRun(true),
+      answerRun(false),
+      answerRun(true, 'refundPayment'),
+      answerRun(false, 'createShipment'),
+    ]);
+    return { refusedBase, shippedBase, refusedLost, shippedLost };
+  })();
+  return answerRuns;
+}
+
+describe('orderSagaV2: a retry that fails on the way to an answer the lost task got runs the step again and decides as that task did', () => {
+  let runs: Record<AnswerRun, unknown>;
 
   beforeAll(async () => {
-    // One at a time for the lost runs: both draw on the one payment bucket of this file's schema.
-    [runs.refusedBase, runs.shippedBase] = await Promise.all([run(true), run(false)]);
-    runs.refusedLost = await run(true, 'refundPayment');
-    runs.shippedLost = await run(false, 'createShipment');
+    runs = await answeredStepRuns();
   });
 
   test('without a loss: refused, the label never made and every step before it compensated; made, the order completes', () => {

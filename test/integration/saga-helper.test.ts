@@ -10,7 +10,7 @@ import { bundleWorkflowCode, Worker, type WorkflowBundle } from '@temporalio/wor
 import { createJournalActivities, JOURNAL_DDL, readJournal, type JournalRow } from '../fixtures/saga/activities';
 import { ScriptedFailureType, type SagaScript, type ScriptedStep } from '../fixtures/saga/types';
 import { cancelUpdate, requestCancelAnswersQuery, requestCancelSignal, scriptedSaga, statusQuery, transitionsQuery } from '../fixtures/saga/workflows';
-import { sagaResolveUpdate, sagaRetryCompensationUpdate, type SagaCause, type SagaStatus } from '../../packages/toolkit/src/workflow';
+import { RERUN_ANSWERED_STEP_PATCH, sagaResolveUpdate, sagaRetryCompensationUpdate, type SagaCause, type SagaStatus } from '../../packages/toolkit/src/workflow';
 import { undoKey } from '../../packages/toolkit/src/workflow/keys';
 import { createLedger } from '../../packages/toolkit/src/ledger/ledger';
 import { createTestContext, uniqueId, type TestContext } from '../helpers/context';
@@ -804,6 +804,74 @@ describe('a cancel accepted before the first step', () => {
     expect(outcome.status).toBe('cancelled');
     // 'a' never ran forward; its undo ran once (a no-op tombstone for an effect that never happened).
     expect(calls(rows)).toEqual([['undo', 'a', 'ok']]);
+  });
+});
+
+describe('a local step that fails on the way to an answer an earlier task got (stepAnswered)', () => {
+  /** How many of the run's patch markers name RERUN_ANSWERED_STEP_PATCH. */
+  const markers = async (handle: Handle) =>
+    ((await handle.fetchHistory()).events ?? []).filter((e) => {
+      const m = e.markerRecordedEventAttributes;
+      const data = m?.markerName === 'core_patch' ? m.details?.['patch-data']?.payloads?.[0]?.data : undefined;
+      if (!data) return false;
+      const text = typeof data === 'string' ? Buffer.from(data, 'base64').toString() : Buffer.from(data).toString();
+      return (JSON.parse(text) as { id: string }).id === RERUN_ANSWERED_STEP_PATCH;
+    }).length;
+  const local = (name: string, extra: Partial<ScriptedStep> = {}) => comp(name, { local: true, ...extra });
+
+  test.concurrent('its attempts ran out on a retryable failure and the answer is recorded: it runs again, asking each time, until it answers', async () => {
+    const handle = await start({ steps: [local('a'), local('b', { failWith: 'transient', failTimes: 2 }), { name: 'p', kind: 'pivot' }], stepAnswered: true });
+    expect(await handle.result()).toEqual({ status: 'completed', result: ['a', 'b', 'p'], completedSteps: ['a', 'b', 'p'], compensations: [] });
+    expect(calls(await journal(handle))).toEqual([
+      ['run', 'a', 'ok'],
+      ['run', 'b', 'failed'],
+      ['record', 'b', 'ok'],
+      ['run', 'b', 'failed'],
+      ['record', 'b', 'ok'],
+      ['run', 'b', 'ok'],
+      ['run', 'p', 'ok'],
+    ]);
+    // The rule's patch marker, recorded where it was first asked (RERUN_ANSWERED_STEP_PATCH).
+    expect(await markers(handle)).toBe(1);
+  });
+
+  test.concurrent('no answer recorded: the saga compensates for the failure, as without the hook', async () => {
+    const handle = await start({ steps: [local('a'), local('b', { failWith: 'transient' }), { name: 'p', kind: 'pivot' }], stepAnswered: false });
+    expect(await handle.result()).toMatchObject({ status: 'compensated', failure: { type: ScriptedFailureType.transient }, completedSteps: ['a'] });
+    expect(calls(await journal(handle))).toEqual([
+      ['run', 'a', 'ok'],
+      ['run', 'b', 'failed'],
+      ['record', 'b', 'ok'],
+      ['undo', 'b', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
+  });
+
+  test.concurrent.each([
+    ['a business failure (non-retryable) of a local step', local('b', { failWith: 'business' }), ScriptedFailureType.business],
+    ['a retryable failure of a step that is not local', comp('b', { failWith: 'transient' }), ScriptedFailureType.transient],
+  ])('%s decides at once: never asked, compensated', async (_what, b, type) => {
+    const handle = await start({ steps: [local('a'), b, { name: 'p', kind: 'pivot' }], stepAnswered: true });
+    expect(await handle.result()).toMatchObject({ status: 'compensated', failure: { type }, completedSteps: ['a'] });
+    expect(calls(await journal(handle))).toEqual([
+      ['run', 'a', 'ok'],
+      ['run', 'b', 'failed'],
+      ['undo', 'b', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
+    expect(await markers(handle)).toBe(0);
+  });
+
+  test.concurrent("a cancel met at a local step whose abandon fails on the way: it is asked again until it answers, and the step's undo runs", async () => {
+    const { cancel, outcome, rows } = await cancelledBeforeFirstTask({ steps: [local('a', { abandon: { failsTimes: 2, answer: true } }), comp('b')] });
+    expect(cancel).toBe('accepted');
+    expect(outcome).toMatchObject({ status: 'cancelled', completedSteps: [], compensations: [{ step: 'a', status: 'done' }] });
+    expect(calls(rows)).toEqual([
+      ['record', 'a', 'failed'],
+      ['record', 'a', 'failed'],
+      ['record', 'a', 'ok'],
+      ['undo', 'a', 'ok'],
+    ]);
   });
 });
 

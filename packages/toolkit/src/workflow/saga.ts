@@ -101,8 +101,8 @@ export const LOCAL_STEP_ABANDON_PATCH = 'saga-local-step-abandon';
 /**
  * Marks sagas that, when a local step's attempts ran out on a failure that decides nothing, ask
  * whether an earlier task of the run got the step's answer, and run it again if so
- * (SagaOptions.stepAnswered). Asked by patched() even under currentRules, and only then, so runs
- * recorded before it replay without the question.
+ * (SagaOptions.stepAnswered); and that ask a step's `abandon` again when it failed so. Asked by
+ * patched() even under currentRules, and only then, so runs recorded before it replay without it.
  */
 export const RERUN_ANSWERED_STEP_PATCH = 'saga-rerun-answered-local-step';
 
@@ -375,7 +375,19 @@ export class Saga {
     const cause = { cancelled: true, failure: { type: SagaFailure.SagaCancelled, message: this.cancelReason || 'cancelled' } };
     const ctx = Object.defineProperty({ ...cause }, 'key', { get: () => stepCtx.key, enumerable: false }) as StepContext & SagaCause;
     const abandon = def.abandon!;
-    const abandoned = await CancellationScope.nonCancellable(() => abandon(ctx));
+    // Asked until it answers (it is idempotent): a failure that decides nothing (a database restart
+    // past its attempts) must not unwind the saga with the step's undo unregistered, when a lost
+    // task may have applied the step.
+    const abandoned = await CancellationScope.nonCancellable(async () => {
+      for (let round = 1; ; round++) {
+        try {
+          return await abandon(ctx);
+        } catch (err) {
+          if (isNonRetryable(err) || !patched(RERUN_ANSWERED_STEP_PATCH)) throw err;
+          await sleep(this.backoff(round));
+        }
+      }
+    });
     if (!abandoned && def.kind === 'pivot') {
       this.answerCancel('past the point of no return: the pivot step has started');
       this.state.cancelRequested = false;
