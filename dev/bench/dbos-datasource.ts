@@ -44,10 +44,17 @@ class PgTransactionHandler implements DataSourceTransactionHandler {
     this.#pool = new Pool(this.config);
     guardDataSourcePoolPG(this.#pool, 'NodePostgresDataSource');
     await old?.end();
-    const client = await this.#pool.connect();
+    await this.#inTransaction(async (client) => {
+      await migrateDataSourcePG(async (sql) => (await client.query(sql)).rows, this.schema);
+    });
+  }
+
+  /** `fn` on one client between BEGIN and COMMIT; rolled back if it throws. */
+  async #inTransaction(fn: (client: PoolClient) => Promise<void>): Promise<void> {
+    const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      await migrateDataSourcePG(async (sql) => (await client.query(sql)).rows, this.schema);
+      await fn(client);
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -69,21 +76,13 @@ class PgTransactionHandler implements DataSourceTransactionHandler {
   }
 
   async deleteCheckpoints(workflowID: string, startStep: number, beforeCommit?: () => Promise<void>): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    await this.#inTransaction(async (client) => {
       await client.query(`DELETE FROM "${this.schema}".transaction_completion WHERE workflow_id = $1 AND function_num >= $2`, [
         workflowID,
         startStep,
       ]);
       await beforeCommit?.();
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async #recorded(workflowID: string, stepID: number): Promise<{ output: string | null } | { error: string } | undefined> {
