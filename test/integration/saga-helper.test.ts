@@ -820,17 +820,24 @@ describe('a local step that fails on the way to an answer an earlier task got (s
   const local = (name: string, extra: Partial<ScriptedStep> = {}) => comp(name, { local: true, ...extra });
 
   test.concurrent('its attempts ran out on a retryable failure and the answer is recorded: it runs again, asking each time, until it answers', async () => {
-    const handle = await start({ steps: [local('a'), local('b', { failWith: 'transient', failTimes: 2 }), { name: 'p', kind: 'pivot' }], stepAnswered: true });
+    const handle = await start({ steps: [local('a'), local('b', { failWith: 'transient', failTimes: 4 }), { name: 'p', kind: 'pivot' }], stepAnswered: true });
+    // Shown while it runs again (backoffs of 100, 200, 400 ms), with its last failure, as a retriable step's rounds are.
+    await eventually(
+      () => handle.query(statusQuery),
+      (st) => st.retries.some((r) => r.step === 'b' && /^b unavailable/.test(r.lastError ?? '')),
+      'b shown in status().retries',
+    );
     expect(await handle.result()).toEqual({ status: 'completed', result: ['a', 'b', 'p'], completedSteps: ['a', 'b', 'p'], compensations: [] });
     expect(calls(await journal(handle))).toEqual([
       ['run', 'a', 'ok'],
-      ['run', 'b', 'failed'],
-      ['record', 'b', 'ok'],
-      ['run', 'b', 'failed'],
-      ['record', 'b', 'ok'],
+      ...Array.from({ length: 4 }, () => [
+        ['run', 'b', 'failed'],
+        ['record', 'b', 'ok'],
+      ]).flat(),
       ['run', 'b', 'ok'],
       ['run', 'p', 'ok'],
     ]);
+    expect((await handle.query(statusQuery)).retries).toEqual([]);
     // The rule's patch marker, recorded where it was first asked (RERUN_ANSWERED_STEP_PATCH).
     expect(await markers(handle)).toBe(1);
   });

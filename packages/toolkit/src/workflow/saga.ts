@@ -402,13 +402,22 @@ export class Saga {
    * a tombstone met) or a cancel ends it at once, as does any failure where no answer is recorded.
    */
   private async untilAnswered<T>(step: string, once: () => Promise<T>): Promise<T> {
-    for (let round = 1; ; round++) {
-      try {
-        return await once();
-      } catch (err) {
-        if (isNonRetryable(err) || isCancellation(err) || !(await this.answeredEarlier(step))) throw err;
-        await sleep(this.backoff(round));
+    // Shown in status().retries while it runs again, as a retriable step's rounds are.
+    let record: RetryRecord | undefined;
+    try {
+      for (;;) {
+        try {
+          return await once();
+        } catch (err) {
+          if (isNonRetryable(err) || isCancellation(err) || !(await this.answeredEarlier(step))) throw err;
+          if (!record) this.state.retries.push((record = { step, attempts: 1 }));
+          record.lastError = describeFailure(err).message;
+          await sleep(this.backoff(record.attempts));
+          record.attempts += 1;
+        }
       }
+    } finally {
+      if (record) this.state.retries.splice(this.state.retries.indexOf(record), 1);
     }
   }
 
