@@ -378,12 +378,15 @@ const COLUMNS = 'key, workflow_id, step, fingerprint, state, result, error, undo
 const SELECT_ROW = `SELECT ${COLUMNS}, input FROM step_ledger WHERE key = $1`;
 
 /**
- * Inserts a forward step's row unless its saga has started compensating (any tombstone among its
- * rows): from then on no forward step of that saga may apply, whichever task or attempt runs it.
- * $1 key, $2 workflow ID, $3 step, $4 fingerprint; the caller adds state and its own columns.
+ * Ends an INSERT … SELECT of a forward step's row: inserted unless its saga has started
+ * compensating (any tombstone among its rows), for from then on no forward step of that saga may
+ * apply, whichever task or attempt runs it; and unless the key is taken. `workflowId` is SQL: a
+ * parameter (`$2`) or a quoted literal. Answers with `returning` for a row inserted.
  */
-const UNLESS_COMPENSATING = `WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = $2 AND state = 'cancelled')
-  ON CONFLICT (key) DO NOTHING RETURNING key`;
+function unlessCompensating(workflowId: string, returning = 'key'): string {
+  return `WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = ${workflowId} AND state = 'cancelled')
+  ON CONFLICT (key) DO NOTHING RETURNING ${returning}`;
+}
 
 function toEntry(row: Row): LedgerEntry {
   return {
@@ -447,8 +450,7 @@ function claimInsert(tx: Tx, ref: StepKey, fp: Fingerprint, input?: unknown): st
        VALUES (${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'pending') ON CONFLICT (key) DO NOTHING RETURNING key`
     : `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, input)
        SELECT ${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'pending', ${l(JSON.stringify(input ?? null))}::jsonb
-        WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = ${l(ref.workflowId)} AND state = 'cancelled')
-        ON CONFLICT (key) DO NOTHING RETURNING key`;
+        ${unlessCompensating(l(ref.workflowId))}`;
 }
 
 /**
@@ -468,12 +470,7 @@ async function inOneMessage(db: Db, must: (tx: Tx) => string, then?: Statement):
       db,
       async (tx) => {
         const last = then ? `${inlineStatement(then, (text) => tx.escapeLiteral(text))!}; ` : '';
-        try {
-          await tx.query(`BEGIN; WITH must AS (${must(tx)}) SELECT 1 / count(*) FROM must; ${last}COMMIT`);
-        } catch (err) {
-          if ((err as { code?: unknown } | null)?.code === DIVISION_BY_ZERO) throw new KeyTaken();
-          throw err;
-        }
+        await requiringRow(tx, must(tx), { before: 'BEGIN; ', after: `${last}COMMIT` });
       },
       { begins: true, commits: true },
     );
@@ -556,7 +553,7 @@ function asBusinessFailure(err: unknown): RecordedFailure | null {
 async function recordFailure(db: Db, ref: StepKey, fp: Fingerprint, failure: RecordedFailure): Promise<boolean> {
   const res = await db.query(
     `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, error)
-     SELECT $1, $2, $3, $4, 'failed', $5::jsonb ${UNLESS_COMPENSATING}`,
+     SELECT $1, $2, $3, $4, 'failed', $5::jsonb ${unlessCompensating('$2')}`,
     [ref.key, ref.workflowId, ref.step, fp.value, failure],
   );
   return res.rowCount === 1;
@@ -565,8 +562,22 @@ async function recordFailure(db: Db, ref: StepKey, fp: Fingerprint, failure: Rec
 /** Thrown inside a local step's transaction to roll its effect back when the key turns out to be taken. */
 class KeyTaken extends Error {}
 
-/** SQLSTATE of the local step's record statement when it inserted no row (see runLocalStep). */
+/** SQLSTATE of a requiringRow statement when its row was not there. */
 const DIVISION_BY_ZERO = '22012';
+
+/**
+ * Sends `before`, then `WITH must AS (<must>) SELECT 1 / count(*) FROM must`, then `after`, as one
+ * message. When `must` answers no row (a key taken, a row no longer pending, a saga compensating)
+ * the division fails the message, PostgreSQL skips the rest of it, and this throws KeyTaken.
+ */
+async function requiringRow(tx: Tx, must: string, { before, after }: { before: string; after: string }): Promise<void> {
+  try {
+    await tx.query(`${before}WITH must AS (${must}) SELECT 1 / count(*) FROM must; ${after}`);
+  } catch (err) {
+    if ((err as { code?: unknown } | null)?.code === DIVISION_BY_ZERO) throw new KeyTaken();
+    throw err;
+  }
+}
 
 /**
  * The effect first, the record last: BEGIN, the effect's statements, one
@@ -609,19 +620,13 @@ async function runLocalStep<T>(
         // row, and the division by that count of rows fails the statement: COMMIT is not run, and
         // the transaction rolls back, effect and all.
         const l = (v: string | null) => literal(tx, v);
-        try {
-          await tx.query(
-            `${first}WITH recorded AS (
-               INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
-               SELECT ${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'completed', ${l(JSON.stringify(result ?? null))}::jsonb
-                WHERE NOT EXISTS (SELECT 1 FROM step_ledger WHERE workflow_id = ${l(ref.workflowId)} AND state = 'cancelled')
-                ON CONFLICT (key) DO NOTHING RETURNING 1)
-             SELECT 1 / count(*) FROM recorded; COMMIT`,
-          );
-        } catch (err) {
-          if ((err as { code?: unknown } | null)?.code === DIVISION_BY_ZERO) throw new KeyTaken();
-          throw err;
-        }
+        await requiringRow(
+          tx,
+          `INSERT INTO step_ledger (key, workflow_id, step, fingerprint, state, result)
+           SELECT ${l(ref.key)}, ${l(ref.workflowId)}, ${l(ref.step)}, ${l(fp.value)}, 'completed', ${l(JSON.stringify(result ?? null))}::jsonb
+            ${unlessCompensating(l(ref.workflowId), '1')}`,
+          { before: first, after: 'COMMIT' },
+        );
         return result;
       },
       // BEGIN goes with the effect's first statement: the step is two round trips, or one (a planned
