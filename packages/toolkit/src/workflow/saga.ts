@@ -378,16 +378,15 @@ export class Saga {
     // Asked until it answers (it is idempotent): a failure that decides nothing (a database restart
     // past its attempts) must not unwind the saga with the step's undo unregistered, when a lost
     // task may have applied the step.
-    const abandoned = await CancellationScope.nonCancellable(async () => {
-      for (let round = 1; ; round++) {
-        try {
-          return await abandon(ctx);
-        } catch (err) {
-          if (isNonRetryable(err) || !patched(RERUN_ANSWERED_STEP_PATCH)) throw err;
-          await sleep(this.backoff(round));
-        }
-      }
-    });
+    const abandoned = await CancellationScope.nonCancellable(() =>
+      this.untilDecided(
+        () => abandon(ctx),
+        (err) => {
+          throw err;
+        },
+        () => patched(RERUN_ANSWERED_STEP_PATCH),
+      ),
+    );
     if (!abandoned && def.kind === 'pivot') {
       this.answerCancel('past the point of no return: the pivot step has started');
       this.state.cancelRequested = false;
@@ -424,11 +423,19 @@ export class Saga {
   private async answeredEarlier(step: string): Promise<boolean> {
     const ask = this.options.stepAnswered!;
     if (!patched(RERUN_ANSWERED_STEP_PATCH)) return false;
+    return this.untilDecided(() => ask(step), () => false);
+  }
+
+  /**
+   * `ask` until it answers, with the saga's backoff between tries: a failure that decides something
+   * (non-retryable), or one `mayRetry` refuses, is handed to `giveUp` instead.
+   */
+  private async untilDecided<T>(ask: () => Promise<T>, giveUp: (err: unknown) => T, mayRetry: () => boolean = () => true): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await ask(step);
+        return await ask();
       } catch (err) {
-        if (isNonRetryable(err)) return false;
+        if (isNonRetryable(err) || !mayRetry()) return giveUp(err);
         await sleep(this.backoff(attempt));
       }
     }
@@ -730,14 +737,7 @@ export class Saga {
 
   /** Runs a recording hook until it succeeds; one a retry cannot help is left (the saga's own outcome still says what happened). */
   private async persistently(record: () => Promise<void>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await record();
-      } catch (err) {
-        if (isNonRetryable(err)) return;
-        await sleep(this.backoff(attempt));
-      }
-    }
+    return this.untilDecided(record, () => undefined);
   }
 
   /**
