@@ -1,9 +1,9 @@
 import { Step } from '../workflows/order/steps';
 import { providerKey, type Money, type StepInput, type UndoInput } from '../workflows/order/types';
-import { Context } from '@temporalio/activity';
 import { createRateLimiter, forwardEffect } from '@sagaflow/toolkit/ledger';
 import type { Ledger, RateLimiter } from '@sagaflow/toolkit/ledger';
 import type { ActivityDeps } from './deps';
+import { withHeartbeat } from './provider-http';
 import { paymentProviderClient } from './providers';
 
 type ChargeInput = StepInput & { amount: Money; paymentToken: string };
@@ -16,58 +16,37 @@ export const PAYMENT_PROVIDER_LIMIT = 'payment-provider';
  * RateLimited and the retry policy backs off, instead of a backlog queueing in the bucket's debt.
  * Leaves room for the provider call (PROVIDER_TIMEOUT_MS) inside the step's 15 s start-to-close.
  */
-export const PAYMENT_MAX_WAIT_MS = 5_000;
+const PAYMENT_MAX_WAIT_MS = 5_000;
 
 /**
  * deps.paymentsPerSecond as a limiter kept in PostgreSQL (the ledger's createRateLimiter), so the
  * cap holds across every worker on the database, whether the payment step runs as an activity or
- * as a local activity in the workflow worker. Burst: one second's worth, max(1, ceil(perSecond)),
- * so a quiet provider takes a second's requests at once, then one every 1/perSecond.
+ * as a local activity in the workflow worker. Burst: createRateLimiter's default, one second's
+ * worth, max(1, ceil(perSecond)), so a quiet provider takes a second's requests at once, then one
+ * every 1/perSecond.
  */
-export function paymentProviderLimiter(deps: ActivityDeps): RateLimiter | undefined {
+function paymentProviderLimiter(deps: ActivityDeps): RateLimiter | undefined {
   if (deps.paymentsPerSecond === undefined) return undefined;
   return createRateLimiter(deps.db, {
     name: PAYMENT_PROVIDER_LIMIT,
     perSecond: deps.paymentsPerSecond,
-    burst: Math.max(1, Math.ceil(deps.paymentsPerSecond)),
     maxWaitMs: PAYMENT_MAX_WAIT_MS,
   });
-}
-
-/**
- * Waits for the payment provider's limiter, when deps.paymentsPerSecond sets one. The wait
- * happens outside any transaction (the ledger opens none around a call), heartbeats like the
- * call itself, and ends when the activity is cancelled.
- */
-function providerTurn(deps: ActivityDeps): () => Promise<void> {
-  const limiter = paymentProviderLimiter(deps);
-  return async () => {
-    if (limiter) await waitForTurn(limiter);
-  };
-}
-
-async function waitForTurn(limiter: RateLimiter): Promise<void> {
-  let ctx: Context;
-  try {
-    ctx = Context.current();
-  } catch {
-    await limiter.acquire(); // outside an activity (a script): nothing to heartbeat or cancel
-    return;
-  }
-  // A turn seconds away must not look like a dead worker to the heartbeat timeout (a local
-  // activity has none: its workflow task's timeout watches the worker).
-  const beat = ctx.info.isLocal ? undefined : setInterval(() => ctx.heartbeat(), 1000);
-  try {
-    await limiter.acquire(ctx.cancellationSignal);
-  } finally {
-    clearInterval(beat);
-  }
 }
 
 export function createPaymentActivities(deps: ActivityDeps, books: Ledger) {
   const ledger = books.step(Step.chargePayment);
   const provider = paymentProviderClient(deps);
-  const turn = providerTurn(deps);
+  const limiter = paymentProviderLimiter(deps);
+  /**
+   * Waits for the payment provider's limiter, when deps.paymentsPerSecond sets one. The wait
+   * happens outside any transaction (the ledger opens none around a call), heartbeats like the
+   * call itself (a turn seconds away must not look like a dead worker), and ends when the
+   * activity is cancelled.
+   */
+  const turn = async (): Promise<void> => {
+    if (limiter) await withHeartbeat((signal) => limiter.acquire(signal));
+  };
   return {
     async chargePayment(input: ChargeInput): Promise<{ chargeId: string }> {
       // The turn comes before the ledger claims the step: an attempt refused a turn (RateLimited)

@@ -132,11 +132,11 @@ export async function callService<T>(
 }
 
 /**
- * Heartbeats every second once `work` has run a second, so a worker that dies mid-call is
- * noticed within the heartbeat timeout and the attempt moves to another worker.
- * Outside an activity (a script, a unit test) it just awaits the work.
+ * Heartbeats every second once `work` (a provider call, or a wait for a rate limiter's turn) has
+ * run a second, so a worker that dies mid-call is noticed within the heartbeat timeout and the
+ * attempt moves to another worker. Outside an activity (a script, a unit test) it just awaits the work.
  */
-async function withHeartbeat<T>(work: (signal?: AbortSignal) => Promise<T>): Promise<T> {
+export async function withHeartbeat<T>(work: (signal?: AbortSignal) => Promise<T>): Promise<T> {
   let ctx: Context;
   try {
     ctx = Context.current();

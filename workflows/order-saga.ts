@@ -50,23 +50,12 @@ function system(role: ActivitySystem, options: ActivityOptions) {
 }
 
 /**
- * What tells the order saga's workflow types apart. Each type keeps its own for as long as any of
- * its runs can be in flight: a recorded history replays only on the code that made it.
- */
-interface SagaShape {
-  /** Whether the rule a patch ID marks applies to this run. */
-  has(patchId: string): boolean;
-  /** Every step, the provider and carrier calls too, a local activity: one workflow task per saga. */
-  oneTask: boolean;
-}
-
-/**
  * The order saga's first workflow type. Its runs took up each change behind patched(), so its
  * history carries a marker per rule; its payment and shipment run on their systems' task queues.
  * New sagas start as orderSagaV2; this one stays for the runs already in flight (docs/versioning.md).
  */
 export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
-  return runOrderSaga(order, { has: patched, oneTask: false });
+  return runOrderSaga(order, false);
 }
 
 /**
@@ -78,11 +67,20 @@ export async function orderSaga(order: OrderInput): Promise<OrderSagaResult> {
  * that runs the steps ends, and is refused if the pivot had started by then (docs/versioning.md).
  */
 export async function orderSagaV2(order: OrderInput): Promise<OrderSagaResult> {
-  return runOrderSaga(order, { has: () => true, oneTask: true });
+  return runOrderSaga(order, true);
 }
 
-async function runOrderSaga(order: OrderInput, shape: SagaShape): Promise<OrderSagaResult> {
-  const { has, oneTask } = shape;
+/**
+ * The body of both workflow types. `oneTask` is what tells them apart, and each type keeps its own
+ * for as long as any of its runs can be in flight: a recorded history replays only on the code that
+ * made it.
+ * @param oneTask Every step, the provider and carrier calls too, a local activity: one workflow task
+ *   per saga (orderSagaV2). It also means every rule applies without a patch marker; without it
+ *   (orderSaga) a rule applies to the run if its patch ID is patched().
+ */
+async function runOrderSaga(order: OrderInput, oneTask: boolean): Promise<OrderSagaResult> {
+  /** Whether the rule a patch ID marks applies to this run. */
+  const has = (patchId: string) => oneTask || patched(patchId);
   const keys = sagaKeys(workflowInfo().workflowId);
   // Every undo carries the saga's cause: the ledger records it on the tombstone, so a workflow task
   // retried after it was lost unwinds for the same cause (it is recorded, never fingerprinted).
@@ -111,12 +109,12 @@ async function runOrderSaga(order: OrderInput, shape: SagaShape): Promise<OrderS
   const cancellationType = has(WAIT_FOR_CANCELLED_ACTIVITIES_PATCH)
     ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
     : ActivityCancellationType.TRY_CANCEL;
-  const external = oneTask
-    ? { payments: proxyLocalActivities<SagaActivities>(localExternalStep), shipping: proxyLocalActivities<SagaActivities>(localExternalStep) }
-    : {
-        payments: system('payments', { ...externalStep, cancellationType }),
-        shipping: system('shipping', { ...externalStep, cancellationType }),
-      };
+  // One-task sagas call the provider and the carrier through one local stub, as they undo them.
+  const externalInWorker = oneTask ? proxyLocalActivities<SagaActivities>(localExternalStep) : undefined;
+  const external = {
+    payments: externalInWorker ?? system('payments', { ...externalStep, cancellationType }),
+    shipping: externalInWorker ?? system('shipping', { ...externalStep, cancellationType }),
+  };
   const externalUndo = oneTask ? proxyLocalActivities<SagaActivities>(localExternalUndo) : undefined;
   const undo = {
     orders: db('orders', compensationRound, localDatabaseUndo),

@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import { createLedger } from '@sagaflow/toolkit/ledger';
 import type { Db } from '../db/pool';
 import type { OrderRow } from '../orders/repository';
 import { statusQuery } from '../../workflows/order/definitions';
@@ -40,7 +41,7 @@ export function sagaFromResult(r: OrderSagaResult): SagaView {
  * Both calls end by `deadline` (ms since the epoch), answered or not: an answer never waits
  * on a busy server or on workers that do not poll.
  */
-export async function liveSaga(temporal: Client, orderId: string, deadline = Date.now() + 3000, db?: Db): Promise<SagaView> {
+export async function liveSaga(temporal: Client, orderId: string, deadline = Date.now() + 3000, db: Db): Promise<SagaView> {
   const handle = temporal.workflow.getHandle(orderWorkflowId(orderId));
   const described = await temporal.withDeadline(deadline, () => handle.describe()).catch(() => undefined);
   // A query replays a closed workflow's last state, which for a terminated or timed-out
@@ -52,7 +53,7 @@ export async function liveSaga(temporal: Client, orderId: string, deadline = Dat
   // run the saga yet, or one runs its steps in that first task (an orderSagaV2 runs them all in
   // one). Its query would wait for that task to end; the ledger says how far its steps have got.
   if (described?.status.name === 'RUNNING' && described.historyLength < 4) {
-    return { status: 'running', compensations: [], ...(db ? await ledgerProgress(db, orderWorkflowId(orderId)) : { currentStep: null, completedSteps: [] }) };
+    return { status: 'running', compensations: [], ...(await ledgerProgress(db, orderWorkflowId(orderId))) };
   }
   try {
     const s = await temporal.withDeadline(deadline, () => handle.query(statusQuery));
@@ -74,10 +75,7 @@ export async function liveSaga(temporal: Client, orderId: string, deadline = Dat
  * written with its effect, so it shows once done). Read while the saga's first workflow task runs.
  */
 async function ledgerProgress(db: Db, workflowId: string): Promise<{ currentStep: string | null; completedSteps: string[] }> {
-  const { rows } = await db.query<{ step: string; state: string }>(
-    `SELECT step, state FROM step_ledger WHERE workflow_id = $1 AND key NOT LIKE '%/undo' ORDER BY created_at, key`,
-    [workflowId],
-  );
+  const rows = (await createLedger(db).read(workflowId)).filter((r) => !r.key.endsWith('/undo'));
   return {
     currentStep: rows.find((r) => r.state === 'pending')?.step ?? null,
     completedSteps: rows.filter((r) => r.state === 'completed').map((r) => r.step),

@@ -35,4 +35,5 @@ export const localDatabaseUndo: LocalActivityOptions = { startToCloseTimeout: '1
 // mid-call is noticed by the workflow task's timeout, and the SDK keeps a longer call's workflow
 // task alive (it heartbeats the task), so the task's timeout need not cover the call budget.
 export const localExternalStep: LocalActivityOptions = { startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: EXTERNAL_STEP_ATTEMPTS } };
-export const localExternalUndo: LocalActivityOptions = { startToCloseTimeout: '15s', retry: { ...retry, maximumAttempts: 3 } };
+// A provider or carrier undo runs like a database undo: one round of three attempts, 15 s each.
+export const localExternalUndo: LocalActivityOptions = localDatabaseUndo;
