@@ -1,9 +1,24 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { activitiesBySystem } from '../../activities';
 import { inTransaction, type Db } from '../../src/db/pool';
-import type { ExternalStep, ExternalUndo, ForwardOutcome, Ledger, StepLedger } from '@sagaflow/toolkit/ledger';
+import type { ExternalStep, ExternalUndo, ForwardOutcome, Ledger, Statement, StepLedger, Tx, UndoContext } from '@sagaflow/toolkit/ledger';
 
 type Systems = ReturnType<typeof activitiesBySystem>;
+
+const completedForward: ForwardOutcome = { state: 'completed', result: null };
+
+/**
+ * What a compensation is handed on a ledger that records nothing: its key, the forward key it
+ * undoes, and the forward step as completed with no result.
+ */
+export function undoContext(key: string): UndoContext {
+  return { key, forwardKey: key.replace(/\/undo$/, ''), forward: completedForward };
+}
+
+/** Sends one statement, with its parameters, on a transaction's client. */
+export function runStatement(tx: Tx, statement: Statement): Promise<unknown> {
+  return tx.query(statement.text, statement.values as unknown[] | undefined);
+}
 
 /**
  * A ledger that records nothing: each local effect in a plain transaction,
@@ -12,15 +27,13 @@ type Systems = ReturnType<typeof activitiesBySystem>;
  * business rows as on the real ledger: the naive saga's cost.
  */
 export function passThroughLedger(db: Db): Ledger {
-  const forward: ForwardOutcome = { state: 'completed', result: null };
-  const undoContext = (key: string) => ({ key, forwardKey: key.replace(/\/undo$/, ''), forward });
   const step = (name: string): StepLedger => ({
     step: name,
     local: (_key, _input, effect) => inTransaction(db, effect),
     localStatement: (_key, _input, plan) =>
       inTransaction(db, async (tx) => {
         const { statement, result } = plan();
-        await tx.query(statement.text, statement.values as unknown[] | undefined);
+        await runStatement(tx, statement);
         return result;
       }),
     localUndo: (key, _input, undo) => inTransaction(db, (tx) => undo(tx, undoContext(key) as never)),
@@ -28,14 +41,14 @@ export function passThroughLedger(db: Db): Ledger {
       if (s.prepare || s.prepareStatement) {
         await inTransaction(db, async (tx) => {
           await s.prepare?.(tx);
-          if (s.prepareStatement) await tx.query(s.prepareStatement.text, s.prepareStatement.values as unknown[] | undefined);
+          if (s.prepareStatement) await runStatement(tx, s.prepareStatement);
         });
       }
       const outcome = await s.call();
       const confirmed = s.confirmStatement?.(outcome);
       await inTransaction(db, async (tx) => {
         await s.confirm?.(tx, outcome);
-        if (confirmed) await tx.query(confirmed.text, confirmed.values as unknown[] | undefined);
+        if (confirmed) await runStatement(tx, confirmed);
       });
       if (!outcome.ok) throw ApplicationFailure.nonRetryable(outcome.failure.message, outcome.failure.type);
       return outcome.result;
@@ -46,7 +59,7 @@ export function passThroughLedger(db: Db): Ledger {
       const confirmed = u.confirmStatement?.(result, ctx);
       await inTransaction(db, async (tx) => {
         await u.confirm?.(tx, result, ctx);
-        if (confirmed) await tx.query(confirmed.text, confirmed.values as unknown[] | undefined);
+        if (confirmed) await runStatement(tx, confirmed);
       });
       return result;
     },

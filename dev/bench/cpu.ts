@@ -10,7 +10,6 @@ import fs from 'node:fs';
 
 export interface ProcInfo {
   pid: number;
-  ppid: number;
   /** The executable's name as the kernel keeps it (`postgres`, `temporal`, `node`). */
   comm: string;
   ticks: number;
@@ -48,7 +47,7 @@ function readStat(pid: number): ProcInfo | undefined {
   const comm = text.slice(text.indexOf('(') + 1, close);
   const fields = text.slice(close + 2).split(' ');
   // After comm: state(0) ppid(1) ... utime(11) stime(12).
-  return { pid, ppid: Number(fields[1]), comm, ticks: Number(fields[11]) + Number(fields[12]) };
+  return { pid, comm, ticks: Number(fields[11]) + Number(fields[12]) };
 }
 
 export function sampleCpu(): CpuSample {
@@ -62,25 +61,6 @@ export function sampleCpu(): CpuSample {
   // user nice system idle iowait irq softirq steal (guest time is already counted in user).
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = cpu;
   return { procs, machineTicks: user + nice + system + irq + softirq + steal };
-}
-
-/** The given processes and all their descendants, as pids present in the sample. */
-export function withDescendants(sample: CpuSample, roots: readonly number[]): Set<number> {
-  const children = new Map<number, number[]>();
-  for (const p of sample.procs.values()) {
-    const list = children.get(p.ppid) ?? [];
-    list.push(p.pid);
-    children.set(p.ppid, list);
-  }
-  const out = new Set<number>();
-  const stack = roots.filter((pid) => sample.procs.has(pid));
-  while (stack.length) {
-    const pid = stack.pop()!;
-    if (out.has(pid)) continue;
-    out.add(pid);
-    stack.push(...(children.get(pid) ?? []));
-  }
-  return out;
 }
 
 /** Every process of the given executable name (e.g. all of PostgreSQL's backends). */

@@ -5,7 +5,7 @@ import { sagaKeys } from '@sagaflow/toolkit/workflow';
 import type { Ledger, StepLedger } from '@sagaflow/toolkit/ledger';
 import { Step } from '../../workflows/order/steps';
 import type { OrderInput } from '../../workflows/order/types';
-import { passThroughLedger } from './activities';
+import { passThroughLedger, runStatement, undoContext } from './activities';
 import { PgDataSource } from './dbos-datasource';
 
 /**
@@ -16,8 +16,6 @@ import { PgDataSource } from './dbos-datasource';
  * saga: DBOS's own checkpoints are what make each step happen once.
  */
 export function dbosLedger(ds: PgDataSource, base: Ledger): Ledger {
-  const forward = { state: 'completed', result: null };
-  const undoContext = (key: string) => ({ key, forwardKey: key.replace(/\/undo$/, ''), forward }) as never;
   return {
     step(name): StepLedger {
       const plain = base.step(name);
@@ -27,10 +25,10 @@ export function dbosLedger(ds: PgDataSource, base: Ledger): Ledger {
         localStatement: (_key, _input, plan) =>
           ds.runTransaction(async () => {
             const { statement, result } = plan();
-            await ds.client.query(statement.text, statement.values as unknown[] | undefined);
+            await runStatement(ds.client, statement);
             return result;
           }, name),
-        localUndo: (key, _input, undo) => ds.runTransaction(() => undo(ds.client, undoContext(key)), `${name}/undo`),
+        localUndo: (key, _input, undo) => ds.runTransaction(() => undo(ds.client, undoContext(key) as never), `${name}/undo`),
         external: (key, input, s) => DBOS.runStep(() => plain.external(key, input, s), { name }),
         externalUndo: (key, input, u) => DBOS.runStep(() => plain.externalUndo(key, input, u), { name: `${name}/undo` }),
         abandon: (key, input) => plain.abandon(key, input),

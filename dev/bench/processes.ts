@@ -10,7 +10,7 @@ import type { OrderInput } from '../../workflows/order/types';
  * channel: `run` (an order) → `done` (its outcome).
  */
 
-export type ToChild = { type: 'run'; id: number; order: OrderInput; workflowId: string } | { type: 'stop' };
+export type ToChild = { type: 'run'; id: number; order: OrderInput; workflowId: string };
 export type FromChild =
   | { type: 'ready' }
   | { type: 'done'; id: number; error?: string; eagerlyStarted?: boolean };
@@ -154,7 +154,7 @@ export function serveSagas(handle: (order: OrderInput, workflowId: string) => Pr
   return { ready: () => send({ type: 'ready' }) };
 }
 
-/** In a child process: calls `stop` once, on SIGTERM, SIGINT or the driver's `stop` message. */
+/** In a child process: calls `stop` once, on SIGTERM or SIGINT. */
 export function onStop(stop: () => void): void {
   let stopped = false;
   const once = () => {
@@ -164,7 +164,6 @@ export function onStop(stop: () => void): void {
   };
   process.once('SIGTERM', once);
   process.once('SIGINT', once);
-  process.on('message', (m: { type?: string }) => m.type === 'stop' && once());
 }
 
 /** A child process's entry: exits 0 when `main` ends, 1 (with the error) when it fails. */

@@ -67,7 +67,7 @@ export const VARIANTS = [
 export type Variant = (typeof VARIANTS)[number];
 
 /** The process groups CPU is charged to, per saga. */
-export const CPU_GROUPS = ['workers', 'server', 'postgres', 'driver', 'machine'] as const;
+const CPU_GROUPS = ['workers', 'server', 'postgres', 'driver', 'machine'] as const;
 export type CpuGroup = (typeof CPU_GROUPS)[number];
 export type CpuPerSaga = Record<CpuGroup, number>;
 
